@@ -1,0 +1,60 @@
+# community-ml — every command a human, CI or a hook needs. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.SHELLFLAGS := -eu -o pipefail -c
+
+export BENTOML_DO_NOT_TRACK := true
+export COMMUNITY_ML_HOME ?= $(CURDIR)/.community-ml
+# uv from PATH, else the one `setup` installs with pip (runnable as a module, whatever the PATH says).
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+BIN := .venv/bin
+DEMO_DATASET ?= demo
+RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
+
+## help: list the targets
+.PHONY: help
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed -e 's/^## //' | awk -F': ' '{printf "  \033[1m%-8s\033[0m %s\n", $$1, $$2}'
+
+## setup: install uv if missing, create .venv and sync it with uv.lock
+.PHONY: setup
+setup: .venv/.synced
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet --disable-pip-version-check uv \
+		|| python3 -m pip install --quiet --disable-pip-version-check --break-system-packages uv
+	$(UV) sync --frozen
+	@touch $@
+
+## demo: generate the synthetic community and run the pipeline on it
+.PHONY: demo
+demo: setup
+	$(BIN)/community-ml data generate --dataset $(DEMO_DATASET) --config configs/synthetic.yaml
+	$(BIN)/community-ml data describe --dataset $(DEMO_DATASET)
+
+## test: run every test, slow end-to-end ones included
+.PHONY: test
+test: setup
+	$(BIN)/pytest
+
+## bench: run the benchmarks and write their result tables to experiments/results/
+.PHONY: bench
+bench: setup
+	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
+
+## lint: ruff's checks and formatting
+.PHONY: lint
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## format: let ruff fix what it can and format the code
+.PHONY: format
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## clean: remove the state folder (datasets, MLflow, reports) and caches
+.PHONY: clean
+clean:
+	rm -rf "$(COMMUNITY_ML_HOME)" .pytest_cache .ruff_cache

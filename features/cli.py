@@ -1,0 +1,200 @@
+"""`community-ml data ...`: import, generate and describe datasets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from features.contract import TABLE_NAMES, TABLES
+from features.errors import DataError
+from features.home import StateHome
+from features.store import Dataset
+
+data_app = typer.Typer(no_args_is_help=True, help="Import, generate and describe datasets.")
+
+TableName = StrEnum("TableName", {name: name for name in TABLE_NAMES})  # type: ignore[misc]
+
+DatasetOption = typer.Option(
+    ..., "--dataset", "-d", help="dataset name (a folder under $COMMUNITY_ML_HOME/datasets)"
+)
+JsonOption = typer.Option(False, "--json", help="print machine-readable JSON instead of tables")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Errors the user can fix become one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _console() -> Console:
+    # Piped output (CI logs, `| tee`) has no terminal width; rich would squeeze tables into 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
+def _print_summary(summary: object, as_json: bool) -> None:
+    from features.importers import ImportSummary
+
+    assert isinstance(summary, ImportSummary)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    console = _console()
+    table = Table(title=f"import into {summary.dataset} ({summary.seconds:.1f} s)")
+    for column in ("table", "read", "added", "updated", "unchanged", "quarantined", "total"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for t in summary.tables:
+        table.add_row(
+            t.table,
+            *(
+                f"{v:,}"
+                for v in (
+                    t.rows_read,
+                    t.rows_added,
+                    t.rows_updated,
+                    t.rows_unchanged,
+                    t.rows_quarantined,
+                    t.rows_total,
+                )
+            ),
+        )
+    console.print(table)
+    for t in summary.tables:
+        if t.reasons:
+            console.print(f"[bold]{t.table}[/bold]: rows set aside in {t.quarantine_file}")
+            for reason, count in t.reasons.items():
+                console.print(f"  {count:>8,}  {reason}")
+    if summary.ignored_columns:
+        console.print(f"columns not in the contract, not imported: {', '.join(summary.ignored_columns)}")
+
+
+@data_app.command("import")
+def import_command(
+    dataset: str = DatasetOption,
+    table: TableName = typer.Option(..., "--table", "-t", help="the canonical table the file holds"),
+    input_path: Path = typer.Option(..., "--input", "-i", help="CSV, CSV.GZ, TSV or Parquet file"),
+    mapping: list[str] = typer.Option(
+        [], "--map", help="CANONICAL=SOURCE: take a canonical column from SOURCE"
+    ),
+    constants: list[str] = typer.Option(
+        [], "--set", help="CANONICAL=VALUE: fill a canonical column with VALUE"
+    ),
+    encoding: str = typer.Option("utf-8", help="text encoding of CSV/TSV files"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import a file into one canonical table; broken rows are quarantined, re-imports change nothing."""
+    from features.importers import import_file, parse_assignments
+
+    with user_errors():
+        spec = TABLES[table.value]
+        summary = import_file(
+            Dataset(StateHome.from_env(), dataset),
+            spec.name,
+            input_path,
+            parse_assignments(mapping, "--map", spec),
+            parse_assignments(constants, "--set", spec),
+            encoding,
+        )
+    _print_summary(summary, as_json)
+
+
+@data_app.command("import-online-retail")
+def import_online_retail_command(
+    dataset: str = DatasetOption,
+    input_path: Path = typer.Option(..., "--input", "-i", help="the UCI Online Retail CSV (gzipped or not)"),
+    encoding: str = typer.Option("utf-8", help="text encoding of the file"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import the UCI Online Retail format: orders (cancellations as returns), members and products."""
+    from features.online_retail import import_online_retail
+
+    with user_errors():
+        summary = import_online_retail(Dataset(StateHome.from_env(), dataset), input_path, encoding)
+    _print_summary(summary, as_json)
+
+
+@data_app.command("generate")
+def generate_command(
+    dataset: str = DatasetOption,
+    config_path: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML settings (configs/synthetic.yaml)"
+    ),
+    members: int | None = typer.Option(None, help="number of members [default: 20000]"),
+    seed: int | None = typer.Option(None, help="random seed: the same seed gives the same data [default: 7]"),
+    months: int | None = typer.Option(None, help="months of history [default: 15]"),
+    start: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="first day [default: 2025-01-01]"),
+    force: bool = typer.Option(False, "--force", help="replace an existing dataset of that name"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Generate the built-in synthetic community (members, groups, contents, orders, engagements)."""
+    from features.config import load_config
+    from features.importers import import_synthetic
+    from features.synthetic import SyntheticConfig
+
+    with user_errors():
+        overrides = {
+            "members": members,
+            "seed": seed,
+            "months": months,
+            "start": start.date() if start else None,
+        }
+        config = load_config(SyntheticConfig, config_path, overrides)
+        target = Dataset(StateHome.from_env(), dataset)
+        if target.exists() and not force:
+            generated = [e.get("config") for e in target.manifest()["imports"] if e.get("kind") == "generate"]
+            if generated and generated[-1] == config.model_dump(mode="json"):
+                typer.echo(
+                    f"dataset {dataset} is already generated with these settings; use --force to redo it"
+                )
+                return
+            raise DataError(
+                f"dataset {dataset!r} already exists with other content; use --force to replace it, "
+                "or choose another --dataset"
+            )
+        summary = import_synthetic(target, config)
+    _print_summary(summary, as_json)
+
+
+@data_app.command("describe")
+def describe_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> None:
+    """Row counts per table, time span, members, guests, returns and the quarantine summary."""
+    from features.describe import describe
+
+    with user_errors():
+        info = describe(Dataset(StateHome.from_env(), dataset))
+    if as_json:
+        typer.echo(info.model_dump_json(indent=2))
+        return
+    console = _console()
+    table = Table(title=f"dataset {info.dataset}  ({info.path})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("quarantined", justify="right")
+    for name, rows in info.rows.items():
+        table.add_row(name, f"{rows:,}", f"{sum(info.quarantined.get(name, {}).values()):,}")
+    console.print(table)
+    console.print(f"events from {info.first_event} to {info.last_event}")
+    console.print(
+        f"members: {info.members:,} ({info.members_with_orders:,} with orders); "
+        f"guest order lines: {info.guest_order_lines:,}; return lines: {info.return_lines:,}; "
+        f"imports: {info.imports}"
+    )
+    for name, reasons in info.quarantined.items():
+        for reason, count in reasons.items():
+            console.print(f"  quarantine {name}: {count:>8,}  {reason}")

@@ -1,0 +1,151 @@
+"""The canonical data contract of design.md §3: six tables, their columns, types, keys and allowed values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """How a column is parsed and stored."""
+
+    ID = "id"  # string identifier, whitespace-trimmed; "17850.0" from spreadsheets becomes "17850"
+    TEXT = "text"
+    CATEGORY = "category"  # lower-cased text, checked against `allowed` when given
+    TIMESTAMP = "timestamp"  # ISO date, ISO datetime or unix epoch seconds; stored as naive UTC
+    NUMBER = "number"  # float64
+    BOOL = "bool"
+
+
+ACTIONS = (
+    "view",
+    "read",
+    "like",
+    "share",
+    "comment",
+    "message",
+    "checkin",
+    "join_group",
+    "leave_group",
+    "event_attend",
+)
+CONTENT_TYPES = ("knowledge", "scene", "activity", "promotion")
+GROUP_TYPES = ("promotion", "service", "interest", "membership")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind
+    required: bool = False
+    doc: str = ""
+    allowed: tuple[str, ...] | None = None
+    # A required column must be present in the input; `nullable` says whether a row may leave it empty.
+    nullable: bool = True
+    non_negative: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    # Rows with equal key are the same fact. Entity tables key on their id (a re-import updates the entity);
+    # event tables key on the whole row, so that re-importing a file changes nothing.
+    key: tuple[str, ...]
+    is_event: bool
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+def _event_table(name: str, doc: str, *columns: Column) -> TableSpec:
+    return TableSpec(name, doc, columns, key=tuple(c.name for c in columns), is_event=True)
+
+
+MEMBERS = TableSpec(
+    "members",
+    "a member",
+    (
+        Column("member_id", Kind.ID, required=True, nullable=False, doc="the member's id"),
+        Column("joined_at", Kind.TIMESTAMP, doc="when the member joined the community"),
+        Column("city", Kind.TEXT),
+        Column("age_band", Kind.TEXT),
+        Column("acquisition_channel", Kind.CATEGORY),
+        Column("persona", Kind.CATEGORY, doc="an operator-assigned persona, where known"),
+        Column("consent_marketing", Kind.BOOL, doc="the member agreed to marketing pushes"),
+    ),
+    key=("member_id",),
+    is_event=False,
+)
+PRODUCTS = TableSpec(
+    "products",
+    "a product",
+    (
+        Column("product_id", Kind.ID, required=True, nullable=False),
+        Column("name", Kind.TEXT),
+        Column("category", Kind.CATEGORY),
+        Column("price", Kind.NUMBER, non_negative=True),
+        Column("active", Kind.BOOL, doc="still sold; inactive products are never recommended"),
+    ),
+    key=("product_id",),
+    is_event=False,
+)
+CONTENTS = TableSpec(
+    "contents",
+    "a content item",
+    (
+        Column("content_id", Kind.ID, required=True, nullable=False),
+        Column("content_type", Kind.CATEGORY, allowed=CONTENT_TYPES),
+        Column("topic", Kind.CATEGORY),
+        Column("published_at", Kind.TIMESTAMP),
+    ),
+    key=("content_id",),
+    is_event=False,
+)
+GROUPS = TableSpec(
+    "groups",
+    "a community group",
+    (
+        Column("group_id", Kind.ID, required=True, nullable=False),
+        Column("group_type", Kind.CATEGORY, allowed=GROUP_TYPES),
+    ),
+    key=("group_id",),
+    is_event=False,
+)
+ORDERS = _event_table(
+    "orders",
+    "an order line",
+    # An empty member_id is a guest order: it counts for item popularity and nothing else.
+    Column("member_id", Kind.ID, required=True, nullable=True, doc="empty for guest orders"),
+    Column("ts", Kind.TIMESTAMP, required=True, nullable=False),
+    Column("amount", Kind.NUMBER, required=True, nullable=False, doc="line value; negative for returns"),
+    Column("order_id", Kind.ID),
+    Column("product_id", Kind.ID),
+    Column("quantity", Kind.NUMBER, doc="negative for returns"),
+    Column("channel", Kind.CATEGORY),
+    Column("is_return", Kind.BOOL, doc="the line gives goods back; only returns may be negative"),
+)
+ENGAGEMENTS = _event_table(
+    "engagements",
+    "a member's action on content or in a group",
+    Column("member_id", Kind.ID, required=True, nullable=False),
+    Column("ts", Kind.TIMESTAMP, required=True, nullable=False),
+    Column("action", Kind.CATEGORY, required=True, nullable=False, allowed=ACTIONS),
+    Column("content_id", Kind.ID),
+    Column("group_id", Kind.ID),
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS)}
+TABLE_NAMES = tuple(TABLES)

@@ -1,0 +1,52 @@
+"""Where the project keeps its state: one folder for datasets, features, MLflow, logs and reports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "COMMUNITY_ML_HOME"
+DEFAULT_HOME = ".community-ml"
+
+
+@dataclass(frozen=True)
+class StateHome:
+    """The state folder and its well-known sub-folders. Nothing is created until someone writes."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> StateHome:
+        """`$COMMUNITY_ML_HOME`, else `.community-ml/` in the working directory."""
+        configured = os.environ.get(HOME_ENV, "").strip()
+        return cls(Path(configured or DEFAULT_HOME).expanduser().resolve())
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def mlflow_tracking_uri(self) -> str:
+        """`MLFLOW_TRACKING_URI` from the environment wins (a shared server); else a local sqlite registry."""
+        configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        return configured or f"sqlite:///{self.mlflow_db}"

@@ -1,0 +1,176 @@
+"""Datasets on disk: a Parquet file per canonical table, a quarantine beside it, a manifest of imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from features.contract import TABLE_NAMES, TABLES, TableSpec
+from features.errors import DataError
+from features.home import StateHome
+from features.validation import QUARANTINE_COLUMNS, empty_frame
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    added: int
+    updated: int
+    unchanged: int
+    total: int
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Writes beside the target and renames, so a crash half-way leaves the previous file readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset under `<home>/datasets/<name>/`."""
+
+    home: StateHome
+    name: str
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise DataError(
+                f"dataset name {self.name!r} is not allowed: use letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit (at most 64 characters)"
+            )
+
+    @property
+    def path(self) -> Path:
+        return self.home.datasets / self.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "dataset.json"
+
+    def table_path(self, table: str) -> Path:
+        return self.path / f"{table}.parquet"
+
+    def quarantine_path(self, table: str) -> Path:
+        return self.path / "quarantine" / f"{table}.parquet"
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def require(self) -> Dataset:
+        """Self, or a DataError naming the datasets that do exist."""
+        if not self.exists():
+            known = sorted(p.parent.name for p in self.home.datasets.glob("*/dataset.json"))
+            hint = f"known datasets: {', '.join(known)}" if known else "there are no datasets yet"
+            raise DataError(
+                f"dataset {self.name!r} not found under {self.home.datasets} ({hint}); "
+                "create it with `community-ml data import ...` or `community-ml data generate ...`"
+            )
+        return self
+
+    def tables(self) -> list[str]:
+        return [t for t in TABLE_NAMES if self.table_path(t).exists()]
+
+    def has(self, table: str) -> bool:
+        return self.table_path(table).exists()
+
+    def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """The canonical table, typed; an empty typed frame when the dataset has no such table."""
+        spec = TABLES[table]
+        if not self.has(table):
+            frame = empty_frame(spec)
+            return frame[columns] if columns else frame
+        return pd.read_parquet(self.table_path(table), columns=columns)
+
+    def row_count(self, table: str) -> int:
+        return pq.ParquetFile(self.table_path(table)).metadata.num_rows if self.has(table) else 0
+
+    def write(self, table: str, frame: pd.DataFrame) -> None:
+        spec = TABLES[table]
+        frame = frame[list(spec.column_names)]
+        if spec.is_event:
+            # Time order lets the engine skip row groups when it filters by date.
+            frame = frame.sort_values(["ts", "member_id"], kind="stable", na_position="first")
+        write_parquet_atomic(frame.reset_index(drop=True), self.table_path(table))
+
+    def merge(self, table: str, incoming: pd.DataFrame) -> MergeResult:
+        """Adds rows; a row whose key is already stored replaces it, so re-importing changes nothing."""
+        spec = TABLES[table]
+        existing = self.read(table)
+        incoming = incoming[list(spec.column_names)].reset_index(drop=True)
+        if existing.empty:
+            merged, added, updated = incoming, len(incoming), 0
+        else:
+            known_key = _key_index(spec, incoming).isin(_key_index(spec, existing))
+            same_row = _row_index(incoming).isin(_row_index(existing))
+            added = int((~known_key).sum())
+            updated = int((known_key & ~same_row).sum())
+            merged = pd.concat([existing, incoming], ignore_index=True)
+            merged = merged.drop_duplicates(list(spec.key), keep="last")
+        self.write(table, merged)
+        return MergeResult(added, updated, len(incoming) - added - updated, len(merged))
+
+    def read_quarantine(self, table: str) -> pd.DataFrame:
+        path = self.quarantine_path(table)
+        if not path.exists():
+            return pd.DataFrame(
+                {c: pd.Series(dtype="int64" if c == "row" else "string") for c in QUARANTINE_COLUMNS}
+            )
+        return pd.read_parquet(path)
+
+    def add_quarantine(self, table: str, rows: pd.DataFrame) -> int:
+        """Keeps set-aside rows beside the dataset; the same row from the same source is kept once."""
+        if rows.empty:
+            return 0
+        existing = self.read_quarantine(table)
+        merged = pd.concat([existing, rows], ignore_index=True).drop_duplicates(["source", "row", "raw"])
+        write_parquet_atomic(merged, self.quarantine_path(table))
+        return len(merged) - len(existing)
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"name": self.name, "created_at": None, "imports": []}
+        return json.loads(self.manifest_path.read_text())
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Appends an entry (an import, a generation) to the dataset's manifest."""
+        manifest = self.manifest()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest["created_at"] = manifest.get("created_at") or now
+        manifest["imports"].append({"at": now, **entry})
+        _write_json_atomic(manifest, self.manifest_path)
+
+    def delete(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
+
+def _key_index(spec: TableSpec, frame: pd.DataFrame) -> pd.Series:
+    return _row_index(frame[list(spec.key)])
+
+
+def _row_index(frame: pd.DataFrame) -> pd.Series:
+    # A 64-bit hash per row: fast to compare over millions of rows, and missing values hash equal.
+    return pd.util.hash_pandas_object(frame, index=False)

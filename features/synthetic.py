@@ -1,0 +1,573 @@
+"""The built-in synthetic community: members with personas, groups, contents, orders and engagements.
+
+The simulation plants effects that the models should later find:
+- engagement fades over the ~90 days before a member churns, and orders only over the last ~45;
+- each persona prefers some product categories and content types;
+- spending is seasonal (618 in June, Double 11 in November, December), with promotion days;
+- promotion-driven members buy mostly on promotion days and churn about twice as fast.
+Everything is drawn from one seeded generator, so a seed gives the same dataset every time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.contract import CONTENT_TYPES, GROUP_TYPES
+
+CATEGORIES = (
+    "snacks",
+    "beverages",
+    "personal_care",
+    "beauty",
+    "baby_care",
+    "home",
+    "kitchen",
+    "fashion",
+    "electronics",
+    "health",
+    "outdoor",
+    "stationery",
+)
+CATEGORY_PRICE = dict(zip(CATEGORIES, (25, 18, 45, 160, 120, 80, 110, 180, 420, 140, 220, 15), strict=True))
+CONTENT_ACTIONS = ("view", "read", "like", "share", "comment")
+GROUP_ACTIONS = ("message", "checkin", "event_attend")
+CHANNELS = ("app", "mini_program", "community_group", "store")
+CITIES = ("Shanghai", "Beijing", "Hangzhou", "Shenzhen", "Guangzhou", "Chengdu", "Wuhan", "Nanjing", "Suzhou")
+ACQUISITION = ("community_group", "referral", "app_store", "store", "ad")
+# Month multipliers of spending: Chinese New Year lull, 618 in June, Double 11, December gifts.
+MONTH_SEASON = (0.85, 0.75, 0.95, 1.0, 1.05, 1.25, 0.95, 0.9, 1.0, 1.05, 1.5, 1.3)
+HOUR_WEIGHTS = np.array(
+    [1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2]
+)
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    share: float
+    categories: dict[str, float]  # affinity; unlisted categories get 0.3
+    content_types: tuple[float, float, float, float]  # knowledge, scene, activity, promotion
+    group_types: tuple[float, float, float, float]  # promotion, service, interest, membership
+    actions: tuple[float, ...]  # view, read, like, share, comment, message, checkin, event_attend
+    orders_per_month: float
+    engagements_per_week: float
+    lines_per_order: float
+    price_level: float
+    promo_driven: float  # probability that a member of this persona buys mainly on promotions
+    mean_lifetime_days: float
+    age_bands: tuple[str, ...]
+
+
+PERSONAS = (
+    Persona(
+        "price_sensitive",
+        0.22,
+        {"snacks": 3, "beverages": 2.5, "personal_care": 2, "home": 1.5, "kitchen": 1},
+        (1, 1, 1, 4),
+        (4, 1, 1, 1),
+        (6, 2, 2, 1, 1, 1, 2, 0.5),
+        1.6,
+        1.5,
+        1.8,
+        0.7,
+        0.6,
+        330,
+        ("25-34", "35-44", "45-54"),
+    ),
+    Persona(
+        "quality_seeking",
+        0.14,
+        {"beauty": 3, "health": 2.5, "electronics": 2, "kitchen": 2, "fashion": 1.5},
+        (4, 2, 0.5, 0.5),
+        (0.5, 2, 2, 3),
+        (4, 5, 2, 0.5, 1, 0.5, 1, 1),
+        1.0,
+        1.2,
+        1.6,
+        1.4,
+        0.1,
+        620,
+        ("25-34", "35-44", "45-54"),
+    ),
+    Persona(
+        "social_sharer",
+        0.16,
+        {"fashion": 3, "beauty": 2.5, "snacks": 2, "outdoor": 1.5},
+        (1, 3, 3, 1.5),
+        (1, 1, 3, 2),
+        (3, 2, 4, 4, 3, 4, 2, 2),
+        1.3,
+        4.0,
+        2.0,
+        1.0,
+        0.3,
+        520,
+        ("18-24", "25-34"),
+    ),
+    Persona(
+        "young_parent",
+        0.16,
+        {"baby_care": 5, "health": 2, "home": 2, "kitchen": 1.5, "snacks": 1.5},
+        (3, 2.5, 1, 1.5),
+        (1, 3, 2, 2),
+        (4, 4, 2, 1, 1, 2, 2, 1),
+        2.2,
+        2.0,
+        2.6,
+        1.1,
+        0.3,
+        480,
+        ("25-34", "35-44"),
+    ),
+    Persona(
+        "office_worker",
+        0.20,
+        {"beverages": 2.5, "snacks": 2, "electronics": 2, "personal_care": 1.5, "fashion": 1.5},
+        (2, 3, 0.5, 1),
+        (1, 2, 2, 1),
+        (5, 3, 1, 0.5, 0.5, 1, 1, 0.5),
+        1.4,
+        1.3,
+        1.8,
+        1.1,
+        0.25,
+        430,
+        ("25-34", "35-44"),
+    ),
+    Persona(
+        "student",
+        0.12,
+        {"stationery": 4, "snacks": 3, "beverages": 2, "electronics": 1.5, "fashion": 1.5},
+        (1, 2, 3, 2),
+        (2, 1, 3, 1),
+        (5, 2, 3, 2, 2, 2, 1, 1),
+        0.9,
+        2.5,
+        1.5,
+        0.6,
+        0.5,
+        300,
+        ("18-24",),
+    ),
+)
+PERSONA_NAMES = tuple(p.name for p in PERSONAS)
+
+
+class SyntheticConfig(BaseModel):
+    """Settings of one synthetic community; the same settings and seed give the same data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    members: int = Field(20_000, ge=50, le=5_000_000, description="number of members")
+    seed: int = Field(7, description="seed of the random generator")
+    start: date = Field(date(2025, 1, 1), description="first day of the simulated history")
+    months: int = Field(15, ge=3, le=60, description="length of the history in months")
+    products: int = Field(1_200, ge=24)
+    contents: int = Field(1_500, ge=48)
+    groups: int = Field(120, ge=8)
+
+
+@dataclass
+class SyntheticData:
+    tables: dict[str, pd.DataFrame]
+    truth: pd.DataFrame  # hidden ground truth per member (persona, promotion-driven, churn date)
+
+    @property
+    def event_count(self) -> int:
+        return len(self.tables["orders"]) + len(self.tables["engagements"])
+
+
+class _Sim:
+    """One run of the simulation; arrays are indexed by member (axis 0) and day (axis 1)."""
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        self.cfg = config
+        self.rng = np.random.default_rng(config.seed)
+        self.start = pd.Timestamp(config.start)
+        self.end = self.start + pd.DateOffset(months=config.months)
+        self.days = int((self.end - self.start).days)
+        self.day_dates = pd.date_range(self.start, periods=self.days, freq="D")
+
+    # ---- catalogue -------------------------------------------------------------------------------------
+
+    def products(self) -> pd.DataFrame:
+        n = self.cfg.products
+        cat = np.arange(n) % len(CATEGORIES)
+        base = np.array([CATEGORY_PRICE[c] for c in CATEGORIES])[cat]
+        price = np.round(base * self.rng.lognormal(0, 0.45, n), 1)
+        # Popularity within a category is Zipf-like: a few hits, a long tail.
+        rank = np.arange(n) // len(CATEGORIES) + 1
+        self.product_category = cat
+        self.product_price = price
+        self.product_popularity = 1.0 / rank**0.9
+        return pd.DataFrame(
+            {
+                "product_id": [f"P{i:05d}" for i in range(n)],
+                "name": [
+                    f"{CATEGORIES[c].replace('_', ' ')} item {r}" for c, r in zip(cat, rank, strict=True)
+                ],
+                "category": np.array(CATEGORIES)[cat],
+                "price": price,
+                "active": self.rng.random(n) > 0.06,
+            }
+        )
+
+    def contents(self) -> pd.DataFrame:
+        n = self.cfg.contents
+        ctype = self.rng.choice(len(CONTENT_TYPES), n, p=[0.3, 0.3, 0.15, 0.25])
+        topic = self.rng.integers(0, len(CATEGORIES), n)
+        published = self.rng.integers(-90, self.days, n)
+        # Every (type, topic) bucket has one item from before the start, so early events have something.
+        first = np.arange(len(CONTENT_TYPES) * len(CATEGORIES))
+        first = first[first < n]
+        ctype[first] = first // len(CATEGORIES)
+        topic[first] = first % len(CATEGORIES)
+        published[first] = -90
+        self.content_type, self.content_topic, self.content_day = ctype, topic, published
+        return pd.DataFrame(
+            {
+                "content_id": [f"C{i:05d}" for i in range(n)],
+                "content_type": np.array(CONTENT_TYPES)[ctype],
+                "topic": np.array(CATEGORIES)[topic],
+                "published_at": self.start
+                + pd.to_timedelta(published, unit="D")
+                + pd.to_timedelta(self.rng.integers(8, 20, n), unit="h"),
+            }
+        )
+
+    def groups(self) -> pd.DataFrame:
+        n = self.cfg.groups
+        self.group_type = np.arange(n) % len(GROUP_TYPES)
+        return pd.DataFrame(
+            {
+                "group_id": [f"G{i:04d}" for i in range(n)],
+                "group_type": np.array(GROUP_TYPES)[self.group_type],
+            }
+        )
+
+    # ---- members ---------------------------------------------------------------------------------------
+
+    def members(self) -> pd.DataFrame:
+        n, rng = self.cfg.members, self.rng
+        persona = rng.choice(len(PERSONAS), n, p=[p.share for p in PERSONAS])
+        self.persona = persona
+        self.promo_driven = rng.random(n) < np.array([p.promo_driven for p in PERSONAS])[persona]
+        # 40% were members before the history starts; the rest join over it (not in the last month).
+        before = rng.random(n) < 0.4
+        joined = np.where(before, rng.integers(-720, 0, n), rng.integers(0, max(self.days - 30, 1), n))
+        self.joined_day = joined
+        self.activity = rng.gamma(2.0, 0.5, n)  # heterogeneity: some members simply buy more
+        self.social = rng.gamma(2.0, 0.5, n)
+        lifetime_mean = np.array([p.mean_lifetime_days for p in PERSONAS])[persona]
+        hazard = np.where(self.promo_driven, 2.0, 1.0) / lifetime_mean
+        hazard *= 1.6 / (0.6 + self.social)  # well-connected members stay longer
+        self.churn_day = np.maximum(joined, 0) + rng.exponential(1.0 / hazard).astype(int) + 20
+        self.category_pref = self._preferences(persona, [p.categories for p in PERSONAS])
+        age = np.empty(n, dtype=object)
+        for i, p in enumerate(PERSONAS):
+            age[persona == i] = rng.choice(p.age_bands, int((persona == i).sum()))
+        acq_p = np.where(
+            self.promo_driven[:, None], [0.25, 0.1, 0.2, 0.1, 0.35], [0.35, 0.25, 0.2, 0.12, 0.08]
+        )
+        acquisition = _choose_rows(rng, acq_p)
+        return pd.DataFrame(
+            {
+                "member_id": self.member_ids,
+                "joined_at": self.start
+                + pd.to_timedelta(joined, unit="D")
+                + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+                "city": rng.choice(CITIES, n, p=[0.2, 0.16, 0.12, 0.12, 0.1, 0.09, 0.07, 0.07, 0.07]),
+                "age_band": age,
+                "acquisition_channel": np.array(ACQUISITION)[acquisition],
+                "persona": np.array(PERSONA_NAMES)[persona],
+                "consent_marketing": rng.random(n) < 0.85,
+            }
+        )
+
+    @property
+    def member_ids(self) -> np.ndarray:
+        return np.array([f"M{i:06d}" for i in range(self.cfg.members)])
+
+    def _preferences(self, persona: np.ndarray, affinities: list[dict[str, float]]) -> np.ndarray:
+        """Each member's category preferences: the persona's affinity plus individual Dirichlet noise."""
+        alpha = np.array([[a.get(c, 0.3) for c in CATEGORIES] for a in affinities])
+        draws = self.rng.gamma(alpha[persona] * 2.0)
+        return draws / draws.sum(axis=1, keepdims=True)
+
+    # ---- intensities -----------------------------------------------------------------------------------
+
+    def _calendar(self) -> tuple[np.ndarray, np.ndarray]:
+        """(season multiplier, promotion day flag) per day."""
+        months = self.day_dates.month.to_numpy()
+        dom = self.day_dates.day.to_numpy()
+        season = np.array(MONTH_SEASON)[months - 1] * np.where(
+            self.day_dates.dayofweek.to_numpy() >= 5, 1.15, 0.95
+        )
+        promo = (
+            ((months == 6) & (dom <= 18))
+            | ((months == 11) & (dom <= 11))
+            | ((months == 12) & (dom >= 10) & (dom <= 12))
+            | (dom == 8)  # the monthly member day
+        )
+        return season, promo
+
+    def _fade(self, start_fading: int, floor: float, after: float) -> np.ndarray:
+        """Multiplier per member and day: 1, then falling to `floor` over the last days before churn."""
+        day = np.arange(self.days)[None, :]
+        left = self.churn_day[:, None] - day
+        fade = np.clip(left / start_fading, floor, 1.0)
+        return np.where(left > 0, fade, after).astype(np.float32)
+
+    def _active(self) -> np.ndarray:
+        return (np.arange(self.days)[None, :] >= self.joined_day[:, None]).astype(np.float32)
+
+    def order_counts(self) -> np.ndarray:
+        season, promo = self._calendar()
+        rate = np.array([p.orders_per_month for p in PERSONAS])[self.persona] * self.activity / 30.0
+        boost = np.where(self.promo_driven[:, None], np.where(promo, 3.5, 0.55), np.where(promo, 1.25, 1.0))
+        lam = (
+            rate[:, None].astype(np.float32)
+            * season[None, :]
+            * boost
+            * self._active()
+            * self._fade(45, 0.35, 0.0)
+        )
+        return self.rng.poisson(lam).astype(np.int32)
+
+    def engagement_counts(self) -> np.ndarray:
+        rate = np.array([p.engagements_per_week for p in PERSONAS])[self.persona] * self.social / 7.0
+        weekly = np.where(self.day_dates.dayofweek.to_numpy() >= 5, 1.2, 0.92)
+        lam = rate[:, None].astype(np.float32) * weekly[None, :] * self._active() * self._fade(90, 0.1, 0.02)
+        return self.rng.poisson(lam).astype(np.int32)
+
+    # ---- events ----------------------------------------------------------------------------------------
+
+    def _expand(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(member, day, timestamp) for every event in a member x day count matrix, in time order."""
+        member, day = np.nonzero(counts)
+        reps = counts[member, day]
+        member, day = np.repeat(member, reps), np.repeat(day, reps)
+        hour = self.rng.choice(24, len(day), p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
+        seconds = day.astype(np.int64) * 86_400 + hour * 3_600 + self.rng.integers(0, 3_600, len(day))
+        order = np.argsort(seconds, kind="stable")
+        ts = self.start + pd.to_timedelta(seconds[order], unit="s")
+        return member[order], day[order], np.asarray(ts)
+
+    def orders(self) -> pd.DataFrame:
+        rng = self.rng
+        member, day, ts = self._expand(self.order_counts())
+        n_orders = len(member)
+        _, promo = self._calendar()
+        lines_mean = np.array([p.lines_per_order for p in PERSONAS])[self.persona[member]]
+        n_lines = 1 + rng.poisson(lines_mean - 1)
+        order_of_line = np.repeat(np.arange(n_orders), n_lines)
+        m = member[order_of_line]
+        product = self._pick_products(m)
+        qty = 1 + rng.poisson(np.where(_PARENT[self.persona[m]], 0.8, 0.3))
+        discount = np.where(promo[day[order_of_line]], 0.8, 1.0)
+        unit = (
+            self.product_price[product]
+            * discount
+            * np.array([p.price_level for p in PERSONAS])[self.persona[m]] ** 0.2
+        )
+        amount = np.round(qty * unit, 2)
+        channel = _choose_rows(rng, _CHANNEL_BY_PERSONA[self.persona[member]])[order_of_line]
+        sales = pd.DataFrame(
+            {
+                "member_id": self.member_ids[m],
+                "ts": ts[order_of_line],
+                "amount": amount,
+                "order_id": np.char.add("O", np.char.zfill(order_of_line.astype(str), 8)),
+                "product_id": np.char.add("P", np.char.zfill(product.astype(str), 5)),
+                "quantity": qty.astype(float),
+                "channel": np.array(CHANNELS)[channel],
+                "is_return": False,
+                "_member": m,
+            }
+        )
+        # A product picked twice for one order is one line with the summed quantity.
+        sales = sales.groupby(["order_id", "product_id"], as_index=False, sort=False).agg(
+            member_id=("member_id", "first"),
+            ts=("ts", "first"),
+            amount=("amount", "sum"),
+            quantity=("quantity", "sum"),
+            channel=("channel", "first"),
+            is_return=("is_return", "first"),
+            _member=("_member", "first"),
+        )
+        m = sales.pop("_member").to_numpy()
+        # Some lines come back a few days later; price-sensitive members return more, quality seekers less.
+        return_p = np.where(self.persona[m] == 0, 0.05, np.where(self.persona[m] == 1, 0.02, 0.035))
+        back = rng.random(len(m)) < return_p
+        returns = sales[back].copy()
+        returns["ts"] = returns["ts"] + pd.to_timedelta(rng.integers(2, 21, back.sum()), unit="D")
+        returns["amount"] = -returns["amount"]
+        returns["quantity"] = -returns["quantity"]
+        returns["is_return"] = True
+        returns = returns[returns["ts"] < self.end]
+        return pd.concat([sales, returns], ignore_index=True)
+
+    def _pick_products(self, member: np.ndarray) -> np.ndarray:
+        """Favourites are bought again; otherwise a category by preference, a product by popularity."""
+        rng = self.rng
+        n_cat = len(CATEGORIES)
+        cum = np.cumsum(self.category_pref, axis=1)
+        favourites = np.empty((self.cfg.members, 4), dtype=np.int64)
+        fav_cat = (rng.random((self.cfg.members, 4, 1)) > cum[:, None, :]).sum(axis=2).clip(0, n_cat - 1)
+        line_cat = (rng.random((len(member), 1)) > cum[member]).sum(axis=1).clip(0, n_cat - 1)
+        product = np.empty(len(member), dtype=np.int64)
+        for c in range(n_cat):
+            ids = np.flatnonzero(self.product_category == c)
+            p = self.product_popularity[ids] / self.product_popularity[ids].sum()
+            pick = line_cat == c
+            product[pick] = rng.choice(ids, pick.sum(), p=p)
+            fav = fav_cat == c
+            favourites[fav] = rng.choice(ids, fav.sum(), p=p)
+        repeat = rng.random(len(member)) < 0.4
+        product[repeat] = favourites[member[repeat], rng.integers(0, 4, repeat.sum())]
+        return product
+
+    def memberships(self) -> np.ndarray:
+        """Up to three groups per member (-1 = none), by the persona's liking of group types."""
+        rng = self.rng
+        n = self.cfg.members
+        type_p = np.array([p.group_types for p in PERSONAS], dtype=float)
+        type_p /= type_p.sum(axis=1, keepdims=True)
+        slots = np.full((n, 3), -1, dtype=np.int64)
+        k = rng.integers(1, 4, n)
+        by_type = [np.flatnonzero(self.group_type == t) for t in range(len(GROUP_TYPES))]
+        for s in range(3):
+            gtype = _choose_rows(rng, type_p[self.persona])
+            gtype[self.promo_driven & (s == 0)] = 0  # promotion-driven members sit in a promotion group
+            choice = np.array([by_type[t][rng.integers(0, len(by_type[t]))] for t in gtype])
+            slots[:, s] = np.where(s < k, choice, -1)
+        return slots
+
+    def engagements(self) -> pd.DataFrame:
+        rng = self.rng
+        slots = self.memberships()
+        member, day, ts = self._expand(self.engagement_counts())
+        action_p = np.array([p.actions for p in PERSONAS], dtype=float)
+        action_p /= action_p.sum(axis=1, keepdims=True)
+        action = _choose_rows(rng, action_p[self.persona[member]])
+        is_content = action < len(CONTENT_ACTIONS)
+        content = np.full(len(member), -1, dtype=np.int64)
+        content[is_content] = self._pick_contents(member[is_content], day[is_content])
+        n_groups = (slots >= 0).sum(axis=1)
+        slot = (rng.random(len(member)) * n_groups[member]).astype(int)
+        group = np.where(is_content, -1, slots[member, slot])
+        actions = np.array(CONTENT_ACTIONS + GROUP_ACTIONS)
+        frame = pd.DataFrame(
+            {
+                "member_id": self.member_ids[member],
+                "ts": ts,
+                "action": actions[action],
+                "content_id": _ids("C", content, 5),
+                "group_id": _ids("G", group, 4),
+            }
+        )
+        return pd.concat([frame, self._joins_and_leaves(slots)], ignore_index=True)
+
+    def _pick_contents(self, member: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """A content type by persona, a topic by category preference, then a recent item in that bucket."""
+        rng = self.rng
+        type_p = np.array([p.content_types for p in PERSONAS], dtype=float)
+        type_p /= type_p.sum(axis=1, keepdims=True)
+        ctype = _choose_rows(rng, type_p[self.persona[member]])
+        topic = _choose_rows(rng, self.category_pref[member])
+        out = np.empty(len(member), dtype=np.int64)
+        bucket = ctype * len(CATEGORIES) + topic
+        item_bucket = self.content_type * len(CATEGORIES) + self.content_topic
+        for b in np.unique(bucket):
+            items = np.flatnonzero(item_bucket == b)
+            items = items[np.argsort(self.content_day[items], kind="stable")]
+            pick = bucket == b
+            published = np.searchsorted(self.content_day[items], day[pick], side="right")
+            published = np.maximum(published, 1)
+            # Newer items draw more attention: step back a geometric number of items from the newest.
+            back = np.minimum(rng.geometric(0.25, pick.sum()) - 1, published - 1)
+            out[pick] = items[published - 1 - back]
+        return out
+
+    def _joins_and_leaves(self, slots: np.ndarray) -> pd.DataFrame:
+        rng = self.rng
+        member, slot = np.nonzero(slots >= 0)
+        group = slots[member, slot]
+        join_day = self.joined_day[member] + rng.integers(0, 4, len(member))
+        joins = join_day >= 0  # joins before the history are not observed
+        leave_day = self.churn_day[member] + rng.integers(0, 30, len(member))
+        leaves = (leave_day < self.days) & (rng.random(len(member)) < 0.6)
+        frames = []
+        for mask, days, action in ((joins, join_day, "join_group"), (leaves, leave_day, "leave_group")):
+            seconds = days[mask].astype(np.int64) * 86_400 + rng.integers(8 * 3600, 22 * 3600, mask.sum())
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "member_id": self.member_ids[member[mask]],
+                        "ts": self.start + pd.to_timedelta(seconds, unit="s"),
+                        "action": action,
+                        "content_id": None,
+                        "group_id": _ids("G", group[mask], 4),
+                    }
+                )
+            )
+        out = pd.concat(frames, ignore_index=True)
+        return out[out["ts"] < self.end]
+
+    def truth(self) -> pd.DataFrame:
+        churn_at = self.start + pd.to_timedelta(self.churn_day, unit="D")
+        return pd.DataFrame(
+            {
+                "member_id": self.member_ids,
+                "persona": np.array(PERSONA_NAMES)[self.persona],
+                "promo_driven": self.promo_driven,
+                "churn_at": pd.Series(churn_at).where(self.churn_day < self.days),
+                "activity": self.activity,
+                "social": self.social,
+            }
+        )
+
+
+_PARENT = np.array([p.name == "young_parent" for p in PERSONAS])
+_CHANNEL_BY_PERSONA = np.array(
+    [
+        [0.3, 0.35, 0.3, 0.05],  # price_sensitive
+        [0.5, 0.2, 0.1, 0.2],  # quality_seeking
+        [0.2, 0.3, 0.45, 0.05],  # social_sharer
+        [0.35, 0.35, 0.25, 0.05],  # young_parent
+        [0.45, 0.35, 0.1, 0.1],  # office_worker
+        [0.3, 0.5, 0.15, 0.05],  # student
+    ]
+)
+
+
+def _choose_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One categorical draw per row of a probability matrix, vectorised."""
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random((len(probs), 1)) * cum[:, -1:]
+    return (u > cum).sum(axis=1).clip(0, probs.shape[1] - 1)
+
+
+def _ids(prefix: str, index: np.ndarray, width: int) -> np.ndarray:
+    out = np.char.add(prefix, np.char.zfill(np.maximum(index, 0).astype(str), width)).astype(object)
+    out[index < 0] = None
+    return out
+
+
+def generate(config: SyntheticConfig) -> SyntheticData:
+    """Runs the simulation; the catalogue first, since members' choices draw on it."""
+    sim = _Sim(config)
+    tables = {
+        "products": sim.products(),
+        "contents": sim.contents(),
+        "groups": sim.groups(),
+        "members": sim.members(),
+    }
+    tables["orders"] = sim.orders()
+    tables["engagements"] = sim.engagements()
+    return SyntheticData(tables=tables, truth=sim.truth())
