@@ -31,6 +31,8 @@ setup: .venv/.synced
 demo: setup
 	$(BIN)/community-ml data generate --dataset $(DEMO_DATASET) --config configs/synthetic.yaml
 	$(BIN)/community-ml data describe --dataset $(DEMO_DATASET)
+	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of 2025-12-01
+	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of latest
 
 ## test: run every test, slow end-to-end ones included
 .PHONY: test
@@ -41,6 +43,7 @@ test: setup
 .PHONY: bench
 bench: setup
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 
 ## lint: ruff's checks and formatting
 .PHONY: lint

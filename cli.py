@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from features.cli import data_app
+from features.features_cli import features_app
 
 app = typer.Typer(
     name="community-ml",
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -42,9 +42,7 @@ def plain_pandas(path: Path, out: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--retail-csv", type=Path, default=Path("../shared/data/online_retail/online_retail.csv.gz")
-    )
+    parser.add_argument("--retail-csv", type=Path, default=Path("../shared/data/online_retail/online_retail.csv.gz"))
     parser.add_argument("--members", type=int, default=20_000)
     args = parser.parse_args()
 

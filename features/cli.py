@@ -23,9 +23,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Import, generate and describe
 
 TableName = StrEnum("TableName", {name: name for name in TABLE_NAMES})  # type: ignore[misc]
 
-DatasetOption = typer.Option(
-    ..., "--dataset", "-d", help="dataset name (a folder under $COMMUNITY_ML_HOME/datasets)"
-)
+DatasetOption = typer.Option(..., "--dataset", "-d", help="dataset name (a folder under $COMMUNITY_ML_HOME/datasets)")
 JsonOption = typer.Option(False, "--json", help="print machine-readable JSON instead of tables")
 
 
@@ -43,7 +41,7 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
-def _console() -> Console:
+def console() -> Console:
     # Piped output (CI logs, `| tee`) has no terminal width; rich would squeeze tables into 80 columns.
     return Console() if sys.stdout.isatty() else Console(width=120)
 
@@ -55,7 +53,7 @@ def _print_summary(summary: object, as_json: bool) -> None:
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
         return
-    console = _console()
+    out = console()
     table = Table(title=f"import into {summary.dataset} ({summary.seconds:.1f} s)")
     for column in ("table", "read", "added", "updated", "unchanged", "quarantined", "total"):
         table.add_column(column, justify="left" if column == "table" else "right")
@@ -74,14 +72,14 @@ def _print_summary(summary: object, as_json: bool) -> None:
                 )
             ),
         )
-    console.print(table)
+    out.print(table)
     for t in summary.tables:
         if t.reasons:
-            console.print(f"[bold]{t.table}[/bold]: rows set aside in {t.quarantine_file}")
+            out.print(f"[bold]{t.table}[/bold]: rows set aside in {t.quarantine_file}")
             for reason, count in t.reasons.items():
-                console.print(f"  {count:>8,}  {reason}")
+                out.print(f"  {count:>8,}  {reason}")
     if summary.ignored_columns:
-        console.print(f"columns not in the contract, not imported: {', '.join(summary.ignored_columns)}")
+        out.print(f"columns not in the contract, not imported: {', '.join(summary.ignored_columns)}")
 
 
 @data_app.command("import")
@@ -89,12 +87,8 @@ def import_command(
     dataset: str = DatasetOption,
     table: TableName = typer.Option(..., "--table", "-t", help="the canonical table the file holds"),
     input_path: Path = typer.Option(..., "--input", "-i", help="CSV, CSV.GZ, TSV or Parquet file"),
-    mapping: list[str] = typer.Option(
-        [], "--map", help="CANONICAL=SOURCE: take a canonical column from SOURCE"
-    ),
-    constants: list[str] = typer.Option(
-        [], "--set", help="CANONICAL=VALUE: fill a canonical column with VALUE"
-    ),
+    mapping: list[str] = typer.Option([], "--map", help="CANONICAL=SOURCE: take a canonical column from SOURCE"),
+    constants: list[str] = typer.Option([], "--set", help="CANONICAL=VALUE: fill a canonical column with VALUE"),
     encoding: str = typer.Option("utf-8", help="text encoding of CSV/TSV files"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -132,9 +126,7 @@ def import_online_retail_command(
 @data_app.command("generate")
 def generate_command(
     dataset: str = DatasetOption,
-    config_path: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML settings (configs/synthetic.yaml)"
-    ),
+    config_path: Path | None = typer.Option(None, "--config", "-c", help="YAML settings (configs/synthetic.yaml)"),
     members: int | None = typer.Option(None, help="number of members [default: 20000]"),
     seed: int | None = typer.Option(None, help="random seed: the same seed gives the same data [default: 7]"),
     months: int | None = typer.Option(None, help="months of history [default: 15]"),
@@ -159,9 +151,7 @@ def generate_command(
         if target.exists() and not force:
             generated = [e.get("config") for e in target.manifest()["imports"] if e.get("kind") == "generate"]
             if generated and generated[-1] == config.model_dump(mode="json"):
-                typer.echo(
-                    f"dataset {dataset} is already generated with these settings; use --force to redo it"
-                )
+                typer.echo(f"dataset {dataset} is already generated with these settings; use --force to redo it")
                 return
             raise DataError(
                 f"dataset {dataset!r} already exists with other content; use --force to replace it, "
@@ -181,20 +171,20 @@ def describe_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -
     if as_json:
         typer.echo(info.model_dump_json(indent=2))
         return
-    console = _console()
-    table = Table(title=f"dataset {info.dataset}  ({info.path})")
+    out = console()
+    table = Table(title=f"dataset {info.dataset}", caption=info.path)
     table.add_column("table")
     table.add_column("rows", justify="right")
     table.add_column("quarantined", justify="right")
     for name, rows in info.rows.items():
         table.add_row(name, f"{rows:,}", f"{sum(info.quarantined.get(name, {}).values()):,}")
-    console.print(table)
-    console.print(f"events from {info.first_event} to {info.last_event}")
-    console.print(
+    out.print(table)
+    out.print(f"events from {info.first_event} to {info.last_event}")
+    out.print(
         f"members: {info.members:,} ({info.members_with_orders:,} with orders); "
         f"guest order lines: {info.guest_order_lines:,}; return lines: {info.return_lines:,}; "
         f"imports: {info.imports}"
     )
     for name, reasons in info.quarantined.items():
         for reason, count in reasons.items():
-            console.print(f"  quarantine {name}: {count:>8,}  {reason}")
+            out.print(f"  quarantine {name}: {count:>8,}  {reason}")

@@ -31,7 +31,5 @@ def load_config(model: type[M], path: Path | None, overrides: dict[str, Any]) ->
         return model.model_validate(values)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         raise DataError(f"{where}invalid settings: {problems}") from exc

@@ -39,9 +39,7 @@ def describe(dataset: Dataset) -> DatasetDescription:
     if dataset.has("engagements"):
         member_ids |= set(dataset.read("engagements", ["member_id"])["member_id"].unique())
     quarantined = {
-        t: reason_counts(dataset.read_quarantine(t))
-        for t in TABLE_NAMES
-        if dataset.quarantine_path(t).exists()
+        t: reason_counts(dataset.read_quarantine(t)) for t in TABLE_NAMES if dataset.quarantine_path(t).exists()
     }
     return DatasetDescription(
         dataset=dataset.name,

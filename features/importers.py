@@ -46,9 +46,7 @@ def parse_assignments(pairs: list[str], option: str, spec: TableSpec) -> dict[st
         canonical, sep, value = pair.partition("=")
         canonical = canonical.strip()
         if not sep or not canonical:
-            raise DataError(
-                f"{option} {pair!r}: expected CANONICAL=VALUE, e.g. {option} member_id=CustomerID"
-            )
+            raise DataError(f"{option} {pair!r}: expected CANONICAL=VALUE, e.g. {option} member_id=CustomerID")
         if canonical not in spec.column_names:
             raise DataError(
                 f"{option} {pair!r}: {canonical!r} is not a column of {spec.name}; "
@@ -139,9 +137,7 @@ def import_file(
     with step(f"validating {len(raw.frame) + len(raw.broken_lines):,} rows against the {table} contract"):
         validated = validate(spec, frame, raw.source, raw.frame)
         if raw.broken_lines:
-            validated.quarantine = pd.concat(
-                [broken_lines_frame(raw), validated.quarantine], ignore_index=True
-            )
+            validated.quarantine = pd.concat([broken_lines_frame(raw), validated.quarantine], ignore_index=True)
     with step(f"writing {dataset.table_path(table)}"):
         summary = store_validated(dataset, table, validated, len(raw.frame) + len(raw.broken_lines))
         dataset.record(

@@ -26,9 +26,7 @@ ONLINE_RETAIL_COLUMNS = (
     "Country",
 )
 # Postage, fees, manual adjustments, samples and bank charges: money moves, but no product does.
-NON_PRODUCT_CODES = frozenset(
-    {"POST", "DOT", "M", "C2", "D", "S", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS", "B"}
-)
+NON_PRODUCT_CODES = frozenset({"POST", "DOT", "M", "C2", "D", "S", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS", "B"})
 _NON_PRODUCT_REASON = "non-product stock code (postage, fee, adjustment or voucher)"
 
 
@@ -88,9 +86,7 @@ def import_online_retail(dataset: Dataset, path: Path, encoding: str = "utf-8") 
             index=kept.index,
         )
         validated_orders = validate(ORDERS, orders, raw.source, kept)
-        set_aside = quarantine_frame(
-            raw.source, frame.index[aside], field[aside], reason[aside], None, frame[aside]
-        )
+        set_aside = quarantine_frame(raw.source, frame.index[aside], field[aside], reason[aside], None, frame[aside])
         validated_orders.quarantine = pd.concat([set_aside, validated_orders.quarantine], ignore_index=True)
 
         # Every customer is a member, even one whose only lines were set aside.
@@ -112,9 +108,7 @@ def import_online_retail(dataset: Dataset, path: Path, encoding: str = "utf-8") 
         prices = pd.to_numeric(sales["UnitPrice"]).groupby(sales["StockCode"]).median()
         products = pd.DataFrame({"product_id": prices.index, "price": prices.to_numpy(), "active": True})
         products["name"] = products["product_id"].map(names)
-        validated_products = validate(
-            PRODUCTS, products.set_index(pd.RangeIndex(1, len(products) + 1)), raw.source
-        )
+        validated_products = validate(PRODUCTS, products.set_index(pd.RangeIndex(1, len(products) + 1)), raw.source)
 
     with step(f"writing dataset {dataset.name}"):
         tables = [

@@ -135,8 +135,7 @@ def _check_header(path: Path, header: list[str]) -> None:
     names = [str(h) for h in header]
     # Column names are never dates or decimals, and rarely all numbers.
     if names and (
-        all(_LOOKS_LIKE_VALUE.match(h) for h in names)
-        or any(_LOOKS_LIKE_DATE_OR_DECIMAL.match(h) for h in names)
+        all(_LOOKS_LIKE_VALUE.match(h) for h in names) or any(_LOOKS_LIKE_DATE_OR_DECIMAL.match(h) for h in names)
     ):
         raise DataError(
             f"{path}: the first line ({', '.join(names)}) looks like data, not column names; "

@@ -135,9 +135,7 @@ class Dataset:
     def read_quarantine(self, table: str) -> pd.DataFrame:
         path = self.quarantine_path(table)
         if not path.exists():
-            return pd.DataFrame(
-                {c: pd.Series(dtype="int64" if c == "row" else "string") for c in QUARANTINE_COLUMNS}
-            )
+            return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "string") for c in QUARANTINE_COLUMNS})
         return pd.read_parquet(path)
 
     def add_quarantine(self, table: str, rows: pd.DataFrame) -> int:

@@ -41,9 +41,7 @@ CITIES = ("Shanghai", "Beijing", "Hangzhou", "Shenzhen", "Guangzhou", "Chengdu",
 ACQUISITION = ("community_group", "referral", "app_store", "store", "ad")
 # Month multipliers of spending: Chinese New Year lull, 618 in June, Double 11, December gifts.
 MONTH_SEASON = (0.85, 0.75, 0.95, 1.0, 1.05, 1.25, 0.95, 0.9, 1.0, 1.05, 1.5, 1.3)
-HOUR_WEIGHTS = np.array(
-    [1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2]
-)
+HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2])
 
 
 @dataclass(frozen=True)
@@ -208,9 +206,7 @@ class _Sim:
         return pd.DataFrame(
             {
                 "product_id": [f"P{i:05d}" for i in range(n)],
-                "name": [
-                    f"{CATEGORIES[c].replace('_', ' ')} item {r}" for c, r in zip(cat, rank, strict=True)
-                ],
+                "name": [f"{CATEGORIES[c].replace('_', ' ')} item {r}" for c, r in zip(cat, rank, strict=True)],
                 "category": np.array(CATEGORIES)[cat],
                 "price": price,
                 "active": self.rng.random(n) > 0.06,
@@ -271,9 +267,7 @@ class _Sim:
         age = np.empty(n, dtype=object)
         for i, p in enumerate(PERSONAS):
             age[persona == i] = rng.choice(p.age_bands, int((persona == i).sum()))
-        acq_p = np.where(
-            self.promo_driven[:, None], [0.25, 0.1, 0.2, 0.1, 0.35], [0.35, 0.25, 0.2, 0.12, 0.08]
-        )
+        acq_p = np.where(self.promo_driven[:, None], [0.25, 0.1, 0.2, 0.1, 0.35], [0.35, 0.25, 0.2, 0.12, 0.08])
         acquisition = _choose_rows(rng, acq_p)
         return pd.DataFrame(
             {
@@ -305,9 +299,7 @@ class _Sim:
         """(season multiplier, promotion day flag) per day."""
         months = self.day_dates.month.to_numpy()
         dom = self.day_dates.day.to_numpy()
-        season = np.array(MONTH_SEASON)[months - 1] * np.where(
-            self.day_dates.dayofweek.to_numpy() >= 5, 1.15, 0.95
-        )
+        season = np.array(MONTH_SEASON)[months - 1] * np.where(self.day_dates.dayofweek.to_numpy() >= 5, 1.15, 0.95)
         promo = (
             ((months == 6) & (dom <= 18))
             | ((months == 11) & (dom <= 11))
@@ -330,13 +322,7 @@ class _Sim:
         season, promo = self._calendar()
         rate = np.array([p.orders_per_month for p in PERSONAS])[self.persona] * self.activity / 30.0
         boost = np.where(self.promo_driven[:, None], np.where(promo, 3.5, 0.55), np.where(promo, 1.25, 1.0))
-        lam = (
-            rate[:, None].astype(np.float32)
-            * season[None, :]
-            * boost
-            * self._active()
-            * self._fade(45, 0.35, 0.0)
-        )
+        lam = rate[:, None].astype(np.float32) * season[None, :] * boost * self._active() * self._fade(45, 0.35, 0.0)
         return self.rng.poisson(lam).astype(np.int32)
 
     def engagement_counts(self) -> np.ndarray:
@@ -371,9 +357,7 @@ class _Sim:
         qty = 1 + rng.poisson(np.where(_PARENT[self.persona[m]], 0.8, 0.3))
         discount = np.where(promo[day[order_of_line]], 0.8, 1.0)
         unit = (
-            self.product_price[product]
-            * discount
-            * np.array([p.price_level for p in PERSONAS])[self.persona[m]] ** 0.2
+            self.product_price[product] * discount * np.array([p.price_level for p in PERSONAS])[self.persona[m]] ** 0.2
         )
         amount = np.round(qty * unit, 2)
         channel = _choose_rows(rng, _CHANNEL_BY_PERSONA[self.persona[member]])[order_of_line]

@@ -185,9 +185,7 @@ def _check_duplicates(spec: TableSpec, table: pd.DataFrame, problems: _Problems)
         return
     # Name the first row with the same key, so the user can compare the two.
     first_row = (
-        candidates.reset_index(names="_row")
-        .groupby(list(spec.key), dropna=False, sort=False)["_row"]
-        .transform("min")
+        candidates.reset_index(names="_row").groupby(list(spec.key), dropna=False, sort=False)["_row"].transform("min")
     )
     first_row.index = candidates.index
     whole_row = spec.is_event
@@ -245,12 +243,8 @@ def quarantine_frame(
             "source": source,
             "row": np.asarray(rows, dtype="int64"),
             "field": np.asarray(field if not isinstance(field, str) else [field] * len(rows), dtype=object),
-            "reason": np.asarray(
-                reason if not isinstance(reason, str) else [reason] * len(rows), dtype=object
-            ),
-            "detail": np.asarray(
-                detail if isinstance(detail, pd.Series) else [detail] * len(rows), dtype=object
-            ),
+            "reason": np.asarray(reason if not isinstance(reason, str) else [reason] * len(rows), dtype=object),
+            "detail": np.asarray(detail if isinstance(detail, pd.Series) else [detail] * len(rows), dtype=object),
             "raw": raw_json,
         },
         columns=list(QUARANTINE_COLUMNS),

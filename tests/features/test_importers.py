@@ -48,9 +48,7 @@ def test_a_plain_transactions_csv_imports_with_map_alone(home: StateHome, tmp_pa
     assert orders["ts"].iloc[1] == pd.Timestamp("2024-01-04 09:15:00")
 
 
-def test_negative_amounts_without_a_return_flag_are_quarantined_not_lost(
-    home: StateHome, tmp_path: Path
-) -> None:
+def test_negative_amounts_without_a_return_flag_are_quarantined_not_lost(home: StateHome, tmp_path: Path) -> None:
     path = write_text(tmp_path / "tx.csv", TRANSACTIONS)
     summary = import_json(
         "-d", "shop", "-t", "orders", "-i", str(path), "--map", "member_id=customer", "--map", "ts=date"
@@ -63,12 +61,8 @@ def test_negative_amounts_without_a_return_flag_are_quarantined_not_lost(
     assert json.loads(quarantine["raw"].iloc[0]) == {"customer": "c1", "date": "2024-02-01", "amount": "-3"}
 
 
-def test_an_interactions_tsv_with_epoch_seconds_imports_with_map_and_set(
-    home: StateHome, tmp_path: Path
-) -> None:
-    path = write_text(
-        tmp_path / "events.tsv", "user\titem\ttimestamp\nu1\ti9\t1700000000\nu2\ti9\t1700003600\n"
-    )
+def test_an_interactions_tsv_with_epoch_seconds_imports_with_map_and_set(home: StateHome, tmp_path: Path) -> None:
+    path = write_text(tmp_path / "events.tsv", "user\titem\ttimestamp\nu1\ti9\t1700000000\nu2\ti9\t1700003600\n")
     summary = import_json(
         "-d",
         "feed",
@@ -92,9 +86,7 @@ def test_an_interactions_tsv_with_epoch_seconds_imports_with_map_and_set(
     assert events["ts"].iloc[0] == pd.Timestamp("2023-11-14 22:13:20")
 
 
-def test_reimporting_the_same_file_changes_nothing_and_new_rows_append(
-    home: StateHome, tmp_path: Path
-) -> None:
+def test_reimporting_the_same_file_changes_nothing_and_new_rows_append(home: StateHome, tmp_path: Path) -> None:
     path = write_text(tmp_path / "tx.csv", TRANSACTIONS)
     args = ("-d", "shop", "-t", "orders", "-i", str(path), "--map", "member_id=customer", "--map", "ts=date")
     import_json(*args)
@@ -198,9 +190,7 @@ def test_an_unknown_file_type_and_a_bad_dataset_name_are_refused(home: StateHome
 
 def test_describe_reports_counts_and_quarantine(home: StateHome, tmp_path: Path) -> None:
     path = write_text(tmp_path / "tx.csv", TRANSACTIONS + ",2024-03-01,4\n")
-    import_json(
-        "-d", "shop", "-t", "orders", "-i", str(path), "--map", "member_id=customer", "--map", "ts=date"
-    )
+    import_json("-d", "shop", "-t", "orders", "-i", str(path), "--map", "member_id=customer", "--map", "ts=date")
     code, out, err = run("data", "describe", "-d", "shop", "--json")
     assert code == 0, err
     info = json.loads(out)

@@ -85,18 +85,14 @@ def test_personas_prefer_their_categories_and_content_types(community: Synthetic
     persona = community.tables["members"].set_index("member_id")["persona"]
     category = community.tables["products"].set_index("product_id")["category"]
     sales = community.tables["orders"].query("~is_return")
-    spend = sales.groupby([sales["member_id"].map(persona), sales["product_id"].map(category)])[
-        "amount"
-    ].sum()
+    spend = sales.groupby([sales["member_id"].map(persona), sales["product_id"].map(category)])["amount"].sum()
     share = spend.unstack().pipe(lambda s: s.div(s.sum(axis=1), axis=0))
     assert share.loc["young_parent", "baby_care"] > 3 * share.drop("young_parent")["baby_care"].max()
     assert share.loc["student", "stationery"] == share["stationery"].max()
 
     content_type = community.tables["contents"].set_index("content_id")["content_type"]
     reads = community.tables["engagements"].dropna(subset=["content_id"])
-    kinds = pd.crosstab(
-        reads["member_id"].map(persona), reads["content_id"].map(content_type), normalize="index"
-    )
+    kinds = pd.crosstab(reads["member_id"].map(persona), reads["content_id"].map(content_type), normalize="index")
     assert kinds["knowledge"].idxmax() == "quality_seeking"
     assert kinds["promotion"].idxmax() == "price_sensitive"
     assert kinds.loc["quality_seeking", "knowledge"] > 2 * kinds.loc["price_sensitive", "knowledge"]

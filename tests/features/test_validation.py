@@ -54,9 +54,7 @@ def test_unparseable_and_implausible_timestamps_are_set_aside_with_their_value()
 
 def test_missing_member_id_is_a_guest_order_but_a_broken_engagement() -> None:
     orders = validate(ORDERS, frame([{"member_id": "", "ts": "2024-01-01", "amount": "5"}]), "o.csv")
-    engagements = validate(
-        ENGAGEMENTS, frame([{"member_id": " ", "ts": "2024-01-01", "action": "view"}]), "e.csv"
-    )
+    engagements = validate(ENGAGEMENTS, frame([{"member_id": " ", "ts": "2024-01-01", "action": "view"}]), "e.csv")
     assert len(orders.good) == 1 and pd.isna(orders.good["member_id"].iloc[0])
     assert engagements.good.empty
     assert reason_counts(engagements.quarantine) == {"member_id: missing": 1}

@@ -1,0 +1,65 @@
+"""`community-ml features ...`: build point-in-time feature snapshots and show the feature catalog."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from features.cli import DatasetOption, JsonOption, console, user_errors
+from features.home import StateHome
+from features.store import Dataset
+
+features_app = typer.Typer(no_args_is_help=True, help="Build point-in-time feature snapshots.")
+
+
+@features_app.command("build")
+def build_command(
+    dataset: str = DatasetOption,
+    as_of: str = typer.Option("latest", "--as-of", help="cutoff date T (YYYY-MM-DD), or 'latest' for serving"),
+    horizon_days: int = typer.Option(90, "--horizon-days", help="label horizon H in days"),
+    churn_needs_no_engagement: bool = typer.Option(
+        False, help="count a member as churned only with no order and no engagement in the horizon"
+    ),
+    force: bool = typer.Option(False, "--force", help="rebuild even when nothing changed"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Features as of T from events before T; labels from the H days after T where the data reaches them."""
+    from features.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        settings = SnapshotSettings(
+            as_of=resolve_as_of(target, as_of),
+            horizon_days=horizon_days,
+            churn_needs_no_engagement=churn_needs_no_engagement,
+        )
+        result = build_snapshot(target, settings, force=force)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    out = console()
+    verb = "reused" if result.reused else f"built in {result.seconds:.1f} s"
+    out.print(
+        f"snapshot of {result.dataset} as of {result.as_of}: {result.members:,} members x "
+        f"{result.features} features ({verb})"
+    )
+    if result.labels_written:
+        out.print(
+            f"labels for {horizon_days} days: {result.labelled_members:,} members, churn rate {result.churn_rate:.1%}"
+        )
+    else:
+        out.print(f"no labels: the data does not reach {horizon_days} days past {result.as_of}")
+    out.print(f"written to {result.path}")
+
+
+@features_app.command("catalog")
+def catalog_command() -> None:
+    """Every feature with its meaning and window."""
+    from features.catalog import CATALOG, LABELS
+
+    table = Table(title="features (as of T, from events before T) and labels (the H days from T)")
+    for column in ("name", "source", "window", "meaning"):
+        table.add_column(column)
+    for doc in CATALOG + LABELS:
+        table.add_row(doc.name, doc.source, doc.window, doc.meaning)
+    console().print(table)

@@ -1,0 +1,86 @@
+"""Member x item interaction matrices as of T (products from orders, contents from engagements), with id maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from features.point_in_time import Sources
+
+# A share says more than a view: weights of content actions in the member x content matrix.
+CONTENT_ACTION_WEIGHTS = {"view": 1.0, "read": 2.0, "like": 3.0, "comment": 4.0, "share": 5.0}
+
+
+@dataclass
+class Interactions:
+    """A CSR matrix of members (rows) x items (columns) and the ids behind each row and column."""
+
+    matrix: sp.csr_matrix
+    member_ids: np.ndarray
+    item_ids: np.ndarray
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez_compressed(
+            tmp,
+            data=self.matrix.data,
+            indices=self.matrix.indices,
+            indptr=self.matrix.indptr,
+            shape=np.array(self.matrix.shape),
+            member_ids=self.member_ids.astype(str),
+            item_ids=self.item_ids.astype(str),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Interactions:
+        with np.load(path, allow_pickle=False) as z:
+            matrix = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            return cls(matrix, z["member_ids"], z["item_ids"])
+
+
+def product_interactions_expr(src: Sources, as_of: datetime) -> ir.Table:
+    """How many orders of each member contained each product, before T (returns excluded)."""
+    o = src.orders
+    o = o.filter(
+        o.ts < ibis.timestamp(as_of),
+        o.member_id.notnull(),
+        o.product_id.notnull(),
+        ~o.is_return.fill_null(False),
+    )
+    visit = o.order_id.fill_null(o.ts.cast("string"))
+    return o.group_by(["member_id", o.product_id.name("item_id")]).aggregate(weight=visit.nunique().cast("float32"))
+
+
+def content_interactions_expr(src: Sources, as_of: datetime) -> ir.Table:
+    """Sum of action weights of each member on each content item, before T."""
+    assert src.engagements is not None
+    e = src.engagements
+    e = e.filter(e.ts < ibis.timestamp(as_of), e.content_id.notnull())
+    weight = e.action.substitute(CONTENT_ACTION_WEIGHTS, else_=0.0)
+    e = e.mutate(w=weight).filter(lambda t: t.w > 0)
+    return e.group_by(["member_id", e.content_id.name("item_id")]).aggregate(weight=e.w.sum().cast("float32"))
+
+
+def to_matrix(pairs: pa.Table) -> Interactions:
+    """(member_id, item_id, weight) rows -> CSR with sorted id maps (the same input gives the same matrix).
+
+    Ids are mapped to rows and columns in Arrow, without turning millions of strings into Python objects.
+    """
+    members = pc.unique(pairs["member_id"]).sort()
+    items = pc.unique(pairs["item_id"]).sort()
+    rows = pc.index_in(pairs["member_id"], value_set=members).to_numpy()
+    cols = pc.index_in(pairs["item_id"], value_set=items).to_numpy()
+    weights = pairs["weight"].to_numpy().astype(np.float32)
+    matrix = sp.csr_matrix((weights, (rows, cols)), shape=(len(members), len(items)))
+    matrix.sort_indices()
+    return Interactions(matrix, np.asarray(members.to_pylist()), np.asarray(items.to_pylist()))

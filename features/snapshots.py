@@ -1,0 +1,294 @@
+"""Feature snapshots on disk: built in DuckDB from a dataset's Parquet tables, versioned, reused when unchanged.
+
+A snapshot lives in `<home>/features/<dataset>/v<FEATURE_SET_VERSION>/as_of=<T>/`:
+`features.parquet` (one row per member known before T), `labels_h<H>.parquet` (where the data reaches T+H),
+`interactions_products.npz` / `interactions_contents.npz` (member x item matrices with id maps), and
+`meta.json` (what it was built from). The "latest" snapshot (T = the day after the last event) is the online
+feature table that serving reads: the same code builds both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import ibis
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from features import interactions, point_in_time
+from features.errors import DataError
+from features.interactions import (
+    Interactions,
+    content_interactions_expr,
+    product_interactions_expr,
+    to_matrix,
+)
+from features.point_in_time import ATTRIBUTES, Sources, labels_expr, snapshot_expr, top_channels
+from features.progress import say, step
+from features.store import Dataset
+
+# Bump when a feature's definition changes: snapshots of another version are never reused.
+FEATURE_SET_VERSION = 1
+
+
+class SnapshotSettings(BaseModel):
+    """What a snapshot is built for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    as_of: date
+    horizon_days: int = Field(90, ge=1, le=730)
+    churn_needs_no_engagement: bool = Field(
+        False, description="a member churns only with no order and no engagement in the horizon"
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    dataset: Dataset
+    as_of: date
+
+    @property
+    def path(self) -> Path:
+        return self.dataset.home.features / self.dataset.name / f"v{FEATURE_SET_VERSION}" / f"as_of={self.as_of}"
+
+    @property
+    def features_path(self) -> Path:
+        return self.path / "features.parquet"
+
+    def labels_path(self, horizon_days: int, churn_needs_no_engagement: bool = False) -> Path:
+        suffix = "_quiet" if churn_needs_no_engagement else ""
+        return self.path / f"labels_h{horizon_days}{suffix}.parquet"
+
+    def interactions_path(self, kind: str) -> Path:
+        return self.path / f"interactions_{kind}.npz"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+
+    def features(self) -> pd.DataFrame:
+        if not self.features_path.exists():
+            raise DataError(
+                f"no feature snapshot for {self.dataset.name} as of {self.as_of}; build it with "
+                f"`community-ml features build --dataset {self.dataset.name} --as-of {self.as_of}`"
+            )
+        return pd.read_parquet(self.features_path)
+
+    def labels(self, horizon_days: int, churn_needs_no_engagement: bool = False) -> pd.DataFrame:
+        path = self.labels_path(horizon_days, churn_needs_no_engagement)
+        if not path.exists():
+            raise DataError(f"no labels for {self.dataset.name} as of {self.as_of} with horizon {horizon_days} days")
+        return pd.read_parquet(path)
+
+    def interactions(self, kind: str) -> Interactions:
+        path = self.interactions_path(kind)
+        if not path.exists():
+            raise DataError(f"no {kind} interactions for {self.dataset.name} as of {self.as_of}")
+        return Interactions.load(path)
+
+
+class BuildResult(BaseModel):
+    dataset: str
+    as_of: date
+    path: str
+    members: int
+    features: int
+    labels_written: bool
+    labelled_members: int | None = None
+    churn_rate: float | None = None
+    events: int
+    seconds: float
+    stage_seconds: dict[str, float] = {}
+    reused: bool
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """Changes whenever a canonical table is rewritten (size and modification time), or the feature code."""
+    code = b"".join(Path(m.__file__).read_bytes() for m in (point_in_time, interactions) if m.__file__)
+    parts: list[Any] = [FEATURE_SET_VERSION, hashlib.sha256(code).hexdigest()]
+    for table in dataset.tables():
+        stat = dataset.table_path(table).stat()
+        parts.append([table, stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def connect(dataset: Dataset) -> tuple[Any, Sources]:
+    """A DuckDB connection with the dataset's tables as views over its Parquet files."""
+    dataset.require()
+    if not dataset.has("orders"):
+        raise DataError(f"dataset {dataset.name!r} has no orders table; import orders first")
+    con = ibis.duckdb.connect()
+    tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in dataset.tables()}
+
+    def nonempty(name: str) -> Any:
+        return tables[name] if name in tables and dataset.row_count(name) else None
+
+    src = Sources(
+        orders=tables["orders"],
+        engagements=nonempty("engagements"),
+        members=nonempty("members"),
+        products=nonempty("products"),
+        contents=nonempty("contents"),
+    )
+    return con, src
+
+
+def event_span(src: Sources) -> tuple[datetime, datetime]:
+    """First and last event time over orders and engagements."""
+    spans = [src.orders.aggregate(lo=src.orders.ts.min(), hi=src.orders.ts.max()).to_pyarrow().to_pylist()[0]]
+    if src.engagements is not None:
+        e = src.engagements
+        spans.append(e.aggregate(lo=e.ts.min(), hi=e.ts.max()).to_pyarrow().to_pylist()[0])
+    spans = [s for s in spans if s["lo"] is not None]
+    if not spans:
+        raise DataError("the dataset has no events")
+    return min(s["lo"] for s in spans), max(s["hi"] for s in spans)
+
+
+def resolve_as_of(dataset: Dataset, value: str | date | None) -> date:
+    """A date, or "latest"/None: the day after the last event (the online snapshot)."""
+    if isinstance(value, date):
+        return value
+    if value is None or value == "latest":
+        _, src = connect(dataset)
+        return (event_span(src)[1] + timedelta(days=1)).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise DataError(f"--as-of {value!r}: expected a date like 2011-09-10, or 'latest'") from exc
+
+
+def _columns_with_values(src: Sources, table_name: str, columns: tuple[str, ...]) -> list[str]:
+    table = getattr(src, table_name)
+    if table is None:
+        return []
+    present = [c for c in columns if c in table.columns]
+    if not present:
+        return []
+    counts = table.aggregate(**{c: table[c].count() for c in present}).to_pyarrow().to_pylist()[0]
+    return [c for c in present if counts[c]]
+
+
+def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = False) -> BuildResult:
+    """Builds (or reuses) the feature snapshot, labels and interaction matrices as of `settings.as_of`."""
+    started = time.perf_counter()
+    snapshot = Snapshot(dataset, settings.as_of)
+    as_of = datetime.combine(settings.as_of, datetime.min.time())
+    con, src = connect(dataset)
+    first, last = event_span(src)
+    if as_of <= first:
+        raise DataError(
+            f"--as-of {settings.as_of} is not after the first event ({first:%Y-%m-%d}): no history to learn from"
+        )
+    print_ = fingerprint(dataset)
+    meta = snapshot.meta()
+    labels_path = snapshot.labels_path(settings.horizon_days, settings.churn_needs_no_engagement)
+    # Labels need the whole horizon observed: the last event must fall on the horizon's last day or later.
+    can_label = last >= as_of + timedelta(days=settings.horizon_days - 1)
+    up_to_date = not force and meta.get("fingerprint") == print_ and snapshot.features_path.exists()
+    if up_to_date and (labels_path.exists() or not can_label):
+        say(f"snapshot {snapshot.path} is up to date; reusing it")
+        return _result(snapshot, settings, can_label, started, reused=True)
+
+    events = dataset.row_count("orders") + dataset.row_count("engagements")
+    stages: dict[str, float] = {}
+    mark = time.perf_counter()
+    with step(f"building features of {dataset.name} as of {settings.as_of} from {events:,} events"):
+        channels = top_channels(src, as_of)
+        attributes = _columns_with_values(src, "members", ATTRIBUTES)
+        has_categories = bool(_columns_with_values(src, "products", ("category",)))
+        has_content_types = bool(_columns_with_values(src, "contents", ("content_type",)))
+        expr = snapshot_expr(
+            src,
+            as_of,
+            channels=channels,
+            attributes=attributes,
+            has_categories=has_categories,
+            has_content_types=has_content_types,
+        )
+        features = con.to_pyarrow(expr)
+        snapshot.path.mkdir(parents=True, exist_ok=True)
+        _write_arrow(features, snapshot.features_path)
+    stages["features"], mark = time.perf_counter() - mark, time.perf_counter()
+
+    if can_label:
+        with step(
+            f"labelling {features.num_rows:,} members over the {settings.horizon_days} days from {settings.as_of}"
+        ):
+            members = con.read_parquet(snapshot.features_path).select("member_id")
+            labels = labels_expr(src, members, as_of, settings.horizon_days, settings.churn_needs_no_engagement)
+            _write_arrow(con.to_pyarrow(labels), labels_path)
+    else:
+        say(f"  no labels: the data ends {last:%Y-%m-%d}, before the {settings.horizon_days}-day horizon does")
+    stages["labels"], mark = time.perf_counter() - mark, time.perf_counter()
+
+    with step("building interaction matrices"):
+        for kind, expr_fn, needs in (
+            ("products", product_interactions_expr, "product_id" in src.orders.columns),
+            ("contents", content_interactions_expr, src.engagements is not None),
+        ):
+            if needs:
+                pairs = con.to_pyarrow(expr_fn(src, as_of))
+                if pairs.num_rows:
+                    to_matrix(pairs).save(snapshot.interactions_path(kind))
+    stages["interactions"] = time.perf_counter() - mark
+
+    snapshot.meta_path.write_text(
+        json.dumps(
+            {
+                "dataset": dataset.name,
+                "as_of": str(settings.as_of),
+                "feature_set_version": FEATURE_SET_VERSION,
+                "fingerprint": print_,
+                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "events": events,
+                "first_event": str(first),
+                "last_event": str(last),
+                "channels": channels,
+                "attributes": attributes,
+            },
+            indent=2,
+        )
+    )
+    result = _result(snapshot, settings, can_label, started, reused=False)
+    return result.model_copy(update={"stage_seconds": {k: round(v, 2) for k, v in stages.items()}})
+
+
+def _write_arrow(table: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def _result(
+    snapshot: Snapshot, settings: SnapshotSettings, can_label: bool, started: float, reused: bool
+) -> BuildResult:
+    info = pq.ParquetFile(snapshot.features_path)
+    labelled = churn_rate = None
+    if can_label:
+        labels = snapshot.labels(settings.horizon_days, settings.churn_needs_no_engagement)
+        labelled, churn_rate = len(labels), round(float(labels["churned"].mean()), 4) if len(labels) else None
+    return BuildResult(
+        dataset=snapshot.dataset.name,
+        as_of=settings.as_of,
+        path=str(snapshot.path),
+        members=info.metadata.num_rows,
+        features=info.metadata.num_columns - 1,
+        labels_written=can_label,
+        labelled_members=labelled,
+        churn_rate=churn_rate,
+        events=snapshot.meta().get("events", 0),
+        seconds=round(time.perf_counter() - started, 2),
+        reused=reused,
+    )
