@@ -11,8 +11,6 @@ Parquet files), checks that both give the same feature values, and writes experi
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from datetime import date
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import pandas_features
+from experiments.results_file import write_results
 from features.contract import TABLE_NAMES
 from features.home import StateHome
 from features.importers import import_synthetic
@@ -30,7 +29,6 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
 
-RESULTS = Path(__file__).parent / "results" / "features.md"
 SYNTHETIC_AS_OF = date(2025, 12, 1)
 RETAIL_AS_OF = date(2011, 9, 10)
 MEMBERS_PER_MILLION = 12_900  # the default community has ~77 events per member
@@ -147,10 +145,9 @@ def main() -> None:
             f"{r['events'] / r['duckdb_s']:,.0f} | {r['total_s']:.1f} | {pandas_cells} |"
         )
     table = "\n".join(lines) + "\n"
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        "# Feature build benchmark\n\n"
+    write_results(
+        "features",
+        "Feature build benchmark",
         "Produced by `make bench` (`experiments/bench_features.py`). Every time starts from the dataset's Parquet\n"
         "tables. DuckDB/Ibis features = the feature snapshot alone, computed and written; whole build =\n"
         "`build_snapshot` end to end (features, 90-day labels, both interaction matrices); pandas features =\n"
@@ -158,11 +155,9 @@ def main() -> None:
         "DuckDB features.\n"
         "'max rel. diff' compares every numeric feature of the two implementations, member by member.\n"
         f"Synthetic as of {SYNTHETIC_AS_OF}, Online Retail as of {RETAIL_AS_OF}. Sizes above ~1M events are\n"
-        "copies of the 1M community under new member ids.\n\n"
-        f"Machine: {machine}, {time.strftime('%Y-%m-%d')}.\n\n" + table
+        "copies of the 1M community under new member ids.\n\n",
+        table,
     )
-    print(table)
-    print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":

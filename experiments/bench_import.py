@@ -10,7 +10,6 @@ experiments/results/import.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,13 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.results_file import write_results
 from features.home import StateHome
 from features.importers import import_file, import_synthetic
 from features.online_retail import import_online_retail
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
-
-RESULTS = Path(__file__).parent / "results" / "import.md"
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -74,17 +72,14 @@ def main() -> None:
     header = "| task | implementation | rows | seconds | rows/s |\n|---|---|---:|---:|---:|\n"
     body = "".join(f"| {task} | {impl} | {n:,} | {s:.2f} | {n / s:,.0f} |\n" for task, impl, n, s in rows)
     table = header + body
-    machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        "# Import benchmark\n\n"
+    write_results(
+        "import",
+        "Import benchmark",
         "Produced by `make bench` (`experiments/bench_import.py`). The baseline reads and writes the same\n"
         "file with no validation, no quarantine and no de-duplication: the difference is what the data\n"
-        "contract costs.\n\n"
-        f"Machine: {machine}, {time.strftime('%Y-%m-%d')}.\n\n" + table
+        "contract costs.",
+        table,
     )
-    print(table)
-    print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":
