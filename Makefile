@@ -44,6 +44,7 @@ test: setup
 bench: setup
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/backtest_online_retail.py --retail-csv $(RETAIL_CSV)
 
 ## lint: ruff's checks and formatting
 .PHONY: lint

@@ -1,0 +1,72 @@
+"""Churn and value models: metrics, and the planted effects of the synthetic community found on held-out cutoffs."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+
+from features.home import StateHome
+from features.importers import import_synthetic
+from features.store import Dataset
+from features.synthetic import SyntheticConfig
+from training.backtest import BacktestSettings, ModelKind, backtest
+from training.frames import training_cutoffs
+from training.metrics import expected_calibration_error, normalized_gini, value_metrics
+
+
+def test_normalized_gini_is_one_for_the_perfect_ranking_and_about_zero_for_noise() -> None:
+    actual = np.array([0.0, 0.0, 5.0, 10.0, 100.0])
+    assert normalized_gini(actual, actual) == pytest.approx(1.0)
+    assert normalized_gini(actual, actual * 3 + 1) == pytest.approx(1.0)  # only the order matters
+    assert normalized_gini(actual, -actual) < 0
+    rng = np.random.default_rng(0)
+    noise = rng.gamma(1.0, 10.0, 20_000)
+    assert abs(normalized_gini(noise, rng.random(20_000))) < 0.03
+
+
+def test_value_metrics_by_hand() -> None:
+    metrics = value_metrics(np.array([10.0, 0.0, 30.0]), np.array([12.0, 3.0, 24.0]))
+    assert metrics["rmse"] == pytest.approx(np.sqrt((4 + 9 + 36) / 3))
+    assert metrics["mae"] == pytest.approx(11 / 3)
+    assert metrics["total_error_pct"] == pytest.approx(-2.5)
+
+
+def test_calibration_error_of_a_calibrated_forecast_is_small() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.random(50_000)
+    assert expected_calibration_error((rng.random(50_000) < p).astype(int), p) < 0.01
+    assert expected_calibration_error(np.zeros(1000, dtype=int), np.full(1000, 0.7)) == pytest.approx(0.7)
+
+
+def test_training_cutoffs_end_their_labels_before_the_test_cutoff() -> None:
+    cutoffs = training_cutoffs(date(2011, 9, 1), 90, 3)
+    assert cutoffs == [date(2011, 6, 3), date(2011, 5, 4), date(2011, 4, 4)]
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    dataset = Dataset(StateHome(tmp_path_factory.mktemp("community")), "community")
+    import_synthetic(dataset, SyntheticConfig(members=4_000))
+    return dataset
+
+
+@pytest.mark.slow
+def test_the_churn_model_finds_the_planted_effects_on_a_held_out_cutoff(community: Dataset) -> None:
+    settings = BacktestSettings(cutoffs=[date(2025, 12, 1)], training_cutoffs=3)
+    report = backtest(community, ModelKind.churn, settings)
+    auc = report.mean_by_method()["roc_auc"]
+    # Engagement fades before churn, which recency and RFM cannot see.
+    assert auc["lightgbm"] > 0.9
+    assert auc["lightgbm"] > auc["recency rank"] + 0.05
+    assert auc["lightgbm"] > auc["RFM score"] + 0.05
+    assert report.mean_by_method().loc["lightgbm", "calibration_error"] < 0.05
+
+
+@pytest.mark.slow
+def test_the_value_model_beats_the_run_rate_on_a_held_out_cutoff(community: Dataset) -> None:
+    settings = BacktestSettings(cutoffs=[date(2025, 12, 1)], training_cutoffs=3)
+    means = backtest(community, ModelKind.value, settings).mean_by_method()
+    assert means.loc["lightgbm", "normalized_gini"] > means.loc["run rate", "normalized_gini"] + 0.05
+    assert means.loc["lightgbm", "rmse"] < 0.9 * means.loc["run rate", "rmse"]

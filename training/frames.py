@@ -1,0 +1,61 @@
+"""Training and test frames: point-in-time features joined to their labels, stacked over cutoffs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+
+from features.errors import DataError
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.store import Dataset
+
+LABEL_COLUMNS = ("churned", "future_value", "future_orders", "future_engagements")
+
+
+@dataclass
+class LabelledFrame:
+    """Features and labels of members at one or more cutoffs; `cutoff` says which."""
+
+    frame: pd.DataFrame  # member_id, cutoff, features..., labels...
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [c for c in self.frame.columns if c not in ("member_id", "cutoff", *LABEL_COLUMNS)]
+
+
+def labelled_snapshot(dataset: Dataset, as_of: date, horizon_days: int) -> pd.DataFrame:
+    """Features as of T with the labels of the H days from T; builds (or reuses) the snapshot."""
+    result = build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
+    if not result.labels_written:
+        raise DataError(
+            f"cutoff {as_of}: the data of {dataset.name} does not reach {horizon_days} days past it, "
+            "so there are no labels to learn from or score against"
+        )
+    snapshot = Snapshot(dataset, as_of)
+    frame = snapshot.features().merge(snapshot.labels(horizon_days), on="member_id", how="inner")
+    frame.insert(1, "cutoff", pd.Timestamp(as_of))
+    return frame
+
+
+def training_cutoffs(as_of: date, horizon_days: int, count: int, step_days: int = 30) -> list[date]:
+    """Cutoffs whose whole label window ends by `as_of`: T-H, T-H-30, ... (newest first)."""
+    last = as_of - timedelta(days=horizon_days)
+    return [last - timedelta(days=step_days * k) for k in range(count)]
+
+
+def stacked(dataset: Dataset, cutoffs: list[date], horizon_days: int, first_event: date) -> LabelledFrame:
+    """Labelled snapshots for every cutoff with at least 30 days of history before it, stacked."""
+    usable = [c for c in cutoffs if c >= first_event + timedelta(days=30)]
+    if not usable:
+        raise DataError(
+            f"no training cutoff has 30 days of history before it (first event {first_event}); "
+            "choose a later --as-of or a shorter --horizon-days"
+        )
+    frames = [labelled_snapshot(dataset, c, horizon_days) for c in sorted(usable)]
+    # Cutoffs can differ in their channel columns: the newest cutoff's columns first, then any others.
+    newest = list(frames[-1].columns)
+    others = sorted(set().union(*(f.columns for f in frames)) - set(newest))
+    columns = newest + others
+    return LabelledFrame(pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True))
