@@ -83,6 +83,29 @@ def _validation_split(data: LabelledFrame, seed: int) -> tuple[pd.Series, pd.Ser
     return ~valid, valid
 
 
+def _fit(
+    booster: Any, data: LabelledFrame, target: pd.Series, seed: int
+) -> tuple[FeatureEncoder, pd.DataFrame, pd.Series]:
+    """Fits `booster` with early stopping on the validation part; returns the encoder, matrix and that part."""
+    encoder = FeatureEncoder().fit(data.frame, data.feature_columns)
+    x = encoder.transform(data.frame)
+    train, valid = _validation_split(data, seed)
+    booster.fit(
+        x[train],
+        target[train],
+        eval_X=(x[valid],),
+        eval_y=(target[valid],),
+        callbacks=[lgb.early_stopping(50, verbose=False)],
+    )
+    return encoder, x, valid
+
+
+def _importance(booster: Any, columns: list[str]) -> dict[str, float]:
+    """Total split gain per feature, largest first."""
+    gains = booster.booster_.feature_importance(importance_type="gain")
+    return dict(sorted(zip(columns, map(float, gains), strict=True), key=lambda kv: -kv[1]))
+
+
 @dataclass
 class ChurnModel:
     encoder: FeatureEncoder
@@ -91,18 +114,9 @@ class ChurnModel:
 
     @classmethod
     def fit(cls, data: LabelledFrame, params: dict[str, Any] | None = None, seed: int = 0) -> ChurnModel:
-        encoder = FeatureEncoder().fit(data.frame, data.feature_columns)
-        x = encoder.transform(data.frame)
         y = data.frame["churned"].astype(int)
-        train, valid = _validation_split(data, seed)
         booster = lgb.LGBMClassifier(**_lgb_params(params or {}, seed))
-        booster.fit(
-            x[train],
-            y[train],
-            eval_X=(x[valid],),
-            eval_y=(y[valid],),
-            callbacks=[lgb.early_stopping(50, verbose=False)],
-        )
+        encoder, x, valid = _fit(booster, data, y, seed)
         # Platt scaling on the held-out cutoff: probabilities that mean what they say. A logistic map is
         # strictly increasing, so unlike isotonic steps it keeps the ranking (and the ROC-AUC) intact.
         calibrator = LogisticRegression(C=1e6)
@@ -117,13 +131,12 @@ class ChurnModel:
         return self.calibrator.predict_proba(_logit(self.raw_score(frame)))[:, 1]
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Per-member feature contributions (SHAP values from LightGBM) to the churn log-odds."""
-        values = self.booster.predict_proba(self.encoder.transform(frame), pred_contrib=True)
+        """Per-member feature contributions (SHAP values from LightGBM) to the uncalibrated churn log-odds."""
+        values = self.booster.predict(self.encoder.transform(frame), pred_contrib=True)
         return pd.DataFrame(values[:, :-1], columns=self.encoder.columns, index=frame.index)
 
     def importance(self) -> dict[str, float]:
-        gains = self.booster.booster_.feature_importance(importance_type="gain")
-        return dict(sorted(zip(self.encoder.columns, map(float, gains), strict=True), key=lambda kv: -kv[1]))
+        return _importance(self.booster, self.encoder.columns)
 
 
 @dataclass
@@ -133,21 +146,11 @@ class ValueModel:
 
     @classmethod
     def fit(cls, data: LabelledFrame, params: dict[str, Any] | None = None, seed: int = 0) -> ValueModel:
-        encoder = FeatureEncoder().fit(data.frame, data.feature_columns)
-        x = encoder.transform(data.frame)
         # Spend is zero for many members and long-tailed for the rest: a Tweedie loss fits that shape.
-        y = data.frame["future_value"].clip(lower=0)
-        train, valid = _validation_split(data, seed)
         booster = lgb.LGBMRegressor(
             **_lgb_params({"objective": "tweedie", "tweedie_variance_power": 1.3, **(params or {})}, seed)
         )
-        booster.fit(
-            x[train],
-            y[train],
-            eval_X=(x[valid],),
-            eval_y=(y[valid],),
-            callbacks=[lgb.early_stopping(50, verbose=False)],
-        )
+        encoder, _, _ = _fit(booster, data, data.frame["future_value"].clip(lower=0), seed)
         return cls(encoder, booster)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -155,5 +158,4 @@ class ValueModel:
         return self.booster.predict(self.encoder.transform(frame))
 
     def importance(self) -> dict[str, float]:
-        gains = self.booster.booster_.feature_importance(importance_type="gain")
-        return dict(sorted(zip(self.encoder.columns, map(float, gains), strict=True), key=lambda kv: -kv[1]))
+        return _importance(self.booster, self.encoder.columns)

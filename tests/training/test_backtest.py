@@ -70,3 +70,22 @@ def test_the_value_model_beats_the_run_rate_on_a_held_out_cutoff(community: Data
     means = backtest(community, ModelKind.value, settings).mean_by_method()
     assert means.loc["lightgbm", "normalized_gini"] > means.loc["run rate", "normalized_gini"] + 0.05
     assert means.loc["lightgbm", "rmse"] < 0.9 * means.loc["run rate", "rmse"]
+
+
+@pytest.mark.slow
+def test_contributions_explain_the_churn_score_and_more_engagement_does_not_raise_risk(community: Dataset) -> None:
+    from training.frames import labelled_snapshot, stacked
+    from training.models import ChurnModel
+
+    train = stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90, date(2025, 1, 1))
+    model = ChurnModel.fit(train)
+    test = labelled_snapshot(community, date(2025, 12, 1), 90).head(500)
+    contributions = model.contributions(test)
+    raw = model.raw_score(test)
+    bias = model.booster.predict(model.encoder.transform(test), pred_contrib=True)[:, -1]
+    np.testing.assert_allclose(1 / (1 + np.exp(-(contributions.sum(axis=1) + bias))), raw, rtol=1e-6)
+    # Behavioural check: the same members, but engaging as much recently as before, are not riskier.
+    livelier = test.copy()
+    livelier["eng_30d"] = livelier[["eng_30d", "eng_prev_30d"]].max(axis=1)
+    livelier["eng_trend_30d"] = (livelier["eng_30d"] + 1) / (livelier["eng_prev_30d"] + 1)
+    assert model.predict(livelier).mean() <= model.predict(test).mean()
