@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import ibis
 import ibis.expr.types as ir
@@ -25,6 +25,14 @@ MAX_CHANNELS = 8
 
 
 @dataclass(frozen=True)
+class FeatureBlock:
+    """Per-member features from one source, and which of them are counts or sums (zero for absent members)."""
+
+    table: ir.Table
+    zero_when_absent: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Sources:
     """The canonical tables as Ibis tables; a table the dataset lacks is None."""
 
@@ -37,7 +45,9 @@ class Sources:
 
 def _days_ago(ts: ir.TimestampValue, as_of: datetime) -> ir.FloatingValue:
     # Day differences from epoch seconds: engines disagree on timestamp deltas in days at boundaries.
-    return (ibis.literal(as_of.timestamp() + 0.0) - ts.epoch_seconds().cast("float64")) / SECONDS_PER_DAY
+    # Stored times are naive UTC, and so is `as_of`: read it as UTC, not in the machine's time zone.
+    as_of_epoch = as_of.replace(tzinfo=UTC).timestamp()
+    return (ibis.literal(as_of_epoch) - ts.epoch_seconds().cast("float64")) / SECONDS_PER_DAY
 
 
 def _safe_name(value: str) -> str:
@@ -46,8 +56,7 @@ def _safe_name(value: str) -> str:
 
 def _attach(left: ir.Table, right: ir.Table) -> ir.Table:
     """Left join on member_id, keeping one member_id column."""
-    joined = left.left_join(right, "member_id")
-    return joined.drop("member_id_right") if "member_id_right" in joined.columns else joined.select(joined)
+    return left.left_join(right, "member_id").drop("member_id_right")
 
 
 def _before(table: ir.Table, as_of: datetime) -> ir.Table:
@@ -78,7 +87,7 @@ def top_channels(src: Sources, as_of: datetime) -> list[str]:
     return [str(c) for c in counts.to_pyarrow()["channel"].to_pylist()]
 
 
-def order_features(src: Sources, as_of: datetime, channels: list[str], has_categories: bool) -> ir.Table:
+def order_features(src: Sources, as_of: datetime, channels: list[str], has_categories: bool) -> FeatureBlock:
     o = _order_lines(src, as_of)
     sale, days = o.sale, o.days_ago
     aggs: dict[str, ir.Value] = {
@@ -104,8 +113,10 @@ def order_features(src: Sources, as_of: datetime, channels: list[str], has_categ
         aggs[f"channel_{_safe_name(channel)}_orders"] = o.visit.nunique(where=sale & (o.channel == channel))
     agg = o.group_by("member_id").aggregate(**aggs)
 
+    # A sum over no matching rows is NULL; a member with orders but none in a window spent zero there.
     money_cols = [c for c in aggs if c.startswith(("monetary", "sales_value", "returned_value", "spend_"))]
     count_cols = [c for c in aggs if c not in money_cols and c not in ("recency_days", "first_order_days_ago")]
+    channel_counts = [f"channel_{_safe_name(c)}_orders" for c in channels]
     agg = agg.mutate(
         **{c: agg[c].fill_null(0).cast("float64") for c in money_cols},
         **{c: agg[c].fill_null(0) for c in count_cols},
@@ -121,7 +132,7 @@ def order_features(src: Sources, as_of: datetime, channels: list[str], has_categ
     for channel in channels:
         name = f"channel_{_safe_name(channel)}_orders"
         derived[f"channel_{_safe_name(channel)}_share"] = agg[name] / agg.frequency.nullif(0)
-    agg = agg.mutate(**derived).drop(*[f"channel_{_safe_name(c)}_orders" for c in channels])
+    agg = agg.mutate(**derived).drop(*channel_counts)
 
     gaps = _purchase_gaps(o)
     agg = _attach(agg, gaps).mutate(
@@ -129,7 +140,8 @@ def order_features(src: Sources, as_of: datetime, channels: list[str], has_categ
         # (Not `greatest`: it skips NULLs, and a member with one order has no usual gap at all.)
         days_since_last_vs_usual_gap=lambda t: t.recency_days / ibis.ifelse(t.gap_mean_days < 1.0, 1.0, t.gap_mean_days)
     )
-    return agg
+    zero = tuple(c for c in money_cols + count_cols if c not in channel_counts)
+    return FeatureBlock(agg, zero)
 
 
 def _purchase_gaps(o: ir.Table) -> ir.Table:
@@ -152,7 +164,7 @@ def _purchase_gaps(o: ir.Table) -> ir.Table:
     )
 
 
-def engagement_features(src: Sources, as_of: datetime, has_content_types: bool) -> ir.Table:
+def engagement_features(src: Sources, as_of: datetime, has_content_types: bool) -> FeatureBlock:
     assert src.engagements is not None
     e = _before(src.engagements, as_of)
     if has_content_types:
@@ -181,10 +193,13 @@ def engagement_features(src: Sources, as_of: datetime, has_content_types: bool) 
         aggs[f"eng_{w}d"] = e.count(where=days <= w)
         aggs[f"eng_prev_{w}d"] = e.count(where=(days > w) & (days <= 2 * w))
     agg = e.group_by("member_id").aggregate(**aggs)
-    return agg.mutate(
+    agg = agg.mutate(
         eng_trend_30d=(agg.eng_30d + 1) / (agg.eng_prev_30d + 1),
         eng_trend_90d=(agg.eng_90d + 1) / (agg.eng_prev_90d + 1),
     )
+    # Members who never engaged have zero counts; their recency and trends stay empty.
+    recencies = ("days_since_last_engagement", "first_engagement_days_ago")
+    return FeatureBlock(agg, tuple(c for c in aggs if c not in recencies))
 
 
 def known_members(src: Sources, as_of: datetime) -> ir.Table:
@@ -214,36 +229,21 @@ def snapshot_expr(
     has_content_types: bool,
 ) -> ir.Table:
     """One row per member known before T, every feature as a column."""
-    base = known_members(src, as_of)
-    out = _attach(base, order_features(src, as_of, channels, has_categories))
+    blocks = [order_features(src, as_of, channels, has_categories)]
+    if src.engagements is not None:
+        blocks.append(engagement_features(src, as_of, has_content_types))
+    out = known_members(src, as_of)
+    for block in blocks:
+        out = _attach(out, block.table)
+        out = out.mutate(**{c: out[c].fill_null(0) for c in block.zero_when_absent})
     first_seen = [out.first_order_days_ago]
     if src.engagements is not None:
-        eng = engagement_features(src, as_of, has_content_types)
-        # Members who never engaged have zero counts; their recency and trends stay empty.
-        eng_counts = [
-            c
-            for c in eng.columns
-            if c != "member_id" and "trend" not in c and "days" not in c.replace("active_days", "")
-        ]
-        out = _attach(out, eng)
-        out = out.mutate(**{c: out[c].fill_null(0) for c in eng_counts})
         first_seen.append(out.first_engagement_days_ago)
     if src.members is not None:
         out = _attach(out, member_attributes(src, attributes, as_of))
         first_seen.append(out.joined_days_ago)
     # Tenure: since the member joined or was first seen, whichever is earlier.
     out = out.mutate(tenure_days=ibis.greatest(*[c.fill_null(0) for c in first_seen]))
-    order_counts = [
-        c
-        for c in out.columns
-        if c.startswith(("frequency", "order_lines", "distinct_", "orders_")) and "trend" not in c
-    ]
-    money = [
-        c
-        for c in out.columns
-        if c.startswith(("monetary", "sales_value", "returned_value", "spend_")) and "trend" not in c
-    ]
-    out = out.mutate(**{c: out[c].fill_null(0) for c in order_counts + money})
     drop = [c for c in ("first_order_days_ago", "first_engagement_days_ago", "joined_days_ago") if c in out.columns]
     return out.drop(*drop).order_by("member_id")
 

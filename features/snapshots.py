@@ -32,7 +32,7 @@ from features.interactions import (
 )
 from features.point_in_time import ATTRIBUTES, Sources, labels_expr, snapshot_expr, top_channels
 from features.progress import say, step
-from features.store import Dataset
+from features.store import Dataset, write_json_atomic, write_parquet_atomic
 
 # Bump when a feature's definition changes: snapshots of another version are never reused.
 FEATURE_SET_VERSION = 1
@@ -181,7 +181,11 @@ def _columns_with_values(src: Sources, table_name: str, columns: tuple[str, ...]
 
 
 def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = False) -> BuildResult:
-    """Builds (or reuses) the feature snapshot, labels and interaction matrices as of `settings.as_of`."""
+    """Builds (or reuses) the feature snapshot, labels and interaction matrices as of `settings.as_of`.
+
+    Features and matrices are rebuilt only when the data or the feature code changed; labels of a horizon not
+    built yet are added to an up-to-date snapshot without touching its features.
+    """
     started = time.perf_counter()
     snapshot = Snapshot(dataset, settings.as_of)
     as_of = datetime.combine(settings.as_of, datetime.min.time())
@@ -191,47 +195,59 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
         raise DataError(
             f"--as-of {settings.as_of} is not after the first event ({first:%Y-%m-%d}): no history to learn from"
         )
-    print_ = fingerprint(dataset)
-    meta = snapshot.meta()
+    current = fingerprint(dataset)
     labels_path = snapshot.labels_path(settings.horizon_days, settings.churn_needs_no_engagement)
     # Labels need the whole horizon observed: the last event must fall on the horizon's last day or later.
     can_label = last >= as_of + timedelta(days=settings.horizon_days - 1)
-    up_to_date = not force and meta.get("fingerprint") == print_ and snapshot.features_path.exists()
+    up_to_date = not force and snapshot.meta().get("fingerprint") == current and snapshot.features_path.exists()
     if up_to_date and (labels_path.exists() or not can_label):
         say(f"snapshot {snapshot.path} is up to date; reusing it")
         return _result(snapshot, settings, can_label, started, reused=True)
 
-    events = dataset.row_count("orders") + dataset.row_count("engagements")
     stages: dict[str, float] = {}
+    if not up_to_date:
+        stages |= _build_features(con, src, dataset, snapshot, as_of, current, (first, last))
     mark = time.perf_counter()
-    with step(f"building features of {dataset.name} as of {settings.as_of} from {events:,} events"):
+    if can_label:
+        with step(f"labelling members over the {settings.horizon_days} days from {settings.as_of}"):
+            members = con.read_parquet(snapshot.features_path).select("member_id")
+            labels = labels_expr(src, members, as_of, settings.horizon_days, settings.churn_needs_no_engagement)
+            write_parquet_atomic(con.to_pyarrow(labels), labels_path)
+    else:
+        say(f"  no labels: the data ends {last:%Y-%m-%d}, before the {settings.horizon_days}-day horizon does")
+    stages["labels"] = time.perf_counter() - mark
+    result = _result(snapshot, settings, can_label, started, reused=False)
+    return result.model_copy(update={"stage_seconds": {k: round(v, 2) for k, v in stages.items()}})
+
+
+def _build_features(
+    con: Any,
+    src: Sources,
+    dataset: Dataset,
+    snapshot: Snapshot,
+    as_of: datetime,
+    current: str,
+    span: tuple[datetime, datetime],
+) -> dict[str, float]:
+    """Writes features, interaction matrices and meta.json afresh; returns the seconds of each stage."""
+    # Labels and matrices built from older data must go: none of it may be reused with the new features.
+    for stale in (snapshot.meta_path, *snapshot.path.glob("labels_h*.parquet"), *snapshot.path.glob("*.npz")):
+        stale.unlink(missing_ok=True)
+    events = dataset.row_count("orders") + dataset.row_count("engagements")
+    mark = time.perf_counter()
+    with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):
         channels = top_channels(src, as_of)
         attributes = _columns_with_values(src, "members", ATTRIBUTES)
-        has_categories = bool(_columns_with_values(src, "products", ("category",)))
-        has_content_types = bool(_columns_with_values(src, "contents", ("content_type",)))
         expr = snapshot_expr(
             src,
             as_of,
             channels=channels,
             attributes=attributes,
-            has_categories=has_categories,
-            has_content_types=has_content_types,
+            has_categories=bool(_columns_with_values(src, "products", ("category",))),
+            has_content_types=bool(_columns_with_values(src, "contents", ("content_type",))),
         )
-        features = con.to_pyarrow(expr)
-        snapshot.path.mkdir(parents=True, exist_ok=True)
-        _write_arrow(features, snapshot.features_path)
-    stages["features"], mark = time.perf_counter() - mark, time.perf_counter()
-
-    if can_label:
-        with step(
-            f"labelling {features.num_rows:,} members over the {settings.horizon_days} days from {settings.as_of}"
-        ):
-            members = con.read_parquet(snapshot.features_path).select("member_id")
-            labels = labels_expr(src, members, as_of, settings.horizon_days, settings.churn_needs_no_engagement)
-            _write_arrow(con.to_pyarrow(labels), labels_path)
-    else:
-        say(f"  no labels: the data ends {last:%Y-%m-%d}, before the {settings.horizon_days}-day horizon does")
-    stages["labels"], mark = time.perf_counter() - mark, time.perf_counter()
+        write_parquet_atomic(con.to_pyarrow(expr), snapshot.features_path)
+    features_seconds, mark = time.perf_counter() - mark, time.perf_counter()
 
     with step("building interaction matrices"):
         for kind, expr_fn, needs in (
@@ -242,33 +258,24 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
                 pairs = con.to_pyarrow(expr_fn(src, as_of))
                 if pairs.num_rows:
                     to_matrix(pairs).save(snapshot.interactions_path(kind))
-    stages["interactions"] = time.perf_counter() - mark
+    interactions_seconds = time.perf_counter() - mark
 
-    snapshot.meta_path.write_text(
-        json.dumps(
-            {
-                "dataset": dataset.name,
-                "as_of": str(settings.as_of),
-                "feature_set_version": FEATURE_SET_VERSION,
-                "fingerprint": print_,
-                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "events": events,
-                "first_event": str(first),
-                "last_event": str(last),
-                "channels": channels,
-                "attributes": attributes,
-            },
-            indent=2,
-        )
+    write_json_atomic(
+        {
+            "dataset": dataset.name,
+            "as_of": str(snapshot.as_of),
+            "feature_set_version": FEATURE_SET_VERSION,
+            "fingerprint": current,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "events": events,
+            "first_event": str(span[0]),
+            "last_event": str(span[1]),
+            "channels": channels,
+            "attributes": attributes,
+        },
+        snapshot.meta_path,
     )
-    result = _result(snapshot, settings, can_label, started, reused=False)
-    return result.model_copy(update={"stage_seconds": {k: round(v, 2) for k, v in stages.items()}})
-
-
-def _write_arrow(table: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    return {"features": features_seconds, "interactions": interactions_seconds}
 
 
 def _result(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contract import TABLE_NAMES, TABLES, TableSpec
@@ -30,18 +31,21 @@ class MergeResult:
     total: int
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> None:
     """Writes beside the target and renames, so a crash half-way leaves the previous file readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.to_parquet(tmp, index=False)
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, tmp)
+        else:
+            frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+def write_json_atomic(data: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -158,7 +162,7 @@ class Dataset:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         manifest["created_at"] = manifest.get("created_at") or now
         manifest["imports"].append({"at": now, **entry})
-        _write_json_atomic(manifest, self.manifest_path)
+        write_json_atomic(manifest, self.manifest_path)
 
     def delete(self) -> None:
         if self.path.exists():

@@ -294,3 +294,40 @@ def test_the_cli_builds_the_latest_snapshot_and_refuses_bad_dates(handmade: Data
     assert early.exit_code == 2 and "is not after the first event (2023-12-01)" in early.stderr
     missing = runner.invoke(app, ["features", "build", "-d", "nope"])
     assert missing.exit_code == 2 and "dataset 'nope' not found" in missing.stderr
+
+
+def test_features_do_not_depend_on_the_machines_time_zone(handmade: Dataset, monkeypatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=30))
+        recency = Snapshot(handmade, AS_OF).features().set_index("member_id").loc["A", "recency_days"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert recency == pytest.approx(4 + 14 / 24)
+
+
+def test_a_new_horizon_adds_labels_without_rebuilding_features(handmade: Dataset) -> None:
+    build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=30))
+    snapshot = Snapshot(handmade, AS_OF)
+    written = snapshot.features_path.stat().st_mtime_ns
+    result = build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=20))
+    assert "features" not in result.stage_seconds
+    assert snapshot.features_path.stat().st_mtime_ns == written
+    assert snapshot.labels(20).set_index("member_id").loc["A", "future_value"] == 150.0  # O4 and O5 fall in 20 days
+
+
+def test_labels_built_from_older_data_are_never_reused(handmade: Dataset) -> None:
+    # given: labels of two horizons as of T
+    build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=30))
+    build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=20))
+    # when: B buys in the horizon, and the snapshot is rebuilt for one horizon only
+    store(handmade, "orders", [order("B", "2024-03-05 10:00", "O9", "p2", 7)])
+    build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=30))
+    build_snapshot(handmade, SnapshotSettings(as_of=AS_OF, horizon_days=20))
+    # then: the other horizon's labels see the new order too
+    labels = Snapshot(handmade, AS_OF).labels(20).set_index("member_id")
+    assert not labels.loc["B", "churned"] and labels.loc["B", "future_value"] == 7.0
