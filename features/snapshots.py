@@ -156,13 +156,18 @@ def event_span(src: Sources) -> tuple[datetime, datetime]:
     return min(s["lo"] for s in spans), max(s["hi"] for s in spans)
 
 
+def dataset_span(dataset: Dataset) -> tuple[datetime, datetime]:
+    """First and last event time of a dataset."""
+    _, src = connect(dataset)
+    return event_span(src)
+
+
 def resolve_as_of(dataset: Dataset, value: str | date | None) -> date:
     """A date, or "latest"/None: the day after the last event (the online snapshot)."""
     if isinstance(value, date):
         return value
     if value is None or value == "latest":
-        _, src = connect(dataset)
-        return (event_span(src)[1] + timedelta(days=1)).date()
+        return (dataset_span(dataset)[1] + timedelta(days=1)).date()
     try:
         return date.fromisoformat(value)
     except ValueError as exc:

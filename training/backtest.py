@@ -11,7 +11,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.progress import step
-from features.snapshots import connect, event_span
 from features.store import Dataset
 from training import baselines
 from training.frames import labelled_snapshot, stacked, training_cutoffs
@@ -46,11 +45,6 @@ class BacktestReport(BaseModel):
         return frame.groupby("method", sort=False).mean(numeric_only=True)
 
 
-def _first_event(dataset: Dataset) -> date:
-    _, src = connect(dataset)
-    return event_span(src)[0].date()
-
-
 def evaluate_churn(model: ChurnModel, test: pd.DataFrame) -> dict[str, dict[str, float]]:
     y = test["churned"].astype(int).to_numpy()
     return {
@@ -70,7 +64,6 @@ def evaluate_value(model: ValueModel, test: pd.DataFrame, horizon_days: int) -> 
 
 def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> BacktestReport:
     started = time.perf_counter()
-    first = _first_event(dataset)
     rows: list[dict[str, Any]] = []
     for cutoff in settings.cutoffs:
         with step(f"{kind.value} backtest at {cutoff}: training on the {settings.training_cutoffs} cutoffs before it"):
@@ -78,7 +71,6 @@ def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> B
                 dataset,
                 training_cutoffs(cutoff, settings.horizon_days, settings.training_cutoffs),
                 settings.horizon_days,
-                first,
             )
             test = labelled_snapshot(dataset, cutoff, settings.horizon_days)
             if kind is ModelKind.churn:

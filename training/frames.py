@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from features.errors import DataError
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 
 LABEL_COLUMNS = ("churned", "future_value", "future_orders", "future_engagements")
@@ -45,8 +45,9 @@ def training_cutoffs(as_of: date, horizon_days: int, count: int, step_days: int 
     return [last - timedelta(days=step_days * k) for k in range(count)]
 
 
-def stacked(dataset: Dataset, cutoffs: list[date], horizon_days: int, first_event: date) -> LabelledFrame:
+def stacked(dataset: Dataset, cutoffs: list[date], horizon_days: int) -> LabelledFrame:
     """Labelled snapshots for every cutoff with at least 30 days of history before it, stacked."""
+    first_event = dataset_span(dataset)[0].date()
     usable = [c for c in cutoffs if c >= first_event + timedelta(days=30)]
     if not usable:
         raise DataError(

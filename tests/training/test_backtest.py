@@ -77,7 +77,7 @@ def test_contributions_explain_the_churn_score_and_more_engagement_does_not_rais
     from training.frames import labelled_snapshot, stacked
     from training.models import ChurnModel
 
-    train = stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90, date(2025, 1, 1))
+    train = stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90)
     model = ChurnModel.fit(train)
     test = labelled_snapshot(community, date(2025, 12, 1), 90).head(500)
     contributions = model.contributions(test)
