@@ -76,7 +76,7 @@ def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> B
             if kind is ModelKind.churn:
                 scores = evaluate_churn(ChurnModel.fit(train, settings.params, settings.seed), test)
             else:
-                model = ValueModel.fit(train, settings.params, settings.seed)
+                model = ValueModel.fit(train, settings.params, settings.seed, settings.horizon_days)
                 scores = evaluate_value(model, test, settings.horizon_days)
         for method, metrics in scores.items():
             rows.append(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from training.baselines import run_rate
 from training.frames import LabelledFrame
 
 # Small trees with large leaves: on Online Retail's few thousand members per cutoff, deeper trees overfit
@@ -84,20 +85,29 @@ def _validation_split(data: LabelledFrame, seed: int) -> tuple[pd.Series, pd.Ser
 
 
 def _fit(
-    booster: Any, data: LabelledFrame, target: pd.Series, seed: int
+    booster: Any, data: LabelledFrame, target: pd.Series, seed: int, init_score: np.ndarray | None = None
 ) -> tuple[FeatureEncoder, pd.DataFrame, pd.Series]:
     """Fits `booster` with early stopping on the validation part; returns the encoder, matrix and that part."""
     encoder = FeatureEncoder().fit(data.frame, data.feature_columns)
     x = encoder.transform(data.frame)
     train, valid = _validation_split(data, seed)
+    offsets: dict[str, Any] = {}
+    if init_score is not None:
+        offsets = {"init_score": init_score[train.to_numpy()], "eval_init_score": [init_score[valid.to_numpy()]]}
     booster.fit(
         x[train],
         target[train],
         eval_X=(x[valid],),
         eval_y=(target[valid],),
         callbacks=[lgb.early_stopping(50, verbose=False)],
+        **offsets,
     )
     return encoder, x, valid
+
+
+def _run_rate_offset(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    # A floor of 10 currency units keeps members with no recent spend from starting at log(0).
+    return np.log(run_rate(frame, horizon_days) + 10.0)
 
 
 def _importance(booster: Any, columns: list[str]) -> dict[str, float]:
@@ -141,21 +151,33 @@ class ChurnModel:
 
 @dataclass
 class ValueModel:
+    """Expected spend over the horizon: the member's run rate times a correction that LightGBM learns.
+
+    Spend is zero for many members and long-tailed for the rest, so the loss is Tweedie (log link). The log of
+    the run rate is the starting score (an offset): trees alone cap their predictions at leaf averages and
+    miss the few largest buyers, who dominate RMSE, while their run rate already scales with them. On Online
+    Retail this took RMSE from 2091 (trees alone, worse than the run rate's 1878) to 1777.
+    """
+
     encoder: FeatureEncoder
     booster: lgb.LGBMRegressor
+    horizon_days: int
 
     @classmethod
-    def fit(cls, data: LabelledFrame, params: dict[str, Any] | None = None, seed: int = 0) -> ValueModel:
-        # Spend is zero for many members and long-tailed for the rest: a Tweedie loss fits that shape.
+    def fit(
+        cls, data: LabelledFrame, params: dict[str, Any] | None = None, seed: int = 0, horizon_days: int = 90
+    ) -> ValueModel:
         booster = lgb.LGBMRegressor(
             **_lgb_params({"objective": "tweedie", "tweedie_variance_power": 1.3, **(params or {})}, seed)
         )
-        encoder, _, _ = _fit(booster, data, data.frame["future_value"].clip(lower=0), seed)
-        return cls(encoder, booster)
+        offset = _run_rate_offset(data.frame, horizon_days)
+        encoder, _, _ = _fit(booster, data, data.frame["future_value"].clip(lower=0), seed, init_score=offset)
+        return cls(encoder, booster, horizon_days)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected spend over the horizon per member."""
-        return self.booster.predict(self.encoder.transform(frame))
+        raw = self.booster.predict(self.encoder.transform(frame), raw_score=True)
+        return np.exp(raw + _run_rate_offset(frame, self.horizon_days))
 
     def importance(self) -> dict[str, float]:
         return _importance(self.booster, self.encoder.columns)
