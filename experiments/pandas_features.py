@@ -129,4 +129,4 @@ def snapshot(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, channels: lis
         m = tables["members"].set_index("member_id")
         seen.append(((as_of - m["joined_at"]).dt.total_seconds() / 86_400).reindex(out.index))
     out["tenure_days"] = pd.concat(seen, axis=1).fillna(0).max(axis=1)
-    return out.drop(columns=[c for c in ("first_order_days_ago", "first_engagement_days_ago") if c in out])
+    return out.drop(columns=[c for c in ("first_engagement_days_ago",) if c in out])

@@ -24,6 +24,7 @@ class FeatureDoc:
 
 CATALOG: tuple[FeatureDoc, ...] = (
     FeatureDoc("recency_days", "days since the last purchase (empty: never bought)", "all", "orders"),
+    FeatureDoc("first_order_days_ago", "days since the first purchase: the customer's age", "all", "orders"),
     FeatureDoc("frequency", "number of orders (distinct order ids; distinct times where no id)", "all", "orders"),
     FeatureDoc("monetary", "net spend: sales minus returns", "all", "orders"),
     FeatureDoc("sales_value", "gross spend on purchases", "all", "orders"),

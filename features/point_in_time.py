@@ -244,7 +244,7 @@ def snapshot_expr(
         first_seen.append(out.joined_days_ago)
     # Tenure: since the member joined or was first seen, whichever is earlier.
     out = out.mutate(tenure_days=ibis.greatest(*[c.fill_null(0) for c in first_seen]))
-    drop = [c for c in ("first_order_days_ago", "first_engagement_days_ago", "joined_days_ago") if c in out.columns]
+    drop = [c for c in ("first_engagement_days_ago", "joined_days_ago") if c in out.columns]
     return out.drop(*drop).order_by("member_id")
 
 

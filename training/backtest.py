@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.progress import step
 from features.store import Dataset
 from training import baselines
+from training.clv import clv_baselines
 from training.frames import labelled_snapshot, stacked, training_cutoffs
 from training.metrics import churn_metrics, value_metrics
 from training.models import ChurnModel, ValueModel
@@ -45,12 +46,15 @@ class BacktestReport(BaseModel):
         return frame.groupby("method", sort=False).mean(numeric_only=True)
 
 
-def evaluate_churn(model: ChurnModel, test: pd.DataFrame) -> dict[str, dict[str, float]]:
+def evaluate_churn(model: ChurnModel, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
     y = test["churned"].astype(int).to_numpy()
+    clv = clv_baselines(test, horizon_days)
     return {
         "lightgbm": churn_metrics(y, model.predict(test), probability=True),
         "recency rank": churn_metrics(y, baselines.recency_rank(test), probability=False),
         "RFM score": churn_metrics(y, baselines.rfm_score(test), probability=False),
+        "BG/NBD P(alive)": churn_metrics(y, clv.churn_p_alive, probability=False),
+        "BG/NBD expected purchases": churn_metrics(y, clv.churn_expected, probability=False),
     }
 
 
@@ -59,6 +63,7 @@ def evaluate_value(model: ValueModel, test: pd.DataFrame, horizon_days: int) -> 
     return {
         "lightgbm": value_metrics(y, model.predict(test)),
         "run rate": value_metrics(y, baselines.run_rate(test, horizon_days)),
+        "BG/NBD + Gamma-Gamma": value_metrics(y, clv_baselines(test, horizon_days).expected_value),
     }
 
 
@@ -74,7 +79,9 @@ def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> B
             )
             test = labelled_snapshot(dataset, cutoff, settings.horizon_days)
             if kind is ModelKind.churn:
-                scores = evaluate_churn(ChurnModel.fit(train, settings.params, settings.seed), test)
+                scores = evaluate_churn(
+                    ChurnModel.fit(train, settings.params, settings.seed), test, settings.horizon_days
+                )
             else:
                 model = ValueModel.fit(train, settings.params, settings.seed, settings.horizon_days)
                 scores = evaluate_value(model, test, settings.horizon_days)
