@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from enum import StrEnum
 from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.progress import step
+from features.scoring import MemberScorer, ModelKind
 from features.store import Dataset
 from training import baselines
 from training.clv import clv_baselines
 from training.frames import labelled_snapshot, stacked, training_cutoffs
 from training.metrics import churn_metrics, value_metrics
-from training.models import ChurnModel, ValueModel
-
-
-class ModelKind(StrEnum):
-    churn = "churn"
-    value = "value"
+from training.models import FITTERS
 
 
 class BacktestSettings(BaseModel):
@@ -46,7 +41,7 @@ class BacktestReport(BaseModel):
         return frame.groupby("method", sort=False).mean(numeric_only=True)
 
 
-def evaluate_churn(model: ChurnModel, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
+def evaluate_churn(model: MemberScorer, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
     y = test["churned"].astype(int).to_numpy()
     clv = clv_baselines(test, horizon_days)
     return {
@@ -58,7 +53,7 @@ def evaluate_churn(model: ChurnModel, test: pd.DataFrame, horizon_days: int) -> 
     }
 
 
-def evaluate_value(model: ValueModel, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
+def evaluate_value(model: MemberScorer, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
     y = test["future_value"].clip(lower=0).to_numpy(dtype=float)
     return {
         "lightgbm": value_metrics(y, model.predict(test)),
@@ -78,13 +73,9 @@ def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> B
                 settings.horizon_days,
             )
             test = labelled_snapshot(dataset, cutoff, settings.horizon_days)
-            if kind is ModelKind.churn:
-                scores = evaluate_churn(
-                    ChurnModel.fit(train, settings.params, settings.seed), test, settings.horizon_days
-                )
-            else:
-                model = ValueModel.fit(train, settings.params, settings.seed, settings.horizon_days)
-                scores = evaluate_value(model, test, settings.horizon_days)
+            model = FITTERS[kind](train, settings.params, settings.seed, settings.horizon_days)
+            evaluate = evaluate_churn if kind is ModelKind.churn else evaluate_value
+            scores = evaluate(model, test, settings.horizon_days)
         for method, metrics in scores.items():
             rows.append(
                 {

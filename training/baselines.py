@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.scoring import run_rate  # the value model's offset, and a baseline
+
+__all__ = ["recency_rank", "rfm_score", "run_rate"]
+
 
 def recency_rank(frame: pd.DataFrame) -> np.ndarray:
     """Churn score: days since the last purchase; members who never bought rank as the most at risk."""
@@ -22,11 +26,3 @@ def rfm_score(frame: pd.DataFrame) -> np.ndarray:
     frequency = _quintile(frame["frequency"].astype(float))
     monetary = _quintile(frame["monetary"].astype(float))
     return (15 - (recency + frequency + monetary)).to_numpy(dtype=float)
-
-
-def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Expected spend: what the member spent over the last period of the same length, or pro rata of 90 days."""
-    column = f"spend_{horizon_days}d"
-    if column in frame:
-        return frame[column].clip(lower=0).to_numpy(dtype=float)
-    return (frame["spend_90d"].clip(lower=0) * horizon_days / 90).to_numpy(dtype=float)

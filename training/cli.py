@@ -10,8 +10,8 @@ from rich.table import Table
 from features.cli import DatasetOption, JsonOption, console, user_errors
 from features.errors import DataError
 from features.home import StateHome
+from features.scoring import ModelKind
 from features.store import Dataset
-from training.backtest import ModelKind
 
 backtest_app = typer.Typer(help="Evaluate models on cutoffs they never saw, beside the baselines.")
 

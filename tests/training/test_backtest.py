@@ -74,16 +74,21 @@ def test_the_value_model_beats_the_run_rate_on_a_held_out_cutoff(community: Data
 
 @pytest.mark.slow
 def test_contributions_explain_the_churn_score_and_more_engagement_does_not_raise_risk(community: Dataset) -> None:
+    from features.scoring import encode
     from training.frames import labelled_snapshot, stacked
-    from training.models import ChurnModel
+    from training.models import fit_churn
 
-    train = stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90)
-    model = ChurnModel.fit(train)
+    model = fit_churn(stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90))
     test = labelled_snapshot(community, date(2025, 12, 1), 90).head(500)
     contributions = model.contributions(test)
-    raw = model.raw_score(test)
-    bias = model.booster.predict(model.encoder.transform(test), pred_contrib=True)[:, -1]
+    raw = model.booster.predict(encode(model.spec, test))
+    bias = model.booster.predict(encode(model.spec, test), pred_contrib=True)[:, -1]
     np.testing.assert_allclose(1 / (1 + np.exp(-(contributions.sum(axis=1) + bias))), raw, rtol=1e-6)
+    reasons = model.top_reasons(test, k=3)
+    assert len(reasons) == 500 and all(len(r) <= 3 for r in reasons)
+    assert reasons[0] == [
+        c for c in contributions.iloc[0].sort_values(ascending=False).index[:3] if contributions.iloc[0][c] > 0
+    ]
     # Behavioural check: the same members, but engaging as much recently as before, are not riskier.
     livelier = test.copy()
     livelier["eng_30d"] = livelier[["eng_30d", "eng_prev_30d"]].max(axis=1)
