@@ -1,0 +1,52 @@
+"""Reading the MLflow registry: where it is, which version is champion, and loading a champion's scorer.
+
+Training writes to the registry (training/registry.py); batch scoring and the service read from it here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from features.errors import DataError
+from features.home import StateHome
+from features.scoring import MemberScorer, ModelKind
+
+CHAMPION = "champion"
+
+
+def connect(home: StateHome) -> MlflowClient:
+    """Points MLflow at `$MLFLOW_TRACKING_URI` or the sqlite registry in the state home."""
+    # MLflow narrates every step at INFO and draws download bars; our own progress lines say what matters.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = home.mlflow_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        home.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def load_champion(client: MlflowClient, kind: ModelKind) -> tuple[MemberScorer, ModelVersion]:
+    """The champion's scorer and its registry entry; a clear error when there is none yet."""
+    version = champion(client, kind.value)
+    if version is None:
+        raise DataError(
+            f"no champion {kind.value} model in the registry at {mlflow.get_tracking_uri()}; train one with "
+            f"`community-ml train {kind.value} --dataset NAME`"
+        )
+    model = mlflow.pyfunc.load_model(f"models:/{kind.value}@{CHAMPION}")
+    return model.unwrap_python_model().scorer, version

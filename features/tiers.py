@@ -1,0 +1,69 @@
+"""The operators' member tiers (design.md §2) from predicted value and churn risk, with configurable shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TIERS = ("high_value", "potential", "ordinary", "churn_risk", "new")
+
+
+class TierSettings(BaseModel):
+    """Shares of established members per tier (they must add up to 1), and who is too new to judge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    high_value_share: float = Field(0.15, ge=0, le=1)
+    potential_share: float = Field(0.30, ge=0, le=1)
+    ordinary_share: float = Field(0.45, ge=0, le=1)
+    churn_risk_share: float = Field(0.10, ge=0, le=1)
+    new_member_days: int = Field(30, ge=0, description="members seen for fewer days, or who never bought, are new")
+
+    @model_validator(mode="after")
+    def _shares_add_up(self) -> TierSettings:
+        total = self.high_value_share + self.potential_share + self.ordinary_share + self.churn_risk_share
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"tier shares add up to {total:.3f}, not 1")
+        return self
+
+
+def assign_tiers(
+    churn_probability: np.ndarray,
+    expected_value: np.ndarray,
+    recent_spend: np.ndarray,
+    tenure_days: np.ndarray,
+    frequency: np.ndarray,
+    settings: TierSettings | None = None,
+) -> np.ndarray:
+    """A tier per member, by rank within the scored population.
+
+    Churn risk goes first: the members with the most recent spend at stake (churn probability x spend over
+    the last 180 days) - fading members worth winning back now, not those long gone, who risk nothing more.
+    Of the rest, the highest expected value are high-value, the next potential, the others ordinary. Members
+    with too little history are "new".
+    """
+    s = settings or TierSettings()
+    tiers = np.full(len(churn_probability), "new", dtype=object)
+    established = np.flatnonzero((np.nan_to_num(tenure_days) >= s.new_member_days) & (np.nan_to_num(frequency) > 0))
+    n = len(established)
+    if n == 0:
+        return tiers
+    # Ties broken by position, so the same scores always give the same tiers.
+    at_stake = churn_probability * np.clip(np.nan_to_num(recent_spend), 0, None)
+    by_risk = established[np.lexsort((established, -at_stake[established]))]
+    at_risk = by_risk[: round(s.churn_risk_share * n)]
+    tiers[at_risk] = "churn_risk"
+    rest = np.setdiff1d(established, at_risk)
+    by_value = rest[np.lexsort((rest, -expected_value[rest]))]
+    high = round(s.high_value_share * n)
+    potential = round(s.potential_share * n)
+    tiers[by_value[:high]] = "high_value"
+    tiers[by_value[high : high + potential]] = "potential"
+    tiers[by_value[high + potential :]] = "ordinary"
+    return tiers
+
+
+def tier_shares(tiers: pd.Series) -> dict[str, float]:
+    counts = tiers.value_counts(normalize=True)
+    return {t: round(float(counts.get(t, 0.0)), 4) for t in TIERS}

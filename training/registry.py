@@ -1,0 +1,32 @@
+"""Writing to MLflow: experiments, run parameters and moving the `champion` alias (reading: features/model_registry)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from features.home import StateHome
+from features.model_registry import CHAMPION, champion, connect
+
+__all__ = ["champion", "connect", "experiment", "run_params", "set_champion"]
+
+
+def experiment(client: MlflowClient, home: StateHome, name: str) -> str:
+    """The experiment's id; a new local experiment keeps its artefacts in the state home, not the cwd."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    # (Not "is MLFLOW_TRACKING_URI set": mlflow.set_tracking_uri sets that variable itself.)
+    local = client.tracking_uri == f"sqlite:///{home.mlflow_db}"
+    location = home.mlflow_artifacts.as_uri() if local else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def run_params(client: MlflowClient, version: ModelVersion) -> dict[str, Any]:
+    return dict(client.get_run(version.run_id).data.params)
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    client.set_registered_model_alias(name, CHAMPION, version)

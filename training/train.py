@@ -1,0 +1,266 @@
+"""The training job: tune on validation cutoffs, judge on held-out cutoffs, fit, log to MLflow, promote or not.
+
+Cutoffs, newest first, for a model that scores members as of T (horizon H, monthly steps):
+- the final model trains on T-H, T-H-30, ... (labels that end by T);
+- held-out test cutoffs T-H, T-H-30, ... (`test_cutoffs` of them) judge it: for each, a model trained on the
+  cutoffs before it scores it, beside the baselines and the current champion's configuration;
+- validation cutoffs, older than every test cutoff, are all that Optuna ever sees.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from pydantic import BaseModel, ConfigDict, Field
+
+from features import pyfunc_model
+from features.errors import DataError
+from features.progress import say, step
+from features.scoring import MemberScorer, ModelKind
+from features.snapshots import dataset_span, fingerprint, resolve_as_of
+from features.store import Dataset
+from training import registry
+from training.backtest import BacktestReport, BacktestSettings, backtest
+from training.frames import stacked, training_cutoffs
+from training.models import FITTERS, importance
+from training.tuning import tune
+
+# What a candidate must beat every rival on: higher is better unless marked "lower".
+GATE = {ModelKind.churn: (("roc_auc", "higher"),), ModelKind.value: (("rmse", "lower"), ("normalized_gini", "higher"))}
+STEP_DAYS = 30
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    as_of: date | None = Field(None, description="score members as of this date; default: the day after the data")
+    horizon_days: int = Field(90, ge=7, le=365)
+    training_cutoffs: int = Field(6, ge=1, le=36)
+    test_cutoffs: int = Field(3, ge=1, le=12, description="held-out cutoffs that judge the candidate")
+    validation_cutoffs: int = Field(2, ge=1, le=12, description="cutoffs Optuna tunes on (older than the tests)")
+    trials: int = Field(0, ge=0, le=500, description="Optuna trials; 0 keeps the default parameters")
+    seed: int = 0
+    promote: bool = Field(True, description="move the champion alias when the candidate passes the gate")
+
+
+class TrainResult(BaseModel):
+    kind: ModelKind
+    dataset: str
+    as_of: date
+    version: str
+    run_id: str
+    promoted: bool
+    reasons: list[str]
+    metrics: dict[str, float]
+    rivals: dict[str, dict[str, float]]
+    params: dict[str, Any]
+    test_cutoffs: list[date]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: list[str]
+
+
+def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:
+    """Passes only if the candidate beats every rival (baselines and champion) on every gate metric."""
+    reasons = []
+    for rival, metrics in rivals.items():
+        for metric, better in GATE[kind]:
+            ours, theirs = candidate[metric], metrics[metric]
+            if not (ours > theirs if better == "higher" else ours < theirs):
+                reasons.append(f"{metric} {ours:.4f} does not beat {rival} ({theirs:.4f})")
+    return Verdict(not reasons, reasons)
+
+
+def monthly_cutoffs(newest: date, count: int) -> list[date]:
+    return [newest - timedelta(days=STEP_DAYS * k) for k in range(count)]
+
+
+def plan_cutoffs(dataset: Dataset, settings: TrainSettings, as_of: date) -> tuple[list[date], list[date]]:
+    """(test cutoffs, validation cutoffs): each needs a usable training cutoff (30 days of history) before it."""
+    first = dataset_span(dataset)[0].date()
+    earliest = first + timedelta(days=30 + settings.horizon_days)
+    tests = [
+        c
+        for c in monthly_cutoffs(as_of - timedelta(days=settings.horizon_days), settings.test_cutoffs)
+        if c >= earliest
+    ]
+    if not tests:
+        raise DataError(
+            f"{dataset.name}: not enough history before {as_of} for a held-out test cutoff with a "
+            f"{settings.horizon_days}-day horizon (the data starts {first}); choose a later --as-of or a shorter "
+            "--horizon-days"
+        )
+    validation = [
+        c for c in monthly_cutoffs(min(tests) - timedelta(days=STEP_DAYS), settings.validation_cutoffs) if c >= earliest
+    ]
+    return sorted(tests), sorted(validation)
+
+
+def _rivals(report: BacktestReport) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    means = report.mean_by_method().drop(columns=["train_rows", "test_members"])
+    table = {str(m): {k: float(v) for k, v in row.dropna().items()} for m, row in means.iterrows()}
+    return table.pop("lightgbm"), table
+
+
+def _champion_metrics(
+    dataset: Dataset, kind: ModelKind, client: Any, settings: BacktestSettings, candidate: dict[str, float]
+) -> tuple[str, dict[str, float]] | None:
+    """The current champion's configuration, re-trained and scored on the candidate's own test cutoffs."""
+    current = registry.champion(client, kind.value)
+    if current is None:
+        return None
+    logged = registry.run_params(client, current)
+    params = json.loads(logged.get("lgb_params", "{}"))
+    name = f"champion v{current.version}"
+    if params == settings.params and logged.get("data_fingerprint") == fingerprint(dataset):
+        return name, candidate  # same configuration, same data: the backtest would repeat itself exactly
+    with step(f"re-scoring champion version {current.version} on the same cutoffs"):
+        report = backtest(dataset, kind, settings.model_copy(update={"params": params}))
+    return name, _rivals(report)[0]
+
+
+def _log_model(scorer: MemberScorer, example: pd.DataFrame, kind: ModelKind) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = scorer.save(Path(tmp))
+        with warnings.catch_warnings():
+            # MLflow warns that integer columns cannot hold missing values; snapshot counts are zero-filled,
+            # never missing, and declaring them float would make MLflow refuse the snapshot's own int64 columns.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            signature = infer_signature(example, pd.Series(scorer.predict(example), name="prediction"))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(pyfunc_model.__file__)),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            registered_model_name=kind.value,
+            # Named, not inferred: inference would load the model in a subprocess on every training run.
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"lightgbm=={_version('lightgbm')}",
+                f"pandas=={pd.__version__}",
+            ],
+        )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
+    started = time.perf_counter()
+    dataset.require()
+    as_of = resolve_as_of(dataset, settings.as_of)
+    tests, validation = plan_cutoffs(dataset, settings, as_of)
+    client = registry.connect(dataset.home)
+    experiment_id = registry.experiment(client, dataset.home, f"{kind.value}")
+    say(f"{kind.value} as of {as_of}: test cutoffs {', '.join(map(str, tests))}")
+
+    params: dict[str, Any] = {}
+    trials = pd.DataFrame()
+    if settings.trials:
+        if not validation:
+            raise DataError(f"{dataset.name}: no validation cutoff older than the test cutoffs to tune on")
+        with step(f"tuning with {settings.trials} Optuna trials on {', '.join(map(str, validation))}"):
+            params, trials = tune(
+                dataset,
+                kind,
+                validation,
+                trials=settings.trials,
+                horizon_days=settings.horizon_days,
+                training_cutoffs=settings.training_cutoffs,
+                seed=settings.seed,
+                study_name=f"{dataset.name}-{kind.value}-{as_of}-{int(time.time())}",
+            )
+
+    evaluation = BacktestSettings(
+        cutoffs=tests,
+        horizon_days=settings.horizon_days,
+        training_cutoffs=settings.training_cutoffs,
+        seed=settings.seed,
+        params=params,
+    )
+    report = backtest(dataset, kind, evaluation)
+    metrics, rivals = _rivals(report)
+    champion = _champion_metrics(dataset, kind, client, evaluation, metrics)
+    if champion is not None:
+        rivals[champion[0]] = champion[1]
+    verdict = gate(kind, metrics, rivals)
+
+    with step(f"fitting the {kind.value} model that scores members as of {as_of}"):
+        final_cutoffs = training_cutoffs(as_of, settings.horizon_days, settings.training_cutoffs)
+        data = stacked(dataset, final_cutoffs, settings.horizon_days)
+        scorer = FITTERS[kind](data, params, settings.seed, settings.horizon_days)
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{kind.value} {dataset.name} {as_of}") as run:
+        mlflow.set_tags(
+            {"dataset": dataset.name, "kind": kind.value, "promoted": str(verdict.passed and settings.promote)}
+        )
+        mlflow.log_params(
+            {
+                "dataset": dataset.name,
+                "data_fingerprint": fingerprint(dataset),
+                "as_of": str(as_of),
+                "horizon_days": settings.horizon_days,
+                "training_cutoffs": ",".join(str(c) for c in sorted(final_cutoffs)),
+                "test_cutoffs": ",".join(map(str, tests)),
+                "validation_cutoffs": ",".join(map(str, validation)),
+                "trials": settings.trials,
+                "seed": settings.seed,
+                "lgb_params": json.dumps(params, sort_keys=True),
+                **{f"lgb.{k}": v for k, v in params.items()},
+            }
+        )
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metrics(
+            {f"rival_{_slug(rival)}_{k}": v for rival, values in rivals.items() for k, v in values.items()}
+        )
+        mlflow.log_dict({"rows": report.rows}, "backtest.json")
+        mlflow.log_dict(importance(scorer), "feature_importance.json")
+        mlflow.log_dict({"passed": verdict.passed, "reasons": verdict.reasons}, "promotion.json")
+        if not trials.empty:
+            mlflow.log_text(trials.to_csv(index=False), "optuna_trials.csv")
+        info = _log_model(scorer, data.frame[scorer.spec.columns].head(5), kind)
+    version = str(info.registered_model_version)
+
+    promoted = verdict.passed and settings.promote
+    if promoted:
+        registry.set_champion(client, kind.value, version)
+        say(f"{kind.value} version {version} is the new champion")
+    else:
+        why = "; ".join(verdict.reasons) if verdict.reasons else "promotion was switched off"
+        say(f"{kind.value} version {version} registered, champion unchanged: {why}")
+    return TrainResult(
+        kind=kind,
+        dataset=dataset.name,
+        as_of=as_of,
+        version=version,
+        run_id=run.info.run_id,
+        promoted=promoted,
+        reasons=verdict.reasons,
+        metrics=metrics,
+        rivals=rivals,
+        params=params,
+        test_cutoffs=tests,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
