@@ -33,6 +33,9 @@ demo: setup
 	$(BIN)/community-ml data describe --dataset $(DEMO_DATASET)
 	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of 2025-12-01
 	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of latest
+	$(BIN)/community-ml train churn --dataset $(DEMO_DATASET)
+	$(BIN)/community-ml train value --dataset $(DEMO_DATASET)
+	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
 
 ## test: run every test, slow end-to-end ones included
 .PHONY: test

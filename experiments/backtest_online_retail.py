@@ -18,6 +18,7 @@ from features.home import StateHome
 from features.online_retail import import_online_retail
 from features.store import Dataset
 from training.backtest import BacktestSettings, ModelKind, backtest
+from training.train import TrainSettings, train
 
 CUTOFFS = [date(2011, 6, 1), date(2011, 7, 1), date(2011, 8, 1), date(2011, 9, 1)]
 COLUMNS = {
@@ -49,14 +50,25 @@ def main() -> None:
                 f"(features, {len(CUTOFFS)} models, baselines).\n"
             )
             sections.append("\n".join(lines))
+        # The whole training job as a data scientist runs it: held-out judging, final fit, MLflow, the gate.
+        timings = []
+        for kind in COLUMNS:
+            result = train(dataset, kind, TrainSettings(as_of=date(2011, 12, 10)))
+            verdict = "promoted" if result.promoted else "not promoted: " + "; ".join(result.reasons)
+            timings.append(f"| {kind.value} | {result.seconds:.1f} | {verdict} |")
+        sections.append(
+            "| `community-ml train` (no tuning), as of 2011-12-10 | seconds | gate |\n|---|---:|---|\n"
+            + "\n".join(timings)
+        )
     write_results(
         "churn_value",
         "Churn and value backtests on Online Retail",
         "Produced by `make bench` (`experiments/backtest_online_retail.py`). Mean over the test cutoffs "
         + ", ".join(map(str, CUTOFFS))
         + " (90-day horizon); each cutoff's model trains on the six monthly cutoffs whose labels end before it,\n"
-        "and is scored beside the baselines on the same members. No hyper-parameter tuning yet; BG/NBD and\n"
-        "Gamma-Gamma baselines are not in this table yet.",
+        "and is scored beside the baselines on the same members (BG/NBD and Gamma-Gamma are fitted on the same\n"
+        "history as each test snapshot). No hyper-parameter tuning. The last table times the whole training job\n"
+        "for each model (three held-out cutoffs, the final fit, MLflow logging and registration, the gate).",
         "\n".join(sections),
     )
 

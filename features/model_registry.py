@@ -24,6 +24,8 @@ def connect(home: StateHome) -> MlflowClient:
     """Points MLflow at `$MLFLOW_TRACKING_URI` or the sqlite registry in the state home."""
     # MLflow narrates every step at INFO and draws download bars; our own progress lines say what matters.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # uv's environments have no pip, so MLflow cannot pin pip's version in a model's conda.yaml: harmless.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = home.mlflow_tracking_uri()
     if uri.startswith("sqlite:///"):

@@ -54,7 +54,7 @@ def test_tiers_follow_the_configured_shares_and_put_fading_spenders_at_risk() ->
     assert risk == set(established[np.argsort(-at_stake[established])][:85])
     assert min(at_stake[list(risk)]) >= max(at_stake[np.flatnonzero(tiers == "ordinary")])
     assert min(value[tiers == "high_value"]) >= max(value[tiers == "potential"])
-    with pytest.raises(ValidationError, match="tier shares add up to 1.100, not 1"):
+    with pytest.raises(ValidationError, match=r"tier shares add up to 1\.100, not 1"):
         TierSettings(high_value_share=0.25)
 
 
