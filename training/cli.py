@@ -142,3 +142,20 @@ def score_command(
         f"v{summary.churn_version} and value v{summary.value_version}; tiers: {shares}"
     )
     console().print(f"written to {summary.out}")
+
+
+@backtest_app.command("promote")
+def promote_command(
+    kind: ModelKind = typer.Argument(..., help="churn or value"),
+    version: str | None = typer.Option(None, help="registered version to promote (default: the newest)"),
+) -> None:
+    """Make a registered version champion, only if it beats the baselines and the champion on its test cutoffs."""
+    from training.train import promote
+
+    with user_errors():
+        result = promote(StateHome.from_env(), kind, version)
+    if result.promoted:
+        console().print(f"{kind.value} version {result.version} is the champion")
+        return
+    console().print(f"{kind.value} version {result.version} not promoted: {'; '.join(result.reasons)}")
+    raise typer.Exit(1)

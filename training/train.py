@@ -20,6 +20,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -234,6 +235,8 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         mlflow.log_dict({"rows": report.rows}, "backtest.json")
         mlflow.log_dict(importance(scorer), "feature_importance.json")
         mlflow.log_dict({"passed": verdict.passed, "reasons": verdict.reasons}, "promotion.json")
+        baselines = {name: values for name, values in rivals.items() if not name.startswith("champion")}
+        mlflow.log_dict(baselines, "baselines.json")
         if not trials.empty:
             mlflow.log_text(trials.to_csv(index=False), "optuna_trials.csv")
         info = _log_model(scorer, data.frame[scorer.spec.columns].head(5), kind)
@@ -264,3 +267,53 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+class PromotionResult(BaseModel):
+    kind: ModelKind
+    version: str
+    promoted: bool
+    reasons: list[str]
+
+
+def promote(home: Any, kind: ModelKind, version: str | None = None) -> PromotionResult:
+    """Runs the gate again for a registered version (default: the newest) against today's champion.
+
+    The candidate keeps the held-out metrics and baselines logged with it; the champion's configuration is
+    re-trained and scored on the candidate's own test cutoffs, so both are judged on the same members.
+    """
+    client = registry.connect(home)
+    versions = client.search_model_versions(f"name='{kind.value}'")
+    if not versions:
+        raise DataError(f"no {kind.value} model is registered yet; train one with `community-ml train {kind.value}`")
+    chosen = str(version or max(int(v.version) for v in versions))
+    if chosen not in {str(v.version) for v in versions}:
+        known = ", ".join(sorted((str(v.version) for v in versions), key=int))
+        raise DataError(f"{kind.value} has no version {chosen} (registered versions: {known})")
+    current = registry.champion(client, kind.value)
+    if current is not None and str(current.version) == chosen:
+        return PromotionResult(kind=kind, version=chosen, promoted=True, reasons=[])
+    run = client.get_run(client.get_model_version(kind.value, chosen).run_id)
+    params, metrics = run.data.params, run.data.metrics
+    candidate = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
+    try:
+        rivals = json.loads(Path(client.download_artifacts(run.info.run_id, "baselines.json")).read_text())
+    except MlflowException as exc:
+        raise DataError(
+            f"{kind.value} version {chosen} has no recorded baselines (run {run.info.run_id}); it cannot be judged "
+            f"on the same cutoffs: train it again with `community-ml train {kind.value}`"
+        ) from exc
+    settings = BacktestSettings(
+        cutoffs=[date.fromisoformat(c) for c in params["test_cutoffs"].split(",")],
+        horizon_days=int(params["horizon_days"]),
+        training_cutoffs=len(params["training_cutoffs"].split(",")),
+        seed=int(params["seed"]),
+        params=json.loads(params["lgb_params"]),
+    )
+    champion = _champion_metrics(Dataset(home, params["dataset"]), kind, client, settings, candidate)
+    if champion is not None:
+        rivals[champion[0]] = champion[1]
+    verdict = gate(kind, candidate, rivals)
+    if verdict.passed:
+        registry.set_champion(client, kind.value, chosen)
+    return PromotionResult(kind=kind, version=chosen, promoted=verdict.passed, reasons=verdict.reasons)

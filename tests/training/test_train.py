@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from features.errors import DataError
 from features.home import StateHome
 from features.importers import import_synthetic
 from features.model_registry import champion, connect
@@ -20,7 +21,7 @@ from features.synthetic import SyntheticConfig
 from features.tiers import TierSettings, assign_tiers
 from training.registry import set_champion
 from training.score import score
-from training.train import TrainSettings, gate, plan_cutoffs, train
+from training.train import TrainSettings, gate, plan_cutoffs, promote, train
 
 
 def test_the_gate_needs_every_rival_beaten_on_every_gate_metric() -> None:
@@ -99,6 +100,12 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
         f"roc_auc {again.metrics['roc_auc']:.4f} does not beat champion v1 ({first.metrics['roc_auc']:.4f})"
     ]
     assert str(champion(client, "churn").version) == "1"
+    # and asking for it by hand runs the same gate, with the same answer
+    refused = promote(community.home, ModelKind.churn, "2")
+    assert (refused.promoted, refused.reasons) == (False, again.reasons)
+    assert promote(community.home, ModelKind.churn, "1").promoted
+    with pytest.raises(DataError, match="churn has no version 7"):
+        promote(community.home, ModelKind.churn, "7")
 
     # and a value model tuned by Optuna on the validation cutoff is judged by the same gate
     value = train(community, ModelKind.value, settings.model_copy(update={"trials": 2}))
