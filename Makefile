@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/backtest_online_retail.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 
 ## lint: ruff's checks and formatting
 .PHONY: lint

@@ -1,0 +1,91 @@
+"""Recommender evaluation: metrics by hand, the two protocols, and ALS against its baselines."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from features.home import StateHome
+from features.importers import import_synthetic
+from features.interactions import Interactions
+from features.online_retail import import_online_retail
+from features.store import Dataset
+from features.synthetic import SyntheticConfig
+from tests.conftest import ONLINE_RETAIL_CSV, requires_online_retail
+from training.recs_eval import Split, als, compare, item_cosine, popular, random_split, time_split, top_k_metrics
+
+
+def test_top_k_metrics_by_hand() -> None:
+    recs = [np.array([1, 2, 3]), np.array([4, 5, 6])]
+    truth = [{1, 3, 9}, {7}]
+    seen = [{1}, set()]
+    m = top_k_metrics(recs, truth, seen, k=3, catalogue=10)
+    assert m["precision"] == pytest.approx((2 / 3 + 0) / 2)
+    assert m["recall"] == pytest.approx((2 / 3 + 0) / 2)
+    ideal = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert m["ndcg"] == pytest.approx((1 + 1 / np.log2(4)) / ideal / 2)
+    assert m["map"] == pytest.approx(((1 + 2 / 3) / 3) / 2)
+    assert m["new_precision"] == pytest.approx((1 / 3) / 2)  # item 1 was already the member's
+    assert m["coverage"] == pytest.approx(0.6)
+
+
+def test_popular_new_only_lists_skip_what_each_member_has() -> None:
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0]], dtype=np.float32))
+    split = Split(train, np.array([0, 2]), [{2}, {3}], np.array(["a", "b", "c", "d"]))
+    assert [list(r) for r in popular(split, 2, exclude_seen=False)] == [[1, 0], [1, 0]]
+    assert [list(r) for r in popular(split, 2, exclude_seen=True)] == [[2, 3], [0, 2]]
+
+
+def test_the_random_split_holds_out_a_share_of_each_item_and_keeps_every_item_trained() -> None:
+    rng = np.random.default_rng(0)
+    dense = (rng.random((400, 30)) < 0.2).astype(np.float32)
+    interactions = Interactions(sp.csr_matrix(dense), np.arange(400).astype(str), np.arange(30).astype(str))
+    split = random_split(interactions, test_share=0.2, seed=1)
+    held = sum(len(t) for t in split.truth)
+    assert held == pytest.approx(0.2 * dense.sum(), rel=0.1)
+    assert (np.diff(split.train.tocsc().indptr) > 0).all()  # no item lost all its training members
+    for u, items in zip(split.users, split.truth, strict=True):
+        assert not items & set(split.train[u].indices)  # a held-out pair is not in training
+        assert items <= set(np.flatnonzero(dense[u]))
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    dataset = Dataset(StateHome(tmp_path_factory.mktemp("recs")), "recs")
+    import_synthetic(dataset, SyntheticConfig(members=3_000))
+    return dataset
+
+
+@pytest.mark.slow
+def test_content_als_beats_its_baselines_on_the_next_period(community: Dataset) -> None:
+    split = time_split(community, "contents", date(2025, 12, 1), 90)
+    assert len(split.users) > 500
+    rows = compare(split, {"popular": popular, "item cosine": item_cosine(), "als": als()}, modes=(True,))
+    precision = {r["method"]: r["precision"] for r in rows}
+    assert precision["als"] > 1.5 * precision["popular"]
+    assert precision["als"] > precision["item cosine"]
+
+
+@pytest.mark.slow
+@requires_online_retail
+def test_product_als_on_online_retail_meets_the_issue_targets(tmp_path) -> None:
+    # Train before 2011-09-10, test on the next 90 days, members who bought in both.
+    dataset = Dataset(StateHome(tmp_path), "retail")
+    import_online_retail(dataset, ONLINE_RETAIL_CSV)
+    split = time_split(dataset, "products", date(2011, 9, 10), 90)
+    rows = {(r["method"], r["mode"]): r for r in compare(split, {"popular": popular, "als": als()})}
+    repeat, new = rows[("als", "repeat allowed")], rows[("als", "new only")]
+    assert rows[("popular", "repeat allowed")]["precision"] == pytest.approx(0.102, abs=0.001)  # README figure
+    assert rows[("popular", "new only")]["precision"] == pytest.approx(0.045, abs=0.001)
+    assert repeat["precision"] >= 0.26 and repeat["precision"] >= 2.5 * rows[("popular", "repeat allowed")]["precision"]
+    assert new["precision"] >= 0.09
+
+
+def test_als_recommendations_are_deterministic_for_a_seed(community: Dataset) -> None:
+    split = time_split(community, "products", date(2025, 12, 1), 90)
+    first = als(seed=3)(split, 10, True)
+    again = als(seed=3)(split, 10, True)
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))

@@ -1,0 +1,208 @@
+"""Evaluating recommenders: top-k metrics, the time-split and random per-item protocols, and the baselines.
+
+A protocol yields a train matrix (members x items) and, per test member, the set of items they went on to
+interact with. Every method recommends k items per test member from the train matrix only; "repeat" lists may
+hold items the member already has, "new" lists may not (hits then are items new to the member).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from implicit.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import CosineRecommender, bm25_weight
+from threadpoolctl import threadpool_limits
+
+from features.interactions import Interactions
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.store import Dataset
+
+# What counts as a later interaction: a purchase for products; a read, like or share for content.
+TEST_ACTIONS = ("read", "like", "share")
+
+
+@dataclass
+class Split:
+    train: sp.csr_matrix  # members x items, weights
+    users: np.ndarray  # row indices of the test members
+    truth: list[set[int]]  # per test member, the item columns they interacted with later
+    item_ids: np.ndarray
+
+    @property
+    def seen(self) -> list[set[int]]:
+        return [set(self.train[u].indices) for u in self.users]
+
+
+def top_k_metrics(
+    recs: list[np.ndarray], truth: list[set[int]], seen: list[set[int]], k: int, catalogue: int
+) -> dict[str, float]:
+    """precision, recall, nDCG, MAP and new-to-member precision at k, and catalogue coverage."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    precision, recall, ndcg, ap, new = [], [], [], [], []
+    for items, relevant, had in zip(recs, truth, seen, strict=True):
+        hits = np.array([i in relevant for i in items[:k]], dtype=float)
+        precision.append(hits.sum() / k)
+        recall.append(hits.sum() / len(relevant))
+        ideal = discounts[: min(len(relevant), k)].sum()
+        ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal))
+        cumulative = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        ap.append(float((cumulative * hits).sum() / min(len(relevant), k)))
+        new.append(sum(1 for i in items[:k] if i in relevant and i not in had) / k)
+    covered = len(set(np.concatenate(recs).tolist())) if recs else 0
+    return {
+        "precision": float(np.mean(precision)),
+        "recall": float(np.mean(recall)),
+        "ndcg": float(np.mean(ndcg)),
+        "map": float(np.mean(ap)),
+        "new_precision": float(np.mean(new)),
+        "coverage": covered / catalogue,
+    }
+
+
+def time_split(dataset: Dataset, kind: str, as_of: date, horizon_days: int) -> Split:
+    """Train on interactions before T; test on the members' interactions in the H days from T.
+
+    Test members are those in the train matrix who interacted again in the horizon with an item it knows.
+    """
+    build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
+    matrix: Interactions = Snapshot(dataset, as_of).interactions(kind)
+    start, end = pd.Timestamp(as_of), pd.Timestamp(as_of + timedelta(days=horizon_days))
+    if kind == "products":
+        events = dataset.read("orders", ["member_id", "ts", "product_id", "is_return"])
+        events = events[~events["is_return"].fillna(False).astype(bool)].rename(columns={"product_id": "item_id"})
+    else:
+        events = dataset.read("engagements", ["member_id", "ts", "action", "content_id"])
+        events = events[events["action"].isin(TEST_ACTIONS)].rename(columns={"content_id": "item_id"})
+    events = events[(events["ts"] >= start) & (events["ts"] < end)].dropna(subset=["member_id", "item_id"])
+    rows = pd.Series(np.arange(len(matrix.member_ids)), index=matrix.member_ids)
+    cols = pd.Series(np.arange(len(matrix.item_ids)), index=matrix.item_ids)
+    events = events[events["member_id"].isin(rows.index) & events["item_id"].isin(cols.index)]
+    pairs = pd.DataFrame({"u": rows[events["member_id"]].to_numpy(), "i": cols[events["item_id"]].to_numpy()})
+    truth = pairs.drop_duplicates().groupby("u")["i"].agg(set)
+    return Split(matrix.matrix.tocsr(), truth.index.to_numpy(), list(truth), matrix.item_ids)
+
+
+def random_split(interactions: Interactions, test_share: float = 0.2, seed: int = 0) -> Split:
+    """For data without meaningful time: hold out a share of each item's members, at random, per item.
+
+    Stratifying by item keeps every item in training, so no method is judged on items it never saw.
+    """
+    rng = np.random.default_rng(seed)
+    coo = interactions.matrix.tocoo()
+    order = np.lexsort((rng.random(coo.nnz), coo.col))  # items together, shuffled within each item
+    col = coo.col[order]
+    rank_in_item = np.arange(len(col)) - np.searchsorted(col, col, side="left")
+    per_item = np.bincount(col, minlength=interactions.matrix.shape[1])[col]
+    held = rank_in_item < np.floor(per_item * test_share)  # items with < 1/test_share members keep them all
+    test = order[held]
+    keep = np.ones(coo.nnz, dtype=bool)
+    keep[test] = False
+    train = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=interactions.matrix.shape)
+    truth = pd.DataFrame({"u": coo.row[test], "i": coo.col[test]}).groupby("u")["i"].agg(set)
+    users = truth.index.to_numpy()
+    has_history = np.diff(train.indptr)[users] > 0
+    return Split(
+        train, users[has_history], [t for t, h in zip(truth, has_history, strict=True) if h], interactions.item_ids
+    )
+
+
+Recommend = Callable[[Split, int, bool], list[np.ndarray]]
+
+
+def popular(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
+    """The items most members have, the same for everyone (minus what each member has, if asked)."""
+    order = np.argsort(-np.diff(split.train.tocsc().indptr), kind="stable")
+    if not exclude_seen:
+        return [order[:k]] * len(split.users)
+    head = order[: k + int(np.diff(split.train.indptr).max())]
+    return [np.array([i for i in head if i not in had][:k]) for had in split.seen]
+
+
+def _implicit_recommend(
+    model: Any, user_items: sp.csr_matrix, split: Split, k: int, exclude_seen: bool
+) -> list[np.ndarray]:
+    ids, _ = model.recommend(split.users, user_items[split.users], N=k, filter_already_liked_items=exclude_seen)
+    return list(ids)
+
+
+def item_cosine(neighbours: int = 100) -> Recommend:
+    """Item-item cosine similarity over the raw matrix (implicit's nearest-neighbour model)."""
+
+    def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
+        model = CosineRecommender(K=neighbours)
+        with warnings.catch_warnings():
+            # implicit's own cosine fit hands itself a COO matrix and then warns about it.
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            model.fit(split.train, show_progress=False)
+        return _implicit_recommend(model, split.train, split, k, exclude_seen)
+
+    return recommend
+
+
+ALS_DEFAULTS: dict[str, Any] = {
+    "factors": 64,
+    "regularization": 0.05,
+    "alpha": 0.3,
+    "iterations": 20,
+    "bm25_k1": 100.0,
+    "bm25_b": 0.8,
+}
+
+
+def fit_als(
+    train: sp.csr_matrix, params: dict[str, Any] | None = None, seed: int = 0
+) -> tuple[AlternatingLeastSquares, sp.csr_matrix]:
+    """Implicit ALS on BM25-weighted confidences; returns the model and the weighted member rows it uses."""
+    p = {**ALS_DEFAULTS, **(params or {})}
+    weighted = bm25_weight(train, K1=p["bm25_k1"], B=p["bm25_b"]).tocsr().astype(np.float32)
+    # implicit parallelises itself; OpenBLAS threads on top of that only contend for the same cores.
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=int(p["factors"]),
+            regularization=float(p["regularization"]),
+            alpha=float(p["alpha"]),
+            iterations=int(p["iterations"]),
+            random_state=seed,
+        )
+        model.fit(weighted, show_progress=False)
+    return model, weighted
+
+
+def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
+    def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
+        model, weighted = fit_als(split.train, params, seed)
+        return _implicit_recommend(model, weighted, split, k, exclude_seen)
+
+    return recommend
+
+
+def compare(
+    split: Split, methods: dict[str, Recommend], k: int = 10, modes: tuple[bool, ...] = (False, True)
+) -> list[dict[str, Any]]:
+    """One row per (method, mode) with every metric and the seconds it took (fit and recommend)."""
+    rows = []
+    seen = split.seen
+    for name, method in methods.items():
+        for exclude_seen in modes:
+            started = time.perf_counter()
+            recs = method(split, k, exclude_seen)
+            seconds = time.perf_counter() - started
+            metrics = top_k_metrics(recs, split.truth, seen, k, split.train.shape[1])
+            rows.append(
+                {
+                    "method": name,
+                    "mode": "new only" if exclude_seen else "repeat allowed",
+                    "members": len(split.users),
+                    **metrics,
+                    "seconds": round(seconds, 2),
+                }
+            )
+    return rows
