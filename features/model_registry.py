@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from features.errors import DataError
 from features.home import StateHome
+from features.recommending import Recommender, RecsKind
 from features.scoring import MemberScorer, ModelKind
 
 CHAMPION = "champion"
@@ -52,3 +53,15 @@ def load_champion(client: MlflowClient, kind: ModelKind) -> tuple[MemberScorer, 
         )
     model = mlflow.pyfunc.load_model(f"models:/{kind.value}@{CHAMPION}")
     return model.unwrap_python_model().scorer, version
+
+
+def load_recommender(client: MlflowClient, kind: RecsKind) -> tuple[Recommender, ModelVersion]:
+    """The champion recommender and its registry entry; a clear error when there is none yet."""
+    version = champion(client, kind.value)
+    if version is None:
+        raise DataError(
+            f"no champion {kind.value} model in the registry at {mlflow.get_tracking_uri()}; train one with "
+            f"`community-ml train {kind.value} --dataset NAME`"
+        )
+    model = mlflow.pyfunc.load_model(f"models:/{kind.value}@{CHAMPION}")
+    return model.unwrap_python_model().recommender, version

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -58,43 +61,54 @@ def backtest_command(
     console().print(table)
 
 
+TrainKind = StrEnum("TrainKind", {k: k for k in ("churn", "value", "product-recs", "content-recs")})  # type: ignore[misc]
+
+
 @backtest_app.command("train")
 def train_command(
-    kind: ModelKind = typer.Argument(..., help="churn or value"),
+    kind: TrainKind = typer.Argument(..., help="churn, value, product-recs or content-recs"),
     dataset: str = DatasetOption,
-    as_of: str = typer.Option("latest", "--as-of", help="score members as of this date (default: after the data)"),
+    as_of: str = typer.Option("latest", "--as-of", help="serve as of this date (default: after the data)"),
     horizon_days: int = typer.Option(90, "--horizon-days"),
     trials: int = typer.Option(0, help="Optuna trials on validation cutoffs (0: default parameters)"),
-    training_cutoffs: int = typer.Option(6, help="monthly training cutoffs"),
-    test_cutoffs: int = typer.Option(3, help="held-out monthly cutoffs that judge the candidate"),
+    training_cutoffs: int = typer.Option(6, help="monthly training cutoffs (churn, value)"),
+    test_cutoffs: int = typer.Option(3, help="held-out monthly cutoffs that judge the candidate (churn, value)"),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="move the champion alias if it passes"),
     seed: int = typer.Option(0),
     as_json: bool = JsonOption,
 ) -> None:
-    """Train, judge on held-out cutoffs beside the baselines and the champion, register, and promote if better."""
+    """Train, judge on held-out data beside the baselines and the champion, register, and promote if better."""
     from features.snapshots import resolve_as_of
-    from training.train import TrainSettings, train
 
     with user_errors():
         target = Dataset(StateHome.from_env(), dataset).require()
-        settings = TrainSettings(
-            as_of=resolve_as_of(target, as_of),
-            horizon_days=horizon_days,
-            trials=trials,
-            training_cutoffs=training_cutoffs,
-            test_cutoffs=test_cutoffs,
-            promote=promote,
-            seed=seed,
-        )
-        result = train(target, kind, settings)
+        when = resolve_as_of(target, as_of)
+        if kind.value in ("churn", "value"):
+            from training.train import TrainSettings, train
+
+            settings = TrainSettings(
+                as_of=when,
+                horizon_days=horizon_days,
+                trials=trials,
+                training_cutoffs=training_cutoffs,
+                test_cutoffs=test_cutoffs,
+                promote=promote,
+                seed=seed,
+            )
+            result: Any = train(target, ModelKind(kind.value), settings)
+            judged_on = ", ".join(map(str, result.test_cutoffs))
+        else:
+            from features.recommending import RecsKind
+            from training.train_recs import RecsTrainSettings, train_recs
+
+            recs = RecsTrainSettings(as_of=when, horizon_days=horizon_days, trials=trials, promote=promote, seed=seed)
+            result = train_recs(target, RecsKind(kind.value), recs)
+            judged_on = f"the {horizon_days} days before {result.as_of}"
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
     _print_comparison(
-        result.kind,
-        result.metrics,
-        result.rivals,
-        f"{kind.value} v{result.version} on {', '.join(map(str, result.test_cutoffs))} ({result.seconds:.0f} s)",
+        result.metrics, result.rivals, f"{kind.value} v{result.version} on {judged_on} ({result.seconds:.0f} s)"
     )
     verdict = (
         "promoted to champion" if result.promoted else "not promoted: " + "; ".join(result.reasons or ["--no-promote"])
@@ -102,9 +116,7 @@ def train_command(
     console().print(f"{kind.value} version {result.version}: {verdict}")
 
 
-def _print_comparison(
-    kind: ModelKind, metrics: dict[str, float], rivals: dict[str, dict[str, float]], title: str
-) -> None:
+def _print_comparison(metrics: dict[str, float], rivals: dict[str, dict[str, float]], title: str) -> None:
     columns = list(metrics)
     table = Table(title=title)
     table.add_column("model")
@@ -159,3 +171,52 @@ def promote_command(
         return
     console().print(f"{kind.value} version {result.version} not promoted: {'; '.join(result.reasons)}")
     raise typer.Exit(1)
+
+
+class RecommendKind(StrEnum):
+    products = "products"
+    content = "content"
+    similar_products = "similar-products"
+
+
+@backtest_app.command("recommend")
+def recommend_command(
+    dataset: str = DatasetOption,
+    kind: RecommendKind = typer.Option(..., "--kind", help="products, content or similar-products"),
+    out: Path = typer.Option(..., "--out", help="FILE.parquet or FILE.csv"),
+    k: int = typer.Option(10, "--k", min=1, max=100, help="items per member (or per product)"),
+    members: Path | None = typer.Option(None, "--members", help="a file with a member_id column (default: all)"),
+    exclude_seen: bool | None = typer.Option(
+        None, "--exclude-seen/--include-seen", help="default: include for products, exclude for content"
+    ),
+    exclude: list[str] = typer.Option([], "--exclude", help="an item id never to recommend (repeatable)"),
+    category: str | None = typer.Option(None, help="only items of this category / content type"),
+) -> None:
+    """member_id, rank, item_id, score (and cold_start) for every member, from the champion recommender."""
+    from features.model_registry import connect, load_recommender
+    from features.readers import read_raw
+    from features.recommending import RecsKind
+    from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
+    from training.score import check_out_path, write_scores
+
+    with user_errors():
+        check_out_path(out)
+        target = Dataset(StateHome.from_env(), dataset).require()
+        recs_kind = RecsKind.products if kind is not RecommendKind.content else RecsKind.contents
+        recommender, version = load_recommender(connect(target.home), recs_kind)
+        if kind is RecommendKind.similar_products:
+            frames = [recommender.similar_items(item, k).assign(product_id=item) for item in recommender.item_ids]
+            table = pd.concat(frames, ignore_index=True)[["product_id", "rank", "item_id", "score"]]
+        else:
+            if members is not None:
+                raw = read_raw(members)
+                if "member_id" not in raw.frame:
+                    raise DataError(f"{members}: needs a member_id column; it has {', '.join(raw.frame.columns)}")
+                wanted = raw.frame["member_id"].dropna().astype(str).str.strip().tolist()
+            else:
+                as_of = resolve_as_of(target, "latest")
+                build_snapshot(target, SnapshotSettings(as_of=as_of))
+                wanted = Snapshot(target, as_of).features()["member_id"].tolist()
+            table = recommender.recommend(wanted, k, exclude_seen, list(exclude), category)
+        write_scores(table, out)
+    console().print(f"{len(table):,} recommendations from {recs_kind.value} v{version.version} written to {out}")

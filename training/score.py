@@ -57,6 +57,12 @@ def score_members(dataset: Dataset, as_of: date, tiers: TierSettings | None = No
     return out, {"churn": str(churn_version.version), "value": str(value_version.version)}
 
 
+def check_out_path(path: Path) -> None:
+    """Say so before any work, not after it, when the output file type is not one we write."""
+    if path.suffix.lower() not in (".parquet", ".csv"):
+        raise DataError(f"--out {path}: use a .parquet or .csv file name")
+
+
 def write_scores(frame: pd.DataFrame, path: Path) -> None:
     if path.suffix.lower() == ".parquet":
         write_parquet_atomic(frame, path)
@@ -66,8 +72,7 @@ def write_scores(frame: pd.DataFrame, path: Path) -> None:
 
 
 def score(dataset: Dataset, as_of: date, out: Path, tiers: TierSettings | None = None) -> ScoreSummary:
-    if out.suffix.lower() not in (".parquet", ".csv"):  # say so before the scoring work, not after
-        raise DataError(f"--out {out}: use a .parquet or .csv file name")
+    check_out_path(out)
     frame, versions = score_members(dataset.require(), as_of, tiers)
     write_scores(frame, out)
     return ScoreSummary(

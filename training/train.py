@@ -37,7 +37,12 @@ from training.models import FITTERS, importance
 from training.tuning import tune
 
 # What a candidate must beat every rival on: higher is better unless marked "lower".
-GATE = {ModelKind.churn: (("roc_auc", "higher"),), ModelKind.value: (("rmse", "lower"), ("normalized_gini", "higher"))}
+GATE: dict[str, tuple[tuple[str, str], ...]] = {
+    "churn": (("roc_auc", "higher"),),
+    "value": (("rmse", "lower"), ("normalized_gini", "higher")),
+    "product-recs": (("precision", "higher"), ("ndcg", "higher")),
+    "content-recs": (("precision", "higher"), ("ndcg", "higher")),
+}
 STEP_DAYS = 30
 
 
@@ -75,11 +80,11 @@ class Verdict:
     reasons: list[str]
 
 
-def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:
+def gate(kind: str, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:
     """Passes only if the candidate beats every rival (baselines and champion) on every gate metric."""
     reasons = []
     for rival, metrics in rivals.items():
-        for metric, better in GATE[kind]:
+        for metric, better in GATE[str(kind)]:
             ours, theirs = candidate[metric], metrics[metric]
             if not (ours > theirs if better == "higher" else ours < theirs):
                 reasons.append(f"{metric} {ours:.4f} does not beat {rival} ({theirs:.4f})")

@@ -1,0 +1,211 @@
+"""Serving-side recommendations from fitted ALS factors: business rules, cold start, similar items, fold-in.
+
+Training fits the factors (training/recs.py) and stores them here as one .npz plus a JSON spec; batch export and
+the service load them back without importing training code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from pydantic import BaseModel, ConfigDict
+from threadpoolctl import threadpool_limits
+
+
+class RecsKind(StrEnum):
+    products = "product-recs"
+    contents = "content-recs"
+
+    @property
+    def matrix(self) -> str:
+        """The snapshot interaction matrix this recommender learns from."""
+        return "products" if self is RecsKind.products else "contents"
+
+
+class RecsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: RecsKind
+    als_params: dict[str, Any]
+    # Repeat buying is normal in retail: product lists may hold items the member has; content lists do not.
+    exclude_seen_default: bool
+
+
+@dataclass
+class Recommender:
+    spec: RecsSpec
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    user_items: sp.csr_matrix  # the weighted interactions the factors were fitted on (for fold-in and seen items)
+    member_ids: np.ndarray
+    item_ids: np.ndarray
+    popularity: np.ndarray  # members per item: the cold-start order
+    item_attributes: pd.DataFrame = field(default_factory=pd.DataFrame)  # index item_id: active, category
+    _rows: dict[str, int] = field(init=False, repr=False)
+    _cols: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
+        self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
+
+    def _model(self) -> AlternatingLeastSquares:
+        p = self.spec.als_params
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=self.item_factors.shape[1], regularization=float(p["regularization"]), alpha=float(p["alpha"])
+            )
+        model.user_factors, model.item_factors = self.user_factors, self.item_factors
+        return model
+
+    def _blocked(self, exclude: list[str], category: str | None) -> np.ndarray:
+        """Columns no list may hold: inactive items, the request's exclusions, other categories."""
+        blocked = np.zeros(len(self.item_ids), dtype=bool)
+        attrs = self.item_attributes.reindex(self.item_ids)
+        if "active" in attrs:
+            blocked |= attrs["active"].fillna(True).astype(bool).to_numpy() == False  # noqa: E712
+        if category is not None:
+            column = "category" if "category" in attrs else "content_type"
+            blocked |= (attrs[column] if column in attrs else pd.Series(None, index=attrs.index)).to_numpy() != category
+        for item in exclude:
+            if item in self._cols:
+                blocked[self._cols[item]] = True
+        return blocked
+
+    def recommend(
+        self,
+        member_ids: list[str],
+        k: int = 10,
+        exclude_seen: bool | None = None,
+        exclude: list[str] | None = None,
+        category: str | None = None,
+    ) -> pd.DataFrame:
+        """member_id, rank, item_id, score, cold_start for each member; unknown members get popular items."""
+        exclude_seen = self.spec.exclude_seen_default if exclude_seen is None else exclude_seen
+        blocked = self._blocked(exclude or [], category)
+        known = [m for m in member_ids if m in self._rows]
+        frames = []
+        if known:
+            rows = np.array([self._rows[m] for m in known])
+            with threadpool_limits(1, "blas"):
+                ids, scores = self._model().recommend(
+                    rows,
+                    self.user_items[rows],
+                    N=k,
+                    filter_already_liked_items=exclude_seen,
+                    filter_items=np.flatnonzero(blocked) if blocked.any() else None,
+                )
+            frames.append(self._frame(known, ids, scores, cold=False))
+        cold = [m for m in member_ids if m not in self._rows]
+        if cold:
+            order = [i for i in np.argsort(-self.popularity, kind="stable") if not blocked[i]][:k]
+            ids = np.tile(np.array(order, dtype=np.int64), (len(cold), 1))
+            frames.append(
+                self._frame(cold, ids, np.tile(self.popularity[order].astype(float), (len(cold), 1)), cold=True)
+            )
+        out = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else self._frame([], np.empty((0, k), int), np.empty((0, k)), cold=False)
+        )
+        order = {m: i for i, m in enumerate(member_ids)}
+        return out.sort_values(
+            ["member_id", "rank"], key=lambda s: s.map(order) if s.name == "member_id" else s, kind="stable"
+        ).reset_index(drop=True)
+
+    def _frame(self, members: list[str], ids: np.ndarray, scores: np.ndarray, cold: bool) -> pd.DataFrame:
+        valid = ids >= 0  # implicit pads with -1 when fewer than k items are allowed
+        k = ids.shape[1] if ids.ndim == 2 else 0
+        member = np.repeat(np.array(members, dtype=object), k)
+        rank = np.tile(np.arange(1, k + 1), len(members))
+        flat, flat_scores, keep = ids.ravel(), scores.ravel(), valid.ravel()
+        return pd.DataFrame(
+            {
+                "member_id": member[keep],
+                "rank": rank[keep],
+                "item_id": self.item_ids[flat[keep]],
+                "score": flat_scores[keep].astype(float),
+                "cold_start": cold,
+            }
+        )
+
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """The items whose factors point the same way (cosine), most similar first; the item itself excluded."""
+        if item_id not in self._cols:
+            raise KeyError(item_id)
+        factors = self.item_factors / np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-9)
+        similarity = factors @ factors[self._cols[item_id]]
+        similarity[self._cols[item_id]] = -np.inf
+        top = np.argsort(-similarity, kind="stable")[:k]
+        return pd.DataFrame(
+            {"item_id": self.item_ids[top], "rank": np.arange(1, len(top) + 1), "score": similarity[top]}
+        )
+
+    def fold_in(self, member_id: str, item_weights: dict[str, float], k: int = 10) -> pd.DataFrame:
+        """Recommendations from a member's newest interactions, without retraining (implicit's recalculate)."""
+        row = (
+            self.user_items[self._rows[member_id]].toarray().ravel()
+            if member_id in self._rows
+            else np.zeros(len(self.item_ids), dtype=np.float32)
+        )
+        for item, weight in item_weights.items():
+            if item in self._cols:
+                row[self._cols[item]] += weight
+        user_items = sp.csr_matrix(row.reshape(1, -1).astype(np.float32))
+        with threadpool_limits(1, "blas"):
+            ids, scores = self._model().recommend(
+                0, user_items, N=k, recalculate_user=True, filter_already_liked_items=self.spec.exclude_seen_default
+            )
+        return self._frame([member_id], ids.reshape(1, -1), scores.reshape(1, -1), cold=False)
+
+    def save(self, folder: Path) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays, spec = folder / "recommender.npz", folder / "spec.json"
+        attrs = self.item_attributes
+        np.savez_compressed(
+            arrays,
+            user_factors=self.user_factors,
+            item_factors=self.item_factors,
+            data=self.user_items.data,
+            indices=self.user_items.indices,
+            indptr=self.user_items.indptr,
+            shape=np.array(self.user_items.shape),
+            member_ids=self.member_ids.astype(str),
+            item_ids=self.item_ids.astype(str),
+            popularity=self.popularity,
+        )
+        spec.write_text(
+            json.dumps(
+                {
+                    "spec": self.spec.model_dump(mode="json"),
+                    "item_attributes": attrs.reset_index().to_dict(orient="list"),
+                },
+                default=str,
+            )
+        )
+        return {"recommender": str(arrays), "spec": str(spec)}
+
+    @classmethod
+    def load(cls, arrays_path: Path, spec_path: Path) -> Recommender:
+        meta = json.loads(Path(spec_path).read_text())
+        attrs = pd.DataFrame(meta["item_attributes"])
+        attrs = attrs.set_index("item_id") if "item_id" in attrs else pd.DataFrame()
+        with np.load(arrays_path, allow_pickle=False) as z:
+            user_items = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            return cls(
+                RecsSpec.model_validate(meta["spec"]),
+                z["user_factors"],
+                z["item_factors"],
+                user_items,
+                z["member_ids"],
+                z["item_ids"],
+                z["popularity"],
+                attrs,
+            )

@@ -1,0 +1,105 @@
+"""Recommendations from the champion: business rules, cold start, similar items, fold-in, registry round trip."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.home import StateHome
+from features.importers import import_synthetic
+from features.model_registry import connect, load_recommender
+from features.recommending import Recommender, RecsKind
+from features.store import Dataset
+from features.synthetic import SyntheticConfig
+from training.train_recs import RecsTrainSettings, fit_recommender, train_recs
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    dataset = Dataset(StateHome(tmp_path_factory.mktemp("recs-home")), "recs")
+    import_synthetic(dataset, SyntheticConfig(members=2_000))
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def products(community: Dataset) -> Recommender:
+    return fit_recommender(community, RecsKind.products, date(2026, 4, 1), {}, seed=0)
+
+
+def test_no_recommended_item_is_one_the_rules_exclude(products: Recommender, community: Dataset) -> None:
+    members = list(products.member_ids[:200])
+    catalogue = community.read("products").set_index("product_id")
+    inactive = set(catalogue.index[~catalogue["active"].astype(bool)])
+    excluded = list(catalogue.index[:5])
+    recs = products.recommend(members, k=10, exclude_seen=True, exclude=excluded)
+    assert len(recs) == 2_000 and not recs["cold_start"].any()
+    assert not set(recs["item_id"]) & inactive
+    assert not set(recs["item_id"]) & set(excluded)
+    for member, items in recs.groupby("member_id")["item_id"]:
+        row = products.user_items[products._rows[member]]
+        assert not set(items) & set(products.item_ids[row.indices])  # nothing the member already bought
+    baby = products.recommend(members[:20], k=5, category="baby_care")
+    assert set(catalogue.loc[baby["item_id"], "category"]) == {"baby_care"}
+
+
+def test_repeat_buying_is_allowed_for_products_by_default(products: Recommender) -> None:
+    member = products.member_ids[0]
+    recs = products.recommend([member], k=50)
+    bought = set(products.item_ids[products.user_items[0].indices])
+    assert set(recs["item_id"]) & bought
+
+
+def test_unknown_members_get_popular_items_marked_as_cold_start(products: Recommender) -> None:
+    recs = products.recommend(["NEWCOMER", products.member_ids[0]], k=3)
+    cold = recs[recs["member_id"] == "NEWCOMER"]
+    assert cold["cold_start"].all() and list(cold["rank"]) == [1, 2, 3]
+    assert cold["score"].is_monotonic_decreasing
+    assert list(recs["member_id"].drop_duplicates()) == ["NEWCOMER", products.member_ids[0]]  # order kept
+
+
+def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(products: Recommender) -> None:
+    item = products.item_ids[0]
+    similar = products.similar_items(item, k=5)
+    assert item not in set(similar["item_id"]) and similar["score"].is_monotonic_decreasing
+    member = products.member_ids[0]
+    before = products.recommend([member], k=10)
+    burst = {str(i): 5.0 for i in similar["item_id"]}
+    after = products.fold_in(member, burst, k=10)
+    assert list(after["item_id"]) != list(before["item_id"])
+
+    # The newest interests pull the list towards them, without retraining.
+    def closeness(items: pd.Series) -> float:
+        unit = products.item_factors / np.linalg.norm(products.item_factors, axis=1, keepdims=True)
+        picked = unit[[products._cols[i] for i in items]]
+        return float((picked @ unit[[products._cols[i] for i in burst]].T).mean())
+
+    assert closeness(after["item_id"]) > closeness(before["item_id"])
+
+
+def test_save_and_load_give_the_same_recommendations(products: Recommender, tmp_path: Path) -> None:
+    paths = products.save(tmp_path)
+    loaded = Recommender.load(paths["recommender"], paths["spec"])
+    members = list(products.member_ids[:50])
+    pd.testing.assert_frame_equal(loaded.recommend(members, 10), products.recommend(members, 10))
+
+
+@pytest.mark.slow
+def test_content_recs_train_register_and_serve_from_the_registry(community: Dataset, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = train_recs(community, RecsKind.contents, RecsTrainSettings())
+    assert result.promoted, result.reasons
+    assert result.metrics["precision"] > result.rivals["most popular"]["precision"]
+    recommender, version = load_recommender(connect(community.home), RecsKind.contents)
+    assert str(version.version) == result.version
+    members = list(recommender.member_ids[:5])
+    served = mlflow.pyfunc.load_model("models:/content-recs@champion").predict(pd.DataFrame({"member_id": members}))
+    pd.testing.assert_frame_equal(served, recommender.recommend(members, 10))
+    for member, items in served.groupby("member_id")["item_id"]:  # content: nothing already seen
+        seen = recommender.item_ids[recommender.user_items[recommender._rows[member]].indices]
+        assert not set(items) & set(seen)
+    assert np.isfinite(served["score"]).all()
