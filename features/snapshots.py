@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from features import interactions, point_in_time
+from features.contract import ORDERS
 from features.errors import DataError
 from features.interactions import (
     Interactions,
@@ -33,6 +34,7 @@ from features.interactions import (
 from features.point_in_time import ATTRIBUTES, Sources, labels_expr, snapshot_expr, top_channels
 from features.progress import say, step
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
+from features.validation import empty_frame
 
 # Bump when a feature's definition changes: snapshots of another version are never reused.
 FEATURE_SET_VERSION = 1
@@ -126,10 +128,13 @@ def fingerprint(dataset: Dataset) -> str:
 def connect(dataset: Dataset) -> tuple[Any, Sources]:
     """A DuckDB connection with the dataset's tables as views over its Parquet files."""
     dataset.require()
-    if not dataset.has("orders"):
-        raise DataError(f"dataset {dataset.name!r} has no orders table; import orders first")
+    if not dataset.has("orders") and not dataset.has("engagements"):
+        raise DataError(f"dataset {dataset.name!r} has no orders or engagements; import one of them first")
     con = ibis.duckdb.connect()
     tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in dataset.tables()}
+    if "orders" not in tables:
+        # An interactions-only dataset: no orders is zero orders, so every feature and matrix still builds.
+        tables["orders"] = ibis.memtable(empty_frame(ORDERS))
 
     def nonempty(name: str) -> Any:
         return tables[name] if name in tables and dataset.row_count(name) else None

@@ -25,7 +25,8 @@ from features.interactions import Interactions
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 
-# What counts as a later interaction: a purchase for products; a read, like or share for content.
+# What counts as a later interaction: a purchase for products; a read, like or share for content (any action
+# where the data has none of those).
 TEST_ACTIONS = ("read", "like", "share")
 
 
@@ -80,7 +81,9 @@ def time_split(dataset: Dataset, kind: str, as_of: date, horizon_days: int) -> S
         events = events[~events["is_return"].fillna(False).astype(bool)].rename(columns={"product_id": "item_id"})
     else:
         events = dataset.read("engagements", ["member_id", "ts", "action", "content_id"])
-        events = events[events["action"].isin(TEST_ACTIONS)].rename(columns={"content_id": "item_id"})
+        strong = events["action"].isin(TEST_ACTIONS)
+        # A plain interactions file (every row a "view") has no reads or likes: then any action counts.
+        events = (events[strong] if strong.any() else events).rename(columns={"content_id": "item_id"})
     events = events[(events["ts"] >= start) & (events["ts"] < end)].dropna(subset=["member_id", "item_id"])
     rows = pd.Series(np.arange(len(matrix.member_ids)), index=matrix.member_ids)
     cols = pd.Series(np.arange(len(matrix.item_ids)), index=matrix.item_ids)

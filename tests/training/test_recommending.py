@@ -103,3 +103,55 @@ def test_content_recs_train_register_and_serve_from_the_registry(community: Data
         seen = recommender.item_ids[recommender.user_items[recommender._rows[member]].indices]
         assert not set(items) & set(seen)
     assert np.isfinite(served["score"]).all()
+
+
+@pytest.mark.slow
+def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
+    community: Dataset, tmp_path: Path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    # given: a bare interactions file (user, item, epoch seconds), nothing else
+    views = community.read("engagements").dropna(subset=["content_id"])
+    tsv = tmp_path / "events.tsv"
+    pd.DataFrame(
+        {"user": views["member_id"], "item": views["content_id"], "timestamp": views["ts"].astype("int64") // 10**9}
+    ).to_csv(tsv, sep="\t", index=False)
+    monkeypatch.setenv("COMMUNITY_ML_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runner = CliRunner()
+    imported = runner.invoke(
+        app,
+        [
+            "data",
+            "import",
+            "-d",
+            "feed",
+            "-t",
+            "engagements",
+            "-i",
+            str(tsv),
+            "--map",
+            "member_id=user",
+            "--map",
+            "content_id=item",
+            "--map",
+            "ts=timestamp",
+            "--set",
+            "action=view",
+        ],
+    )
+    assert imported.exit_code == 0, imported.stderr
+    # when
+    trained = runner.invoke(app, ["train", "content-recs", "-d", "feed", "--json"])
+    assert trained.exit_code == 0, trained.stderr
+    out = tmp_path / "recs.csv"
+    exported = runner.invoke(app, ["recommend", "-d", "feed", "--kind", "content", "--k", "5", "--out", str(out)])
+    # then
+    assert '"promoted": true' in trained.stdout
+    assert exported.exit_code == 0, exported.stderr
+    recs = pd.read_csv(out)
+    assert recs["member_id"].nunique() == views["member_id"].nunique()
+    assert (recs.groupby("member_id").size() == 5).all()
