@@ -49,6 +49,9 @@ class Recommender:
     item_ids: np.ndarray
     popularity: np.ndarray  # members per item: the cold-start order
     item_attributes: pd.DataFrame = field(default_factory=pd.DataFrame)  # index item_id: active, category
+    # Cold start by segment: a member's persona (or first group) -> the popularity among that segment's members.
+    segment_popularity: dict[str, np.ndarray] = field(default_factory=dict)
+    member_segment: dict[str, str] = field(default_factory=dict)
     _rows: dict[str, int] = field(init=False, repr=False)
     _cols: dict[str, int] = field(init=False, repr=False)
 
@@ -104,12 +107,16 @@ class Recommender:
                 )
             frames.append(self._frame(known, ids, scores, cold=False))
         cold = [m for m in member_ids if m not in self._rows]
-        if cold:
-            order = [i for i in np.argsort(-self.popularity, kind="stable") if not blocked[i]][:k]
-            ids = np.tile(np.array(order, dtype=np.int64), (len(cold), 1))
-            frames.append(
-                self._frame(cold, ids, np.tile(self.popularity[order].astype(float), (len(cold), 1)), cold=True)
-            )
+        by_segment: dict[str | None, list[str]] = {}
+        for member in cold:
+            segment = self.member_segment.get(member)
+            by_segment.setdefault(segment if segment in self.segment_popularity else None, []).append(member)
+        for segment, members in by_segment.items():
+            popularity = self.popularity if segment is None else self.segment_popularity[segment]
+            order = [i for i in np.argsort(-popularity, kind="stable") if not blocked[i]][:k]
+            ids = np.tile(np.array(order, dtype=np.int64), (len(members), 1))
+            scores = np.tile(popularity[order].astype(float), (len(members), 1))
+            frames.append(self._frame(members, ids, scores, cold=True))
         out = (
             pd.concat(frames, ignore_index=True)
             if frames
@@ -180,12 +187,17 @@ class Recommender:
             member_ids=self.member_ids.astype(str),
             item_ids=self.item_ids.astype(str),
             popularity=self.popularity,
+            segment_names=np.array(list(self.segment_popularity), dtype=str),
+            segment_popularity=np.array(list(self.segment_popularity.values()), dtype=np.float32).reshape(
+                len(self.segment_popularity), len(self.item_ids)
+            ),
         )
         spec.write_text(
             json.dumps(
                 {
                     "spec": self.spec.model_dump(mode="json"),
                     "item_attributes": attrs.reset_index().to_dict(orient="list"),
+                    "member_segment": self.member_segment,
                 },
                 default=str,
             )
@@ -208,4 +220,6 @@ class Recommender:
                 z["item_ids"],
                 z["popularity"],
                 attrs,
+                dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True)),
+                meta.get("member_segment", {}),
             )

@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features import pyfunc_recs_model
@@ -99,12 +100,41 @@ def item_attributes(dataset: Dataset, kind: RecsKind) -> pd.DataFrame:
     return frame.drop_duplicates("item_id").set_index("item_id")
 
 
+def member_segments(dataset: Dataset) -> dict[str, str]:
+    """Each member's cold-start segment: their persona where known, else the first group they joined."""
+    segments: dict[str, str] = {}
+    if dataset.has("engagements"):
+        joins = dataset.read("engagements", ["member_id", "ts", "action", "group_id"])
+        joins = joins[(joins["action"] == "join_group") & joins["group_id"].notna()].sort_values("ts", kind="stable")
+        segments |= {
+            m: f"group:{g}"
+            for m, g in joins.drop_duplicates("member_id")[["member_id", "group_id"]].itertuples(index=False)
+        }
+    if dataset.has("members"):
+        personas = dataset.read("members", ["member_id", "persona"]).dropna()
+        segments |= {m: f"persona:{p}" for m, p in personas.itertuples(index=False)}
+    return segments
+
+
+def segment_popularity(
+    matrix: sp.csr_matrix, member_ids: np.ndarray, segments: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Members per item within each segment that has at least 20 members with history."""
+    labels = pd.Series([segments.get(str(m)) for m in member_ids])
+    out = {}
+    for segment, rows in labels.dropna().groupby(labels.dropna()).groups.items():
+        if len(rows) >= 20:
+            out[str(segment)] = np.asarray((matrix[np.asarray(rows)] > 0).sum(axis=0)).ravel().astype(np.float32)
+    return out
+
+
 def fit_recommender(dataset: Dataset, kind: RecsKind, as_of: date, params: dict[str, Any], seed: int) -> Recommender:
     """ALS on everything before `as_of`, with the popularity order for cold start and the items' attributes."""
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))
     interactions = Snapshot(dataset, as_of).interactions(kind.matrix)
     model, weighted = fit_als(interactions.matrix.tocsr(), params, seed)
     popularity = np.diff(interactions.matrix.tocsc().indptr).astype(np.float32)
+    segments = member_segments(dataset)
     return Recommender(
         RecsSpec(kind=kind, als_params={**ALS_DEFAULTS, **params}, exclude_seen_default=EXCLUDE_SEEN[kind]),
         np.asarray(model.user_factors),
@@ -114,6 +144,9 @@ def fit_recommender(dataset: Dataset, kind: RecsKind, as_of: date, params: dict[
         interactions.item_ids,
         popularity,
         item_attributes(dataset, kind),
+        segment_popularity(interactions.matrix.tocsr(), interactions.member_ids, segments),
+        # Only members without history need a segment: everyone else is served from their own factors.
+        {m: s for m, s in segments.items() if m not in set(interactions.member_ids.tolist())},
     )
 
 

@@ -155,3 +155,24 @@ def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
     recs = pd.read_csv(out)
     assert recs["member_id"].nunique() == views["member_id"].nunique()
     assert (recs.groupby("member_id").size() == 5).all()
+
+
+def test_members_without_history_get_their_personas_favourites(community: Dataset) -> None:
+    # given: a recommender fitted before some members had bought anything
+    early = fit_recommender(community, RecsKind.products, date(2025, 3, 1), {}, seed=0)
+    members = community.read("members").set_index("member_id")
+    parents = [m for m in members.index[members["persona"] == "young_parent"] if m not in early._rows][:10]
+    students = [m for m in members.index[members["persona"] == "student"] if m not in early._rows][:10]
+    assert parents and students
+    # when
+    recs = early.recommend(parents + students + ["STRANGER"], k=10)
+    # then: each segment gets its own favourites, strangers the overall ones
+    category = community.read("products").set_index("product_id")["category"]
+    by_member = recs.assign(category=recs["item_id"].map(category)).groupby("member_id")["category"]
+    share = by_member.apply(lambda c: (c == "baby_care").mean())
+    assert recs["cold_start"].all()
+    assert share[parents].mean() > share[students].mean() + 0.2
+    stranger = list(recs.loc[recs["member_id"] == "STRANGER", "item_id"])
+    active = community.read("products").set_index("product_id")["active"].astype(bool)
+    popular_first = early.item_ids[np.argsort(-early.popularity, kind="stable")]
+    assert stranger == [i for i in popular_first if active[i]][:10]  # inactive products never recommended
