@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -43,25 +44,24 @@ def champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
-def load_champion(client: MlflowClient, kind: ModelKind) -> tuple[MemberScorer, ModelVersion]:
-    """The champion's scorer and its registry entry; a clear error when there is none yet."""
-    version = champion(client, kind.value)
+def _champion_model(client: MlflowClient, name: str) -> tuple[Any, ModelVersion]:
+    """The champion's Python model as MLflow loads it, and its registry entry; a clear error when none yet."""
+    version = champion(client, name)
     if version is None:
         raise DataError(
-            f"no champion {kind.value} model in the registry at {mlflow.get_tracking_uri()}; train one with "
-            f"`community-ml train {kind.value} --dataset NAME`"
+            f"no champion {name} model in the registry at {mlflow.get_tracking_uri()}; train one with "
+            f"`community-ml train {name} --dataset NAME`"
         )
-    model = mlflow.pyfunc.load_model(f"models:/{kind.value}@{CHAMPION}")
-    return model.unwrap_python_model().scorer, version
+    return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model(), version
+
+
+def load_champion(client: MlflowClient, kind: ModelKind) -> tuple[MemberScorer, ModelVersion]:
+    """The champion churn or value scorer and its registry entry."""
+    model, version = _champion_model(client, kind.value)
+    return model.scorer, version
 
 
 def load_recommender(client: MlflowClient, kind: RecsKind) -> tuple[Recommender, ModelVersion]:
-    """The champion recommender and its registry entry; a clear error when there is none yet."""
-    version = champion(client, kind.value)
-    if version is None:
-        raise DataError(
-            f"no champion {kind.value} model in the registry at {mlflow.get_tracking_uri()}; train one with "
-            f"`community-ml train {kind.value} --dataset NAME`"
-        )
-    model = mlflow.pyfunc.load_model(f"models:/{kind.value}@{CHAMPION}")
-    return model.unwrap_python_model().recommender, version
+    """The champion recommender and its registry entry."""
+    model, version = _champion_model(client, kind.value)
+    return model.recommender, version

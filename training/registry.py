@@ -9,8 +9,9 @@ from mlflow.entities.model_registry import ModelVersion
 
 from features.home import StateHome
 from features.model_registry import CHAMPION, champion, connect
+from features.progress import say
 
-__all__ = ["champion", "connect", "experiment", "run_params", "set_champion"]
+__all__ = ["champion", "conclude", "connect", "experiment", "run_params", "set_champion"]
 
 
 def experiment(client: MlflowClient, home: StateHome, name: str) -> str:
@@ -30,3 +31,13 @@ def run_params(client: MlflowClient, version: ModelVersion) -> dict[str, Any]:
 
 def set_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def conclude(client: MlflowClient, name: str, version: str, reasons: list[str], promote: bool) -> bool:
+    """Moves the champion alias to `version` when the gate gave no reasons and promotion is on; says which."""
+    if not reasons and promote:
+        set_champion(client, name, version)
+        say(f"{name} version {version} is the new champion")
+        return True
+    say(f"{name} version {version} registered, champion unchanged: " + ("; ".join(reasons) or "--no-promote"))
+    return False

@@ -59,8 +59,9 @@ class TrainSettings(BaseModel):
     promote: bool = Field(True, description="move the champion alias when the candidate passes the gate")
 
 
-class TrainResult(BaseModel):
-    kind: ModelKind
+class RunResult(BaseModel):
+    """What a training run did: the registered version, whether it became champion, and against what."""
+
     dataset: str
     as_of: date
     version: str
@@ -70,8 +71,12 @@ class TrainResult(BaseModel):
     metrics: dict[str, float]
     rivals: dict[str, dict[str, float]]
     params: dict[str, Any]
-    test_cutoffs: list[date]
     seconds: float
+
+
+class TrainResult(RunResult):
+    kind: ModelKind
+    test_cutoffs: list[date]
 
 
 @dataclass(frozen=True)
@@ -247,13 +252,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         info = _log_model(scorer, data.frame[scorer.spec.columns].head(5), kind)
     version = str(info.registered_model_version)
 
-    promoted = verdict.passed and settings.promote
-    if promoted:
-        registry.set_champion(client, kind.value, version)
-        say(f"{kind.value} version {version} is the new champion")
-    else:
-        why = "; ".join(verdict.reasons) if verdict.reasons else "promotion was switched off"
-        say(f"{kind.value} version {version} registered, champion unchanged: {why}")
+    promoted = registry.conclude(client, kind.value, version, verdict.reasons, settings.promote)
     return TrainResult(
         kind=kind,
         dataset=dataset.name,

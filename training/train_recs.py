@@ -30,7 +30,7 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, finge
 from features.store import Dataset
 from training import registry
 from training.recs_eval import ALS_DEFAULTS, Split, als, compare, fit_als, item_cosine, popular, time_split
-from training.train import gate
+from training.train import RunResult, gate
 
 # Repeat buying is normal in retail; content already read is not worth pushing again.
 EXCLUDE_SEEN = {RecsKind.products: False, RecsKind.contents: True}
@@ -47,18 +47,8 @@ class RecsTrainSettings(BaseModel):
     promote: bool = True
 
 
-class RecsTrainResult(BaseModel):
+class RecsTrainResult(RunResult):
     kind: RecsKind
-    dataset: str
-    as_of: date
-    version: str
-    run_id: str
-    promoted: bool
-    reasons: list[str]
-    metrics: dict[str, float]
-    rivals: dict[str, dict[str, float]]
-    params: dict[str, Any]
-    seconds: float
 
 
 def suggest(trial: optuna.Trial) -> dict[str, Any]:
@@ -222,15 +212,7 @@ def train_recs(dataset: Dataset, kind: RecsKind, settings: RecsTrainSettings) ->
                 pip_requirements=[f"mlflow=={mlflow.__version__}", "implicit", f"pandas=={pd.__version__}"],
             )
     version = str(info.registered_model_version)
-    promoted = verdict.passed and settings.promote
-    if promoted:
-        registry.set_champion(client, kind.value, version)
-        say(f"{kind.value} version {version} is the new champion")
-    else:
-        say(
-            f"{kind.value} version {version} registered, champion unchanged: "
-            + ("; ".join(verdict.reasons) or "promotion was switched off")
-        )
+    promoted = registry.conclude(client, kind.value, version, verdict.reasons, settings.promote)
     return RecsTrainResult(
         kind=kind,
         dataset=dataset.name,
