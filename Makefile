@@ -9,6 +9,7 @@ export COMMUNITY_ML_HOME ?= $(CURDIR)/.community-ml
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 BIN := .venv/bin
 DEMO_DATASET ?= demo
+DEMO_PORT ?= 3000
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
 
 ## help: list the targets
@@ -40,6 +41,13 @@ demo: setup
 	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content \
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-content.parquet"
+	@echo ""
+	@echo "Serving the API on http://127.0.0.1:$(DEMO_PORT) (Ctrl-C stops it). Try, from another terminal:"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/churn -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\", \"M000002\"]}'"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/metadata -H 'content-type: application/json' -d '{}'"
+	@echo "  curl -s localhost:$(DEMO_PORT)/docs.json   # the OpenAPI description"
+	$(BIN)/community-ml serve --dataset $(DEMO_DATASET) --port $(DEMO_PORT)
 
 ## test: run every test, slow end-to-end ones included
 .PHONY: test

@@ -6,6 +6,7 @@ import typer
 
 from features.cli import data_app
 from features.features_cli import features_app
+from serving.cli import serve_app
 from training.cli import backtest_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(backtest_app)
+app.add_typer(serve_app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -220,6 +220,9 @@ class Recommender:
                 z["item_ids"],
                 z["popularity"],
                 attrs,
-                dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True)),
+                # Recommenders saved before cold start by segment have none: overall popularity then.
+                dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True))
+                if "segment_names" in z.files
+                else {},
                 meta.get("member_segment", {}),
             )

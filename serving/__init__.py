@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The BentoML prediction service and its request handling."""

@@ -1,0 +1,54 @@
+"""`community-ml serve`: the BentoML prediction service, with the safety checks a deployment needs."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+
+import typer
+
+from features.cli import user_errors
+from features.errors import DataError
+
+serve_app = typer.Typer()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@serve_app.command("serve")
+def serve_command(
+    dataset: str = typer.Option("demo", "--dataset", "-d", help="the dataset whose members are served"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(3000, help="port to listen on"),
+) -> None:
+    """Serve churn, value, tiers and recommendations over HTTP (BentoML); OpenAPI at /docs.json."""
+    from serving.service import API_KEY_ENV
+
+    with user_errors():
+        if not is_loopback(host) and not os.environ.get(API_KEY_ENV):
+            raise DataError(
+                f"--host {host} is reachable from other machines: set {API_KEY_ENV} so that every call needs "
+                "an x-api-key header, or serve on 127.0.0.1"
+            )
+    env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true"}
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:CommunityML",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    raise typer.Exit(subprocess.call(command, env=env))

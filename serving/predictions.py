@@ -1,0 +1,205 @@
+"""What the service answers, as plain functions over a loaded state: testable without a server.
+
+The state holds the champion models and the latest feature snapshot, scored once at load: a single-member
+call is then a lookup, and the service answers exactly what batch scoring (`community-ml score`) writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.errors import DataError
+from features.home import StateHome
+from features.model_registry import connect, load_champion, load_recommender
+from features.recommending import Recommender, RecsKind
+from features.scoring import MemberScorer, ModelKind
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
+from features.store import Dataset
+from features.tiers import assign_tiers
+
+DATASET_ENV = "COMMUNITY_ML_DATASET"
+PSEUDONYM_KEY_ENV = "COMMUNITY_ML_PSEUDONYM_KEY"
+
+
+@dataclass
+class ServingState:
+    dataset: str
+    as_of: date
+    scores: pd.DataFrame  # index member_id: churn_probability, expected_value, tier
+    features: pd.DataFrame  # index member_id
+    churn: MemberScorer
+    value: MemberScorer
+    recommenders: dict[RecsKind, Recommender]
+    versions: dict[str, str]
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def load_state(home: StateHome, dataset_name: str) -> ServingState:
+    """Champions from the registry and the latest snapshot of the dataset, scored for every member."""
+    dataset = Dataset(home, dataset_name).require()
+    client = connect(home)
+    churn, churn_version = load_champion(client, ModelKind.churn)
+    value, value_version = load_champion(client, ModelKind.value)
+    versions = {"churn": str(churn_version.version), "value": str(value_version.version)}
+    recommenders = {}
+    for kind in RecsKind:
+        try:
+            recommenders[kind], version = load_recommender(client, kind)
+            versions[kind.value] = str(version.version)
+        except DataError:  # no champion of that kind: a dataset may have no contents, or products
+            continue
+    as_of = resolve_as_of(dataset, "latest")
+    build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=value.spec.horizon_days))
+    features = Snapshot(dataset, as_of).features()
+    probability, expected = churn.predict(features), value.predict(features)
+    tiers = assign_tiers(
+        probability,
+        expected,
+        features["spend_180d"].to_numpy(dtype=float),
+        features["tenure_days"].to_numpy(dtype=float),
+        features["frequency"].to_numpy(dtype=float),
+    )
+    scores = pd.DataFrame(
+        {"churn_probability": probability, "expected_value": expected, "tier": tiers},
+        index=features["member_id"].to_numpy(),
+    )
+    return ServingState(
+        dataset_name, as_of, scores, features.set_index("member_id"), churn, value, recommenders, versions
+    )
+
+
+def member_scores(state: ServingState, member_ids: list[str], reasons: bool = True) -> list[dict[str, Any]]:
+    """Churn probability, expected value, tier and top reasons per member; unknown members are cold start."""
+    known = [m for m in member_ids if m in state.scores.index]
+    top: dict[str, list[str]] = {}
+    if reasons and known:
+        rows = state.features.loc[known].reset_index()
+        top = dict(zip(known, state.churn.top_reasons(rows), strict=True))
+    out = []
+    for member in member_ids:
+        if member in state.scores.index:
+            row = state.scores.loc[member]
+            out.append(
+                {
+                    "member_id": member,
+                    "cold_start": False,
+                    "churn_probability": float(row["churn_probability"]),
+                    "expected_value": float(row["expected_value"]),
+                    "tier": str(row["tier"]),
+                    "top_reasons": top.get(member, []),
+                }
+            )
+        else:
+            out.append(
+                {
+                    "member_id": member,
+                    "cold_start": True,
+                    "churn_probability": None,
+                    "expected_value": None,
+                    "tier": "new",
+                    "top_reasons": [],
+                }
+            )
+    return out
+
+
+def recommendations(
+    state: ServingState,
+    kind: RecsKind,
+    member_ids: list[str],
+    k: int,
+    exclude: list[str],
+    category: str | None,
+    include_seen: bool | None,
+) -> list[dict[str, Any]]:
+    recommender = state.recommenders.get(kind)
+    if recommender is None:
+        raise LookupError(f"no champion {kind.value} model is loaded; train one with `community-ml train {kind.value}`")
+    exclude_seen = None if include_seen is None else not include_seen
+    frame = recommender.recommend(member_ids, k, exclude_seen, exclude, category)
+    out = []
+    for member in member_ids:
+        rows = frame[frame["member_id"] == member]
+        out.append(
+            {
+                "member_id": member,
+                "cold_start": bool(rows["cold_start"].all()) if len(rows) else member not in recommender._rows,
+                "items": [
+                    {"item_id": str(r.item_id), "rank": int(r.rank), "score": float(r.score)}
+                    for r in rows.itertuples(index=False)
+                ],
+            }
+        )
+    return out
+
+
+class PredictionLog:
+    """Appends one JSON line per prediction; each line is flushed, so a crash of the service loses nothing
+    already answered. Member ids are keyed hashes, never raw."""
+
+    def __init__(self, home: StateHome) -> None:
+        self.folder = home.logs
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.key = pseudonym_key(home)
+        self._lock = threading.Lock()
+
+    def pseudonym(self, member_id: str) -> str:
+        return hmac.new(self.key, member_id.encode(), hashlib.sha256).hexdigest()[:24]
+
+    def write(
+        self,
+        endpoint: str,
+        records: list[dict[str, Any]],
+        versions: dict[str, str],
+        started: float,
+        inputs: dict[str, Any] | None = None,
+    ) -> None:
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        now = datetime.now(UTC)
+        path = self.folder / f"predictions-{now:%Y-%m-%d}.jsonl"
+        lines = [
+            json.dumps(
+                {
+                    "at": now.isoformat(timespec="milliseconds"),
+                    "endpoint": endpoint,
+                    "member": self.pseudonym(r["member_id"]),
+                    "output": {k: v for k, v in r.items() if k != "member_id"},
+                    "inputs": inputs or {},
+                    "versions": versions,
+                    "latency_ms": latency_ms,
+                },
+                default=str,
+            )
+            for r in records
+        ]
+        with self._lock, path.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+
+
+def pseudonym_key(home: StateHome) -> bytes:
+    """The key of member-id hashes: `$COMMUNITY_ML_PSEUDONYM_KEY`, else a random key kept in the state home."""
+    configured = os.environ.get(PSEUDONYM_KEY_ENV, "").strip()
+    if configured:
+        return configured.encode()
+    path = home.root / "secrets" / "pseudonym.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(32).hex().encode())
+        path.chmod(0o600)
+    return path.read_bytes().strip()
+
+
+def log_path(home: StateHome, day: date) -> Path:
+    return home.logs / f"predictions-{day:%Y-%m-%d}.jsonl"

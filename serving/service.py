@@ -1,0 +1,155 @@
+"""The prediction API: one BentoML service for churn, value, tiers and recommendations.
+
+Started by `community-ml serve` or `bentoml serve` from the repository root. It serves the dataset named by
+`$COMMUNITY_ML_DATASET` (default `demo`) with the champions of the MLflow registry; `/reload` swaps in new
+champions and a new snapshot atomically: a request holds the state it started with until it finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import Field
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from features.home import StateHome
+from features.recommending import RecsKind
+from serving.predictions import DATASET_ENV, PredictionLog, ServingState, load_state, member_scores, recommendations
+
+API_KEY_ENV = "COMMUNITY_ML_API_KEY"
+OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
+
+MemberIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=1000)]
+TopK = Annotated[int, Field(ge=1, le=100)]
+
+
+class ApiKeyMiddleware(BaseHTTPMiddleware):
+    """Requires `x-api-key` on every API call when `$COMMUNITY_ML_API_KEY` is set."""
+
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        expected = os.environ.get(API_KEY_ENV, "")
+        if expected and request.url.path not in OPEN_PATHS and request.headers.get("x-api-key") != expected:
+            return JSONResponse({"error": "missing or wrong x-api-key header"}, status_code=401)
+        return await call_next(request)
+
+
+@bentoml.service(name="community-ml", traffic={"timeout": 30})
+class CommunityML:
+    def __init__(self) -> None:
+        self.home = StateHome.from_env()
+        self.dataset = os.environ.get(DATASET_ENV, "demo")
+        self.state: ServingState = load_state(self.home, self.dataset)
+        self.log = PredictionLog(self.home)
+        self._reloading = threading.Lock()
+        self.last_reload_error: str | None = None
+
+    def _scores(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
+        started, state = time.perf_counter(), self.state  # one state for the whole request
+        records = member_scores(state, member_ids)
+        versions = {k: state.versions[k] for k in ("churn", "value")}
+        self.log.write(endpoint, records, versions, started)
+        return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
+
+    @bentoml.api
+    def churn(self, member_ids: MemberIds) -> dict[str, Any]:
+        """Calibrated churn probability, tier and top reasons per member (unknown members: cold start)."""
+        return self._scores("churn", member_ids)
+
+    @bentoml.api
+    def value(self, member_ids: MemberIds) -> dict[str, Any]:
+        """Expected spend over the horizon per member, with tier."""
+        return self._scores("value", member_ids)
+
+    def _recommend(
+        self,
+        kind: RecsKind,
+        member_ids: list[str],
+        k: int,
+        exclude: list[str],
+        category: str | None,
+        include_seen: bool | None,
+    ) -> dict[str, Any]:
+        started, state = time.perf_counter(), self.state
+        try:
+            records = recommendations(state, kind, member_ids, k, exclude, category, include_seen)
+        except LookupError as exc:
+            raise bentoml.exceptions.NotFound(str(exc)) from exc
+        versions = {kind.value: state.versions[kind.value]}
+        self.log.write(kind.value, records, versions, started, {"k": k, "category": category})
+        return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
+
+    @bentoml.api
+    def recommend_products(
+        self,
+        member_ids: MemberIds,
+        k: TopK = 10,
+        exclude: Annotated[list[str], Field(max_length=1000)] = [],  # noqa: B006 - pydantic copies defaults
+        category: str | None = None,
+        include_seen: bool | None = None,
+    ) -> dict[str, Any]:
+        """Top-k products per member; already-bought products allowed unless include_seen is false."""
+        return self._recommend(RecsKind.products, member_ids, k, exclude, category, include_seen)
+
+    @bentoml.api
+    def recommend_content(
+        self,
+        member_ids: MemberIds,
+        k: TopK = 10,
+        exclude: Annotated[list[str], Field(max_length=1000)] = [],  # noqa: B006
+        content_type: str | None = None,
+        include_seen: bool | None = None,
+    ) -> dict[str, Any]:
+        """Top-k content items per member; already-seen content excluded unless include_seen is true."""
+        return self._recommend(RecsKind.contents, member_ids, k, exclude, content_type, include_seen)
+
+    @bentoml.api
+    def similar_products(
+        self, product_id: Annotated[str, Field(min_length=1, max_length=128)], k: TopK = 10
+    ) -> dict[str, Any]:
+        state = self.state
+        recommender = state.recommenders.get(RecsKind.products)
+        if recommender is None or product_id not in recommender._cols:
+            raise bentoml.exceptions.NotFound(f"product {product_id!r} is not known to the product recommender")
+        items = recommender.similar_items(product_id, k)
+        return {
+            "product_id": product_id,
+            "model_versions": {"product-recs": state.versions["product-recs"]},
+            "items": items.to_dict(orient="records"),
+        }
+
+    @bentoml.api(route="/metadata")
+    def metadata(self) -> dict[str, Any]:
+        """Model names and versions, the as-of date of the features, and the last reload's outcome."""
+        return self._metadata()
+
+    def _metadata(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "dataset": state.dataset,
+            "as_of": str(state.as_of),
+            "model_versions": state.versions,
+            "members": len(state.scores),
+            "loaded_at": state.loaded_at,
+            "last_reload_error": self.last_reload_error,
+        }
+
+    @bentoml.api(route="/reload")
+    def reload(self) -> dict[str, Any]:
+        """Loads the current champions and snapshot, then swaps them in at once; on failure keeps serving."""
+        with self._reloading:
+            try:
+                fresh = load_state(self.home, self.dataset)
+            except Exception as exc:
+                self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {exc}") from exc
+            self.state, self.last_reload_error = fresh, None
+        return self._metadata()
+
+
+CommunityML.add_asgi_middleware(ApiKeyMiddleware)

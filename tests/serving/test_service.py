@@ -1,0 +1,212 @@
+"""The prediction service: functions, HTTP through the ASGI app, and one real `community-ml serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from features.home import StateHome
+from features.importers import import_synthetic
+from features.model_registry import champion, connect
+from features.recommending import RecsKind
+from features.scoring import ModelKind
+from features.store import Dataset
+from features.synthetic import SyntheticConfig
+from training.registry import set_champion
+from training.score import score
+from training.train import TrainSettings, train
+from training.train_recs import RecsTrainSettings, train_recs
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateHome]:
+    """A state home with champions of churn, value and both recommenders for a small community."""
+    home = StateHome(tmp_path_factory.mktemp("serving-home"))
+    saved = {k: os.environ.get(k) for k in ("COMMUNITY_ML_HOME", "COMMUNITY_ML_DATASET", "MLFLOW_TRACKING_URI")}
+    os.environ.update({"COMMUNITY_ML_HOME": str(home.root), "COMMUNITY_ML_DATASET": "shop"})
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    dataset = Dataset(home, "shop")
+    import_synthetic(dataset, SyntheticConfig(members=1_500))
+    client = connect(home)
+    quick = TrainSettings(training_cutoffs=2, test_cutoffs=1)
+    for kind in ModelKind:
+        result = train(dataset, kind, quick)
+        if champion(client, kind.value) is None:  # the service needs one, whatever the gate said
+            set_champion(client, kind.value, result.version)
+    for recs in RecsKind:
+        result = train_recs(dataset, recs, RecsTrainSettings())
+        if champion(client, recs.value) is None:
+            set_champion(client, recs.value, result.version)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def http(home: StateHome) -> Iterator[TestClient]:
+    from serving.service import CommunityML
+
+    with TestClient(CommunityML.to_asgi()) as client:
+        yield client
+
+
+@pytest.mark.slow
+def test_churn_answers_match_batch_scoring_and_unknown_members_are_cold_start(
+    http: TestClient, home: StateHome, tmp_path: Path
+) -> None:
+    summary = score(Dataset(home, "shop"), pd.Timestamp("2026-04-01").date(), tmp_path / "scores.parquet")
+    batch = pd.read_parquet(tmp_path / "scores.parquet").set_index("member_id")
+    members = list(batch.index[:50])
+    response = http.post("/churn", json={"member_ids": [*members, "NOBODY"]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_versions"] == {"churn": summary.churn_version, "value": summary.value_version}
+    answers = {m["member_id"]: m for m in body["members"]}
+    for member in members:
+        assert answers[member]["churn_probability"] == pytest.approx(batch.loc[member, "churn_probability"])
+        assert answers[member]["tier"] == batch.loc[member, "tier"]
+        assert ", ".join(answers[member]["top_reasons"]) == batch.loc[member, "top_reasons"]
+    assert answers["NOBODY"] == {
+        "member_id": "NOBODY",
+        "cold_start": True,
+        "churn_probability": None,
+        "expected_value": None,
+        "tier": "new",
+        "top_reasons": [],
+    }
+    value = http.post("/value", json={"member_ids": members[:3]}).json()
+    assert [m["expected_value"] for m in value["members"]] == pytest.approx(
+        list(batch.loc[members[:3], "expected_value"])
+    )
+
+
+@pytest.mark.slow
+def test_recommendations_and_similar_products(http: TestClient) -> None:
+    metadata = http.post("/metadata", json={}).json()
+    assert set(metadata["model_versions"]) == {"churn", "value", "product-recs", "content-recs"}
+    products = http.post(
+        "/recommend_products", json={"member_ids": ["M000001", "NOBODY"], "k": 5, "exclude": ["P00001"]}
+    ).json()
+    first, cold = products["members"]
+    assert len(first["items"]) == 5 and "P00001" not in {i["item_id"] for i in first["items"]}
+    assert cold["cold_start"] and len(cold["items"]) == 5
+    content = http.post("/recommend_content", json={"member_ids": ["M000001"], "k": 3, "content_type": "knowledge"})
+    assert content.status_code == 200 and len(content.json()["members"][0]["items"]) == 3
+    similar = http.post("/similar_products", json={"product_id": first["items"][0]["item_id"], "k": 4}).json()
+    assert len(similar["items"]) == 4
+    assert http.post("/similar_products", json={"product_id": "NO-SUCH"}).status_code == 404
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/churn", {"member_ids": []}),
+        ("/churn", {"member_ids": [f"M{i}" for i in range(1_001)]}),
+        ("/churn", {"member_ids": "M000001"}),
+        ("/churn", {}),
+        ("/recommend_products", {"member_ids": ["M000001"], "k": 0}),
+        ("/recommend_products", {"member_ids": ["M000001"], "k": "ten"}),
+    ],
+    ids=["empty", "too-many", "not-a-list", "missing", "k-zero", "k-text"],
+)
+def test_bad_input_gets_a_4xx_that_names_the_problem(http: TestClient, path: str, payload: dict) -> None:
+    response = http.post(path, json=payload)
+    assert 400 <= response.status_code < 500
+    assert "member_ids" in response.text or "k" in response.text
+
+
+@pytest.mark.slow
+def test_malformed_json_is_a_400(http: TestClient) -> None:
+    response = http.post("/churn", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "Invalid JSON" in response.text
+
+
+@pytest.mark.slow
+def test_an_api_key_is_required_when_configured(http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMMUNITY_ML_API_KEY", "s3cret")
+    assert http.post("/churn", json={"member_ids": ["M000001"]}).status_code == 401
+    assert http.post("/churn", json={"member_ids": ["M000001"]}, headers={"x-api-key": "s3cret"}).status_code == 200
+    assert http.get("/livez").status_code == 200  # health stays open for the orchestrator
+
+
+@pytest.mark.slow
+def test_predictions_are_logged_with_pseudonymous_ids(http: TestClient, home: StateHome) -> None:
+    http.post("/churn", json={"member_ids": ["M000007"]})
+    lines = [json.loads(line) for path in home.logs.glob("predictions-*.jsonl") for line in path.open()]
+    mine = [entry for entry in lines if entry["endpoint"] == "churn"][-1]
+    assert "M000007" not in json.dumps(mine)
+    assert len(mine["member"]) == 24 and mine["versions"]["churn"] and mine["latency_ms"] > 0
+    assert mine["output"]["tier"] in {"high_value", "potential", "ordinary", "churn_risk", "new"}
+
+
+@pytest.mark.slow
+def test_a_failed_reload_keeps_serving_and_says_so(http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.service
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("registry unreachable")
+
+    assert http.post("/reload", json={}).status_code == 200
+    monkeypatch.setattr(serving.service, "load_state", broken)
+    failed = http.post("/reload", json={})
+    assert failed.status_code == 503  # BentoML hides 5xx details; metadata says what happened
+    assert http.post("/churn", json={"member_ids": ["M000001"]}).status_code == 200
+    assert "registry unreachable" in http.post("/metadata", json={}).json()["last_reload_error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--dataset", "shop", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the server did not become ready in 60 s")
+        calls = {
+            "/churn": {"member_ids": ["M000001"]},
+            "/value": {"member_ids": ["M000001"]},
+            "/recommend_products": {"member_ids": ["M000001"], "k": 3},
+            "/recommend_content": {"member_ids": ["M000001"], "k": 3},
+            "/metadata": {},
+        }
+        for path, payload in calls.items():
+            served = httpx.post(base + path, json=payload, timeout=10)
+            assert served.status_code == 200, (path, served.text)
+            assert served.json() == http.post(path, json=payload).json() or path == "/metadata"
+        assert httpx.get(f"{base}/docs.json", timeout=5).json()["info"]["title"] == "community-ml"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
