@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/backtest_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/bench_serving.py
 
 ## lint: ruff's checks and formatting
 .PHONY: lint

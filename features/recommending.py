@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ class Recommender:
         self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
         self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
 
+    @cached_property
     def _model(self) -> AlternatingLeastSquares:
+        """implicit's model around the stored factors, built once: requests only read it."""
         p = self.spec.als_params
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
@@ -68,13 +71,18 @@ class Recommender:
         model.user_factors, model.item_factors = self.user_factors, self.item_factors
         return model
 
+    @cached_property
+    def _inactive(self) -> np.ndarray:
+        attrs = self.item_attributes.reindex(self.item_ids)
+        if "active" not in attrs:
+            return np.zeros(len(self.item_ids), dtype=bool)
+        return ~attrs["active"].fillna(True).astype(bool).to_numpy()
+
     def _blocked(self, exclude: list[str], category: str | None) -> np.ndarray:
         """Columns no list may hold: inactive items, the request's exclusions, other categories."""
-        blocked = np.zeros(len(self.item_ids), dtype=bool)
-        attrs = self.item_attributes.reindex(self.item_ids)
-        if "active" in attrs:
-            blocked |= attrs["active"].fillna(True).astype(bool).to_numpy() == False  # noqa: E712
+        blocked = self._inactive.copy()
         if category is not None:
+            attrs = self.item_attributes.reindex(self.item_ids)
             column = "category" if "category" in attrs else "content_type"
             blocked |= (attrs[column] if column in attrs else pd.Series(None, index=attrs.index)).to_numpy() != category
         for item in exclude:
@@ -98,7 +106,7 @@ class Recommender:
         if known:
             rows = np.array([self._rows[m] for m in known])
             with threadpool_limits(1, "blas"):
-                ids, scores = self._model().recommend(
+                ids, scores = self._model.recommend(
                     rows,
                     self.user_items[rows],
                     N=k,
@@ -167,7 +175,7 @@ class Recommender:
                 row[self._cols[item]] += weight
         user_items = sp.csr_matrix(row.reshape(1, -1).astype(np.float32))
         with threadpool_limits(1, "blas"):
-            ids, scores = self._model().recommend(
+            ids, scores = self._model.recommend(
                 0, user_items, N=k, recalculate_user=True, filter_already_liked_items=self.spec.exclude_seen_default
             )
         return self._frame([member_id], ids.reshape(1, -1), scores.reshape(1, -1), cold=False)

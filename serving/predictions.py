@@ -17,8 +17,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from features.errors import DataError
 from features.home import StateHome
 from features.model_registry import connect, load_champion, load_recommender
@@ -36,8 +34,7 @@ PSEUDONYM_KEY_ENV = "COMMUNITY_ML_PSEUDONYM_KEY"
 class ServingState:
     dataset: str
     as_of: date
-    scores: pd.DataFrame  # index member_id: churn_probability, expected_value, tier
-    features: pd.DataFrame  # index member_id
+    answers: dict[str, dict[str, Any]]  # member_id -> churn probability, expected value, tier, top reasons
     churn: MemberScorer
     value: MemberScorer
     recommenders: dict[RecsKind, Recommender]
@@ -70,48 +67,37 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         features["tenure_days"].to_numpy(dtype=float),
         features["frequency"].to_numpy(dtype=float),
     )
-    scores = pd.DataFrame(
-        {"churn_probability": probability, "expected_value": expected, "tier": tiers},
-        index=features["member_id"].to_numpy(),
-    )
-    return ServingState(
-        dataset_name, as_of, scores, features.set_index("member_id"), churn, value, recommenders, versions
-    )
+    # Every answer is worked out once here, reasons included: a request is then a dictionary lookup.
+    answers = {
+        str(member): {
+            "member_id": str(member),
+            "cold_start": False,
+            "churn_probability": float(p),
+            "expected_value": float(e),
+            "tier": str(t),
+            "top_reasons": reasons,
+        }
+        for member, p, e, t, reasons in zip(
+            features["member_id"], probability, expected, tiers, churn.top_reasons(features), strict=True
+        )
+    }
+    return ServingState(dataset_name, as_of, answers, churn, value, recommenders, versions)
 
 
-def member_scores(state: ServingState, member_ids: list[str], reasons: bool = True) -> list[dict[str, Any]]:
+def member_scores(state: ServingState, member_ids: list[str]) -> list[dict[str, Any]]:
     """Churn probability, expected value, tier and top reasons per member; unknown members are cold start."""
-    known = [m for m in member_ids if m in state.scores.index]
-    top: dict[str, list[str]] = {}
-    if reasons and known:
-        rows = state.features.loc[known].reset_index()
-        top = dict(zip(known, state.churn.top_reasons(rows), strict=True))
-    out = []
-    for member in member_ids:
-        if member in state.scores.index:
-            row = state.scores.loc[member]
-            out.append(
-                {
-                    "member_id": member,
-                    "cold_start": False,
-                    "churn_probability": float(row["churn_probability"]),
-                    "expected_value": float(row["expected_value"]),
-                    "tier": str(row["tier"]),
-                    "top_reasons": top.get(member, []),
-                }
-            )
-        else:
-            out.append(
-                {
-                    "member_id": member,
-                    "cold_start": True,
-                    "churn_probability": None,
-                    "expected_value": None,
-                    "tier": "new",
-                    "top_reasons": [],
-                }
-            )
-    return out
+    return [
+        state.answers.get(member)
+        or {
+            "member_id": member,
+            "cold_start": True,
+            "churn_probability": None,
+            "expected_value": None,
+            "tier": "new",
+            "top_reasons": [],
+        }
+        for member in member_ids
+    ]
 
 
 def recommendations(

@@ -134,7 +134,7 @@ class CommunityML:
             "dataset": state.dataset,
             "as_of": str(state.as_of),
             "model_versions": state.versions,
-            "members": len(state.scores),
+            "members": len(state.answers),
             "loaded_at": state.loaded_at,
             "last_reload_error": self.last_reload_error,
         }
