@@ -237,7 +237,8 @@ def main() -> None:
         "Serving benchmark",
         "Produced by `make bench` (`experiments/bench_serving.py`). Both servers answer from the same loaded state\n"
         "(`serving/predictions.py`) on loopback, one worker each; the load generator is an asyncio httpx client\n"
-        f"on the same 2 cores, {args.requests} requests per row after a warm-up.",
+        f"on the same 2 cores, {args.requests} requests per row after a warm-up. The service also writes its\n"
+        "prediction log (a JSON line per member answered); the bare app does not.",
         "\n".join(lines) + "\n\n" + reload_row,
     )
 

@@ -139,6 +139,8 @@ class PredictionLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.key = pseudonym_key(home)
         self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._handle: Any = None
 
     def pseudonym(self, member_id: str) -> str:
         return hmac.new(self.key, member_id.encode(), hashlib.sha256).hexdigest()[:24]
@@ -169,9 +171,14 @@ class PredictionLog:
             )
             for r in records
         ]
-        with self._lock, path.open("a", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-            handle.flush()
+        with self._lock:
+            if self._path != path:  # a new day, a new file
+                if self._handle is not None:
+                    self._handle.close()
+                self._path, self._handle = path, path.open("a", encoding="utf-8")
+            assert self._handle is not None
+            self._handle.write("\n".join(lines) + "\n")
+            self._handle.flush()
 
 
 def pseudonym_key(home: StateHome) -> bytes:

@@ -56,13 +56,14 @@ class CommunityML:
         self.log.write(endpoint, records, versions, started)
         return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
 
+    # Lookups take microseconds: async endpoints answer on the event loop instead of hopping to a thread pool.
     @bentoml.api
-    def churn(self, member_ids: MemberIds) -> dict[str, Any]:
+    async def churn(self, member_ids: MemberIds) -> dict[str, Any]:
         """Calibrated churn probability, tier and top reasons per member (unknown members: cold start)."""
         return self._scores("churn", member_ids)
 
     @bentoml.api
-    def value(self, member_ids: MemberIds) -> dict[str, Any]:
+    async def value(self, member_ids: MemberIds) -> dict[str, Any]:
         """Expected spend over the horizon per member, with tier."""
         return self._scores("value", member_ids)
 
