@@ -114,20 +114,17 @@ def recommendations(
         raise LookupError(f"no champion {kind.value} model is loaded; train one with `community-ml train {kind.value}`")
     exclude_seen = None if include_seen is None else not include_seen
     frame = recommender.recommend(member_ids, k, exclude_seen, exclude, category)
-    out = []
-    for member in member_ids:
-        rows = frame[frame["member_id"] == member]
-        out.append(
-            {
-                "member_id": member,
-                "cold_start": bool(rows["cold_start"].all()) if len(rows) else member not in recommender._rows,
-                "items": [
-                    {"item_id": str(r.item_id), "rank": int(r.rank), "score": float(r.score)}
-                    for r in rows.itertuples(index=False)
-                ],
-            }
+    items: dict[str, list[dict[str, Any]]] = {}
+    cold: dict[str, bool] = {}
+    for row in frame.itertuples(index=False):  # one pass, whatever the batch size
+        items.setdefault(row.member_id, []).append(
+            {"item_id": str(row.item_id), "rank": int(row.rank), "score": float(row.score)}
         )
-    return out
+        cold[row.member_id] = bool(row.cold_start)
+    return [
+        {"member_id": m, "cold_start": cold.get(m, m not in recommender._rows), "items": items.get(m, [])}
+        for m in member_ids
+    ]
 
 
 class PredictionLog:
