@@ -11,6 +11,8 @@ BIN := .venv/bin
 DEMO_DATASET ?= demo
 DEMO_PORT ?= 3000
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
+# apt needs root: sudo when we are not root.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 ## help: list the targets
 .PHONY: help
@@ -41,6 +43,8 @@ demo: setup
 	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content \
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-content.parquet"
+	$(BIN)/community-ml monitor report --dataset $(DEMO_DATASET)
+	@echo "Monitoring: open $(COMMUNITY_ML_HOME)/reports/index.html in a browser"
 	@echo ""
 	@echo "Serving the API on http://127.0.0.1:$(DEMO_PORT) (Ctrl-C stops it). Try, from another terminal:"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/churn -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\", \"M000002\"]}'"
@@ -51,7 +55,17 @@ demo: setup
 
 ## test: run every test, slow end-to-end ones included
 .PHONY: test
-test: setup
+test: setup browser
+
+# Chromium (Debian's package) renders the monitoring pages in a test; installed once, when missing.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium for the report rendering test ..."; \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null 2>&1 \
+			&& $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } \
+		|| echo "warning: could not install chromium; the rendering test will say so and skip"; }
 	$(BIN)/pytest
 
 ## bench: run the benchmarks and write their result tables to experiments/results/

@@ -6,6 +6,8 @@ import typer
 
 from features.cli import data_app
 from features.features_cli import features_app
+from features.privacy_cli import privacy_app
+from monitoring.cli import monitor_app
 from serving.cli import serve_app
 from training.cli import backtest_app
 
@@ -19,6 +21,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(backtest_app)
 app.add_typer(serve_app)
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(privacy_app, name="privacy")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -78,6 +78,9 @@ def _print_summary(summary: object, as_json: bool) -> None:
             out.print(f"[bold]{t.table}[/bold]: rows set aside in {t.quarantine_file}")
             for reason, count in t.reasons.items():
                 out.print(f"  {count:>8,}  {reason}")
+    for t in summary.tables:
+        if t.rows_forgotten:
+            out.print(f"[bold]{t.table}[/bold]: {t.rows_forgotten:,} rows of forgotten members not imported")
     if summary.ignored_columns:
         out.print(f"columns not in the contract, not imported: {', '.join(summary.ignored_columns)}")
 
@@ -131,6 +134,12 @@ def generate_command(
     seed: int | None = typer.Option(None, help="random seed: the same seed gives the same data [default: 7]"),
     months: int | None = typer.Option(None, help="months of history [default: 15]"),
     start: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="first day [default: 2025-01-01]"),
+    shift_at: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="from this day on, shift the population (more promotion-driven members, a new persona mix, a price "
+        "change): drift to watch with `community-ml monitor`",
+    ),
     force: bool = typer.Option(False, "--force", help="replace an existing dataset of that name"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -145,6 +154,7 @@ def generate_command(
             "seed": seed,
             "months": months,
             "start": start.date() if start else None,
+            "shift_at": shift_at.date() if shift_at else None,
         }
         config = load_config(SyntheticConfig, config_path, overrides)
         target = Dataset(StateHome.from_env(), dataset)

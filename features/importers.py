@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from features.contract import TABLES, TableSpec
 from features.errors import DataError
+from features.privacy import forgotten_mask
 from features.progress import step
 from features.readers import RawTable, read_raw
 from features.store import Dataset, write_parquet_atomic
@@ -29,6 +30,7 @@ class TableSummary(BaseModel):
     rows_total: int
     reasons: dict[str, int]
     quarantine_file: str | None = None
+    rows_forgotten: int = 0  # rows of members who asked to be forgotten: not imported again
 
 
 class ImportSummary(BaseModel):
@@ -103,8 +105,11 @@ def broken_lines_frame(raw: RawTable) -> pd.DataFrame:
 
 
 def store_validated(dataset: Dataset, table: str, validated: Validated, rows_read: int) -> TableSummary:
-    """Merges the good rows into the dataset and the broken ones into its quarantine."""
-    result = dataset.merge(table, validated.good)
+    """Merges the good rows into the dataset and the broken ones into its quarantine; rows of forgotten
+    members stay out (their source files may still hold them)."""
+    good = validated.good
+    gone = forgotten_mask(dataset, good["member_id"]) if "member_id" in good else pd.Series(False, index=good.index)
+    result = dataset.merge(table, good[~gone])
     dataset.add_quarantine(table, validated.quarantine)
     quarantined = len(validated.quarantine)
     return TableSummary(
@@ -117,6 +122,7 @@ def store_validated(dataset: Dataset, table: str, validated: Validated, rows_rea
         rows_total=result.total,
         reasons=reason_counts(validated.quarantine),
         quarantine_file=str(dataset.quarantine_path(table)) if quarantined else None,
+        rows_forgotten=int(gone.sum()),
     )
 
 

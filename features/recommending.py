@@ -151,6 +151,15 @@ class Recommender:
             }
         )
 
+    def forget(self, member_ids: set[str]) -> None:
+        """Treats these members as never seen: their factors, interactions and segment are no longer used, and
+        they get the overall cold-start list. Their row's numbers stay in the arrays until the next training,
+        which no longer sees them (features/privacy.py)."""
+        for member in member_ids:
+            if (row := self._rows.pop(member, None)) is not None:
+                self.user_factors[row] = 0.0
+            self.member_segment.pop(member, None)
+
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """The items whose factors point the same way (cosine), most similar first; the item itself excluded."""
         if item_id not in self._cols:

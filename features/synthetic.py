@@ -154,6 +154,8 @@ PERSONAS = (
     ),
 )
 PERSONA_NAMES = tuple(p.name for p in PERSONAS)
+# The persona mix of members who join after `shift_at`: a deal-hunting wave of price-sensitive members and students.
+SHIFTED_PERSONA_SHARES = (0.45, 0.05, 0.1, 0.05, 0.05, 0.3)
 
 
 class SyntheticConfig(BaseModel):
@@ -168,6 +170,13 @@ class SyntheticConfig(BaseModel):
     products: int = Field(1_200, ge=24)
     contents: int = Field(1_500, ge=48)
     groups: int = Field(120, ge=8)
+    shift_at: date | None = Field(
+        None,
+        description="from this day on the population shifts (for drift demos and tests): members who join later "
+        "follow SHIFTED_PERSONA_SHARES, more members buy on promotions, and prices change by shift_price_factor",
+    )
+    shift_price_factor: float = Field(1.6, gt=0, le=10, description="price multiplier from shift_at on")
+    shift_promo_share: float = Field(0.5, ge=0, le=1, description="share of other members turning promotion-driven")
 
 
 @dataclass
@@ -190,6 +199,9 @@ class _Sim:
         self.end = self.start + pd.DateOffset(months=config.months)
         self.days = int((self.end - self.start).days)
         self.day_dates = pd.date_range(self.start, periods=self.days, freq="D")
+        # The shift draws from its own generator, so that without a shift the data stay exactly as they were.
+        self.shift_day = None if config.shift_at is None else int((pd.Timestamp(config.shift_at) - self.start).days)
+        self.shift_rng = np.random.default_rng([config.seed, 1])
 
     # ---- catalogue -------------------------------------------------------------------------------------
 
@@ -257,6 +269,13 @@ class _Sim:
         before = rng.random(n) < 0.4
         joined = np.where(before, rng.integers(-720, 0, n), rng.integers(0, max(self.days - 30, 1), n))
         self.joined_day = joined
+        self.promo_after_shift = self.promo_driven.copy()
+        if self.shift_day is not None:
+            late = joined >= self.shift_day
+            persona[late] = self.shift_rng.choice(len(PERSONAS), int(late.sum()), p=SHIFTED_PERSONA_SHARES)
+            self.promo_driven[late] = self.shift_rng.random(int(late.sum())) < 0.7
+            turned = self.shift_rng.random(n) < self.cfg.shift_promo_share
+            self.promo_after_shift = self.promo_driven | turned
         self.activity = rng.gamma(2.0, 0.5, n)  # heterogeneity: some members simply buy more
         self.social = rng.gamma(2.0, 0.5, n)
         lifetime_mean = np.array([p.mean_lifetime_days for p in PERSONAS])[persona]
@@ -322,6 +341,10 @@ class _Sim:
         season, promo = self._calendar()
         rate = np.array([p.orders_per_month for p in PERSONAS])[self.persona] * self.activity / 30.0
         boost = np.where(self.promo_driven[:, None], np.where(promo, 3.5, 0.55), np.where(promo, 1.25, 1.0))
+        if self.shift_day is not None:
+            # Members won over by the promotions keep their usual buying and splurge on promotion days.
+            turned = (self.promo_after_shift & ~self.promo_driven)[:, None] & (np.arange(self.days) >= self.shift_day)
+            boost = np.where(turned, np.where(promo, 3.5, 1.0), boost)
         lam = rate[:, None].astype(np.float32) * season[None, :] * boost * self._active() * self._fade(45, 0.35, 0.0)
         return self.rng.poisson(lam).astype(np.int32)
 
@@ -359,6 +382,8 @@ class _Sim:
         unit = (
             self.product_price[product] * discount * np.array([p.price_level for p in PERSONAS])[self.persona[m]] ** 0.2
         )
+        if self.shift_day is not None:
+            unit = unit * np.where(day[order_of_line] >= self.shift_day, self.cfg.shift_price_factor, 1.0)
         amount = np.round(qty * unit, 2)
         channel = _choose_rows(rng, _CHANNEL_BY_PERSONA[self.persona[member]])[order_of_line]
         sales = pd.DataFrame(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from features.scoring import MemberScorer
 
 TIERS = ("high_value", "potential", "ordinary", "churn_risk", "new")
 
@@ -67,3 +72,26 @@ def assign_tiers(
 def tier_shares(tiers: pd.Series) -> dict[str, float]:
     counts = tiers.value_counts(normalize=True)
     return {t: round(float(counts.get(t, 0.0)), 4) for t in TIERS}
+
+
+def score_snapshot(
+    features: pd.DataFrame, churn: MemberScorer, value: MemberScorer, tiers: TierSettings | None = None
+) -> pd.DataFrame:
+    """member_id, churn_probability, expected_value and tier for every row of a feature snapshot: what batch
+    scoring writes, what the service answers and what monitoring compares, all from this one function."""
+    probability, expected = churn.predict(features), value.predict(features)
+    return pd.DataFrame(
+        {
+            "member_id": features["member_id"].astype(str).to_numpy(),
+            "churn_probability": probability,
+            "expected_value": expected,
+            "tier": assign_tiers(
+                probability,
+                expected,
+                features["spend_180d"].to_numpy(dtype=float),
+                features["tenure_days"].to_numpy(dtype=float),
+                features["frequency"].to_numpy(dtype=float),
+                tiers,
+            ),
+        }
+    )

@@ -11,6 +11,8 @@ import typer
 
 from features.cli import user_errors
 from features.errors import DataError
+from features.home import StateHome
+from features.store import Dataset
 
 serve_app = typer.Typer()
 
@@ -22,6 +24,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def preflight(home: StateHome, dataset: str) -> None:
+    """Fails fast, with the reason, where the service could not start: no dataset, an unreachable registry,
+    no champion. Without it BentoML would restart a failing worker over and over."""
+    from features.model_registry import champion, connect
+
+    Dataset(home, dataset).require()
+    # One quick try: MLflow otherwise retries an unreachable server for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = connect(home)
+    try:
+        client.search_registered_models(max_results=1)
+    except Exception as exc:  # any failure here means the same thing to the operator
+        raise DataError(f"the MLflow registry at {home.mlflow_tracking_uri()} is unreachable: {exc}") from exc
+    missing = [name for name in ("churn", "value") if champion(client, name) is None]
+    if missing:
+        raise DataError(
+            f"no champion {' or '.join(missing)} model in the registry at {home.mlflow_tracking_uri()}; train "
+            f"with `community-ml train {missing[0]} --dataset {dataset}`"
+        )
 
 
 @serve_app.command("serve")
@@ -39,6 +63,7 @@ def serve_command(
                 f"--host {host} is reachable from other machines: set {API_KEY_ENV} so that every call needs "
                 "an x-api-key header, or serve on 127.0.0.1"
             )
+        preflight(StateHome.from_env(), dataset)
     env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true"}
     command = [
         sys.executable,

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from features.home import StateHome
+from features.prediction_log import PredictionLog
 from features.recommending import RecsKind
-from serving.predictions import DATASET_ENV, PredictionLog, ServingState, load_state, member_scores, recommendations
+from serving.predictions import DATASET_ENV, ServingState, load_state, member_scores, recommendations
 
 API_KEY_ENV = "COMMUNITY_ML_API_KEY"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
@@ -45,7 +46,7 @@ class CommunityML:
         self.home = StateHome.from_env()
         self.dataset = os.environ.get(DATASET_ENV, "demo")
         self.state: ServingState = load_state(self.home, self.dataset)
-        self.log = PredictionLog(self.home)
+        self.log = PredictionLog(self.home, self.dataset)
         self._reloading = threading.Lock()
         self.last_reload_error: str | None = None
 
@@ -53,7 +54,7 @@ class CommunityML:
         started, state = time.perf_counter(), self.state  # one state for the whole request
         records = member_scores(state, member_ids)
         versions = {k: state.versions[k] for k in ("churn", "value")}
-        self.log.write(endpoint, records, versions, started)
+        self.log.write(endpoint, records, versions, started, as_of=state.as_of)
         return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
 
     # Lookups take microseconds: async endpoints answer on the event loop instead of hopping to a thread pool.
@@ -82,7 +83,7 @@ class CommunityML:
         except LookupError as exc:
             raise bentoml.exceptions.NotFound(str(exc)) from exc
         versions = {kind.value: state.versions[kind.value]}
-        self.log.write(kind.value, records, versions, started, {"k": k, "category": category})
+        self.log.write(kind.value, records, versions, started, {"k": k, "category": category}, state.as_of)
         return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
 
     @bentoml.api
@@ -138,6 +139,16 @@ class CommunityML:
             "members": len(state.answers),
             "loaded_at": state.loaded_at,
             "last_reload_error": self.last_reload_error,
+        }
+
+    @bentoml.api(route="/health")
+    def health(self) -> dict[str, Any]:
+        """ok, or degraded when the last reload failed: the service still answers, with the models it has."""
+        return {
+            "status": "degraded" if self.last_reload_error else "ok",
+            "last_reload_error": self.last_reload_error,
+            "model_versions": self.state.versions,
+            "loaded_at": self.state.loaded_at,
         }
 
     @bentoml.api(route="/reload")

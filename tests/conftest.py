@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,21 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))
     return path
+
+
+@contextmanager
+def state_home_env(root: Path, **extra: str) -> Iterator[StateHome]:
+    """$COMMUNITY_ML_HOME (and `extra` variables) pointing at `root` for a module's shared fixture, restored
+    afterwards; MLflow goes to the home's sqlite file, whatever the caller's environment says."""
+    changes = {"COMMUNITY_ML_HOME": str(root), **extra}
+    saved = {k: os.environ.get(k) for k in [*changes, "MLFLOW_TRACKING_URI"]}
+    os.environ.update(changes)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield StateHome(root)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

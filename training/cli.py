@@ -156,6 +156,26 @@ def score_command(
     console().print(f"written to {summary.out}")
 
 
+@backtest_app.command("winback")
+def winback_command(
+    dataset: str = DatasetOption,
+    out: Path = typer.Option(..., "--out", help="FILE.parquet or FILE.csv"),
+    top: int | None = typer.Option(None, "--top", min=1, help="only the N members worth most"),
+    as_of: str = typer.Option("latest", "--as-of", help="score members as of this date (default: after the data)"),
+) -> None:
+    """The win-back push list: churn-risk members with marketing consent, the most valuable first."""
+    from features.snapshots import resolve_as_of
+    from training.score import winback
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        summary = winback(target, resolve_as_of(target, as_of), out, top)
+    console().print(
+        f"{summary['members']:,} churn-risk members on the win-back list ({summary['without_consent']:,} without "
+        f"marketing consent left out), written to {out}"
+    )
+
+
 @backtest_app.command("promote")
 def promote_command(
     kind: ModelKind = typer.Argument(..., help="churn or value"),
@@ -191,13 +211,21 @@ def recommend_command(
     ),
     exclude: list[str] = typer.Option([], "--exclude", help="an item id never to recommend (repeatable)"),
     category: str | None = typer.Option(None, help="only items of this category / content type"),
+    consent_recorded_elsewhere: bool = typer.Option(
+        False,
+        "--consent-recorded-elsewhere",
+        help="members with no consent recorded in the dataset (e.g. no members table) agreed elsewhere; "
+        "a recorded refusal still leaves a member out",
+    ),
 ) -> None:
-    """member_id, rank, item_id, score (and cold_start) for every member, from the champion recommender."""
+    """member_id, rank, item_id, score (and cold_start) for every member with marketing consent (a push list),
+    from the champion recommender."""
     from features.model_registry import connect, load_recommender
+    from features.privacy import with_marketing_consent
     from features.readers import read_raw
     from features.recommending import RecsKind
     from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
-    from training.score import check_out_path, write_scores
+    from training.score import check_out_path, log_batch, recommendation_records, write_scores
 
     with user_errors():
         check_out_path(out)
@@ -217,6 +245,12 @@ def recommend_command(
                 as_of = resolve_as_of(target, "latest")
                 build_snapshot(target, SnapshotSettings(as_of=as_of))
                 wanted = Snapshot(target, as_of).features()["member_id"].tolist()
+            wanted, left_out = with_marketing_consent(target, wanted, consent_recorded_elsewhere)
+            if left_out:
+                console().print(f"{left_out:,} members without marketing consent left out of the list")
             table = recommender.recommend(wanted, k, exclude_seen, list(exclude), category)
         write_scores(table, out)
+        if kind is not RecommendKind.similar_products:
+            records, versions = recommendation_records(table), {recs_kind.value: str(version.version)}
+            log_batch(target, f"batch/{recs_kind.value}", records, versions, resolve_as_of(target, "latest"))
     console().print(f"{len(table):,} recommendations from {recs_kind.value} v{version.version} written to {out}")

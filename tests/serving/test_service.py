@@ -23,6 +23,7 @@ from features.recommending import RecsKind
 from features.scoring import ModelKind
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
+from tests.conftest import state_home_env
 from training.registry import set_champion
 from training.score import score
 from training.train import TrainSettings, train
@@ -32,28 +33,20 @@ from training.train_recs import RecsTrainSettings, train_recs
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateHome]:
     """A state home with champions of churn, value and both recommenders for a small community."""
-    home = StateHome(tmp_path_factory.mktemp("serving-home"))
-    saved = {k: os.environ.get(k) for k in ("COMMUNITY_ML_HOME", "COMMUNITY_ML_DATASET", "MLFLOW_TRACKING_URI")}
-    os.environ.update({"COMMUNITY_ML_HOME": str(home.root), "COMMUNITY_ML_DATASET": "shop"})
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    dataset = Dataset(home, "shop")
-    import_synthetic(dataset, SyntheticConfig(members=1_500))
-    client = connect(home)
-    quick = TrainSettings(training_cutoffs=2, test_cutoffs=1)
-    for kind in ModelKind:
-        result = train(dataset, kind, quick)
-        if champion(client, kind.value) is None:  # the service needs one, whatever the gate said
-            set_champion(client, kind.value, result.version)
-    for recs in RecsKind:
-        result = train_recs(dataset, recs, RecsTrainSettings())
-        if champion(client, recs.value) is None:
-            set_champion(client, recs.value, result.version)
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with state_home_env(tmp_path_factory.mktemp("serving-home"), COMMUNITY_ML_DATASET="shop") as home:
+        dataset = Dataset(home, "shop")
+        import_synthetic(dataset, SyntheticConfig(members=1_500))
+        client = connect(home)
+        quick = TrainSettings(training_cutoffs=2, test_cutoffs=1)
+        for kind in ModelKind:
+            result = train(dataset, kind, quick)
+            if champion(client, kind.value) is None:  # the service needs one, whatever the gate said
+                set_champion(client, kind.value, result.version)
+        for recs in RecsKind:
+            result = train_recs(dataset, recs, RecsTrainSettings())
+            if champion(client, recs.value) is None:
+                set_champion(client, recs.value, result.version)
+        yield home
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +160,11 @@ def test_a_failed_reload_keeps_serving_and_says_so(http: TestClient, monkeypatch
     assert failed.status_code == 503  # BentoML hides 5xx details; metadata says what happened
     assert http.post("/churn", json={"member_ids": ["M000001"]}).status_code == 200
     assert "registry unreachable" in http.post("/metadata", json={}).json()["last_reload_error"]
+    health = http.post("/health", json={}).json()
+    assert health["status"] == "degraded" and "registry unreachable" in health["last_reload_error"]
+    monkeypatch.undo()
+    assert http.post("/reload", json={}).status_code == 200
+    assert http.post("/health", json={}).json()["status"] == "ok"
 
 
 def _free_port() -> int:
@@ -210,3 +208,66 @@ def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_serve_refuses_to_start_when_the_registry_is_unreachable(home: StateHome) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on the discard port
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "serve", "--dataset", "shop", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "the MLflow registry at http://127.0.0.1:9 is unreachable" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_push_lists_leave_out_members_without_marketing_consent(home: StateHome, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    members = Dataset(home, "shop").read("members")
+    refused = set(members.loc[~members["consent_marketing"].astype(bool), "member_id"])
+    out = tmp_path / "recs.parquet"
+    done = CliRunner().invoke(app, ["recommend", "--dataset", "shop", "--kind", "products", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert f"{len(refused):,} members without marketing consent left out" in done.output
+    listed = set(pd.read_parquet(out)["member_id"])
+    assert listed and not listed & refused
+    winback = tmp_path / "winback.csv"
+    done = CliRunner().invoke(app, ["winback", "--dataset", "shop", "--out", str(winback)])
+    assert done.exit_code == 0, done.output
+    at_risk = pd.read_csv(winback)
+    assert len(at_risk) > 0 and set(at_risk["tier"]) == {"churn_risk"}
+    assert not set(at_risk["member_id"]) & refused
+    assert at_risk["expected_value"].is_monotonic_decreasing
+
+
+def test_the_pseudonym_key_lands_nowhere_but_its_own_file(http: TestClient, home: StateHome) -> None:
+    http.post("/churn", json={"member_ids": ["M000002"]})
+    key_file = home.root / "secrets" / "pseudonym.key"
+    key = key_file.read_bytes().strip()
+    assert len(key) >= 32 and key_file.stat().st_mode & 0o077 == 0  # readable by its owner only
+    holders = [p for p in home.root.rglob("*") if p.is_file() and p != key_file and key in p.read_bytes()]
+    assert holders == []  # not in MLflow's database or artefacts, the prediction log, snapshots or reports
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", ".community-ml/secrets/pseudonym.key"], cwd=Path(__file__).parents[2]
+    )
+    assert ignored.returncode == 0  # the default state folder, key included, never reaches git
+
+
+def test_a_forgotten_member_gets_no_personal_answer_after_reload(http: TestClient, home: StateHome) -> None:
+    """Runs last in this module: it deletes a member of the shared community."""
+    from features.privacy import forget_member
+
+    member = "M000001"
+    assert http.post("/churn", json={"member_ids": [member]}).json()["members"][0]["cold_start"] is False
+    forget_member(Dataset(home, "shop"), member)
+    assert http.post("/reload", json={}).status_code == 200
+    assert http.post("/churn", json={"member_ids": [member]}).json()["members"][0]["cold_start"] is True
+    for path in ("/recommend_products", "/recommend_content"):
+        answer = http.post(path, json={"member_ids": [member], "k": 3}).json()["members"][0]
+        assert answer["cold_start"] is True, path

@@ -148,7 +148,10 @@ def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
     trained = runner.invoke(app, ["train", "content-recs", "-d", "feed", "--json"])
     assert trained.exit_code == 0, trained.stderr
     out = tmp_path / "recs.csv"
-    exported = runner.invoke(app, ["recommend", "-d", "feed", "--kind", "content", "--k", "5", "--out", str(out)])
+    export = ["recommend", "-d", "feed", "--kind", "content", "--k", "5", "--out", str(out)]
+    # No members table, so no consent on record: the list stays empty unless consent is recorded elsewhere.
+    assert "members without marketing consent left out" in runner.invoke(app, export).stdout
+    exported = runner.invoke(app, [*export, "--consent-recorded-elsewhere"])
     # then
     assert '"promoted": true' in trained.stdout
     assert exported.exit_code == 0, exported.stderr

@@ -1,0 +1,107 @@
+"""The prediction log: one JSON line per answered member, written by the service and by batch scoring,
+read by monitoring. Member ids are keyed hashes (HMAC-SHA256), never raw: the log can be kept and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.home import StateHome
+from features.pseudonyms import pseudonym, pseudonym_key
+
+
+class PredictionLog:
+    """Appends one JSON line per prediction; each line is flushed, so a crash of the service loses nothing
+    already answered. Member ids are keyed hashes, never raw."""
+
+    def __init__(self, home: StateHome, dataset: str) -> None:
+        self.dataset = dataset
+        self.folder = home.logs
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.key = pseudonym_key(home)
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._handle: Any = None
+
+    def pseudonym(self, member_id: str) -> str:
+        return pseudonym(self.key, member_id)
+
+    def _replaced(self) -> bool:
+        """Whether the open file is no longer the one at its path: appending to it would lose the lines."""
+        if self._handle is None or self._path is None:
+            return False
+        try:
+            return os.fstat(self._handle.fileno()).st_ino != os.stat(self._path).st_ino
+        except FileNotFoundError:
+            return True
+
+    def write(
+        self,
+        endpoint: str,
+        records: list[dict[str, Any]],
+        versions: dict[str, str],
+        started: float,
+        inputs: dict[str, Any] | None = None,
+        as_of: date | None = None,
+    ) -> None:
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        now = datetime.now(UTC)
+        path = self.folder / f"predictions-{now:%Y-%m-%d}.jsonl"
+        lines = [
+            json.dumps(
+                {
+                    "at": now.isoformat(timespec="milliseconds"),
+                    "dataset": self.dataset,
+                    "endpoint": endpoint,
+                    "as_of": None if as_of is None else str(as_of),
+                    "member": self.pseudonym(r["member_id"]),
+                    "output": {k: v for k, v in r.items() if k != "member_id"},
+                    "inputs": inputs or {},
+                    "versions": versions,
+                    "latency_ms": latency_ms,
+                },
+                default=str,
+            )
+            for r in records
+        ]
+        with self._lock:
+            if self._path != path or self._replaced():  # a new day, or `privacy forget` rewrote the file
+                if self._handle is not None:
+                    self._handle.close()
+                self._path, self._handle = path, path.open("a", encoding="utf-8")
+            assert self._handle is not None
+            self._handle.write("\n".join(lines) + "\n")
+            self._handle.flush()
+
+
+def log_path(home: StateHome, day: date) -> Path:
+    return home.logs / f"predictions-{day:%Y-%m-%d}.jsonl"
+
+
+def read_log(home: StateHome, since: date | None = None, until: date | None = None) -> pd.DataFrame:
+    """Every logged prediction from `since` to `until` (days of logging, both included), one row per line:
+    at, endpoint, as_of, member, versions, and the output's fields (churn_probability, expected_value, tier,
+    items). A torn last line (a crash mid-write) is skipped: everything before it was flushed whole."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(home.logs.glob("predictions-*.jsonl")):
+        day = date.fromisoformat(path.stem.removeprefix("predictions-"))
+        if (since and day < since) or (until and day > until):
+            continue
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                output = entry.pop("output", {}) or {}
+                entry.pop("inputs", None)
+                rows.append({**entry, **output})
+    return pd.DataFrame(rows)

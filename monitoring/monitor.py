@@ -1,0 +1,133 @@
+"""One monitoring pass: the current snapshot and the recent predictions against the champion's reference, and
+real performance where outcomes are known. `report` writes it out; `check` compares it with the thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from evidently.core.report import Snapshot as EvidentlySnapshot
+
+from features.home import StateHome
+from features.prediction_log import read_log
+from features.progress import step
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.store import Dataset
+from features.tiers import score_snapshot
+from monitoring.drift import (
+    DriftResult,
+    compare,
+    item_popularity,
+    logged_items,
+    reference_recommendations,
+    tier_share_changes,
+)
+from monitoring.performance import MEMBER_ENDPOINTS, PerformancePoint, matured_performance
+from monitoring.reference import Reference, champion_reference
+from monitoring.settings import MonitorSettings
+
+PREDICTION_COLUMNS = ["churn_probability", "expected_value", "tier"]
+
+
+@dataclass
+class MonitorResult:
+    dataset: str
+    as_of: date
+    reference: Reference
+    data_drift: DriftResult
+    prediction_drift: DriftResult
+    prediction_source: str  # "prediction log" or "scored snapshot"
+    tier_changes: dict[str, float]
+    recs_drift: dict[str, DriftResult] = field(default_factory=dict)
+    performance: list[PerformancePoint] = field(default_factory=list)
+    performance_report: EvidentlySnapshot | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def model_label(self) -> str:
+        """The champion versions, for report names: churn-v3_value-v2."""
+        return "_".join(f"{name}-v{version}" for name, version in self.reference.versions.items())
+
+
+def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: MonitorSettings) -> MonitorResult:
+    reference = champion_reference(home)
+    with step(f"comparing {dataset.name} as of {as_of} with the reference snapshot as of {reference.as_of}"):
+        build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=reference.horizon_days))
+        current = Snapshot(dataset, as_of).features()
+        reference_features = reference.features()
+        columns = [c for c in reference_features.columns if c != "member_id"]
+        data_drift = compare(reference_features, current, columns, settings.data_drift)
+
+    log = read_log(home, since=datetime.now(UTC).date() - timedelta(days=settings.prediction_drift.window_days))
+    log = log[log["dataset"] == dataset.name] if not log.empty and "dataset" in log else pd.DataFrame()
+    with step("comparing recent predictions with the champions' reference predictions"):
+        reference_predictions = score_snapshot(reference_features, reference.churn, reference.value)
+        current_predictions, source = _current_predictions(log, current, reference)
+        prediction_drift = compare(
+            reference_predictions, current_predictions, PREDICTION_COLUMNS, settings.data_drift, preset=False
+        )
+        tiers = tier_share_changes(reference_predictions["tier"], current_predictions["tier"])
+        recs_drift = _recs_drift(reference, log, settings)
+
+    full_log = read_log(home)
+    full_log = full_log[full_log["dataset"] == dataset.name] if "dataset" in full_log else pd.DataFrame()
+    with step("measuring matured predictions against what members then did"):
+        performance, performance_report = matured_performance(dataset, full_log, reference.horizon_days)
+    return MonitorResult(
+        dataset=dataset.name,
+        as_of=as_of,
+        reference=reference,
+        data_drift=data_drift,
+        prediction_drift=prediction_drift,
+        prediction_source=source,
+        tier_changes=tiers,
+        recs_drift=recs_drift,
+        performance=performance,
+        performance_report=performance_report,
+    )
+
+
+def _current_predictions(log: pd.DataFrame, current: pd.DataFrame, reference: Reference) -> tuple[pd.DataFrame, str]:
+    """The recent logged answers, one per member (the latest); without any, the champions' answers on the
+    current snapshot, so that prediction drift is still measured."""
+    if not log.empty and "churn_probability" in log:
+        rows = log[log["endpoint"].isin(MEMBER_ENDPOINTS)].dropna(subset=["churn_probability"])
+        rows = rows.drop_duplicates("member", keep="last")
+        if len(rows):
+            return rows[PREDICTION_COLUMNS].reset_index(drop=True), f"prediction log ({len(rows):,} members)"
+    return score_snapshot(current, reference.churn, reference.value), "scored snapshot (no recent predictions logged)"
+
+
+def _recs_drift(reference: Reference, log: pd.DataFrame, settings: MonitorSettings) -> dict[str, DriftResult]:
+    """Popularity of recommended items, now against the champion's own lists on its training members: a
+    recommender sliding towards best-sellers (or away from them) shows here first."""
+    out = {}
+    for kind, recommender in reference.recommenders.items():
+        current_items = logged_items(log, kind)
+        if current_items.empty:
+            continue
+        reference_items = reference_recommendations(recommender, k=10)
+        out[kind.value] = compare(
+            pd.DataFrame({"item_popularity": item_popularity(recommender, reference_items)}),
+            pd.DataFrame({"item_popularity": item_popularity(recommender, current_items)}),
+            ["item_popularity"],
+            settings.data_drift,
+            preset=False,
+        )
+    return out
+
+
+def headline(result: MonitorResult) -> dict[str, Any]:
+    """The figures ops read first, for the index page and for `check`."""
+    latest = {p.model: p.metrics for p in result.performance}
+    return {
+        "features": len(result.data_drift.columns),
+        "drifted_features": len(result.data_drift.drifted),
+        "drift_share": round(result.data_drift.share, 4),
+        "drifted_predictions": result.prediction_drift.drifted,
+        "largest_tier_share_change": max((abs(v) for v in result.tier_changes.values()), default=0.0),
+        "drifted_recommendations": [k for k, d in result.recs_drift.items() if d.drifted],
+        "performance": latest,
+    }
