@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -205,6 +206,7 @@ def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient
             assert served.status_code == 200, (path, served.text)
             assert served.json() == http.post(path, json=payload).json() or path == "/metadata"
         assert httpx.get(f"{base}/docs.json", timeout=5).json()["info"]["title"] == "community-ml"
+        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -244,6 +246,48 @@ def test_push_lists_leave_out_members_without_marketing_consent(home: StateHome,
     assert len(at_risk) > 0 and set(at_risk["tier"]) == {"churn_risk"}
     assert not set(at_risk["member_id"]) & refused
     assert at_risk["expected_value"].is_monotonic_decreasing
+
+
+@pytest.mark.slow
+def test_fuzzing_the_api_from_its_openapi_schema_gives_no_5xx(http: TestClient) -> None:
+    """Schemathesis generates requests from /docs.json, valid ones and invalid ones, for every operation;
+    none may get a 5xx. Left out: /reload (it reloads the models, seconds per call, and has its own tests) and
+    /metrics (BentoML's Prometheus endpoint needs the server process; the real-server test calls it)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_dict(http.get("/docs.json").json())
+    statuses: dict[tuple[str, int], int] = {}
+    for operation in (result.ok() for result in schema.get_all_operations()):
+        if operation.path in ("/reload", "/metrics"):
+            continue
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(max_examples=250, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def call(case: Any) -> None:
+                request = case.as_transport_kwargs(base_url="http://testserver")
+                answer = http.request(
+                    request["method"],
+                    request["url"],
+                    params=request.get("params"),
+                    headers=request.get("headers"),
+                    json=request.get("json"),
+                    content=request.get("data"),
+                )
+                key = (case.operation.label, answer.status_code)
+                statuses[key] = statuses.get(key, 0) + 1
+                assert answer.status_code < 500, (key, request, answer.text[:500])
+
+            try:
+                call()
+            except Unsatisfiable:  # no invalid request exists for an operation without input (GET /livez)
+                continue
+    assert sum(statuses.values()) >= 3_000
+    assert not [key for key in statuses if key[1] >= 500]
+    assert statuses.get(("POST /churn", 200), 0) > 100 and statuses.get(("POST /churn", 400), 0) > 100
 
 
 def test_the_pseudonym_key_lands_nowhere_but_its_own_file(http: TestClient, home: StateHome) -> None:
