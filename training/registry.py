@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
@@ -11,7 +12,7 @@ from features.home import StateHome
 from features.model_registry import CHAMPION, champion, connect
 from features.progress import say
 
-__all__ = ["champion", "conclude", "connect", "experiment", "run_params", "set_champion"]
+__all__ = ["champion", "conclude", "connect", "experiment", "run_params", "set_champion", "unloadable"]
 
 
 def experiment(client: MlflowClient, home: StateHome, name: str) -> str:
@@ -33,8 +34,20 @@ def set_champion(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
 
 
+def unloadable(name: str, version: str) -> str | None:
+    """Why the registered model cannot be loaded (a damaged or missing file), or None when it loads: a
+    champion that the service could not load must never be named."""
+    try:
+        mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    except Exception as exc:  # whatever broke (I/O, a parse error in the booster, a missing spec), it is refused
+        return f"{name} version {version} cannot be loaded from the registry ({type(exc).__name__}: {exc})"
+    return None
+
+
 def conclude(client: MlflowClient, name: str, version: str, reasons: list[str], promote: bool) -> bool:
     """Moves the champion alias to `version` when the gate gave no reasons and promotion is on; says which."""
+    if not reasons and promote and (problem := unloadable(name, version)):
+        reasons = [problem]
     if not reasons and promote:
         set_champion(client, name, version)
         say(f"{name} version {version} is the new champion")

@@ -318,6 +318,7 @@ def promote(home: Any, kind: ModelKind, version: str | None = None) -> Promotion
     if champion is not None:
         rivals[champion[0]] = champion[1]
     verdict = gate(kind, candidate, rivals)
-    if verdict.passed:
+    reasons = verdict.reasons or [problem for problem in [registry.unloadable(kind.value, chosen)] if problem]
+    if not reasons:
         registry.set_champion(client, kind.value, chosen)
-    return PromotionResult(kind=kind, version=chosen, promoted=verdict.passed, reasons=verdict.reasons)
+    return PromotionResult(kind=kind, version=chosen, promoted=not reasons, reasons=reasons)

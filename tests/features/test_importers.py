@@ -206,3 +206,29 @@ def test_a_file_in_another_format_is_refused_by_name(home: StateHome, tmp_path: 
     path = write_text(tmp_path / "x.csv", "InvoiceNo,StockCode\n1,2\n")
     with pytest.raises(DataError, match="not in the Online Retail format: missing column Description"):
         import_online_retail(Dataset(home, "r"), path)
+
+
+def test_an_import_interrupted_half_way_leaves_the_previous_dataset_readable(
+    home: StateHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from features.importers import import_file
+
+    first = write_text(tmp_path / "tx.csv", TRANSACTIONS)
+    mapping = {"member_id": "customer", "ts": "date"}
+    dataset = Dataset(home, "shop")
+    import_file(dataset, "orders", first, mapping)
+    before = dataset.read("orders")
+    real_to_parquet = pd.DataFrame.to_parquet
+
+    def crash_half_way(frame: pd.DataFrame, path: Path, **kwargs: object) -> None:
+        real_to_parquet(frame, path, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[: Path(path).stat().st_size // 2])  # a torn write
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", crash_half_way)
+    more = write_text(tmp_path / "more.csv", "customer,date,amount\nc7,2024-03-01,5\n")
+    with pytest.raises(OSError, match="disk full"):
+        import_file(dataset, "orders", more, mapping)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(dataset.read("orders"), before)  # the previous table, whole
+    assert not list(dataset.path.rglob("*.tmp"))  # and no half-written file left beside it

@@ -21,7 +21,7 @@ from features.synthetic import SyntheticConfig
 from features.tiers import TierSettings, assign_tiers
 from training.registry import set_champion
 from training.score import score
-from training.train import TrainSettings, gate, plan_cutoffs, promote, train
+from training.train import TrainSettings, Verdict, gate, plan_cutoffs, promote, train
 
 
 def test_the_gate_needs_every_rival_beaten_on_every_gate_metric() -> None:
@@ -106,6 +106,19 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     assert promote(community.home, ModelKind.churn, "1").promoted
     with pytest.raises(DataError, match="churn has no version 7"):
         promote(community.home, ModelKind.churn, "7")
+    # and a version whose model file is damaged, or gone, is refused whatever its metrics
+    source = client.get_model_version("churn", "2").source.removeprefix("models:/")
+    booster = next(community.home.mlflow_artifacts.glob(f"models/{source}/**/booster.txt"))
+    with monkeypatch.context() as patched:
+        # The gate is told the candidate wins: only its damaged files may refuse it.
+        patched.setattr("training.train.gate", lambda *args: Verdict(passed=True, reasons=[]))
+        booster.write_text("tree\nnot a LightGBM model")
+        damaged = promote(community.home, ModelKind.churn, "2")
+        booster.unlink()
+        missing = promote(community.home, ModelKind.churn, "2")
+    for refused in (damaged, missing):
+        assert not refused.promoted and "churn version 2 cannot be loaded from the registry" in refused.reasons[0]
+    assert str(champion(client, "churn").version) == "1"
 
     # and a value model tuned by Optuna on the validation cutoff is judged by the same gate
     value = train(community, ModelKind.value, settings.model_copy(update={"trials": 2}))
