@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python experiments/backtest_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py
+	$(BIN)/python experiments/soak_serving.py --minutes 5
 
 ## lint: ruff's checks and formatting
 .PHONY: lint

@@ -7,13 +7,14 @@ champions and a new snapshot atomically: a request holds the state it started wi
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
+from pydantic import Field, ValidationError
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,10 +25,22 @@ from features.recommending import RecsKind
 from serving.predictions import DATASET_ENV, ServingState, load_state, member_scores, recommendations
 
 API_KEY_ENV = "COMMUNITY_ML_API_KEY"
+BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
 
 MemberIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=1000)]
 TopK = Annotated[int, Field(ge=1, le=100)]
+
+
+class NoRequestValues(logging.Filter):
+    """BentoML logs a traceback for every request its input model rejects, and pydantic's message quotes the
+    input: member ids would land in the server log. This keeps the line and drops the values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ValidationError):
+            record.msg = f"{record.getMessage()}: bad input ({record.exc_info[1].error_count()} problems)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 class ApiKeyMiddleware(BaseHTTPMiddleware):
@@ -43,6 +56,7 @@ class ApiKeyMiddleware(BaseHTTPMiddleware):
 @bentoml.service(name="community-ml", traffic={"timeout": 30})
 class CommunityML:
     def __init__(self) -> None:
+        logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(NoRequestValues())
         self.home = StateHome.from_env()
         self.dataset = os.environ.get(DATASET_ENV, "demo")
         self.state: ServingState = load_state(self.home, self.dataset)

@@ -102,6 +102,26 @@ def test_check_exits_1_naming_the_drift_and_0_when_within_bounds(home: StateHome
     assert "ok: every monitored figure is within its threshold" in relaxed.output
 
 
+def test_check_with_retrain_retrains_churn_and_value_through_the_cli(
+    home: StateHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], check: bool) -> subprocess.CompletedProcess:
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr("monitoring.cli.subprocess.run", fake_run)
+    done = CliRunner().invoke(
+        app, ["monitor", "check", "--dataset", "shifted", "--as-of", str(TRAINED_AS_OF), "--retrain"]
+    )
+    assert done.exit_code == 1  # still an alert: the scheduler hears of the drift whatever the retraining did
+    assert [c[2:] for c in calls] == [
+        ["cli", "train", "churn", "--dataset", "shifted"],
+        ["cli", "train", "value", "--dataset", "shifted"],
+    ]
+
+
 def test_a_wrong_threshold_key_is_refused_naming_the_field(tmp_path: Path) -> None:
     config = tmp_path / "monitoring.yaml"
     config.write_text("data_drift:\n  max_drift_shares: 0.2\n")

@@ -125,6 +125,16 @@ def test_bad_input_gets_a_4xx_that_names_the_problem(http: TestClient, path: str
 
 
 @pytest.mark.slow
+def test_rejected_requests_leave_no_member_id_in_the_server_log(
+    http: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR"):
+        answer = http.post("/churn", json={"member_ids": "M-SECRET-7", "k": 1})
+    assert answer.status_code == 400
+    assert "Exception on /churn" in caplog.text and "bad input" in caplog.text
+    assert "M-SECRET-7" not in caplog.text
+
+
 def test_malformed_json_is_a_400(http: TestClient) -> None:
     response = http.post("/churn", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 400 and "Invalid JSON" in response.text
