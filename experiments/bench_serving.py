@@ -92,6 +92,19 @@ def prepare_home(root: Path, dataset: str) -> None:
             set_champion(client, recs.value, version)
 
 
+def ready_home(home: Path | None, dataset: str, tmp: str) -> tuple[Path, list[str]]:
+    """The state home to serve (built in `tmp` when none is given) and the member ids of its latest snapshot."""
+    from features.home import StateHome
+    from features.snapshots import Snapshot, resolve_as_of
+    from features.store import Dataset
+
+    root = home or Path(tmp) / "home"
+    if home is None:
+        prepare_home(root, dataset)
+    data = Dataset(StateHome(root), dataset)
+    return root, Snapshot(data, resolve_as_of(data, "latest")).features()["member_id"].astype(str).tolist()
+
+
 def start(command: list[str], env: dict[str, str], port: int, cwd: Path) -> subprocess.Popen:
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(240):
@@ -159,9 +172,7 @@ def main() -> None:
     project = Path(__file__).resolve().parents[1]
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.home or Path(tmp) / "home"
-        if args.home is None:
-            prepare_home(root, args.dataset)
+        root, members = ready_home(args.home, args.dataset, tmp)
         env = {
             **os.environ,
             "COMMUNITY_ML_HOME": str(root),
@@ -184,12 +195,6 @@ def main() -> None:
                 {**env, "PYTHONPATH": f"{tmp}:{project}"},
             ),
         }
-        from features.home import StateHome
-        from features.snapshots import Snapshot, resolve_as_of
-        from features.store import Dataset
-
-        dataset = Dataset(StateHome(root), args.dataset)
-        members = Snapshot(dataset, resolve_as_of(dataset, "latest")).features()["member_id"].tolist()
         rng = np.random.default_rng(0)
         scenarios = {
             "churn, 1 member": ("/churn", lambda: {"member_ids": [str(rng.choice(members))]}),

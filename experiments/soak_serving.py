@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import psutil
 
-from experiments.bench_serving import free_port, prepare_home, start
+from experiments.bench_serving import free_port, ready_home, start
 from experiments.results_file import write_results
 
 
@@ -94,20 +94,12 @@ def main() -> None:
     args = parser.parse_args()
     project = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.home or Path(tmp) / "home"
-        if args.home is None:
-            prepare_home(root, args.dataset)
+        root, members = ready_home(args.home, args.dataset, tmp)
         env = {**os.environ, "COMMUNITY_ML_HOME": str(root), "COMMUNITY_ML_DATASET": args.dataset}
         env.pop("COMMUNITY_ML_API_KEY", None)
         port = free_port()
         command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CommunityML", "--port", str(port)]
         process = start(command, {**env, "BENTOML_DO_NOT_TRACK": "true"}, port, project)
-        from features.home import StateHome
-        from features.snapshots import Snapshot, resolve_as_of
-        from features.store import Dataset
-
-        dataset = Dataset(StateHome(root), args.dataset)
-        members = Snapshot(dataset, resolve_as_of(dataset, "latest")).features()["member_id"].astype(str).tolist()
         try:
             rows = asyncio.run(
                 soak(f"http://127.0.0.1:{port}", members, args.minutes * 60, args.window, psutil.Process(process.pid))
