@@ -62,18 +62,24 @@ def suggest(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
-def _score(split: Split, params: dict[str, Any], kind: RecsKind, k: int, seed: int) -> dict[str, float]:
-    row = compare(split, {"als": als(params, seed)}, k=k, modes=(EXCLUDE_SEEN[kind],))[0]
+def _score(
+    split: Split, params: dict[str, Any], kind: RecsKind, k: int, seed: int, exclude_seen: bool | None = None
+) -> dict[str, float]:
+    mode = EXCLUDE_SEEN[kind] if exclude_seen is None else exclude_seen
+    row = compare(split, {"als": als(params, seed)}, k=k, modes=(mode,))[0]
     return {key: float(v) for key, v in row.items() if isinstance(v, float)}
 
 
-def tune_als(split: Split, kind: RecsKind, trials: int, k: int, seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Best ALS parameters by precision@k on the validation split (never the test split)."""
+def tune_als(
+    split: Split, kind: RecsKind, trials: int, k: int, seed: int, exclude_seen: bool | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Best ALS parameters by precision@k on the validation split (never the test split), for lists with or
+    without the member's own items (default: the kind's)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
 
     def objective(trial: optuna.Trial) -> float:
-        precision = _score(split, {**ALS_DEFAULTS, **suggest(trial)}, kind, k, seed)["precision"]
+        precision = _score(split, {**ALS_DEFAULTS, **suggest(trial)}, kind, k, seed, exclude_seen)["precision"]
         say(f"  trial {trial.number + 1}/{trials}: precision@{k} {precision:.4f}")
         return precision
 
