@@ -122,12 +122,13 @@ def _recs_drift(reference: Reference, log: pd.DataFrame, settings: MonitorSettin
 def headline(result: MonitorResult) -> dict[str, Any]:
     """The figures ops read first, for the index page and for `check`."""
     latest = {p.model: p.metrics for p in result.performance}
+    tier, change = max(result.tier_changes.items(), key=lambda item: abs(item[1]), default=("none", 0.0))
     return {
         "features": len(result.data_drift.columns),
         "drifted_features": len(result.data_drift.drifted),
         "drift_share": round(result.data_drift.share, 4),
         "drifted_predictions": result.prediction_drift.drifted,
-        "largest_tier_share_change": max((abs(v) for v in result.tier_changes.values()), default=0.0),
+        "largest_tier_share_change": {"tier": tier, "change": change},
         "drifted_recommendations": [k for k, d in result.recs_drift.items() if d.drifted],
         "performance": latest,
     }

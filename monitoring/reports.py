@@ -126,7 +126,10 @@ def _index_row(entry: dict[str, Any]) -> str:
     models = ", ".join(f"{k} v{v}" for k, v in entry["model_versions"].items())
     drift = f"{h['drifted_features']} of {h['features']} features drifted ({h['drift_share']:.0%})"
     predictions = e(", ".join(h["drifted_predictions"]) or "no drift")
-    predictions += f"<br><small>largest tier share change {h['largest_tier_share_change']:+.1%}</small>"
+    moved = h["largest_tier_share_change"]
+    if not isinstance(moved, dict):  # an index written before the tier was named
+        moved = {"tier": "", "change": float(moved)}
+    predictions += f"<br><small>largest tier share change: {e(moved['tier'])} {moved['change']:+.1%}</small>"
     performance = "<br>".join(
         f"{e(model)}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k != "k")
         for model, metrics in h["performance"].items()
