@@ -8,7 +8,7 @@ from features.cli import data_app
 from features.features_cli import features_app
 from features.privacy_cli import privacy_app
 from monitoring.cli import monitor_app
-from serving.cli import serve_app
+from serving.cli import bento_app, serve_app
 from training.cli import backtest_app
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(backtest_app)
 app.add_typer(serve_app)
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(bento_app, name="bento")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -19,8 +19,8 @@ from features.pseudonyms import pseudonym, pseudonym_key
 
 
 class PredictionLog:
-    """Appends one JSON line per prediction; each line is flushed, so a crash of the service loses nothing
-    already answered. Member ids are keyed hashes, never raw."""
+    """Appends one JSON line per prediction. Each batch of lines goes to the OS in one `write` before the call
+    returns, so a crash of the service loses nothing already answered. Member ids are keyed hashes, never raw."""
 
     def __init__(self, home: StateHome, dataset: str) -> None:
         self.dataset = dataset
@@ -29,17 +29,22 @@ class PredictionLog:
         self.key = pseudonym_key(home)
         self._lock = threading.Lock()
         self._path: Path | None = None
-        self._handle: Any = None
+        self._fd: int | None = None
+        self._inode = -1
+        self._pseudonyms: dict[str, str] = {}  # members come back: hash each once (bounded below)
 
     def pseudonym(self, member_id: str) -> str:
-        return pseudonym(self.key, member_id)
+        known = self._pseudonyms.get(member_id)
+        if known is None:
+            if len(self._pseudonyms) > 200_000:
+                self._pseudonyms.clear()
+            known = self._pseudonyms[member_id] = pseudonym(self.key, member_id)
+        return known
 
     def _replaced(self) -> bool:
-        """Whether the open file is no longer the one at its path: appending to it would lose the lines."""
-        if self._handle is None or self._path is None:
-            return False
+        """Whether the open file is no longer the one at its path (`privacy forget` rewrote it): one stat."""
         try:
-            return os.fstat(self._handle.fileno()).st_ino != os.stat(self._path).st_ino
+            return os.stat(self._path).st_ino != self._inode if self._path else False
         except FileNotFoundError:
             return True
 
@@ -55,31 +60,35 @@ class PredictionLog:
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         now = datetime.now(UTC)
         path = self.folder / f"predictions-{now:%Y-%m-%d}.jsonl"
-        lines = [
+        common = {
+            "at": now.isoformat(timespec="milliseconds"),
+            "dataset": self.dataset,
+            "endpoint": endpoint,
+            "as_of": None if as_of is None else str(as_of),
+        }
+        tail = {"inputs": inputs or {}, "versions": versions, "latency_ms": latency_ms}
+        text = "".join(
             json.dumps(
                 {
-                    "at": now.isoformat(timespec="milliseconds"),
-                    "dataset": self.dataset,
-                    "endpoint": endpoint,
-                    "as_of": None if as_of is None else str(as_of),
+                    **common,
                     "member": self.pseudonym(r["member_id"]),
                     "output": {k: v for k, v in r.items() if k != "member_id"},
-                    "inputs": inputs or {},
-                    "versions": versions,
-                    "latency_ms": latency_ms,
+                    **tail,
                 },
                 default=str,
             )
+            + "\n"
             for r in records
-        ]
+        )
         with self._lock:
-            if self._path != path or self._replaced():  # a new day, or `privacy forget` rewrote the file
-                if self._handle is not None:
-                    self._handle.close()
-                self._path, self._handle = path, path.open("a", encoding="utf-8")
-            assert self._handle is not None
-            self._handle.write("\n".join(lines) + "\n")
-            self._handle.flush()
+            if self._fd is None or self._path != path or self._replaced():  # a new day, or a forget rewrote it
+                if self._fd is not None:
+                    os.close(self._fd)
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._path, self._inode = path, os.fstat(self._fd).st_ino
+            data = text.encode()
+            while data:  # a regular file takes it whole; a full disk raises instead of losing lines quietly
+                data = data[os.write(self._fd, data) :]
 
 
 def log_path(home: StateHome, day: date) -> Path:

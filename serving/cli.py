@@ -6,6 +6,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
@@ -13,6 +14,7 @@ from features.cli import user_errors
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
+from serving.bento import models_from_bento
 
 serve_app = typer.Typer()
 
@@ -63,7 +65,8 @@ def serve_command(
                 f"--host {host} is reachable from other machines: set {API_KEY_ENV} so that every call needs "
                 "an x-api-key header, or serve on 127.0.0.1"
             )
-        preflight(StateHome.from_env(), dataset)
+        if not models_from_bento():
+            preflight(StateHome.from_env(), dataset)
     env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true"}
     command = [
         sys.executable,
@@ -77,3 +80,18 @@ def serve_command(
         str(port),
     ]
     raise typer.Exit(subprocess.call(command, env=env))
+
+
+bento_app = typer.Typer(no_args_is_help=True, help="Package the service with its champion models.")
+
+
+@bento_app.command("build")
+def bento_build_command(
+    lock: bool = typer.Option(True, "--lock/--no-lock", help="pin every dependency in the Bento (needs the index)"),
+) -> None:
+    """Build a Bento (bentofile.yaml) that carries the code, the locked dependencies and the champion models."""
+    from serving.bento import build_bento
+
+    with user_errors():
+        tag = build_bento(StateHome.from_env(), Path(__file__).resolve().parents[1], lock_packages=lock)
+    typer.echo(f"built {tag}: serve it with `bentoml serve {tag}` (set COMMUNITY_ML_HOME and COMMUNITY_ML_DATASET)")

@@ -20,6 +20,7 @@ from features.scoring import MemberScorer, ModelKind
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset
 from features.tiers import score_snapshot
+from serving.bento import load_packed, models_from_bento
 
 DATASET_ENV = "COMMUNITY_ML_DATASET"
 
@@ -39,17 +40,7 @@ class ServingState:
 def load_state(home: StateHome, dataset_name: str) -> ServingState:
     """Champions from the registry and the latest snapshot of the dataset, scored for every member."""
     dataset = Dataset(home, dataset_name).require()
-    client = connect(home)
-    churn, churn_version = load_champion(client, ModelKind.churn)
-    value, value_version = load_champion(client, ModelKind.value)
-    versions = {"churn": str(churn_version.version), "value": str(value_version.version)}
-    recommenders = {}
-    for kind in RecsKind:
-        try:
-            recommenders[kind], version = load_recommender(client, kind)
-            versions[kind.value] = str(version.version)
-        except DataError:  # no champion of that kind: a dataset may have no contents, or products
-            continue
+    churn, value, recommenders, versions = _packed_models() if models_from_bento() else _registry_models(home)
     gone = forgotten(dataset)
     if gone:  # members who asked to be forgotten since these recommenders were trained
         key = pseudonym_key(home)
@@ -79,6 +70,39 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         )
     }
     return ServingState(dataset_name, as_of, answers, churn, value, recommenders, versions)
+
+
+Models = tuple[MemberScorer, MemberScorer, dict[RecsKind, Recommender], dict[str, str]]
+
+
+def _registry_models(home: StateHome) -> Models:
+    """The champions of the MLflow registry: churn, value, the recommenders there are, and their versions."""
+    client = connect(home)
+    churn, churn_version = load_champion(client, ModelKind.churn)
+    value, value_version = load_champion(client, ModelKind.value)
+    versions = {"churn": str(churn_version.version), "value": str(value_version.version)}
+    recommenders = {}
+    for kind in RecsKind:
+        try:
+            recommenders[kind], version = load_recommender(client, kind)
+            versions[kind.value] = str(version.version)
+        except DataError:  # no champion of that kind: a dataset may have no contents, or products
+            continue
+    return churn, value, recommenders, versions
+
+
+def _packed_models() -> Models:
+    """Inside a Bento built by `community-ml bento build`: the champions it carries, no registry needed."""
+    (churn, churn_version), (value, value_version) = load_packed("churn"), load_packed("value")
+    versions = {"churn": churn_version, "value": value_version}
+    recommenders = {}
+    for kind in RecsKind:
+        try:
+            model, versions[kind.value] = load_packed(kind.value)
+        except DataError:
+            continue
+        recommenders[kind] = model.recommender
+    return churn.scorer, value.scorer, recommenders, versions
 
 
 def member_scores(state: ServingState, member_ids: list[str]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ champions and a new snapshot atomically: a request holds the state it started wi
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -24,6 +25,7 @@ from features.recommending import RecsKind
 from serving.predictions import DATASET_ENV, ServingState, load_state, member_scores, recommendations
 
 API_KEY_ENV = "COMMUNITY_ML_API_KEY"
+INLINE_RECS_MEMBERS = 10  # up to this many members per request, recommendations are scored on the event loop
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
 
@@ -61,7 +63,7 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-@bentoml.service(name="community-ml", traffic={"timeout": 30})
+@bentoml.service(name="community-ml", traffic={"timeout": 30}, logging={"access": {"enabled": False}})
 class CommunityML:
     def __init__(self) -> None:
         logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(NoRequestValues())
@@ -108,8 +110,16 @@ class CommunityML:
         self.log.write(kind.value, records, versions, started, {"k": k, "category": category}, state.as_of)
         return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
 
+    async def _recommend_async(self, *args: Any) -> dict[str, Any]:
+        """Small requests (the usual single member) answer on the event loop, like the lookups: a thread hop
+        costs more than the few milliseconds of scoring. Large batches go to a thread, not to block the loop."""
+        member_ids = args[1]
+        if len(member_ids) <= INLINE_RECS_MEMBERS:
+            return self._recommend(*args)
+        return await asyncio.to_thread(self._recommend, *args)
+
     @bentoml.api
-    def recommend_products(
+    async def recommend_products(
         self,
         member_ids: MemberIds,
         k: TopK = 10,
@@ -118,10 +128,10 @@ class CommunityML:
         include_seen: bool | None = None,
     ) -> dict[str, Any]:
         """Top-k products per member; already-bought products allowed unless include_seen is false."""
-        return self._recommend(RecsKind.products, member_ids, k, exclude, category, include_seen)
+        return await self._recommend_async(RecsKind.products, member_ids, k, exclude, category, include_seen)
 
     @bentoml.api
-    def recommend_content(
+    async def recommend_content(
         self,
         member_ids: MemberIds,
         k: TopK = 10,
@@ -130,7 +140,7 @@ class CommunityML:
         include_seen: bool | None = None,
     ) -> dict[str, Any]:
         """Top-k content items per member; already-seen content excluded unless include_seen is true."""
-        return self._recommend(RecsKind.contents, member_ids, k, exclude, content_type, include_seen)
+        return await self._recommend_async(RecsKind.contents, member_ids, k, exclude, content_type, include_seen)
 
     @bentoml.api
     def similar_products(

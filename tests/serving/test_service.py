@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +17,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from features.home import StateHome
-from features.importers import import_synthetic
-from features.model_registry import champion, connect
-from features.recommending import RecsKind
-from features.scoring import ModelKind
 from features.store import Dataset
-from features.synthetic import SyntheticConfig
-from tests.conftest import state_home_env
-from training.registry import set_champion
 from training.score import score
-from training.train import TrainSettings, train
-from training.train_recs import RecsTrainSettings, train_recs
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateHome]:
-    """A state home with champions of churn, value and both recommenders for a small community."""
-    with state_home_env(tmp_path_factory.mktemp("serving-home"), COMMUNITY_ML_DATASET="shop") as home:
-        dataset = Dataset(home, "shop")
-        import_synthetic(dataset, SyntheticConfig(members=1_500))
-        client = connect(home)
-        quick = TrainSettings(training_cutoffs=2, test_cutoffs=1)
-        for kind in ModelKind:
-            result = train(dataset, kind, quick)
-            if champion(client, kind.value) is None:  # the service needs one, whatever the gate said
-                set_champion(client, kind.value, result.version)
-        for recs in RecsKind:
-            result = train_recs(dataset, recs, RecsTrainSettings())
-            if champion(client, recs.value) is None:
-                set_champion(client, recs.value, result.version)
-        yield home
-
-
-@pytest.fixture(scope="module")
-def http(home: StateHome) -> Iterator[TestClient]:
-    from serving.service import CommunityML
-
-    with TestClient(CommunityML.to_asgi()) as client:
-        yield client
 
 
 @pytest.mark.slow
