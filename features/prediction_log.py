@@ -66,13 +66,16 @@ class PredictionLog:
             "endpoint": endpoint,
             "as_of": None if as_of is None else str(as_of),
         }
-        tail = {"inputs": inputs or {}, "versions": versions, "latency_ms": latency_ms}
+        shared_inputs = inputs or {}
+        tail = {"versions": versions, "latency_ms": latency_ms}
         text = "".join(
             json.dumps(
                 {
                     **common,
                     "member": self.pseudonym(r["member_id"]),
-                    "output": {k: v for k, v in r.items() if k != "member_id"},
+                    "output": {k: v for k, v in r.items() if k not in ("member_id", "inputs")},
+                    # a record's own inputs (the feature values behind it) join the request's
+                    "inputs": {**shared_inputs, **r["inputs"]} if "inputs" in r else shared_inputs,
                     **tail,
                 },
                 default=str,

@@ -24,7 +24,13 @@ CHAMPIONS = ("churn", "value", "product-recs", "content-recs")
 
 
 def models_from_bento() -> bool:
-    return os.environ.get(MODEL_SOURCE_ENV, "registry").strip().lower() == "bento"
+    """`$COMMUNITY_ML_MODEL_SOURCE` when set (a container built from the Bento sets it); otherwise whether this
+    code runs from a Bento that packs our models (`bentoml serve TAG` applies no Bento envs)."""
+    configured = os.environ.get(MODEL_SOURCE_ENV, "").strip().lower()
+    if configured:
+        return configured == "bento"
+    manifest = Path(__file__).resolve().parents[2] / "bento.yaml"  # <bento>/src/serving/bento.py
+    return manifest.exists() and MODEL_PREFIX in manifest.read_text()
 
 
 def export_champions(home: StateHome) -> list[str]:

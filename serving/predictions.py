@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pandas as pd
+
 from features.errors import DataError
 from features.home import StateHome
 from features.model_registry import connect, load_champion, load_recommender
@@ -34,6 +36,8 @@ class ServingState:
     value: MemberScorer
     recommenders: dict[RecsKind, Recommender]
     versions: dict[str, str]
+    # member_id -> the feature values behind the answer (its top reasons), for the prediction log
+    inputs: dict[str, dict[str, float]] = field(default_factory=dict)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -50,6 +54,7 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=value.spec.horizon_days))
     features = Snapshot(dataset, as_of).features()
     scores = score_snapshot(features, churn, value)
+    reasons = churn.top_reasons(features)
     # Every answer is worked out once here, reasons included: a request is then a dictionary lookup.
     answers = {
         str(member): {
@@ -65,11 +70,31 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
             scores["churn_probability"],
             scores["expected_value"],
             scores["tier"],
-            churn.top_reasons(features),
+            reasons,
             strict=True,
         )
     }
-    return ServingState(dataset_name, as_of, answers, churn, value, recommenders, versions)
+    return ServingState(
+        dataset_name, as_of, answers, churn, value, recommenders, versions, reason_values(features, reasons)
+    )
+
+
+def reason_values(features: pd.DataFrame, reasons: list[list[str]]) -> dict[str, dict[str, float]]:
+    """Each member's values of the features behind their answer: what the prediction log records as inputs
+    (the whole row stays in the versioned snapshot named by the log's as-of date)."""
+    columns = {name: features[name].to_numpy() for name in {n for r in reasons for n in r}}
+    return {
+        str(member): {name: _number(columns[name][row]) for name in names}
+        for row, (member, names) in enumerate(zip(features["member_id"], reasons, strict=True))
+    }
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # NaN (no history) is logged as null
 
 
 Models = tuple[MemberScorer, MemberScorer, dict[RecsKind, Recommender], dict[str, str]]

@@ -78,7 +78,8 @@ class CommunityML:
         started, state = time.perf_counter(), self.state  # one state for the whole request
         records = member_scores(state, member_ids)
         versions = {k: state.versions[k] for k in ("churn", "value")}
-        self.log.write(endpoint, records, versions, started, as_of=state.as_of)
+        logged = [{**r, "inputs": state.inputs.get(r["member_id"], {})} for r in records]
+        self.log.write(endpoint, logged, versions, started, as_of=state.as_of)
         return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
 
     # Lookups take microseconds: async endpoints answer on the event loop instead of hopping to a thread pool.

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from features.home import StateHome
@@ -38,7 +41,33 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     assert (bento / "src" / "serving" / "service.py").exists()
     assert "COMMUNITY_ML_MODEL_SOURCE" in manifest
 
-    # Inside the Bento the models come from the Bento: the registry may be out of reach.
+    # Served as a Bento, with the registry out of reach: the models come from the Bento.
+    port = _free_port()
+    unreachable = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "COMMUNITY_ML_DATASET": "shop"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)],
+        env=unreachable,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the Bento did not become ready in 60 s")
+        served = httpx.post(f"{base}/churn", json={"member_ids": ["M000002"]}, timeout=10).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # And the same, loaded in-process as the Bento would (the registry out of reach).
     probe = (
         "import json; from features.home import StateHome; from serving.predictions import load_state; "
         "s = load_state(StateHome.from_env(), 'shop'); "
@@ -57,3 +86,11 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     from_registry = load_state(home, "shop")
     assert from_bento["versions"] == from_registry.versions
     assert from_bento["answer"] == json.loads(json.dumps(from_registry.answers["M000002"]))  # bit for bit
+    assert served["members"][0] == from_bento["answer"]
+    assert served["model_versions"] == {k: from_registry.versions[k] for k in ("churn", "value")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -119,6 +119,15 @@ def test_predictions_are_logged_with_pseudonymous_ids(http: TestClient, home: St
     assert "M000007" not in json.dumps(mine)
     assert len(mine["member"]) == 24 and mine["versions"]["churn"] and mine["latency_ms"] > 0
     assert mine["output"]["tier"] in {"high_value", "potential", "ordinary", "churn_risk", "new"}
+    # the feature values behind the answer: its top reasons, as in the snapshot of the logged as-of date
+    assert set(mine["inputs"]) == set(mine["output"]["top_reasons"]) and len(mine["inputs"]) == 3
+    assert mine["as_of"] and mine["dataset"] == "shop"
+    from features.snapshots import Snapshot
+
+    row = Snapshot(Dataset(home, "shop"), pd.Timestamp(mine["as_of"]).date()).features().set_index("member_id")
+    for name, value in mine["inputs"].items():
+        expected = row.at["M000007", name]
+        assert value == (None if pd.isna(expected) else pytest.approx(float(expected)))
 
 
 @pytest.mark.slow
