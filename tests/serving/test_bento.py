@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 from features.home import StateHome
 from serving.predictions import load_state
 from tests.conftest import PROJECT_ROOT
+from tests.serving.conftest import free_port, wait_until_ready
 
 
 @pytest.mark.slow
@@ -42,7 +41,7 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     assert "COMMUNITY_ML_MODEL_SOURCE" in manifest
 
     # Served as a Bento, with the registry out of reach: the models come from the Bento.
-    port = _free_port()
+    port = free_port()
     unreachable = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "COMMUNITY_ML_DATASET": "shop"}
     server = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)],
@@ -53,15 +52,7 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the Bento did not become ready in 60 s")
+        wait_until_ready(base)
         served = httpx.post(f"{base}/churn", json={"member_ids": ["M000002"]}, timeout=10).json()
     finally:
         server.terminate()
@@ -88,9 +79,3 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     assert from_bento["answer"] == json.loads(json.dumps(from_registry.answers["M000002"]))  # bit for bit
     assert served["members"][0] == from_bento["answer"]
     assert served["model_versions"] == {k: from_registry.versions[k] for k in ("churn", "value")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from starlette.testclient import TestClient
 
 from features.home import StateHome
 from features.store import Dataset
+from tests.serving.conftest import free_port, wait_until_ready
 from training.score import score
 
 
@@ -150,15 +149,9 @@ def test_a_failed_reload_keeps_serving_and_says_so(http: TestClient, monkeypatch
     assert http.post("/health", json={}).json()["status"] == "ok"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--dataset", "shop", "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -167,15 +160,7 @@ def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the server did not become ready in 60 s")
+        wait_until_ready(base)
         calls = {
             "/churn": {"member_ids": ["M000001"]},
             "/value": {"member_ids": ["M000001"]},
@@ -197,7 +182,7 @@ def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient
 def test_serve_refuses_to_start_when_the_registry_is_unreachable(home: StateHome) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on the discard port
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "serve", "--dataset", "shop", "--port", str(_free_port())],
+        [sys.executable, "-m", "cli", "serve", "--dataset", "shop", "--port", str(free_port())],
         capture_output=True,
         text=True,
         env=env,
