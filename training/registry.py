@@ -44,13 +44,16 @@ def unloadable(name: str, version: str) -> str | None:
     return None
 
 
-def conclude(client: MlflowClient, name: str, version: str, reasons: list[str], promote: bool) -> bool:
-    """Moves the champion alias to `version` when the gate gave no reasons and promotion is on; says which."""
+def conclude(
+    client: MlflowClient, name: str, version: str, reasons: list[str], promote: bool
+) -> tuple[bool, list[str]]:
+    """Moves the champion alias to `version` when the gate gave no reasons, promotion is on and the registered
+    model loads; says which. Returns whether it moved, and every reason it did not."""
     if not reasons and promote and (problem := unloadable(name, version)):
         reasons = [problem]
     if not reasons and promote:
         set_champion(client, name, version)
         say(f"{name} version {version} is the new champion")
-        return True
+        return True, []
     say(f"{name} version {version} registered, champion unchanged: " + ("; ".join(reasons) or "--no-promote"))
-    return False
+    return False, reasons

@@ -252,7 +252,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         info = _log_model(scorer, data.frame[scorer.spec.columns].head(5), kind)
     version = str(info.registered_model_version)
 
-    promoted = registry.conclude(client, kind.value, version, verdict.reasons, settings.promote)
+    promoted, reasons = registry.conclude(client, kind.value, version, verdict.reasons, settings.promote)
     return TrainResult(
         kind=kind,
         dataset=dataset.name,
@@ -260,7 +260,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         version=version,
         run_id=run.info.run_id,
         promoted=promoted,
-        reasons=verdict.reasons,
+        reasons=reasons,
         metrics=metrics,
         rivals=rivals,
         params=params,

@@ -218,7 +218,7 @@ def train_recs(dataset: Dataset, kind: RecsKind, settings: RecsTrainSettings) ->
                 pip_requirements=[f"mlflow=={mlflow.__version__}", "implicit", f"pandas=={pd.__version__}"],
             )
     version = str(info.registered_model_version)
-    promoted = registry.conclude(client, kind.value, version, verdict.reasons, settings.promote)
+    promoted, reasons = registry.conclude(client, kind.value, version, verdict.reasons, settings.promote)
     return RecsTrainResult(
         kind=kind,
         dataset=dataset.name,
@@ -226,7 +226,7 @@ def train_recs(dataset: Dataset, kind: RecsKind, settings: RecsTrainSettings) ->
         version=version,
         run_id=run.info.run_id,
         promoted=promoted,
-        reasons=verdict.reasons,
+        reasons=reasons,
         metrics=metrics,
         rivals=rivals,
         params=params,
