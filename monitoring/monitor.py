@@ -60,8 +60,11 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
         columns = [c for c in reference_features.columns if c != "member_id"]
         data_drift = compare(reference_features, current, columns, settings.data_drift)
 
-    log = read_log(home, since=datetime.now(UTC).date() - timedelta(days=settings.prediction_drift.window_days))
-    log = log[log["dataset"] == dataset.name] if not log.empty and "dataset" in log else pd.DataFrame()
+    # The whole log is read once: its recent days for prediction drift, all of it for matured performance.
+    full_log = read_log(home)
+    full_log = full_log[full_log["dataset"] == dataset.name] if "dataset" in full_log else pd.DataFrame()
+    since = datetime.now(UTC).date() - timedelta(days=settings.prediction_drift.window_days)
+    log = full_log[full_log["at"].str[:10] >= since.isoformat()] if not full_log.empty else full_log
     with step("comparing recent predictions with the champions' reference predictions"):
         reference_predictions = score_snapshot(reference_features, reference.churn, reference.value)
         current_predictions, source = _current_predictions(log, current, reference)
@@ -71,8 +74,6 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
         tiers = tier_share_changes(reference_predictions["tier"], current_predictions["tier"])
         recs_drift = _recs_drift(reference, log, settings)
 
-    full_log = read_log(home)
-    full_log = full_log[full_log["dataset"] == dataset.name] if "dataset" in full_log else pd.DataFrame()
     with step("measuring matured predictions against what members then did"):
         performance, performance_report = matured_performance(dataset, full_log, reference.horizon_days)
     return MonitorResult(

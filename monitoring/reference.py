@@ -18,7 +18,6 @@ from features.recommending import Recommender, RecsKind
 from features.scoring import MemberScorer, ModelKind
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
-from features.tiers import score_snapshot
 
 
 @dataclass
@@ -35,10 +34,6 @@ class Reference:
     def features(self) -> pd.DataFrame:
         build_snapshot(self.dataset, SnapshotSettings(as_of=self.as_of, horizon_days=self.horizon_days))
         return Snapshot(self.dataset, self.as_of).features()
-
-    def predictions(self) -> pd.DataFrame:
-        """The champions' answers on their own reference snapshot: what prediction drift is measured from."""
-        return score_snapshot(self.features(), self.churn, self.value)
 
 
 def champion_reference(home: StateHome) -> Reference:
