@@ -94,19 +94,12 @@ class PredictionLog:
                 data = data[os.write(self._fd, data) :]
 
 
-def log_path(home: StateHome, day: date) -> Path:
-    return home.logs / f"predictions-{day:%Y-%m-%d}.jsonl"
-
-
-def read_log(home: StateHome, since: date | None = None, until: date | None = None) -> pd.DataFrame:
-    """Every logged prediction from `since` to `until` (days of logging, both included), one row per line:
-    at, endpoint, as_of, member, versions, and the output's fields (churn_probability, expected_value, tier,
-    items). A torn last line (a crash mid-write) is skipped: everything before it was flushed whole."""
+def read_log(home: StateHome) -> pd.DataFrame:
+    """Every logged prediction, one row per line: at, dataset, endpoint, as_of, member, versions, and the
+    output's fields (churn_probability, expected_value, tier, items). A torn last line (a crash mid-write) is
+    skipped: everything before it was written whole."""
     rows: list[dict[str, Any]] = []
     for path in sorted(home.logs.glob("predictions-*.jsonl")):
-        day = date.fromisoformat(path.stem.removeprefix("predictions-"))
-        if (since and day < since) or (until and day > until):
-            continue
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 try:

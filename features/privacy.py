@@ -76,8 +76,10 @@ def export_member(dataset: Dataset, member_id: str, out: Path) -> dict[str, int]
         rows = dataset.read(table)
         parts["tables"][table] = _records(rows[rows["member_id"] == member_id])
         parts["quarantine"][table] = _records(_quarantined(dataset, table, member_id))
+    # Keyed by snapshot and file (as_of=T/features.parquet, as_of=T/labels_h90.parquet): both hold the member.
     parts["features"] = {
-        str(path.parent.name): _records(_member_rows(path, member_id)) for path in _snapshot_files(dataset, "*.parquet")
+        f"{path.parent.name}/{path.name}": _records(_member_rows(path, member_id))
+        for path in _snapshot_files(dataset, "*.parquet")
     }
     parts["predictions"] = _log_lines(dataset.home, dataset.name, pseudonym(key, member_id))
     counts = {

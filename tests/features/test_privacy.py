@@ -47,7 +47,10 @@ def test_export_holds_every_row_about_the_member(community: Dataset, tmp_path: P
         rows = community.read(table)
         assert len(exported["tables"][table]) == int((rows["member_id"] == MEMBER).sum())
     assert len(exported["tables"]["orders"]) > 0
-    assert [r["member_id"] for r in exported["features"][f"as_of={AS_OF}"]] == [MEMBER]
+    features = exported["features"][f"as_of={AS_OF}/features.parquet"]
+    assert [r["member_id"] for r in features] == [MEMBER] and "recency_days" in features[0]
+    labels = exported["features"][f"as_of={AS_OF}/labels_h30.parquet"]
+    assert [r["member_id"] for r in labels] == [MEMBER] and "churned" in labels[0]
     assert len(exported["predictions"]) == 1 and exported["predictions"][0]["output"]["churn_probability"] == 0.5
     assert counts["predictions"] == 1
     with pytest.raises(DataError, match="not in dataset"):
