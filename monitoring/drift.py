@@ -17,7 +17,7 @@ from evidently.core.report import Snapshot as EvidentlySnapshot
 from evidently.metrics import ValueDrift
 from evidently.presets import DataDriftPreset
 
-from features.recommending import Recommender, RecsKind
+from features.recommending import Recommender
 from features.tiers import TIERS
 from monitoring.settings import DataDriftSettings
 
@@ -155,12 +155,3 @@ def reference_recommendations(recommender: Recommender, k: int, seed: int = 0) -
     members = recommender.member_ids.astype(str)
     sample = rng.choice(members, min(REFERENCE_RECS_MEMBERS, len(members)), replace=False).tolist()
     return recommender.recommend(sample, k)["item_id"].astype(str)
-
-
-def logged_items(log: pd.DataFrame, kind: RecsKind) -> pd.Series:
-    """Every item the service or a batch export recommended, from the prediction log."""
-    if log.empty or "items" not in log:
-        return pd.Series([], dtype=str)
-    rows = log[log["endpoint"].isin([kind.value, f"batch/{kind.value}"])]
-    items = [item["item_id"] for listed in rows["items"].dropna() for item in listed]
-    return pd.Series(items, dtype=str)

@@ -20,11 +20,10 @@ from monitoring.drift import (
     DriftResult,
     compare,
     item_popularity,
-    logged_items,
     reference_recommendations,
     tier_share_changes,
 )
-from monitoring.performance import MEMBER_ENDPOINTS, PerformancePoint, matured_performance
+from monitoring.performance import MEMBER_ENDPOINTS, PerformancePoint, matured_performance, recommended_lists
 from monitoring.reference import Reference, champion_reference
 from monitoring.settings import MonitorSettings
 
@@ -106,7 +105,7 @@ def _recs_drift(reference: Reference, log: pd.DataFrame, settings: MonitorSettin
     recommender sliding towards best-sellers (or away from them) shows here first."""
     out = {}
     for kind, recommender in reference.recommenders.items():
-        current_items = logged_items(log, kind)
+        current_items = pd.Series([i for items in recommended_lists(log, kind)["items"] for i in items], dtype=str)
         if current_items.empty:
             continue
         reference_items = reference_recommendations(recommender, k=10)

@@ -91,7 +91,7 @@ def matured_performance(
                 points.append(PerformancePoint(as_of, "churn-value", len(members), metrics))
                 latest = (as_of, members.merge(outcomes, on="member"))
         for kind in RecsKind:
-            lists = _lists(rows, kind)
+            lists = recommended_lists(rows, kind).drop_duplicates("member", keep="last")
             if lists.empty:
                 continue
             metrics = precision_at_k(lists, _interactions(dataset, kind, as_of, horizon_days, key))
@@ -109,11 +109,11 @@ def _member_predictions(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[["member", "churn_probability", "expected_value"]]
 
 
-def _lists(rows: pd.DataFrame, kind: RecsKind) -> pd.DataFrame:
-    rows = rows[rows["endpoint"].isin([kind.value, f"batch/{kind.value}"])]
-    if rows.empty or "items" not in rows:
-        return pd.DataFrame()
-    rows = rows.dropna(subset=["items"]).drop_duplicates("member", keep="last")
+def recommended_lists(log: pd.DataFrame, kind: RecsKind) -> pd.DataFrame:
+    """member, items (ids in rank order): every list the service or a batch export logged for `kind`."""
+    if log.empty or "items" not in log:
+        return pd.DataFrame({"member": [], "items": []})
+    rows = log[log["endpoint"].isin([kind.value, f"batch/{kind.value}"])].dropna(subset=["items"])
     return pd.DataFrame({"member": rows["member"], "items": [[i["item_id"] for i in items] for items in rows["items"]]})
 
 

@@ -21,13 +21,14 @@ from features.home import StateHome
 from features.importers import import_synthetic
 from features.prediction_log import PredictionLog, read_log
 from features.pseudonyms import pseudonym, pseudonym_key
+from features.recommending import RecsKind
 from features.scoring import ModelKind
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
 from monitoring.check import breaches
 from monitoring.monitor import MonitorResult, run_monitor
-from monitoring.performance import matured_performance, member_performance, precision_at_k
+from monitoring.performance import matured_performance, member_performance, precision_at_k, recommended_lists
 from monitoring.reports import write_reports
 from monitoring.settings import MonitorSettings, load_settings
 from tests.conftest import state_home_env
@@ -213,3 +214,16 @@ def _render(page: Path, wait_ms: int = 2_000) -> str:
 def test_log_pseudonyms_match_the_outcomes_pseudonyms(home: StateHome) -> None:
     key = pseudonym_key(home)
     assert pseudonym(key, "M000001") == PredictionLog(home, "base").pseudonym("M000001") != "M000001"
+
+
+def test_recommended_lists_come_from_the_service_and_batch_exports_of_that_kind() -> None:
+    log = pd.DataFrame(
+        {
+            "endpoint": ["product-recs", "batch/product-recs", "content-recs", "churn"],
+            "member": ["a", "b", "a", "a"],
+            "items": [[{"item_id": "p1"}, {"item_id": "p2"}], [{"item_id": "p3"}], [{"item_id": "c1"}], None],
+        }
+    )
+    lists = recommended_lists(log, RecsKind.products)
+    assert lists.to_dict("list") == {"member": ["a", "b"], "items": [["p1", "p2"], ["p3"]]}
+    assert recommended_lists(log.drop(columns=["items"]), RecsKind.products).empty
