@@ -111,13 +111,12 @@ class CommunityML:
         self.log.write(kind.value, records, versions, started, {"k": k, "category": category}, state.as_of)
         return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
 
-    async def _recommend_async(self, *args: Any) -> dict[str, Any]:
+    async def _recommend_async(self, kind: RecsKind, member_ids: list[str], *rules: Any) -> dict[str, Any]:
         """Small requests (the usual single member) answer on the event loop, like the lookups: a thread hop
         costs more than the few milliseconds of scoring. Large batches go to a thread, not to block the loop."""
-        member_ids = args[1]
         if len(member_ids) <= INLINE_RECS_MEMBERS:
-            return self._recommend(*args)
-        return await asyncio.to_thread(self._recommend, *args)
+            return self._recommend(kind, member_ids, *rules)
+        return await asyncio.to_thread(self._recommend, kind, member_ids, *rules)
 
     @bentoml.api
     async def recommend_products(
