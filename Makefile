@@ -38,7 +38,7 @@ demo: setup
 	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of latest
 	$(BIN)/community-ml train churn --dataset $(DEMO_DATASET)
 	$(BIN)/community-ml train value --dataset $(DEMO_DATASET)
-	$(BIN)/community-ml train product-recs --dataset $(DEMO_DATASET)
+	$(BIN)/community-ml train product-recs --dataset $(DEMO_DATASET) --trials 12
 	$(BIN)/community-ml train content-recs --dataset $(DEMO_DATASET)
 	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content \

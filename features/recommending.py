@@ -1,7 +1,8 @@
 """Serving-side recommendations from fitted ALS factors: business rules, cold start, similar items, fold-in.
 
-Training fits the factors (training/recs.py) and stores them here as one .npz plus a JSON spec; batch export and
-the service load them back without importing training code.
+Training fits the factors (training/train_recs.py) and stores them here as one .npz plus a JSON spec; batch export
+and the service load them back without importing training code. Training's evaluation ranks with `rank_items`
+too, so what is measured is what is served.
 """
 
 from __future__ import annotations
@@ -31,6 +32,72 @@ class RecsKind(StrEnum):
         return "products" if self is RecsKind.products else "contents"
 
 
+# Members scored per matrix product: bounds the dense member x item score block a large batch needs.
+_RANK_CHUNK = 512
+
+
+def preference_scores(
+    user_vectors: np.ndarray, item_factors: np.ndarray, counts: sp.csr_matrix | None, repeat_weight: float
+) -> np.ndarray:
+    """ALS preference of each member (row) for each item, plus a repeat boost on the items they already have.
+
+    Repeat buying is most of what retail members buy next, and ALS factors only blur a member's own favourites:
+    on Online Retail, precision@10 with repeats allowed went from 0.293 to 0.33 with the boost. The boost is
+    the times bought, in units of the member's own spread of ALS scores, so one weight fits every member; a
+    favourite bought five times outranks an item bought once (log or square-root counts did slightly worse on
+    Online Retail and on the synthetic community).
+    """
+    scores = user_vectors @ item_factors.T
+    if repeat_weight > 0 and counts is not None and counts.nnz:
+        boost = counts.astype(np.float32, copy=True)
+        boost.data = np.clip(boost.data, 0, None)
+        spread = scores.std(axis=1, keepdims=True)
+        scores += repeat_weight * spread * boost.toarray()
+    return scores
+
+
+def rank_items(
+    user_vectors: np.ndarray,
+    item_factors: np.ndarray,
+    seen: sp.csr_matrix,
+    k: int,
+    *,
+    exclude_seen: bool,
+    repeat_weight: float = 0.0,
+    blocked: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item columns and scores per member row; -1 pads a row with fewer than k allowed items.
+
+    `seen` holds each member's interaction counts (a row per member): the items a new-only list leaves out
+    and the repeat boost of lists that may hold them.
+    """
+    n_items = item_factors.shape[0]
+    k = min(k, n_items)
+    ids = np.full((len(user_vectors), k), -1, dtype=np.int64)
+    top_scores = np.zeros((len(user_vectors), k), dtype=np.float64)
+    for start in range(0, len(user_vectors), _RANK_CHUNK):
+        stop = min(start + _RANK_CHUNK, len(user_vectors))
+        rows = seen[start:stop]
+        scores = preference_scores(user_vectors[start:stop], item_factors, rows, 0.0 if exclude_seen else repeat_weight)
+        if blocked is not None and blocked.any():
+            scores[:, blocked] = -np.inf
+        if exclude_seen:
+            r, c = rows.nonzero()
+            scores[r, c] = -np.inf
+        part = (
+            np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            if k < n_items
+            else np.tile(np.arange(n_items), (stop - start, 1))
+        )
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)  # best first; ties by item column, so runs agree
+        chosen, chosen_scores = np.take_along_axis(part, order, 1), np.take_along_axis(part_scores, order, 1)
+        allowed = np.isfinite(chosen_scores)
+        ids[start:stop] = np.where(allowed, chosen, -1)
+        top_scores[start:stop] = np.where(allowed, chosen_scores, 0.0)
+    return ids, top_scores
+
+
 class RecsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +120,8 @@ class Recommender:
     # Cold start by segment: a member's persona (or first group) -> the popularity among that segment's members.
     segment_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     member_segment: dict[str, str] = field(default_factory=dict)
+    # Raw interaction counts (times bought) behind the repeat boost; None for recommenders saved without them.
+    counts: sp.csr_matrix | None = None
     _rows: dict[str, int] = field(init=False, repr=False)
     _cols: dict[str, int] = field(init=False, repr=False)
 
@@ -105,14 +174,7 @@ class Recommender:
         frames = []
         if known:
             rows = np.array([self._rows[m] for m in known])
-            with threadpool_limits(1, "blas"):
-                ids, scores = self._model.recommend(
-                    rows,
-                    self.user_items[rows],
-                    N=k,
-                    filter_already_liked_items=exclude_seen,
-                    filter_items=np.flatnonzero(blocked) if blocked.any() else None,
-                )
+            ids, scores = self._rank(self.user_factors[rows], self._own[rows], k, exclude_seen, blocked)
             frames.append(self._frame(known, ids, scores, cold=False))
         cold = [m for m in member_ids if m not in self._rows]
         by_segment: dict[str | None, list[str]] = {}
@@ -134,6 +196,27 @@ class Recommender:
         return out.sort_values(
             ["member_id", "rank"], key=lambda s: s.map(order) if s.name == "member_id" else s, kind="stable"
         ).reset_index(drop=True)
+
+    @property
+    def _own(self) -> sp.csr_matrix:
+        """What each member already has, counted: raw counts where stored, else the weighted interactions."""
+        return self.counts if self.counts is not None else self.user_items
+
+    def _rank(
+        self, user_vectors: np.ndarray, own: sp.csr_matrix, k: int, exclude_seen: bool, blocked: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # A recommender saved without raw counts has no repeat boost: its weighted rows are not purchase counts.
+        repeat_weight = float(self.spec.als_params.get("repeat_weight", 0.0)) if self.counts is not None else 0.0
+        with threadpool_limits(1, "blas"):
+            return rank_items(
+                user_vectors,
+                self.item_factors,
+                own,
+                k,
+                exclude_seen=exclude_seen,
+                repeat_weight=repeat_weight,
+                blocked=blocked,
+            )
 
     def _frame(self, members: list[str], ids: np.ndarray, scores: np.ndarray, cold: bool) -> pd.DataFrame:
         valid = ids >= 0  # implicit pads with -1 when fewer than k items are allowed
@@ -158,6 +241,9 @@ class Recommender:
         for member in member_ids:
             if (row := self._rows.pop(member, None)) is not None:
                 self.user_factors[row] = 0.0
+                for matrix in (self.user_items, self.counts):
+                    if matrix is not None:
+                        matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]] = 0.0
             self.member_segment.pop(member, None)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
@@ -173,21 +259,28 @@ class Recommender:
         )
 
     def fold_in(self, member_id: str, item_weights: dict[str, float], k: int = 10) -> pd.DataFrame:
-        """Recommendations from a member's newest interactions, without retraining (implicit's recalculate)."""
-        row = (
+        """Recommendations from a member's newest interactions, without retraining (implicit's recalculate).
+
+        `item_weights` are the new interactions' counts (times bought, or content action weights), as in the
+        matrices training reads; they are added to the member's own before their factors are solved again.
+        """
+        known = member_id in self._rows
+        weighted = (
             self.user_items[self._rows[member_id]].toarray().ravel()
-            if member_id in self._rows
+            if known
             else np.zeros(len(self.item_ids), dtype=np.float32)
         )
+        own = self._own[self._rows[member_id]].toarray().ravel() if known else np.zeros(len(self.item_ids))
         for item, weight in item_weights.items():
             if item in self._cols:
-                row[self._cols[item]] += weight
-        user_items = sp.csr_matrix(row.reshape(1, -1).astype(np.float32))
+                weighted[self._cols[item]] += weight
+                own[self._cols[item]] += weight
+        user_items = sp.csr_matrix(weighted.reshape(1, -1).astype(np.float32))
         with threadpool_limits(1, "blas"):
-            ids, scores = self._model.recommend(
-                0, user_items, N=k, recalculate_user=True, filter_already_liked_items=self.spec.exclude_seen_default
-            )
-        return self._frame([member_id], ids.reshape(1, -1), scores.reshape(1, -1), cold=False)
+            vector = np.asarray(self._model.recalculate_user(0, user_items)).reshape(1, -1)
+        own_row = sp.csr_matrix(own.reshape(1, -1).astype(np.float32))
+        ids, scores = self._rank(vector, own_row, k, self.spec.exclude_seen_default, self._inactive)
+        return self._frame([member_id], ids, scores, cold=False)
 
     def save(self, folder: Path) -> dict[str, str]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -204,6 +297,7 @@ class Recommender:
             member_ids=self.member_ids.astype(str),
             item_ids=self.item_ids.astype(str),
             popularity=self.popularity,
+            **self._counts_arrays(),
             segment_names=np.array(list(self.segment_popularity), dtype=str),
             segment_popularity=np.array(list(self.segment_popularity.values()), dtype=np.float32).reshape(
                 len(self.segment_popularity), len(self.item_ids)
@@ -220,6 +314,15 @@ class Recommender:
             )
         )
         return {"recommender": str(arrays), "spec": str(spec)}
+
+    def _counts_arrays(self) -> dict[str, np.ndarray]:
+        if self.counts is None:
+            return {}
+        return {
+            "counts_data": self.counts.data,
+            "counts_indices": self.counts.indices,
+            "counts_indptr": self.counts.indptr,
+        }
 
     @classmethod
     def load(cls, arrays_path: Path, spec_path: Path) -> Recommender:
@@ -242,4 +345,7 @@ class Recommender:
                 if "segment_names" in z.files
                 else {},
                 meta.get("member_segment", {}),
+                sp.csr_matrix((z["counts_data"], z["counts_indices"], z["counts_indptr"]), shape=tuple(z["shape"]))
+                if "counts_data" in z.files
+                else None,
             )

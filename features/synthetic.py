@@ -2,7 +2,7 @@
 
 The simulation plants effects that the models should later find:
 - engagement fades over the ~90 days before a member churns, and orders only over the last ~45;
-- each persona prefers some product categories and content types;
+- each persona prefers some product categories and content types, and within a category its own products;
 - spending is seasonal (618 in June, Double 11 in November, December), with promotion days;
 - promotion-driven members buy mostly on promotion days and churn about twice as fast.
 Everything is drawn from one seeded generator, so a seed gives the same dataset every time.
@@ -422,24 +422,41 @@ class _Sim:
         return pd.concat([sales, returns], ignore_index=True)
 
     def _pick_products(self, member: np.ndarray) -> np.ndarray:
-        """Favourites are bought again; otherwise a category by preference, a product by popularity."""
+        """Favourites are bought again; otherwise a category by preference, then a product by its popularity
+        times the persona's taste for it (members of a persona share tastes within a category, as young parents
+        share favourite brands: the co-buying that collaborative filtering learns)."""
         rng = self.rng
         n_cat = len(CATEGORIES)
         cum = np.cumsum(self.category_pref, axis=1)
         favourites = np.empty((self.cfg.members, 4), dtype=np.int64)
         fav_cat = (rng.random((self.cfg.members, 4, 1)) > cum[:, None, :]).sum(axis=2).clip(0, n_cat - 1)
         line_cat = (rng.random((len(member), 1)) > cum[member]).sum(axis=1).clip(0, n_cat - 1)
+        # Tastes come from their own generator, and each pick below takes one uniform draw as rng.choice would:
+        # the main stream, and so every other table, stays as it was without tastes.
+        taste = np.random.default_rng([self.cfg.seed, 2]).lognormal(0.0, 1.0, (len(PERSONAS), self.cfg.products))
         product = np.empty(len(member), dtype=np.int64)
         for c in range(n_cat):
             ids = np.flatnonzero(self.product_category == c)
-            p = self.product_popularity[ids] / self.product_popularity[ids].sum()
-            pick = line_cat == c
-            product[pick] = rng.choice(ids, pick.sum(), p=p)
-            fav = fav_cat == c
-            favourites[fav] = rng.choice(ids, fav.sum(), p=p)
+            weights = self.product_popularity[ids] * taste[:, ids]
+            cdf = np.cumsum(weights, axis=1)
+            cdf /= cdf[:, -1:]
+            pick = np.flatnonzero(line_cat == c)
+            product[pick] = ids[self._by_persona(cdf, self.persona[member[pick]], rng.random(len(pick)))]
+            fav_member, fav_slot = np.nonzero(fav_cat == c)
+            chosen = self._by_persona(cdf, self.persona[fav_member], rng.random(len(fav_member)))
+            favourites[fav_member, fav_slot] = ids[chosen]
         repeat = rng.random(len(member)) < 0.4
         product[repeat] = favourites[member[repeat], rng.integers(0, 4, repeat.sum())]
         return product
+
+    @staticmethod
+    def _by_persona(cdf: np.ndarray, persona: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """Inverse-CDF draws: row i takes `uniform[i]` through the cumulative weights of its persona."""
+        out = np.empty(len(uniform), dtype=np.int64)
+        for q in np.unique(persona):
+            rows = persona == q
+            out[rows] = np.minimum(np.searchsorted(cdf[q], uniform[rows], side="right"), cdf.shape[1] - 1)
+        return out
 
     def memberships(self) -> np.ndarray:
         """Up to three groups per member (-1 = none), by the persona's liking of group types."""

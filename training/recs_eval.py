@@ -22,6 +22,7 @@ from implicit.nearest_neighbours import CosineRecommender, bm25_weight
 from threadpoolctl import threadpool_limits
 
 from features.interactions import Interactions
+from features.recommending import rank_items
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 
@@ -157,6 +158,8 @@ ALS_DEFAULTS: dict[str, Any] = {
     "iterations": 20,
     "bm25_k1": 100.0,
     "bm25_b": 0.8,
+    # The boost of a member's own items in lists that may repeat them (features.recommending.preference_scores).
+    "repeat_weight": 4.0,
 }
 
 
@@ -180,9 +183,21 @@ def fit_als(
 
 
 def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
+    """ALS ranked as the served recommender ranks: factors, plus the repeat boost where repeats are allowed."""
+    p = {**ALS_DEFAULTS, **(params or {})}
+
     def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
-        model, weighted = fit_als(split.train, params, seed)
-        return _implicit_recommend(model, weighted, split, k, exclude_seen)
+        model, _ = fit_als(split.train, p, seed)
+        with threadpool_limits(1, "blas"):
+            ids, _ = rank_items(
+                np.asarray(model.user_factors)[split.users],
+                np.asarray(model.item_factors),
+                split.train[split.users],
+                k,
+                exclude_seen=exclude_seen,
+                repeat_weight=float(p["repeat_weight"]),
+            )
+        return [row[row >= 0] for row in ids]
 
     return recommend
 

@@ -98,6 +98,25 @@ def test_personas_prefer_their_categories_and_content_types(community: Synthetic
     assert kinds.loc["quality_seeking", "knowledge"] > 2 * kinds.loc["price_sensitive", "knowledge"]
 
 
+def test_personas_share_tastes_for_products_within_a_category(community: SyntheticData) -> None:
+    # given: each persona's share of its stationery purchases per product (favourites left in: they follow tastes)
+    persona = community.tables["members"].set_index("member_id")["persona"]
+    products = community.tables["products"].set_index("product_id")
+    sales = community.tables["orders"].query("~is_return")
+    sales = sales[sales["product_id"].map(products["category"]) == "stationery"]
+    counts = pd.crosstab(sales["member_id"].map(persona), sales["product_id"])
+    shares = counts.div(counts.sum(axis=1), axis=0)
+
+    # then: halves of one persona agree on their favourites more than two personas do
+    members = sales["member_id"].drop_duplicates().sort_values()
+    half = set(members.iloc[::2])
+    students = sales[sales["member_id"].map(persona) == "student"]
+    split = pd.crosstab(students["member_id"].isin(half), students["product_id"], normalize="index")
+    within = split.T.corr().iloc[0, 1]
+    across = shares.T.corr().where(lambda c: c < 0.999).stack().median()
+    assert within > 0.8 and across < within - 0.2
+
+
 def test_spending_is_seasonal(community: SyntheticData) -> None:
     sales = community.tables["orders"].query("~is_return")
     per_month = sales.groupby(sales["ts"].dt.to_period("M")).size()
