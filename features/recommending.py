@@ -236,8 +236,9 @@ class Recommender:
 
     def forget(self, member_ids: set[str]) -> None:
         """Treats these members as never seen: their factors, interactions and segment are no longer used, and
-        they get the overall cold-start list. Their row's numbers stay in the arrays until the next training,
-        which no longer sees them (features/privacy.py)."""
+        they get the overall cold-start list. Their factors and interaction counts are zeroed in memory; the
+        arrays keep their rows (and the files on disk their values) until the next training, which no longer
+        sees them (features/privacy.py)."""
         for member in member_ids:
             if (row := self._rows.pop(member, None)) is not None:
                 self.user_factors[row] = 0.0
