@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import BaseModel, ConfigDict
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 
 class RecsKind(StrEnum):
@@ -30,6 +30,17 @@ class RecsKind(StrEnum):
     def matrix(self) -> str:
         """The snapshot interaction matrix this recommender learns from."""
         return "products" if self is RecsKind.products else "contents"
+
+
+@cache
+def _threadpools() -> ThreadpoolController:
+    """Found once: looking up the loaded BLAS libraries takes ~6 ms, more than a whole request's scoring."""
+    return ThreadpoolController()
+
+
+def single_threaded_blas() -> Any:
+    """implicit parallelises itself, and a request is one small product: BLAS threads on top only contend."""
+    return _threadpools().limit(limits=1, user_api="blas")
 
 
 # Members scored per matrix product: bounds the dense member x item score block a large batch needs.
@@ -133,7 +144,7 @@ class Recommender:
     def _model(self) -> AlternatingLeastSquares:
         """implicit's model around the stored factors, built once: requests only read it."""
         p = self.spec.als_params
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             model = AlternatingLeastSquares(
                 factors=self.item_factors.shape[1], regularization=float(p["regularization"]), alpha=float(p["alpha"])
             )
@@ -192,10 +203,10 @@ class Recommender:
             if frames
             else self._frame([], np.empty((0, k), int), np.empty((0, k)), cold=False)
         )
-        order = {m: i for i, m in enumerate(member_ids)}
-        return out.sort_values(
-            ["member_id", "rank"], key=lambda s: s.map(order) if s.name == "member_id" else s, kind="stable"
-        ).reset_index(drop=True)
+        # Known and cold-start members were answered in groups: back to the order they were asked in.
+        position = {m: i for i, m in enumerate(member_ids)}
+        asked = np.fromiter((position[m] for m in out["member_id"]), dtype=np.int64, count=len(out))
+        return out.take(np.lexsort((out["rank"].to_numpy(), asked))).reset_index(drop=True)
 
     @property
     def _own(self) -> sp.csr_matrix:
@@ -207,7 +218,7 @@ class Recommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         # A recommender saved without raw counts has no repeat boost: its weighted rows are not purchase counts.
         repeat_weight = float(self.spec.als_params.get("repeat_weight", 0.0)) if self.counts is not None else 0.0
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             return rank_items(
                 user_vectors,
                 self.item_factors,
@@ -277,7 +288,7 @@ class Recommender:
                 weighted[self._cols[item]] += weight
                 own[self._cols[item]] += weight
         user_items = sp.csr_matrix(weighted.reshape(1, -1).astype(np.float32))
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             vector = np.asarray(self._model.recalculate_user(0, user_items)).reshape(1, -1)
         own_row = sp.csr_matrix(own.reshape(1, -1).astype(np.float32))
         ids, scores = self._rank(vector, own_row, k, self.spec.exclude_seen_default, self._inactive)

@@ -19,10 +19,9 @@ import pandas as pd
 import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender, bm25_weight
-from threadpoolctl import threadpool_limits
 
 from features.interactions import Interactions
-from features.recommending import rank_items
+from features.recommending import rank_items, single_threaded_blas
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 
@@ -170,7 +169,7 @@ def fit_als(
     p = {**ALS_DEFAULTS, **(params or {})}
     weighted = bm25_weight(train, K1=p["bm25_k1"], B=p["bm25_b"]).tocsr().astype(np.float32)
     # implicit parallelises itself; OpenBLAS threads on top of that only contend for the same cores.
-    with threadpool_limits(1, "blas"):
+    with single_threaded_blas():
         model = AlternatingLeastSquares(
             factors=int(p["factors"]),
             regularization=float(p["regularization"]),
@@ -188,7 +187,7 @@ def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
 
     def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
         model, _ = fit_als(split.train, p, seed)
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             ids, _ = rank_items(
                 np.asarray(model.user_factors)[split.users],
                 np.asarray(model.item_factors),
