@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -79,7 +78,11 @@ def serve_command(
         "--port",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command, env=env))
+    # The server replaces this process rather than running as its child: a supervisor's SIGTERM (systemd,
+    # Kubernetes, a test) then reaches the server itself, and no orphaned server outlives the command.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
 
 
 bento_app = typer.Typer(no_args_is_help=True, help="Package the service with its champion models.")

@@ -67,3 +67,14 @@ def wait_until_ready(base: str, seconds: float = 60.0) -> None:
             pass
         time.sleep(0.5)
     pytest.fail(f"the server at {base} did not become ready in {seconds:.0f} s")
+
+
+def nothing_listens(port: int, seconds: float = 15.0) -> bool:
+    """True once no server accepts connections on the port (it may take a moment to shut down)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.5)
+    return False

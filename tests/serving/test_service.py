@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from features.home import StateHome
 from features.store import Dataset
-from tests.serving.conftest import free_port, wait_until_ready
+from tests.serving.conftest import free_port, nothing_listens, wait_until_ready
 from training.score import score
 
 
@@ -177,6 +177,8 @@ def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # The signal reached the server itself: nothing outlives the command (a child server once did).
+    assert nothing_listens(port)
 
 
 def test_serve_refuses_to_start_when_the_registry_is_unreachable(home: StateHome) -> None:
