@@ -81,11 +81,13 @@ def test_product_als_on_online_retail_meets_the_issue_targets(tmp_path) -> None:
     assert rows[("popular", "repeat allowed")]["precision"] == pytest.approx(0.102, abs=0.001)  # README figure
     assert rows[("popular", "new only")]["precision"] == pytest.approx(0.045, abs=0.001)
     assert repeat["precision"] >= 0.26 and repeat["precision"] >= 2.5 * rows[("popular", "repeat allowed")]["precision"]
+    assert repeat["precision"] >= 0.32  # 0.331 with the repeat boost; ALS factors alone give 0.293
     assert new["precision"] >= 0.09
 
 
 def test_als_recommendations_are_deterministic_for_a_seed(community: Dataset) -> None:
     split = time_split(community, "products", date(2025, 12, 1), 90)
-    first = als(seed=3)(split, 10, True)
-    again = als(seed=3)(split, 10, True)
-    assert all((a == b).all() for a, b in zip(first, again, strict=True))
+    for exclude_seen in (True, False):
+        first = als(seed=3)(split, 10, exclude_seen)
+        again = als(seed=3)(split, 10, exclude_seen)
+        assert all((a == b).all() for a, b in zip(first, again, strict=True))
