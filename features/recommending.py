@@ -230,7 +230,7 @@ class Recommender:
             )
 
     def _frame(self, members: list[str], ids: np.ndarray, scores: np.ndarray, cold: bool) -> pd.DataFrame:
-        valid = ids >= 0  # implicit pads with -1 when fewer than k items are allowed
+        valid = ids >= 0  # rank_items pads with -1 when fewer than k items are allowed
         k = ids.shape[1] if ids.ndim == 2 else 0
         member = np.repeat(np.array(members, dtype=object), k)
         rank = np.tile(np.arange(1, k + 1), len(members))
