@@ -8,16 +8,18 @@ too, so what is measured is what is served.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import bm25_weight
 from pydantic import BaseModel, ConfigDict
 from threadpoolctl import ThreadpoolController
 
@@ -38,9 +40,15 @@ def _threadpools() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def single_threaded_blas() -> Any:
+def single_threaded_blas() -> AbstractContextManager[Any]:
     """implicit parallelises itself, and a request is one small product: BLAS threads on top only contend."""
     return _threadpools().limit(limits=1, user_api="blas")
+
+
+def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.csr_matrix:
+    """The BM25-weighted confidences ALS is fitted on, from the raw interaction matrix."""
+    weighted = bm25_weight(interactions, K1=float(als_params["bm25_k1"]), B=float(als_params["bm25_b"]))
+    return weighted.tocsr().astype(np.float32)
 
 
 # Members scored per matrix product: bounds the dense member x item score block a large batch needs.
@@ -60,10 +68,7 @@ def preference_scores(
     """
     scores = user_vectors @ item_factors.T
     if repeat_weight > 0 and counts is not None and counts.nnz:
-        boost = counts.astype(np.float32, copy=True)
-        boost.data = np.clip(boost.data, 0, None)
-        spread = scores.std(axis=1, keepdims=True)
-        scores += repeat_weight * spread * boost.toarray()
+        scores += repeat_weight * scores.std(axis=1, keepdims=True) * counts.toarray()
     return scores
 
 
@@ -116,6 +121,10 @@ class RecsSpec(BaseModel):
     als_params: dict[str, Any]
     # Repeat buying is normal in retail: product lists may hold items the member has; content lists do not.
     exclude_seen_default: bool
+    # What the stored interaction matrix holds: raw counts (times bought, summed action weights), from which the
+    # BM25 confidences and the repeat boost derive. Recommenders saved before counts were kept stored the
+    # confidences themselves, and a spec without this field is one of those: it serves with no repeat boost.
+    interactions: Literal["counts", "bm25"] = "bm25"
 
 
 @dataclass
@@ -123,7 +132,7 @@ class Recommender:
     spec: RecsSpec
     user_factors: np.ndarray
     item_factors: np.ndarray
-    user_items: sp.csr_matrix  # the weighted interactions the factors were fitted on (for fold-in and seen items)
+    interactions: sp.csr_matrix  # what each member has (spec.interactions says how it is counted)
     member_ids: np.ndarray
     item_ids: np.ndarray
     popularity: np.ndarray  # members per item: the cold-start order
@@ -131,8 +140,6 @@ class Recommender:
     # Cold start by segment: a member's persona (or first group) -> the popularity among that segment's members.
     segment_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     member_segment: dict[str, str] = field(default_factory=dict)
-    # Raw interaction counts (times bought) behind the repeat boost; None for recommenders saved without them.
-    counts: sp.csr_matrix | None = None
     _rows: dict[str, int] = field(init=False, repr=False)
     _cols: dict[str, int] = field(init=False, repr=False)
 
@@ -185,7 +192,7 @@ class Recommender:
         frames = []
         if known:
             rows = np.array([self._rows[m] for m in known])
-            ids, scores = self._rank(self.user_factors[rows], self._own[rows], k, exclude_seen, blocked)
+            ids, scores = self._rank(self.user_factors[rows], self.interactions[rows], k, exclude_seen, blocked)
             frames.append(self._frame(known, ids, scores, cold=False))
         cold = [m for m in member_ids if m not in self._rows]
         by_segment: dict[str | None, list[str]] = {}
@@ -208,16 +215,19 @@ class Recommender:
         asked = np.fromiter((position[m] for m in out["member_id"]), dtype=np.int64, count=len(out))
         return out.take(np.lexsort((out["rank"].to_numpy(), asked))).reset_index(drop=True)
 
-    @property
-    def _own(self) -> sp.csr_matrix:
-        """What each member already has, counted: raw counts where stored, else the weighted interactions."""
-        return self.counts if self.counts is not None else self.user_items
+    @cached_property
+    def _confidences(self) -> sp.csr_matrix:
+        """The BM25 confidences the factors were fitted on (fold-in solves a member's factors from them)."""
+        if self.spec.interactions == "bm25":
+            return self.interactions
+        return confidences(self.interactions, self.spec.als_params)
 
     def _rank(
         self, user_vectors: np.ndarray, own: sp.csr_matrix, k: int, exclude_seen: bool, blocked: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        # A recommender saved without raw counts has no repeat boost: its weighted rows are not purchase counts.
-        repeat_weight = float(self.spec.als_params.get("repeat_weight", 0.0)) if self.counts is not None else 0.0
+        # Confidences are not purchase counts: a recommender that stored only those gets no repeat boost.
+        counted = self.spec.interactions == "counts"
+        repeat_weight = float(self.spec.als_params.get("repeat_weight", 0.0)) if counted else 0.0
         with single_threaded_blas():
             return rank_items(
                 user_vectors,
@@ -247,15 +257,11 @@ class Recommender:
 
     def forget(self, member_ids: set[str]) -> None:
         """Treats these members as never seen: their factors, interactions and segment are no longer used, and
-        they get the overall cold-start list. Their factors and interaction counts are zeroed in memory; the
-        arrays keep their rows (and the files on disk their values) until the next training, which no longer
-        sees them (features/privacy.py)."""
+        they get the overall cold-start list. Their row's numbers stay in the arrays until the next training,
+        which no longer sees them (features/privacy.py)."""
         for member in member_ids:
             if (row := self._rows.pop(member, None)) is not None:
                 self.user_factors[row] = 0.0
-                for matrix in (self.user_items, self.counts):
-                    if matrix is not None:
-                        matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]] = 0.0
             self.member_segment.pop(member, None)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
@@ -276,22 +282,20 @@ class Recommender:
         `item_weights` are the new interactions' counts (times bought, or content action weights), as in the
         matrices training reads; they are added to the member's own before their factors are solved again.
         """
-        known = member_id in self._rows
-        weighted = (
-            self.user_items[self._rows[member_id]].toarray().ravel()
-            if known
-            else np.zeros(len(self.item_ids), dtype=np.float32)
+        row = self._rows.get(member_id)
+        weighted, own = (
+            (m[row].toarray().ravel() for m in (self._confidences, self.interactions))
+            if row is not None
+            else (np.zeros(len(self.item_ids), dtype=np.float32) for _ in range(2))
         )
-        own = self._own[self._rows[member_id]].toarray().ravel() if known else np.zeros(len(self.item_ids))
         for item, weight in item_weights.items():
             if item in self._cols:
                 weighted[self._cols[item]] += weight
                 own[self._cols[item]] += weight
-        user_items = sp.csr_matrix(weighted.reshape(1, -1).astype(np.float32))
         with single_threaded_blas():
-            vector = np.asarray(self._model.recalculate_user(0, user_items)).reshape(1, -1)
+            vector = self._model.recalculate_user(0, sp.csr_matrix(weighted.reshape(1, -1).astype(np.float32)))
         own_row = sp.csr_matrix(own.reshape(1, -1).astype(np.float32))
-        ids, scores = self._rank(vector, own_row, k, self.spec.exclude_seen_default, self._inactive)
+        ids, scores = self._rank(vector.reshape(1, -1), own_row, k, self.spec.exclude_seen_default, self._inactive)
         return self._frame([member_id], ids, scores, cold=False)
 
     def save(self, folder: Path) -> dict[str, str]:
@@ -302,14 +306,13 @@ class Recommender:
             arrays,
             user_factors=self.user_factors,
             item_factors=self.item_factors,
-            data=self.user_items.data,
-            indices=self.user_items.indices,
-            indptr=self.user_items.indptr,
-            shape=np.array(self.user_items.shape),
+            data=self.interactions.data,
+            indices=self.interactions.indices,
+            indptr=self.interactions.indptr,
+            shape=np.array(self.interactions.shape),
             member_ids=self.member_ids.astype(str),
             item_ids=self.item_ids.astype(str),
             popularity=self.popularity,
-            **self._counts_arrays(),
             segment_names=np.array(list(self.segment_popularity), dtype=str),
             segment_popularity=np.array(list(self.segment_popularity.values()), dtype=np.float32).reshape(
                 len(self.segment_popularity), len(self.item_ids)
@@ -327,27 +330,18 @@ class Recommender:
         )
         return {"recommender": str(arrays), "spec": str(spec)}
 
-    def _counts_arrays(self) -> dict[str, np.ndarray]:
-        if self.counts is None:
-            return {}
-        return {
-            "counts_data": self.counts.data,
-            "counts_indices": self.counts.indices,
-            "counts_indptr": self.counts.indptr,
-        }
-
     @classmethod
     def load(cls, arrays_path: Path, spec_path: Path) -> Recommender:
         meta = json.loads(Path(spec_path).read_text())
         attrs = pd.DataFrame(meta["item_attributes"])
         attrs = attrs.set_index("item_id") if "item_id" in attrs else pd.DataFrame()
         with np.load(arrays_path, allow_pickle=False) as z:
-            user_items = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            interactions = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             return cls(
                 RecsSpec.model_validate(meta["spec"]),
                 z["user_factors"],
                 z["item_factors"],
-                user_items,
+                interactions,
                 z["member_ids"],
                 z["item_ids"],
                 z["popularity"],
@@ -357,7 +351,4 @@ class Recommender:
                 if "segment_names" in z.files
                 else {},
                 meta.get("member_segment", {}),
-                sp.csr_matrix((z["counts_data"], z["counts_indices"], z["counts_indptr"]), shape=tuple(z["shape"]))
-                if "counts_data" in z.files
-                else None,
             )

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares
-from implicit.nearest_neighbours import CosineRecommender, bm25_weight
+from implicit.nearest_neighbours import CosineRecommender
 
 from features.interactions import Interactions
-from features.recommending import rank_items, single_threaded_blas
+from features.recommending import confidences, rank_items, single_threaded_blas
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 
@@ -162,12 +162,10 @@ ALS_DEFAULTS: dict[str, Any] = {
 }
 
 
-def fit_als(
-    train: sp.csr_matrix, params: dict[str, Any] | None = None, seed: int = 0
-) -> tuple[AlternatingLeastSquares, sp.csr_matrix]:
-    """Implicit ALS on BM25-weighted confidences; returns the model and the weighted member rows it uses."""
+def fit_als(train: sp.csr_matrix, params: dict[str, Any] | None = None, seed: int = 0) -> AlternatingLeastSquares:
+    """Implicit ALS on the BM25-weighted confidences of the raw interaction matrix."""
     p = {**ALS_DEFAULTS, **(params or {})}
-    weighted = bm25_weight(train, K1=p["bm25_k1"], B=p["bm25_b"]).tocsr().astype(np.float32)
+    weighted = confidences(train, p)
     # implicit parallelises itself; OpenBLAS threads on top of that only contend for the same cores.
     with single_threaded_blas():
         model = AlternatingLeastSquares(
@@ -178,7 +176,7 @@ def fit_als(
             random_state=seed,
         )
         model.fit(weighted, show_progress=False)
-    return model, weighted
+    return model
 
 
 def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
@@ -186,7 +184,7 @@ def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
     p = {**ALS_DEFAULTS, **(params or {})}
 
     def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
-        model, _ = fit_als(split.train, p, seed)
+        model = fit_als(split.train, p, seed)
         with single_threaded_blas():
             ids, _ = rank_items(
                 np.asarray(model.user_factors)[split.users],

@@ -139,14 +139,19 @@ def fit_recommender(dataset: Dataset, kind: RecsKind, as_of: date, params: dict[
     """ALS on everything before `as_of`, with the popularity order for cold start and the items' attributes."""
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))
     interactions = Snapshot(dataset, as_of).interactions(kind.matrix)
-    model, weighted = fit_als(interactions.matrix.tocsr(), params, seed)
+    model = fit_als(interactions.matrix.tocsr(), params, seed)
     popularity = np.diff(interactions.matrix.tocsc().indptr).astype(np.float32)
     segments = member_segments(dataset)
     return Recommender(
-        RecsSpec(kind=kind, als_params={**ALS_DEFAULTS, **params}, exclude_seen_default=EXCLUDE_SEEN[kind]),
+        RecsSpec(
+            kind=kind,
+            als_params={**ALS_DEFAULTS, **params},
+            exclude_seen_default=EXCLUDE_SEEN[kind],
+            interactions="counts",
+        ),
         np.asarray(model.user_factors),
         np.asarray(model.item_factors),
-        weighted,
+        interactions.matrix.tocsr(),
         interactions.member_ids,
         interactions.item_ids,
         popularity,
@@ -154,7 +159,6 @@ def fit_recommender(dataset: Dataset, kind: RecsKind, as_of: date, params: dict[
         segment_popularity(interactions.matrix.tocsr(), interactions.member_ids, segments),
         # Only members without history need a segment: everyone else is served from their own factors.
         {m: s for m, s in segments.items() if m not in set(interactions.member_ids.tolist())},
-        counts=interactions.matrix.tocsr(),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 from features.home import StateHome
 from features.importers import import_synthetic
 from features.model_registry import connect, load_recommender
-from features.recommending import Recommender, RecsKind, rank_items
+from features.recommending import Recommender, RecsKind, confidences, rank_items
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
 from training.train_recs import RecsTrainSettings, fit_recommender, train_recs
@@ -42,7 +43,7 @@ def test_no_recommended_item_is_one_the_rules_exclude(products: Recommender, com
     assert not set(recs["item_id"]) & inactive
     assert not set(recs["item_id"]) & set(excluded)
     for member, items in recs.groupby("member_id")["item_id"]:
-        row = products.user_items[products._rows[member]]
+        row = products.interactions[products._rows[member]]
         assert not set(items) & set(products.item_ids[row.indices])  # nothing the member already bought
     baby = products.recommend(members[:20], k=5, category="baby_care")
     assert set(catalogue.loc[baby["item_id"], "category"]) == {"baby_care"}
@@ -70,7 +71,7 @@ def test_ranking_boosts_what_a_member_bought_again_and_filters_by_the_rules() ->
 def test_repeat_buying_is_allowed_for_products_by_default(products: Recommender) -> None:
     member = products.member_ids[0]
     recs = products.recommend([member], k=50)
-    bought = set(products.item_ids[products.user_items[0].indices])
+    bought = set(products.item_ids[products.interactions[0].indices])
     assert set(recs["item_id"]) & bought
 
 
@@ -108,6 +109,40 @@ def test_save_and_load_give_the_same_recommendations(products: Recommender, tmp_
     pd.testing.assert_frame_equal(loaded.recommend(members, 10), products.recommend(members, 10))
 
 
+def test_a_recommender_saved_before_counts_were_kept_serves_without_the_repeat_boost(
+    products: Recommender, tmp_path: Path
+) -> None:
+    # given: a spec without `interactions` over the BM25 confidences, as recommenders were saved before
+    paths = products.save(tmp_path)
+    spec = json.loads(Path(paths["spec"]).read_text())
+    del spec["spec"]["interactions"]
+    Path(paths["spec"]).write_text(json.dumps(spec))
+    with np.load(paths["recommender"]) as z:
+        arrays = dict(z)
+    weighted = confidences(products.interactions, products.spec.als_params)
+    arrays |= {"data": weighted.data, "indices": weighted.indices, "indptr": weighted.indptr}
+    np.savez_compressed(paths["recommender"], **arrays)
+
+    # when
+    legacy = Recommender.load(paths["recommender"], paths["spec"])
+
+    # then: it ranks by the factors alone, and fold-in reads the confidences as they are
+    assert legacy.spec.interactions == "bm25" and products.spec.interactions == "counts"
+    member = str(products.member_ids[0])
+    factors_only, _ = rank_items(
+        products.user_factors[[0]],
+        products.item_factors,
+        weighted[[0]],
+        10,
+        exclude_seen=False,
+        blocked=products._inactive,
+    )
+    assert list(legacy.recommend([member], 10)["item_id"]) == list(products.item_ids[factors_only[0]])
+    members = [str(m) for m in products.member_ids[:50]]
+    assert not products.recommend(members, 10).equals(legacy.recommend(members, 10))  # the boost moves some lists
+    assert len(legacy.fold_in(member, {str(products.item_ids[0]): 1.0}, k=5)) == 5
+
+
 @pytest.mark.slow
 def test_content_recs_train_register_and_serve_from_the_registry(community: Dataset, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -120,7 +155,7 @@ def test_content_recs_train_register_and_serve_from_the_registry(community: Data
     served = mlflow.pyfunc.load_model("models:/content-recs@champion").predict(pd.DataFrame({"member_id": members}))
     pd.testing.assert_frame_equal(served, recommender.recommend(members, 10))
     for member, items in served.groupby("member_id")["item_id"]:  # content: nothing already seen
-        seen = recommender.item_ids[recommender.user_items[recommender._rows[member]].indices]
+        seen = recommender.item_ids[recommender.interactions[recommender._rows[member]].indices]
         assert not set(items) & set(seen)
     assert np.isfinite(served["score"]).all()
 
