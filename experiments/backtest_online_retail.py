@@ -35,11 +35,14 @@ def _per_cutoff(report: BacktestReport, metric: str, methods: dict[str, str]) ->
     return frame[list(methods)].rename(columns=methods)
 
 
-def _markdown(table: pd.DataFrame, title: str, digits: int) -> str:
-    table = table.copy()
-    table.loc["mean"] = table.mean()
+def _markdown(table: pd.DataFrame, title: str, digits: int = 4, mean_row: bool = True) -> str:
+    """A markdown table of the frame, its index as the first column; '-' where a value is missing."""
+    if mean_row:
+        table = table.copy()
+        table.loc["mean"] = table.mean()
     lines = [f"| {title} | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
-    lines += [f"| {cutoff} | " + " | ".join(f"{v:,.{digits}f}" for v in row) + " |" for cutoff, row in table.iterrows()]
+    for label, row in table.iterrows():
+        lines.append(f"| {label} | " + " | ".join("-" if v != v else f"{v:,.{digits}f}" for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -84,16 +87,11 @@ def main() -> None:
         for kind, columns in COLUMNS.items():
             report = backtest(dataset, kind, BacktestSettings(cutoffs=CUTOFFS))
             reports[kind] = report
-            means = report.mean_by_method()
-            lines = [f"| {kind.value} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-            for method, row in means.iterrows():
-                cells = " | ".join("-" if row[c] != row[c] else f"{row[c]:.4f}" for c in columns)
-                lines.append(f"| {method} | {cells} |")
-            lines.append(
-                f"\n{kind.value}: {len(CUTOFFS)} cutoffs trained and scored in {report.seconds:.1f} s "
+            sections.append(
+                _markdown(report.mean_by_method()[list(columns)], kind.value, mean_row=False)
+                + f"\n{kind.value}: {len(CUTOFFS)} cutoffs trained and scored in {report.seconds:.1f} s "
                 f"(features, {len(CUTOFFS)} models, baselines).\n"
             )
-            sections.append("\n".join(lines))
         sections.append(ceiling_tables(dataset, reports))
         # The whole training job as a data scientist runs it: held-out judging, final fit, MLflow, the gate.
         timings = []

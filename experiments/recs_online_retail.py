@@ -21,7 +21,7 @@ from experiments.results_file import write_results
 from features.home import StateHome
 from features.importers import import_synthetic
 from features.online_retail import import_online_retail
-from features.recommending import RecsKind
+from features.recommending import RecsKind, rank_items
 from features.snapshots import Snapshot
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
@@ -40,11 +40,10 @@ def ease(l2: float = 500.0) -> Recommend:
         inverse = np.linalg.inv(gram)
         weights = -inverse / np.diag(inverse)
         weights[np.diag_indices_from(weights)] = 0.0
-        scores = np.asarray(x[split.users] @ weights)
-        if exclude_seen:
-            rows, cols = x[split.users].nonzero()
-            scores[rows, cols] = -np.inf
-        return list(np.argsort(-scores, axis=1, kind="stable")[:, :k])
+        # Scores are the member's rows times the item weights: ranked like ALS's factors, by the same rules.
+        members = x[split.users]
+        ids, _ = rank_items(members.toarray(), weights.T, members, k, exclude_seen=exclude_seen)
+        return [row[row >= 0] for row in ids]
 
     return recommend
 
