@@ -10,16 +10,14 @@ import numpy as np
 import pandas as pd
 
 from features.contract import CONTENT_TYPES
-from features.point_in_time import CONTENT_ACTIONS, WINDOWS
+from features.schema import CONTENT_ACTIONS, WINDOWS
 
 
 def _by_member(values: pd.Series, member: pd.Series, how: str) -> pd.Series:
     return getattr(values.groupby(member), how)()
 
 
-def order_features(
-    orders: pd.DataFrame, products: pd.DataFrame | None, as_of: pd.Timestamp, channels: list[str]
-) -> pd.DataFrame:
+def order_features(orders: pd.DataFrame, products: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.DataFrame:
     o = orders[(orders["ts"] < as_of) & orders["member_id"].notna()].copy()
     if products is not None and "category" in products:
         o = o.merge(products[["product_id", "category"]], on="product_id", how="left")
@@ -53,9 +51,14 @@ def order_features(
         out[f"spend_trend_{w}d"] = (out[f"spend_{w}d"].clip(lower=0) + 1) / (out[f"spend_prev_{w}d"].clip(lower=0) + 1)
     out["avg_basket"] = out["sales_value"] / out["frequency"].replace(0, np.nan)
     out["returns_share"] = out["returned_value"] / out["sales_value"].replace(0, np.nan)
-    for channel in channels:
-        counts = sales[sales["channel"] == channel].groupby("member_id")["visit"].nunique()
-        out[f"channel_{channel}_share"] = counts.reindex(out.index).fillna(0) / out["frequency"].replace(0, np.nan)
+    if sales["channel"].notna().any():
+        with_channel = sales.dropna(subset=["channel"])
+        per_channel = with_channel.groupby(["member_id", "channel"])["visit"].nunique().rename("orders").reset_index()
+        # the main channel: most orders, ties to the first channel by name
+        main = per_channel.sort_values(["member_id", "orders", "channel"], ascending=[True, False, True])
+        main = main.drop_duplicates("member_id").set_index("member_id")
+        out["channel_count"] = per_channel.groupby("member_id").size().reindex(out.index).fillna(0)
+        out["channel_main_share"] = main["orders"] / with_channel.groupby("member_id")["visit"].nunique()
     visits = sales.groupby(["member_id", "visit"])["ts"].min().reset_index().sort_values(["member_id", "ts", "visit"])
     visits["gap"] = visits.groupby("member_id")["ts"].diff().dt.total_seconds() / 86_400
     gaps = visits.dropna(subset=["gap"]).groupby("member_id")["gap"]
@@ -104,10 +107,10 @@ def engagement_features(engagements: pd.DataFrame, contents: pd.DataFrame | None
     return out
 
 
-def snapshot(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, channels: list[str]) -> pd.DataFrame:
+def snapshot(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> pd.DataFrame:
     orders = tables["orders"]
     known = set(orders.loc[(orders["ts"] < as_of) & orders["member_id"].notna(), "member_id"])
-    out_parts = [order_features(orders, tables.get("products"), as_of, channels)]
+    out_parts = [order_features(orders, tables.get("products"), as_of)]
     if "engagements" in tables:
         e = tables["engagements"]
         known |= set(e.loc[e["ts"] < as_of, "member_id"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.table import Table
 
@@ -53,13 +55,37 @@ def build_command(
 
 
 @features_app.command("catalog")
-def catalog_command() -> None:
-    """Every feature with its meaning and window."""
-    from features.catalog import CATALOG, LABELS
+def catalog_command(as_json: bool = JsonOption) -> None:
+    """Every declared feature and label: its meaning, window, type, and what a dataset needs for it to exist."""
+    from features.schema import FEATURES, LABELS
 
+    rows = [
+        {
+            "name": f.name,
+            "source": f.source,
+            "window": f.window,
+            "dtype": f.dtype,
+            "needs": f.needs,
+            "meaning": f.meaning,
+        }
+        for f in FEATURES
+    ] + [
+        {
+            "name": x.name,
+            "source": "orders",
+            "window": x.window,
+            "dtype": x.dtype,
+            "needs": "label",
+            "meaning": x.meaning,
+        }
+        for x in LABELS
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
     table = Table(title="features (as of T, from events before T) and labels (the H days from T)")
-    for column in ("name", "source", "window", "meaning"):
+    for column in rows[0]:
         table.add_column(column)
-    for doc in CATALOG + LABELS:
-        table.add_row(doc.name, doc.source, doc.window, doc.meaning)
+    for row in rows:
+        table.add_row(*row.values())
     console().print(table)

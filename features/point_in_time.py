@@ -1,4 +1,5 @@
-"""Point-in-time member features and labels, written once as Ibis expressions (DuckDB here, Spark at scale).
+"""Point-in-time member features and labels as Ibis expressions (DuckDB here, Spark at scale), built from the
+declared schema (features/schema.py).
 
 Every feature "as of" T uses events with ts < T only; labels for horizon H use T <= ts < T + H days (the H days
 that start at T). Money is summed as DECIMAL and gaps as whole seconds, so results do not depend on the order in
@@ -7,29 +8,15 @@ which parallel threads add things up: the same data always gives the same snapsh
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import ibis
 import ibis.expr.types as ir
 
-from features.contract import CONTENT_TYPES
+from features.schema import SECONDS_PER_DAY, FeatureSchema, Needs, View
 
-SECONDS_PER_DAY = 86_400
-WINDOWS = (7, 30, 90, 180)
-CONTENT_ACTIONS = ("read", "like", "share", "comment")
-ATTRIBUTES = ("age_band", "city", "acquisition_channel", "persona", "consent_marketing")
 MONEY = "decimal(18, 4)"
-MAX_CHANNELS = 8
-
-
-@dataclass(frozen=True)
-class FeatureBlock:
-    """Per-member features from one source, and which of them are counts or sums (zero for absent members)."""
-
-    table: ir.Table
-    zero_when_absent: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -50,10 +37,6 @@ def _days_ago(ts: ir.TimestampValue, as_of: datetime) -> ir.FloatingValue:
     return (ibis.literal(as_of_epoch) - ts.epoch_seconds().cast("float64")) / SECONDS_PER_DAY
 
 
-def _safe_name(value: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", value.lower()).strip("_") or "unknown"
-
-
 def _attach(left: ir.Table, right: ir.Table) -> ir.Table:
     """Left join on member_id, keeping one member_id column."""
     return left.left_join(right, "member_id").drop("member_id_right")
@@ -63,11 +46,11 @@ def _before(table: ir.Table, as_of: datetime) -> ir.Table:
     return table.filter(table.ts < ibis.timestamp(as_of))
 
 
-def _order_lines(src: Sources, as_of: datetime) -> ir.Table:
-    """Members' order lines before T, with derived columns every order feature uses."""
+def _order_lines(src: Sources, as_of: datetime, with_categories: bool) -> ir.Table:
+    """Members' order lines before T, with the derived columns the order features read."""
     o = _before(src.orders, as_of)
     o = o.filter(o.member_id.notnull())
-    if src.products is not None:
+    if with_categories and src.products is not None:
         o = o.left_join(src.products.select("product_id", "category"), "product_id")
     return o.mutate(
         days_ago=_days_ago(o.ts, as_of),
@@ -78,128 +61,48 @@ def _order_lines(src: Sources, as_of: datetime) -> ir.Table:
     )
 
 
-def top_channels(src: Sources, as_of: datetime) -> list[str]:
-    """The most used order channels before T (the columns of the channel mix)."""
-    o = _before(src.orders, as_of)
-    o = o.filter(o.channel.notnull())
-    counts = o.group_by("channel").aggregate(n=o.count())
-    counts = counts.order_by([ibis.desc("n"), "channel"]).limit(MAX_CHANNELS)
-    return [str(c) for c in counts.to_pyarrow()["channel"].to_pylist()]
+def _aggregated(events: ir.Table, schema: FeatureSchema, view: View, helpers: dict[str, ir.Value]) -> ir.Table:
+    """The view's aggregates per member (with `helpers` other views derive from), then its derived features."""
+    features = schema.of(view)
+    aggs = {f.name: f.expr(events) for f in features if not f.derived}
+    table = events.group_by("member_id").aggregate(**aggs, **helpers)
+    # A sum over no matching rows is NULL; a member with events but none in a window has zero there.
+    table = table.mutate(**{f.name: table[f.name].fill_null(0) for f in features if f.zero_when_absent})
+    for f in features:
+        if f.derived:
+            table = table.mutate(**{f.name: f.expr(table)})
+    return table
 
 
-def order_features(src: Sources, as_of: datetime, channels: list[str], has_categories: bool) -> FeatureBlock:
-    o = _order_lines(src, as_of)
-    sale, days = o.sale, o.days_ago
-    aggs: dict[str, ir.Value] = {
-        "recency_days": days.min(where=sale),
-        "first_order_days_ago": days.max(where=sale),
-        "frequency": o.visit.nunique(where=sale),
-        "monetary": o.money.sum(),
-        "sales_value": o.money.sum(where=sale),
-        "returned_value": -o.money.sum(where=~sale),
-        "order_lines": o.count(where=sale),
-        "distinct_products": o.product_id.nunique(where=sale),
-    }
-    if has_categories:
-        aggs["distinct_categories"] = o.category.nunique(where=sale)
-    for w in WINDOWS:
-        aggs[f"orders_{w}d"] = o.visit.nunique(where=sale & (days <= w))
-        aggs[f"spend_{w}d"] = o.money.sum(where=days <= w)
-    for w in (30, 90):
-        earlier = (days > w) & (days <= 2 * w)
-        aggs[f"orders_prev_{w}d"] = o.visit.nunique(where=sale & earlier)
-        aggs[f"spend_prev_{w}d"] = o.money.sum(where=earlier)
-    for channel in channels:
-        aggs[f"channel_{_safe_name(channel)}_orders"] = o.visit.nunique(where=sale & (o.channel == channel))
-    agg = o.group_by("member_id").aggregate(**aggs)
-
-    # A sum over no matching rows is NULL; a member with orders but none in a window spent zero there.
-    money_cols = [c for c in aggs if c.startswith(("monetary", "sales_value", "returned_value", "spend_"))]
-    count_cols = [c for c in aggs if c not in money_cols and c not in ("recency_days", "first_order_days_ago")]
-    channel_counts = [f"channel_{_safe_name(c)}_orders" for c in channels]
-    agg = agg.mutate(
-        **{c: agg[c].fill_null(0).cast("float64") for c in money_cols},
-        **{c: agg[c].fill_null(0) for c in count_cols},
-    )
-    derived: dict[str, ir.Value] = {
-        "orders_trend_30d": (agg.orders_30d + 1) / (agg.orders_prev_30d + 1),
-        "orders_trend_90d": (agg.orders_90d + 1) / (agg.orders_prev_90d + 1),
-        "spend_trend_30d": (agg.spend_30d.clip(lower=0) + 1.0) / (agg.spend_prev_30d.clip(lower=0) + 1.0),
-        "spend_trend_90d": (agg.spend_90d.clip(lower=0) + 1.0) / (agg.spend_prev_90d.clip(lower=0) + 1.0),
-        "avg_basket": agg.sales_value / agg.frequency.nullif(0),
-        "returns_share": agg.returned_value / agg.sales_value.nullif(0),
-    }
-    for channel in channels:
-        name = f"channel_{_safe_name(channel)}_orders"
-        derived[f"channel_{_safe_name(channel)}_share"] = agg[name] / agg.frequency.nullif(0)
-    agg = agg.mutate(**derived).drop(*channel_counts)
-
-    gaps = _purchase_gaps(o)
-    agg = _attach(agg, gaps).mutate(
-        # Same-day repeat orders make tiny gaps; a day is the smallest usual gap worth comparing against.
-        # (Not `greatest`: it skips NULLs, and a member with one order has no usual gap at all.)
-        days_since_last_vs_usual_gap=lambda t: t.recency_days / ibis.ifelse(t.gap_mean_days < 1.0, 1.0, t.gap_mean_days)
-    )
-    zero = tuple(c for c in money_cols + count_cols if c not in channel_counts)
-    return FeatureBlock(agg, zero)
-
-
-def _purchase_gaps(o: ir.Table) -> ir.Table:
-    """Mean and standard deviation of the days between a member's consecutive orders."""
+def _gaps(o: ir.Table) -> ir.Table:
+    """Per member: the count n, sum s and sum of squares ss (exact, in seconds) of the gaps between consecutive
+    orders: what the gap features derive from."""
     sales = o.filter(o.sale)
     visits = sales.group_by(["member_id", "visit"]).aggregate(at=sales.ts.min().epoch_seconds())
     window = ibis.window(group_by="member_id", order_by=["at", "visit"])  # ties broken by the order id
     gaps = visits.mutate(gap=(visits.at - visits.at.lag().over(window)).cast("int64"))
     gaps = gaps.filter(gaps.gap.notnull())
     exact = gaps.gap.cast("decimal(38, 0)")
-    stats = gaps.group_by("member_id").aggregate(n=gaps.count(), s=exact.sum(), ss=(exact * exact).sum())
-    n = stats.n.cast("float64")
-    mean_seconds = stats.s.cast("float64") / n
-    # Sample variance from exact sums: n*ss - s^2 is computed in DECIMAL, so it cannot lose order-dependent bits.
-    var_seconds = (stats.n * stats.ss - stats.s * stats.s).cast("float64") / (n * (n - 1)).nullif(0)
-    return stats.select(
-        "member_id",
-        gap_mean_days=mean_seconds / SECONDS_PER_DAY,
-        gap_std_days=var_seconds.clip(lower=0).sqrt() / SECONDS_PER_DAY,
-    )
+    return gaps.group_by("member_id").aggregate(n=gaps.count(), s=exact.sum(), ss=(exact * exact).sum())
 
 
-def engagement_features(src: Sources, as_of: datetime, has_content_types: bool) -> FeatureBlock:
-    assert src.engagements is not None
-    e = _before(src.engagements, as_of)
-    if has_content_types:
-        assert src.contents is not None
-        e = e.left_join(src.contents.select("content_id", "content_type"), "content_id")
-    e = e.mutate(days_ago=_days_ago(e.ts, as_of))
-    action, days = e.action, e.days_ago
-    aggs: dict[str, ir.Value] = {
-        "eng_total": e.count(),
-        "eng_views": e.count(where=action == "view"),
-        "eng_messages": e.count(where=action == "message"),
-        "eng_checkins": e.count(where=action == "checkin"),
-        "eng_events_attended": e.count(where=action == "event_attend"),
-        "groups_joined": e.count(where=action == "join_group"),
-        "groups_left": e.count(where=action == "leave_group"),
-        "days_since_last_engagement": days.min(),
-        "first_engagement_days_ago": days.max(),
-        "eng_active_days_30d": e.ts.date().nunique(where=days <= 30),
-    }
-    for name in CONTENT_ACTIONS:
-        aggs[f"eng_{name}s"] = e.count(where=action == name)
-        if has_content_types:
-            for ctype in CONTENT_TYPES:
-                aggs[f"eng_{name}s_{ctype}"] = e.count(where=(action == name) & (e.content_type == ctype))
-    for w in (30, 90):
-        aggs[f"eng_{w}d"] = e.count(where=days <= w)
-        aggs[f"eng_prev_{w}d"] = e.count(where=(days > w) & (days <= 2 * w))
-    agg = e.group_by("member_id").aggregate(**aggs)
-    agg = agg.mutate(
-        eng_trend_30d=(agg.eng_30d + 1) / (agg.eng_prev_30d + 1),
-        eng_trend_90d=(agg.eng_90d + 1) / (agg.eng_prev_90d + 1),
+def _channels(o: ir.Table) -> ir.Table:
+    """Per member: channels used, their main channel (most orders; ties by name) and orders through it."""
+    sales = o.filter(o.sale & o.channel.notnull())
+    per_channel = sales.group_by(["member_id", "channel"]).aggregate(orders=sales.visit.nunique())
+    ranked = per_channel.mutate(
+        position=ibis.row_number().over(ibis.window(group_by="member_id", order_by=[ibis.desc("orders"), "channel"]))
     )
-    # Members who never engaged have zero counts; their recency and trends stay empty.
-    recencies = ("days_since_last_engagement", "first_engagement_days_ago")
-    return FeatureBlock(agg, tuple(c for c in aggs if c not in recencies))
+    main = ranked.filter(ranked.position == 0).select("member_id", main_channel="channel", main_orders="orders")
+    totals = sales.group_by("member_id").aggregate(
+        channels=sales.channel.nunique(), channel_orders=sales.visit.nunique()
+    )
+    return _attach(totals, main)
+
+
+def _derive(table: ir.Table, schema: FeatureSchema, view: View) -> ir.Table:
+    """A table of member_id and the view's features, derived from the view's own per-member rows."""
+    return table.select("member_id", *[f.expr(table).name(f.name) for f in schema.of(view)])
 
 
 def known_members(src: Sources, as_of: datetime) -> ir.Table:
@@ -213,39 +116,37 @@ def known_members(src: Sources, as_of: datetime) -> ir.Table:
     return ibis.union(*parts).distinct()  # a union of one table is that table: de-duplicate explicitly
 
 
-def member_attributes(src: Sources, present: list[str], as_of: datetime) -> ir.Table:
-    assert src.members is not None
-    m = src.members
-    return m.select("member_id", *present, joined_days_ago=_days_ago(m.joined_at, as_of))
-
-
-def snapshot_expr(
-    src: Sources,
-    as_of: datetime,
-    *,
-    channels: list[str],
-    attributes: list[str],
-    has_categories: bool,
-    has_content_types: bool,
-) -> ir.Table:
-    """One row per member known before T, every feature as a column."""
-    blocks = [order_features(src, as_of, channels, has_categories)]
-    if src.engagements is not None:
-        blocks.append(engagement_features(src, as_of, has_content_types))
-    out = known_members(src, as_of)
-    for block in blocks:
-        out = _attach(out, block.table)
-        out = out.mutate(**{c: out[c].fill_null(0) for c in block.zero_when_absent})
-    first_seen = [out.first_order_days_ago]
-    if src.engagements is not None:
-        first_seen.append(out.first_engagement_days_ago)
+def snapshot_expr(src: Sources, as_of: datetime, schema: FeatureSchema) -> ir.Table:
+    """One row per member known before T, and exactly the schema's features as columns, in its order."""
+    o = _order_lines(src, as_of, with_categories=schema.requires(Needs.categories))
+    views = [_aggregated(o, schema, View.orders, {})]
+    views.append(_derive(_gaps(o), schema, View.gaps))
+    if schema.has(View.channels):
+        views.append(_derive(_channels(o), schema, View.channels))
+    if schema.has(View.engagements) and src.engagements is not None:
+        e = _before(src.engagements, as_of)
+        if schema.requires(Needs.content_types) and src.contents is not None:
+            e = e.left_join(src.contents.select("content_id", "content_type"), "content_id")
+        e = e.mutate(days_ago=_days_ago(e.ts, as_of))
+        views.append(_aggregated(e, schema, View.engagements, {"first_engagement_days_ago": e.days_ago.max()}))
     if src.members is not None:
-        out = _attach(out, member_attributes(src, attributes, as_of))
-        first_seen.append(out.joined_days_ago)
-    # Tenure: since the member joined or was first seen, whichever is earlier.
-    out = out.mutate(tenure_days=ibis.greatest(*[c.fill_null(0) for c in first_seen]))
-    drop = [c for c in ("first_engagement_days_ago", "joined_days_ago") if c in out.columns]
-    return out.drop(*drop).order_by("member_id")
+        m = src.members
+        views.append(
+            m.select(
+                "member_id",
+                *[f.expr(m).name(f.name) for f in schema.of(View.members)],
+                joined_days_ago=_days_ago(m.joined_at, as_of),
+            )
+        )
+    out = known_members(src, as_of)
+    for view in views:
+        out = _attach(out, view)
+    out = out.mutate(**{f.name: out[f.name].fill_null(0) for f in schema.features if f.zero_when_absent})
+    for f in schema.of(View.member):
+        out = out.mutate(**{f.name: f.expr(out)})
+    return out.select("member_id", *[out[f.name].cast(f.dtype).name(f.name) for f in schema.features]).order_by(
+        "member_id"
+    )
 
 
 def labels_expr(

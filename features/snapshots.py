@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from features import interactions, point_in_time
+from features import interactions, point_in_time, schema
 from features.contract import ORDERS
 from features.errors import DataError
 from features.interactions import (
@@ -31,13 +31,14 @@ from features.interactions import (
     product_interactions_expr,
     to_matrix,
 )
-from features.point_in_time import ATTRIBUTES, Sources, labels_expr, snapshot_expr, top_channels
+from features.point_in_time import Sources, labels_expr, snapshot_expr
 from features.progress import say, step
+from features.schema import ATTRIBUTES, FeatureSchema, Needs, resolve
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
 from features.validation import empty_frame
 
 # Bump when a feature's definition changes: snapshots of another version are never reused.
-FEATURE_SET_VERSION = 1
+FEATURE_SET_VERSION = 2
 
 
 class SnapshotSettings(BaseModel):
@@ -117,7 +118,7 @@ class BuildResult(BaseModel):
 
 def fingerprint(dataset: Dataset) -> str:
     """Changes whenever a canonical table is rewritten (size and modification time), or the feature code."""
-    code = b"".join(Path(m.__file__).read_bytes() for m in (point_in_time, interactions) if m.__file__)
+    code = b"".join(Path(m.__file__).read_bytes() for m in (schema, point_in_time, interactions) if m.__file__)
     parts: list[Any] = [FEATURE_SET_VERSION, hashlib.sha256(code).hexdigest()]
     for table in dataset.tables():
         stat = dataset.table_path(table).stat()
@@ -190,6 +191,27 @@ def _columns_with_values(src: Sources, table_name: str, columns: tuple[str, ...]
     return [c for c in present if counts[c]]
 
 
+def feature_schema(src: Sources) -> FeatureSchema:
+    """The features this dataset has, from what its tables hold (whole tables, not a cutoff's history: every
+    snapshot of a dataset has the same columns)."""
+    available: set[str] = {Needs.orders}
+    if _columns_with_values(src, "products", ("category",)):
+        available.add(Needs.categories)
+    if _columns_with_values(src, "orders", ("channel",)):
+        available.add(Needs.channels)
+    if src.engagements is not None:
+        available.add(Needs.engagements)
+        if _columns_with_values(src, "contents", ("content_type",)):
+            available.add(Needs.content_types)
+    available |= {f"members.{a}" for a in _columns_with_values(src, "members", ATTRIBUTES)}
+    return resolve(available)
+
+
+def dataset_schema(dataset: Dataset) -> FeatureSchema:
+    _, src = connect(dataset)
+    return feature_schema(src)
+
+
 def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = False) -> BuildResult:
     """Builds (or reuses) the feature snapshot, labels and interaction matrices as of `settings.as_of`.
 
@@ -246,16 +268,8 @@ def _build_features(
     events = dataset.row_count("orders") + dataset.row_count("engagements")
     mark = time.perf_counter()
     with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):
-        channels = top_channels(src, as_of)
-        attributes = _columns_with_values(src, "members", ATTRIBUTES)
-        expr = snapshot_expr(
-            src,
-            as_of,
-            channels=channels,
-            attributes=attributes,
-            has_categories=bool(_columns_with_values(src, "products", ("category",))),
-            has_content_types=bool(_columns_with_values(src, "contents", ("content_type",))),
-        )
+        declared = feature_schema(src)
+        expr = snapshot_expr(src, as_of, declared)
         write_parquet_atomic(con.to_pyarrow(expr), snapshot.features_path)
     features_seconds, mark = time.perf_counter() - mark, time.perf_counter()
 
@@ -280,8 +294,7 @@ def _build_features(
             "events": events,
             "first_event": str(span[0]),
             "last_event": str(span[1]),
-            "channels": channels,
-            "attributes": attributes,
+            "columns": declared.columns,
         },
         snapshot.meta_path,
     )

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import doc_for
 from features.contract import TABLES
 from features.home import StateHome
 from features.importers import import_synthetic
@@ -136,9 +135,9 @@ def test_every_feature_equals_its_value_computed_by_hand(handmade: Dataset) -> N
         "spend_trend_90d": 86.0,
         "avg_basket": 100 / 3,
         "returns_share": 0.15,
-        "channel_app_share": 2 / 3,
-        "channel_store_share": 1 / 3,
-        "channel_web_share": 0.0,
+        "channel_count": 2,
+        "channel_main": "app",  # O1 and O3; O2 went through the store
+        "channel_main_share": 2 / 3,
         "gap_mean_days": 27.5,  # 31 and 24 days between O1, O2, O3
         "gap_std_days": np.sqrt(24.5),
         "days_since_last_vs_usual_gap": (4 + 14 / 24) / 27.5,
@@ -165,7 +164,7 @@ def test_every_feature_equals_its_value_computed_by_hand(handmade: Dataset) -> N
 
     # A member with one old order, one who only engaged, one who only joined.
     b, c, d = features.loc["B"], features.loc["C"], features.loc["D"]
-    assert (b["frequency"], b["channel_app_share"]) == (1, 1.0)
+    assert (b["frequency"], b["channel_main"], b["channel_main_share"]) == (1, "app", 1.0)
     assert pd.isna(b["gap_mean_days"]) and pd.isna(b["days_since_last_vs_usual_gap"])  # one order: no gap
     assert b["recency_days"] == pytest.approx(90.5)  # 2023-12-01 12:00
     assert (c["frequency"], c["monetary"], c["eng_total"]) == (0, 0.0, 1) and pd.isna(c["recency_days"])
@@ -249,11 +248,24 @@ def test_an_unchanged_dataset_reuses_its_snapshot(synthetic: Dataset) -> None:
     assert build_snapshot(synthetic, settings, force=True).reused is False
 
 
-def test_every_snapshot_column_is_in_the_catalog(synthetic: Dataset) -> None:
-    build_snapshot(synthetic, SnapshotSettings(as_of=date(2025, 9, 1)))
-    snapshot = Snapshot(synthetic, date(2025, 9, 1))
-    columns = [c for c in snapshot.features().columns if c != "member_id"] + list(snapshot.labels(90).columns[1:])
-    assert [c for c in columns if doc_for(c) is None] == []
+def test_snapshots_hold_exactly_the_declared_features_with_their_types_at_every_cutoff(synthetic: Dataset) -> None:
+    from features.schema import FEATURES, LABEL_NAMES
+    from features.snapshots import dataset_schema
+
+    declared = dataset_schema(synthetic)
+    # the synthetic community has every table: every declared feature exists for it
+    assert declared.columns == [f.name for f in FEATURES]
+    dtypes = {"float64": "float64", "int64": "int64", "string": "object", "boolean": "bool"}
+    for as_of in (date(2025, 3, 1), date(2025, 9, 1)):  # an early cutoff, before some channels and members
+        build_snapshot(synthetic, SnapshotSettings(as_of=as_of))
+        snapshot = Snapshot(synthetic, as_of)
+        features = snapshot.features()
+        assert list(features.columns) == ["member_id", *declared.columns]
+        assert {c: str(features[c].dtype) for c in declared.columns} == {
+            f.name: dtypes[f.dtype] for f in declared.features
+        }
+        assert snapshot.meta()["columns"] == declared.columns
+    assert set(snapshot.labels(90).columns[1:]) <= set(LABEL_NAMES)
 
 
 def test_a_plain_transactions_dataset_builds_without_engagement_features(dataset: Dataset) -> None:
@@ -270,6 +282,7 @@ def test_a_plain_transactions_dataset_builds_without_engagement_features(dataset
     result = build_snapshot(dataset, SnapshotSettings(as_of=AS_OF, horizon_days=30))
     features = Snapshot(dataset, AS_OF).features().set_index("member_id")
     assert not [c for c in features.columns if c.startswith(("eng_", "groups_", "channel_"))]
+    assert "distinct_categories" not in features and "city" not in features
     assert features.loc["a", "frequency"] == 2 and features.loc["a", "gap_mean_days"] == 31.0
     assert result.labels_written
     assert Snapshot(dataset, AS_OF).labels(30).set_index("member_id")["churned"].to_dict() == {
