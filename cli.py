@@ -9,7 +9,7 @@ from features.features_cli import features_app
 from features.privacy_cli import privacy_app
 from monitoring.cli import monitor_app
 from serving.cli import bento_app, serve_app
-from training.cli import backtest_app
+from training.cli import training_app
 
 app = typer.Typer(
     name="community-ml",
@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
-app.add_typer(backtest_app)
+app.add_typer(training_app)
 app.add_typer(serve_app)
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(privacy_app, name="privacy")

@@ -20,13 +20,14 @@ from experiments.results_file import write_results
 from features.home import StateHome
 from features.online_retail import import_online_retail
 from features.store import Dataset
-from training.backtest import BacktestReport, BacktestSettings, ModelKind, backtest
-from training.train import TrainSettings, train
+from serving.models.kinds import CHURN, VALUE, ModelKind
+from training.backtest import BacktestReport, BacktestSettings, backtest
+from training.job import TrainSettings, train
 
 CUTOFFS = [date(2011, 6, 1), date(2011, 7, 1), date(2011, 8, 1), date(2011, 9, 1)]
 COLUMNS = {
-    ModelKind.churn: ("roc_auc", "pr_auc", "brier", "calibration_error"),
-    ModelKind.value: ("rmse", "mae", "normalized_gini", "total_error_pct"),
+    CHURN: ("roc_auc", "pr_auc", "brier", "calibration_error"),
+    VALUE: ("rmse", "mae", "normalized_gini", "total_error_pct"),
 }
 
 
@@ -48,9 +49,9 @@ def _markdown(table: pd.DataFrame, title: str, digits: int = 4, mean_row: bool =
 
 def ceiling_tables(dataset: Dataset, reports: dict[ModelKind, BacktestReport]) -> str:
     """Per test cutoff: baselines and models beside the optimistic bounds of any model (experiments/ceiling.py)."""
-    bound = pd.DataFrame(ceiling_rows(dataset, CUTOFFS, reports[ModelKind.churn].horizon_days)).set_index("cutoff")
+    bound = pd.DataFrame(ceiling_rows(dataset, CUTOFFS, reports[CHURN].horizon_days)).set_index("cutoff")
     churn = _per_cutoff(
-        reports[ModelKind.churn], "roc_auc", {"recency rank": "recency", "RFM score": "RFM", "lightgbm": "LightGBM"}
+        reports[CHURN], "roc_auc", {"recency rank": "recency", "RFM score": "RFM", "lightgbm": "LightGBM"}
     )
     value = {"run rate": "run rate", "BG/NBD + Gamma-Gamma": "BG/NBD+GG", "lightgbm": "LightGBM"}
     bounds = {"store": "bound, store features", "basket": "bound, + basket features"}
@@ -62,7 +63,7 @@ def ceiling_tables(dataset: Dataset, reports: dict[ModelKind, BacktestReport]) -
         )
     ]
     for metric, column, digits in (("rmse", "value_rmse", 0), ("normalized_gini", "value_gini", 4)):
-        held_out = _per_cutoff(reports[ModelKind.value], metric, value)
+        held_out = _per_cutoff(reports[VALUE], metric, value)
         bounded = bound[[f"{column}_{k}" for k in bounds]].set_axis(list(bounds.values()), axis=1)
         sections.append(_markdown(held_out.join(bounded), f"value {metric}", digits))
     return (
@@ -88,8 +89,8 @@ def main() -> None:
             report = backtest(dataset, kind, BacktestSettings(cutoffs=CUTOFFS))
             reports[kind] = report
             sections.append(
-                _markdown(report.mean_by_method()[list(columns)], kind.value, mean_row=False)
-                + f"\n{kind.value}: {len(CUTOFFS)} cutoffs trained and scored in {report.seconds:.1f} s "
+                _markdown(report.mean_by_method()[list(columns)], kind.name, mean_row=False)
+                + f"\n{kind.name}: {len(CUTOFFS)} cutoffs trained and scored in {report.seconds:.1f} s "
                 f"(features, {len(CUTOFFS)} models, baselines).\n"
             )
         sections.append(ceiling_tables(dataset, reports))
@@ -98,7 +99,7 @@ def main() -> None:
         for kind in COLUMNS:
             result = train(dataset, kind, TrainSettings(as_of=date(2011, 12, 10)))
             verdict = "promoted" if result.promoted else "not promoted: " + "; ".join(result.reasons)
-            timings.append(f"| {kind.value} | {result.seconds:.1f} | {verdict} |")
+            timings.append(f"| {kind.name} | {result.seconds:.1f} | {verdict} |")
         sections.append(
             "| `community-ml train` (no tuning), as of 2011-12-10 | seconds | gate |\n|---|---:|---|\n"
             + "\n".join(timings)

@@ -20,11 +20,12 @@ from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
-from features.scoring import run_rate_offset
+from features.schema import LABEL_NAMES
 from features.store import Dataset
-from training.frames import LABEL_COLUMNS, labelled_snapshot
+from serving.models.families.gbm import run_rate_offset
+from training.frames import labelled_snapshot
+from training.member_fit import lgb_params
 from training.metrics import value_metrics
-from training.models import lgb_params
 
 FOLDS = 5
 
@@ -50,7 +51,7 @@ def basket_features(orders: pd.DataFrame, as_of: date, svd_dims: int = 16) -> pd
 
 
 def _columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in ("member_id", "cutoff", *LABEL_COLUMNS)]
+    return [c for c in frame.columns if c not in ("member_id", "cutoff", *LABEL_NAMES)]
 
 
 def cross_validated_auc(frame: pd.DataFrame, seed: int = 0) -> float:

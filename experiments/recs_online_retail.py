@@ -21,12 +21,13 @@ from experiments.results_file import write_results
 from features.home import StateHome
 from features.importers import import_synthetic
 from features.online_retail import import_online_retail
-from features.recommending import RecsKind, rank_items
 from features.snapshots import Snapshot
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
+from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
+from serving.models.ranking import rank_items
 from training.recs_eval import Recommend, Split, als, compare, item_cosine, popular, random_split, time_split
-from training.train_recs import tune_als
+from training.recs_fit import tune_als
 
 
 def ease(l2: float = 500.0) -> Recommend:
@@ -84,15 +85,15 @@ def main() -> None:
             if args.trials:
                 # Tuned on a validation split carved from the training data only: train before T - H and
                 # validate on the H days up to T (before 2011-06-12, then to 2011-09-10); the test window is unseen.
-                validation = time_split(retail, "products", as_of - timedelta(days=HORIZON), HORIZON)
+                validation = time_split(retail, PRODUCT_RECS, as_of - timedelta(days=HORIZON), HORIZON)
                 for exclude_seen, label in ((False, "repeat allowed"), (True, "new only")):
-                    best, _ = tune_als(validation, RecsKind.products, args.trials, 10, 0, exclude_seen)
+                    best, _ = tune_als(validation, PRODUCT_RECS, args.trials, 10, 0, exclude_seen)
                     tuned[label] = best
                     methods[f"ALS tuned for {label} lists"] = als(best)
             sections.append(
                 table(
                     "Online Retail products, time split at 2011-09-10",
-                    time_split(retail, "products", as_of, HORIZON),
+                    time_split(retail, PRODUCT_RECS, as_of, HORIZON),
                     (False, True),
                     methods,
                 )
@@ -109,21 +110,21 @@ def main() -> None:
         sections.append(
             table(
                 "Synthetic community contents (reads, likes, shares), time split at 2025-12-01",
-                time_split(synthetic, "contents", date(2025, 12, 1), 90),
+                time_split(synthetic, CONTENT_RECS, date(2025, 12, 1), 90),
                 (True,),
             )
         )
         synthetic_methods = dict(METHODS)
         if args.trials:
             # As `make demo` trains product-recs: tuned on the 90 days before the test window.
-            validation = time_split(synthetic, "products", date(2025, 12, 1) - timedelta(days=HORIZON), HORIZON)
-            best, _ = tune_als(validation, RecsKind.products, DEMO_TRIALS, 10, 0)
+            validation = time_split(synthetic, PRODUCT_RECS, date(2025, 12, 1) - timedelta(days=HORIZON), HORIZON)
+            best, _ = tune_als(validation, PRODUCT_RECS, DEMO_TRIALS, 10, 0)
             tuned["synthetic products, repeat allowed"] = best
             synthetic_methods[f"ALS tuned ({DEMO_TRIALS} trials, as make demo)"] = als(best)
         sections.append(
             table(
                 "Synthetic community products, time split at 2025-12-01",
-                time_split(synthetic, "products", date(2025, 12, 1), 90),
+                time_split(synthetic, PRODUCT_RECS, date(2025, 12, 1), 90),
                 (False, True),
                 synthetic_methods,
             )

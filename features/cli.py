@@ -140,6 +140,9 @@ def generate_command(
         help="from this day on, shift the population (more promotion-driven members, a new persona mix, a price "
         "change): drift to watch with `community-ml monitor`",
     ),
+    shift_price_factor: float | None = typer.Option(
+        None, help="with --shift-at: the price multiplier from that day on [default: 1.6]"
+    ),
     force: bool = typer.Option(False, "--force", help="replace an existing dataset of that name"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -155,6 +158,7 @@ def generate_command(
             "months": months,
             "start": start.date() if start else None,
             "shift_at": shift_at.date() if shift_at else None,
+            "shift_price_factor": shift_price_factor,
         }
         config = load_config(SyntheticConfig, config_path, overrides)
         target = Dataset(StateHome.from_env(), dataset)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +64,8 @@ def check_command(
     retrain: bool = typer.Option(
         False,
         "--retrain",
-        help="when a threshold is crossed, retrain churn and value (the promotion gate still applies)",
+        help="when a threshold is crossed, retrain the member models (churn, value: the ones that read the "
+        "features), with the promotion gate as usual",
     ),
 ) -> None:
     """Exit 1 and name every threshold crossed (configs/monitoring.yaml); exit 0 when all is within bounds."""
@@ -80,12 +79,13 @@ def check_command(
         console().print("[green]ok[/green]: every monitored figure is within its threshold")
         return
     if retrain:
-        for kind in ("churn", "value"):
-            console().print(f"retraining {kind} on {dataset} ...")
-            # Through the CLI: monitoring never imports training (design.md §9), and the gate runs as usual.
-            done = subprocess.run([sys.executable, "-m", "cli", "train", kind, "--dataset", dataset], check=False)
-            if done.returncode != 0:
-                console().print(f"[red]retraining {kind} failed (exit {done.returncode})[/red]")
+        from serving.models.kinds import Task, kinds_of
+        from training.job import retrain as retrain_models
+
+        with user_errors():
+            for result in retrain_models(Dataset(StateHome.from_env(), dataset), kinds_of(Task.member)):
+                verdict = "promoted" if result.promoted else "not promoted: " + "; ".join(result.reasons)
+                console().print(f"retrained {dataset}.{result.kind}: version {result.version}, {verdict}")
     raise typer.Exit(1)
 
 

@@ -17,9 +17,9 @@ from evidently.core.report import Snapshot as EvidentlySnapshot
 from evidently.metrics import ValueDrift
 from evidently.presets import DataDriftPreset
 
-from features.recommending import Recommender
-from features.tiers import TIERS
 from monitoring.settings import DataDriftSettings
+from serving.models.base import ItemModel
+from serving.models.tiers import TIERS
 
 # Members whose recommendations stand for the reference: enough for a stable distribution, quick to compute.
 REFERENCE_RECS_MEMBERS = 2_000
@@ -140,7 +140,7 @@ def tier_share_changes(reference: pd.Series, current: pd.Series) -> dict[str, fl
     return {t: round(float(cur.get(t, 0.0) - ref.get(t, 0.0)), 4) for t in TIERS}
 
 
-def item_popularity(recommender: Recommender, item_ids: pd.Series) -> np.ndarray:
+def item_popularity(recommender: ItemModel, item_ids: pd.Series) -> np.ndarray:
     """Each recommended item's popularity percentile among the recommender's items (1 = the most bought or
     read); items it does not know count as 0."""
     ranks = pd.Series(recommender.popularity).rank(pct=True).to_numpy()
@@ -149,7 +149,7 @@ def item_popularity(recommender: Recommender, item_ids: pd.Series) -> np.ndarray
     return np.where(found.isna(), 0.0, ranks[found.fillna(0).astype(int).to_numpy()])
 
 
-def reference_recommendations(recommender: Recommender, k: int, seed: int = 0) -> pd.Series:
+def reference_recommendations(recommender: ItemModel, k: int, seed: int = 0) -> pd.Series:
     """The champion's lists for a sample of the members it was trained on: the items it recommended then."""
     rng = np.random.default_rng(seed)
     members = recommender.member_ids.astype(str)

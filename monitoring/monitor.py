@@ -11,11 +11,9 @@ import pandas as pd
 from evidently.core.report import Snapshot as EvidentlySnapshot
 
 from features.home import StateHome
-from features.prediction_log import read_log
 from features.progress import step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
-from features.tiers import score_snapshot
 from monitoring.drift import (
     DriftResult,
     compare,
@@ -23,11 +21,13 @@ from monitoring.drift import (
     reference_recommendations,
     tier_share_changes,
 )
-from monitoring.performance import MEMBER_ENDPOINTS, PerformancePoint, matured_performance, recommended_lists
+from monitoring.performance import PerformancePoint, matured_performance, member_predictions, recommended_lists
 from monitoring.reference import Reference, champion_reference
 from monitoring.settings import MonitorSettings
-
-PREDICTION_COLUMNS = ["churn_probability", "expected_value", "tier"]
+from serving.models.base import ItemModel
+from serving.models.kinds import Task
+from serving.models.tiers import score_snapshot
+from serving.prediction_log import read_log
 
 
 @dataclass
@@ -51,7 +51,7 @@ class MonitorResult:
 
 
 def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: MonitorSettings) -> MonitorResult:
-    reference = champion_reference(home)
+    reference = champion_reference(dataset)
     with step(f"comparing {dataset.name} as of {as_of} with the reference snapshot as of {reference.as_of}"):
         build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=reference.horizon_days))
         current = Snapshot(dataset, as_of).features()
@@ -65,10 +65,11 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
     since = datetime.now(UTC).date() - timedelta(days=settings.prediction_drift.window_days)
     log = full_log[full_log["at"].str[:10] >= since.isoformat()] if not full_log.empty else full_log
     with step("comparing recent predictions with the champions' reference predictions"):
-        reference_predictions = score_snapshot(reference_features, reference.churn, reference.value)
+        reference_predictions = score_snapshot(reference_features, reference.champions)
         current_predictions, source = _current_predictions(log, current, reference)
+        columns = [str(c.kind.output) for c in reference.champions.of(Task.member)] + ["tier"]
         prediction_drift = compare(
-            reference_predictions, current_predictions, PREDICTION_COLUMNS, settings.data_drift, preset=False
+            reference_predictions, current_predictions, columns, settings.data_drift, preset=False
         )
         tiers = tier_share_changes(reference_predictions["tier"], current_predictions["tier"])
         recs_drift = _recs_drift(reference, log, settings)
@@ -92,24 +93,26 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
 def _current_predictions(log: pd.DataFrame, current: pd.DataFrame, reference: Reference) -> tuple[pd.DataFrame, str]:
     """The recent logged answers, one per member (the latest); without any, the champions' answers on the
     current snapshot, so that prediction drift is still measured."""
-    if not log.empty and "churn_probability" in log:
-        rows = log[log["endpoint"].isin(MEMBER_ENDPOINTS)].dropna(subset=["churn_probability"])
-        rows = rows.drop_duplicates("member", keep="last")
-        if len(rows):
-            return rows[PREDICTION_COLUMNS].reset_index(drop=True), f"prediction log ({len(rows):,} members)"
-    return score_snapshot(current, reference.churn, reference.value), "scored snapshot (no recent predictions logged)"
+    answers = member_predictions(log)
+    if len(answers):
+        rows = log.loc[answers.index]
+        return rows.drop(columns=["member"]).reset_index(drop=True), f"prediction log ({len(rows):,} members)"
+    return score_snapshot(current, reference.champions), "scored snapshot (no recent predictions logged)"
 
 
 def _recs_drift(reference: Reference, log: pd.DataFrame, settings: MonitorSettings) -> dict[str, DriftResult]:
     """Popularity of recommended items, now against the champion's own lists on its training members: a
     recommender sliding towards best-sellers (or away from them) shows here first."""
     out = {}
-    for kind, recommender in reference.recommenders.items():
-        current_items = pd.Series([i for items in recommended_lists(log, kind)["items"] for i in items], dtype=str)
+    for champion in reference.champions.of(Task.items):
+        recommender = champion.model
+        assert isinstance(recommender, ItemModel)
+        lists = recommended_lists(log, champion.kind)["items"]
+        current_items = pd.Series([i for items in lists for i in items], dtype=str)
         if current_items.empty:
             continue
         reference_items = reference_recommendations(recommender, k=10)
-        out[kind.value] = compare(
+        out[champion.kind.name] = compare(
             pd.DataFrame({"item_popularity": item_popularity(recommender, reference_items)}),
             pd.DataFrame({"item_popularity": item_popularity(recommender, current_items)}),
             ["item_popularity"],

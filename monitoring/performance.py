@@ -1,5 +1,10 @@
 """Real performance, once outcomes are known: what was actually predicted (the prediction log) against what
-members then did in the horizon. Predictions made as of T mature when the data reaches T + H."""
+members then did in the horizon. Predictions made as of T mature when the data reaches T + H.
+
+What is measured follows the table of model kinds: each member kind's logged output against its label (ROC-AUC
+and Brier score of a probability, RMSE, MAE and total error of an amount), and each item kind's logged lists
+against the items members then took (precision@k).
+"""
 
 from __future__ import annotations
 
@@ -17,42 +22,50 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from features.errors import DataError
 from features.pseudonyms import pseudonym, pseudonym_key
-from features.recommending import RecsKind
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
+from serving.models.kinds import ModelKind, Target, Task, kinds_of
 
-MEMBER_ENDPOINTS = ("churn", "value", "batch/score")
+MEMBERS = "members"  # the performance point of the member answers (churn, value, ...)
 
 
 @dataclass
 class PerformancePoint:
     as_of: date
-    model: str  # "churn-value", "product-recs" or "content-recs"
+    model: str  # "members", or an item kind (product-recs, content-recs)
     members: int
     metrics: dict[str, float]
 
 
+def kind_performance(kind: ModelKind, predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """One member kind's figures, named KIND_METRIC: churn_roc_auc, churn_brier, value_rmse, ..."""
+    if kind.target is Target.binary:
+        outcome = actual.astype(int)
+        metrics = {"rate": float(outcome.mean()), "brier": float(brier_score_loss(outcome, predicted))}
+        if 0 < outcome.sum() < len(outcome):  # ROC-AUC needs both outcomes
+            metrics["roc_auc"] = float(roc_auc_score(outcome, predicted))
+    else:
+        metrics = {
+            "rmse": float(np.sqrt(np.mean((predicted - actual) ** 2))),
+            "mae": float(np.mean(np.abs(predicted - actual))),
+        }
+        if actual.sum() > 0:
+            metrics["total_error_pct"] = float(100 * (predicted.sum() - actual.sum()) / actual.sum())
+    return {f"{kind.name}_{k}": round(v, 6) for k, v in metrics.items()}
+
+
 def member_performance(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> dict[str, float]:
-    """ROC-AUC and Brier score of churn probabilities; RMSE, MAE and total-spend error of expected value.
-    `predictions`: member, churn_probability, expected_value; `outcomes`: member, churned, future_value."""
-    joined = predictions.merge(outcomes, on="member", how="inner").dropna(subset=["churn_probability"])
-    if joined.empty:
-        return {}
-    churned = joined["churned"].astype(int).to_numpy()
-    probability = joined["churn_probability"].to_numpy(dtype=float)
-    actual = joined["future_value"].to_numpy(dtype=float)
-    predicted = joined["expected_value"].to_numpy(dtype=float)
-    metrics = {
-        "churn_rate": float(churned.mean()),
-        "churn_brier": float(brier_score_loss(churned, probability)),
-        "value_rmse": float(np.sqrt(np.mean((predicted - actual) ** 2))),
-        "value_mae": float(np.mean(np.abs(predicted - actual))),
-    }
-    if 0 < churned.sum() < len(churned):  # ROC-AUC needs both outcomes
-        metrics["churn_roc_auc"] = float(roc_auc_score(churned, probability))
-    if actual.sum() > 0:
-        metrics["value_total_error_pct"] = float(100 * (predicted.sum() - actual.sum()) / actual.sum())
-    return {k: round(v, 6) for k, v in metrics.items()}
+    """Every member kind's figures where both its output and its label are there. `predictions`: member and the
+    kinds' outputs (churn_probability, expected_value, ...); `outcomes`: member and the labels."""
+    joined = predictions.merge(outcomes, on="member", how="inner")
+    metrics: dict[str, float] = {}
+    for kind in kinds_of(Task.member):
+        if kind.output in joined and kind.label in joined:
+            rows = joined.dropna(subset=[kind.output, kind.label])
+            if len(rows):
+                predicted = rows[kind.output].to_numpy(dtype=float)
+                metrics |= kind_performance(kind, predicted, rows[kind.label].to_numpy(dtype=float))
+    return metrics
 
 
 def precision_at_k(lists: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -71,69 +84,66 @@ def matured_performance(
     dataset: Dataset, log: pd.DataFrame, horizon_days: int
 ) -> tuple[list[PerformancePoint], EvidentlySnapshot | None]:
     """One point per (as-of date, model) whose horizon has passed in the data, oldest first, and Evidently's
-    classification and regression report of the latest matured churn and value predictions."""
+    classification and regression report of the latest matured member predictions."""
     if log.empty or "as_of" not in log:
         return [], None
     data_end = dataset_span(dataset)[1]
     logged = log[(log["dataset"] == dataset.name) & log["as_of"].notna()]
     key = pseudonym_key(dataset.home)
     points: list[PerformancePoint] = []
-    latest: tuple[date, pd.DataFrame] | None = None
+    latest: pd.DataFrame | None = None
     for as_of_text, rows in logged.groupby("as_of"):
         as_of = date.fromisoformat(str(as_of_text))
         if datetime.combine(as_of + timedelta(days=horizon_days), datetime.min.time()) > data_end + timedelta(days=1):
             continue  # the horizon has not passed yet
-        members = _member_predictions(rows)
+        members = member_predictions(rows)
         if not members.empty:
             outcomes = _outcomes(dataset, as_of, horizon_days, key)
             metrics = member_performance(members, outcomes)
             if metrics:
-                points.append(PerformancePoint(as_of, "churn-value", len(members), metrics))
-                latest = (as_of, members.merge(outcomes, on="member"))
-        for kind in RecsKind:
+                points.append(PerformancePoint(as_of, MEMBERS, len(members), metrics))
+                latest = members.merge(outcomes, on="member")
+        for kind in kinds_of(Task.items):
             lists = recommended_lists(rows, kind).drop_duplicates("member", keep="last")
             if lists.empty:
                 continue
             metrics = precision_at_k(lists, _interactions(dataset, kind, as_of, horizon_days, key))
             if metrics:
-                points.append(PerformancePoint(as_of, kind.value, len(lists), metrics))
+                points.append(PerformancePoint(as_of, kind.name, len(lists), metrics))
     points.sort(key=lambda p: (p.as_of, p.model))
-    return points, (None if latest is None else _evidently_report(latest[1]))
+    return points, (None if latest is None else _evidently_report(latest))
 
 
-def _member_predictions(rows: pd.DataFrame) -> pd.DataFrame:
-    rows = rows[rows["endpoint"].isin(MEMBER_ENDPOINTS)]
-    if rows.empty or "churn_probability" not in rows:
+def member_predictions(rows: pd.DataFrame) -> pd.DataFrame:
+    """member and each member kind's output: the latest logged member answer of each member."""
+    outputs = [str(k.output) for k in kinds_of(Task.member) if k.output in rows]
+    if rows.empty or not outputs:
         return pd.DataFrame()
-    rows = rows.dropna(subset=["churn_probability"]).drop_duplicates("member", keep="last")
-    return rows[["member", "churn_probability", "expected_value"]]
+    rows = rows.dropna(subset=outputs, how="all").drop_duplicates("member", keep="last")
+    return rows[["member", *outputs]]
 
 
-def recommended_lists(log: pd.DataFrame, kind: RecsKind) -> pd.DataFrame:
+def recommended_lists(log: pd.DataFrame, kind: ModelKind) -> pd.DataFrame:
     """member, items (ids in rank order): every list the service or a batch export logged for `kind`."""
     if log.empty or "items" not in log:
         return pd.DataFrame({"member": [], "items": []})
-    rows = log[log["endpoint"].isin([kind.value, f"batch/{kind.value}"])].dropna(subset=["items"])
+    rows = log[log["endpoint"].isin([kind.name, f"batch/{kind.name}"])].dropna(subset=["items"])
     return pd.DataFrame({"member": rows["member"], "items": [[i["item_id"] for i in items] for items in rows["items"]]})
 
 
 def _outcomes(dataset: Dataset, as_of: date, horizon_days: int, key: bytes) -> pd.DataFrame:
     build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
     labels = Snapshot(dataset, as_of).labels(horizon_days)
-    return pd.DataFrame(
-        {
-            "member": [pseudonym(key, str(m)) for m in labels["member_id"]],
-            "churned": labels["churned"].to_numpy(),
-            "future_value": labels["future_value"].to_numpy(),
-        }
-    )
+    out = labels.drop(columns=["member_id"]).assign(member=[pseudonym(key, str(m)) for m in labels["member_id"]])
+    return out
 
 
-def _interactions(dataset: Dataset, kind: RecsKind, as_of: date, horizon_days: int, key: bytes) -> pd.DataFrame:
+def _interactions(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int, key: bytes) -> pd.DataFrame:
     """(member, item_id) for every purchase or content engagement in (as_of, as_of + H]."""
-    table, item = ("orders", "product_id") if kind is RecsKind.products else ("engagements", "content_id")
+    assert kind.items is not None
+    table, item = kind.items.events, kind.items.id_column
     if not dataset.has(table):
-        raise DataError(f"{dataset.name}: no {table} table to measure {kind.value} against")
+        raise DataError(f"{dataset.name}: no {table} table to measure {kind.name} against")
     events = dataset.read(table, ["member_id", "ts", item])
     start = pd.Timestamp(as_of, tz=events["ts"].dt.tz)
     window = events[(events["ts"] >= start) & (events["ts"] < start + pd.Timedelta(days=horizon_days))]
@@ -143,21 +153,24 @@ def _interactions(dataset: Dataset, kind: RecsKind, as_of: date, horizon_days: i
 
 
 def _evidently_report(joined: pd.DataFrame) -> EvidentlySnapshot:
-    frame = pd.DataFrame(
-        {
-            "churned": joined["churned"].astype(int),
-            "churn_probability": joined["churn_probability"].astype(float),
-            "future_value": joined["future_value"].astype(float),
-            "expected_value": joined["expected_value"].astype(float),
-        }
-    )
+    """Evidently's classification report of each binary kind and regression report of each amount kind."""
+    frame, classification, regression = pd.DataFrame(index=joined.index), [], []
+    for kind in kinds_of(Task.member):
+        if kind.output not in joined or kind.label not in joined:
+            continue
+        binary = kind.target is Target.binary
+        frame[kind.label] = joined[kind.label].astype(int if binary else float)
+        frame[kind.output] = joined[kind.output].astype(float)
+        if binary:
+            classification.append(BinaryClassification(target=kind.label, prediction_probas=kind.output))
+        else:
+            regression.append(Regression(target=kind.label, prediction=kind.output))
+    frame = frame.dropna()
     definition = DataDefinition(
-        numerical_columns=list(frame.columns),
-        classification=[BinaryClassification(target="churned", prediction_probas="churn_probability")],
-        regression=[Regression(target="future_value", prediction="expected_value")],
+        numerical_columns=list(frame.columns), classification=classification, regression=regression
     )
-    report = Report([ClassificationPreset(), RegressionPreset()])
-    return report.run(EvidentlyDataset.from_pandas(frame, data_definition=definition), None)
+    presets: list[Any] = [ClassificationPreset()] * bool(classification) + [RegressionPreset()] * bool(regression)
+    return Report(presets).run(EvidentlyDataset.from_pandas(frame, data_definition=definition), None)
 
 
 def performance_summary(points: list[PerformancePoint]) -> list[dict[str, Any]]:

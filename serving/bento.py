@@ -1,13 +1,13 @@
-"""Packing the service into a Bento with its champion models, and loading those models inside the Bento.
+"""Packing the service into a Bento with a dataset's champion models.
 
-`community-ml bento build` copies each champion from the MLflow registry into BentoML's model store (as
-`community-ml-NAME`, labelled with the registry version), then builds bentofile.yaml with those models listed
-and `COMMUNITY_ML_MODEL_SOURCE=bento` set: the Bento serves the models it carries, with no registry to reach.
+`community-ml bento build --dataset D` copies each of D's champions from the MLflow registry into BentoML's model
+store (as `community-ml-KIND`, labelled with the dataset and the registry name and version), then builds
+bentofile.yaml with those models listed and `COMMUNITY_ML_MODEL_SOURCE=bento` set: the Bento serves the models
+it carries (serving/models/champions.py), with no registry to reach.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,74 +16,49 @@ import yaml
 
 from features.errors import DataError
 from features.home import StateHome
-from features.model_registry import champion, connect
-
-MODEL_SOURCE_ENV = "COMMUNITY_ML_MODEL_SOURCE"  # "registry" (default) or "bento"
-MODEL_PREFIX = "community-ml-"
-CHAMPIONS = ("churn", "value", "product-recs", "content-recs")
+from serving.models import registry
+from serving.models.champions import MODEL_SOURCE_ENV, packed_name
+from serving.models.kinds import KINDS
 
 
-def models_from_bento() -> bool:
-    """`$COMMUNITY_ML_MODEL_SOURCE` when set (a container built from the Bento sets it); otherwise whether this
-    code runs from a Bento that packs our models (`bentoml serve TAG` applies no Bento envs)."""
-    configured = os.environ.get(MODEL_SOURCE_ENV, "").strip().lower()
-    if configured:
-        return configured == "bento"
-    manifest = Path(__file__).resolve().parents[2] / "bento.yaml"  # <bento>/src/serving/bento.py
-    return manifest.exists() and MODEL_PREFIX in manifest.read_text()
-
-
-def export_champions(home: StateHome) -> list[str]:
-    """Every champion, copied into BentoML's model store; returns their BentoML tags."""
+def export_champions(home: StateHome, dataset: str) -> list[str]:
+    """Every champion of the dataset, copied into BentoML's model store; returns their BentoML tags."""
     import bentoml
     import mlflow
 
-    client = connect(home)
+    client = registry.connect(home)
     tags = []
-    for name in CHAMPIONS:
-        version = champion(client, name)
+    for kind in KINDS.values():
+        version = registry.champion(client, dataset, kind)
         if version is None:
-            if name in ("churn", "value"):
-                raise DataError(f"no champion {name} model to pack; train one with `community-ml train {name}`")
+            if kind.required:
+                raise DataError(
+                    f"no champion {kind.name} model of {dataset!r} to pack; train one with "
+                    f"`community-ml train {kind.name} --dataset {dataset}`"
+                )
             continue
-        labels = {"mlflow_name": name, "mlflow_version": str(version.version)}
-        with bentoml.models.create(f"{MODEL_PREFIX}{name}", labels=labels) as model:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=model.path)
+        labels = {"dataset": dataset, "mlflow_name": version.name, "mlflow_version": str(version.version)}
+        with bentoml.models.create(packed_name(kind), labels=labels) as model:
+            uri = f"models:/{version.name}/{version.version}"
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=model.path)
         tags.append(str(model.tag))
     return tags
 
 
-def build_bento(home: StateHome, project: Path, lock_packages: bool = True) -> str:
-    """Builds the Bento from bentofile.yaml with the champions packed in; returns the Bento's tag."""
+def build_bento(home: StateHome, dataset: str, project: Path, lock_packages: bool = True) -> str:
+    """Builds the Bento from bentofile.yaml with the dataset's champions packed in; returns the Bento's tag."""
     import bentoml
 
     config: dict[str, Any] = yaml.safe_load((project / "bentofile.yaml").read_text())
-    config["models"] = export_champions(home)
-    config["envs"] = [*config.get("envs", []), {"name": MODEL_SOURCE_ENV, "value": "bento"}]
+    config["models"] = export_champions(home, dataset)
+    config["envs"] = [
+        *config.get("envs", []),
+        {"name": MODEL_SOURCE_ENV, "value": "bento"},
+        {"name": "COMMUNITY_ML_DATASET", "value": dataset},
+    ]
     config.setdefault("python", {})["lock_packages"] = lock_packages
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=project, prefix=".bentofile-") as bentofile:
         yaml.safe_dump(config, bentofile)
         bentofile.flush()
         bento = bentoml.bentos.build_bentofile(bentofile.name, build_ctx=str(project))
     return str(bento.tag)
-
-
-def load_packed(name: str) -> tuple[Any, str]:
-    """A champion packed in the Bento: its MLflow Python model and its registry version."""
-    import bentoml
-    import mlflow
-
-    try:
-        model = bentoml.models.get(f"{MODEL_PREFIX}{name}:latest")
-    except bentoml.exceptions.NotFound as exc:
-        raise DataError(f"no {name} model is packed in this Bento") from exc
-    loaded = mlflow.pyfunc.load_model(_mlflow_model_dir(Path(model.path)))
-    return loaded.unwrap_python_model(), str(model.info.labels["mlflow_version"])
-
-
-def _mlflow_model_dir(root: Path) -> str:
-    """The folder holding the MLmodel file (MLflow may download into a sub-folder)."""
-    found = next(iter(sorted(root.rglob("MLmodel"), key=lambda p: len(p.parts))), None)
-    if found is None:
-        raise DataError(f"the packed model at {root} has no MLmodel file")
-    return str(found.parent)

@@ -1,21 +1,25 @@
-"""`community-ml serve`: the BentoML prediction service, with the safety checks a deployment needs."""
+"""`community-ml serve`, `bento build`, and batch inference with the champions: `score`, `winback`, `recommend`."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from features.cli import user_errors
+from features.cli import DatasetOption, JsonOption, console, user_errors
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
-from serving.bento import models_from_bento
+from serving.models.kinds import KINDS, Task, kinds_of
 
 serve_app = typer.Typer()
+
+# The item kinds of the table (product-recs, content-recs, ...): the choices of `recommend --kind`.
+ItemKindName = StrEnum("ItemKindName", {k.name: k.name for k in kinds_of(Task.items)})  # type: ignore[misc]
 
 
 def is_loopback(host: str) -> bool:
@@ -29,23 +33,23 @@ def is_loopback(host: str) -> bool:
 
 def preflight(home: StateHome, dataset: str) -> None:
     """Fails fast, with the reason, where the service could not start: no dataset, an unreachable registry,
-    no champion. Without it BentoML would restart a failing worker over and over."""
-    from features.model_registry import champion, connect
+    no champion of a kind the service needs. Without it BentoML would restart a failing worker over and over."""
+    from serving.models import registry
 
     Dataset(home, dataset).require()
     # One quick try: MLflow otherwise retries an unreachable server for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    client = connect(home)
+    client = registry.connect(home)
     try:
         client.search_registered_models(max_results=1)
     except Exception as exc:  # any failure here means the same thing to the operator
         raise DataError(f"the MLflow registry at {home.mlflow_tracking_uri()} is unreachable: {exc}") from exc
-    missing = [name for name in ("churn", "value") if champion(client, name) is None]
+    missing = [k.name for k in KINDS.values() if k.required and registry.champion(client, dataset, k) is None]
     if missing:
         raise DataError(
-            f"no champion {' or '.join(missing)} model in the registry at {home.mlflow_tracking_uri()}; train "
-            f"with `community-ml train {missing[0]} --dataset {dataset}`"
+            f"no champion {' or '.join(missing)} model for dataset {dataset!r} in the registry at "
+            f"{home.mlflow_tracking_uri()}; train with `community-ml train {missing[0]} --dataset {dataset}`"
         )
 
 
@@ -56,6 +60,7 @@ def serve_command(
     port: int = typer.Option(3000, help="port to listen on"),
 ) -> None:
     """Serve churn, value, tiers and recommendations over HTTP (BentoML); OpenAPI at /docs.json."""
+    from serving.models.champions import models_from_bento
     from serving.service import API_KEY_ENV
 
     with user_errors():
@@ -67,17 +72,8 @@ def serve_command(
         if not models_from_bento():
             preflight(StateHome.from_env(), dataset)
     env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true"}
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:CommunityML",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CommunityML", "--host", host]
+    command += ["--port", str(port)]
     # The server replaces this process rather than running as its child: a supervisor's SIGTERM (systemd,
     # Kubernetes, a test) then reaches the server itself, and no orphaned server outlives the command.
     sys.stdout.flush()
@@ -85,16 +81,121 @@ def serve_command(
     os.execve(sys.executable, command, env)
 
 
-bento_app = typer.Typer(no_args_is_help=True, help="Package the service with its champion models.")
+bento_app = typer.Typer(no_args_is_help=True, help="Package the service with a dataset's champion models.")
 
 
 @bento_app.command("build")
 def bento_build_command(
+    dataset: str = DatasetOption,
     lock: bool = typer.Option(True, "--lock/--no-lock", help="pin every dependency in the Bento (needs the index)"),
 ) -> None:
-    """Build a Bento (bentofile.yaml) that carries the code, the locked dependencies and the champion models."""
+    """Build a Bento (bentofile.yaml) that carries the code, the locked dependencies and the dataset's champions."""
     from serving.bento import build_bento
 
     with user_errors():
-        tag = build_bento(StateHome.from_env(), Path(__file__).resolve().parents[1], lock_packages=lock)
-    typer.echo(f"built {tag}: serve it with `bentoml serve {tag}` (set COMMUNITY_ML_HOME and COMMUNITY_ML_DATASET)")
+        home = StateHome.from_env()
+        Dataset(home, dataset).require()
+        tag = build_bento(home, dataset, Path(__file__).resolve().parents[1], lock_packages=lock)
+    typer.echo(f"built {tag}: serve it with `bentoml serve {tag}` (set COMMUNITY_ML_HOME)")
+
+
+AsOfOption = typer.Option("latest", "--as-of", help="score members as of this date (default: after the data)")
+OutOption = typer.Option(..., "--out", help="FILE.parquet or FILE.csv")
+
+
+@serve_app.command("score")
+def score_command(
+    dataset: str = DatasetOption,
+    out: Path = OutOption,
+    as_of: str = AsOfOption,
+    tiers_config: Path | None = typer.Option(None, "--tiers", help="tier shares (configs/tiers.yaml)"),
+    as_json: bool = JsonOption,
+) -> None:
+    """One row per member from the champions: every member model's output, tier, top_reasons."""
+    from features.config import load_config
+    from features.snapshots import resolve_as_of
+    from serving.models.batch import score
+    from serving.models.tiers import TierSettings
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        tiers = load_config(TierSettings, tiers_config, {})
+        summary = score(target, resolve_as_of(target, as_of), out, tiers)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    shares = ", ".join(f"{t} {s:.0%}" for t, s in summary.tier_shares.items())
+    models = ", ".join(f"{k} v{m['version']} ({m['family']})" for k, m in summary.models.items())
+    console().print(f"scored {summary.members:,} members of {dataset} as of {summary.as_of} with {models}")
+    console().print(f"tiers: {shares}; written to {summary.out}")
+
+
+@serve_app.command("winback")
+def winback_command(
+    dataset: str = DatasetOption,
+    out: Path = OutOption,
+    top: int | None = typer.Option(None, "--top", min=1, help="only the N members worth most"),
+    as_of: str = AsOfOption,
+) -> None:
+    """The win-back push list: churn-risk members with marketing consent, the most valuable first."""
+    from features.snapshots import resolve_as_of
+    from serving.models.batch import winback
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        summary = winback(target, resolve_as_of(target, as_of), out, top)
+    console().print(
+        f"{summary['members']:,} churn-risk members on the win-back list ({summary['without_consent']:,} without "
+        f"marketing consent left out), written to {out}"
+    )
+
+
+@serve_app.command("recommend")
+def recommend_command(
+    dataset: str = DatasetOption,
+    kind: ItemKindName = typer.Option(..., "--kind", help="the recommender: " + ", ".join(ItemKindName)),
+    out: Path = OutOption,
+    k: int = typer.Option(10, "--k", min=1, max=100, help="items per member (or per item, with --similar)"),
+    similar: bool = typer.Option(False, "--similar", help="for every item, the k most similar items instead"),
+    members: Path | None = typer.Option(None, "--members", help="a file with a member_id column (default: all)"),
+    exclude_seen: bool | None = typer.Option(
+        None, "--exclude-seen/--include-seen", help="default: the kind's (products include, content excludes)"
+    ),
+    exclude: list[str] = typer.Option([], "--exclude", help="an item id never to recommend (repeatable)"),
+    category: str | None = typer.Option(None, help="only items of this category / content type"),
+    consent_recorded_elsewhere: bool = typer.Option(
+        False,
+        "--consent-recorded-elsewhere",
+        help="members with no consent recorded in the dataset (e.g. no members table) agreed elsewhere; "
+        "a recorded refusal still leaves a member out",
+    ),
+) -> None:
+    """member_id, rank, item_id, score (and cold_start) for every member with marketing consent (a push list),
+    from the dataset's champion recommender."""
+    from features.readers import read_raw
+    from serving.models.batch import RecommendRequest, recommend, similar_items
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        model_kind = KINDS[kind.value]
+        if similar:
+            table, version = similar_items(target, model_kind, out, k)
+            console().print(f"{len(table):,} similar items from {kind.value} v{version} written to {out}")
+            return
+        wanted = None
+        if members is not None:
+            raw = read_raw(members)
+            if "member_id" not in raw.frame:
+                raise DataError(f"{members}: needs a member_id column; it has {', '.join(raw.frame.columns)}")
+            wanted = raw.frame["member_id"].dropna().astype(str).str.strip().tolist()
+        request = RecommendRequest(
+            k=k,
+            exclude_seen=exclude_seen,
+            exclude=list(exclude),
+            category=category,
+            consent_recorded_elsewhere=consent_recorded_elsewhere,
+        )
+        table, version, left_out = recommend(target, model_kind, out, request, wanted)
+    if left_out:
+        console().print(f"{left_out:,} members without marketing consent left out of the list")
+    console().print(f"{len(table):,} recommendations from {kind.value} v{version} written to {out}")

@@ -20,9 +20,16 @@ from pydantic import Field, ValidationError
 from starlette.responses import JSONResponse
 
 from features.home import StateHome
-from features.prediction_log import PredictionLog
-from features.recommending import RecsKind
-from serving.predictions import DATASET_ENV, ServingState, load_state, member_scores, recommendations
+from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
+from serving.prediction_log import PredictionLog
+from serving.predictions import (
+    DATASET_ENV,
+    ServingState,
+    load_state,
+    member_scores,
+    recommendations,
+    similar_items,
+)
 
 API_KEY_ENV = "COMMUNITY_ML_API_KEY"
 INLINE_RECS_MEMBERS = 10  # up to this many members per request, recommendations are scored on the event loop
@@ -77,25 +84,32 @@ class CommunityML:
     def _scores(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
         started, state = time.perf_counter(), self.state  # one state for the whole request
         records = member_scores(state, member_ids)
-        versions = {k: state.versions[k] for k in ("churn", "value")}
+        members = [c.kind for c in state.champions.of(Task.member)]
         logged = [{**r, "inputs": state.inputs.get(r["member_id"], {})} for r in records]
+        versions = state.champions.versions(Task.member)
         self.log.write(endpoint, logged, versions, started, as_of=state.as_of)
-        return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
+        return {"as_of": str(state.as_of), "models": state.models(*members), "members": records}
 
     # Lookups take microseconds: async endpoints answer on the event loop instead of hopping to a thread pool.
     @bentoml.api
+    async def score(self, member_ids: MemberIds) -> dict[str, Any]:
+        """Every member model's answer (churn probability, expected value, ...), the tier and the top reasons
+        per member; unknown members are cold start."""
+        return self._scores("score", member_ids)
+
+    @bentoml.api
     async def churn(self, member_ids: MemberIds) -> dict[str, Any]:
         """Calibrated churn probability, tier and top reasons per member (unknown members: cold start)."""
-        return self._scores("churn", member_ids)
+        return self._scores(CHURN.name, member_ids)
 
     @bentoml.api
     async def value(self, member_ids: MemberIds) -> dict[str, Any]:
         """Expected spend over the horizon per member, with tier."""
-        return self._scores("value", member_ids)
+        return self._scores(VALUE.name, member_ids)
 
     def _recommend(
         self,
-        kind: RecsKind,
+        kind: ModelKind,
         member_ids: list[str],
         k: int,
         exclude: list[str],
@@ -107,11 +121,11 @@ class CommunityML:
             records = recommendations(state, kind, member_ids, k, exclude, category, include_seen)
         except LookupError as exc:
             raise bentoml.exceptions.NotFound(str(exc)) from exc
-        versions = {kind.value: state.versions[kind.value]}
-        self.log.write(kind.value, records, versions, started, {"k": k, "category": category}, state.as_of)
-        return {"as_of": str(state.as_of), "model_versions": versions, "members": records}
+        versions = {kind.name: state.champions[kind].version}
+        self.log.write(kind.name, records, versions, started, {"k": k, "category": category}, state.as_of)
+        return {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
 
-    async def _recommend_async(self, kind: RecsKind, member_ids: list[str], *rules: Any) -> dict[str, Any]:
+    async def _recommend_async(self, kind: ModelKind, member_ids: list[str], *rules: Any) -> dict[str, Any]:
         """Small requests (the usual single member) answer on the event loop, like the lookups: a thread hop
         costs more than the few milliseconds of scoring. Large batches go to a thread, not to block the loop."""
         if len(member_ids) <= INLINE_RECS_MEMBERS:
@@ -128,7 +142,7 @@ class CommunityML:
         include_seen: bool | None = None,
     ) -> dict[str, Any]:
         """Top-k products per member; already-bought products allowed unless include_seen is false."""
-        return await self._recommend_async(RecsKind.products, member_ids, k, exclude, category, include_seen)
+        return await self._recommend_async(PRODUCT_RECS, member_ids, k, exclude, category, include_seen)
 
     @bentoml.api
     async def recommend_content(
@@ -140,22 +154,35 @@ class CommunityML:
         include_seen: bool | None = None,
     ) -> dict[str, Any]:
         """Top-k content items per member; already-seen content excluded unless include_seen is true."""
-        return await self._recommend_async(RecsKind.contents, member_ids, k, exclude, content_type, include_seen)
+        return await self._recommend_async(CONTENT_RECS, member_ids, k, exclude, content_type, include_seen)
+
+    @bentoml.api
+    async def recommend(
+        self,
+        kind: Annotated[str, Field(min_length=1, max_length=64)],
+        member_ids: MemberIds,
+        k: TopK = 10,
+        exclude: Annotated[list[str], Field(max_length=1000)] = [],  # noqa: B006
+        category: str | None = None,
+        include_seen: bool | None = None,
+    ) -> dict[str, Any]:
+        """Top-k items per member from the champion of any item kind (product-recs, content-recs, ...)."""
+        item_kinds = {k.name: k for k in kinds_of(Task.items)}
+        if kind not in item_kinds:
+            raise bentoml.exceptions.InvalidArgument(f"kind: {kind!r} is not one of {', '.join(item_kinds)}")
+        return await self._recommend_async(item_kinds[kind], member_ids, k, exclude, category, include_seen)
 
     @bentoml.api
     def similar_products(
         self, product_id: Annotated[str, Field(min_length=1, max_length=128)], k: TopK = 10
     ) -> dict[str, Any]:
+        """The products most like this one (from the product recommender's item factors)."""
         state = self.state
-        recommender = state.recommenders.get(RecsKind.products)
-        if recommender is None or product_id not in recommender._cols:
-            raise bentoml.exceptions.NotFound(f"product {product_id!r} is not known to the product recommender")
-        items = recommender.similar_items(product_id, k)
-        return {
-            "product_id": product_id,
-            "model_versions": {"product-recs": state.versions["product-recs"]},
-            "items": items.to_dict(orient="records"),
-        }
+        try:
+            items = similar_items(state, PRODUCT_RECS, product_id, k)
+        except LookupError as exc:
+            raise bentoml.exceptions.NotFound(str(exc)) from exc
+        return {"product_id": product_id, "models": state.models(PRODUCT_RECS), "items": items}
 
     @bentoml.api(route="/metadata")
     def metadata(self) -> dict[str, Any]:
@@ -167,7 +194,7 @@ class CommunityML:
         return {
             "dataset": state.dataset,
             "as_of": str(state.as_of),
-            "model_versions": state.versions,
+            "models": state.models(),
             "members": len(state.answers),
             "loaded_at": state.loaded_at,
             "last_reload_error": self.last_reload_error,
@@ -179,7 +206,7 @@ class CommunityML:
         return {
             "status": "degraded" if self.last_reload_error else "ok",
             "last_reload_error": self.last_reload_error,
-            "model_versions": self.state.versions,
+            "models": self.state.models(),
             "loaded_at": self.state.loaded_at,
         }
 

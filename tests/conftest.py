@@ -1,8 +1,18 @@
-"""Shared fixtures: a private state home per test, the real Online Retail file when it is there."""
+"""Shared fixtures: a private state home per test, one state home (and one MLflow registry) shared by the whole
+session for the expensive trained communities, and the real Online Retail file when it is there.
+
+Every dataset owns its registered models (DATASET.KIND), so test modules share the session's registry without
+touching each other's champions: each trains its own dataset.
+"""
 
 from __future__ import annotations
 
 import os
+
+# Set before LightGBM (or anything using OpenMP) loads: two test workers share two cores, and OpenMP threads that
+# spin while they wait for work starve the other worker. Training the serving package's champions took 107 s
+# beside the other worker with spinning threads, 21 s without.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from features.home import StateHome
+from features.importers import import_synthetic
 from features.store import Dataset
+from features.synthetic import SyntheticConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL_CSV = PROJECT_ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.csv.gz"
@@ -43,8 +55,8 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 @contextmanager
 def state_home_env(root: Path, **extra: str) -> Iterator[StateHome]:
-    """$COMMUNITY_ML_HOME (and `extra` variables) pointing at `root` for a module's shared fixture, restored
-    afterwards; MLflow goes to the home's sqlite file, whatever the caller's environment says."""
+    """$COMMUNITY_ML_HOME (and `extra` variables) pointing at `root`, restored afterwards; MLflow goes to the
+    home's sqlite file, whatever the caller's environment says."""
     changes = {"COMMUNITY_ML_HOME": str(root), **extra}
     saved = {k: os.environ.get(k) for k in [*changes, "MLFLOW_TRACKING_URI"]}
     os.environ.update(changes)
@@ -57,3 +69,65 @@ def state_home_env(root: Path, **extra: str) -> Iterator[StateHome]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateHome]:
+    """One state home for the session: an MLflow sqlite registry takes ~10 s to create its schema, so it is
+    created once; each test package keeps its own datasets (and so its own models) in it."""
+    from serving.models.registry import connect
+
+    with state_home_env(tmp_path_factory.mktemp("shared-home")) as home:
+        connect(home).search_registered_models(max_results=1)  # creates the schema now, once
+        yield home
+
+
+@pytest.fixture(scope="session")
+def online_retail(shared_home: StateHome) -> tuple[Dataset, object]:
+    """The real Online Retail file imported once for the session, and its import summary."""
+    from features.online_retail import import_online_retail
+
+    if not ONLINE_RETAIL_CSV.exists():
+        pytest.skip(f"the Online Retail dataset is not at {ONLINE_RETAIL_CSV} (../shared is absent)")
+    dataset = Dataset(shared_home, "retail")
+    return dataset, import_online_retail(dataset, ONLINE_RETAIL_CSV)
+
+
+def synthetic(home: StateHome, name: str, **config: object) -> Dataset:
+    """The synthetic community `name` in `home`, generated on first use."""
+    dataset = Dataset(home, name)
+    if not dataset.exists():
+        import_synthetic(dataset, SyntheticConfig(**config))
+    return dataset
+
+
+def with_champions(dataset: Dataset, kinds: list | None = None, settings: object | None = None) -> Dataset:
+    """Trains each kind (default: every kind of the table) on the dataset once, quickly, and makes it champion
+    even where the gate refused it: the tests that need champions test serving and monitoring, not the gate."""
+    from serving.models import registry
+    from serving.models.kinds import KINDS
+    from training.job import TrainSettings, train
+
+    client = registry.connect(dataset.home)
+    quick = settings or TrainSettings(training_cutoffs=2, test_cutoffs=1)
+    for kind in kinds or list(KINDS.values()):
+        if registry.champion(client, dataset.name, kind) is None:
+            result = train(dataset, kind, quick)
+            if not result.promoted:
+                registry.set_champion(client, dataset.name, kind, result.version)
+    return dataset
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """`make test` runs the tests on two workers (pytest-xdist, --dist loadgroup). Tests that share an expensive
+    fixture stay on one worker, so it is built once: a package's (serving's trained champions, monitoring's
+    communities), or else the test module's. (Marked as each test is collected: pytest-xdist reads the groups
+    when the collection is modified.)"""
+    relative = item.path.relative_to(PROJECT_ROOT / "tests")
+    if relative.parts[0] in ("serving", "monitoring"):
+        group = relative.parts[0]
+    elif "online_retail" in getattr(item, "fixturenames", ()):
+        group = "online_retail"  # the real file is imported once, by the one worker that reads it
+    else:
+        group = str(relative)
+    item.add_marker(pytest.mark.xdist_group(group))

@@ -1,4 +1,5 @@
-"""Rolling-origin backtests: for each test cutoff, train on what precedes it and score the next H days."""
+"""Rolling-origin backtests of member kinds: for each test cutoff, train on what precedes it and score the next
+H days, beside the baselines of what the kind predicts."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ import time
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.progress import step
-from features.scoring import MemberScorer, ModelKind
 from features.store import Dataset
-from training import baselines
-from training.clv import clv_baselines
+from serving.models.kinds import ModelKind, Target
+from training.baselines import baseline_scores
 from training.frames import labelled_snapshot, stacked, training_cutoffs
+from training.member_fit import MEMBER_FITTERS
 from training.metrics import churn_metrics, value_metrics
-from training.models import FITTERS
 
 
 class BacktestSettings(BaseModel):
@@ -26,11 +27,12 @@ class BacktestSettings(BaseModel):
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs before each test cutoff")
     seed: int = 0
-    params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters over the defaults")
+    params: dict[str, Any] = Field(default_factory=dict, description="the family's parameters over its defaults")
 
 
 class BacktestReport(BaseModel):
-    kind: ModelKind
+    kind: str
+    family: str  # the candidate's method name in the rows
     dataset: str
     horizon_days: int
     rows: list[dict[str, Any]]  # one per (cutoff, method)
@@ -41,41 +43,33 @@ class BacktestReport(BaseModel):
         return frame.groupby("method", sort=False).mean(numeric_only=True)
 
 
-def evaluate_churn(model: MemberScorer, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
-    y = test["churned"].astype(int).to_numpy()
-    clv = clv_baselines(test, horizon_days)
-    return {
-        "lightgbm": churn_metrics(y, model.predict(test), probability=True),
-        "recency rank": churn_metrics(y, baselines.recency_rank(test), probability=False),
-        "RFM score": churn_metrics(y, baselines.rfm_score(test), probability=False),
-        "BG/NBD P(alive)": churn_metrics(y, clv.churn_p_alive, probability=False),
-        "BG/NBD expected purchases": churn_metrics(y, clv.churn_expected, probability=False),
-    }
+def target_metrics(kind: ModelKind, test: pd.DataFrame, scores: np.ndarray, calibrated: bool) -> dict[str, float]:
+    """The metrics of what the kind predicts: ranking (and calibration, for a model's probabilities) of a yes/no
+    label; error and ranking of an amount."""
+    label = test[str(kind.label)]
+    if kind.target is Target.binary:
+        return churn_metrics(label.astype(int).to_numpy(), scores, probability=calibrated)
+    return value_metrics(label.clip(lower=0).to_numpy(dtype=float), scores)
 
 
-def evaluate_value(model: MemberScorer, test: pd.DataFrame, horizon_days: int) -> dict[str, dict[str, float]]:
-    y = test["future_value"].clip(lower=0).to_numpy(dtype=float)
-    return {
-        "lightgbm": value_metrics(y, model.predict(test)),
-        "run rate": value_metrics(y, baselines.run_rate(test, horizon_days)),
-        "BG/NBD + Gamma-Gamma": value_metrics(y, clv_baselines(test, horizon_days).expected_value),
-    }
-
-
-def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> BacktestReport:
+def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings, baselines: bool = True) -> BacktestReport:
+    """The kind's family (and, unless told not to, its baselines) on every test cutoff."""
     started = time.perf_counter()
+    fit = MEMBER_FITTERS[kind.family]
     rows: list[dict[str, Any]] = []
     for cutoff in settings.cutoffs:
-        with step(f"{kind.value} backtest at {cutoff}: training on the {settings.training_cutoffs} cutoffs before it"):
+        with step(f"{kind.name} backtest at {cutoff}: training on the {settings.training_cutoffs} cutoffs before it"):
             train = stacked(
                 dataset,
                 training_cutoffs(cutoff, settings.horizon_days, settings.training_cutoffs),
                 settings.horizon_days,
             )
             test = labelled_snapshot(dataset, cutoff, settings.horizon_days)
-            model = FITTERS[kind](train, settings.params, settings.seed, settings.horizon_days)
-            evaluate = evaluate_churn if kind is ModelKind.churn else evaluate_value
-            scores = evaluate(model, test, settings.horizon_days)
+            model = fit(train, kind, settings.params, settings.seed, settings.horizon_days)
+            scores = {kind.family: target_metrics(kind, test, model.predict(test), calibrated=True)}
+            if baselines:
+                for name, values in baseline_scores(kind.target, test, settings.horizon_days).items():
+                    scores[name] = target_metrics(kind, test, values, calibrated=False)
         for method, metrics in scores.items():
             rows.append(
                 {
@@ -87,7 +81,8 @@ def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings) -> B
                 }
             )
     return BacktestReport(
-        kind=kind,
+        kind=kind.name,
+        family=kind.family,
         dataset=dataset.name,
         horizon_days=settings.horizon_days,
         rows=rows,

@@ -8,10 +8,9 @@ from datetime import date, timedelta
 import pandas as pd
 
 from features.errors import DataError
+from features.schema import LABEL_NAMES
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
-
-LABEL_COLUMNS = ("churned", "future_value", "future_orders", "future_engagements")
 
 
 @dataclass
@@ -22,7 +21,7 @@ class LabelledFrame:
 
     @property
     def feature_columns(self) -> list[str]:
-        return [c for c in self.frame.columns if c not in ("member_id", "cutoff", *LABEL_COLUMNS)]
+        return [c for c in self.frame.columns if c not in ("member_id", "cutoff", *LABEL_NAMES)]
 
 
 def labelled_snapshot(dataset: Dataset, as_of: date, horizon_days: int) -> pd.DataFrame:
@@ -55,8 +54,9 @@ def stacked(dataset: Dataset, cutoffs: list[date], horizon_days: int) -> Labelle
             "choose a later --as-of or a shorter --horizon-days"
         )
     frames = [labelled_snapshot(dataset, c, horizon_days) for c in sorted(usable)]
-    # Cutoffs can differ in their channel columns: the newest cutoff's columns first, then any others.
-    newest = list(frames[-1].columns)
-    others = sorted(set().union(*(f.columns for f in frames)) - set(newest))
-    columns = newest + others
-    return LabelledFrame(pd.concat([f.reindex(columns=columns) for f in frames], ignore_index=True))
+    # Every snapshot of a dataset has the same columns (features/schema.py); anything else is a bug to report,
+    # never something to paper over with empty columns.
+    for frame, cutoff in zip(frames, sorted(usable), strict=True):
+        if list(frame.columns) != list(frames[-1].columns):
+            raise DataError(f"the snapshot as of {cutoff} has other columns than the newest one: rebuild it (--force)")
+    return LabelledFrame(pd.concat(frames, ignore_index=True))

@@ -21,9 +21,11 @@ from implicit.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender
 
 from features.interactions import Interactions
-from features.recommending import confidences, rank_items, single_threaded_blas
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
+from serving.models.families.als import confidences
+from serving.models.kinds import ModelKind
+from serving.models.ranking import rank_items, single_threaded_blas
 
 # What counts as a later interaction: a purchase for products; a read, like or share for content (any action
 # where the data has none of those).
@@ -68,22 +70,25 @@ def top_k_metrics(
     }
 
 
-def time_split(dataset: Dataset, kind: str, as_of: date, horizon_days: int) -> Split:
-    """Train on interactions before T; test on the members' interactions in the H days from T.
+def time_split(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int) -> Split:
+    """Train on an item kind's interactions before T; test on the members' interactions in the H days from T.
 
     Test members are those in the train matrix who interacted again in the horizon with an item it knows.
     """
+    items = kind.items
+    assert items is not None, f"{kind.name} is not an item kind"
     build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
-    matrix: Interactions = Snapshot(dataset, as_of).interactions(kind)
+    matrix: Interactions = Snapshot(dataset, as_of).interactions(items.matrix)
     start, end = pd.Timestamp(as_of), pd.Timestamp(as_of + timedelta(days=horizon_days))
-    if kind == "products":
-        events = dataset.read("orders", ["member_id", "ts", "product_id", "is_return"])
-        events = events[~events["is_return"].fillna(False).astype(bool)].rename(columns={"product_id": "item_id"})
+    if items.events == "orders":
+        events = dataset.read("orders", ["member_id", "ts", items.id_column, "is_return"])
+        events = events[~events["is_return"].fillna(False).astype(bool)]
     else:
-        events = dataset.read("engagements", ["member_id", "ts", "action", "content_id"])
+        events = dataset.read("engagements", ["member_id", "ts", "action", items.id_column])
         strong = events["action"].isin(TEST_ACTIONS)
         # A plain interactions file (every row a "view") has no reads or likes: then any action counts.
-        events = (events[strong] if strong.any() else events).rename(columns={"content_id": "item_id"})
+        events = events[strong] if strong.any() else events
+    events = events.rename(columns={items.id_column: "item_id"})
     events = events[(events["ts"] >= start) & (events["ts"] < end)].dropna(subset=["member_id", "item_id"])
     rows = pd.Series(np.arange(len(matrix.member_ids)), index=matrix.member_ids)
     cols = pd.Series(np.arange(len(matrix.item_ids)), index=matrix.item_ids)
@@ -157,7 +162,7 @@ ALS_DEFAULTS: dict[str, Any] = {
     "iterations": 20,
     "bm25_k1": 100.0,
     "bm25_b": 0.8,
-    # The boost of a member's own items in lists that may repeat them (features.recommending.preference_scores).
+    # The boost of a member's own items in lists that may repeat them (serving.models.ranking.preference_scores).
     "repeat_weight": 4.0,
 }
 

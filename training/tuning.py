@@ -1,4 +1,4 @@
-"""Optuna tuning of the LightGBM parameters on validation cutoffs only (never the held-out test cutoffs)."""
+"""Optuna tuning of a member family's parameters on validation cutoffs only (never the held-out test cutoffs)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from features.errors import DataError
 from features.progress import say
-from features.scoring import ModelKind
 from features.store import Dataset
+from serving.models.kinds import ModelKind
 from training.backtest import BacktestSettings, backtest
 
-# What each model is tuned for: churn ranks members (ROC-AUC), value predicts amounts (RMSE).
-OBJECTIVE = {ModelKind.churn: ("roc_auc", "maximize"), ModelKind.value: ("rmse", "minimize")}
 
-
-def suggest(trial: optuna.Trial) -> dict[str, Any]:
+def suggest_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
     return {
         "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 10, 300, log=True),
@@ -43,7 +41,12 @@ def tune(
 
     The study is stored in `<home>/optuna.db` under `study_name`, so it can be inspected or resumed.
     """
-    metric, direction = OBJECTIVE[kind]
+    if kind.family not in SEARCH_SPACES:
+        raise DataError(f"the {kind.family} family of {kind.name} has no parameters to tune: train it with --trials 0")
+    suggest = SEARCH_SPACES[kind.family]
+    # What the kind is tuned for: the first metric of its gate (churn ranks members, value predicts amounts).
+    objective_metric = kind.gate[0]
+    metric, direction = objective_metric.name, "maximize" if objective_metric.higher_is_better else "minimize"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{dataset.home.root / 'optuna.db'}"
     study = optuna.create_study(
@@ -62,9 +65,13 @@ def tune(
             seed=seed,
             params=suggest(trial),
         )
-        score = float(backtest(dataset, kind, settings).mean_by_method().loc["lightgbm", metric])
+        report = backtest(dataset, kind, settings, baselines=False)
+        score = float(report.mean_by_method().loc[kind.family, metric])
         say(f"  trial {trial.number + 1}/{trials}: {metric} {score:.4f}")
         return score
 
     study.optimize(objective, n_trials=trials)
     return dict(study.best_params), study.trials_dataframe()
+
+
+SEARCH_SPACES = {"lightgbm": suggest_lightgbm}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.home import StateHome
-from features.online_retail import import_online_retail
 from features.store import Dataset
 from tests.conftest import ONLINE_RETAIL_CSV, requires_online_retail
 
@@ -14,10 +12,8 @@ pytestmark = [requires_online_retail]
 
 
 @pytest.fixture(scope="module")
-def retail(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, dict]:
-    home = StateHome(tmp_path_factory.mktemp("retail-home"))
-    dataset = Dataset(home, "retail")
-    summary = import_online_retail(dataset, ONLINE_RETAIL_CSV)
+def retail(online_retail: tuple) -> tuple[Dataset, dict]:
+    dataset, summary = online_retail
     return dataset, {t.table: t for t in summary.tables}
 
 

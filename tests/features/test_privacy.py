@@ -13,15 +13,15 @@ import pytest
 from features.errors import DataError
 from features.home import StateHome
 from features.importers import import_file, import_synthetic
-from features.prediction_log import PredictionLog, read_log
 from features.privacy import export_member, forget_member, forgotten, with_marketing_consent
 from features.pseudonyms import pseudonym, pseudonym_key
-from features.recommending import RecsKind
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
+from serving.models.kinds import PRODUCT_RECS
+from serving.prediction_log import PredictionLog, read_log
 from training.frames import stacked, training_cutoffs
-from training.train_recs import fit_recommender
+from training.recs_fit import fit_recommender
 
 MEMBER, OTHER = "M000000", "M000001"  # both bought before AS_OF
 AS_OF = date(2025, 11, 1)
@@ -92,7 +92,7 @@ def test_a_forgotten_member_is_not_imported_again(community: Dataset, tmp_path: 
 def test_the_next_models_never_see_a_forgotten_member(community: Dataset) -> None:
     def training_data() -> tuple[set[str], set[str]]:
         frame = stacked(community, training_cutoffs(date(2025, 12, 1), 30, 3), 30).frame
-        recommender = fit_recommender(community, RecsKind.products, AS_OF, {"factors": 8, "iterations": 2}, seed=0)
+        recommender = fit_recommender(community, PRODUCT_RECS, AS_OF, {"factors": 8, "iterations": 2}, seed=0)
         return set(frame["member_id"]), set(recommender.member_ids)
 
     assert all(MEMBER in members for members in training_data())

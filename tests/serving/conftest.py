@@ -1,4 +1,4 @@
-"""The serving tests' shared community: champions of every model, trained once for the whole package."""
+"""The serving tests' community: champions of every kind of the table, trained once for the whole package."""
 
 from __future__ import annotations
 
@@ -11,35 +11,28 @@ import pytest
 from starlette.testclient import TestClient
 
 from features.home import StateHome
-from features.importers import import_synthetic
-from features.model_registry import champion, connect
-from features.recommending import RecsKind
-from features.scoring import ModelKind
 from features.store import Dataset
-from features.synthetic import SyntheticConfig
-from tests.conftest import state_home_env
-from training.registry import set_champion
-from training.train import TrainSettings, train
-from training.train_recs import RecsTrainSettings, train_recs
+from tests.conftest import synthetic, with_champions
 
 
 @pytest.fixture(scope="package")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateHome]:
-    """A state home with champions of churn, value and both recommenders for a small community."""
-    with state_home_env(tmp_path_factory.mktemp("serving-home"), COMMUNITY_ML_DATASET="shop") as home:
-        dataset = Dataset(home, "shop")
-        import_synthetic(dataset, SyntheticConfig(members=1_500))
-        client = connect(home)
-        quick = TrainSettings(training_cutoffs=2, test_cutoffs=1)
-        for kind in ModelKind:
-            result = train(dataset, kind, quick)
-            if champion(client, kind.value) is None:  # the service needs one, whatever the gate said
-                set_champion(client, kind.value, result.version)
-        for recs in RecsKind:
-            result = train_recs(dataset, recs, RecsTrainSettings())
-            if champion(client, recs.value) is None:
-                set_champion(client, recs.value, result.version)
-        yield home
+def shop(shared_home: StateHome) -> Dataset:
+    """The serving dataset: 1,500 synthetic members over 15 months (to 2026-03-31), in the session's home."""
+    return synthetic(shared_home, "shop", members=1_500)
+
+
+@pytest.fixture(scope="package")
+def home(shop: Dataset, monkeypatch_package: pytest.MonkeyPatch) -> StateHome:
+    """The session's home, serving "shop" with a champion of every kind of the table."""
+    monkeypatch_package.setenv("COMMUNITY_ML_DATASET", "shop")
+    with_champions(shop)
+    return shop.home
+
+
+@pytest.fixture(scope="package")
+def monkeypatch_package() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 @pytest.fixture(scope="package")

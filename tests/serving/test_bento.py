@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from features.home import StateHome
+from serving.models.kinds import KINDS, Task
 from serving.predictions import load_state
 from tests.conftest import PROJECT_ROOT
 from tests.serving.conftest import free_port, wait_until_ready
@@ -23,7 +24,7 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     # --no-lock: pinning every package needs the package index and a minute; what is packed is the point here.
     built = subprocess.run(
-        [sys.executable, "-m", "cli", "bento", "build", "--no-lock"],
+        [sys.executable, "-m", "cli", "bento", "build", "--dataset", "shop", "--no-lock"],
         capture_output=True,
         text=True,
         env=env,
@@ -35,14 +36,15 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     name, version = tag.split(":")
     bento = tmp_path / "bentoml" / "bentos" / name / version  # the Bento store's layout
     manifest = (bento / "bento.yaml").read_text()
-    for name in ("churn", "value", "product-recs", "content-recs"):
-        assert f"community-ml-{name}:" in manifest
+    for kind in KINDS:
+        assert f"community-ml-{kind}:" in manifest
     assert (bento / "src" / "serving" / "service.py").exists()
+    assert not (bento / "src" / "training").exists()  # the service needs the model runtime, not the training code
     assert "COMMUNITY_ML_MODEL_SOURCE" in manifest
 
     # Served as a Bento, with the registry out of reach: the models come from the Bento.
     port = free_port()
-    unreachable = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "COMMUNITY_ML_DATASET": "shop"}
+    unreachable = {**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # the Bento names its dataset itself
     server = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)],
         env=unreachable,
@@ -54,28 +56,13 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base)
         served = httpx.post(f"{base}/churn", json={"member_ids": ["M000002"]}, timeout=10).json()
+        metadata = httpx.post(f"{base}/metadata", json={}, timeout=10).json()
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    # And the same, loaded in-process as the Bento would (the registry out of reach).
-    probe = (
-        "import json; from features.home import StateHome; from serving.predictions import load_state; "
-        "s = load_state(StateHome.from_env(), 'shop'); "
-        "print(json.dumps({'versions': s.versions, 'answer': s.answers['M000002']}))"
-    )
-    packed = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        env={**env, "COMMUNITY_ML_MODEL_SOURCE": "bento", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
-        cwd=PROJECT_ROOT,
-        timeout=300,
-    )
-    assert packed.returncode == 0, packed.stderr[-2000:]
-    from_bento = json.loads(packed.stdout.strip().splitlines()[-1])
+    # then: the Bento's champions are the registry's, and answer the same, bit for bit
     from_registry = load_state(home, "shop")
-    assert from_bento["versions"] == from_registry.versions
-    assert from_bento["answer"] == json.loads(json.dumps(from_registry.answers["M000002"]))  # bit for bit
-    assert served["members"][0] == from_bento["answer"]
-    assert served["model_versions"] == {k: from_registry.versions[k] for k in ("churn", "value")}
+    assert metadata["dataset"] == "shop" and metadata["models"] == from_registry.models()
+    assert served["members"][0] == json.loads(json.dumps(from_registry.answers["M000002"]))
+    assert served["models"] == from_registry.models(*[c.kind for c in from_registry.champions.of(Task.member)])

@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from features.home import StateHome
 from features.store import Dataset
+from serving.models.batch import score
 from tests.serving.conftest import free_port, nothing_listens, wait_until_ready
-from training.score import score
 
 
 @pytest.mark.slow
@@ -30,7 +30,9 @@ def test_churn_answers_match_batch_scoring_and_unknown_members_are_cold_start(
     response = http.post("/churn", json={"member_ids": [*members, "NOBODY"]})
     assert response.status_code == 200
     body = response.json()
-    assert body["model_versions"] == {"churn": summary.churn_version, "value": summary.value_version}
+    assert body["models"] == summary.models  # every answer names the models, versions and families behind it
+    assert {m["name"] for m in body["models"].values()} == {"shop.churn", "shop.value"}
+    assert body["models"]["churn"]["family"] == "lightgbm"
     answers = {m["member_id"]: m for m in body["members"]}
     for member in members:
         assert answers[member]["churn_probability"] == pytest.approx(batch.loc[member, "churn_probability"])
@@ -53,7 +55,7 @@ def test_churn_answers_match_batch_scoring_and_unknown_members_are_cold_start(
 @pytest.mark.slow
 def test_recommendations_and_similar_products(http: TestClient) -> None:
     metadata = http.post("/metadata", json={}).json()
-    assert set(metadata["model_versions"]) == {"churn", "value", "product-recs", "content-recs"}
+    assert set(metadata["models"]) == {"churn", "value", "product-recs", "content-recs"}
     products = http.post(
         "/recommend_products", json={"member_ids": ["M000001", "NOBODY"], "k": 5, "exclude": ["P00001"]}
     ).json()
@@ -65,6 +67,15 @@ def test_recommendations_and_similar_products(http: TestClient) -> None:
     similar = http.post("/similar_products", json={"product_id": first["items"][0]["item_id"], "k": 4}).json()
     assert len(similar["items"]) == 4
     assert http.post("/similar_products", json={"product_id": "NO-SUCH"}).status_code == 404
+    # any item kind of the table, by name; an unknown kind is a 400 naming the parameter
+    generic = http.post(
+        "/recommend", json={"kind": "product-recs", "member_ids": ["M000001", "NOBODY"], "k": 5, "exclude": ["P00001"]}
+    ).json()
+    assert (
+        generic["members"] == products["members"] and generic["models"]["product-recs"]["name"] == "shop.product-recs"
+    )
+    unknown = http.post("/recommend", json={"kind": "films", "member_ids": ["M000001"]})
+    assert unknown.status_code == 400 and "kind" in unknown.text
 
 
 @pytest.mark.slow
@@ -164,6 +175,7 @@ def test_the_real_server_serves_every_endpoint(home: StateHome, http: TestClient
         calls = {
             "/churn": {"member_ids": ["M000001"]},
             "/value": {"member_ids": ["M000001"]},
+            "/score": {"member_ids": ["M000001"]},
             "/recommend_products": {"member_ids": ["M000001"], "k": 3},
             "/recommend_content": {"member_ids": ["M000001"], "k": 3},
             "/metadata": {},
@@ -203,7 +215,7 @@ def test_push_lists_leave_out_members_without_marketing_consent(home: StateHome,
     members = Dataset(home, "shop").read("members")
     refused = set(members.loc[~members["consent_marketing"].astype(bool), "member_id"])
     out = tmp_path / "recs.parquet"
-    done = CliRunner().invoke(app, ["recommend", "--dataset", "shop", "--kind", "products", "--out", str(out)])
+    done = CliRunner().invoke(app, ["recommend", "--dataset", "shop", "--kind", "product-recs", "--out", str(out)])
     assert done.exit_code == 0, done.output
     assert f"{len(refused):,} members without marketing consent left out" in done.output
     listed = set(pd.read_parquet(out)["member_id"])
@@ -233,8 +245,8 @@ def test_fuzzing_the_api_from_its_openapi_schema_gives_no_5xx(http: TestClient) 
         if operation.path in ("/reload", "/metrics"):
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @settings(max_examples=250, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            # 60 examples per operation and mode: every operation, with valid and invalid requests.
+            @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def call(case: Any) -> None:
                 request = case.as_transport_kwargs(base_url="http://testserver")
@@ -254,9 +266,9 @@ def test_fuzzing_the_api_from_its_openapi_schema_gives_no_5xx(http: TestClient) 
                 call()
             except Unsatisfiable:  # no invalid request exists for an operation without input (GET /livez)
                 continue
-    assert sum(statuses.values()) >= 3_000
+    assert sum(statuses.values()) >= 1_000
     assert not [key for key in statuses if key[1] >= 500]
-    assert statuses.get(("POST /churn", 200), 0) > 100 and statuses.get(("POST /churn", 400), 0) > 100
+    assert statuses.get(("POST /churn", 200), 0) > 25 and statuses.get(("POST /churn", 400), 0) > 25
 
 
 def test_the_pseudonym_key_lands_nowhere_but_its_own_file(http: TestClient, home: StateHome) -> None:

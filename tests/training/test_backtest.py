@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from features.home import StateHome
-from features.importers import import_synthetic
 from features.store import Dataset
-from features.synthetic import SyntheticConfig
-from training.backtest import BacktestSettings, ModelKind, backtest
+from serving.models.kinds import CHURN, VALUE
+from tests.conftest import synthetic
+from training.backtest import BacktestSettings, backtest
 from training.frames import training_cutoffs
 from training.metrics import expected_calibration_error, normalized_gini, value_metrics
 
@@ -46,16 +46,14 @@ def test_training_cutoffs_end_their_labels_before_the_test_cutoff() -> None:
 
 
 @pytest.fixture(scope="module")
-def community(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    dataset = Dataset(StateHome(tmp_path_factory.mktemp("community")), "community")
-    import_synthetic(dataset, SyntheticConfig(members=4_000))
-    return dataset
+def community(shared_home: StateHome) -> Dataset:
+    return synthetic(shared_home, "backtest", members=3_000)
 
 
 @pytest.mark.slow
 def test_the_churn_model_finds_the_planted_effects_on_a_held_out_cutoff(community: Dataset) -> None:
     settings = BacktestSettings(cutoffs=[date(2025, 12, 1)], training_cutoffs=3)
-    report = backtest(community, ModelKind.churn, settings)
+    report = backtest(community, CHURN, settings)
     auc = report.mean_by_method()["roc_auc"]
     # Engagement fades before churn, which recency and RFM cannot see.
     assert auc["lightgbm"] > 0.9
@@ -67,18 +65,18 @@ def test_the_churn_model_finds_the_planted_effects_on_a_held_out_cutoff(communit
 @pytest.mark.slow
 def test_the_value_model_beats_the_run_rate_on_a_held_out_cutoff(community: Dataset) -> None:
     settings = BacktestSettings(cutoffs=[date(2025, 12, 1)], training_cutoffs=3)
-    means = backtest(community, ModelKind.value, settings).mean_by_method()
+    means = backtest(community, VALUE, settings).mean_by_method()
     assert means.loc["lightgbm", "normalized_gini"] > means.loc["run rate", "normalized_gini"] + 0.05
     assert means.loc["lightgbm", "rmse"] < 0.9 * means.loc["run rate", "rmse"]
 
 
 @pytest.mark.slow
 def test_contributions_explain_the_churn_score_and_more_engagement_does_not_raise_risk(community: Dataset) -> None:
-    from features.scoring import encode
+    from serving.models.families.gbm import encode
     from training.frames import labelled_snapshot, stacked
-    from training.models import fit_churn
+    from training.member_fit import fit_gbm
 
-    model = fit_churn(stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90))
+    model = fit_gbm(stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90), CHURN)
     test = labelled_snapshot(community, date(2025, 12, 1), 90).head(500)
     contributions = model.contributions(test)
     raw = model.booster.predict(encode(model.spec, test))

@@ -9,12 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from features.home import StateHome
-from features.importers import import_synthetic
 from features.interactions import Interactions
-from features.online_retail import import_online_retail
 from features.store import Dataset
-from features.synthetic import SyntheticConfig
-from tests.conftest import ONLINE_RETAIL_CSV, requires_online_retail
+from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
+from tests.conftest import requires_online_retail, synthetic
 from training.recs_eval import Split, als, compare, item_cosine, popular, random_split, time_split, top_k_metrics
 
 
@@ -53,15 +51,13 @@ def test_the_random_split_holds_out_a_share_of_each_item_and_keeps_every_item_tr
 
 
 @pytest.fixture(scope="module")
-def community(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    dataset = Dataset(StateHome(tmp_path_factory.mktemp("recs")), "recs")
-    import_synthetic(dataset, SyntheticConfig(members=3_000))
-    return dataset
+def community(shared_home: StateHome) -> Dataset:
+    return synthetic(shared_home, "community", members=2_000)  # the training job's community
 
 
 @pytest.mark.slow
 def test_content_als_beats_its_baselines_on_the_next_period(community: Dataset) -> None:
-    split = time_split(community, "contents", date(2025, 12, 1), 90)
+    split = time_split(community, CONTENT_RECS, date(2025, 12, 1), 90)
     assert len(split.users) > 500
     rows = compare(split, {"popular": popular, "item cosine": item_cosine(), "als": als()}, modes=(True,))
     precision = {r["method"]: r["precision"] for r in rows}
@@ -71,11 +67,10 @@ def test_content_als_beats_its_baselines_on_the_next_period(community: Dataset) 
 
 @pytest.mark.slow
 @requires_online_retail
-def test_product_als_on_online_retail_meets_the_issue_targets(tmp_path) -> None:
+def test_product_als_on_online_retail_meets_the_issue_targets(online_retail: tuple) -> None:
     # Train before 2011-09-10, test on the next 90 days, members who bought in both.
-    dataset = Dataset(StateHome(tmp_path), "retail")
-    import_online_retail(dataset, ONLINE_RETAIL_CSV)
-    split = time_split(dataset, "products", date(2011, 9, 10), 90)
+    dataset = online_retail[0]
+    split = time_split(dataset, PRODUCT_RECS, date(2011, 9, 10), 90)
     rows = {(r["method"], r["mode"]): r for r in compare(split, {"popular": popular, "als": als()})}
     repeat, new = rows[("als", "repeat allowed")], rows[("als", "new only")]
     assert rows[("popular", "repeat allowed")]["precision"] == pytest.approx(0.102, abs=0.001)  # README figure
@@ -86,7 +81,7 @@ def test_product_als_on_online_retail_meets_the_issue_targets(tmp_path) -> None:
 
 
 def test_als_recommendations_are_deterministic_for_a_seed(community: Dataset) -> None:
-    split = time_split(community, "products", date(2025, 12, 1), 90)
+    split = time_split(community, PRODUCT_RECS, date(2025, 12, 1), 90)
     for exclude_seen in (True, False):
         first = als(seed=3)(split, 10, exclude_seen)
         again = als(seed=3)(split, 10, exclude_seen)

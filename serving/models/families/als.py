@@ -1,17 +1,16 @@
-"""Serving-side recommendations from fitted ALS factors: business rules, cold start, similar items, fold-in.
+"""The "als" family of item models: implicit ALS factors with the business rules, cold start by segment, similar
+items and fold-in.
 
-Training fits the factors (training/train_recs.py) and stores them here as one .npz plus a JSON spec; batch export
-and the service load them back without importing training code. Training's evaluation ranks with `rank_items`
-too, so what is measured is what is served.
+Training fits the factors (training/recs_fit.py); the registry stores them as one .npz plus a JSON spec, and the
+service, batch export and monitoring load them back from here.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,28 +20,9 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import bm25_weight
 from pydantic import BaseModel, ConfigDict
-from threadpoolctl import ThreadpoolController
 
-
-class RecsKind(StrEnum):
-    products = "product-recs"
-    contents = "content-recs"
-
-    @property
-    def matrix(self) -> str:
-        """The snapshot interaction matrix this recommender learns from."""
-        return "products" if self is RecsKind.products else "contents"
-
-
-@cache
-def _threadpools() -> ThreadpoolController:
-    """Found once: looking up the loaded BLAS libraries takes ~6 ms, more than a whole request's scoring."""
-    return ThreadpoolController()
-
-
-def single_threaded_blas() -> AbstractContextManager[Any]:
-    """implicit parallelises itself, and a request is one small product: BLAS threads on top only contend."""
-    return _threadpools().limit(limits=1, user_api="blas")
+from serving.models.base import ItemModel
+from serving.models.ranking import rank_items, single_threaded_blas
 
 
 def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.csr_matrix:
@@ -51,88 +31,22 @@ def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.c
     return weighted.tocsr().astype(np.float32)
 
 
-# Members scored per matrix product: bounds the dense member x item score block a large batch needs.
-_RANK_CHUNK = 512
-
-
-def preference_scores(
-    user_vectors: np.ndarray, item_factors: np.ndarray, counts: sp.csr_matrix | None, repeat_weight: float
-) -> np.ndarray:
-    """ALS preference of each member (row) for each item, plus a repeat boost on the items they already have.
-
-    Repeat buying is most of what retail members buy next, and ALS factors only blur a member's own favourites:
-    on Online Retail, precision@10 with repeats allowed went from 0.293 to 0.33 with the boost. The boost is
-    the times bought, in units of the member's own spread of ALS scores, so one weight fits every member; a
-    favourite bought five times outranks an item bought once (log or square-root counts did slightly worse on
-    Online Retail and on the synthetic community).
-    """
-    scores = user_vectors @ item_factors.T
-    if repeat_weight > 0 and counts is not None and counts.nnz:
-        scores += repeat_weight * scores.std(axis=1, keepdims=True) * counts.toarray()
-    return scores
-
-
-def rank_items(
-    user_vectors: np.ndarray,
-    item_factors: np.ndarray,
-    seen: sp.csr_matrix,
-    k: int,
-    *,
-    exclude_seen: bool,
-    repeat_weight: float = 0.0,
-    blocked: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item columns and scores per member row; -1 pads a row with fewer than k allowed items.
-
-    `seen` holds each member's interaction counts (a row per member): the items a new-only list leaves out
-    and the repeat boost of lists that may hold them.
-    """
-    n_items = item_factors.shape[0]
-    k = min(k, n_items)
-    ids = np.full((len(user_vectors), k), -1, dtype=np.int64)
-    top_scores = np.zeros((len(user_vectors), k), dtype=np.float64)
-    for start in range(0, len(user_vectors), _RANK_CHUNK):
-        stop = min(start + _RANK_CHUNK, len(user_vectors))
-        rows = seen[start:stop]
-        scores = preference_scores(user_vectors[start:stop], item_factors, rows, 0.0 if exclude_seen else repeat_weight)
-        if blocked is not None and blocked.any():
-            scores[:, blocked] = -np.inf
-        if exclude_seen:
-            r, c = rows.nonzero()
-            scores[r, c] = -np.inf
-        part = (
-            np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            if k < n_items
-            else np.tile(np.arange(n_items), (stop - start, 1))
-        )
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)  # best first; ties by item column, so runs agree
-        chosen, chosen_scores = np.take_along_axis(part, order, 1), np.take_along_axis(part_scores, order, 1)
-        allowed = np.isfinite(chosen_scores)
-        ids[start:stop] = np.where(allowed, chosen, -1)
-        top_scores[start:stop] = np.where(allowed, chosen_scores, 0.0)
-    return ids, top_scores
-
-
 class RecsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: RecsKind
+    family: Literal["als"] = "als"
+    kind: str
     als_params: dict[str, Any]
-    # Repeat buying is normal in retail: product lists may hold items the member has; content lists do not.
     exclude_seen_default: bool
-    # What the stored interaction matrix holds: raw counts (times bought, summed action weights), from which the
-    # BM25 confidences and the repeat boost derive. Recommenders saved before counts were kept stored the
-    # confidences themselves, and a spec without this field is one of those: it serves with no repeat boost.
-    interactions: Literal["counts", "bm25"] = "bm25"
+    category_column: str  # the item attribute a request's category filter matches
 
 
 @dataclass
-class Recommender:
+class ALSRecommender(ItemModel):
     spec: RecsSpec
     user_factors: np.ndarray
     item_factors: np.ndarray
-    interactions: sp.csr_matrix  # what each member has (spec.interactions says how it is counted)
+    interactions: sp.csr_matrix  # what each member has: times bought, or summed content action weights
     member_ids: np.ndarray
     item_ids: np.ndarray
     popularity: np.ndarray  # members per item: the cold-start order
@@ -140,12 +54,26 @@ class Recommender:
     # Cold start by segment: a member's persona (or first group) -> the popularity among that segment's members.
     segment_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     member_segment: dict[str, str] = field(default_factory=dict)
-    _rows: dict[str, int] = field(init=False, repr=False)
-    _cols: dict[str, int] = field(init=False, repr=False)
+    family = "als"
 
     def __post_init__(self) -> None:
+        self.kind = self.spec.kind
         self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
         self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
+
+    def knows_member(self, member_id: str) -> bool:
+        return member_id in self._rows
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self._cols
+
+    def item_index(self, item_id: str) -> int:
+        """The item's column (its row of `item_factors`); KeyError for an unknown item."""
+        return self._cols[item_id]
+
+    def items_of(self, member_id: str) -> set[str]:
+        """The items a known member already has (bought, or engaged with)."""
+        return set(self.item_ids[self.interactions[self._rows[member_id]].indices].tolist())
 
     @cached_property
     def _model(self) -> AlternatingLeastSquares:
@@ -165,12 +93,17 @@ class Recommender:
             return np.zeros(len(self.item_ids), dtype=bool)
         return ~attrs["active"].fillna(True).astype(bool).to_numpy()
 
+    @cached_property
+    def _confidences(self) -> sp.csr_matrix:
+        """The BM25 confidences the factors were fitted on (fold-in solves a member's factors from them)."""
+        return confidences(self.interactions, self.spec.als_params)
+
     def _blocked(self, exclude: list[str], category: str | None) -> np.ndarray:
         """Columns no list may hold: inactive items, the request's exclusions, other categories."""
         blocked = self._inactive.copy()
         if category is not None:
             attrs = self.item_attributes.reindex(self.item_ids)
-            column = "category" if "category" in attrs else "content_type"
+            column = self.spec.category_column
             blocked |= (attrs[column] if column in attrs else pd.Series(None, index=attrs.index)).to_numpy() != category
         for item in exclude:
             if item in self._cols:
@@ -185,7 +118,6 @@ class Recommender:
         exclude: list[str] | None = None,
         category: str | None = None,
     ) -> pd.DataFrame:
-        """member_id, rank, item_id, score, cold_start for each member; unknown members get popular items."""
         exclude_seen = self.spec.exclude_seen_default if exclude_seen is None else exclude_seen
         blocked = self._blocked(exclude or [], category)
         known = [m for m in member_ids if m in self._rows]
@@ -215,19 +147,9 @@ class Recommender:
         asked = np.fromiter((position[m] for m in out["member_id"]), dtype=np.int64, count=len(out))
         return out.take(np.lexsort((out["rank"].to_numpy(), asked))).reset_index(drop=True)
 
-    @cached_property
-    def _confidences(self) -> sp.csr_matrix:
-        """The BM25 confidences the factors were fitted on (fold-in solves a member's factors from them)."""
-        if self.spec.interactions == "bm25":
-            return self.interactions
-        return confidences(self.interactions, self.spec.als_params)
-
     def _rank(
         self, user_vectors: np.ndarray, own: sp.csr_matrix, k: int, exclude_seen: bool, blocked: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        # Confidences are not purchase counts: a recommender that stored only those gets no repeat boost.
-        counted = self.spec.interactions == "counts"
-        repeat_weight = float(self.spec.als_params.get("repeat_weight", 0.0)) if counted else 0.0
         with single_threaded_blas():
             return rank_items(
                 user_vectors,
@@ -235,7 +157,7 @@ class Recommender:
                 own,
                 k,
                 exclude_seen=exclude_seen,
-                repeat_weight=repeat_weight,
+                repeat_weight=float(self.spec.als_params.get("repeat_weight", 0.0)),
                 blocked=blocked,
             )
 
@@ -256,9 +178,8 @@ class Recommender:
         )
 
     def forget(self, member_ids: set[str]) -> None:
-        """Treats these members as never seen: their factors, interactions and segment are no longer used, and
-        they get the overall cold-start list. Their row's numbers stay in the arrays until the next training,
-        which no longer sees them (features/privacy.py)."""
+        """Their factors, interactions and segment are no longer used, and they get the overall cold-start list.
+        Their row's numbers stay in the arrays until the next training, which no longer sees them."""
         for member in member_ids:
             if (row := self._rows.pop(member, None)) is not None:
                 self.user_factors[row] = 0.0
@@ -266,11 +187,10 @@ class Recommender:
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """The items whose factors point the same way (cosine), most similar first; the item itself excluded."""
-        if item_id not in self._cols:
-            raise KeyError(item_id)
+        column = self._cols[item_id]
         factors = self.item_factors / np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-9)
-        similarity = factors @ factors[self._cols[item_id]]
-        similarity[self._cols[item_id]] = -np.inf
+        similarity = factors @ factors[column]
+        similarity[column] = -np.inf
         top = np.argsort(-similarity, kind="stable")[:k]
         return pd.DataFrame(
             {"item_id": self.item_ids[top], "rank": np.arange(1, len(top) + 1), "score": similarity[top]}
@@ -298,10 +218,16 @@ class Recommender:
         ids, scores = self._rank(vector.reshape(1, -1), own_row, k, self.spec.exclude_seen_default, self._inactive)
         return self._frame([member_id], ids, scores, cold=False)
 
+    def summary(self) -> dict[str, Any]:
+        return {
+            **super().summary(),
+            "factors": int(self.item_factors.shape[1]),
+            "segments": len(self.segment_popularity),
+        }
+
     def save(self, folder: Path) -> dict[str, str]:
         folder.mkdir(parents=True, exist_ok=True)
         arrays, spec = folder / "recommender.npz", folder / "spec.json"
-        attrs = self.item_attributes
         np.savez_compressed(
             arrays,
             user_factors=self.user_factors,
@@ -321,8 +247,8 @@ class Recommender:
         spec.write_text(
             json.dumps(
                 {
-                    "spec": self.spec.model_dump(mode="json"),
-                    "item_attributes": attrs.reset_index().to_dict(orient="list"),
+                    **self.spec.model_dump(mode="json"),
+                    "item_attributes": self.item_attributes.reset_index().to_dict(orient="list"),
                     "member_segment": self.member_segment,
                 },
                 default=str,
@@ -331,14 +257,15 @@ class Recommender:
         return {"recommender": str(arrays), "spec": str(spec)}
 
     @classmethod
-    def load(cls, arrays_path: Path, spec_path: Path) -> Recommender:
-        meta = json.loads(Path(spec_path).read_text())
-        attrs = pd.DataFrame(meta["item_attributes"])
+    def load(cls, artifacts: Mapping[str, str]) -> ALSRecommender:
+        meta = json.loads(Path(artifacts["spec"]).read_text())
+        attrs = pd.DataFrame(meta.pop("item_attributes"))
         attrs = attrs.set_index("item_id") if "item_id" in attrs else pd.DataFrame()
-        with np.load(arrays_path, allow_pickle=False) as z:
+        segments = meta.pop("member_segment")
+        with np.load(artifacts["recommender"], allow_pickle=False) as z:
             interactions = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
             return cls(
-                RecsSpec.model_validate(meta["spec"]),
+                RecsSpec.model_validate(meta),
                 z["user_factors"],
                 z["item_factors"],
                 interactions,
@@ -346,9 +273,6 @@ class Recommender:
                 z["item_ids"],
                 z["popularity"],
                 attrs,
-                # Recommenders saved before cold start by segment have none: overall popularity then.
-                dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True))
-                if "segment_names" in z.files
-                else {},
-                meta.get("member_segment", {}),
+                dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True)),
+                segments,
             )

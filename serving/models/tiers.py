@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.models.kinds import CHURN, VALUE, Task
+
 if TYPE_CHECKING:
-    from features.scoring import MemberScorer
+    from serving.models.champions import Champions
 
 TIERS = ("high_value", "potential", "ordinary", "churn_risk", "new")
 
@@ -74,24 +76,19 @@ def tier_shares(tiers: pd.Series) -> dict[str, float]:
     return {t: round(float(counts.get(t, 0.0)), 4) for t in TIERS}
 
 
-def score_snapshot(
-    features: pd.DataFrame, churn: MemberScorer, value: MemberScorer, tiers: TierSettings | None = None
-) -> pd.DataFrame:
-    """member_id, churn_probability, expected_value and tier for every row of a feature snapshot: what batch
-    scoring writes, what the service answers and what monitoring compares, all from this one function."""
-    probability, expected = churn.predict(features), value.predict(features)
-    return pd.DataFrame(
-        {
-            "member_id": features["member_id"].astype(str).to_numpy(),
-            "churn_probability": probability,
-            "expected_value": expected,
-            "tier": assign_tiers(
-                probability,
-                expected,
-                features["spend_180d"].to_numpy(dtype=float),
-                features["tenure_days"].to_numpy(dtype=float),
-                features["frequency"].to_numpy(dtype=float),
-                tiers,
-            ),
-        }
+def score_snapshot(features: pd.DataFrame, champions: Champions, tiers: TierSettings | None = None) -> pd.DataFrame:
+    """member_id, every member champion's output (churn_probability, expected_value, ...) and the tier, for every
+    row of a feature snapshot: what batch scoring writes, what the service answers and what monitoring compares,
+    all from this one function."""
+    out = pd.DataFrame({"member_id": features["member_id"].astype(str).to_numpy()})
+    for champion in champions.of(Task.member):
+        out[champion.kind.output] = champion.model.predict(features)
+    out["tier"] = assign_tiers(
+        out[CHURN.output].to_numpy(),
+        out[VALUE.output].to_numpy(),
+        features["spend_180d"].to_numpy(dtype=float),
+        features["tenure_days"].to_numpy(dtype=float),
+        features["frequency"].to_numpy(dtype=float),
+        tiers,
     )
+    return out

@@ -1,25 +1,23 @@
-"""How a trained member model turns feature rows into scores: encoding, the booster, calibration or offset.
+"""The "lightgbm" family of member models: a LightGBM booster over the snapshot's features, with its output
+turned into what the kind predicts (a calibrated probability, or an amount around the member's run rate).
 
-Training fits these pieces (training/models.py); the registry stores them as a JSON spec and a native LightGBM
-model file; serving and batch scoring load them back. Keeping inference here, beside the features, means the
-service never imports training code and both sides score a member the same way.
+Training fits the booster (training/member_fit.py); this module scores with it, for the service, batch scoring
+and monitoring alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-
-class ModelKind(StrEnum):
-    churn = "churn"
-    value = "value"
+from serving.models.base import MemberModel
+from serving.models.kinds import Target
 
 
 def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
@@ -31,7 +29,7 @@ def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
 
 
 def run_rate_offset(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Log of the run rate: the value model's starting score. A floor of 10 keeps zero spenders off log(0)."""
+    """Log of the run rate: an amount model's starting score. A floor of 10 keeps zero spenders off log(0)."""
     return np.log(run_rate(frame, horizon_days) + 10.0)
 
 
@@ -40,25 +38,27 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-class ModelSpec(BaseModel):
+class GBMSpec(BaseModel):
     """Everything besides the booster that scoring needs, stored as JSON beside it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: ModelKind
+    family: Literal["lightgbm"] = "lightgbm"
+    kind: str
+    target: Target
     columns: list[str]
     categories: dict[str, list[str]]
     horizon_days: int
-    # Churn: Platt scaling of the booster's log-odds, p = sigmoid(slope * logit + intercept).
+    # Binary targets: Platt scaling of the booster's log-odds, p = sigmoid(slope * logit + intercept).
     calibration_slope: float = 1.0
     calibration_intercept: float = 0.0
 
 
-def encode(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    """The model matrix: numbers as float, text as categories fixed at training time, absent columns empty."""
+def encode(spec: GBMSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """The model matrix: numbers as float, text as the categories fixed at training time."""
     out = pd.DataFrame(index=frame.index)
     for c in spec.columns:
-        values = frame[c] if c in frame else pd.Series(np.nan, index=frame.index)
+        values = frame[c]
         if c in spec.categories:
             out[c] = pd.Categorical(values.astype("string").astype(object), categories=spec.categories[c])
         else:
@@ -76,35 +76,46 @@ def categories_of(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[str
     }
 
 
-@dataclass
-class MemberScorer:
-    """A fitted churn or value model, ready to score feature rows."""
+class GBMModel(MemberModel):
+    """A fitted LightGBM churn or value model (any binary or amount kind), ready to score feature rows."""
 
-    spec: ModelSpec
-    booster: lgb.Booster
+    family = "lightgbm"
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated churn probability, or expected spend over the horizon, per row."""
-        x = encode(self.spec, frame)
-        if self.spec.kind is ModelKind.churn:
+    def __init__(self, spec: GBMSpec, booster: lgb.Booster) -> None:
+        self.spec, self.booster = spec, booster
+        self.kind, self.columns = spec.kind, spec.columns
+
+    def _matrix(self, features: pd.DataFrame) -> pd.DataFrame:
+        self.check_columns(features)
+        return encode(self.spec, features)
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability (binary kinds), or expected amount over the horizon (amount kinds), per row."""
+        x = self._matrix(features)
+        if self.spec.target is Target.binary:
             z = self.spec.calibration_slope * logit(self.booster.predict(x)) + self.spec.calibration_intercept
             return 1.0 / (1.0 + np.exp(-z))
-        return np.exp(self.booster.predict(x, raw_score=True) + run_rate_offset(frame, self.spec.horizon_days))
+        return np.exp(self.booster.predict(x, raw_score=True) + run_rate_offset(features, self.spec.horizon_days))
 
-    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions (SHAP values) to the booster's raw score."""
-        values = self.booster.predict(encode(self.spec, frame), pred_contrib=True)
-        return pd.DataFrame(values[:, :-1], columns=self.spec.columns, index=frame.index)
+        values = self.booster.predict(self._matrix(features), pred_contrib=True)
+        return pd.DataFrame(values[:, :-1], columns=self.spec.columns, index=features.index)
 
-    def top_reasons(self, frame: pd.DataFrame, k: int = 3) -> list[list[str]]:
+    def top_reasons(self, features: pd.DataFrame, k: int = 3) -> list[list[str]]:
         """The k features that push each member's score up the most, strongest first."""
-        contributions = self.contributions(frame).to_numpy()
+        contributions = self.contributions(features).to_numpy()
         order = np.argsort(-contributions, axis=1)[:, :k]
         names = np.array(self.spec.columns)
         return [[str(names[j]) for j in row if contributions[i, j] > 0] for i, row in enumerate(order)]
 
+    def summary(self) -> dict[str, Any]:
+        """Total split gain per feature, largest first."""
+        gains = self.booster.feature_importance(importance_type="gain")
+        ranked = sorted(zip(self.spec.columns, map(float, gains), strict=True), key=lambda kv: -kv[1])
+        return {"feature_importance": dict(ranked)}
+
     def save(self, folder: Path) -> dict[str, str]:
-        """Writes the spec and the native booster; returns their paths by artefact name."""
         folder.mkdir(parents=True, exist_ok=True)
         spec_path, booster_path = folder / "spec.json", folder / "booster.txt"
         spec_path.write_text(self.spec.model_dump_json(indent=2))
@@ -112,6 +123,6 @@ class MemberScorer:
         return {"spec": str(spec_path), "booster": str(booster_path)}
 
     @classmethod
-    def load(cls, spec_path: Path, booster_path: Path) -> MemberScorer:
-        spec = ModelSpec.model_validate_json(Path(spec_path).read_text())
-        return cls(spec, lgb.Booster(model_file=str(booster_path)))
+    def load(cls, artifacts: Mapping[str, str]) -> GBMModel:
+        spec = GBMSpec.model_validate_json(Path(artifacts["spec"]).read_text())
+        return cls(spec, lgb.Booster(model_file=str(artifacts["booster"])))

@@ -1,8 +1,8 @@
-"""Recommendations from the champion: business rules, cold start, similar items, fold-in, registry round trip."""
+"""The ALS item family: business rules, ranking with the repeat boost, cold start, similar items, fold-in, and
+saving and loading; and an item kind trained, registered and served end to end."""
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 
@@ -12,28 +12,26 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.model_registry import connect, load_recommender
-from features.recommending import Recommender, RecsKind, confidences, rank_items
 from features.store import Dataset
-from features.synthetic import SyntheticConfig
-from training.train_recs import RecsTrainSettings, fit_recommender, train_recs
+from serving.models.champions import load_champions
+from serving.models.families import load_model
+from serving.models.families.als import ALSRecommender
+from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
+from serving.models.ranking import rank_items
+from training.recs_fit import fit_recommender
 
 
 @pytest.fixture(scope="module")
-def community(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    dataset = Dataset(StateHome(tmp_path_factory.mktemp("recs-home")), "recs")
-    import_synthetic(dataset, SyntheticConfig(members=2_000))
-    return dataset
+def community(shop: Dataset) -> Dataset:
+    return shop
 
 
 @pytest.fixture(scope="module")
-def products(community: Dataset) -> Recommender:
-    return fit_recommender(community, RecsKind.products, date(2026, 4, 1), {}, seed=0)
+def products(community: Dataset) -> ALSRecommender:
+    return fit_recommender(community, PRODUCT_RECS, date(2026, 4, 1), {}, seed=0)
 
 
-def test_no_recommended_item_is_one_the_rules_exclude(products: Recommender, community: Dataset) -> None:
+def test_no_recommended_item_is_one_the_rules_exclude(products: ALSRecommender, community: Dataset) -> None:
     members = list(products.member_ids[:200])
     catalogue = community.read("products").set_index("product_id")
     inactive = set(catalogue.index[~catalogue["active"].astype(bool)])
@@ -43,8 +41,7 @@ def test_no_recommended_item_is_one_the_rules_exclude(products: Recommender, com
     assert not set(recs["item_id"]) & inactive
     assert not set(recs["item_id"]) & set(excluded)
     for member, items in recs.groupby("member_id")["item_id"]:
-        row = products.interactions[products._rows[member]]
-        assert not set(items) & set(products.item_ids[row.indices])  # nothing the member already bought
+        assert not set(items) & products.items_of(member)  # nothing the member already bought
     baby = products.recommend(members[:20], k=5, category="baby_care")
     assert set(catalogue.loc[baby["item_id"], "category"]) == {"baby_care"}
 
@@ -68,14 +65,14 @@ def test_ranking_boosts_what_a_member_bought_again_and_filters_by_the_rules() ->
     assert ranked(exclude_seen=False, repeat_weight=1.0, blocked=np.array([False, False, False, True])) == [0, 2, 1, -1]
 
 
-def test_repeat_buying_is_allowed_for_products_by_default(products: Recommender) -> None:
+def test_repeat_buying_is_allowed_for_products_by_default(products: ALSRecommender) -> None:
     member = products.member_ids[0]
     recs = products.recommend([member], k=50)
     bought = set(products.item_ids[products.interactions[0].indices])
     assert set(recs["item_id"]) & bought
 
 
-def test_unknown_members_get_popular_items_marked_as_cold_start(products: Recommender) -> None:
+def test_unknown_members_get_popular_items_marked_as_cold_start(products: ALSRecommender) -> None:
     recs = products.recommend(["NEWCOMER", products.member_ids[0]], k=3)
     cold = recs[recs["member_id"] == "NEWCOMER"]
     assert cold["cold_start"].all() and list(cold["rank"]) == [1, 2, 3]
@@ -83,7 +80,7 @@ def test_unknown_members_get_popular_items_marked_as_cold_start(products: Recomm
     assert list(recs["member_id"].drop_duplicates()) == ["NEWCOMER", products.member_ids[0]]  # order kept
 
 
-def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(products: Recommender) -> None:
+def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(products: ALSRecommender) -> None:
     item = products.item_ids[0]
     similar = products.similar_items(item, k=5)
     assert item not in set(similar["item_id"]) and similar["score"].is_monotonic_decreasing
@@ -96,67 +93,34 @@ def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(prod
     # The newest interests pull the list towards them, without retraining.
     def closeness(items: pd.Series) -> float:
         unit = products.item_factors / np.linalg.norm(products.item_factors, axis=1, keepdims=True)
-        picked = unit[[products._cols[i] for i in items]]
-        return float((picked @ unit[[products._cols[i] for i in burst]].T).mean())
+        picked = unit[[products.item_index(i) for i in items]]
+        return float((picked @ unit[[products.item_index(i) for i in burst]].T).mean())
 
     assert closeness(after["item_id"]) > closeness(before["item_id"])
 
 
-def test_save_and_load_give_the_same_recommendations(products: Recommender, tmp_path: Path) -> None:
-    paths = products.save(tmp_path)
-    loaded = Recommender.load(paths["recommender"], paths["spec"])
+def test_save_and_load_give_the_same_recommendations(products: ALSRecommender, tmp_path: Path) -> None:
+    loaded = load_model(products.save(tmp_path))  # the family's loader, as the registry's models load
+    assert isinstance(loaded, ALSRecommender) and loaded.spec == products.spec
     members = list(products.member_ids[:50])
     pd.testing.assert_frame_equal(loaded.recommend(members, 10), products.recommend(members, 10))
 
 
-def test_a_recommender_saved_before_counts_were_kept_serves_without_the_repeat_boost(
-    products: Recommender, tmp_path: Path
-) -> None:
-    # given: a spec without `interactions` over the BM25 confidences, as recommenders were saved before
-    paths = products.save(tmp_path)
-    spec = json.loads(Path(paths["spec"]).read_text())
-    del spec["spec"]["interactions"]
-    Path(paths["spec"]).write_text(json.dumps(spec))
-    with np.load(paths["recommender"]) as z:
-        arrays = dict(z)
-    weighted = confidences(products.interactions, products.spec.als_params)
-    arrays |= {"data": weighted.data, "indices": weighted.indices, "indptr": weighted.indptr}
-    np.savez_compressed(paths["recommender"], **arrays)
-
-    # when
-    legacy = Recommender.load(paths["recommender"], paths["spec"])
-
-    # then: it ranks by the factors alone, and fold-in reads the confidences as they are
-    assert legacy.spec.interactions == "bm25" and products.spec.interactions == "counts"
-    member = str(products.member_ids[0])
-    factors_only, _ = rank_items(
-        products.user_factors[[0]],
-        products.item_factors,
-        weighted[[0]],
-        10,
-        exclude_seen=False,
-        blocked=products._inactive,
-    )
-    assert list(legacy.recommend([member], 10)["item_id"]) == list(products.item_ids[factors_only[0]])
-    members = [str(m) for m in products.member_ids[:50]]
-    assert not products.recommend(members, 10).equals(legacy.recommend(members, 10))  # the boost moves some lists
-    assert len(legacy.fold_in(member, {str(products.item_ids[0]): 1.0}, k=5)) == 5
-
-
 @pytest.mark.slow
-def test_content_recs_train_register_and_serve_from_the_registry(community: Dataset, monkeypatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    result = train_recs(community, RecsKind.contents, RecsTrainSettings())
-    assert result.promoted, result.reasons
-    assert result.metrics["precision"] > result.rivals["most popular"]["precision"]
-    recommender, version = load_recommender(connect(community.home), RecsKind.contents)
-    assert str(version.version) == result.version
+def test_content_recs_trained_by_the_job_serve_from_the_registry(home) -> None:
+    # given: the serving package's champions, content-recs among them, trained by the one training job
+    champion = load_champions(home, "shop", [CONTENT_RECS])[CONTENT_RECS]
+    recommender = champion.model
+    assert champion.name == "shop.content-recs" and champion.family == "als"
     members = list(recommender.member_ids[:5])
-    served = mlflow.pyfunc.load_model("models:/content-recs@champion").predict(pd.DataFrame({"member_id": members}))
+    # when: MLflow loads the registered champion as any MLflow user would
+    served = mlflow.pyfunc.load_model("models:/shop.content-recs@champion").predict(
+        pd.DataFrame({"member_id": members})
+    )
+    # then
     pd.testing.assert_frame_equal(served, recommender.recommend(members, 10))
     for member, items in served.groupby("member_id")["item_id"]:  # content: nothing already seen
-        seen = recommender.item_ids[recommender.interactions[recommender._rows[member]].indices]
-        assert not set(items) & set(seen)
+        assert not set(items) & recommender.items_of(member)
     assert np.isfinite(served["score"]).all()
 
 
@@ -164,6 +128,7 @@ def test_content_recs_train_register_and_serve_from_the_registry(community: Data
 def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
     community: Dataset, tmp_path: Path, monkeypatch
 ) -> None:
+    """A dataset of its own ("feed") in the session's home: the other datasets' models are not its business."""
     from typer.testing import CliRunner
 
     from cli import app
@@ -174,7 +139,7 @@ def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
     pd.DataFrame(
         {"user": views["member_id"], "item": views["content_id"], "timestamp": views["ts"].astype("int64") // 10**9}
     ).to_csv(tsv, sep="\t", index=False)
-    monkeypatch.setenv("COMMUNITY_ML_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COMMUNITY_ML_HOME", str(community.home.root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runner = CliRunner()
     imported = runner.invoke(
@@ -203,7 +168,7 @@ def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
     trained = runner.invoke(app, ["train", "content-recs", "-d", "feed", "--json"])
     assert trained.exit_code == 0, trained.stderr
     out = tmp_path / "recs.csv"
-    export = ["recommend", "-d", "feed", "--kind", "content", "--k", "5", "--out", str(out)]
+    export = ["recommend", "-d", "feed", "--kind", "content-recs", "--k", "5", "--out", str(out)]
     # No members table, so no consent on record: the list stays empty unless consent is recorded elsewhere.
     assert "members without marketing consent left out" in runner.invoke(app, export).stdout
     exported = runner.invoke(app, [*export, "--consent-recorded-elsewhere"])
@@ -217,10 +182,10 @@ def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
 
 def test_members_without_history_get_their_personas_favourites(community: Dataset) -> None:
     # given: a recommender fitted before some members had bought anything
-    early = fit_recommender(community, RecsKind.products, date(2025, 3, 1), {}, seed=0)
+    early = fit_recommender(community, PRODUCT_RECS, date(2025, 3, 1), {}, seed=0)
     members = community.read("members").set_index("member_id")
-    parents = [m for m in members.index[members["persona"] == "young_parent"] if m not in early._rows][:10]
-    students = [m for m in members.index[members["persona"] == "student"] if m not in early._rows][:10]
+    parents = [m for m in members.index[members["persona"] == "young_parent"] if not early.knows_member(m)][:10]
+    students = [m for m in members.index[members["persona"] == "student"] if not early.knows_member(m)][:10]
     assert parents and students
     # when
     recs = early.recommend(parents + students + ["STRANGER"], k=10)

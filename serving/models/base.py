@@ -1,0 +1,110 @@
+"""What every model family offers the rest of the project, whatever its algorithm.
+
+A member model scores members from their feature rows; an item model ranks items for members. Both are saved as
+files beside a `spec.json` whose "family" and "kind" say how to load them (serving/models/families.py), so the
+registry holds no pickled Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+
+
+def read_spec(artifacts: Mapping[str, str]) -> dict[str, Any]:
+    """The saved model's spec.json, with at least its "family" and "kind"."""
+    return json.loads(Path(artifacts["spec"]).read_text())
+
+
+class MemberModel(ABC):
+    """A fitted model of a member kind (churn, value, ...): one number per feature row."""
+
+    family: ClassVar[str]
+    kind: str
+    columns: list[str]  # the snapshot features it reads
+
+    @abstractmethod
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """The kind's output per row (a probability, an amount)."""
+
+    def top_reasons(self, features: pd.DataFrame, k: int = 3) -> list[list[str]]:
+        """The features that push each member's score up the most, strongest first (none, for a family that
+        cannot say)."""
+        return [[] for _ in range(len(features))]
+
+    def summary(self) -> dict[str, Any]:
+        """What training logs about the fitted model beside its metrics (feature importance, say)."""
+        return {}
+
+    @abstractmethod
+    def save(self, folder: Path) -> dict[str, str]:
+        """Writes spec.json and the family's files; returns their paths by artefact name."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, artifacts: Mapping[str, str]) -> Self:
+        """The model saved by `save`."""
+
+    def check_columns(self, features: pd.DataFrame) -> None:
+        """A clear error, not silently empty values, when a snapshot lacks a column the model was trained on."""
+        missing = [c for c in self.columns if c not in features.columns]
+        if missing:
+            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise DataError(
+                f"the {self.kind} model was trained on features this snapshot lacks ({shown}): the dataset's "
+                f"tables changed since it was trained; retrain it with `community-ml train {self.kind}`"
+            )
+
+
+class ItemModel(ABC):
+    """A fitted model of an item kind (product or content recommendations)."""
+
+    family: ClassVar[str]
+    kind: str
+    member_ids: np.ndarray  # the members it knows, by row
+    item_ids: np.ndarray  # the items it can recommend, by column
+    popularity: np.ndarray  # members per item: the cold-start order
+
+    @abstractmethod
+    def recommend(
+        self,
+        member_ids: list[str],
+        k: int = 10,
+        exclude_seen: bool | None = None,
+        exclude: list[str] | None = None,
+        category: str | None = None,
+    ) -> pd.DataFrame:
+        """member_id, rank, item_id, score, cold_start per member, in the order asked; unknown members get the
+        popular items of their segment."""
+
+    @abstractmethod
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """item_id, rank, score of the items most like `item_id`; KeyError for an unknown item."""
+
+    @abstractmethod
+    def knows_member(self, member_id: str) -> bool: ...
+
+    @abstractmethod
+    def knows_item(self, item_id: str) -> bool: ...
+
+    @abstractmethod
+    def forget(self, member_ids: set[str]) -> None:
+        """Treats these members as never seen (their data stays out of every answer)."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"members": len(self.member_ids), "items": len(self.item_ids)}
+
+    @abstractmethod
+    def save(self, folder: Path) -> dict[str, str]: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, artifacts: Mapping[str, str]) -> Self: ...

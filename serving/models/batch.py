@@ -1,0 +1,151 @@
+"""Batch inference with a dataset's champions: every member scored, win-back and recommendation push lists.
+
+The same champions and functions as the service (serving/models/champions.py, tiers.score_snapshot), so a file
+written here agrees with what the API answers; every run is appended to the prediction log for monitoring.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from features.errors import DataError
+from features.privacy import with_marketing_consent
+from features.progress import step
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
+from features.store import Dataset, write_parquet_atomic
+from serving.models.base import ItemModel
+from serving.models.champions import Champions, load_champions
+from serving.models.kinds import CHURN, VALUE, ModelKind, Task
+from serving.models.tiers import TierSettings, score_snapshot, tier_shares
+from serving.prediction_log import PredictionLog
+
+
+class ScoreSummary(BaseModel):
+    dataset: str
+    as_of: date
+    members: int
+    models: dict[str, dict[str, str]]  # kind -> name, version, family
+    tier_shares: dict[str, float]
+    out: str
+
+
+def check_out_path(path: Path) -> None:
+    """Say so before any work, not after it, when the output file type is not one we write."""
+    if path.suffix.lower() not in (".parquet", ".csv"):
+        raise DataError(f"--out {path}: use a .parquet or .csv file name")
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix.lower() == ".parquet":
+        write_parquet_atomic(frame, path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+
+
+def snapshot_features(dataset: Dataset, as_of: date, horizon_days: int = 90) -> pd.DataFrame:
+    """The feature snapshot as of `as_of`, built (or reused) first."""
+    build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
+    return Snapshot(dataset, as_of).features()
+
+
+def score_members(
+    dataset: Dataset, as_of: date, tiers: TierSettings | None = None, champions: Champions | None = None
+) -> tuple[pd.DataFrame, Champions]:
+    """member_id, each member champion's output, tier and top_reasons for every member known before `as_of`."""
+    champions = champions or load_champions(dataset.home, dataset.name)
+    features = snapshot_features(dataset, as_of)
+    with step(f"scoring {len(features):,} members as of {as_of}"):
+        out = score_snapshot(features, champions, tiers)
+        out["top_reasons"] = [", ".join(r) for r in champions[CHURN].model.top_reasons(features)]
+    return out, champions
+
+
+def log_batch(
+    dataset: Dataset, endpoint: str, records: list[dict[str, Any]], versions: dict[str, str], as_of: date
+) -> None:
+    """Batch answers go to the prediction log like the service's: monitoring compares what was predicted."""
+    PredictionLog(dataset.home, dataset.name).write(endpoint, records, versions, time.perf_counter(), as_of=as_of)
+
+
+def score(dataset: Dataset, as_of: date, out: Path, tiers: TierSettings | None = None) -> ScoreSummary:
+    check_out_path(out)
+    frame, champions = score_members(dataset.require(), as_of, tiers)
+    write_table(frame, out)
+    members = champions.described(*[c.kind for c in champions.of(Task.member)])
+    records = frame.drop(columns=["top_reasons"]).to_dict("records")
+    log_batch(dataset, "batch/score", records, champions.versions(Task.member), as_of)
+    return ScoreSummary(
+        dataset=dataset.name,
+        as_of=as_of,
+        members=len(frame),
+        models=members,
+        tier_shares=tier_shares(frame["tier"]),
+        out=str(out),
+    )
+
+
+def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None) -> dict[str, int]:
+    """Churn-risk members who gave marketing consent, most expected value first: a push list."""
+    check_out_path(out)
+    frame, _ = score_members(dataset.require(), as_of)
+    at_risk = frame[frame["tier"] == "churn_risk"].sort_values(VALUE.output, ascending=False, kind="stable")
+    kept, left_out = with_marketing_consent(dataset, at_risk["member_id"].astype(str).tolist())
+    listed = at_risk[at_risk["member_id"].isin(set(kept))].head(top)
+    write_table(listed.reset_index(drop=True), out)
+    return {"members": len(listed), "without_consent": left_out}
+
+
+def recommendation_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """One record per member with its ranked items, from a member_id, rank, item_id, score table."""
+    return [
+        {"member_id": str(member), "items": group[["item_id", "rank", "score"]].to_dict("records")}
+        for member, group in table.groupby("member_id", sort=False)
+    ]
+
+
+class RecommendRequest(BaseModel):
+    k: int = 10
+    exclude_seen: bool | None = None
+    exclude: list[str] = []
+    category: str | None = None
+    consent_recorded_elsewhere: bool = False
+
+
+def recommend(
+    dataset: Dataset, kind: ModelKind, out: Path, request: RecommendRequest, members: list[str] | None = None
+) -> tuple[pd.DataFrame, str, int]:
+    """The champion's lists for `members` (default: every member of the latest snapshot) who gave marketing
+    consent (a push list); written to `out` and logged. Returns the table, the version and how many members
+    were left out for want of consent."""
+    check_out_path(out)
+    champion = load_champions(dataset.home, dataset.name, [kind])[kind]
+    model = champion.model
+    assert isinstance(model, ItemModel)
+    latest = resolve_as_of(dataset, "latest")
+    wanted = members if members is not None else snapshot_features(dataset, latest)["member_id"].tolist()
+    wanted, left_out = with_marketing_consent(dataset, wanted, request.consent_recorded_elsewhere)
+    table = model.recommend(wanted, request.k, request.exclude_seen, request.exclude, request.category)
+    write_table(table, out)
+    log_batch(dataset, f"batch/{kind.name}", recommendation_records(table), {kind.name: champion.version}, latest)
+    return table, champion.version, left_out
+
+
+def similar_items(dataset: Dataset, kind: ModelKind, out: Path, k: int) -> tuple[pd.DataFrame, str]:
+    """For every item the champion knows, its k most similar items."""
+    check_out_path(out)
+    champion = load_champions(dataset.home, dataset.name, [kind])[kind]
+    model = champion.model
+    assert isinstance(model, ItemModel)
+    assert kind.items is not None
+    of = kind.items.id_column  # product_id: the item each list is for
+    frames = [model.similar_items(str(item), k).assign(**{of: str(item)}) for item in model.item_ids]
+    table = pd.concat(frames, ignore_index=True)[[of, "rank", "item_id", "score"]]
+    write_table(table, out)
+    return table, champion.version

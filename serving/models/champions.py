@@ -1,0 +1,138 @@
+"""A dataset's champions: the one loader that the service, batch scoring and monitoring all use.
+
+Champions come from the MLflow registry (the dataset's DATASET.KIND models, alias "champion"), or, inside a Bento
+built by `community-ml bento build`, from the models the Bento carries, with no registry to reach.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from features.errors import DataError
+from features.home import StateHome
+from serving.models import registry
+from serving.models.base import ItemModel, MemberModel
+from serving.models.kinds import KINDS, ModelKind, Task, kind
+
+MODEL_SOURCE_ENV = "COMMUNITY_ML_MODEL_SOURCE"  # "registry" (default) or "bento"
+PACKED_PREFIX = "community-ml-"  # a packed model's BentoML name: community-ml-KIND, labelled with its dataset
+
+
+@dataclass(frozen=True)
+class Champion:
+    kind: ModelKind
+    model: MemberModel | ItemModel
+    name: str  # the registered model, DATASET.KIND
+    version: str
+    family: str
+    run_id: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """What every answer says about the model that gave it."""
+        return {"name": self.name, "version": self.version, "family": self.family}
+
+
+@dataclass(frozen=True)
+class Champions:
+    dataset: str
+    by_kind: dict[str, Champion]
+
+    def __contains__(self, which: str | ModelKind) -> bool:
+        return kind(which).name in self.by_kind
+
+    def __getitem__(self, which: str | ModelKind) -> Champion:
+        name = kind(which).name
+        if name not in self.by_kind:
+            raise DataError(
+                f"no champion {name} model for dataset {self.dataset!r}; train one with "
+                f"`community-ml train {name} --dataset {self.dataset}`"
+            )
+        return self.by_kind[name]
+
+    def of(self, task: Task) -> list[Champion]:
+        return [c for c in self.by_kind.values() if c.kind.task is task]
+
+    def described(self, *kinds: ModelKind) -> dict[str, dict[str, str]]:
+        """name, version and family of each champion (of `kinds`, else all), by kind."""
+        wanted = [k.name for k in kinds] or list(self.by_kind)
+        return {k: self.by_kind[k].describe() for k in wanted if k in self.by_kind}
+
+    def versions(self, task: Task | None = None) -> dict[str, str]:
+        """Champion version by kind (of one task, else all): what the prediction log records."""
+        return {name: c.version for name, c in self.by_kind.items() if task is None or c.kind.task is task}
+
+    def without(self, member_ids: set[str]) -> None:
+        """Forgets these members in every item model (members who asked to be forgotten since it was trained)."""
+        for champion in self.of(Task.items):
+            model = champion.model
+            assert isinstance(model, ItemModel)
+            model.forget({m for m in member_ids if model.knows_member(m)})
+
+
+def models_from_bento() -> bool:
+    """`$COMMUNITY_ML_MODEL_SOURCE` when set (a container built from the Bento sets it); otherwise whether this
+    code runs from a Bento that packs our models (`bentoml serve TAG` applies no Bento envs)."""
+    configured = os.environ.get(MODEL_SOURCE_ENV, "").strip().lower()
+    if configured:
+        return configured == "bento"
+    manifest = Path(__file__).resolve().parents[3] / "bento.yaml"  # <bento>/src/serving/models/champions.py
+    return manifest.exists() and PACKED_PREFIX in manifest.read_text()
+
+
+def load_champions(home: StateHome, dataset: str, kinds: list[ModelKind] | None = None) -> Champions:
+    """The dataset's champion of every kind that has one (of `kinds`, else of the whole table); a clear error
+    when a required kind has none."""
+    wanted = kinds if kinds is not None else list(KINDS.values())
+    loaded = _packed(dataset, wanted) if models_from_bento() else _registered(home, dataset, wanted)
+    champions = Champions(dataset, loaded)
+    for k in wanted:
+        if k.required:
+            champions[k]
+    return champions
+
+
+def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[str, Champion]:
+    client = registry.connect(home)
+    found = {}
+    for k in kinds:
+        version = registry.champion(client, dataset, k)
+        if version is None:
+            continue
+        model = registry.load_version(version.name, str(version.version))
+        found[k.name] = Champion(k, model, version.name, str(version.version), model.family, version.run_id)
+    return found
+
+
+def _packed(dataset: str, kinds: list[ModelKind]) -> dict[str, Champion]:
+    """Inside a Bento: the champions it carries for `dataset` (the newest packed, where several are)."""
+    import bentoml  # only here: importing the model runtime never imports BentoML
+
+    found = {}
+    for k in kinds:
+        try:
+            packed = [m for m in bentoml.models.list(packed_name(k)) if m.info.labels.get("dataset") == dataset]
+        except bentoml.exceptions.NotFound:
+            packed = []
+        if not packed:
+            continue
+        newest = max(packed, key=lambda m: m.info.creation_time)
+        labels = newest.info.labels
+        model = load_model_dir(Path(newest.path))
+        found[k.name] = Champion(k, model, labels["mlflow_name"], labels["mlflow_version"], model.family)
+    return found
+
+
+def packed_name(k: ModelKind) -> str:
+    return f"{PACKED_PREFIX}{k.name}"
+
+
+def load_model_dir(root: Path) -> MemberModel | ItemModel:
+    """A model downloaded from the registry into `root` (MLflow may put it in a sub-folder)."""
+    found = next(iter(sorted(root.rglob("MLmodel"), key=lambda p: len(p.parts))), None)
+    if found is None:
+        raise DataError(f"the packed model at {root} has no MLmodel file")
+    return mlflow.pyfunc.load_model(str(found.parent)).unwrap_python_model().model

@@ -1,0 +1,30 @@
+"""Model families: one module per algorithm, each able to load what training saved and to score with it.
+
+`FAMILIES` maps the "family" written in a saved model's spec.json to its class, so one loader (and one MLflow
+"models from code" file, serving/models/pyfunc_model.py) serves every kind and family. A new family is its module
+and one entry here; training fits it (training/trainers.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from features.errors import DataError
+from serving.models.base import ItemModel, MemberModel, read_spec
+from serving.models.families.als import ALSRecommender
+from serving.models.families.gbm import GBMModel
+
+FAMILIES: dict[str, type[MemberModel] | type[ItemModel]] = {
+    GBMModel.family: GBMModel,
+    ALSRecommender.family: ALSRecommender,
+}
+
+
+def load_model(artifacts: Mapping[str, str]) -> MemberModel | ItemModel:
+    """The fitted model saved in `artifacts` (its spec.json names the family)."""
+    family = read_spec(artifacts).get("family")
+    if family not in FAMILIES:
+        raise DataError(
+            f"a saved model of family {family!r}, which this version does not know (known: {', '.join(FAMILIES)})"
+        )
+    return FAMILIES[family].load(artifacts)

@@ -1,0 +1,133 @@
+"""The table of model kinds: what each model predicts, how it is judged and how it is served.
+
+Everything that differs between kinds is derived from this table: the CLI's choices, the gate's metrics, the
+matrix a recommender learns from and its list defaults, the champions the service needs before it starts and
+the ones a Bento packs. Adding a kind is one entry here, plus its family's code if it needs a new family
+(serving/models/families.py to score, training/trainers.py to fit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from features.errors import DataError
+
+
+class Target(StrEnum):
+    """What a kind predicts, which says how it is evaluated."""
+
+    binary = "binary"  # a yes/no label per member (ROC-AUC, Brier)
+    amount = "amount"  # a non-negative amount per member (RMSE, normalized Gini)
+    items = "items"  # the items a member takes next (precision@k, nDCG@k)
+
+
+class Task(StrEnum):
+    """How a kind's model is asked: per member from the feature snapshot, or for ranked items."""
+
+    member = "member"
+    items = "items"
+
+
+@dataclass(frozen=True)
+class GateMetric:
+    name: str
+    higher_is_better: bool
+
+    def beats(self, ours: float, theirs: float) -> bool:
+        """Strictly better: a tie is not a win."""
+        return ours > theirs if self.higher_is_better else ours < theirs
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """Where an item kind's items and interactions come from."""
+
+    matrix: str  # the snapshot's member x item matrix, and the dataset table of the items' attributes
+    id_column: str  # the item id in the events
+    events: str  # the table of members taking items
+    category_column: str  # what a request's category filter matches
+
+
+PRODUCTS = ItemSource(matrix="products", id_column="product_id", events="orders", category_column="category")
+CONTENTS = ItemSource(matrix="contents", id_column="content_id", events="engagements", category_column="content_type")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str  # the CLI's choice; the dataset's registered model is DATASET.name
+    summary: str
+    target: Target
+    family: str  # the learned family `train` fits and judges against the baselines
+    gate: tuple[GateMetric, ...]  # a candidate must beat every rival on each; tuning optimises the first
+    label: str | None = None  # member kinds: the snapshot label it learns
+    output: str | None = None  # member kinds: the field of a member's answer it fills
+    items: ItemSource | None = None  # item kinds
+    exclude_seen: bool = False  # item kinds: whether lists leave out what the member already has, by default
+    required: bool = False  # the service (and the tiers) cannot answer without a champion of this kind
+
+    @property
+    def task(self) -> Task:
+        return Task.items if self.target is Target.items else Task.member
+
+    def registered_name(self, dataset: str) -> str:
+        """The dataset's own registered model: models and champions never mix between datasets."""
+        return f"{dataset}.{self.name}"
+
+
+_RANKING = (GateMetric("precision", True), GateMetric("ndcg", True))
+
+CHURN = ModelKind(
+    "churn",
+    "who will stop buying: the probability of no purchase in the horizon",
+    Target.binary,
+    family="lightgbm",
+    gate=(GateMetric("roc_auc", True),),
+    label="churned",
+    output="churn_probability",
+    required=True,
+)
+VALUE = ModelKind(
+    "value",
+    "lifetime value: each member's expected spend over the horizon",
+    Target.amount,
+    family="lightgbm",
+    gate=(GateMetric("rmse", False), GateMetric("normalized_gini", True)),
+    label="future_value",
+    output="expected_value",
+    required=True,
+)
+PRODUCT_RECS = ModelKind(
+    "product-recs",
+    "products each member should be shown next (repeat buying allowed)",
+    Target.items,
+    family="als",
+    gate=_RANKING,
+    items=PRODUCTS,
+    exclude_seen=False,  # repeat buying is normal in retail
+)
+CONTENT_RECS = ModelKind(
+    "content-recs",
+    "content each member should be shown next (nothing already seen)",
+    Target.items,
+    family="als",
+    gate=_RANKING,
+    items=CONTENTS,
+    exclude_seen=True,  # content already read is not worth pushing again
+)
+
+KINDS: dict[str, ModelKind] = {k.name: k for k in (CHURN, VALUE, PRODUCT_RECS, CONTENT_RECS)}
+
+
+def kind(name: str | ModelKind) -> ModelKind:
+    """The kind of that name; a clear error naming the known kinds otherwise."""
+    if isinstance(name, ModelKind):
+        return name
+    try:
+        return KINDS[str(name)]
+    except KeyError:
+        raise DataError(f"unknown model kind {name!r}; the kinds are {', '.join(KINDS)}") from None
+
+
+def kinds_of(task: Task) -> list[ModelKind]:
+    return [k for k in KINDS.values() if k.task is task]

@@ -1,0 +1,101 @@
+"""The table of model kinds: a new kind is one entry in the table plus its family's code, and it trains,
+registers, promotes and serves with nothing else changed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from features.home import StateHome
+from features.store import Dataset
+from serving.models.base import MemberModel
+from serving.models.families import FAMILIES
+from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
+from serving.models.registry import champion, connect
+from training.frames import LabelledFrame
+from training.job import TrainSettings, train
+from training.member_fit import MEMBER_FITTERS
+
+
+class ConstantModel(MemberModel):
+    """The toy family: every member gets the mean of the label over the training data."""
+
+    family = "constant"
+
+    def __init__(self, kind: str, value: float) -> None:
+        self.kind, self.value, self.columns = kind, value, []
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        return np.full(len(features), self.value)
+
+    def save(self, folder: Path) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = folder / "spec.json"
+        spec.write_text(json.dumps({"family": self.family, "kind": self.kind, "value": self.value}))
+        return {"spec": str(spec)}
+
+    @classmethod
+    def load(cls, artifacts: Mapping[str, str]) -> ConstantModel:
+        spec = json.loads(Path(artifacts["spec"]).read_text())
+        return cls(spec["kind"], spec["value"])
+
+
+def fit_constant(data: LabelledFrame, kind: ModelKind, params: dict, seed: int, horizon_days: int) -> ConstantModel:
+    return ConstantModel(kind.name, float(data.frame[str(kind.label)].mean()))
+
+
+# Expected orders over the horizon, judged by RMSE against the amount baselines (which predict spend, so a
+# member's mean order count beats them easily: the toy is meant to pass the gate, not to be useful).
+ORDERS = ModelKind(
+    "orders",
+    "orders each member will place over the horizon (a toy: the training mean)",
+    Target.amount,
+    family="constant",
+    gate=(GateMetric("rmse", higher_is_better=False),),
+    label="future_orders",
+    output="expected_orders",
+)
+
+
+@contextmanager
+def toy_kind() -> Iterator[ModelKind]:
+    """The toy kind and its family, added the way a new kind is: a table entry, a scorer and a fitter."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(KINDS, ORDERS.name, ORDERS)
+        patch.setitem(FAMILIES, ConstantModel.family, ConstantModel)
+        patch.setitem(MEMBER_FITTERS, ConstantModel.family, fit_constant)
+        yield ORDERS
+
+
+@pytest.mark.slow
+def test_a_kind_added_to_the_table_trains_registers_promotes_and_serves(
+    home: StateHome, shop: Dataset, http: TestClient
+) -> None:
+    try:
+        with toy_kind() as orders:
+            # when: the one training job trains it
+            result = train(shop, orders, TrainSettings(training_cutoffs=2, test_cutoffs=1))
+            # then: judged against its target's baselines, registered as the dataset's model, and promoted
+            assert result.promoted, result.reasons
+            assert set(result.rivals) == {"run rate", "BG/NBD + Gamma-Gamma"}
+            assert str(champion(connect(home), "shop", orders).version) == result.version == "1"
+            constant = mlflow.pyfunc.load_model("models:/shop.orders@champion").unwrap_python_model().model
+            assert isinstance(constant, ConstantModel) and 0 < constant.value < 5
+            # and the service, once reloaded, answers with it beside the other member kinds, naming it
+            assert http.post("/reload", json={}).status_code == 200
+            body = http.post("/score", json={"member_ids": ["M000001", "NOBODY"]}).json()
+    finally:
+        http.post("/reload", json={})  # the service of the other tests knows the table's own kinds only
+    known, cold = body["members"]
+    assert known["expected_orders"] == pytest.approx(constant.value) and known["churn_probability"] is not None
+    assert cold["cold_start"] and cold["expected_orders"] is None
+    assert body["models"]["orders"] == {"name": "shop.orders", "version": "1", "family": "constant"}
+    assert set(body["models"]) == {"churn", "value", "orders"}

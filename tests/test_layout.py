@@ -1,0 +1,77 @@
+"""The project's shape: imports flow one way between the packages, the model runtime never pulls in BentoML,
+and every model kind is defined once, in the table of kinds."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from serving.models.kinds import KINDS
+from tests.conftest import PROJECT_ROOT
+
+# Each package may import only itself and the packages listed: features <- serving <- training <- monitoring.
+MAY_IMPORT = {
+    "features": {"features"},
+    "serving": {"features", "serving"},
+    "training": {"features", "serving", "training"},
+    "monitoring": {"features", "serving", "training", "monitoring"},
+}
+PROJECT_PACKAGES = {*MAY_IMPORT, "experiments", "tests", "cli"}
+
+
+def _modules(package: str) -> list:
+    return sorted((PROJECT_ROOT / package).rglob("*.py"))
+
+
+def _imported(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names & PROJECT_PACKAGES
+
+
+def test_each_package_imports_only_the_packages_below_it() -> None:
+    broken = {
+        str(path.relative_to(PROJECT_ROOT)): sorted(found - allowed)
+        for package, allowed in MAY_IMPORT.items()
+        for path in _modules(package)
+        if (found := _imported(ast.parse(path.read_text()))) - allowed
+    }
+    assert broken == {}
+
+
+def test_importing_the_model_runtime_does_not_import_bentoml() -> None:
+    probe = (
+        "import sys, serving.models.batch, serving.models.champions, serving.models.pyfunc_model, "
+        "serving.predictions, serving.prediction_log; print('bentoml' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_no_code_names_a_model_kind_but_the_table_of_kinds() -> None:
+    """A kind's name as a string outside serving/models/kinds.py means a second definition of it: a table, an
+    enum or a tuple that a new kind would have to be added to. (The word "value" as a JSON field, a dict key
+    or a subscript, is the word, not the kind.)"""
+    table = PROJECT_ROOT / "serving" / "models" / "kinds.py"
+    found = []
+    for package in MAY_IMPORT:
+        for path in _modules(package):
+            if path == table:
+                continue
+            tree = ast.parse(path.read_text())
+            keys = {id(k) for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys if k is not None}
+            keys |= {id(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript)}
+            found += [
+                f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {node.value!r}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant)
+                and node.value in KINDS
+                and not (node.value == "value" and id(node) in keys)
+            ]
+    assert found == []
+    assert sum(f'    "{name}",' in table.read_text() for name in KINDS) == len(KINDS)  # each defined there

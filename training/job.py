@@ -1,0 +1,299 @@
+"""The training job, the same for every kind: tune on validation data, judge on held-out data beside the
+baselines and the champion, fit the model that serves, log it all to MLflow, register it as the dataset's
+DATASET.KIND model and promote it only if it beats every rival.
+
+Every run logs the same artefacts whatever its kind: its parameters and held-out dates, the candidate's
+metrics, rivals.json (baselines and champion), backtest.json (every row behind the metrics), promotion.json,
+model_summary.json, the Optuna trials when tuned, and a `promoted` tag. `promote` re-runs the gate for any
+registered version of any kind, on that version's own held-out data.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from pydantic import BaseModel
+
+from features.errors import DataError
+from features.home import StateHome
+from features.progress import say, step
+from features.snapshots import fingerprint, resolve_as_of
+from features.store import Dataset
+from serving.models import pyfunc_model, registry
+from serving.models.base import MemberModel
+from serving.models.kinds import ModelKind, Task
+from training.trainers import Evaluation, Fitted, HeldOut, TrainSettings, trainer
+
+__all__ = ["TrainSettings", "gate", "promote", "train"]
+
+
+class TrainResult(BaseModel):
+    """What a training run did: the registered version, whether it became champion, and against what."""
+
+    kind: str
+    family: str
+    dataset: str
+    as_of: date
+    version: str
+    run_id: str
+    promoted: bool
+    reasons: list[str]
+    metrics: dict[str, float]
+    rivals: dict[str, dict[str, float]]
+    params: dict[str, Any]
+    test_cutoffs: list[date]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: list[str]
+
+
+def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:
+    """Passes only if the candidate beats every rival (baselines and champion) on every gate metric of its kind."""
+    reasons = []
+    for rival, metrics in rivals.items():
+        for metric in kind.gate:
+            ours, theirs = candidate[metric.name], metrics[metric.name]
+            if not metric.beats(ours, theirs):
+                reasons.append(f"{metric.name} {ours:.4f} does not beat {rival} ({theirs:.4f})")
+    return Verdict(not reasons, reasons)
+
+
+def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
+    started = time.perf_counter()
+    dataset.require()
+    job = trainer(kind)
+    as_of = resolve_as_of(dataset, settings.as_of)
+    held_out = job.held_out(dataset, kind, settings, as_of)
+    client = registry.connect(dataset.home)
+    experiment_id = registry.experiment(client, dataset.home, kind.registered_name(dataset.name))
+    say(f"{kind.registered_name(dataset.name)} as of {as_of}: judged on {', '.join(map(str, held_out.tests))}")
+
+    params, trials = job.default_params(kind), pd.DataFrame()
+    if settings.trials:
+        with step(f"tuning with {settings.trials} Optuna trials on {', '.join(map(str, held_out.validation))}"):
+            study = f"{dataset.name}-{kind.name}-{as_of}-{int(time.time())}"
+            params, trials = job.tune(dataset, kind, held_out, settings, study)
+
+    evaluation = job.evaluate(dataset, kind, held_out, params, settings)
+    rivals = dict(evaluation.rivals)
+    champion = _champion_metrics(dataset, kind, client, held_out, settings, params, evaluation.metrics)
+    if champion is not None:
+        rivals[champion[0]] = champion[1]
+    verdict = gate(kind, evaluation.metrics, rivals)
+
+    with step(f"fitting the {kind.name} model that serves as of {as_of}"):
+        fitted = job.fit(dataset, kind, as_of, params, settings)
+
+    logged = {
+        "dataset": dataset.name,
+        "kind": kind.name,
+        "family": kind.family,
+        "data_fingerprint": fingerprint(dataset),
+        "as_of": str(as_of),
+        "horizon_days": settings.horizon_days,
+        "training_cutoffs_count": settings.training_cutoffs,
+        "k": settings.k,
+        "trials": settings.trials,
+        "seed": settings.seed,
+        "params": json.dumps(params, sort_keys=True),
+        **held_out.params(),
+        **fitted.params,
+    }
+    promoted_tag = str(verdict.passed and settings.promote)
+    run_name = f"{kind.registered_name(dataset.name)} {as_of}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tags({"dataset": dataset.name, "kind": kind.name, "family": kind.family, "promoted": promoted_tag})
+        mlflow.log_params({**logged, **{f"param.{k}": v for k, v in params.items()}})
+        _log_evaluation(evaluation, rivals, verdict)
+        mlflow.log_dict(fitted.model.summary(), "model_summary.json")
+        if not trials.empty:
+            mlflow.log_text(trials.to_csv(index=False), "optuna_trials.csv")
+        info = _log_model(fitted, kind, dataset.name)
+    version = str(info.registered_model_version)
+
+    promoted, reasons = _conclude(client, dataset.name, kind, version, verdict.reasons, settings.promote)
+    if promoted_tag != str(promoted):  # the model would not load: the run says what happened
+        client.set_tag(run.info.run_id, "promoted", str(promoted))
+    return TrainResult(
+        kind=kind.name,
+        family=kind.family,
+        dataset=dataset.name,
+        as_of=as_of,
+        version=version,
+        run_id=run.info.run_id,
+        promoted=promoted,
+        reasons=reasons,
+        metrics=evaluation.metrics,
+        rivals=rivals,
+        params=params,
+        test_cutoffs=held_out.tests,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _log_evaluation(evaluation: Evaluation, rivals: dict[str, dict[str, float]], verdict: Verdict) -> None:
+    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+    mlflow.log_metrics({f"rival_{_slug(r)}_{k}": v for r, values in rivals.items() for k, v in values.items()})
+    mlflow.log_dict(rivals, "rivals.json")
+    mlflow.log_dict({"rows": evaluation.rows}, "backtest.json")
+    mlflow.log_dict({"passed": verdict.passed, "reasons": verdict.reasons}, "promotion.json")
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def _champion_metrics(
+    dataset: Dataset,
+    kind: ModelKind,
+    client: Any,
+    held_out: HeldOut,
+    settings: TrainSettings,
+    candidate_params: dict[str, Any],
+    candidate: dict[str, float],
+) -> tuple[str, dict[str, float]] | None:
+    """The dataset's current champion's configuration, re-trained and judged on the candidate's own held-out
+    data (so both are judged on the same members), as a rival."""
+    current = registry.champion(client, dataset.name, kind)
+    if current is None:
+        return None
+    logged = registry.run_params(client, current)
+    params = json.loads(logged.get("params", "{}"))
+    name = f"champion v{current.version}"
+    if params == candidate_params and logged.get("data_fingerprint") == fingerprint(dataset):
+        return name, candidate  # same configuration, same data: the evaluation would repeat itself exactly
+    with step(f"re-judging champion version {current.version} on the same held-out data"):
+        return name, trainer(kind).evaluate(dataset, kind, held_out, params, settings, rivals=False).metrics
+
+
+def _log_model(fitted: Fitted, kind: ModelKind, dataset: str) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = fitted.model.save(Path(tmp))
+        signature = None
+        if isinstance(fitted.model, MemberModel):
+            with warnings.catch_warnings():
+                # MLflow warns that integer columns cannot hold missing values; snapshot counts are zero-filled,
+                # never missing, and declaring them float would make MLflow refuse the snapshot's int64 columns.
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+                prediction = pd.Series(fitted.model.predict(fitted.example), name="prediction")
+                signature = infer_signature(fitted.example, prediction)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(pyfunc_model.__file__)),
+                artifacts=artifacts,
+                signature=signature,
+                input_example=fitted.example,
+                registered_model_name=kind.registered_name(dataset),
+                # Named, not inferred: inference would load the model in a subprocess on every training run.
+                pip_requirements=[f"mlflow=={mlflow.__version__}", *_requirements(kind)],
+            )
+
+
+def _requirements(kind: ModelKind) -> list[str]:
+    from importlib.metadata import version
+
+    library = "lightgbm" if kind.task is Task.member else "implicit"
+    return [f"{library}=={version(library)}", f"pandas=={pd.__version__}"]
+
+
+def _conclude(
+    client: Any, dataset: str, kind: ModelKind, version: str, reasons: list[str], promote: bool
+) -> tuple[bool, list[str]]:
+    """Moves the champion alias to `version` when the gate gave no reasons, promotion is on and the registered
+    model loads; says which. Returns whether it moved, and every reason it did not."""
+    name = kind.registered_name(dataset)
+    if not reasons and promote and (problem := registry.unloadable(name, version)):
+        reasons = [problem]
+    if not reasons and promote:
+        registry.set_champion(client, dataset, kind, version)
+        say(f"{name} version {version} is the new champion")
+        return True, []
+    say(f"{name} version {version} registered, champion unchanged: " + ("; ".join(reasons) or "--no-promote"))
+    return False, reasons
+
+
+class PromotionResult(BaseModel):
+    kind: str
+    dataset: str
+    version: str
+    promoted: bool
+    reasons: list[str]
+
+
+def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None = None) -> PromotionResult:
+    """Runs the gate again for a registered version of the dataset's model (default: the newest) against the
+    dataset's champion today.
+
+    The candidate keeps the held-out metrics and rivals logged with it; the champion's configuration is
+    re-trained and judged on the candidate's own held-out data, so both are judged on the same members.
+    """
+    client = registry.connect(home)
+    name = kind.registered_name(dataset)
+    registered = registry.versions(client, dataset, kind)
+    if not registered:
+        raise DataError(
+            f"no {name} model is registered yet; train one with `community-ml train {kind.name} --dataset {dataset}`"
+        )
+    chosen = str(version or registered[-1].version)
+    if chosen not in {str(v.version) for v in registered}:
+        known = ", ".join(str(v.version) for v in registered)
+        raise DataError(f"{name} has no version {chosen} (registered versions: {known})")
+    current = registry.champion(client, dataset, kind)
+    if current is not None and str(current.version) == chosen:
+        return PromotionResult(kind=kind.name, dataset=dataset, version=chosen, promoted=True, reasons=[])
+    run = client.get_run(client.get_model_version(name, chosen).run_id)
+    params, metrics = run.data.params, run.data.metrics
+    candidate = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
+    try:
+        rivals = json.loads(Path(client.download_artifacts(run.info.run_id, "rivals.json")).read_text())
+    except MlflowException as exc:
+        raise DataError(
+            f"{name} version {chosen} has no recorded rivals (run {run.info.run_id}); it cannot be judged on "
+            f"the same held-out data: train it again with `community-ml train {kind.name} --dataset {dataset}`"
+        ) from exc
+    rivals = {r: m for r, m in rivals.items() if not r.startswith("champion")}  # today's champion is re-judged
+    settings = TrainSettings(
+        horizon_days=int(params["horizon_days"]),
+        training_cutoffs=int(params["training_cutoffs_count"]),
+        k=int(params["k"]),
+        seed=int(params["seed"]),
+    )
+    champion = _champion_metrics(
+        Dataset(home, dataset),
+        kind,
+        client,
+        HeldOut.from_params(params),
+        settings,
+        json.loads(params["params"]),
+        candidate,
+    )
+    if champion is not None:
+        rivals[champion[0]] = champion[1]
+    verdict = gate(kind, candidate, rivals)
+    reasons = verdict.reasons or [problem for problem in [registry.unloadable(name, chosen)] if problem]
+    if not reasons:
+        registry.set_champion(client, dataset, kind, chosen)
+        client.set_tag(run.info.run_id, "promoted", "True")
+    return PromotionResult(kind=kind.name, dataset=dataset, version=chosen, promoted=not reasons, reasons=reasons)
+
+
+def retrain(dataset: Dataset, kinds: list[ModelKind], settings: TrainSettings | None = None) -> list[TrainResult]:
+    """Trains each kind again with default settings (monitoring's --retrain); the gate still decides."""
+    return [train(dataset, kind, settings or TrainSettings()) for kind in kinds]

@@ -1,0 +1,133 @@
+"""Fitting and tuning recommenders (item kinds): ALS on a snapshot's interaction matrix, with what the served
+model needs beside its factors (item attributes for the rules, popularity by segment for cold start)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import scipy.sparse as sp
+
+from features.progress import say
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.store import Dataset
+from serving.models.families.als import ALSRecommender, RecsSpec
+from serving.models.kinds import ModelKind
+from training.recs_eval import ALS_DEFAULTS, Split, als, compare, fit_als
+
+RANK_SWEEP = (64, 16, 32, 128)
+
+
+def suggest(trial: optuna.Trial, repeats: bool) -> dict[str, Any]:
+    """ALS parameters to try; the repeat boost only matters for lists that may hold the member's own items."""
+    params = {
+        "factors": trial.suggest_int("factors", 16, 256, log=True),
+        "regularization": trial.suggest_float("regularization", 1e-3, 1.0, log=True),
+        "alpha": trial.suggest_float("alpha", 0.1, 10.0, log=True),
+        "iterations": trial.suggest_int("iterations", 10, 40),
+        "bm25_k1": trial.suggest_float("bm25_k1", 1.0, 1000.0, log=True),
+        "bm25_b": trial.suggest_float("bm25_b", 0.0, 1.0),
+    }
+    if repeats:
+        params["repeat_weight"] = trial.suggest_float("repeat_weight", 0.0, 16.0)
+    return params
+
+
+def score_als(split: Split, params: dict[str, Any], k: int, seed: int, exclude_seen: bool) -> dict[str, float]:
+    """ALS with these parameters on a split: its metrics at k, for lists with or without the member's items."""
+    row = compare(split, {"als": als(params, seed)}, k=k, modes=(exclude_seen,))[0]
+    return {key: float(v) for key, v in row.items() if isinstance(v, float)}
+
+
+def tune_als(
+    split: Split, kind: ModelKind, trials: int, k: int, seed: int, exclude_seen: bool | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Best ALS parameters by precision@k on the validation split (never the test split), for lists with or
+    without the member's own items (default: the kind's)."""
+    mode = kind.exclude_seen if exclude_seen is None else exclude_seen
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    # A coarse sweep of the rank first, the parameter that matters most (16 factors suit the synthetic
+    # community's few personas, 64 Online Retail's wide catalogue); TPE then searches around the best.
+    for factors in RANK_SWEEP[:trials]:
+        study.enqueue_trial({**ALS_DEFAULTS, "factors": factors}, skip_if_exists=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**ALS_DEFAULTS, **suggest(trial, repeats=not mode)}
+        precision = score_als(split, params, k, seed, mode)["precision"]
+        say(f"  trial {trial.number + 1}/{trials}: precision@{k} {precision:.4f}")
+        return precision
+
+    study.optimize(objective, n_trials=trials)
+    return {**ALS_DEFAULTS, **study.best_params}, study.trials_dataframe()
+
+
+def item_attributes(dataset: Dataset, kind: ModelKind) -> pd.DataFrame:
+    """What the business rules need per item: active and category (products), content type (contents)."""
+    assert kind.items is not None
+    table = kind.items.matrix
+    wanted = [c for c in (kind.items.id_column, "active", kind.items.category_column) if c in dataset.read(table)]
+    frame = dataset.read(table, wanted).rename(columns={kind.items.id_column: "item_id"})
+    return frame.drop_duplicates("item_id").set_index("item_id")
+
+
+def member_segments(dataset: Dataset) -> dict[str, str]:
+    """Each member's cold-start segment: their persona where known, else the first group they joined."""
+    segments: dict[str, str] = {}
+    if dataset.has("engagements"):
+        joins = dataset.read("engagements", ["member_id", "ts", "action", "group_id"])
+        joins = joins[(joins["action"] == "join_group") & joins["group_id"].notna()].sort_values("ts", kind="stable")
+        segments |= {
+            m: f"group:{g}"
+            for m, g in joins.drop_duplicates("member_id")[["member_id", "group_id"]].itertuples(index=False)
+        }
+    if dataset.has("members"):
+        personas = dataset.read("members", ["member_id", "persona"]).dropna()
+        segments |= {m: f"persona:{p}" for m, p in personas.itertuples(index=False)}
+    return segments
+
+
+def segment_popularity(
+    matrix: sp.csr_matrix, member_ids: np.ndarray, segments: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Members per item within each segment that has at least 20 members with history."""
+    labels = pd.Series([segments.get(str(m)) for m in member_ids])
+    out = {}
+    for segment, rows in labels.dropna().groupby(labels.dropna()).groups.items():
+        if len(rows) >= 20:
+            out[str(segment)] = np.asarray((matrix[np.asarray(rows)] > 0).sum(axis=0)).ravel().astype(np.float32)
+    return out
+
+
+def fit_recommender(
+    dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], seed: int
+) -> ALSRecommender:
+    """ALS on everything before `as_of`, with the popularity order for cold start and the items' attributes."""
+    assert kind.items is not None
+    build_snapshot(dataset, SnapshotSettings(as_of=as_of))
+    interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
+    matrix = interactions.matrix.tocsr()
+    model = fit_als(matrix, params, seed)
+    segments = member_segments(dataset)
+    with_history = set(interactions.member_ids.tolist())
+    return ALSRecommender(
+        RecsSpec(
+            kind=kind.name,
+            als_params={**ALS_DEFAULTS, **params},
+            exclude_seen_default=kind.exclude_seen,
+            category_column=kind.items.category_column,
+        ),
+        np.asarray(model.user_factors),
+        np.asarray(model.item_factors),
+        matrix,
+        interactions.member_ids,
+        interactions.item_ids,
+        np.diff(matrix.tocsc().indptr).astype(np.float32),
+        item_attributes(dataset, kind),
+        segment_popularity(matrix, interactions.member_ids, segments),
+        # Only members without history need a segment: everyone else is served from their own factors.
+        {m: s for m, s in segments.items() if m not in with_history},
+    )

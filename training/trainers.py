@@ -1,0 +1,258 @@
+"""How each task is trained: which data judges a candidate, how its family is tuned, evaluated and fitted.
+
+The training job (training/job.py) is the same for every kind; what differs between member kinds (features and
+labels stacked over monthly cutoffs) and item kinds (a time split of an interaction matrix) lives here, one
+trainer per task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.errors import DataError
+from features.progress import step
+from features.snapshots import dataset_span
+from features.store import Dataset
+from serving.models.base import ItemModel, MemberModel
+from serving.models.kinds import ModelKind, Task
+from training.backtest import BacktestReport, BacktestSettings, backtest
+from training.frames import stacked, training_cutoffs
+from training.member_fit import MEMBER_FITTERS
+from training.recs_eval import ALS_DEFAULTS, als, compare, item_cosine, popular, time_split
+from training.recs_fit import fit_recommender, score_als, tune_als
+from training.tuning import tune
+
+STEP_DAYS = 30
+
+
+class TrainSettings(BaseModel):
+    """One training run of any kind; the settings a kind does not use are ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    as_of: date | None = Field(None, description="serve members as of this date; default: the day after the data")
+    horizon_days: int = Field(90, ge=7, le=365)
+    training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs (member kinds)")
+    test_cutoffs: int = Field(3, ge=1, le=12, description="held-out cutoffs that judge the candidate (member kinds)")
+    validation_cutoffs: int = Field(2, ge=1, le=12, description="cutoffs Optuna tunes on (older than the tests)")
+    trials: int = Field(0, ge=0, le=500, description="Optuna trials; 0 keeps the family's default parameters")
+    k: int = Field(10, ge=1, le=100, description="list length the item kinds are judged at")
+    seed: int = 0
+    promote: bool = Field(True, description="move the champion alias when the candidate passes the gate")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Where a candidate is judged (`tests`) and tuned (`validation`): cutoffs, or time-split dates."""
+
+    tests: list[date]
+    validation: list[date]
+
+    def params(self) -> dict[str, str]:
+        return {"test_cutoffs": _dates(self.tests), "validation_cutoffs": _dates(self.validation)}
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> HeldOut:
+        return cls(_parse(params.get("test_cutoffs", "")), _parse(params.get("validation_cutoffs", "")))
+
+
+def _dates(values: list[date]) -> str:
+    return ",".join(map(str, values))
+
+
+def _parse(text: str) -> list[date]:
+    return [date.fromisoformat(v) for v in text.split(",") if v]
+
+
+@dataclass
+class Evaluation:
+    """A family's held-out metrics (mean over the tests), its rivals', and every row behind them."""
+
+    metrics: dict[str, float]
+    rivals: dict[str, dict[str, float]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Fitted:
+    model: MemberModel | ItemModel
+    example: pd.DataFrame  # an input example for MLflow's signature
+    params: dict[str, str] = field(default_factory=dict)  # what the run logs about the fit
+
+
+class Trainer(ABC):
+    def default_params(self, kind: ModelKind) -> dict[str, Any]:
+        """The family's parameters when nothing is tuned."""
+        return {}
+
+    @abstractmethod
+    def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut: ...
+
+    @abstractmethod
+    def tune(
+        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
+    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        """The best parameters on the validation data, and every trial."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        dataset: Dataset,
+        kind: ModelKind,
+        held_out: HeldOut,
+        params: dict[str, Any],
+        settings: TrainSettings,
+        rivals: bool = True,
+    ) -> Evaluation:
+        """The family with these parameters on the held-out tests, beside the baselines when `rivals`."""
+
+    @abstractmethod
+    def fit(
+        self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
+    ) -> Fitted:
+        """The model that serves as of `as_of`, fitted on everything its labels allow before it."""
+
+
+def _monthly(newest: date, count: int) -> list[date]:
+    return [newest - timedelta(days=STEP_DAYS * k) for k in range(count)]
+
+
+class MemberTrainer(Trainer):
+    """Member kinds: features and labels at monthly cutoffs; rolling-origin backtests judge the candidate.
+
+    Cutoffs, newest first, for a model that scores members as of T (horizon H):
+    - the final model trains on T-H, T-H-30, ... (labels that end by T);
+    - held-out test cutoffs T-H, T-H-30, ... judge it: for each, a model trained on the cutoffs before it scores
+      it, beside the baselines and the current champion's configuration;
+    - validation cutoffs, older than every test cutoff, are all that Optuna ever sees.
+    """
+
+    def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
+        """Each test cutoff needs a usable training cutoff (30 days of history) before it."""
+        first = dataset_span(dataset)[0].date()
+        earliest = first + timedelta(days=30 + settings.horizon_days)
+        newest = as_of - timedelta(days=settings.horizon_days)
+        tests = [c for c in _monthly(newest, settings.test_cutoffs) if c >= earliest]
+        if not tests:
+            raise DataError(
+                f"{dataset.name}: not enough history before {as_of} for a held-out test cutoff with a "
+                f"{settings.horizon_days}-day horizon (the data starts {first}); choose a later --as-of or a "
+                "shorter --horizon-days"
+            )
+        older = min(tests) - timedelta(days=STEP_DAYS)
+        validation = [c for c in _monthly(older, settings.validation_cutoffs) if c >= earliest]
+        return HeldOut(sorted(tests), sorted(validation))
+
+    def tune(
+        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
+    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        if not held_out.validation:
+            raise DataError(f"{dataset.name}: no validation cutoff older than the test cutoffs to tune on")
+        return tune(
+            dataset,
+            kind,
+            held_out.validation,
+            trials=settings.trials,
+            horizon_days=settings.horizon_days,
+            training_cutoffs=settings.training_cutoffs,
+            seed=settings.seed,
+            study_name=study,
+        )
+
+    def evaluate(
+        self,
+        dataset: Dataset,
+        kind: ModelKind,
+        held_out: HeldOut,
+        params: dict[str, Any],
+        settings: TrainSettings,
+        rivals: bool = True,
+    ) -> Evaluation:
+        report = backtest(
+            dataset,
+            kind,
+            BacktestSettings(
+                cutoffs=held_out.tests,
+                horizon_days=settings.horizon_days,
+                training_cutoffs=settings.training_cutoffs,
+                seed=settings.seed,
+                params=params,
+            ),
+            baselines=rivals,
+        )
+        table = _means(report)
+        return Evaluation(table.pop(kind.family), table, report.rows)
+
+    def fit(
+        self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
+    ) -> Fitted:
+        cutoffs = training_cutoffs(as_of, settings.horizon_days, settings.training_cutoffs)
+        data = stacked(dataset, cutoffs, settings.horizon_days)
+        model = MEMBER_FITTERS[kind.family](data, kind, params, settings.seed, settings.horizon_days)
+        used = sorted(set(data.frame["cutoff"].dt.date))
+        return Fitted(model, data.frame[data.feature_columns].head(5), {"training_cutoffs": _dates(used)})
+
+
+def _means(report: BacktestReport) -> dict[str, dict[str, float]]:
+    means = report.mean_by_method().drop(columns=["train_rows", "test_members"])
+    return {str(m): {k: float(v) for k, v in row.dropna().items()} for m, row in means.iterrows()}
+
+
+class ItemTrainer(Trainer):
+    """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
+    on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
+    is fitted on everything before T."""
+
+    def default_params(self, kind: ModelKind) -> dict[str, Any]:
+        return dict(ALS_DEFAULTS)
+
+    def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
+        horizon = timedelta(days=settings.horizon_days)
+        return HeldOut([as_of - horizon], [as_of - 2 * horizon])
+
+    def tune(
+        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
+    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        validation = time_split(dataset, kind, held_out.validation[0], settings.horizon_days)
+        return tune_als(validation, kind, settings.trials, settings.k, settings.seed)
+
+    def evaluate(
+        self,
+        dataset: Dataset,
+        kind: ModelKind,
+        held_out: HeldOut,
+        params: dict[str, Any],
+        settings: TrainSettings,
+        rivals: bool = True,
+    ) -> Evaluation:
+        with step(f"judging {kind.name} on the split at {held_out.tests[0]}" + (" beside the baselines" * rivals)):
+            split = time_split(dataset, kind, held_out.tests[0], settings.horizon_days)
+            if not rivals:
+                return Evaluation(score_als(split, params, settings.k, settings.seed, kind.exclude_seen))
+            methods = {
+                kind.family: als(params, settings.seed),
+                "most popular": popular,
+                "item-item cosine": item_cosine(),
+            }
+            rows = compare(split, methods, k=settings.k, modes=(kind.exclude_seen,))
+        table = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
+        return Evaluation(table.pop(kind.family), table, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])
+
+    def fit(
+        self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
+    ) -> Fitted:
+        model = fit_recommender(dataset, kind, as_of, {**ALS_DEFAULTS, **params}, settings.seed)
+        return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
+
+
+TRAINERS: dict[Task, Trainer] = {Task.member: MemberTrainer(), Task.items: ItemTrainer()}
+
+
+def trainer(kind: ModelKind) -> Trainer:
+    return TRAINERS[kind.task]
