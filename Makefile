@@ -59,7 +59,7 @@ demo: setup
 ## test: run every test, slow end-to-end ones included (on two workers; tests sharing a trained community stay together)
 .PHONY: test
 test: setup browser
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 # Chromium (Debian's package) renders the monitoring pages in a test; installed once, when missing.
 .PHONY: browser

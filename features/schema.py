@@ -62,7 +62,7 @@ class Feature:
     dtype: Dtype
     view: View
     # An aggregate over the view's events (grouped by member), or, when `derived`, an expression over the view's
-    # per-member row (its aggregates, or for the "member" view every view's columns).
+    # per-member row: its aggregates (never another derived feature), or for the "member" view every view's.
     expr: Callable[[ir.Table], ir.Value]
     needs: str = Needs.orders
     derived: bool = False

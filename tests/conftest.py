@@ -131,3 +131,25 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     else:
         group = str(relative)
     item.add_marker(pytest.mark.xdist_group(group))
+
+
+# Groups by how long they take (measured), longest first: each worker takes the next group as it frees up, so
+# the long ones must not come last (`make test` keeps this order with --no-loadscope-reorder).
+LONGEST_FIRST = (
+    "serving",  # ~135 s: trained champions of every kind, fuzzing, a real server and a Bento
+    "monitoring",  # ~90 s: two trained communities and their Evidently reports
+    "training/test_job.py",  # ~45 s: the training job end to end
+    "features/test_snapshots.py",
+    "training/test_backtest.py",
+    "online_retail",
+    "features/test_privacy.py",
+)
+
+
+def _group(item: pytest.Item) -> str:
+    return next(m.args[0] for m in item.iter_markers("xdist_group"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))

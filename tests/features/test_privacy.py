@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -27,16 +28,24 @@ MEMBER, OTHER = "M000000", "M000001"  # both bought before AS_OF
 AS_OF = date(2025, 11, 1)
 
 
-@pytest.fixture
-def community(home: StateHome) -> Dataset:
-    """300 members with snapshots and a prediction log line for two of them."""
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state home with 300 members, their snapshots and a prediction log line for two of them: made once."""
+    home = StateHome(tmp_path_factory.mktemp("privacy-template"))
     dataset = Dataset(home, "club")
     import_synthetic(dataset, SyntheticConfig(members=300, months=12))
     build_snapshot(dataset, SnapshotSettings(as_of=AS_OF, horizon_days=30))
     log = PredictionLog(home, "club")
     records = [{"member_id": m, "churn_probability": 0.5, "expected_value": 10.0} for m in (MEMBER, OTHER)]
     log.write("churn", records, {"churn": "1"}, time.perf_counter(), as_of=AS_OF)
-    return dataset
+    return home.root
+
+
+@pytest.fixture
+def community(home: StateHome, template: Path) -> Dataset:
+    """A copy of the template for each test: forgetting a member changes it."""
+    shutil.copytree(template, home.root, dirs_exist_ok=True)
+    return Dataset(home, "club")
 
 
 def test_export_holds_every_row_about_the_member(community: Dataset, tmp_path: Path) -> None:
