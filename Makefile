@@ -13,6 +13,10 @@ UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 BIN := .venv/bin
 DEMO_DATASET ?= demo
 DEMO_PORT ?= 3000
+# The demo trains on 4 monthly cutoffs and judges on 2 held-out ones (the CLI's defaults are 6 and 3), and tunes
+# product-recs with 6 Optuna trials: every step runs, in about 4 minutes rather than 10.
+DEMO_CUTOFFS ?= --training-cutoffs 4 --test-cutoffs 2
+DEMO_TRIALS ?= 6
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
 # apt needs root: sudo when we are not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -32,16 +36,15 @@ setup: .venv/.synced
 	$(UV) sync --frozen
 	@touch $@
 
-## demo: generate the synthetic community and run the pipeline on it
+## demo: generate the synthetic community, run the whole pipeline on it, then serve the API (about 4 minutes)
 .PHONY: demo
 demo: setup
 	$(BIN)/community-ml data generate --dataset $(DEMO_DATASET) --config configs/synthetic.yaml
 	$(BIN)/community-ml data describe --dataset $(DEMO_DATASET)
-	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of 2025-12-01
 	$(BIN)/community-ml features build --dataset $(DEMO_DATASET) --as-of latest
-	$(BIN)/community-ml train churn --dataset $(DEMO_DATASET)
-	$(BIN)/community-ml train value --dataset $(DEMO_DATASET)
-	$(BIN)/community-ml train product-recs --dataset $(DEMO_DATASET) --trials 12
+	$(BIN)/community-ml train churn --dataset $(DEMO_DATASET) $(DEMO_CUTOFFS)
+	$(BIN)/community-ml train value --dataset $(DEMO_DATASET) $(DEMO_CUTOFFS)
+	$(BIN)/community-ml train product-recs --dataset $(DEMO_DATASET) --trials $(DEMO_TRIALS)
 	$(BIN)/community-ml train content-recs --dataset $(DEMO_DATASET)
 	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content-recs \
@@ -51,6 +54,7 @@ demo: setup
 	@echo ""
 	@echo "Serving the API on http://127.0.0.1:$(DEMO_PORT) (Ctrl-C stops it). Try, from another terminal:"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/churn -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\", \"M000002\"]}'"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_products -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/metadata -H 'content-type: application/json' -d '{}'"
 	@echo "  curl -s localhost:$(DEMO_PORT)/docs.json   # the OpenAPI description"

@@ -18,7 +18,7 @@ from features.pseudonyms import pseudonym, pseudonym_key
 from features.snapshots import resolve_as_of
 from features.store import Dataset
 from serving.models.base import ItemModel
-from serving.models.batch import snapshot_features
+from serving.models.batch import item_lists, snapshot_features
 from serving.models.champions import Champions, load_champions
 from serving.models.kinds import CHURN, ModelKind, Task
 from serving.models.tiers import score_snapshot
@@ -127,14 +127,7 @@ def recommendations(
         )
     model = _item_model(state.champions[kind].model)
     exclude_seen = None if include_seen is None else not include_seen
-    frame = model.recommend(member_ids, k, exclude_seen, exclude, category)
-    items: dict[str, list[dict[str, Any]]] = {}
-    cold: dict[str, bool] = {}
-    for row in frame.itertuples(index=False):  # one pass, whatever the batch size
-        items.setdefault(row.member_id, []).append(
-            {"item_id": str(row.item_id), "rank": int(row.rank), "score": float(row.score)}
-        )
-        cold[row.member_id] = bool(row.cold_start)
+    items, cold = item_lists(model.recommend(member_ids, k, exclude_seen, exclude, category))
     return [
         {"member_id": m, "cold_start": cold.get(m, not model.knows_member(m)), "items": items.get(m, [])}
         for m in member_ids

@@ -21,7 +21,7 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resol
 from features.store import Dataset, write_parquet_atomic
 from serving.models.base import ItemModel
 from serving.models.champions import Champions, load_champions
-from serving.models.kinds import CHURN, VALUE, ModelKind, Task
+from serving.models.kinds import CHURN, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, score_snapshot, tier_shares
 from serving.prediction_log import PredictionLog
 
@@ -59,7 +59,7 @@ def score_members(
     dataset: Dataset, as_of: date, tiers: TierSettings | None = None, champions: Champions | None = None
 ) -> tuple[pd.DataFrame, Champions]:
     """member_id, each member champion's output, tier and top_reasons for every member known before `as_of`."""
-    champions = champions or load_champions(dataset.home, dataset.name)
+    champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member))
     features = snapshot_features(dataset, as_of)
     with step(f"scoring {len(features):,} members as of {as_of}"):
         out = score_snapshot(features, champions, tiers)
@@ -102,12 +102,22 @@ def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None) ->
     return {"members": len(listed), "without_consent": left_out}
 
 
+def item_lists(table: pd.DataFrame) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bool]]:
+    """Each member's ranked items (item_id, rank, score) and whether they were a cold start, from an item model's
+    member_id, rank, item_id, score, cold_start table, in one pass (a group-by per member took 20 s for 17,000
+    members of the demo)."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    cold: dict[str, bool] = {}
+    columns = ("member_id", "item_id", "rank", "score", "cold_start")
+    for member, item, rank, score, cold_start in zip(*(table[c].to_numpy() for c in columns), strict=True):
+        items.setdefault(member, []).append({"item_id": str(item), "rank": int(rank), "score": float(score)})
+        cold[member] = bool(cold_start)
+    return items, cold
+
+
 def recommendation_records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """One record per member with its ranked items, from a member_id, rank, item_id, score table."""
-    return [
-        {"member_id": str(member), "items": group[["item_id", "rank", "score"]].to_dict("records")}
-        for member, group in table.groupby("member_id", sort=False)
-    ]
+    """One record per member with its ranked items, for the prediction log."""
+    return [{"member_id": str(member), "items": ranked} for member, ranked in item_lists(table)[0].items()]
 
 
 class RecommendRequest(BaseModel):
