@@ -1,1 +1,2 @@
-"""The BentoML prediction service and its request handling."""
+"""Serving: the model runtime (serving/models), the BentoML prediction service, its request functions, the
+prediction log and the Bento build."""

@@ -1,1 +1,2 @@
-"""Training jobs for churn, value and the recommenders; tuning, evaluation and the registry."""
+"""Training: one job for every model kind (judged on held-out data beside the baselines and the champion),
+fitting, tuning, backtests and evaluation."""

@@ -3,6 +3,8 @@ model needs beside its factors (item attributes for the rules, popularity by seg
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -14,9 +16,10 @@ import scipy.sparse as sp
 from features.progress import say
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
+from serving.models.base import ItemModel
 from serving.models.families.als import ALSRecommender, RecsSpec
 from serving.models.kinds import ModelKind
-from training.recs_eval import ALS_DEFAULTS, Split, als, compare, fit_als
+from training.recs_eval import ALS_DEFAULTS, Recommend, Split, als, compare, fit_als
 
 RANK_SWEEP = (64, 16, 32, 128)
 
@@ -36,9 +39,9 @@ def suggest(trial: optuna.Trial, repeats: bool) -> dict[str, Any]:
     return params
 
 
-def score_als(split: Split, params: dict[str, Any], k: int, seed: int, exclude_seen: bool) -> dict[str, float]:
-    """ALS with these parameters on a split: its metrics at k, for lists with or without the member's items."""
-    row = compare(split, {"als": als(params, seed)}, k=k, modes=(exclude_seen,))[0]
+def score_on(split: Split, method: Recommend, k: int, exclude_seen: bool) -> dict[str, float]:
+    """One method's metrics at k on a split, for lists with or without the member's own items."""
+    row = compare(split, {"method": method}, k=k, modes=(exclude_seen,))[0]
     return {key: float(v) for key, v in row.items() if isinstance(v, float)}
 
 
@@ -57,7 +60,7 @@ def tune_als(
 
     def objective(trial: optuna.Trial) -> float:
         params = {**ALS_DEFAULTS, **suggest(trial, repeats=not mode)}
-        precision = score_als(split, params, k, seed, mode)["precision"]
+        precision = score_on(split, als(params, seed), k, mode)["precision"]
         say(f"  trial {trial.number + 1}/{trials}: precision@{k} {precision:.4f}")
         return precision
 
@@ -131,3 +134,18 @@ def fit_recommender(
         # Only members without history need a segment: everyone else is served from their own factors.
         {m: s for m, s in segments.items() if m not in with_history},
     )
+
+
+@dataclass(frozen=True)
+class ItemFitter:
+    """How the training job handles one item family: its default parameters, the family ranking a split's test
+    members (to judge it), its tuning, and the fit of the model that serves."""
+
+    defaults: dict[str, Any]
+    method: Callable[[dict[str, Any], int], Recommend]  # (params, seed) -> the family as a split's recommender
+    tune: Callable[[Split, ModelKind, int, int, int], tuple[dict[str, Any], pd.DataFrame]]
+    fit: Callable[[Dataset, ModelKind, date, dict[str, Any], int], ItemModel]
+
+
+# How each item family is fitted, judged and tuned (the member families' fitters are in training/member_fit.py).
+ITEM_FITTERS: dict[str, ItemFitter] = {"als": ItemFitter(ALS_DEFAULTS, als, tune_als, fit_recommender)}

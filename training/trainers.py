@@ -2,7 +2,8 @@
 
 The training job (training/job.py) is the same for every kind; what differs between member kinds (features and
 labels stacked over monthly cutoffs) and item kinds (a time split of an interaction matrix) lives here, one
-trainer per task.
+trainer per task. Each trainer takes the algorithm itself from its family's fitter (MEMBER_FITTERS in
+training/member_fit.py, ITEM_FITTERS in training/recs_fit.py).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
-from training.recs_eval import ALS_DEFAULTS, als, compare, item_cosine, popular, time_split
-from training.recs_fit import fit_recommender, score_als, tune_als
+from training.recs_eval import compare, item_cosine, popular, time_split
+from training.recs_fit import ITEM_FITTERS, score_on
 from training.tuning import tune
 
 STEP_DAYS = 30
@@ -207,10 +208,10 @@ def _means(report: BacktestReport) -> dict[str, dict[str, float]]:
 class ItemTrainer(Trainer):
     """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
     on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
-    is fitted on everything before T."""
+    is fitted on everything before T. The family's own parts come from ITEM_FITTERS."""
 
     def default_params(self, kind: ModelKind) -> dict[str, Any]:
-        return dict(ALS_DEFAULTS)
+        return dict(ITEM_FITTERS[kind.family].defaults)
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         horizon = timedelta(days=settings.horizon_days)
@@ -220,7 +221,7 @@ class ItemTrainer(Trainer):
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
     ) -> tuple[dict[str, Any], pd.DataFrame]:
         validation = time_split(dataset, kind, held_out.validation[0], settings.horizon_days)
-        return tune_als(validation, kind, settings.trials, settings.k, settings.seed)
+        return ITEM_FITTERS[kind.family].tune(validation, kind, settings.trials, settings.k, settings.seed)
 
     def evaluate(
         self,
@@ -233,13 +234,10 @@ class ItemTrainer(Trainer):
     ) -> Evaluation:
         with step(f"judging {kind.name} on the split at {held_out.tests[0]}" + (" beside the baselines" * rivals)):
             split = time_split(dataset, kind, held_out.tests[0], settings.horizon_days)
+            family = ITEM_FITTERS[kind.family].method(params, settings.seed)
             if not rivals:
-                return Evaluation(score_als(split, params, settings.k, settings.seed, kind.exclude_seen))
-            methods = {
-                kind.family: als(params, settings.seed),
-                "most popular": popular,
-                "item-item cosine": item_cosine(),
-            }
+                return Evaluation(score_on(split, family, settings.k, kind.exclude_seen))
+            methods = {kind.family: family, "most popular": popular, "item-item cosine": item_cosine()}
             rows = compare(split, methods, k=settings.k, modes=(kind.exclude_seen,))
         table = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
         return Evaluation(table.pop(kind.family), table, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])
@@ -247,7 +245,8 @@ class ItemTrainer(Trainer):
     def fit(
         self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
     ) -> Fitted:
-        model = fit_recommender(dataset, kind, as_of, {**ALS_DEFAULTS, **params}, settings.seed)
+        fitter = ITEM_FITTERS[kind.family]
+        model = fitter.fit(dataset, kind, as_of, {**fitter.defaults, **params}, settings.seed)
         return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
 
 

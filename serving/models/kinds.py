@@ -3,7 +3,7 @@
 Everything that differs between kinds is derived from this table: the CLI's choices, the gate's metrics, the
 matrix a recommender learns from and its list defaults, the champions the service needs before it starts and
 the ones a Bento packs. Adding a kind is one entry here, plus its family's code if it needs a new family
-(serving/models/families.py to score, training/trainers.py to fit).
+(serving/models/families/ to score; training/member_fit.py or training/recs_fit.py to fit).
 """
 
 from __future__ import annotations
