@@ -22,7 +22,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
 from features.schema import LABEL_NAMES
 from features.store import Dataset
-from serving.models.families.gbm import run_rate_offset
+from serving.models.families.baselines import run_rate
 from training.frames import labelled_snapshot
 from training.member_fit import lgb_params
 from training.metrics import value_metrics
@@ -67,7 +67,7 @@ def cross_validated_value(frame: pd.DataFrame, horizon_days: int, seed: int = 0)
     """The value model's form (Tweedie, run-rate offset) scored out of fold on the cutoff's own members."""
     frame = frame.reset_index(drop=True)
     x, y = frame[_columns(frame)], frame["future_value"].clip(lower=0).to_numpy(dtype=float)
-    offset = run_rate_offset(frame, horizon_days)
+    offset = np.log(run_rate(frame, horizon_days) + 10.0)
     predicted = np.zeros(len(frame))
     for train, test in KFold(FOLDS, shuffle=True, random_state=seed).split(x):
         params = lgb_params({"n_estimators": 300, "objective": "tweedie", "tweedie_variance_power": 1.3}, seed)

@@ -93,10 +93,22 @@ def import_command(
     mapping: list[str] = typer.Option([], "--map", help="CANONICAL=SOURCE: take a canonical column from SOURCE"),
     constants: list[str] = typer.Option([], "--set", help="CANONICAL=VALUE: fill a canonical column with VALUE"),
     encoding: str = typer.Option("utf-8", help="text encoding of CSV/TSV files"),
+    sep: str | None = typer.Option(
+        None,
+        "--sep",
+        help="field separator: one character, or comma, tab, semicolon, pipe, whitespace [default: by extension]",
+    ),
+    time_format: str | None = typer.Option(
+        None,
+        "--time-format",
+        help="read timestamps in this strftime format, e.g. %Y%m%d [default: ISO dates "
+        "and datetimes, or epoch seconds]",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Import a file into one canonical table; broken rows are quarantined, re-imports change nothing."""
     from features.importers import import_file, parse_assignments
+    from features.readers import separator
 
     with user_errors():
         spec = TABLES[table.value]
@@ -107,6 +119,8 @@ def import_command(
             parse_assignments(mapping, "--map", spec),
             parse_assignments(constants, "--set", spec),
             encoding,
+            separator(sep) if sep else None,
+            time_format,
         )
     _print_summary(summary, as_json)
 

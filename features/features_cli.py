@@ -56,30 +56,18 @@ def build_command(
 
 @features_app.command("catalog")
 def catalog_command(as_json: bool = JsonOption) -> None:
-    """Every declared feature and label: its meaning, window, type, and what a dataset needs for it to exist."""
-    from features.schema import FEATURES, LABELS
+    """Every declared feature, model input and label: its meaning, window, type, and what a dataset needs for it
+    to exist. Anchored features grow with the calendar (ages); models read their relative counterparts."""
+    from features.schema import FEATURES, LABELS, MODEL_INPUTS
 
-    rows = [
-        {
-            "name": f.name,
-            "source": f.source,
-            "window": f.window,
-            "dtype": f.dtype,
-            "needs": f.needs,
-            "meaning": f.meaning,
-        }
-        for f in FEATURES
-    ] + [
-        {
-            "name": x.name,
-            "source": "orders",
-            "window": x.window,
-            "dtype": x.dtype,
-            "needs": "label",
-            "meaning": x.meaning,
-        }
-        for x in LABELS
-    ]
+    def row(name: str, source: str, window: str, dtype: str, needs: str, meaning: str) -> dict[str, str]:
+        return {"name": name, "source": source, "window": window, "dtype": dtype, "needs": needs, "meaning": meaning}
+
+    rows = (
+        [row(f.name, f.source, f.window, f.dtype, f.needs + " (anchored)" * f.anchored, f.meaning) for f in FEATURES]
+        + [row(x.name, "model input", x.window, x.dtype, "orders", x.meaning) for x in MODEL_INPUTS]
+        + [row(x.name, "orders", x.window, x.dtype, "label", x.meaning) for x in LABELS]
+    )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

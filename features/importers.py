@@ -133,15 +133,18 @@ def import_file(
     mapping: dict[str, str] | None = None,
     constants: dict[str, str] | None = None,
     encoding: str = "utf-8",
+    sep: str | None = None,
+    time_format: str | None = None,
 ) -> ImportSummary:
-    """Imports one file into one canonical table of `dataset` (created when new)."""
+    """Imports one file into one canonical table of `dataset` (created when new); `sep` overrides the field
+    separator of the file's extension, `time_format` the timestamp formats recognised by default."""
     started = time.perf_counter()
     spec = TABLES[table]
     with step(f"reading {path}"):
-        raw = read_raw(path, encoding)
+        raw = read_raw(path, encoding, sep)
     frame, ignored = canonical_frame(spec, raw, mapping or {}, constants or {})
     with step(f"validating {len(raw.frame) + len(raw.broken_lines):,} rows against the {table} contract"):
-        validated = validate(spec, frame, raw.source, raw.frame)
+        validated = validate(spec, frame, raw.source, raw.frame, time_format)
         if raw.broken_lines:
             validated.quarantine = pd.concat([broken_lines_frame(raw), validated.quarantine], ignore_index=True)
     with step(f"writing {dataset.table_path(table)}"):

@@ -17,6 +17,18 @@ from features.errors import DataError
 
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".txt": ","}
 _PARQUET = {".parquet", ".pq"}
+# What `--sep` accepts: a name, or any single character.
+WHITESPACE = r"\s+"
+SEPARATORS = {"comma": ",", "tab": "\t", "semicolon": ";", "pipe": "|", "whitespace": WHITESPACE}
+
+
+def separator(name: str) -> str:
+    """The field separator `--sep NAME` stands for; a clear error for anything else."""
+    if name in SEPARATORS:
+        return SEPARATORS[name]
+    if len(name) == 1:
+        return name
+    raise DataError(f"--sep {name!r}: use one character, or one of {', '.join(SEPARATORS)}")
 
 
 @dataclass
@@ -44,8 +56,9 @@ def file_format(path: Path) -> tuple[str, bool]:
     )
 
 
-def read_raw(path: Path, encoding: str = "utf-8") -> RawTable:
-    """Reads a whole file; raises DataError when it cannot be read at all."""
+def read_raw(path: Path, encoding: str = "utf-8", sep: str | None = None) -> RawTable:
+    """Reads a whole file; raises DataError when it cannot be read at all. `sep` (see `separator`) overrides the
+    field separator the file's extension implies."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
@@ -53,7 +66,7 @@ def read_raw(path: Path, encoding: str = "utf-8") -> RawTable:
     fmt, gzipped = file_format(path)
     if fmt == "parquet":
         return _read_parquet(path)
-    return _read_delimited(path, "\t" if fmt == "tsv" else ",", gzipped, encoding)
+    return _read_delimited(path, sep or ("\t" if fmt == "tsv" else ","), gzipped, encoding)
 
 
 def _read_parquet(path: Path) -> RawTable:
@@ -99,7 +112,7 @@ def _read_ragged(path: Path, sep: str, gzipped: bool, encoding: str) -> RawTable
     opener = gzip.open if gzipped else open
     try:
         with opener(path, "rt", encoding=encoding, newline="") as handle:
-            rows = list(csv.reader(handle, delimiter=sep))
+            rows = [line.split() for line in handle] if sep == WHITESPACE else list(csv.reader(handle, delimiter=sep))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid {encoding} text ({exc.reason}); pass --encoding") from exc
     header, body = rows[0], rows[1:]
@@ -121,6 +134,8 @@ def _read_ragged(path: Path, sep: str, gzipped: bool, encoding: str) -> RawTable
 
 
 def _join(fields: list[str], sep: str) -> str:
+    if sep == WHITESPACE:
+        return " ".join(fields)
     out = io.StringIO()
     csv.writer(out, delimiter=sep).writerow(fields)
     return out.getvalue().rstrip("\r\n")

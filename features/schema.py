@@ -68,6 +68,10 @@ class Feature:
     derived: bool = False
     # Counts and sums are 0 for a member with no events in the view; recencies, ratios and trends stay empty.
     zero_when_absent: bool = False
+    # Grows with the calendar for every member (an age): across stacked cutoffs its values at a new cutoff lie
+    # beyond every training cutoff's range (CDNOW's single cohort: 184-273 days at the test cutoff, 10-183 in
+    # training), where trees cannot extrapolate. Models read the relative features below instead.
+    anchored: bool = False
 
     @property
     def source(self) -> str:
@@ -102,6 +106,7 @@ def _order_features() -> list[Feature]:
             "float64",
             View.orders,
             lambda o: o.days_ago.max(where=o.sale),
+            anchored=True,
         ),
         _agg(
             "frequency",
@@ -295,6 +300,37 @@ def _other_features() -> list[Feature]:
                     if c in t.columns
                 ]
             ),
+            anchored=True,
+        ),
+        # Relative to the member's own life as a customer: the same meaning at every cutoff, whatever the age.
+        Feature(
+            "recency_share",
+            "recency_days / first_order_days_ago: the share of the member's customer life since the last purchase",
+            "all",
+            "float64",
+            View.member,
+            derived=True,
+            expr=lambda t: t.recency_days / ibis.ifelse(t.first_order_days_ago < 1.0, 1.0, t.first_order_days_ago),
+        ),
+        Feature(
+            "orders_per_month",
+            "orders per 30 days since the first purchase (at least one day)",
+            "all",
+            "float64",
+            View.member,
+            derived=True,
+            expr=lambda t: 30.0 * t.frequency / ibis.ifelse(t.first_order_days_ago < 1.0, 1.0, t.first_order_days_ago),
+        ),
+        Feature(
+            "spend_per_month",
+            "gross spend per 30 days since the first purchase (at least one day)",
+            "all",
+            "float64",
+            View.member,
+            derived=True,
+            expr=lambda t: (
+                30.0 * t.sales_value / ibis.ifelse(t.first_order_days_ago < 1.0, 1.0, t.first_order_days_ago)
+            ),
         ),
         # Engagements `e` with: action, days_ago, content_type (where contents have types).
         _eng("eng_total", "engagement actions of any kind", "all", lambda e: e.count()),
@@ -385,6 +421,27 @@ def _other_features() -> list[Feature]:
 
 
 FEATURES: tuple[Feature, ...] = (*_order_features(), *_other_features())
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """Not a snapshot column: computed for each scored population when a model reads it (its code is in
+    serving/models/inputs.py), from the population's own history before the cutoff, never from labels."""
+
+    name: str
+    meaning: str
+    window: str = "all"
+    dtype: Dtype = "float64"
+
+
+MODEL_INPUTS: tuple[ModelInput, ...] = (
+    ModelInput("btyd_p_alive", "BG/NBD probability that the member is still a customer"),
+    ModelInput("btyd_purchases", "BG/NBD expected purchases over the horizon"),
+    ModelInput("btyd_p_no_purchase", "BG/NBD probability of no purchase over the horizon: the model's churn"),
+    ModelInput("btyd_order_value", "Gamma-Gamma expected order value"),
+    ModelInput("btyd_value", "BG/NBD x Gamma-Gamma expected spend over the horizon"),
+    ModelInput("rfm_score", "15 minus the RFM score (quintiles of recency, frequency and monetary value)"),
+)
 
 
 @dataclass(frozen=True)

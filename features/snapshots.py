@@ -38,7 +38,7 @@ from features.store import Dataset, write_json_atomic, write_parquet_atomic
 from features.validation import empty_frame
 
 # Bump when a feature's definition changes: snapshots of another version are never reused.
-FEATURE_SET_VERSION = 2
+FEATURE_SET_VERSION = 3
 
 
 class SnapshotSettings(BaseModel):

@@ -81,12 +81,18 @@ def _coerce_number(values: pd.Series) -> pd.Series:
     return pd.to_numeric(_as_text(values), errors="coerce").astype("float64")
 
 
-def _coerce_timestamp(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """ISO dates, ISO datetimes (any offset, converted to UTC) and unix epoch seconds, as naive UTC.
+def _coerce_timestamp(values: pd.Series, time_format: str | None = None) -> tuple[pd.Series, pd.Series]:
+    """ISO dates, ISO datetimes (any offset, converted to UTC) and unix epoch seconds, as naive UTC; or, with a
+    `time_format` (strftime codes, e.g. %Y%m%d), exactly that format.
 
     Returns the timestamps and a mask of values that parsed but fall outside 1990-2100 (e.g. epoch
     milliseconds read as seconds).
     """
+    if time_format is not None:
+        parsed = pd.to_datetime(_as_text(values), format=time_format, errors="coerce", utc=True)
+        out = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+        out_of_range = (out < _EARLIEST) | (out >= _LATEST)
+        return out.mask(out_of_range), out_of_range
     if pd.api.types.is_datetime64_any_dtype(values):
         if getattr(values.dt, "tz", None) is not None:
             values = values.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -117,7 +123,7 @@ def _coerce_bool(values: pd.Series) -> pd.Series:
     return out
 
 
-def _coerce(col: Column, values: pd.Series, problems: _Problems) -> pd.Series:
+def _coerce(col: Column, values: pd.Series, problems: _Problems, time_format: str | None = None) -> pd.Series:
     """Typed values; records missing, unparseable and disallowed values as problems."""
     given = values.notna()
     if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
@@ -137,7 +143,7 @@ def _coerce(col: Column, values: pd.Series, problems: _Problems) -> pd.Series:
         if col.non_negative:
             problems.add(out < 0, col.name, "negative", values)
     elif col.kind is Kind.TIMESTAMP:
-        out, out_of_range = _coerce_timestamp(values)
+        out, out_of_range = _coerce_timestamp(values, time_format)
         problems.add(out_of_range, col.name, "timestamp out of range 1990-2100", values)
         problems.add(given & out.isna(), col.name, "unparseable timestamp", values)
     elif col.kind is Kind.BOOL:
@@ -195,18 +201,24 @@ def _check_duplicates(spec: TableSpec, table: pd.DataFrame, problems: _Problems)
     problems.add(mask, "row" if whole_row else spec.key[0], "duplicate key", detail.reindex(table.index))
 
 
-def validate(spec: TableSpec, frame: pd.DataFrame, source: str, raw: pd.DataFrame | None = None) -> Validated:
+def validate(
+    spec: TableSpec,
+    frame: pd.DataFrame,
+    source: str,
+    raw: pd.DataFrame | None = None,
+    time_format: str | None = None,
+) -> Validated:
     """Types every contract column of `frame` and sets aside each row that breaks the contract.
 
     `frame` holds canonical column names (extra columns are ignored); `raw` holds the rows as they came from
     the source, written to the quarantine so the user sees exactly what was rejected. The index of both is
-    the row number in the source.
+    the row number in the source. `time_format` reads every timestamp column in that strftime format.
     """
     problems = _Problems(frame.index)
     typed = pd.DataFrame(index=frame.index)
     for col in spec.columns:
         if col.name in frame.columns:
-            typed[col.name] = _coerce(col, frame[col.name], problems)
+            typed[col.name] = _coerce(col, frame[col.name], problems, time_format)
         else:
             typed[col.name] = _empty_column(col, frame.index)
     if spec.name == "orders":

@@ -54,7 +54,7 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         known = {str(m) for c in champions.of(Task.items) for m in _item_model(c.model).member_ids}
         champions.without({m for m in known if pseudonym(key, m) in gone})
     as_of = resolve_as_of(dataset, "latest")
-    features = snapshot_features(dataset, as_of)
+    features = champions.prepare(snapshot_features(dataset, as_of))
     scores = score_snapshot(features, champions)
     reasons = champions[CHURN].model.top_reasons(features)
     outputs = [c for c in scores.columns if c not in ("member_id", "tier")]

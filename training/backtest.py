@@ -1,5 +1,5 @@
-"""Rolling-origin backtests of member kinds: for each test cutoff, train on what precedes it and score the next
-H days, beside the baselines of what the kind predicts."""
+"""Rolling-origin backtests of member kinds: for each test cutoff, every family of the kind (its learned family
+and the baselines of what it predicts) trains on what precedes the cutoff and scores the next H days."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.progress import step
 from features.store import Dataset
+from serving.models.families.baselines import baselines_of
+from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
-from training.baselines import baseline_scores
-from training.frames import labelled_snapshot, stacked, training_cutoffs
+from training.frames import LabelledFrame, labelled_snapshot, stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
 from training.metrics import churn_metrics, value_metrics
 
@@ -32,7 +33,7 @@ class BacktestSettings(BaseModel):
 
 class BacktestReport(BaseModel):
     kind: str
-    family: str  # the candidate's method name in the rows
+    family: str  # the kind's learned family (the rows' methods are families)
     dataset: str
     horizon_days: int
     rows: list[dict[str, Any]]  # one per (cutoff, method)
@@ -43,19 +44,26 @@ class BacktestReport(BaseModel):
         return frame.groupby("method", sort=False).mean(numeric_only=True)
 
 
-def target_metrics(kind: ModelKind, test: pd.DataFrame, scores: np.ndarray, calibrated: bool) -> dict[str, float]:
-    """The metrics of what the kind predicts: ranking (and calibration, for a model's probabilities) of a yes/no
-    label; error and ranking of an amount."""
+def target_metrics(kind: ModelKind, test: pd.DataFrame, predicted: np.ndarray) -> dict[str, float]:
+    """The metrics of what the kind predicts: ranking and calibration of a yes/no label's probabilities; error
+    and ranking of an amount."""
     label = test[str(kind.label)]
     if kind.target is Target.binary:
-        return churn_metrics(label.astype(int).to_numpy(), scores, probability=calibrated)
-    return value_metrics(label.clip(lower=0).to_numpy(dtype=float), scores)
+        return churn_metrics(label.astype(int).to_numpy(), predicted, probability=True)
+    return value_metrics(label.clip(lower=0).to_numpy(dtype=float), predicted)
 
 
-def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings, baselines: bool = True) -> BacktestReport:
-    """The kind's family (and, unless told not to, its baselines) on every test cutoff."""
+def families_of(kind: ModelKind) -> list[str]:
+    """Every family judged for a member kind: its learned family first, then the baselines of its target."""
+    return [kind.family, *baselines_of(kind.target)]
+
+
+def backtest(
+    dataset: Dataset, kind: ModelKind, settings: BacktestSettings, families: list[str] | None = None
+) -> BacktestReport:
+    """Every family of the kind (or those named; `settings.params` are the learned family's) on every test cutoff.
+    Each cutoff's model inputs (BG/NBD and Gamma-Gamma outputs, the RFM score) are computed once and shared."""
     started = time.perf_counter()
-    fit = MEMBER_FITTERS[kind.family]
     rows: list[dict[str, Any]] = []
     for cutoff in settings.cutoffs:
         with step(f"{kind.name} backtest at {cutoff}: training on the {settings.training_cutoffs} cutoffs before it"):
@@ -64,12 +72,13 @@ def backtest(dataset: Dataset, kind: ModelKind, settings: BacktestSettings, base
                 training_cutoffs(cutoff, settings.horizon_days, settings.training_cutoffs),
                 settings.horizon_days,
             )
-            test = labelled_snapshot(dataset, cutoff, settings.horizon_days)
-            model = fit(train, kind, settings.params, settings.seed, settings.horizon_days)
-            scores = {kind.family: target_metrics(kind, test, model.predict(test), calibrated=True)}
-            if baselines:
-                for name, values in baseline_scores(kind.target, test, settings.horizon_days).items():
-                    scores[name] = target_metrics(kind, test, values, calibrated=False)
+            train = LabelledFrame(with_inputs_by_cutoff(train.frame, settings.horizon_days))
+            test = with_inputs(labelled_snapshot(dataset, cutoff, settings.horizon_days), settings.horizon_days)
+            scores = {}
+            for family in families or families_of(kind):
+                params = settings.params if family == kind.family else {}
+                model = MEMBER_FITTERS[family](train, kind, params, settings.seed, settings.horizon_days)
+                scores[family] = target_metrics(kind, test, model.predict(test))
         for method, metrics in scores.items():
             rows.append(
                 {

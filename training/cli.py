@@ -65,6 +65,7 @@ def train_command(
     judged_on = ", ".join(map(str, result.test_cutoffs))
     title = f"{dataset}.{kind.value} v{result.version} ({result.family}) on {judged_on} ({result.seconds:.0f} s)"
     _print_comparison(result.metrics, result.rivals, title)
+    console().print(result.choice)
     verdict = (
         "promoted to champion" if result.promoted else "not promoted: " + "; ".join(result.reasons or ["--no-promote"])
     )
@@ -77,7 +78,7 @@ def _print_comparison(metrics: dict[str, float], rivals: dict[str, dict[str, flo
     table.add_column("model")
     for column in columns:
         table.add_column(column, justify="right")
-    for name, values in {"candidate": metrics, **rivals}.items():
+    for name, values in {"candidate": metrics, **rivals}.items():  # rivals: families, references, the champion
         table.add_row(name, *(f"{values[c]:.4f}" if c in values else "-" for c in columns))
     console().print(table)
 

@@ -1,6 +1,11 @@
-"""The training job, the same for every kind: tune on validation data, judge on held-out data beside the
-baselines and the champion, fit the model that serves, log it all to MLflow, register it as the dataset's
-DATASET.KIND model and promote it only if it beats every rival.
+"""The training job, the same for every kind: tune the learned family on validation data, judge every family on
+the same held-out data, choose the candidate, fit it, log it all to MLflow, register it as the dataset's DATASET.KIND
+model and promote it when it beats the champion.
+
+The candidate is the kind's learned family (LightGBM, ALS) when it beats every baseline on every gate metric;
+otherwise, where the kind has baseline families that can serve (recency, RFM, BG/NBD for churn; run rate, BG/NBD +
+Gamma-Gamma for value), the best of them by the kind's first gate metric. So after the first `train` of any
+dataset a member kind always has a champion, the best honest predictor there is, and every answer names its family.
 
 Every run logs the same artefacts whatever its kind: its parameters and held-out dates, the candidate's
 metrics, rivals.json (baselines and champion), backtest.json (every row behind the metrics), promotion.json,
@@ -33,7 +38,7 @@ from features.store import Dataset
 from serving.models import pyfunc_model, registry
 from serving.models.base import MemberModel
 from serving.models.kinds import ModelKind, Task
-from training.trainers import Evaluation, Fitted, HeldOut, TrainSettings, trainer
+from training.trainers import Fitted, HeldOut, TrainSettings, trainer
 
 __all__ = ["TrainSettings", "gate", "promote", "train"]
 
@@ -42,13 +47,14 @@ class TrainResult(BaseModel):
     """What a training run did: the registered version, whether it became champion, and against what."""
 
     kind: str
-    family: str
+    family: str  # the candidate's family: what the registered version is
     dataset: str
     as_of: date
     version: str
     run_id: str
     promoted: bool
     reasons: list[str]
+    choice: str  # why this family is the candidate
     metrics: dict[str, float]
     rivals: dict[str, dict[str, float]]
     params: dict[str, Any]
@@ -73,6 +79,24 @@ def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[st
     return Verdict(not reasons, reasons)
 
 
+def choose(kind: ModelKind, scores: dict[str, dict[str, float]], servable: list[str]) -> tuple[str, str]:
+    """(the candidate family, why): the learned family when it beats every other method on every gate metric,
+    else the servable baseline best on the kind's first gate metric (else the learned family, which then fails
+    the gate)."""
+    learned = kind.family
+    others = {name: metrics for name, metrics in scores.items() if name != learned}
+    verdict = gate(kind, scores[learned], others)
+    if verdict.passed:
+        return learned, f"{learned} beats every baseline"
+    baselines = [name for name in servable if name != learned and name in scores]
+    if not baselines:
+        return learned, f"{learned} is the only family that can serve {kind.name}"
+    first = kind.gate[0]
+    best = max(baselines, key=lambda name: scores[name][first.name] * (1 if first.higher_is_better else -1))
+    why = f"{learned} does not beat every baseline ({verdict.reasons[0]})"
+    return best, f"{why}; the best baseline, {best}, is the candidate"
+
+
 def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
     started = time.perf_counter()
     dataset.require()
@@ -83,26 +107,33 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     experiment_id = registry.experiment(client, dataset.home, kind.registered_name(dataset.name))
     say(f"{kind.registered_name(dataset.name)} as of {as_of}: judged on {', '.join(map(str, held_out.tests))}")
 
-    params, trials = job.default_params(kind), pd.DataFrame()
+    learned_params, trials = job.default_params(kind), pd.DataFrame()
     if settings.trials:
         with step(f"tuning with {settings.trials} Optuna trials on {', '.join(map(str, held_out.validation))}"):
             study = f"{dataset.name}-{kind.name}-{as_of}-{int(time.time())}"
-            params, trials = job.tune(dataset, kind, held_out, settings, study)
+            learned_params, trials = job.tune(dataset, kind, held_out, settings, study)
 
-    evaluation = job.evaluate(dataset, kind, held_out, params, settings)
-    rivals = dict(evaluation.rivals)
-    champion = _champion_metrics(dataset, kind, client, held_out, settings, params, evaluation.metrics)
+    evaluation = job.evaluate(dataset, kind, held_out, learned_params, settings)
+    family, choice = choose(kind, evaluation.scores, job.servable(kind))
+    say(choice)
+    params = learned_params if family == kind.family else {}
+    metrics = evaluation.scores[family]
+    rivals = {name: m for name, m in evaluation.scores.items() if name != family}
+    champion = _champion_metrics(dataset, kind, client, held_out, settings, evaluation.scores, learned_params)
+    # A learned candidate must beat every baseline and the champion; a baseline candidate (the learned family lost)
+    # must beat the champion.
+    judged_against = rivals if family == kind.family else {}
     if champion is not None:
-        rivals[champion[0]] = champion[1]
-    verdict = gate(kind, evaluation.metrics, rivals)
+        rivals[champion[0]] = judged_against[champion[0]] = champion[1]
+    verdict = gate(kind, metrics, judged_against)
 
-    with step(f"fitting the {kind.name} model that serves as of {as_of}"):
-        fitted = job.fit(dataset, kind, as_of, params, settings)
+    with step(f"fitting the {kind.name} model ({family}) that serves as of {as_of}"):
+        fitted = job.fit(dataset, kind, as_of, family, params, settings)
 
     logged = {
         "dataset": dataset.name,
         "kind": kind.name,
-        "family": kind.family,
+        "family": family,
         "data_fingerprint": fingerprint(dataset),
         "as_of": str(as_of),
         "horizon_days": settings.horizon_days,
@@ -111,15 +142,16 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         "trials": settings.trials,
         "seed": settings.seed,
         "params": json.dumps(params, sort_keys=True),
+        "learned_params": json.dumps(learned_params, sort_keys=True),  # what the learned family was judged with
         **held_out.params(),
         **fitted.params,
     }
     promoted_tag = str(verdict.passed and settings.promote)
-    run_name = f"{kind.registered_name(dataset.name)} {as_of}"
+    run_name = f"{kind.registered_name(dataset.name)} {family} {as_of}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tags({"dataset": dataset.name, "kind": kind.name, "family": kind.family, "promoted": promoted_tag})
+        mlflow.set_tags({"dataset": dataset.name, "kind": kind.name, "family": family, "promoted": promoted_tag})
         mlflow.log_params({**logged, **{f"param.{k}": v for k, v in params.items()}})
-        _log_evaluation(evaluation, rivals, verdict)
+        _log_evaluation(metrics, rivals, evaluation.rows, verdict, choice)
         mlflow.log_dict(fitted.model.summary(), "model_summary.json")
         if not trials.empty:
             mlflow.log_text(trials.to_csv(index=False), "optuna_trials.csv")
@@ -131,14 +163,15 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         client.set_tag(run.info.run_id, "promoted", str(promoted))
     return TrainResult(
         kind=kind.name,
-        family=kind.family,
+        family=family,
         dataset=dataset.name,
         as_of=as_of,
         version=version,
         run_id=run.info.run_id,
         promoted=promoted,
         reasons=reasons,
-        metrics=evaluation.metrics,
+        choice=choice,
+        metrics=metrics,
         rivals=rivals,
         params=params,
         test_cutoffs=held_out.tests,
@@ -146,12 +179,18 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     )
 
 
-def _log_evaluation(evaluation: Evaluation, rivals: dict[str, dict[str, float]], verdict: Verdict) -> None:
-    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.metrics.items()})
+def _log_evaluation(
+    metrics: dict[str, float],
+    rivals: dict[str, dict[str, float]],
+    rows: list[dict[str, Any]],
+    verdict: Verdict,
+    choice: str,
+) -> None:
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     mlflow.log_metrics({f"rival_{_slug(r)}_{k}": v for r, values in rivals.items() for k, v in values.items()})
     mlflow.log_dict(rivals, "rivals.json")
-    mlflow.log_dict({"rows": evaluation.rows}, "backtest.json")
-    mlflow.log_dict({"passed": verdict.passed, "reasons": verdict.reasons}, "promotion.json")
+    mlflow.log_dict({"rows": rows}, "backtest.json")
+    mlflow.log_dict({"passed": verdict.passed, "reasons": verdict.reasons, "choice": choice}, "promotion.json")
 
 
 def _slug(name: str) -> str:
@@ -164,21 +203,28 @@ def _champion_metrics(
     client: Any,
     held_out: HeldOut,
     settings: TrainSettings,
-    candidate_params: dict[str, Any],
-    candidate: dict[str, float],
+    scores: dict[str, dict[str, float]],
+    judged_params: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, float]] | None:
-    """The dataset's current champion's configuration, re-trained and judged on the candidate's own held-out
-    data (so both are judged on the same members), as a rival."""
+    """The dataset's current champion's configuration (family and parameters), re-trained and judged on the
+    candidate's own held-out data (so both are judged on the same members), as a rival. Where this run already
+    judged that configuration on the same data (`scores`, with the learned family's `judged_params`), its
+    figures are reused: the evaluation would repeat itself exactly."""
     current = registry.champion(client, dataset.name, kind)
     if current is None:
         return None
     logged = registry.run_params(client, current)
+    family = logged.get("family", kind.family)
     params = json.loads(logged.get("params", "{}"))
-    name = f"champion v{current.version}"
-    if params == candidate_params and logged.get("data_fingerprint") == fingerprint(dataset):
-        return name, candidate  # same configuration, same data: the evaluation would repeat itself exactly
-    with step(f"re-judging champion version {current.version} on the same held-out data"):
-        return name, trainer(kind).evaluate(dataset, kind, held_out, params, settings, rivals=False).metrics
+    name = f"champion {family} v{current.version}"
+    same_data = logged.get("data_fingerprint") == fingerprint(dataset)
+    # Baselines have no parameters; the learned family's figures are reusable for the same parameters only.
+    same_config = family != kind.family or (judged_params is not None and params == judged_params)
+    if same_data and same_config and family in scores:
+        return name, scores[family]
+    with step(f"re-judging champion version {current.version} ({family}) on the same held-out data"):
+        job = trainer(kind)
+        return name, job.evaluate(dataset, kind, held_out, params, settings, only=family).scores[family]
 
 
 def _log_model(fitted: Fitted, kind: ModelKind, dataset: str) -> Any:
@@ -269,21 +315,20 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
             f"the same held-out data: train it again with `community-ml train {kind.name} --dataset {dataset}`"
         ) from exc
     rivals = {r: m for r, m in rivals.items() if not r.startswith("champion")}  # today's champion is re-judged
+    family = params.get("family", kind.family)
     settings = TrainSettings(
         horizon_days=int(params["horizon_days"]),
         training_cutoffs=int(params["training_cutoffs_count"]),
         k=int(params["k"]),
         seed=int(params["seed"]),
     )
+    scores = {**rivals, family: candidate}
+    learned_params = json.loads(params.get("learned_params", params["params"]))
     champion = _champion_metrics(
-        Dataset(home, dataset),
-        kind,
-        client,
-        HeldOut.from_params(params),
-        settings,
-        json.loads(params["params"]),
-        candidate,
+        Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, learned_params
     )
+    # The same rule as training: a learned family must beat every baseline and the champion, a baseline the champion.
+    rivals = rivals if family == kind.family else {}
     if champion is not None:
         rivals[champion[0]] = champion[1]
     verdict = gate(kind, candidate, rivals)

@@ -22,11 +22,11 @@ from features.snapshots import dataset_span
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import ModelKind, Task
-from training.backtest import BacktestReport, BacktestSettings, backtest
+from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
 from training.recs_eval import compare, item_cosine, popular, time_split
-from training.recs_fit import ITEM_FITTERS, score_on
+from training.recs_fit import ITEM_FITTERS
 from training.tuning import tune
 
 STEP_DAYS = 30
@@ -73,10 +73,11 @@ def _parse(text: str) -> list[date]:
 
 @dataclass
 class Evaluation:
-    """A family's held-out metrics (mean over the tests), its rivals', and every row behind them."""
+    """Every method's held-out metrics (mean over the tests), by name, and every row behind them. Methods are the
+    kind's families (its learned family and, for member kinds, the baseline families) and, for item kinds, the
+    reference methods it must beat (most popular, item-item cosine)."""
 
-    metrics: dict[str, float]
-    rivals: dict[str, dict[str, float]] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -89,8 +90,12 @@ class Fitted:
 
 class Trainer(ABC):
     def default_params(self, kind: ModelKind) -> dict[str, Any]:
-        """The family's parameters when nothing is tuned."""
+        """The learned family's parameters when nothing is tuned."""
         return {}
+
+    def servable(self, kind: ModelKind) -> list[str]:
+        """The families that may serve the kind: its learned family, then any baseline family."""
+        return [kind.family]
 
     @abstractmethod
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut: ...
@@ -99,7 +104,7 @@ class Trainer(ABC):
     def tune(
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        """The best parameters on the validation data, and every trial."""
+        """The learned family's best parameters on the validation data, and every trial."""
 
     @abstractmethod
     def evaluate(
@@ -109,15 +114,21 @@ class Trainer(ABC):
         held_out: HeldOut,
         params: dict[str, Any],
         settings: TrainSettings,
-        rivals: bool = True,
+        only: str | None = None,
     ) -> Evaluation:
-        """The family with these parameters on the held-out tests, beside the baselines when `rivals`."""
+        """Every method on the held-out tests (or `only` that family), `params` being the learned family's."""
 
     @abstractmethod
     def fit(
-        self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
+        self,
+        dataset: Dataset,
+        kind: ModelKind,
+        as_of: date,
+        family: str,
+        params: dict[str, Any],
+        settings: TrainSettings,
     ) -> Fitted:
-        """The model that serves as of `as_of`, fitted on everything its labels allow before it."""
+        """The family's model that serves as of `as_of`, fitted on everything its labels allow before it."""
 
 
 def _monthly(newest: date, count: int) -> list[date]:
@@ -125,14 +136,17 @@ def _monthly(newest: date, count: int) -> list[date]:
 
 
 class MemberTrainer(Trainer):
-    """Member kinds: features and labels at monthly cutoffs; rolling-origin backtests judge the candidate.
+    """Member kinds: features and labels at monthly cutoffs; rolling-origin backtests judge every family.
 
     Cutoffs, newest first, for a model that scores members as of T (horizon H):
     - the final model trains on T-H, T-H-30, ... (labels that end by T);
-    - held-out test cutoffs T-H, T-H-30, ... judge it: for each, a model trained on the cutoffs before it scores
-      it, beside the baselines and the current champion's configuration;
+    - held-out test cutoffs T-H, T-H-30, ... judge it: for each, every family trained on the cutoffs before it
+      scores it, beside the current champion's configuration;
     - validation cutoffs, older than every test cutoff, are all that Optuna ever sees.
     """
+
+    def servable(self, kind: ModelKind) -> list[str]:
+        return families_of(kind)
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         """Each test cutoff needs a usable training cutoff (30 days of history) before it."""
@@ -173,7 +187,7 @@ class MemberTrainer(Trainer):
         held_out: HeldOut,
         params: dict[str, Any],
         settings: TrainSettings,
-        rivals: bool = True,
+        only: str | None = None,
     ) -> Evaluation:
         report = backtest(
             dataset,
@@ -185,17 +199,22 @@ class MemberTrainer(Trainer):
                 seed=settings.seed,
                 params=params,
             ),
-            baselines=rivals,
+            families=None if only is None else [only],
         )
-        table = _means(report)
-        return Evaluation(table.pop(kind.family), table, report.rows)
+        return Evaluation(_means(report), report.rows)
 
     def fit(
-        self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
+        self,
+        dataset: Dataset,
+        kind: ModelKind,
+        as_of: date,
+        family: str,
+        params: dict[str, Any],
+        settings: TrainSettings,
     ) -> Fitted:
         cutoffs = training_cutoffs(as_of, settings.horizon_days, settings.training_cutoffs)
         data = stacked(dataset, cutoffs, settings.horizon_days)
-        model = MEMBER_FITTERS[kind.family](data, kind, params, settings.seed, settings.horizon_days)
+        model = MEMBER_FITTERS[family](data, kind, params, settings.seed, settings.horizon_days)
         used = sorted(set(data.frame["cutoff"].dt.date))
         return Fitted(model, data.frame[data.feature_columns].head(5), {"training_cutoffs": _dates(used)})
 
@@ -208,7 +227,8 @@ def _means(report: BacktestReport) -> dict[str, dict[str, float]]:
 class ItemTrainer(Trainer):
     """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
     on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
-    is fitted on everything before T. The family's own parts come from ITEM_FITTERS."""
+    is fitted on everything before T. The family's own parts come from ITEM_FITTERS; most popular and item-item
+    cosine are the reference methods it must beat."""
 
     def default_params(self, kind: ModelKind) -> dict[str, Any]:
         return dict(ITEM_FITTERS[kind.family].defaults)
@@ -230,22 +250,27 @@ class ItemTrainer(Trainer):
         held_out: HeldOut,
         params: dict[str, Any],
         settings: TrainSettings,
-        rivals: bool = True,
+        only: str | None = None,
     ) -> Evaluation:
-        with step(f"judging {kind.name} on the split at {held_out.tests[0]}" + (" beside the baselines" * rivals)):
+        with step(f"judging {kind.name} on the split at {held_out.tests[0]}" + (" beside the baselines" * (not only))):
             split = time_split(dataset, kind, held_out.tests[0], settings.horizon_days)
-            family = ITEM_FITTERS[kind.family].method(params, settings.seed)
-            if not rivals:
-                return Evaluation(score_on(split, family, settings.k, kind.exclude_seen))
-            methods = {kind.family: family, "most popular": popular, "item-item cosine": item_cosine()}
+            methods = {kind.family: ITEM_FITTERS[kind.family].method(params, settings.seed)}
+            if only is None:
+                methods |= {"most popular": popular, "item-item cosine": item_cosine()}
             rows = compare(split, methods, k=settings.k, modes=(kind.exclude_seen,))
-        table = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
-        return Evaluation(table.pop(kind.family), table, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])
+        scores = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
+        return Evaluation(scores, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])
 
     def fit(
-        self, dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], settings: TrainSettings
+        self,
+        dataset: Dataset,
+        kind: ModelKind,
+        as_of: date,
+        family: str,
+        params: dict[str, Any],
+        settings: TrainSettings,
     ) -> Fitted:
-        fitter = ITEM_FITTERS[kind.family]
+        fitter = ITEM_FITTERS[family]
         model = fitter.fit(dataset, kind, as_of, {**fitter.defaults, **params}, settings.seed)
         return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
 

@@ -65,7 +65,7 @@ def tune(
             seed=seed,
             params=suggest(trial),
         )
-        report = backtest(dataset, kind, settings, baselines=False)
+        report = backtest(dataset, kind, settings, families=[kind.family])
         score = float(report.mean_by_method().loc[kind.family, metric])
         say(f"  trial {trial.number + 1}/{trials}: {metric} {score:.4f}")
         return score

@@ -35,6 +35,11 @@ class MemberModel(ABC):
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """The kind's output per row (a probability, an amount)."""
 
+    def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The features with whatever the model computes from the scored population itself (the model inputs of
+        serving/models/inputs.py): done once, the models that read the same inputs then share them."""
+        return features
+
     def top_reasons(self, features: pd.DataFrame, k: int = 3) -> list[list[str]]:
         """The features that push each member's score up the most, strongest first (none, for a family that
         cannot say)."""

@@ -62,6 +62,7 @@ def score_members(
     champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member))
     features = snapshot_features(dataset, as_of)
     with step(f"scoring {len(features):,} members as of {as_of}"):
+        features = champions.prepare(features)
         out = score_snapshot(features, champions, tiers)
         out["top_reasons"] = [", ".join(r) for r in champions[CHURN].model.top_reasons(features)]
     return out, champions

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from features.errors import DataError
 from features.home import StateHome
@@ -60,6 +61,13 @@ class Champions:
         """name, version and family of each champion (of `kinds`, else all), by kind."""
         wanted = [k.name for k in kinds] or list(self.by_kind)
         return {k: self.by_kind[k].describe() for k in wanted if k in self.by_kind}
+
+    def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The features with the model inputs the member champions read, computed once for all of them."""
+        for champion in self.of(Task.member):
+            assert isinstance(champion.model, MemberModel)
+            features = champion.model.prepare(features)
+        return features
 
     def versions(self, task: Task | None = None) -> dict[str, str]:
         """Champion version by kind (of one task, else all): what the prediction log records."""

@@ -81,6 +81,7 @@ def score_snapshot(features: pd.DataFrame, champions: Champions, tiers: TierSett
     row of a feature snapshot: what batch scoring writes, what the service answers and what monitoring compares,
     all from this one function."""
     out = pd.DataFrame({"member_id": features["member_id"].astype(str).to_numpy()})
+    features = champions.prepare(features)
     for champion in champions.of(Task.member):
         out[champion.kind.output] = champion.model.predict(features)
     out["tier"] = assign_tiers(

@@ -57,14 +57,14 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     # given: a churn model, judged on held-out cutoffs
     first = train(community, CHURN, settings)
     assert first.promoted and first.version == "1" and first.family == "lightgbm"
-    assert first.metrics["roc_auc"] > first.rivals["recency rank"]["roc_auc"] + 0.05
+    assert first.metrics["roc_auc"] > first.rivals["recency"]["roc_auc"] + 0.05
     client = connect(community.home)
     assert str(champion(client, "community", CHURN).version) == "1"
     run = client.get_run(first.run_id)
     assert run.data.params["dataset"] == "community" and run.data.params["test_cutoffs"] == "2025-12-02,2026-01-01"
     assert run.data.tags["promoted"] == "True" and run.data.tags["family"] == "lightgbm"
     assert run.data.metrics["test_roc_auc"] == pytest.approx(first.metrics["roc_auc"])
-    assert "rival_rfm_score_roc_auc" in run.data.metrics
+    assert "rival_rfm_roc_auc" in run.data.metrics and "rival_bgnbd_no_purchase_roc_auc" in run.data.metrics
     assert run.info.artifact_uri.startswith(community.home.mlflow_artifacts.as_uri())  # not ./mlruns
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
     assert {"backtest.json", "rivals.json", "model_summary.json", "promotion.json"} <= artifacts
@@ -73,7 +73,7 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     again = train(community, CHURN, settings)
     assert (again.promoted, again.version) == (False, "2")
     assert again.reasons == [
-        f"roc_auc {again.metrics['roc_auc']:.4f} does not beat champion v1 ({first.metrics['roc_auc']:.4f})"
+        f"roc_auc {again.metrics['roc_auc']:.4f} does not beat champion lightgbm v1 ({first.metrics['roc_auc']:.4f})"
     ]
     assert client.get_run(again.run_id).data.tags["promoted"] == "False"
     assert str(champion(client, "community", CHURN).version) == "1"
@@ -152,3 +152,36 @@ def test_an_item_kind_goes_through_the_same_job_and_the_same_promotion(community
     # then
     assert promoted.promoted and str(champion(client, "community", PRODUCT_RECS).version) == "1"
     assert client.get_run(result.run_id).data.tags["promoted"] == "True"
+
+
+@pytest.mark.slow
+def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_names_it(
+    shared_home: StateHome, tmp_path: Path
+) -> None:
+    from serving.models.families.baselines import baselines_of
+    from serving.models.kinds import Target
+    from serving.predictions import load_state, member_scores
+
+    # given: 150 members, too few for LightGBM's leaves of 100 members to split: it scores everyone alike
+    tiny = synthetic(shared_home, "tiny", members=150)
+    settings = TrainSettings(training_cutoffs=2, test_cutoffs=2)
+    # when
+    churn, value = train(tiny, CHURN, settings), train(tiny, VALUE, settings)
+    # then: the best baseline by ROC-AUC on the same held-out cutoffs is the candidate, and the first champion
+    judged = {**churn.rivals, churn.family: churn.metrics}
+    best = max(baselines_of(Target.binary), key=lambda family: judged[family]["roc_auc"])
+    assert churn.rivals["lightgbm"]["roc_auc"] == pytest.approx(0.5)
+    assert (churn.family, churn.promoted) == (best, True)
+    assert churn.choice.startswith("lightgbm does not beat every baseline") and best in churn.choice
+    assert value.promoted and value.family in baselines_of(Target.amount)
+    assert connect(shared_home).get_run(churn.run_id).data.tags["family"] == best
+    # and batch scoring and the service's answers come from it, and say so
+    summary = score(tiny, date(2026, 4, 1), tmp_path / "scores.parquet")
+    assert summary.models["churn"] == {"name": "tiny.churn", "version": "1", "family": best}
+    scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("member_id")
+    state = load_state(shared_home, "tiny")
+    assert state.models()["churn"]["family"] == best and state.models()["value"]["family"] == value.family
+    members = list(scores.index[:20])
+    answers = member_scores(state, members)
+    assert [a["churn_probability"] for a in answers] == pytest.approx(list(scores.loc[members, "churn_probability"]))
+    assert all(0 < a["churn_probability"] < 1 for a in answers)  # a calibrated probability, not a raw score

@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from features.errors import DataError
 from serving.models.base import ItemModel, MemberModel, read_spec
 from serving.models.families.als import ALSRecommender
+from serving.models.families.baselines import BASELINES, BaselineModel
 from serving.models.families.gbm import GBMModel
 
 FAMILIES: dict[str, type[MemberModel] | type[ItemModel]] = {
     GBMModel.family: GBMModel,
     ALSRecommender.family: ALSRecommender,
+    **dict.fromkeys(BASELINES, BaselineModel),  # recency, rfm, bgnbd-..., run-rate: one class, its spec says which
 }
 
 

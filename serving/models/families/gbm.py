@@ -1,5 +1,6 @@
-"""The "lightgbm" family of member models: a LightGBM booster over the snapshot's features, with its output
-turned into what the kind predicts (a calibrated probability, or an amount around the member's run rate).
+"""The "lightgbm" family of member models: a LightGBM booster over the snapshot's features and the model inputs
+(the classic models' view of each member, serving/models/inputs.py), with its output turned into what the kind
+predicts: a calibrated probability, or an amount as a correction of the best baseline's prediction.
 
 Training fits the booster (training/member_fit.py); this module scores with it, for the service, batch scoring
 and monitoring alike.
@@ -17,20 +18,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from serving.models.base import MemberModel
+from serving.models.btyd import BTYD
+from serving.models.families.baselines import BASELINES
+from serving.models.inputs import INPUTS, with_inputs
 from serving.models.kinds import Target
 
-
-def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Expected spend: what the member spent over the last period of the same length, or pro rata of 90 days."""
-    column = f"spend_{horizon_days}d"
-    if column in frame:
-        return frame[column].clip(lower=0).to_numpy(dtype=float)
-    return (frame["spend_90d"].clip(lower=0) * horizon_days / 90).to_numpy(dtype=float)
-
-
-def run_rate_offset(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Log of the run rate: an amount model's starting score. A floor of 10 keeps zero spenders off log(0)."""
-    return np.log(run_rate(frame, horizon_days) + 10.0)
+# What the model inputs are computed from: a model that reads them needs these snapshot columns.
+INPUT_SOURCES = ("recency_days", "frequency", "monetary", "avg_basket", "first_order_days_ago", "tenure_days")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -52,6 +46,21 @@ class GBMSpec(BaseModel):
     # Binary targets: Platt scaling of the booster's log-odds, p = sigmoid(slope * logit + intercept).
     calibration_slope: float = 1.0
     calibration_intercept: float = 0.0
+    # Amount targets: the baseline family whose prediction the booster corrects (its log is the starting score).
+    offset: str | None = None
+    # The BG/NBD and Gamma-Gamma fit of the newest training population: for populations too small to fit on.
+    btyd: dict[str, float] | None = None
+
+    @property
+    def reads_inputs(self) -> bool:
+        return any(c in INPUTS for c in self.columns) or self.offset is not None
+
+
+def offset_of(spec: GBMSpec, frame: pd.DataFrame) -> np.ndarray:
+    """The log of the offset baseline's prediction: an amount model's starting score. A floor of 10 keeps members
+    predicted to spend nothing off log(0)."""
+    assert spec.offset is not None
+    return np.log(BASELINES[spec.offset].score(frame, spec.horizon_days).clip(min=0) + 10.0)
 
 
 def encode(spec: GBMSpec, frame: pd.DataFrame) -> pd.DataFrame:
@@ -83,23 +92,33 @@ class GBMModel(MemberModel):
 
     def __init__(self, spec: GBMSpec, booster: lgb.Booster) -> None:
         self.spec, self.booster = spec, booster
-        self.kind, self.columns = spec.kind, spec.columns
+        self.kind = spec.kind
+        snapshot_columns = [c for c in spec.columns if c not in INPUTS]
+        self.columns = snapshot_columns + [c for c in INPUT_SOURCES if spec.reads_inputs and c not in snapshot_columns]
 
-    def _matrix(self, features: pd.DataFrame) -> pd.DataFrame:
+    def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
+        if not self.spec.reads_inputs:
+            return features
+        fallback = BTYD.from_params(self.spec.btyd) if self.spec.btyd else None
+        return with_inputs(features, self.spec.horizon_days, fallback)
+
+    def _frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The features, with the model inputs where the model reads them."""
         self.check_columns(features)
-        return encode(self.spec, features)
+        return self.prepare(features)
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """Calibrated probability (binary kinds), or expected amount over the horizon (amount kinds), per row."""
-        x = self._matrix(features)
+        frame = self._frame(features)
+        x = encode(self.spec, frame)
         if self.spec.target is Target.binary:
             z = self.spec.calibration_slope * logit(self.booster.predict(x)) + self.spec.calibration_intercept
             return 1.0 / (1.0 + np.exp(-z))
-        return np.exp(self.booster.predict(x, raw_score=True) + run_rate_offset(features, self.spec.horizon_days))
+        return np.exp(self.booster.predict(x, raw_score=True) + offset_of(self.spec, frame))
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions (SHAP values) to the booster's raw score."""
-        values = self.booster.predict(self._matrix(features), pred_contrib=True)
+        values = self.booster.predict(encode(self.spec, self._frame(features)), pred_contrib=True)
         return pd.DataFrame(values[:, :-1], columns=self.spec.columns, index=features.index)
 
     def top_reasons(self, features: pd.DataFrame, k: int = 3) -> list[list[str]]:

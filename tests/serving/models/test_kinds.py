@@ -85,7 +85,7 @@ def test_a_kind_added_to_the_table_trains_registers_promotes_and_serves(
             result = train(shop, orders, TrainSettings(training_cutoffs=2, test_cutoffs=1))
             # then: judged against its target's baselines, registered as the dataset's model, and promoted
             assert result.promoted, result.reasons
-            assert set(result.rivals) == {"run rate", "BG/NBD + Gamma-Gamma"}
+            assert set(result.rivals) == {"run-rate", "bgnbd-gamma-gamma"}
             assert str(champion(connect(home), "shop", orders).version) == result.version == "1"
             constant = mlflow.pyfunc.load_model("models:/shop.orders@champion").unwrap_python_model().model
             assert isinstance(constant, ConstantModel) and 0 < constant.value < 5

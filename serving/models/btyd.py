@@ -3,7 +3,10 @@
 Written here from the papers' likelihoods (numpy/scipy) rather than taken from a library: lifetimes is no longer
 maintained (its `summary_data_from_transaction_data` returns NaN rows with pandas 2.3) and PyMC-Marketing brings
 a whole probabilistic-programming stack for four parameters. The fit is checked by simulating customers from
-known parameters and recovering them (tests/training/test_clv.py).
+known parameters and recovering them (tests/serving/models/test_btyd.py).
+
+They serve three purposes: baseline families that can be champion (serving/models/families/baselines.py), the
+classic outputs LightGBM starts from (serving/models/inputs.py), and the bar a learned model must clear.
 
 Time is in days. Per member: x = repeat purchases (orders - 1), t_x = age at the last purchase, T = age now
 (both counted from the first purchase), m = average order value.
@@ -45,6 +48,11 @@ class RFMSummary:
         )
 
 
+# The fits' parameters are kept off degenerate corners (a fit with a ~ 1e-19, no dropout at all, was seen on one of
+# CDNOW's cutoffs) by a small penalty on their logarithms: it costs a well-identified fit nothing measurable.
+LOG_PENALTY = 1e-3
+
+
 def _minimize(neg_ll, start: np.ndarray) -> np.ndarray:
     """Fits positive parameters on the log scale; Nelder-Mead is slow but sure on these smooth, small problems."""
     result = minimize(
@@ -54,6 +62,10 @@ def _minimize(neg_ll, start: np.ndarray) -> np.ndarray:
         options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-8},
     )
     return np.exp(result.x)
+
+
+def _penalty(params: np.ndarray, penalty: float) -> float:
+    return penalty * float(np.sum(np.log(params) ** 2))
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,9 @@ class BGNBD:
         return a1 + a2 + np.where(x > 0, np.logaddexp(a3, a4), a3)
 
     @classmethod
-    def fit(cls, s: RFMSummary, penalty: float = 0.0) -> BGNBD:
+    def fit(cls, s: RFMSummary, penalty: float = LOG_PENALTY) -> BGNBD:
         def neg_ll(p: np.ndarray) -> float:
-            # A touch of L2 on the parameters keeps the optimiser away from degenerate corners.
-            return -cls.log_likelihood(p, s).mean() + penalty * float(np.sum(p**2))
+            return -cls.log_likelihood(p, s).mean() + _penalty(p, penalty)
 
         return cls(*_minimize(neg_ll, np.array([1.0, 30.0, 1.0, 1.0])))
 
@@ -96,6 +107,18 @@ class BGNBD:
         hyp = hyp2f1(r + x, b + x, a + b + x - 1, z)
         numerator = (a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp)
         return numerator / (1.0 + self._odds_dead(s))
+
+    def p_no_purchase(self, s: RFMSummary, t: float) -> np.ndarray:
+        """The model's own churn probability: no purchase in the next t days, given each member's history.
+
+        Dead, or alive and not buying for t days: (1 - P(alive)) + P(alive) ((alpha + T) / (alpha + T + t))^(r + x)
+        (a living member's rate is Gamma(r + x, alpha + T) given their history, and no purchase means no dropout).
+        Unlike 1 - P(alive), which is 0 for every one-time buyer (the model lets members die only after a repeat
+        purchase) and so ranks the likeliest churners as the safest, this ranks every member.
+        """
+        alive = self.p_alive(s)
+        stay_quiet = ((self.alpha + s.T) / (self.alpha + s.T + t)) ** (self.r + s.x)
+        return (1.0 - alive) + alive * stay_quiet
 
 
 @dataclass(frozen=True)
@@ -118,13 +141,13 @@ class GammaGamma:
         )
 
     @classmethod
-    def fit(cls, s: RFMSummary, penalty: float = 0.0) -> GammaGamma:
+    def fit(cls, s: RFMSummary, penalty: float = LOG_PENALTY) -> GammaGamma:
         """Fitted on members with repeat purchases and a positive average order value, as the model assumes."""
         use = (s.x > 0) & (s.monetary > 0)
         x, m = s.x[use], s.monetary[use]
 
         def neg_ll(params: np.ndarray) -> float:
-            return -cls.log_likelihood(params, x, m).mean() + penalty * float(np.sum(params**2))
+            return -cls.log_likelihood(params, x, m).mean() + _penalty(params, penalty)
 
         return cls(*_minimize(neg_ll, np.array([1.0, 2.0, float(np.median(m))])))
 
@@ -136,27 +159,49 @@ class GammaGamma:
         return (1 - weight) * (g * p / (q - 1)) + weight * m
 
 
+OUTPUTS = ("btyd_p_alive", "btyd_purchases", "btyd_p_no_purchase", "btyd_order_value", "btyd_value")
+
+
 @dataclass(frozen=True)
-class CLVBaselines:
-    """BG/NBD and Gamma-Gamma scores for every member of a snapshot (members who never bought: most at risk)."""
+class BTYD:
+    """BG/NBD and Gamma-Gamma fitted together on one population (a snapshot's members, history before its cutoff)."""
 
-    churn_p_alive: np.ndarray  # 1 - P(alive)
-    churn_expected: np.ndarray  # minus the expected purchases in the horizon
-    expected_value: np.ndarray  # expected purchases x expected order value
+    bgnbd: BGNBD
+    gamma_gamma: GammaGamma
 
+    @classmethod
+    def fit(cls, frame: pd.DataFrame) -> BTYD:
+        """Fitted on the frame's members who bought; with too few of them (an interactions-only dataset), the
+        fits' neutral starting points, which rank no one above anyone."""
+        summary, _ = RFMSummary.from_features(frame)
+        repeat = (summary.x > 0) & (summary.monetary > 0)
+        bgnbd = BGNBD.fit(summary) if len(summary.x) >= 2 else BGNBD(1.0, 30.0, 1.0, 1.0)
+        gamma_gamma = GammaGamma.fit(summary) if repeat.sum() >= 2 else GammaGamma(1.0, 2.0, 1.0)
+        return cls(bgnbd, gamma_gamma)
 
-def clv_baselines(frame: pd.DataFrame, horizon_days: int) -> CLVBaselines:
-    """Fitted on the snapshot itself, which holds only history before its cutoff.
+    def params(self) -> dict[str, float]:
+        return {**vars(self.bgnbd), **vars(self.gamma_gamma)}
 
-    BG/NBD gives every one-time buyer P(alive) = 1, which ranks them as safe; the expected purchases in the
-    horizon do not have that blind spot, so both are reported as churn baselines.
-    """
-    summary, bought = RFMSummary.from_features(frame)
-    bgnbd = BGNBD.fit(summary)
-    purchases = bgnbd.expected_purchases(summary, horizon_days)
-    spend = np.nan_to_num(purchases * GammaGamma.fit(summary).expected_order_value(summary), nan=0.0, posinf=0.0)
-    p_alive, expected, value = np.ones(len(frame)), np.zeros(len(frame)), np.zeros(len(frame))
-    p_alive[bought] = 1.0 - bgnbd.p_alive(summary)
-    expected[bought] = -purchases
-    value[bought] = spend.clip(min=0)
-    return CLVBaselines(p_alive, expected, value)
+    @classmethod
+    def from_params(cls, params: dict[str, float]) -> BTYD:
+        return cls(
+            BGNBD(*(params[k] for k in ("r", "alpha", "a", "b"))), GammaGamma(params["p"], params["q"], params["gamma"])
+        )
+
+    def outputs(self, frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+        """Per member: P(alive), expected purchases, P(no purchase) and expected spend over the horizon, and the
+        expected order value. Members who never bought have no history to speak of: P(alive) and order value are
+        empty, expected purchases and spend 0, and they are certain to be quiet by the model's own story."""
+        summary, bought = RFMSummary.from_features(frame)
+        n = len(frame)
+        p_alive, order_value = np.full(n, np.nan), np.full(n, np.nan)
+        purchases, no_purchase, value = np.zeros(n), np.ones(n), np.zeros(n)
+        if bought.any():
+            p_alive[bought] = self.bgnbd.p_alive(summary)
+            purchases[bought] = self.bgnbd.expected_purchases(summary, horizon_days)
+            no_purchase[bought] = self.bgnbd.p_no_purchase(summary, horizon_days)
+            order_value[bought] = self.gamma_gamma.expected_order_value(summary)
+            spend = np.nan_to_num(purchases[bought] * order_value[bought], nan=0.0, posinf=0.0)
+            value[bought] = spend.clip(min=0)
+        columns = (p_alive, purchases, no_purchase, order_value, value)
+        return pd.DataFrame(dict(zip(OUTPUTS, columns, strict=True)), index=frame.index)

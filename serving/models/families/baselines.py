@@ -1,0 +1,139 @@
+"""The classic baselines as model families that can be champion: recency, the RFM score and BG/NBD for churn; the
+run rate and BG/NBD + Gamma-Gamma for value. A dataset whose learned model cannot beat them is served by the best
+of them, so every dataset has answers after its first `train`.
+
+Churn baselines are scores (higher: more at risk), made probabilities by Platt scaling fitted on the newest
+training cutoff (strictly increasing: the ranking is the baseline's own). Value baselines predict spend as they
+are. The BG/NBD families fit their population parameters on the population they score (serving/models/inputs.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from serving.models.base import MemberModel
+from serving.models.btyd import BTYD
+from serving.models.inputs import recency_rank, with_inputs
+from serving.models.kinds import Target
+
+
+def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Expected spend: what the member spent over the last period of the same length, or pro rata of 90 days."""
+    column = f"spend_{horizon_days}d"
+    if column in frame:
+        return frame[column].clip(lower=0).to_numpy(dtype=float)
+    return (frame["spend_90d"].clip(lower=0) * horizon_days / 90).to_numpy(dtype=float)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    family: str
+    target: Target
+    summary: str
+    # The score (risk for a binary kind, amount for an amount kind) from the features with the model inputs.
+    score: Callable[[pd.DataFrame, int], np.ndarray]
+    # A strictly increasing transform of a churn score before Platt scaling, to a scale it is nearly linear on.
+    link: Callable[[np.ndarray], np.ndarray] = np.asarray
+
+
+BASELINES: dict[str, Baseline] = {
+    b.family: b
+    for b in (
+        Baseline("recency", Target.binary, "days since the last purchase", lambda f, h: recency_rank(f), np.log1p),
+        Baseline(
+            "rfm",
+            Target.binary,
+            "the RFM score (recency, frequency and spend quintiles)",
+            lambda f, h: f["rfm_score"].to_numpy(float),
+        ),
+        Baseline(
+            "bgnbd-no-purchase",
+            Target.binary,
+            "BG/NBD's probability of no purchase over the horizon",
+            lambda f, h: f["btyd_p_no_purchase"].to_numpy(float),
+            _logit,
+        ),
+        Baseline(
+            "bgnbd-purchases",
+            Target.binary,
+            "BG/NBD's expected purchases over the horizon (fewer: more at risk)",
+            lambda f, h: -f["btyd_purchases"].to_numpy(float),
+            lambda s: -np.log1p(-s),
+        ),
+        Baseline("run-rate", Target.amount, "spend over the last period of the horizon's length", run_rate),
+        Baseline(
+            "bgnbd-gamma-gamma",
+            Target.amount,
+            "BG/NBD expected purchases x Gamma-Gamma expected order value",
+            lambda f, h: f["btyd_value"].to_numpy(float),
+        ),
+    )
+}
+
+
+def baselines_of(target: Target) -> list[str]:
+    return [name for name, b in BASELINES.items() if b.target is target]
+
+
+class BaselineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: str
+    kind: str
+    target: Target
+    horizon_days: int
+    calibration_slope: float = 1.0
+    calibration_intercept: float = 0.0
+    btyd: dict[str, float] | None = None  # the training population's fit, for populations too small to fit on
+
+
+class BaselineModel(MemberModel):
+    """A baseline family, ready to score feature rows (with its calibration, for a churn kind)."""
+
+    def __init__(self, spec: BaselineSpec) -> None:
+        self.spec, self.kind, self.family = spec, spec.kind, spec.family
+        self.baseline = BASELINES[spec.family]
+        # What any baseline reads: recency, frequency, spend, the customer's age (and the BG/NBD inputs from them).
+        self.columns = ["recency_days", "frequency", "monetary", "avg_basket", "first_order_days_ago", "tenure_days"]
+
+    def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
+        fallback = BTYD.from_params(self.spec.btyd) if self.spec.btyd else None
+        return with_inputs(features, self.spec.horizon_days, fallback)
+
+    def raw(self, features: pd.DataFrame) -> np.ndarray:
+        """The baseline's own score or amount, before any calibration."""
+        self.check_columns(features)
+        return self.baseline.score(self.prepare(features), self.spec.horizon_days)
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        score = self.raw(features)
+        if self.spec.target is Target.amount:
+            return score
+        z = self.spec.calibration_slope * self.baseline.link(score) + self.spec.calibration_intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def summary(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.summary, **self.spec.model_dump(exclude={"family", "kind"})}
+
+    def save(self, folder: Path) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = folder / "spec.json"
+        spec.write_text(self.spec.model_dump_json(indent=2))
+        return {"spec": str(spec)}
+
+    @classmethod
+    def load(cls, artifacts: Mapping[str, str]) -> BaselineModel:
+        return cls(BaselineSpec.model_validate(json.loads(Path(artifacts["spec"]).read_text())))
