@@ -18,6 +18,7 @@ DEMO_PORT ?= 3000
 DEMO_CUTOFFS ?= --training-cutoffs 4 --test-cutoffs 2
 DEMO_TRIALS ?= 6
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
+CDNOW ?= ../shared/data/cdnow/CDNOW_master.txt.gz
 # apt needs root: sudo when we are not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -80,7 +81,7 @@ browser:
 bench: setup
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
-	$(BIN)/python experiments/backtest_online_retail.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py
 	$(BIN)/python experiments/soak_serving.py --minutes 5

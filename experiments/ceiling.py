@@ -1,31 +1,29 @@
-"""How far could any churn or value model go on Online Retail? Optimistic bounds, beside the deployed models.
+"""How far could any churn or value model go on a dataset? Optimistic bounds, beside the deployed models.
 
-The deployed models learn from cutoffs whose labels ended before the test cutoff. The bounds here cheat in
-their favour twice: they learn from the test cutoff's own members and labels (5-fold cross-validation within
-the cutoff, so no drift between training and test), and they may add features the feature store does not have
-(quantity per line, unit price, lines per order, active months, and a 16-dimensional SVD of each member's
-basket). What they cannot reach, no honest model on these features and labels reaches either.
+The deployed models learn from cutoffs whose labels ended before the test cutoff. The bounds here cheat in their
+favour: LightGBM in the deployed form (`fit_gbm`: the same features, the same model inputs, calibration or
+offset) learns from the test cutoff's own members and labels (5-fold cross-validation within the cutoff, so no
+drift between training and test, and no season it has not seen). Where the data has products, a second bound adds
+features the feature store does not have (quantity per line, unit price, lines per order, active months, and a
+16-dimensional SVD of each member's basket). What they cannot reach, no honest model on these labels reaches.
 """
 
 from __future__ import annotations
 
 from datetime import date
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfTransformer
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import KFold, StratifiedKFold
 
-from features.schema import LABEL_NAMES
 from features.store import Dataset
-from serving.models.families.baselines import run_rate
-from training.frames import labelled_snapshot
-from training.member_fit import lgb_params
-from training.metrics import value_metrics
+from serving.models.kinds import ModelKind, Target
+from training.backtest import target_metrics
+from training.frames import LabelledFrame, labelled_snapshot
+from training.member_fit import fit_gbm
 
 FOLDS = 5
 
@@ -50,50 +48,41 @@ def basket_features(orders: pd.DataFrame, as_of: date, svd_dims: int = 16) -> pd
     return out.join(svd)
 
 
-def _columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in ("member_id", "cutoff", *LABEL_NAMES)]
-
-
-def cross_validated_auc(frame: pd.DataFrame, seed: int = 0) -> float:
-    """ROC-AUC of LightGBM scored out of fold on the cutoff's own members: the optimistic churn bound."""
-    y = frame["churned"].astype(int).to_numpy()
-    model = lgb.LGBMClassifier(**lgb_params({"n_estimators": 300}, seed))
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-    scores = cross_val_predict(model, frame[_columns(frame)], y, cv=folds, method="predict_proba")[:, 1]
-    return float(roc_auc_score(y, scores))
-
-
-def cross_validated_value(frame: pd.DataFrame, horizon_days: int, seed: int = 0) -> dict[str, float]:
-    """The value model's form (Tweedie, run-rate offset) scored out of fold on the cutoff's own members."""
+def cross_validated(frame: pd.DataFrame, kind: ModelKind, horizon_days: int, seed: int = 0) -> dict[str, float]:
+    """The kind's metrics of `fit_gbm` scored out of fold on one cutoff's own members."""
     frame = frame.reset_index(drop=True)
-    x, y = frame[_columns(frame)], frame["future_value"].clip(lower=0).to_numpy(dtype=float)
-    offset = np.log(run_rate(frame, horizon_days) + 10.0)
+    label = frame[str(kind.label)]
+    if kind.target is Target.binary:
+        folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(frame, label.astype(int))
+    else:
+        folds = KFold(FOLDS, shuffle=True, random_state=seed).split(frame)
     predicted = np.zeros(len(frame))
-    for train, test in KFold(FOLDS, shuffle=True, random_state=seed).split(x):
-        params = lgb_params({"n_estimators": 300, "objective": "tweedie", "tweedie_variance_power": 1.3}, seed)
-        model = lgb.LGBMRegressor(**params).fit(x.iloc[train], y[train], init_score=offset[train])
-        predicted[test] = np.exp(model.predict(x.iloc[test], raw_score=True) + offset[test])
-    return value_metrics(y, predicted)
+    for train, test in folds:
+        model = fit_gbm(LabelledFrame(frame.iloc[train]), kind, {}, seed, horizon_days)
+        predicted[test] = model.predict(frame.iloc[test])
+    return target_metrics(kind, frame, predicted)
 
 
-def ceiling_rows(dataset: Dataset, cutoffs: list[date], horizon_days: int) -> list[dict[str, float | str]]:
-    """Per cutoff: each bound on the feature store's features, and on those plus the basket features."""
-    orders = dataset.read("orders", ["member_id", "ts", "amount", "order_id", "product_id", "quantity", "is_return"])
-    orders["is_return"] = orders["is_return"].fillna(False).astype(bool)
+def _has_products(dataset: Dataset) -> bool:
+    orders = dataset.read("orders", ["product_id"])
+    return bool(orders["product_id"].notna().any())
+
+
+def ceiling_rows(
+    dataset: Dataset, cutoffs: list[date], horizon_days: int, kind: ModelKind
+) -> list[dict[str, float | str]]:
+    """Per cutoff and variant ("store": the feature store's features; "basket": those plus basket features, where
+    the orders name products): the kind's metrics of the bound."""
+    orders = None
+    if _has_products(dataset):
+        columns = ["member_id", "ts", "amount", "order_id", "product_id", "quantity", "is_return"]
+        orders = dataset.read("orders", columns)
+        orders["is_return"] = orders["is_return"].fillna(False).astype(bool)
     rows: list[dict[str, float | str]] = []
     for cutoff in cutoffs:
         frame = labelled_snapshot(dataset, cutoff, horizon_days)
-        richer = frame.merge(basket_features(orders, cutoff), left_on="member_id", right_index=True, how="left")
-        store_value, richer_value = (cross_validated_value(f, horizon_days) for f in (frame, richer))
-        rows.append(
-            {
-                "cutoff": str(cutoff),
-                "churn_auc_store": cross_validated_auc(frame),
-                "churn_auc_basket": cross_validated_auc(richer),
-                "value_rmse_store": store_value["rmse"],
-                "value_rmse_basket": richer_value["rmse"],
-                "value_gini_store": store_value["normalized_gini"],
-                "value_gini_basket": richer_value["normalized_gini"],
-            }
-        )
+        rows.append({"cutoff": str(cutoff), "variant": "store", **cross_validated(frame, kind, horizon_days)})
+        if orders is not None:
+            richer = frame.merge(basket_features(orders, cutoff), left_on="member_id", right_index=True, how="left")
+            rows.append({"cutoff": str(cutoff), "variant": "basket", **cross_validated(richer, kind, horizon_days)})
     return rows
