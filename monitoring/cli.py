@@ -94,7 +94,9 @@ def _print(result: MonitorResult, found: list[str]) -> None:
     drift = result.data_drift
     out.print(
         f"{result.dataset} as of {result.as_of} against the reference {result.reference.dataset.name} as of "
-        f"{result.reference.as_of} (" + ", ".join(f"{k} v{v}" for k, v in result.reference.versions.items()) + ")"
+        f"{result.reference.as_of} ("
+        + ", ".join(f"{k} {m['family']} v{m['version']}" for k, m in result.reference.models.items())
+        + ")"
     )
     out.print(f"data drift: {len(drift.drifted)} of {len(drift.columns)} features ({drift.share:.0%})")
     out.print(

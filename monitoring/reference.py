@@ -32,6 +32,11 @@ class Reference:
         """Champion version by kind."""
         return self.champions.versions()
 
+    @property
+    def models(self) -> dict[str, dict[str, str]]:
+        """Each champion's registered name, version and family, by kind: what reports say they judged."""
+        return self.champions.described()
+
     def features(self) -> pd.DataFrame:
         build_snapshot(self.dataset, SnapshotSettings(as_of=self.as_of, horizon_days=self.horizon_days))
         return Snapshot(self.dataset, self.as_of).features()

@@ -49,6 +49,7 @@ def write_reports(home: StateHome, result: MonitorResult, breaches: list[str]) -
         "reference_as_of": str(result.reference.as_of),
         "reference_dataset": result.reference.dataset.name,
         "model_versions": result.reference.versions,
+        "models": result.reference.models,
         "created_at": result.created_at,
         "headline": headline(result),
         "breaches": breaches,
@@ -65,6 +66,7 @@ def _write_one(
         "as_of": str(result.as_of),
         "reference_as_of": str(result.reference.as_of),
         "model_versions": result.reference.versions,
+        "models": result.reference.models,
         "created_at": result.created_at,
         "summary": summary,
         "evidently": None if report is None else report.dict(),
@@ -123,7 +125,8 @@ snapshot, and real performance once outcomes are known. Thresholds: <code>config
 def _index_row(entry: dict[str, Any]) -> str:
     h = entry["headline"]
     e = html.escape
-    models = ", ".join(f"{k} v{v}" for k, v in entry["model_versions"].items())
+    models = ", ".join(f"{k} {m['family']} v{m['version']}" for k, m in entry.get("models", {}).items())
+    models = models or ", ".join(f"{k} v{v}" for k, v in entry["model_versions"].items())  # an older entry
     drift = f"{h['drifted_features']} of {h['features']} features drifted ({h['drift_share']:.0%})"
     predictions = e(", ".join(h["drifted_predictions"]) or "no drift")
     moved = h["largest_tier_share_change"]

@@ -78,9 +78,12 @@ def log_batch(
 def score(dataset: Dataset, as_of: date, out: Path, tiers: TierSettings | None = None) -> ScoreSummary:
     check_out_path(out)
     frame, champions = score_members(dataset.require(), as_of, tiers)
+    for champion in champions.of(Task.member):  # the file names the models it came from, wherever it goes
+        frame[f"{champion.kind.name}_model"] = f"{champion.family} v{champion.version}"
     write_table(frame, out)
     members = champions.described(*[c.kind for c in champions.of(Task.member)])
-    records = frame.drop(columns=["top_reasons"]).to_dict("records")
+    provenance = [f"{c.kind.name}_model" for c in champions.of(Task.member)]
+    records = frame.drop(columns=["top_reasons", *provenance]).to_dict("records")
     log_batch(dataset, "batch/score", records, champions.versions(Task.member), as_of)
     return ScoreSummary(
         dataset=dataset.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -190,6 +191,11 @@ def test_reports_are_written_and_the_index_lists_them(home: StateHome, monitored
     drift_html = home.reports / "shifted" / f"shifted_{MONITORED_AS_OF}_churn-v1_value-v1_data-drift.html"
     assert drift_html.exists() and drift_html.stat().st_size > 1_000_000  # Evidently embeds its scripts
     assert f'href="shifted/{drift_html.name}"' in page
+    # the page and each report name the models judged, with their family
+    family = monitored["shifted"].reference.models["churn"]["family"]
+    assert f"churn {family} v1" in page
+    payload = json.loads(drift_html.with_suffix(".json").read_text())
+    assert payload["models"]["churn"] == {"name": "shifted.churn", "version": "1", "family": family}
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (`make test` installs it)")

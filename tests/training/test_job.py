@@ -121,8 +121,17 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     summary = score(community, date(2026, 4, 1), out)
     scores = pd.read_parquet(out)
     assert len(scores) == summary.members > 1_700
-    assert list(scores.columns) == ["member_id", "churn_probability", "expected_value", "tier", "top_reasons"]
+    assert list(scores.columns) == [
+        "member_id",
+        "churn_probability",
+        "expected_value",
+        "tier",
+        "top_reasons",
+        "churn_model",
+        "value_model",
+    ]
     assert summary.models["churn"] == {"name": "community.churn", "version": "1", "family": "lightgbm"}
+    assert set(scores["churn_model"]) == {"lightgbm v1"}
     assert scores["churn_probability"].between(0, 1).all() and (scores["expected_value"] >= 0).all()
     assert set(scores["tier"]) == {"high_value", "potential", "ordinary", "churn_risk", "new"}
     from features.snapshots import Snapshot
@@ -179,6 +188,7 @@ def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_nam
     summary = score(tiny, date(2026, 4, 1), tmp_path / "scores.parquet")
     assert summary.models["churn"] == {"name": "tiny.churn", "version": "1", "family": best}
     scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("member_id")
+    assert set(scores["churn_model"]) == {f"{best} v1"} and set(scores["value_model"]) == {f"{value.family} v1"}
     state = load_state(shared_home, "tiny")
     assert state.models()["churn"]["family"] == best and state.models()["value"]["family"] == value.family
     members = list(scores.index[:20])
