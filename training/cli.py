@@ -115,7 +115,7 @@ def backtest_command(
     seed: int = typer.Option(0),
     as_json: bool = JsonOption,
 ) -> None:
-    """For each cutoff: train on what precedes it, score the next H days, compare with the baselines."""
+    """For each cutoff: train on what precedes it, score the next H days, every family side by side."""
     from training.backtest import BacktestSettings, backtest
 
     with user_errors():
@@ -131,7 +131,7 @@ def backtest_command(
         title=f"{kind.value} backtest on {dataset}, horizon {horizon_days} days, mean of "
         f"{len(settings.cutoffs)} cutoffs ({report.seconds:.0f} s)"
     )
-    table.add_column("method")
+    table.add_column("family")
     for column in means.columns:
         table.add_column(column, justify="right")
     for method, row in means.iterrows():
