@@ -179,8 +179,9 @@ def recommend_command(
         target = Dataset(StateHome.from_env(), dataset).require()
         model_kind = KINDS[kind.value]
         if similar:
-            table, version = similar_items(target, model_kind, out, k)
-            console().print(f"{len(table):,} similar items from {kind.value} v{version} written to {out}")
+            table, champion = similar_items(target, model_kind, out, k)
+            source = f"{kind.value} {champion.family} v{champion.version}"
+            console().print(f"{len(table):,} similar items from {source} written to {out}")
             return
         wanted = None
         if members is not None:
@@ -195,7 +196,8 @@ def recommend_command(
             category=category,
             consent_recorded_elsewhere=consent_recorded_elsewhere,
         )
-        table, version, left_out = recommend(target, model_kind, out, request, wanted)
+        table, champion, left_out = recommend(target, model_kind, out, request, wanted)
     if left_out:
         console().print(f"{left_out:,} members without marketing consent left out of the list")
-    console().print(f"{len(table):,} recommendations from {kind.value} v{version} written to {out}")
+    source = f"{kind.value} {champion.family} v{champion.version}"
+    console().print(f"{len(table):,} recommendations from {source} written to {out}")

@@ -109,9 +109,10 @@ def with_champions(dataset: Dataset, kinds: list | None = None, settings: object
     from training.job import TrainSettings, train
 
     client = registry.connect(dataset.home)
-    quick = settings or TrainSettings(training_cutoffs=2, test_cutoffs=1)
     for kind in kinds or list(KINDS.values()):
         if registry.champion(client, dataset.name, kind) is None:
+            # the kind's learned family (LightGBM, ALS), whatever the choice: these tests serve what it offers
+            quick = settings or TrainSettings(training_cutoffs=2, test_cutoffs=1, family=kind.family)
             result = train(dataset, kind, quick)
             if not result.promoted:
                 registry.set_champion(client, dataset.name, kind, result.version)

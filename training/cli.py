@@ -40,6 +40,9 @@ def train_command(
     k: int = typer.Option(10, "--k", min=1, max=100, help="list length item kinds are judged at"),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="move the champion alias if it passes"),
     seed: int = typer.Option(0),
+    family: str | None = typer.Option(
+        None, help="train this family instead of the best one (e.g. als, lightgbm, rfm); the gate still decides"
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Train, judge on held-out data beside the baselines and the champion, register, and promote if better."""
@@ -57,6 +60,7 @@ def train_command(
             k=k,
             promote=promote,
             seed=seed,
+            family=family,
         )
         result = train(target, KINDS[kind.value], settings)
     if as_json:

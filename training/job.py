@@ -2,10 +2,11 @@
 the same held-out data, choose the candidate, fit it, log it all to MLflow, register it as the dataset's DATASET.KIND
 model and promote it when it beats the champion.
 
-The candidate is the kind's learned family (LightGBM, ALS) when it beats every baseline on every gate metric;
-otherwise, where the kind has baseline families that can serve (recency, RFM, BG/NBD for churn; run rate, BG/NBD +
-Gamma-Gamma for value), the best of them by the kind's first gate metric. So after the first `train` of any
-dataset a member kind always has a champion, the best honest predictor there is, and every answer names its family.
+The candidate is the kind's learned family (LightGBM, ALS) when it beats every baseline that can serve on every
+gate metric; otherwise the best of those baselines by the kind's first gate metric (recency, RFM, BG/NBD for
+churn; run rate, BG/NBD + Gamma-Gamma for value; most popular and buy again for recommendations). So after the
+first `train` of any dataset every kind has a champion, the best honest predictor there is, and every answer
+names its family.
 
 Every run logs the same artefacts whatever its kind: its parameters and held-out dates, the candidate's
 metrics, rivals.json (baselines and champion), backtest.json (every row behind the metrics), promotion.json,
@@ -79,18 +80,29 @@ def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[st
     return Verdict(not reasons, reasons)
 
 
+def must_beat(
+    kind: ModelKind, family: str, scores: dict[str, dict[str, float]], servable: list[str]
+) -> dict[str, dict[str, float]]:
+    """Whom a candidate must beat, besides the champion: the learned family, every baseline that could serve in
+    its place; a baseline, no one (it was chosen as the best of them). Reference methods that cannot serve (item-
+    item cosine) are reported beside them but decide nothing: refusing the learned family for them would serve a
+    worse baseline instead."""
+    if family != kind.family:
+        return {}
+    return {name: metrics for name, metrics in scores.items() if name in servable and name != family}
+
+
 def choose(kind: ModelKind, scores: dict[str, dict[str, float]], servable: list[str]) -> tuple[str, str]:
-    """(the candidate family, why): the learned family when it beats every other method on every gate metric,
-    else the servable baseline best on the kind's first gate metric (else the learned family, which then fails
-    the gate)."""
+    """(the candidate family, why): the learned family when it beats every servable baseline on every gate
+    metric, else the servable baseline best on the kind's first gate metric (else the learned family, which
+    then fails the gate)."""
     learned = kind.family
-    others = {name: metrics for name, metrics in scores.items() if name != learned}
-    verdict = gate(kind, scores[learned], others)
-    if verdict.passed:
-        return learned, f"{learned} beats every baseline"
-    baselines = [name for name in servable if name != learned and name in scores]
+    baselines = must_beat(kind, learned, scores, servable)
     if not baselines:
         return learned, f"{learned} is the only family that can serve {kind.name}"
+    verdict = gate(kind, scores[learned], baselines)
+    if verdict.passed:
+        return learned, f"{learned} beats every baseline"
     first = kind.gate[0]
     best = max(baselines, key=lambda name: scores[name][first.name] * (1 if first.higher_is_better else -1))
     why = f"{learned} does not beat every baseline ({verdict.reasons[0]})"
@@ -113,16 +125,19 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
             study = f"{dataset.name}-{kind.name}-{as_of}-{int(time.time())}"
             learned_params, trials = job.tune(dataset, kind, held_out, settings, study)
 
+    servable = job.servable(kind)
+    if settings.family is not None and settings.family not in servable:
+        raise DataError(f"--family {settings.family}: {kind.name} is served by {', '.join(servable)}")
     evaluation = job.evaluate(dataset, kind, held_out, learned_params, settings)
-    family, choice = choose(kind, evaluation.scores, job.servable(kind))
+    family, choice = choose(kind, evaluation.scores, servable)
+    if settings.family is not None and settings.family != family:
+        family, choice = settings.family, f"{settings.family} was asked for (the choice would be {family})"
     say(choice)
     params = learned_params if family == kind.family else {}
     metrics = evaluation.scores[family]
     rivals = {name: m for name, m in evaluation.scores.items() if name != family}
     champion = _champion_metrics(dataset, kind, client, held_out, settings, evaluation.scores, learned_params)
-    # A learned candidate must beat every baseline and the champion; a baseline candidate (the learned family lost)
-    # must beat the champion.
-    judged_against = rivals if family == kind.family else {}
+    judged_against = must_beat(kind, family, rivals, servable)
     if champion is not None:
         rivals[champion[0]] = judged_against[champion[0]] = champion[1]
     verdict = gate(kind, metrics, judged_against)
@@ -327,8 +342,7 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
     champion = _champion_metrics(
         Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, learned_params
     )
-    # The same rule as training: a learned family must beat every baseline and the champion, a baseline the champion.
-    rivals = rivals if family == kind.family else {}
+    rivals = must_beat(kind, family, rivals, trainer(kind).servable(kind))  # the same rule as training
     if champion is not None:
         rivals[champion[0]] = champion[1]
     verdict = gate(kind, candidate, rivals)

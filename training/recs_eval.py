@@ -23,7 +23,7 @@ from implicit.nearest_neighbours import CosineRecommender
 from features.interactions import Interactions
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
-from serving.models.families.als import confidences
+from serving.models.families.factors import confidences
 from serving.models.kinds import ModelKind
 from serving.models.ranking import rank_items, single_threaded_blas
 
@@ -125,15 +125,6 @@ def random_split(interactions: Interactions, test_share: float = 0.2, seed: int 
 Recommend = Callable[[Split, int, bool], list[np.ndarray]]
 
 
-def popular(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
-    """The items most members have, the same for everyone (minus what each member has, if asked)."""
-    order = np.argsort(-np.diff(split.train.tocsc().indptr), kind="stable")
-    if not exclude_seen:
-        return [order[:k]] * len(split.users)
-    head = order[: k + int(np.diff(split.train.indptr).max())]
-    return [np.array([i for i in head if i not in had][:k]) for had in split.seen]
-
-
 def _implicit_recommend(
     model: Any, user_items: sp.csr_matrix, split: Split, k: int, exclude_seen: bool
 ) -> list[np.ndarray]:
@@ -184,24 +175,60 @@ def fit_als(train: sp.csr_matrix, params: dict[str, Any] | None = None, seed: in
     return model
 
 
-def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
-    """ALS ranked as the served recommender ranks: factors, plus the repeat boost where repeats are allowed."""
-    p = {**ALS_DEFAULTS, **(params or {})}
+def als_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    model = fit_als(train, params, seed)
+    return np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+
+def popularity_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Popularity as a rank-one factor model: every member's vector is 1, each item's factor the share of the
+    most popular item's members who have it (so scores lie in [0, 1] and one boost fits every dataset)."""
+    members_per_item = np.diff(train.tocsc().indptr).astype(np.float32)
+    top = max(float(members_per_item.max(initial=0.0)), 1.0)
+    return np.ones((train.shape[0], 1), dtype=np.float32), (members_per_item / top)[:, None]
+
+
+Factorize = Callable[[sp.csr_matrix, dict[str, Any], int], tuple[np.ndarray, np.ndarray]]
+
+# How each item family gets its member and item factors from a train matrix, and its default parameters.
+FACTORIZERS: dict[str, Factorize] = {"als": als_factors, "popular": popularity_factors, "buy-again": popularity_factors}
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "als": ALS_DEFAULTS,
+    "popular": {"repeat_weight": 0.0},
+    # The member's own items first, by times bought, then by popularity: a boost of 1,000 spreads of the
+    # popularity scores outweighs any popularity (scores lie in [0, 1]).
+    "buy-again": {"repeat_weight": 1000.0},
+}
+
+
+def factor_method(family: str, params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
+    """An item family ranked as the served recommender ranks: its factors, plus the repeat boost where
+    repeats are allowed."""
+    p = {**FAMILY_DEFAULTS[family], **(params or {})}
 
     def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
-        model = fit_als(split.train, p, seed)
+        users, items = FACTORIZERS[family](split.train, p, seed)
         with single_threaded_blas():
             ids, _ = rank_items(
-                np.asarray(model.user_factors)[split.users],
-                np.asarray(model.item_factors),
+                users[split.users],
+                items,
                 split.train[split.users],
                 k,
                 exclude_seen=exclude_seen,
-                repeat_weight=float(p["repeat_weight"]),
+                repeat_weight=float(p.get("repeat_weight", 0.0)),
             )
         return [row[row >= 0] for row in ids]
 
     return recommend
+
+
+def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
+    """ALS ranked as the served recommender ranks: factors, plus the repeat boost where repeats are allowed."""
+    return factor_method("als", params, seed)
+
+
+# The items most members have, the same for everyone (minus what each member has, if asked).
+popular: Recommend = factor_method("popular")
 
 
 def compare(

@@ -1,11 +1,13 @@
-"""Fitting and tuning recommenders (item kinds): ALS on a snapshot's interaction matrix, with what the served
-model needs beside its factors (item attributes for the rules, popularity by segment for cold start)."""
+"""Fitting and tuning recommenders (item kinds): each item family's factors on a snapshot's interaction matrix
+(ALS, or the popularity baselines), with what the served model needs beside them (item attributes for the rules,
+popularity by segment for cold start)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,18 @@ from features.progress import say
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from serving.models.base import ItemModel
-from serving.models.families.als import ALSRecommender, RecsSpec
+from serving.models.families.factors import FactorRecommender, RecsSpec
 from serving.models.kinds import ModelKind
-from training.recs_eval import ALS_DEFAULTS, Recommend, Split, als, compare, fit_als
+from training.recs_eval import (
+    ALS_DEFAULTS,
+    FACTORIZERS,
+    FAMILY_DEFAULTS,
+    Recommend,
+    Split,
+    als,
+    compare,
+    factor_method,
+)
 
 RANK_SWEEP = (64, 16, 32, 128)
 
@@ -106,25 +117,28 @@ def segment_popularity(
 
 
 def fit_recommender(
-    dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], seed: int
-) -> ALSRecommender:
-    """ALS on everything before `as_of`, with the popularity order for cold start and the items' attributes."""
+    dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], seed: int, family: str = "als"
+) -> FactorRecommender:
+    """The family's factors on everything before `as_of`, with the popularity order for cold start and the items'
+    attributes."""
     assert kind.items is not None
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))
     interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
     matrix = interactions.matrix.tocsr()
-    model = fit_als(matrix, params, seed)
+    p = {**FAMILY_DEFAULTS[family], **params}
+    user_factors, item_factors = FACTORIZERS[family](matrix, p, seed)
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
-    return ALSRecommender(
+    return FactorRecommender(
         RecsSpec(
+            family=family,
             kind=kind.name,
-            als_params={**ALS_DEFAULTS, **params},
+            params=p,
             exclude_seen_default=kind.exclude_seen,
             category_column=kind.items.category_column,
         ),
-        np.asarray(model.user_factors),
-        np.asarray(model.item_factors),
+        user_factors,
+        item_factors,
         matrix,
         interactions.member_ids,
         interactions.item_ids,
@@ -139,13 +153,29 @@ def fit_recommender(
 @dataclass(frozen=True)
 class ItemFitter:
     """How the training job handles one item family: its default parameters, the family ranking a split's test
-    members (to judge it), its tuning, and the fit of the model that serves."""
+    members (to judge it), its tuning (None: nothing to tune), and the fit of the model that serves."""
 
     defaults: dict[str, Any]
     method: Callable[[dict[str, Any], int], Recommend]  # (params, seed) -> the family as a split's recommender
-    tune: Callable[[Split, ModelKind, int, int, int], tuple[dict[str, Any], pd.DataFrame]]
+    tune: Callable[[Split, ModelKind, int, int, int], tuple[dict[str, Any], pd.DataFrame]] | None
     fit: Callable[[Dataset, ModelKind, date, dict[str, Any], int], ItemModel]
 
 
+def _baseline(family: str) -> ItemFitter:
+    return ItemFitter(
+        FAMILY_DEFAULTS[family], partial(factor_method, family), None, partial(fit_recommender, family=family)
+    )
+
+
 # How each item family is fitted, judged and tuned (the member families' fitters are in training/member_fit.py).
-ITEM_FITTERS: dict[str, ItemFitter] = {"als": ItemFitter(ALS_DEFAULTS, als, tune_als, fit_recommender)}
+ITEM_FITTERS: dict[str, ItemFitter] = {
+    "als": ItemFitter(ALS_DEFAULTS, als, tune_als, fit_recommender),
+    "popular": _baseline("popular"),
+    "buy-again": _baseline("buy-again"),
+}
+
+
+def item_families(kind: ModelKind) -> list[str]:
+    """Every family that can serve an item kind: its learned family first, then most popular, and "buy again"
+    where lists may hold the member's own items (for new-only lists it is most popular)."""
+    return [kind.family, "popular", *(["buy-again"] if not kind.exclude_seen else [])]

@@ -25,8 +25,8 @@ from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
-from training.recs_eval import compare, item_cosine, popular, time_split
-from training.recs_fit import ITEM_FITTERS
+from training.recs_eval import compare, item_cosine, time_split
+from training.recs_fit import ITEM_FITTERS, item_families
 from training.tuning import tune
 
 STEP_DAYS = 30
@@ -46,6 +46,9 @@ class TrainSettings(BaseModel):
     k: int = Field(10, ge=1, le=100, description="list length the item kinds are judged at")
     seed: int = 0
     promote: bool = Field(True, description="move the champion alias when the candidate passes the gate")
+    family: str | None = Field(
+        None, description="make this family the candidate instead of choosing the best; the gate still decides"
+    )
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,8 @@ def _parse(text: str) -> list[date]:
 @dataclass
 class Evaluation:
     """Every method's held-out metrics (mean over the tests), by name, and every row behind them. Methods are the
-    kind's families (its learned family and, for member kinds, the baseline families) and, for item kinds, the
-    reference methods it must beat (most popular, item-item cosine)."""
+    kind's families (its learned family and the baseline families that can serve) and, for item kinds, item-item
+    cosine, a reference the learned family must beat but which cannot serve."""
 
     scores: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -227,11 +230,14 @@ def _means(report: BacktestReport) -> dict[str, dict[str, float]]:
 class ItemTrainer(Trainer):
     """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
     on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
-    is fitted on everything before T. The family's own parts come from ITEM_FITTERS; most popular and item-item
-    cosine are the reference methods it must beat."""
+    is fitted on everything before T. Every family that can serve (`item_families`: the learned one, most
+    popular, buy again) is judged on the test split, with item-item cosine as a reference that cannot serve."""
 
     def default_params(self, kind: ModelKind) -> dict[str, Any]:
         return dict(ITEM_FITTERS[kind.family].defaults)
+
+    def servable(self, kind: ModelKind) -> list[str]:
+        return item_families(kind)
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         horizon = timedelta(days=settings.horizon_days)
@@ -240,8 +246,11 @@ class ItemTrainer(Trainer):
     def tune(
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
     ) -> tuple[dict[str, Any], pd.DataFrame]:
+        tune = ITEM_FITTERS[kind.family].tune
+        if tune is None:
+            raise DataError(f"the {kind.family} family of {kind.name} has nothing to tune")
         validation = time_split(dataset, kind, held_out.validation[0], settings.horizon_days)
-        return ITEM_FITTERS[kind.family].tune(validation, kind, settings.trials, settings.k, settings.seed)
+        return tune(validation, kind, settings.trials, settings.k, settings.seed)
 
     def evaluate(
         self,
@@ -252,11 +261,15 @@ class ItemTrainer(Trainer):
         settings: TrainSettings,
         only: str | None = None,
     ) -> Evaluation:
-        with step(f"judging {kind.name} on the split at {held_out.tests[0]}" + (" beside the baselines" * (not only))):
+        families = [only] if only else item_families(kind)
+        with step(f"judging {kind.name} on the split at {held_out.tests[0]}: {', '.join(families)}"):
             split = time_split(dataset, kind, held_out.tests[0], settings.horizon_days)
-            methods = {kind.family: ITEM_FITTERS[kind.family].method(params, settings.seed)}
+            methods = {
+                family: ITEM_FITTERS[family].method(params if family == kind.family else {}, settings.seed)
+                for family in families
+            }
             if only is None:
-                methods |= {"most popular": popular, "item-item cosine": item_cosine()}
+                methods["item-item cosine"] = item_cosine()
             rows = compare(split, methods, k=settings.k, modes=(kind.exclude_seen,))
         scores = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
         return Evaluation(scores, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])

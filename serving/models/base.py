@@ -72,7 +72,7 @@ class MemberModel(ABC):
 class ItemModel(ABC):
     """A fitted model of an item kind (product or content recommendations)."""
 
-    family: ClassVar[str]
+    family: str
     kind: str
     member_ids: np.ndarray  # the members it knows, by row
     item_ids: np.ndarray  # the items it can recommend, by column

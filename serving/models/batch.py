@@ -20,7 +20,7 @@ from features.progress import step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset, write_parquet_atomic
 from serving.models.base import ItemModel
-from serving.models.champions import Champions, load_champions
+from serving.models.champions import Champion, Champions, load_champions
 from serving.models.kinds import CHURN, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, score_snapshot, tier_shares
 from serving.prediction_log import PredictionLog
@@ -134,10 +134,10 @@ class RecommendRequest(BaseModel):
 
 def recommend(
     dataset: Dataset, kind: ModelKind, out: Path, request: RecommendRequest, members: list[str] | None = None
-) -> tuple[pd.DataFrame, str, int]:
+) -> tuple[pd.DataFrame, Champion, int]:
     """The champion's lists for `members` (default: every member of the latest snapshot) who gave marketing
-    consent (a push list); written to `out` and logged. Returns the table, the version and how many members
-    were left out for want of consent."""
+    consent (a push list); written to `out` (each row naming the model: "als v3") and logged. Returns the
+    table, the champion and how many members were left out for want of consent."""
     check_out_path(out)
     champion = load_champions(dataset.home, dataset.name, [kind])[kind]
     model = champion.model
@@ -146,13 +146,13 @@ def recommend(
     wanted = members if members is not None else snapshot_features(dataset, latest)["member_id"].tolist()
     wanted, left_out = with_marketing_consent(dataset, wanted, request.consent_recorded_elsewhere)
     table = model.recommend(wanted, request.k, request.exclude_seen, request.exclude, request.category)
-    write_table(table, out)
+    write_table(table.assign(model=f"{champion.family} v{champion.version}"), out)
     log_batch(dataset, f"batch/{kind.name}", recommendation_records(table), {kind.name: champion.version}, latest)
-    return table, champion.version, left_out
+    return table, champion, left_out
 
 
-def similar_items(dataset: Dataset, kind: ModelKind, out: Path, k: int) -> tuple[pd.DataFrame, str]:
-    """For every item the champion knows, its k most similar items."""
+def similar_items(dataset: Dataset, kind: ModelKind, out: Path, k: int) -> tuple[pd.DataFrame, Champion]:
+    """For every item the champion knows, its k most similar items (NotOffered for a family that has none)."""
     check_out_path(out)
     champion = load_champions(dataset.home, dataset.name, [kind])[kind]
     model = champion.model
@@ -161,5 +161,5 @@ def similar_items(dataset: Dataset, kind: ModelKind, out: Path, k: int) -> tuple
     of = kind.items.id_column  # product_id: the item each list is for
     frames = [model.similar_items(str(item), k).assign(**{of: str(item)}) for item in model.item_ids]
     table = pd.concat(frames, ignore_index=True)[[of, "rank", "item_id", "score"]]
-    write_table(table, out)
-    return table, champion.version
+    write_table(table.assign(model=f"{champion.family} v{champion.version}"), out)
+    return table, champion

@@ -17,8 +17,9 @@ from features.store import Dataset
 from serving.models.batch import score
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.models.registry import champion, connect, set_champion
-from tests.conftest import synthetic
+from tests.conftest import synthetic, with_champions
 from training.job import TrainSettings, Verdict, gate, promote, train
+from training.recs_fit import item_families
 from training.trainers import MemberTrainer
 
 
@@ -148,14 +149,14 @@ def test_an_item_kind_goes_through_the_same_job_and_the_same_promotion(community
     # given: product recommendations, trained without promotion
     client = connect(community.home)
     result = train(community, PRODUCT_RECS, TrainSettings(promote=False))
-    assert (result.promoted, result.version, result.family) == (False, "1", "als")
+    assert (result.promoted, result.version) == (False, "1") and result.family in item_families(PRODUCT_RECS)
     assert champion(client, "community", PRODUCT_RECS) is None
     # then: its run logs what every kind's run logs
     run = client.get_run(result.run_id)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"backtest.json", "rivals.json", "model_summary.json", "promotion.json"} <= artifacts
     assert run.data.tags["promoted"] == "False" and run.data.params["test_cutoffs"] == str(result.test_cutoffs[0])
-    assert set(result.rivals) == {"most popular", "item-item cosine"}
+    assert {*result.rivals, result.family} == {"als", "popular", "buy-again", "item-item cosine"}
     # when: promoted by hand, the same gate judges it on its own held-out split
     promoted = promote(community.home, "community", PRODUCT_RECS)
     # then
@@ -195,3 +196,44 @@ def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_nam
     answers = member_scores(state, members)
     assert [a["churn_probability"] for a in answers] == pytest.approx(list(scores.loc[members, "churn_probability"]))
     assert all(0 < a["churn_probability"] < 1 for a in answers)  # a calibrated probability, not a raw score
+
+
+@pytest.mark.slow
+def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
+    shared_home: StateHome, tmp_path: Path
+) -> None:
+    from serving.models.batch import RecommendRequest, recommend
+    from serving.models.families.factors import NotOffered
+    from serving.predictions import load_state, recommendations, similar_items
+
+    # given: 150 members, whose own favourites predict what they buy next better than ALS's factors do
+    tiny = with_champions(synthetic(shared_home, "tiny", members=150), [CHURN, VALUE])
+    # when
+    result = train(tiny, PRODUCT_RECS, TrainSettings())
+    # then: the servable baseline best by precision@10 on the same split is the candidate, and the first champion
+    judged = {**result.rivals, result.family: result.metrics}
+    best = max(["popular", "buy-again"], key=lambda family: judged[family]["precision"])
+    assert judged["als"]["precision"] < judged[best]["precision"]
+    assert (result.family, result.promoted) == (best, True) and best in result.choice
+    # and the service's and the batch export's lists come from it, and say so
+    state = load_state(shared_home, "tiny")
+    described = {"name": "tiny.product-recs", "version": "1", "family": best}
+    assert state.models(PRODUCT_RECS) == {"product-recs": described}
+    model = state.champions[PRODUCT_RECS].model
+    member = str(model.member_ids[0])
+    served = recommendations(state, PRODUCT_RECS, [member], 5, [], None, None)[0]
+    if best == "buy-again":  # the member's own (active) products come first, most bought first
+        bought = dict(zip(model.item_ids, model.interactions[0].toarray().ravel(), strict=True))
+        times = [bought[item["item_id"]] for item in served["items"]]
+        assert times[0] > 0 and times == sorted(times, reverse=True)
+    request = RecommendRequest(k=5, consent_recorded_elsewhere=True)
+    table, exported_by, _ = recommend(tiny, PRODUCT_RECS, tmp_path / "recs.parquet", request, [member])
+    assert exported_by.describe() == described
+    assert set(pd.read_parquet(tmp_path / "recs.parquet")["model"]) == {f"{best} v1"}
+    assert table["item_id"].tolist() == [item["item_id"] for item in served["items"]]
+    # and a family without learned item factors says it offers no similar items
+    with pytest.raises(NotOffered, match=f"{best}.*offers no similar items"):
+        similar_items(state, PRODUCT_RECS, str(model.item_ids[0]), 5)
+    # and a family the kind cannot be served by is refused before any work, naming those that can
+    with pytest.raises(DataError, match="--family lightgbm: product-recs is served by als, popular, buy-again"):
+        train(tiny, PRODUCT_RECS, TrainSettings(family="lightgbm"))

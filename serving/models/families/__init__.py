@@ -11,13 +11,13 @@ from collections.abc import Mapping
 
 from features.errors import DataError
 from serving.models.base import ItemModel, MemberModel, read_spec
-from serving.models.families.als import ALSRecommender
 from serving.models.families.baselines import BASELINES, BaselineModel
+from serving.models.families.factors import ITEM_FAMILIES, FactorRecommender
 from serving.models.families.gbm import GBMModel
 
 FAMILIES: dict[str, type[MemberModel] | type[ItemModel]] = {
     GBMModel.family: GBMModel,
-    ALSRecommender.family: ALSRecommender,
+    **dict.fromkeys(ITEM_FAMILIES, FactorRecommender),  # als, popular, buy-again: one class, its spec says which
     **dict.fromkeys(BASELINES, BaselineModel),  # recency, rfm, bgnbd-..., run-rate: one class, its spec says which
 }
 

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from features.store import Dataset
 from serving.models.champions import load_champions
 from serving.models.families import load_model
-from serving.models.families.als import ALSRecommender
+from serving.models.families.factors import FactorRecommender
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from serving.models.ranking import rank_items
 from training.recs_fit import fit_recommender
@@ -27,11 +27,11 @@ def community(shop: Dataset) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def products(community: Dataset) -> ALSRecommender:
+def products(community: Dataset) -> FactorRecommender:
     return fit_recommender(community, PRODUCT_RECS, date(2026, 4, 1), {}, seed=0)
 
 
-def test_no_recommended_item_is_one_the_rules_exclude(products: ALSRecommender, community: Dataset) -> None:
+def test_no_recommended_item_is_one_the_rules_exclude(products: FactorRecommender, community: Dataset) -> None:
     members = list(products.member_ids[:200])
     catalogue = community.read("products").set_index("product_id")
     inactive = set(catalogue.index[~catalogue["active"].astype(bool)])
@@ -65,14 +65,14 @@ def test_ranking_boosts_what_a_member_bought_again_and_filters_by_the_rules() ->
     assert ranked(exclude_seen=False, repeat_weight=1.0, blocked=np.array([False, False, False, True])) == [0, 2, 1, -1]
 
 
-def test_repeat_buying_is_allowed_for_products_by_default(products: ALSRecommender) -> None:
+def test_repeat_buying_is_allowed_for_products_by_default(products: FactorRecommender) -> None:
     member = products.member_ids[0]
     recs = products.recommend([member], k=50)
     bought = set(products.item_ids[products.interactions[0].indices])
     assert set(recs["item_id"]) & bought
 
 
-def test_unknown_members_get_popular_items_marked_as_cold_start(products: ALSRecommender) -> None:
+def test_unknown_members_get_popular_items_marked_as_cold_start(products: FactorRecommender) -> None:
     recs = products.recommend(["NEWCOMER", products.member_ids[0]], k=3)
     cold = recs[recs["member_id"] == "NEWCOMER"]
     assert cold["cold_start"].all() and list(cold["rank"]) == [1, 2, 3]
@@ -80,7 +80,7 @@ def test_unknown_members_get_popular_items_marked_as_cold_start(products: ALSRec
     assert list(recs["member_id"].drop_duplicates()) == ["NEWCOMER", products.member_ids[0]]  # order kept
 
 
-def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(products: ALSRecommender) -> None:
+def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(products: FactorRecommender) -> None:
     item = products.item_ids[0]
     similar = products.similar_items(item, k=5)
     assert item not in set(similar["item_id"]) and similar["score"].is_monotonic_decreasing
@@ -99,9 +99,9 @@ def test_similar_items_exclude_the_item_and_fold_in_changes_recommendations(prod
     assert closeness(after["item_id"]) > closeness(before["item_id"])
 
 
-def test_save_and_load_give_the_same_recommendations(products: ALSRecommender, tmp_path: Path) -> None:
+def test_save_and_load_give_the_same_recommendations(products: FactorRecommender, tmp_path: Path) -> None:
     loaded = load_model(products.save(tmp_path))  # the family's loader, as the registry's models load
-    assert isinstance(loaded, ALSRecommender) and loaded.spec == products.spec
+    assert isinstance(loaded, FactorRecommender) and loaded.spec == products.spec
     members = list(products.member_ids[:50])
     pd.testing.assert_frame_equal(loaded.recommend(members, 10), products.recommend(members, 10))
 

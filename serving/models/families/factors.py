@@ -1,5 +1,9 @@
-"""The "als" family of item models: implicit ALS factors with the business rules, cold start by segment, similar
-items and fold-in.
+"""Item families that rank by member and item factors: implicit ALS, and the baselines that are rank-one factor
+models ("popular": every member's vector is 1 and each item's factor its popularity; "buy-again": the same, with
+the member's own items boosted first, by times bought). One class serves them all with the same business rules,
+cold start by segment and exclusions, so a baseline that wins the gate serves exactly as ALS would.
+
+Similar items and fold-in need learned item factors: ALS offers them; the popularity families say they do not.
 
 Training fits the factors (training/recs_fit.py); the registry stores them as one .npz plus a JSON spec, and the
 service, batch export and monitoring load them back from here.
@@ -21,8 +25,19 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import bm25_weight
 from pydantic import BaseModel, ConfigDict
 
+from features.errors import DataError
 from serving.models.base import ItemModel
 from serving.models.ranking import rank_items, single_threaded_blas
+
+ItemFamily = Literal["als", "popular", "buy-again"]
+ITEM_FAMILIES: tuple[str, ...] = ("als", "popular", "buy-again")
+# The families whose item factors are learned from co-occurrence: only they can say which items are alike.
+LEARNED: frozenset[str] = frozenset({"als"})
+
+
+class NotOffered(DataError, LookupError):
+    """The champion's family cannot give this kind of answer (similar items from a popularity list): a user error
+    to the CLI, a 404 to the service, like an unknown item."""
 
 
 def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.csr_matrix:
@@ -34,15 +49,15 @@ def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.c
 class RecsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["als"] = "als"
+    family: ItemFamily = "als"
     kind: str
-    als_params: dict[str, Any]
+    params: dict[str, Any]  # the family's parameters (ALS: factors, regularisation, BM25, the repeat boost)
     exclude_seen_default: bool
     category_column: str  # the item attribute a request's category filter matches
 
 
 @dataclass
-class ALSRecommender(ItemModel):
+class FactorRecommender(ItemModel):
     spec: RecsSpec
     user_factors: np.ndarray
     item_factors: np.ndarray
@@ -54,10 +69,9 @@ class ALSRecommender(ItemModel):
     # Cold start by segment: a member's persona (or first group) -> the popularity among that segment's members.
     segment_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     member_segment: dict[str, str] = field(default_factory=dict)
-    family = "als"
 
     def __post_init__(self) -> None:
-        self.kind = self.spec.kind
+        self.kind, self.family = self.spec.kind, self.spec.family
         self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
         self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
 
@@ -78,7 +92,7 @@ class ALSRecommender(ItemModel):
     @cached_property
     def _model(self) -> AlternatingLeastSquares:
         """implicit's model around the stored factors, built once: requests only read it."""
-        p = self.spec.als_params
+        p = self.spec.params
         with single_threaded_blas():
             model = AlternatingLeastSquares(
                 factors=self.item_factors.shape[1], regularization=float(p["regularization"]), alpha=float(p["alpha"])
@@ -96,7 +110,7 @@ class ALSRecommender(ItemModel):
     @cached_property
     def _confidences(self) -> sp.csr_matrix:
         """The BM25 confidences the factors were fitted on (fold-in solves a member's factors from them)."""
-        return confidences(self.interactions, self.spec.als_params)
+        return confidences(self.interactions, self.spec.params)
 
     def _blocked(self, exclude: list[str], category: str | None) -> np.ndarray:
         """Columns no list may hold: inactive items, the request's exclusions, other categories."""
@@ -157,7 +171,7 @@ class ALSRecommender(ItemModel):
                 own,
                 k,
                 exclude_seen=exclude_seen,
-                repeat_weight=float(self.spec.als_params.get("repeat_weight", 0.0)),
+                repeat_weight=float(self.spec.params.get("repeat_weight", 0.0)),
                 blocked=blocked,
             )
 
@@ -185,9 +199,18 @@ class ALSRecommender(ItemModel):
                 self.user_factors[row] = 0.0
             self.member_segment.pop(member, None)
 
+    def _offers(self, what: str) -> None:
+        if self.family not in LEARNED:
+            raise NotOffered(
+                f"the {self.kind} champion is the {self.family!r} family, which offers no {what}: only a family "
+                f"with learned item factors does ({', '.join(sorted(LEARNED))})"
+            )
+
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
-        """The items whose factors point the same way (cosine), most similar first; the item itself excluded."""
+        """The items whose factors point the same way (cosine), most similar first; the item itself excluded.
+        NotOffered for a family without learned item factors."""
         column = self._cols[item_id]
+        self._offers("similar items")
         factors = self.item_factors / np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-9)
         similarity = factors @ factors[column]
         similarity[column] = -np.inf
@@ -201,7 +224,9 @@ class ALSRecommender(ItemModel):
 
         `item_weights` are the new interactions' counts (times bought, or content action weights), as in the
         matrices training reads; they are added to the member's own before their factors are solved again.
+        NotOffered for a family without learned item factors.
         """
+        self._offers("fold-in")
         row = self._rows.get(member_id)
         weighted, own = (
             (m[row].toarray().ravel() for m in (self._confidences, self.interactions))
@@ -257,7 +282,7 @@ class ALSRecommender(ItemModel):
         return {"recommender": str(arrays), "spec": str(spec)}
 
     @classmethod
-    def load(cls, artifacts: Mapping[str, str]) -> ALSRecommender:
+    def load(cls, artifacts: Mapping[str, str]) -> FactorRecommender:
         meta = json.loads(Path(artifacts["spec"]).read_text())
         attrs = pd.DataFrame(meta.pop("item_attributes"))
         attrs = attrs.set_index("item_id") if "item_id" in attrs else pd.DataFrame()
