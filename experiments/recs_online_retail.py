@@ -26,7 +26,17 @@ from features.store import Dataset
 from features.synthetic import SyntheticConfig
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from serving.models.ranking import rank_items
-from training.recs_eval import Recommend, Split, als, compare, item_cosine, popular, random_split, time_split
+from training.recs_eval import (
+    Recommend,
+    Split,
+    als,
+    compare,
+    factor_method,
+    item_cosine,
+    popular,
+    random_split,
+    time_split,
+)
 from training.recs_fit import tune_als
 
 
@@ -49,7 +59,12 @@ def ease(l2: float = 500.0) -> Recommend:
     return recommend
 
 
-METHODS = {"most popular": popular, "item-item cosine": item_cosine(), "ALS (BM25)": als()}
+METHODS = {
+    "most popular": popular,
+    "buy again": factor_method("buy-again"),
+    "item-item cosine": item_cosine(),
+    "ALS (BM25)": als(),
+}
 HORIZON = 90
 DEMO_TRIALS = 12  # as `make demo` tunes product-recs
 COLUMNS = ("precision", "new_precision", "recall", "ndcg", "map", "coverage", "seconds")
