@@ -21,6 +21,11 @@ KindName = StrEnum("KindName", {k: k for k in KINDS})  # type: ignore[misc]
 MemberKindName = StrEnum("MemberKindName", {k.name: k.name for k in kinds_of(Task.member)})  # type: ignore[misc]
 
 
+class SplitName(StrEnum):
+    time = "time"
+    random_per_item = "random-per-item"
+
+
 def parse_cutoffs(value: str) -> list[date]:
     try:
         return [date.fromisoformat(v.strip()) for v in value.split(",") if v.strip()]
@@ -43,6 +48,11 @@ def train_command(
     family: str | None = typer.Option(
         None, help="train this family instead of the best one (e.g. als, lightgbm, rfm); the gate still decides"
     ),
+    split: SplitName = typer.Option(
+        SplitName.time,
+        help="item kinds: judge on the H days before T (time), or on a random 25% of each item's interactions "
+        "(random-per-item: ratings and other data whose timestamps mean little)",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Train, judge on held-out data beside the baselines and the champion, register, and promote if better."""
@@ -61,12 +71,15 @@ def train_command(
             promote=promote,
             seed=seed,
             family=family,
+            split=split.value,
         )
         result = train(target, KINDS[kind.value], settings)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
     judged_on = ", ".join(map(str, result.test_cutoffs))
+    if result.split == SplitName.random_per_item.value:
+        judged_on = f"a random 25% of each item's interactions before {judged_on}"
     title = f"{dataset}.{kind.value} v{result.version} ({result.family}) on {judged_on} ({result.seconds:.0f} s)"
     _print_comparison(result.metrics, result.rivals, title)
     console().print(result.choice)

@@ -60,6 +60,7 @@ class TrainResult(BaseModel):
     rivals: dict[str, dict[str, float]]
     params: dict[str, Any]
     test_cutoffs: list[date]
+    split: str  # how the held-out data was chosen (item kinds: time or random-per-item)
     seconds: float
 
 
@@ -154,6 +155,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         "horizon_days": settings.horizon_days,
         "training_cutoffs_count": settings.training_cutoffs,
         "k": settings.k,
+        "split": settings.split,
         "trials": settings.trials,
         "seed": settings.seed,
         "params": json.dumps(params, sort_keys=True),
@@ -190,6 +192,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         rivals=rivals,
         params=params,
         test_cutoffs=held_out.tests,
+        split=settings.split,
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -336,6 +339,7 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
         training_cutoffs=int(params["training_cutoffs_count"]),
         k=int(params["k"]),
         seed=int(params["seed"]),
+        split=params.get("split", "time"),
     )
     scores = {**rivals, family: candidate}
     learned_params = json.loads(params.get("learned_params", params["params"]))

@@ -11,25 +11,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import DataError
+from features.interactions import Interactions
 from features.progress import step
-from features.snapshots import dataset_span
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
-from training.recs_eval import compare, item_cosine, time_split
+from training.recs_eval import Split, compare, item_cosine, random_split, time_split
 from training.recs_fit import ITEM_FITTERS, item_families
 from training.tuning import tune
 
 STEP_DAYS = 30
+# The share of each item's interactions a random-per-item split holds out: the 75/25 of published results.
+RANDOM_TEST_SHARE = 0.25
 
 
 class TrainSettings(BaseModel):
@@ -48,6 +51,11 @@ class TrainSettings(BaseModel):
     promote: bool = Field(True, description="move the champion alias when the candidate passes the gate")
     family: str | None = Field(
         None, description="make this family the candidate instead of choosing the best; the gate still decides"
+    )
+    split: Literal["time", "random-per-item"] = Field(
+        "time",
+        description="item kinds: judge on the H days before T (time), or on a random 25% of each item's "
+        "interactions (random-per-item: ratings and other data whose timestamps mean little)",
     )
 
 
@@ -153,6 +161,8 @@ class MemberTrainer(Trainer):
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         """Each test cutoff needs a usable training cutoff (30 days of history) before it."""
+        if settings.split != "time":
+            raise DataError(f"--split {settings.split}: {kind.name} is judged on held-out cutoffs in time only")
         first = dataset_span(dataset)[0].date()
         earliest = first + timedelta(days=30 + settings.horizon_days)
         newest = as_of - timedelta(days=settings.horizon_days)
@@ -240,8 +250,24 @@ class ItemTrainer(Trainer):
         return item_families(kind)
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
+        if settings.split == "random-per-item":  # both splits are carved from the interactions before T
+            return HeldOut([as_of], [as_of])
         horizon = timedelta(days=settings.horizon_days)
         return HeldOut([as_of - horizon], [as_of - 2 * horizon])
+
+    def _split(self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool) -> Split:
+        """The time split at `at`; or, for random-per-item, a random share of each item's interactions before
+        `at` for the test, and for tuning a share of what remains (so tuning never sees a test interaction)."""
+        if settings.split == "time":
+            return time_split(dataset, kind, at, settings.horizon_days)
+        assert kind.items is not None
+        build_snapshot(dataset, SnapshotSettings(as_of=at))
+        interactions = Snapshot(dataset, at).interactions(kind.items.matrix)
+        test = random_split(interactions, RANDOM_TEST_SHARE, settings.seed)
+        if not tuning:
+            return test
+        remaining = Interactions(test.train, interactions.member_ids, interactions.item_ids)
+        return random_split(remaining, RANDOM_TEST_SHARE, settings.seed + 1)
 
     def tune(
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
@@ -249,7 +275,7 @@ class ItemTrainer(Trainer):
         tune = ITEM_FITTERS[kind.family].tune
         if tune is None:
             raise DataError(f"the {kind.family} family of {kind.name} has nothing to tune")
-        validation = time_split(dataset, kind, held_out.validation[0], settings.horizon_days)
+        validation = self._split(dataset, kind, held_out.validation[0], settings, tuning=True)
         return tune(validation, kind, settings.trials, settings.k, settings.seed)
 
     def evaluate(
@@ -262,8 +288,9 @@ class ItemTrainer(Trainer):
         only: str | None = None,
     ) -> Evaluation:
         families = [only] if only else item_families(kind)
-        with step(f"judging {kind.name} on the split at {held_out.tests[0]}: {', '.join(families)}"):
-            split = time_split(dataset, kind, held_out.tests[0], settings.horizon_days)
+        where = f"the {settings.split} split at {held_out.tests[0]}"
+        with step(f"judging {kind.name} on {where}: {', '.join(families)}"):
+            split = self._split(dataset, kind, held_out.tests[0], settings, tuning=False)
             methods = {
                 family: ITEM_FITTERS[family].method(params if family == kind.family else {}, settings.seed)
                 for family in families

@@ -1,0 +1,99 @@
+"""A ratings dataset, whose timestamps mean little, trained on the random per-item protocol from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from features.home import StateHome
+from features.store import Dataset
+from serving.models.kinds import CONTENT_RECS
+from serving.models.registry import connect
+from training.trainers import RANDOM_TEST_SHARE, ItemTrainer, TrainSettings
+
+MEMBERS, ITEMS, TASTES, RATED = 400, 120, 3, 12
+
+
+def simulated_ratings(seed: int = 0) -> pd.DataFrame:
+    """Members who each rate a dozen items, mostly of their own taste (a third of the catalogue), popular
+    ones more often; the dates are spread over a year at random, as a ratings export's often are."""
+    rng = np.random.default_rng(seed)
+    appeal = 1.0 / np.arange(1, ITEMS // TASTES + 1)  # Zipf within a taste
+    rows = []
+    for member in range(MEMBERS):
+        taste = member % TASTES
+        own = rng.choice(ITEMS // TASTES, size=9, replace=False, p=appeal / appeal.sum()) + taste * (ITEMS // TASTES)
+        other = rng.choice(np.setdiff1d(np.arange(ITEMS), own), size=RATED - 9, replace=False)
+        for item in np.concatenate([own, other]):
+            rows.append({"user": f"U{member:04d}", "movie": f"F{item:04d}", "ts": int(rng.integers(1.70e9, 1.73e9))})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def ratings(shared_home: StateHome, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    path = tmp_path_factory.mktemp("ratings") / "ratings.csv"
+    simulated_ratings().to_csv(path, index=False)
+    imported = CliRunner().invoke(
+        app,
+        [
+            *("data", "import", "-d", "ratings", "-t", "engagements", "-i", str(path)),
+            *("--map", "member_id=user", "--map", "content_id=movie", "--map", "ts=ts", "--set", "action=view"),
+        ],
+    )
+    assert imported.exit_code == 0, imported.output
+    return Dataset(shared_home, "ratings")
+
+
+@pytest.mark.slow
+def test_tuning_never_sees_the_random_test_split(ratings: Dataset) -> None:
+    trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
+    held_out = trainer.held_out(ratings, CONTENT_RECS, settings, pd.Timestamp("2025-01-01").date())
+    test = trainer._split(ratings, CONTENT_RECS, held_out.tests[0], settings, tuning=False)
+    tuning = trainer._split(ratings, CONTENT_RECS, held_out.validation[0], settings, tuning=True)
+    # each split holds out a quarter of each item's members, rounded down (items with under four keep them all)
+    held = sum(len(t) for t in test.truth)
+    assert held == pytest.approx(RANDOM_TEST_SHARE * MEMBERS * RATED, rel=0.1)
+    pairs = {(u, i) for u, items in zip(test.users, test.truth, strict=True) for i in items}
+    tuned_on = set(zip(*tuning.train.nonzero(), strict=True)) | {
+        (u, i) for u, items in zip(tuning.users, tuning.truth, strict=True) for i in items
+    }
+    assert tuned_on <= set(zip(*test.train.nonzero(), strict=True))  # carved from the test's training data
+    assert not tuned_on & pairs
+    assert sum(len(t) for t in tuning.truth) == pytest.approx(RANDOM_TEST_SHARE * test.train.nnz, rel=0.1)
+
+
+@pytest.mark.slow
+def test_ratings_train_on_the_random_split_promote_a_champion_and_recommend(ratings: Dataset, tmp_path: Path) -> None:
+    runner = CliRunner()
+    # when
+    trained = runner.invoke(app, ["train", "content-recs", "-d", "ratings", "--split", "random-per-item"])
+    # then: the run says which protocol judged it, and its best family is champion
+    assert trained.exit_code == 0, trained.output
+    assert "a random 25% of each item's interactions" in trained.output
+    assert "ratings.content-recs version 1: promoted to champion" in trained.output
+    run = connect(ratings.home).search_runs(
+        [connect(ratings.home).get_experiment_by_name("ratings.content-recs").experiment_id]
+    )[0]
+    assert run.data.params["split"] == "random-per-item" and run.data.tags["promoted"] == "True"
+    out = tmp_path / "recs.csv"
+    export = ["recommend", "-d", "ratings", "--kind", "content-recs", "--k", "5", "--out", str(out)]
+    exported = runner.invoke(app, [*export, "--consent-recorded-elsewhere"])
+    assert exported.exit_code == 0, exported.output
+    recs = pd.read_csv(out)
+    assert recs["member_id"].nunique() == MEMBERS and (recs.groupby("member_id").size() == 5).all()
+    assert set(recs["model"]) == {f"{run.data.tags['family']} v1"}
+    # and a member's list holds none of what they rated (content lists are of new items by default)
+    rated = simulated_ratings().groupby("user")["movie"].agg(set)
+    assert not any(row.item_id in rated[row.member_id] for row in recs.itertuples())
+
+
+def test_member_kinds_refuse_the_random_split(ratings: Dataset) -> None:
+    done = CliRunner().invoke(app, ["train", "churn", "-d", "ratings", "--split", "random-per-item"])
+    assert done.exit_code == 2 and "--split random-per-item: churn is judged on held-out cutoffs in time only" in (
+        done.output
+    )
