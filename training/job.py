@@ -85,9 +85,8 @@ def must_beat(
     kind: ModelKind, family: str, scores: dict[str, dict[str, float]], servable: list[str]
 ) -> dict[str, dict[str, float]]:
     """Whom a candidate must beat, besides the champion: the learned family, every baseline that could serve in
-    its place; a baseline, no one (it was chosen as the best of them). Reference methods that cannot serve (item-
-    item cosine) are reported beside them but decide nothing: refusing the learned family for them would serve a
-    worse baseline instead."""
+    its place; a baseline, no one (it was chosen as the best of them). A method that could not serve would decide
+    nothing: refusing the learned family for it would serve a worse baseline instead."""
     if family != kind.family:
         return {}
     return {name: metrics for name, metrics in scores.items() if name in servable and name != family}

@@ -125,27 +125,6 @@ def random_split(interactions: Interactions, test_share: float = 0.2, seed: int 
 Recommend = Callable[[Split, int, bool], list[np.ndarray]]
 
 
-def _implicit_recommend(
-    model: Any, user_items: sp.csr_matrix, split: Split, k: int, exclude_seen: bool
-) -> list[np.ndarray]:
-    ids, _ = model.recommend(split.users, user_items[split.users], N=k, filter_already_liked_items=exclude_seen)
-    return list(ids)
-
-
-def item_cosine(neighbours: int = 100) -> Recommend:
-    """Item-item cosine similarity over the raw matrix (implicit's nearest-neighbour model)."""
-
-    def recommend(split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
-        model = CosineRecommender(K=neighbours)
-        with warnings.catch_warnings():
-            # implicit's own cosine fit hands itself a COO matrix and then warns about it.
-            warnings.filterwarnings("ignore", message="Method expects CSR input")
-            model.fit(split.train, show_progress=False)
-        return _implicit_recommend(model, split.train, split, k, exclude_seen)
-
-    return recommend
-
-
 ALS_DEFAULTS: dict[str, Any] = {
     "factors": 64,
     "regularization": 0.05,
@@ -188,12 +167,29 @@ def popularity_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) 
     return np.ones((train.shape[0], 1), dtype=np.float32), (members_per_item / top)[:, None]
 
 
-Factorize = Callable[[sp.csr_matrix, dict[str, Any], int], tuple[np.ndarray, np.ndarray]]
+def neighbour_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Item-item cosine neighbours as factors: each member's vector is their own row of the train matrix, and the
+    item "factors" the transposed top-k similarity matrix (implicit's), so scores = row x similarities."""
+    model = CosineRecommender(K=int(params["neighbours"]))
+    with warnings.catch_warnings():
+        # implicit's own cosine fit hands itself a COO matrix and then warns about it.
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        model.fit(train, show_progress=False)
+    return train.tocsr(), sp.csr_matrix(model.similarity.T)
 
-# How each item family gets its member and item factors from a train matrix, and its default parameters.
-FACTORIZERS: dict[str, Factorize] = {"als": als_factors, "popular": popularity_factors, "buy-again": popularity_factors}
+
+Factorize = Callable[[sp.csr_matrix, dict[str, Any], int], tuple[Any, Any]]
+
+# How each item family gets its member vectors and item factors from a train matrix, and its default parameters.
+FACTORIZERS: dict[str, Factorize] = {
+    "als": als_factors,
+    "item-knn": neighbour_factors,
+    "popular": popularity_factors,
+    "buy-again": popularity_factors,
+}
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "als": ALS_DEFAULTS,
+    "item-knn": {"neighbours": 100, "repeat_weight": 0.0},
     "popular": {"repeat_weight": 0.0},
     # The member's own items first, by times bought, then by popularity: a boost of 1,000 spreads of the
     # popularity scores outweighs any popularity (scores lie in [0, 1]).
@@ -229,6 +225,11 @@ def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
 
 # The items most members have, the same for everyone (minus what each member has, if asked).
 popular: Recommend = factor_method("popular")
+
+
+def item_cosine(neighbours: int = 100) -> Recommend:
+    """Item-item cosine similarity over the raw matrix (implicit's nearest-neighbour model), as it serves."""
+    return factor_method("item-knn", {"neighbours": neighbours})
 
 
 def compare(

@@ -126,7 +126,9 @@ def fit_recommender(
     interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
     matrix = interactions.matrix.tocsr()
     p = {**FAMILY_DEFAULTS[family], **params}
-    user_factors, item_factors = FACTORIZERS[family](matrix, p, seed)
+    user_vectors, item_factors = FACTORIZERS[family](matrix, p, seed)
+    # Neighbour families score a member from their own row of the matrix: there are no member factors to keep.
+    user_factors = np.zeros((0, 0), dtype=np.float32) if sp.issparse(user_vectors) else user_vectors
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
     return FactorRecommender(
@@ -161,7 +163,7 @@ class ItemFitter:
     fit: Callable[[Dataset, ModelKind, date, dict[str, Any], int], ItemModel]
 
 
-def _baseline(family: str) -> ItemFitter:
+def _untuned(family: str) -> ItemFitter:
     return ItemFitter(
         FAMILY_DEFAULTS[family], partial(factor_method, family), None, partial(fit_recommender, family=family)
     )
@@ -170,12 +172,13 @@ def _baseline(family: str) -> ItemFitter:
 # How each item family is fitted, judged and tuned (the member families' fitters are in training/member_fit.py).
 ITEM_FITTERS: dict[str, ItemFitter] = {
     "als": ItemFitter(ALS_DEFAULTS, als, tune_als, fit_recommender),
-    "popular": _baseline("popular"),
-    "buy-again": _baseline("buy-again"),
+    "item-knn": _untuned("item-knn"),
+    "popular": _untuned("popular"),
+    "buy-again": _untuned("buy-again"),
 }
 
 
 def item_families(kind: ModelKind) -> list[str]:
-    """Every family that can serve an item kind: its learned family first, then most popular, and "buy again"
-    where lists may hold the member's own items (for new-only lists it is most popular)."""
-    return [kind.family, "popular", *(["buy-again"] if not kind.exclude_seen else [])]
+    """Every family that can serve an item kind: its learned family first, then item-item neighbours, most
+    popular, and "buy again" where lists may hold the member's own items (for new-only lists it is most popular)."""
+    return [kind.family, "item-knn", "popular", *(["buy-again"] if not kind.exclude_seen else [])]

@@ -26,7 +26,7 @@ from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
-from training.recs_eval import Split, compare, item_cosine, random_split, time_split
+from training.recs_eval import Split, compare, random_split, time_split
 from training.recs_fit import ITEM_FITTERS, item_families
 from training.tuning import tune
 
@@ -84,9 +84,8 @@ def _parse(text: str) -> list[date]:
 
 @dataclass
 class Evaluation:
-    """Every method's held-out metrics (mean over the tests), by name, and every row behind them. Methods are the
-    kind's families (its learned family and the baseline families that can serve) and, for item kinds, item-item
-    cosine, a reference the learned family must beat but which cannot serve."""
+    """Every family's held-out metrics (mean over the tests), by name, and every row behind them: the kind's
+    learned family and the baseline families that can serve in its place."""
 
     scores: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -240,8 +239,8 @@ def _means(report: BacktestReport) -> dict[str, dict[str, float]]:
 class ItemTrainer(Trainer):
     """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
     on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
-    is fitted on everything before T. Every family that can serve (`item_families`: the learned one, most
-    popular, buy again) is judged on the test split, with item-item cosine as a reference that cannot serve."""
+    is fitted on everything before T. Every family that can serve (`item_families`: the learned one,
+    item-item neighbours, most popular, buy again) is judged on the same test split."""
 
     def default_params(self, kind: ModelKind) -> dict[str, Any]:
         return dict(ITEM_FITTERS[kind.family].defaults)
@@ -295,8 +294,6 @@ class ItemTrainer(Trainer):
                 family: ITEM_FITTERS[family].method(params if family == kind.family else {}, settings.seed)
                 for family in families
             }
-            if only is None:
-                methods["item-item cosine"] = item_cosine()
             rows = compare(split, methods, k=settings.k, modes=(kind.exclude_seen,))
         scores = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
         return Evaluation(scores, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])

@@ -27,7 +27,10 @@ def single_threaded_blas() -> AbstractContextManager[Any]:
 
 
 def preference_scores(
-    user_vectors: np.ndarray, item_factors: np.ndarray, counts: sp.csr_matrix | None, repeat_weight: float
+    user_vectors: np.ndarray | sp.csr_matrix,
+    item_factors: np.ndarray | sp.csr_matrix,
+    counts: sp.csr_matrix | None,
+    repeat_weight: float,
 ) -> np.ndarray:
     """Preference of each member (row) for each item, plus a repeat boost on the items they already have.
 
@@ -38,14 +41,16 @@ def preference_scores(
     worse on Online Retail and on the synthetic community).
     """
     scores = user_vectors @ item_factors.T
+    if sp.issparse(scores):  # item-item neighbours: a member's own row times the sparse similarities
+        scores = scores.toarray()
     if repeat_weight > 0 and counts is not None and counts.nnz:
         scores += repeat_weight * scores.std(axis=1, keepdims=True) * counts.toarray()
     return scores
 
 
 def rank_items(
-    user_vectors: np.ndarray,
-    item_factors: np.ndarray,
+    user_vectors: np.ndarray | sp.csr_matrix,
+    item_factors: np.ndarray | sp.csr_matrix,
     seen: sp.csr_matrix,
     k: int,
     *,
@@ -58,12 +63,12 @@ def rank_items(
     `seen` holds each member's interaction counts (a row per member): the items a new-only list leaves out
     and the repeat boost of lists that may hold them.
     """
-    n_items = item_factors.shape[0]
+    n_items, n_members = item_factors.shape[0], user_vectors.shape[0]
     k = min(k, n_items)
-    ids = np.full((len(user_vectors), k), -1, dtype=np.int64)
-    top_scores = np.zeros((len(user_vectors), k), dtype=np.float64)
-    for start in range(0, len(user_vectors), _RANK_CHUNK):
-        stop = min(start + _RANK_CHUNK, len(user_vectors))
+    ids = np.full((n_members, k), -1, dtype=np.int64)
+    top_scores = np.zeros((n_members, k), dtype=np.float64)
+    for start in range(0, n_members, _RANK_CHUNK):
+        stop = min(start + _RANK_CHUNK, n_members)
         rows = seen[start:stop]
         scores = preference_scores(user_vectors[start:stop], item_factors, rows, 0.0 if exclude_seen else repeat_weight)
         if blocked is not None and blocked.any():

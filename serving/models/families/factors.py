@@ -1,9 +1,12 @@
-"""Item families that rank by member and item factors: implicit ALS, and the baselines that are rank-one factor
-models ("popular": every member's vector is 1 and each item's factor its popularity; "buy-again": the same, with
-the member's own items boosted first, by times bought). One class serves them all with the same business rules,
-cold start by segment and exclusions, so a baseline that wins the gate serves exactly as ALS would.
+"""Item families that rank by a product of member vectors and item factors, one class serving them all with the
+same business rules, cold start by segment and exclusions, so whichever family wins the gate serves the same way:
+- "als": implicit ALS's member and item factors;
+- "item-knn": item-item cosine neighbours; a member's vector is their own interaction row, and the item
+  "factors" are the sparse top-k similarity matrix (scores = what they have x how alike items are);
+- "popular" and "buy-again": popularity as a rank-one factor model (every member's vector is 1, each item's
+  factor its popularity), buy-again boosting the member's own items first, by times bought.
 
-Similar items and fold-in need learned item factors: ALS offers them; the popularity families say they do not.
+Similar items need item factors that say which items are alike (ALS, item-knn); fold-in needs ALS's solver.
 
 Training fits the factors (training/recs_fit.py); the registry stores them as one .npz plus a JSON spec, and the
 service, batch export and monitoring load them back from here.
@@ -29,10 +32,15 @@ from features.errors import DataError
 from serving.models.base import ItemModel
 from serving.models.ranking import rank_items, single_threaded_blas
 
-ItemFamily = Literal["als", "popular", "buy-again"]
-ITEM_FAMILIES: tuple[str, ...] = ("als", "popular", "buy-again")
-# The families whose item factors are learned from co-occurrence: only they can say which items are alike.
-LEARNED: frozenset[str] = frozenset({"als"})
+ItemFamily = Literal["als", "item-knn", "popular", "buy-again"]
+ITEM_FAMILIES: tuple[str, ...] = ("als", "item-knn", "popular", "buy-again")
+# Which families can say which items are alike, and which can fold a member's newest interactions in.
+OFFERS: dict[str, frozenset[str]] = {
+    "similar items": frozenset({"als", "item-knn"}),
+    "fold-in": frozenset({"als"}),
+}
+# Families whose member vector is the member's own interaction row (no member factors are stored).
+NEIGHBOURS: frozenset[str] = frozenset({"item-knn"})
 
 
 class NotOffered(DataError, LookupError):
@@ -59,8 +67,8 @@ class RecsSpec(BaseModel):
 @dataclass
 class FactorRecommender(ItemModel):
     spec: RecsSpec
-    user_factors: np.ndarray
-    item_factors: np.ndarray
+    user_factors: np.ndarray  # empty for the neighbour families: a member's vector is their interaction row
+    item_factors: np.ndarray | sp.csr_matrix  # items x factors; item-knn: the transposed similarity matrix
     interactions: sp.csr_matrix  # what each member has: times bought, or summed content action weights
     member_ids: np.ndarray
     item_ids: np.ndarray
@@ -138,7 +146,7 @@ class FactorRecommender(ItemModel):
         frames = []
         if known:
             rows = np.array([self._rows[m] for m in known])
-            ids, scores = self._rank(self.user_factors[rows], self.interactions[rows], k, exclude_seen, blocked)
+            ids, scores = self._rank(self._member_vectors(rows), self.interactions[rows], k, exclude_seen, blocked)
             frames.append(self._frame(known, ids, scores, cold=False))
         cold = [m for m in member_ids if m not in self._rows]
         by_segment: dict[str | None, list[str]] = {}
@@ -160,6 +168,9 @@ class FactorRecommender(ItemModel):
         position = {m: i for i, m in enumerate(member_ids)}
         asked = np.fromiter((position[m] for m in out["member_id"]), dtype=np.int64, count=len(out))
         return out.take(np.lexsort((out["rank"].to_numpy(), asked))).reset_index(drop=True)
+
+    def _member_vectors(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        return self.interactions[rows] if self.family in NEIGHBOURS else self.user_factors[rows]
 
     def _rank(
         self, user_vectors: np.ndarray, own: sp.csr_matrix, k: int, exclude_seen: bool, blocked: np.ndarray
@@ -195,15 +206,15 @@ class FactorRecommender(ItemModel):
         """Their factors, interactions and segment are no longer used, and they get the overall cold-start list.
         Their row's numbers stay in the arrays until the next training, which no longer sees them."""
         for member in member_ids:
-            if (row := self._rows.pop(member, None)) is not None:
+            if (row := self._rows.pop(member, None)) is not None and self.family not in NEIGHBOURS:
                 self.user_factors[row] = 0.0
             self.member_segment.pop(member, None)
 
     def _offers(self, what: str) -> None:
-        if self.family not in LEARNED:
+        if self.family not in OFFERS[what]:
             raise NotOffered(
-                f"the {self.kind} champion is the {self.family!r} family, which offers no {what}: only a family "
-                f"with learned item factors does ({', '.join(sorted(LEARNED))})"
+                f"the {self.kind} champion is the {self.family!r} family, which offers no {what}: "
+                f"{', '.join(sorted(OFFERS[what]))} do"
             )
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
@@ -211,8 +222,12 @@ class FactorRecommender(ItemModel):
         NotOffered for a family without learned item factors."""
         column = self._cols[item_id]
         self._offers("similar items")
-        factors = self.item_factors / np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-9)
-        similarity = factors @ factors[column]
+        if sp.issparse(self.item_factors):  # the neighbours' own similarities (column j: how alike j is to each)
+            similarity = self.item_factors[:, column].toarray().ravel().astype(np.float64)
+        else:
+            norms = np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-9)
+            factors = self.item_factors / norms
+            similarity = factors @ factors[column]
         similarity[column] = -np.inf
         top = np.argsort(-similarity, kind="stable")[:k]
         return pd.DataFrame(
@@ -246,7 +261,7 @@ class FactorRecommender(ItemModel):
     def summary(self) -> dict[str, Any]:
         return {
             **super().summary(),
-            "factors": int(self.item_factors.shape[1]),
+            "factors": 0 if self.family in NEIGHBOURS else int(self.item_factors.shape[1]),
             "segments": len(self.segment_popularity),
         }
 
@@ -256,7 +271,7 @@ class FactorRecommender(ItemModel):
         np.savez_compressed(
             arrays,
             user_factors=self.user_factors,
-            item_factors=self.item_factors,
+            **_item_factor_arrays(self.item_factors),
             data=self.interactions.data,
             indices=self.interactions.indices,
             indptr=self.interactions.indptr,
@@ -292,7 +307,7 @@ class FactorRecommender(ItemModel):
             return cls(
                 RecsSpec.model_validate(meta),
                 z["user_factors"],
-                z["item_factors"],
+                _item_factors_from(z),
                 interactions,
                 z["member_ids"],
                 z["item_ids"],
@@ -301,3 +316,23 @@ class FactorRecommender(ItemModel):
                 dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True)),
                 segments,
             )
+
+
+def _item_factor_arrays(factors: np.ndarray | sp.csr_matrix) -> dict[str, np.ndarray]:
+    """Dense factors as they are; a sparse similarity matrix as its CSR arrays."""
+    if not sp.issparse(factors):
+        return {"item_factors": factors}
+    csr = sp.csr_matrix(factors)
+    return {
+        "item_factors_data": csr.data,
+        "item_factors_indices": csr.indices,
+        "item_factors_indptr": csr.indptr,
+        "item_factors_shape": np.array(csr.shape),
+    }
+
+
+def _item_factors_from(z: Mapping[str, np.ndarray]) -> np.ndarray | sp.csr_matrix:
+    if "item_factors" in z:
+        return z["item_factors"]
+    shape = tuple(z["item_factors_shape"])
+    return sp.csr_matrix((z["item_factors_data"], z["item_factors_indices"], z["item_factors_indptr"]), shape=shape)
