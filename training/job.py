@@ -131,6 +131,8 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     evaluation = job.evaluate(dataset, kind, held_out, learned_params, settings)
     family, choice = choose(kind, evaluation.scores, servable)
     if settings.family is not None and settings.family != family:
+        if settings.family not in evaluation.scores:
+            raise DataError(f"--family {settings.family}: it could not be judged on this data (see above)")
         family, choice = settings.family, f"{settings.family} was asked for (the choice would be {family})"
     say(choice)
     params = learned_params if family == kind.family else {}

@@ -173,12 +173,13 @@ def _untuned(family: str) -> ItemFitter:
 ITEM_FITTERS: dict[str, ItemFitter] = {
     "als": ItemFitter(ALS_DEFAULTS, als, tune_als, fit_recommender),
     "item-knn": _untuned("item-knn"),
+    "ease": _untuned("ease"),
     "popular": _untuned("popular"),
     "buy-again": _untuned("buy-again"),
 }
 
 
 def item_families(kind: ModelKind) -> list[str]:
-    """Every family that can serve an item kind: its learned family first, then item-item neighbours, most
+    """Every family that can serve an item kind: its learned family first, then item-item neighbours, EASE, most
     popular, and "buy again" where lists may hold the member's own items (for new-only lists it is most popular)."""
-    return [kind.family, "item-knn", "popular", *(["buy-again"] if not kind.exclude_seen else [])]
+    return [kind.family, "item-knn", "ease", "popular", *(["buy-again"] if not kind.exclude_seen else [])]

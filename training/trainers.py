@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import DataError
 from features.interactions import Interactions
-from features.progress import step
+from features.progress import say, step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
@@ -26,7 +26,7 @@ from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
-from training.recs_eval import Split, compare, random_split, time_split
+from training.recs_eval import ITEM_LIMITS, Split, compare, random_split, time_split
 from training.recs_fit import ITEM_FITTERS, item_families
 from training.tuning import tune
 
@@ -240,7 +240,7 @@ class ItemTrainer(Trainer):
     """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
     on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
     is fitted on everything before T. Every family that can serve (`item_families`: the learned one,
-    item-item neighbours, most popular, buy again) is judged on the same test split."""
+    item-item neighbours, EASE, most popular, buy again) is judged on the same test split."""
 
     def default_params(self, kind: ModelKind) -> dict[str, Any]:
         return dict(ITEM_FITTERS[kind.family].defaults)
@@ -290,6 +290,11 @@ class ItemTrainer(Trainer):
         where = f"the {settings.split} split at {held_out.tests[0]}"
         with step(f"judging {kind.name} on {where}: {', '.join(families)}"):
             split = self._split(dataset, kind, held_out.tests[0], settings, tuning=False)
+            items = split.train.shape[1]
+            too_many = [f for f in families if items > ITEM_LIMITS.get(f, items)]
+            if too_many:
+                say(f"not judged: {', '.join(too_many)} (past their item limit, {items:,} items)")
+                families = [f for f in families if f not in too_many]
             methods = {
                 family: ITEM_FITTERS[family].method(params if family == kind.family else {}, settings.seed)
                 for family in families

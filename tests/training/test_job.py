@@ -156,7 +156,7 @@ def test_an_item_kind_goes_through_the_same_job_and_the_same_promotion(community
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"backtest.json", "rivals.json", "model_summary.json", "promotion.json"} <= artifacts
     assert run.data.tags["promoted"] == "False" and run.data.params["test_cutoffs"] == str(result.test_cutoffs[0])
-    assert {*result.rivals, result.family} == {"als", "item-knn", "popular", "buy-again"}
+    assert {*result.rivals, result.family} == {"als", "item-knn", "ease", "popular", "buy-again"}
     # when: promoted by hand, the same gate judges it on its own held-out split
     promoted = promote(community.home, "community", PRODUCT_RECS)
     # then
@@ -235,5 +235,5 @@ def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
     with pytest.raises(NotOffered, match=f"{best}.*offers no similar items"):
         similar_items(state, PRODUCT_RECS, str(model.item_ids[0]), 5)
     # and a family the kind cannot be served by is refused before any work, naming those that can
-    with pytest.raises(DataError, match="--family lightgbm: product-recs is served by als, item-knn, popular, buy"):
+    with pytest.raises(DataError, match="--family lightgbm: product-recs is served by als, item-knn, ease, popular"):
         train(tiny, PRODUCT_RECS, TrainSettings(family="lightgbm"))

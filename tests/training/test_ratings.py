@@ -109,3 +109,32 @@ def test_member_kinds_refuse_the_random_split(ratings: Dataset) -> None:
     assert done.exit_code == 2 and "--split random-per-item: churn is judged on held-out cutoffs in time only" in (
         done.output
     )
+
+
+@pytest.mark.slow
+def test_ease_fits_serves_and_finds_similar_films_of_the_same_taste(ratings: Dataset, tmp_path: Path) -> None:
+    from serving.models.families import load_model
+    from training.recs_fit import fit_recommender
+
+    model = fit_recommender(ratings, CONTENT_RECS, pd.Timestamp("2025-01-01").date(), {}, seed=0, family="ease")
+    lists = model.recommend(["U0000", "U0001"], k=5)
+    assert (lists.groupby("member_id").size() == 5).all() and not lists["cold_start"].any()
+    alike = model.similar_items("F0000", k=5)
+    assert "F0000" not in set(alike["item_id"]) and (alike["item_id"].str[1:].astype(int) < ITEMS // TASTES).sum() >= 4
+    loaded = load_model(model.save(tmp_path))
+    pd.testing.assert_frame_equal(loaded.recommend(["U0000", "U0001"], k=5), lists)
+
+
+def test_a_family_past_its_item_limit_is_not_judged(ratings: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scipy.sparse as sp
+
+    from features.errors import DataError
+    from training.recs_eval import EASE_MAX_ITEMS, ITEM_LIMITS, ease_factors
+
+    with pytest.raises(DataError, match=f"{EASE_MAX_ITEMS + 1:,} items is more than the {EASE_MAX_ITEMS:,}"):
+        ease_factors(sp.csr_matrix((3, EASE_MAX_ITEMS + 1), dtype=np.float32), {"l2": 500.0}, 0)
+    monkeypatch.setitem(ITEM_LIMITS, "ease", ITEMS - 1)
+    trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
+    held_out = trainer.held_out(ratings, CONTENT_RECS, settings, pd.Timestamp("2025-01-01").date())
+    evaluation = trainer.evaluate(ratings, CONTENT_RECS, held_out, {}, settings)
+    assert set(evaluation.scores) == {"als", "item-knn", "popular"}

@@ -3,10 +3,11 @@ same business rules, cold start by segment and exclusions, so whichever family w
 - "als": implicit ALS's member and item factors;
 - "item-knn": item-item cosine neighbours; a member's vector is their own interaction row, and the item
   "factors" are the sparse top-k similarity matrix (scores = what they have x how alike items are);
+- "ease": EASE's closed-form item weights (dense items x items), a member's vector being which items they have;
 - "popular" and "buy-again": popularity as a rank-one factor model (every member's vector is 1, each item's
   factor its popularity), buy-again boosting the member's own items first, by times bought.
 
-Similar items need item factors that say which items are alike (ALS, item-knn); fold-in needs ALS's solver.
+Similar items need item factors that say which items are alike (ALS, item-knn, EASE); fold-in needs ALS's solver.
 
 Training fits the factors (training/recs_fit.py); the registry stores them as one .npz plus a JSON spec, and the
 service, batch export and monitoring load them back from here.
@@ -32,15 +33,17 @@ from features.errors import DataError
 from serving.models.base import ItemModel
 from serving.models.ranking import rank_items, single_threaded_blas
 
-ItemFamily = Literal["als", "item-knn", "popular", "buy-again"]
-ITEM_FAMILIES: tuple[str, ...] = ("als", "item-knn", "popular", "buy-again")
+ItemFamily = Literal["als", "item-knn", "ease", "popular", "buy-again"]
+ITEM_FAMILIES: tuple[str, ...] = ("als", "item-knn", "ease", "popular", "buy-again")
 # Which families can say which items are alike, and which can fold a member's newest interactions in.
 OFFERS: dict[str, frozenset[str]] = {
-    "similar items": frozenset({"als", "item-knn"}),
+    "similar items": frozenset({"als", "item-knn", "ease"}),
     "fold-in": frozenset({"als"}),
 }
-# Families whose member vector is the member's own interaction row (no member factors are stored).
-NEIGHBOURS: frozenset[str] = frozenset({"item-knn"})
+# Families whose member vector is the member's own interaction row (no member factors are stored); EASE reads
+# only whether the member has each item.
+NEIGHBOURS: frozenset[str] = frozenset({"item-knn", "ease"})
+HAS_ITEM_ROWS: frozenset[str] = frozenset({"ease"})
 
 
 class NotOffered(DataError, LookupError):
@@ -170,7 +173,10 @@ class FactorRecommender(ItemModel):
         return out.take(np.lexsort((out["rank"].to_numpy(), asked))).reset_index(drop=True)
 
     def _member_vectors(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
-        return self.interactions[rows] if self.family in NEIGHBOURS else self.user_factors[rows]
+        if self.family not in NEIGHBOURS:
+            return self.user_factors[rows]
+        own = self.interactions[rows]
+        return (own > 0).astype(np.float32) if self.family in HAS_ITEM_ROWS else own
 
     def _rank(
         self, user_vectors: np.ndarray, own: sp.csr_matrix, k: int, exclude_seen: bool, blocked: np.ndarray
@@ -222,8 +228,9 @@ class FactorRecommender(ItemModel):
         NotOffered for a family without learned item factors."""
         column = self._cols[item_id]
         self._offers("similar items")
-        if sp.issparse(self.item_factors):  # the neighbours' own similarities (column j: how alike j is to each)
-            similarity = self.item_factors[:, column].toarray().ravel().astype(np.float64)
+        if self.family in NEIGHBOURS:  # the item-item weights themselves (column j: how much j goes with each)
+            weights = self.item_factors[:, column]
+            similarity = (weights.toarray() if sp.issparse(weights) else np.asarray(weights)).ravel().astype(float)
         else:
             norms = np.maximum(np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-9)
             factors = self.item_factors / norms
