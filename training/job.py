@@ -106,7 +106,7 @@ def choose(kind: ModelKind, scores: dict[str, dict[str, float]], servable: list[
     first = kind.gate[0]
     best = max(baselines, key=lambda name: scores[name][first.name] * (1 if first.higher_is_better else -1))
     why = f"{learned} does not beat every baseline ({verdict.reasons[0]})"
-    return best, f"{why}; the best baseline, {best}, is the candidate"
+    return best, f"{why}; the best of the others, {best}, is the candidate"
 
 
 def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
