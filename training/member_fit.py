@@ -15,8 +15,9 @@ from sklearn.linear_model import LogisticRegression
 
 from features.schema import FEATURES
 from serving.models.base import MemberModel
+from serving.models.calibration import logit
 from serving.models.families.baselines import BASELINES, BaselineModel, BaselineSpec, baselines_of
-from serving.models.families.gbm import GBMModel, GBMSpec, categories_of, encode, logit, offset_of
+from serving.models.families.gbm import GBMModel, GBMSpec, categories_of, encode, offset_of
 from serving.models.inputs import INPUTS, fit_btyd, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
 from training.frames import LabelledFrame
@@ -84,6 +85,13 @@ def _fit(
     return valid
 
 
+def fit_platt(z: np.ndarray, label: pd.Series) -> tuple[float, float]:
+    """(slope, intercept) of Platt scaling (serving/models/calibration.py) of scores `z` against a yes/no label;
+    unregularised (C=1e6): two numbers fitted on thousands of members."""
+    fitted = LogisticRegression(C=1e6).fit(np.asarray(z, dtype=float).reshape(-1, 1), label)
+    return float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+
+
 def _with_inputs(data: LabelledFrame, horizon_days: int) -> LabelledFrame:
     return LabelledFrame(with_inputs_by_cutoff(data.frame, horizon_days))
 
@@ -132,8 +140,7 @@ def fit_gbm(
         classifier = lgb.LGBMClassifier(**lgb_params(params or {}, seed))
         valid = _fit(classifier, spec, data, y, seed, offset=None)
         raw = classifier.booster_.predict(encode(spec, data.frame[valid]))
-        platt = LogisticRegression(C=1e6).fit(logit(raw).reshape(-1, 1), y[valid])
-        spec.calibration_slope, spec.calibration_intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        spec.calibration_slope, spec.calibration_intercept = fit_platt(logit(raw), y[valid])
         return GBMModel(spec, classifier.booster_)
     spec.offset = _best_offset(data, kind, horizon_days)
     regressor = lgb.LGBMRegressor(
@@ -165,9 +172,8 @@ def fit_baseline(
     )
     baseline = BASELINES[family]
     if kind.target is Target.binary:
-        z = baseline.link(baseline.score(newest, horizon_days)).reshape(-1, 1)
-        platt = LogisticRegression(C=1e6).fit(z, newest[str(kind.label)].astype(int))
-        spec.calibration_slope, spec.calibration_intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        z = baseline.link(baseline.score(newest, horizon_days))
+        spec.calibration_slope, spec.calibration_intercept = fit_platt(z, newest[str(kind.label)].astype(int))
     return BaselineModel(spec)
 
 

@@ -19,7 +19,7 @@ from features.progress import say
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from serving.models.base import ItemModel
-from serving.models.families.factors import FactorRecommender, RecsSpec
+from serving.models.families.factors import ITEM_FAMILIES, REPEATS_ONLY, FactorRecommender, RecsSpec
 from serving.models.kinds import ModelKind
 from training.recs_eval import (
     ALS_DEFAULTS,
@@ -126,9 +126,7 @@ def fit_recommender(
     interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
     matrix = interactions.matrix.tocsr()
     p = {**FAMILY_DEFAULTS[family], **params}
-    user_vectors, item_factors = FACTORIZERS[family](matrix, p, seed)
-    # Neighbour families score a member from their own row of the matrix: there are no member factors to keep.
-    user_factors = np.zeros((0, 0), dtype=np.float32) if sp.issparse(user_vectors) else user_vectors
+    user_factors, item_factors = FACTORIZERS[family](matrix, p, seed)
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
     return FactorRecommender(
@@ -139,7 +137,8 @@ def fit_recommender(
             exclude_seen_default=kind.exclude_seen,
             category_column=kind.items.category_column,
         ),
-        user_factors,
+        # Neighbour families score a member from their own row of the matrix: no member factors to keep.
+        np.zeros((0, 0), dtype=np.float32) if user_factors is None else user_factors,
         item_factors,
         matrix,
         interactions.member_ids,
@@ -163,23 +162,23 @@ class ItemFitter:
     fit: Callable[[Dataset, ModelKind, date, dict[str, Any], int], ItemModel]
 
 
-def _untuned(family: str) -> ItemFitter:
-    return ItemFitter(
-        FAMILY_DEFAULTS[family], partial(factor_method, family), None, partial(fit_recommender, family=family)
-    )
-
+# The families Optuna tunes; the others keep their defaults.
+TUNERS = {"als": tune_als}
 
 # How each item family is fitted, judged and tuned (the member families' fitters are in training/member_fit.py).
 ITEM_FITTERS: dict[str, ItemFitter] = {
-    "als": ItemFitter(ALS_DEFAULTS, als, tune_als, fit_recommender),
-    "item-knn": _untuned("item-knn"),
-    "ease": _untuned("ease"),
-    "popular": _untuned("popular"),
-    "buy-again": _untuned("buy-again"),
+    family: ItemFitter(
+        FAMILY_DEFAULTS[family],
+        partial(factor_method, family),
+        TUNERS.get(family),
+        partial(fit_recommender, family=family),
+    )
+    for family in ITEM_FAMILIES
 }
 
 
 def item_families(kind: ModelKind) -> list[str]:
-    """Every family that can serve an item kind: its learned family first, then item-item neighbours, EASE, most
-    popular, and "buy again" where lists may hold the member's own items (for new-only lists it is most popular)."""
-    return [kind.family, "item-knn", "ease", "popular", *(["buy-again"] if not kind.exclude_seen else [])]
+    """Every family that can serve an item kind: its learned family first, then the others in ITEM_FAMILIES'
+    order, but for "buy again" where lists hold only items new to the member (there it is most popular)."""
+    others = [f for f in ITEM_FAMILIES if f != kind.family and not (kind.exclude_seen and f in REPEATS_ONLY)]
+    return [kind.family, *others]

@@ -16,6 +16,8 @@ from serving.models.btyd import BTYD, OUTPUTS
 
 MIN_BUYERS = 200
 INPUTS = (*OUTPUTS, "rfm_score")
+# What the model inputs are computed from: a model that reads them needs these snapshot columns.
+INPUT_SOURCES = ("recency_days", "frequency", "monetary", "avg_basket", "first_order_days_ago", "tenure_days")
 _MARK = "model_inputs_horizon"  # frames that already carry the inputs for a horizon say so in their attrs
 
 
@@ -45,11 +47,13 @@ def fit_btyd(features: pd.DataFrame, fallback: BTYD | None = None) -> BTYD:
     return BTYD.fit(features)
 
 
-def with_inputs(features: pd.DataFrame, horizon_days: int, fallback: BTYD | None = None) -> pd.DataFrame:
-    """The features and the model inputs for this horizon (computed once: a frame that has them is returned)."""
+def with_inputs(features: pd.DataFrame, horizon_days: int, fallback: dict[str, float] | None = None) -> pd.DataFrame:
+    """The features and the model inputs for this horizon (computed once: a frame that has them is returned).
+    `fallback`: the BTYD parameters a model was trained with, for a population too small to fit on."""
     if features.attrs.get(_MARK) == horizon_days and all(c in features for c in INPUTS):
         return features
-    out = pd.concat([features, fit_btyd(features, fallback).outputs(features, horizon_days)], axis=1)
+    btyd = fit_btyd(features, BTYD.from_params(fallback) if fallback else None)
+    out = pd.concat([features, btyd.outputs(features, horizon_days)], axis=1)
     out["rfm_score"] = rfm_score(features)
     out.attrs[_MARK] = horizon_days
     return out

@@ -213,7 +213,8 @@ def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
     # then: the servable baseline best by precision@10 on the same split is the candidate, and the first champion
     judged = {**result.rivals, result.family: result.metrics}
     best = max(item_families(PRODUCT_RECS)[1:], key=lambda family: judged[family]["precision"])
-    assert judged["als"]["precision"] < judged[best]["precision"]
+    # on 150 members, buy again (precision@10 0.1918) beats EASE (0.1898), ALS (0.1735) and item-knn (0.1408)
+    assert best == "buy-again" and judged["als"]["precision"] < judged[best]["precision"]
     assert (result.family, result.promoted) == (best, True) and best in result.choice
     # and the service's and the batch export's lists come from it, and say so
     state = load_state(shared_home, "tiny")
@@ -222,10 +223,10 @@ def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
     model = state.champions[PRODUCT_RECS].model
     member = str(model.member_ids[0])
     served = recommendations(state, PRODUCT_RECS, [member], 5, [], None, None)[0]
-    if best == "buy-again":  # the member's own (active) products come first, most bought first
-        bought = dict(zip(model.item_ids, model.interactions[0].toarray().ravel(), strict=True))
-        times = [bought[item["item_id"]] for item in served["items"]]
-        assert times[0] > 0 and times == sorted(times, reverse=True)
+    # the member's own (active) products come first, most bought first
+    bought = dict(zip(model.item_ids, model.interactions[0].toarray().ravel(), strict=True))
+    times = [bought[item["item_id"]] for item in served["items"]]
+    assert times[0] > 0 and times == sorted(times, reverse=True)
     request = RecommendRequest(k=5, consent_recorded_elsewhere=True)
     table, exported_by, _ = recommend(tiny, PRODUCT_RECS, tmp_path / "recs.parquet", request, [member])
     assert exported_by.describe() == described

@@ -20,8 +20,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from serving.models.base import MemberModel
-from serving.models.btyd import BTYD
-from serving.models.inputs import recency_rank, with_inputs
+from serving.models.calibration import logit, platt
+from serving.models.inputs import INPUT_SOURCES, recency_rank, with_inputs
 from serving.models.kinds import Target
 
 
@@ -31,11 +31,6 @@ def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
     if column in frame:
         return frame[column].clip(lower=0).to_numpy(dtype=float)
     return (frame["spend_90d"].clip(lower=0) * horizon_days / 90).to_numpy(dtype=float)
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ BASELINES: dict[str, Baseline] = {
             Target.binary,
             "BG/NBD's probability of no purchase over the horizon",
             lambda f, h: f["btyd_p_no_purchase"].to_numpy(float),
-            _logit,
+            logit,
         ),
         Baseline(
             "bgnbd-purchases",
@@ -107,11 +102,10 @@ class BaselineModel(MemberModel):
         self.spec, self.kind, self.family = spec, spec.kind, spec.family
         self.baseline = BASELINES[spec.family]
         # What any baseline reads: recency, frequency, spend, the customer's age (and the BG/NBD inputs from them).
-        self.columns = ["recency_days", "frequency", "monetary", "avg_basket", "first_order_days_ago", "tenure_days"]
+        self.columns = list(INPUT_SOURCES)
 
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
-        fallback = BTYD.from_params(self.spec.btyd) if self.spec.btyd else None
-        return with_inputs(features, self.spec.horizon_days, fallback)
+        return with_inputs(features, self.spec.horizon_days, self.spec.btyd)
 
     def raw(self, features: pd.DataFrame) -> np.ndarray:
         """The baseline's own score or amount, before any calibration."""
@@ -122,8 +116,7 @@ class BaselineModel(MemberModel):
         score = self.raw(features)
         if self.spec.target is Target.amount:
             return score
-        z = self.spec.calibration_slope * self.baseline.link(score) + self.spec.calibration_intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return platt(self.baseline.link(score), self.spec.calibration_slope, self.spec.calibration_intercept)
 
     def summary(self) -> dict[str, Any]:
         return {"baseline": self.baseline.summary, **self.spec.model_dump(exclude={"family", "kind"})}

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,9 @@ from serving.models.base import ItemModel
 from serving.models.ranking import rank_items, single_threaded_blas
 
 ItemFamily = Literal["als", "item-knn", "ease", "popular", "buy-again"]
-ITEM_FAMILIES: tuple[str, ...] = ("als", "item-knn", "ease", "popular", "buy-again")
+ITEM_FAMILIES: tuple[str, ...] = get_args(ItemFamily)
+# Families that only make sense for lists that may repeat the member's own items (new-only, buy-again is popular).
+REPEATS_ONLY: frozenset[str] = frozenset({"buy-again"})
 # Which families can say which items are alike, and which can fold a member's newest interactions in.
 OFFERS: dict[str, frozenset[str]] = {
     "similar items": frozenset({"als", "item-knn", "ease"}),
@@ -44,6 +46,16 @@ OFFERS: dict[str, frozenset[str]] = {
 # only whether the member has each item.
 NEIGHBOURS: frozenset[str] = frozenset({"item-knn", "ease"})
 HAS_ITEM_ROWS: frozenset[str] = frozenset({"ease"})
+
+
+def member_vectors(family: str, own: sp.csr_matrix, factors: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
+    """What a family's ranking multiplies the item factors by, for these members: their factors, or, for the
+    neighbour families, their own interaction rows (EASE: whether they have each item). Training's evaluation and
+    the served model both take it from here."""
+    if family not in NEIGHBOURS:
+        assert factors is not None
+        return factors
+    return (own > 0).astype(np.float32) if family in HAS_ITEM_ROWS else own
 
 
 class NotOffered(DataError, LookupError):
@@ -173,10 +185,8 @@ class FactorRecommender(ItemModel):
         return out.take(np.lexsort((out["rank"].to_numpy(), asked))).reset_index(drop=True)
 
     def _member_vectors(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
-        if self.family not in NEIGHBOURS:
-            return self.user_factors[rows]
-        own = self.interactions[rows]
-        return (own > 0).astype(np.float32) if self.family in HAS_ITEM_ROWS else own
+        factors = None if self.family in NEIGHBOURS else self.user_factors[rows]
+        return member_vectors(self.family, self.interactions[rows], factors)
 
     def _rank(
         self, user_vectors: np.ndarray, own: sp.csr_matrix, k: int, exclude_seen: bool, blocked: np.ndarray

@@ -18,18 +18,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from serving.models.base import MemberModel
-from serving.models.btyd import BTYD
+from serving.models.calibration import logit, platt
 from serving.models.families.baselines import BASELINES
-from serving.models.inputs import INPUTS, with_inputs
+from serving.models.inputs import INPUT_SOURCES, INPUTS, with_inputs
 from serving.models.kinds import Target
-
-# What the model inputs are computed from: a model that reads them needs these snapshot columns.
-INPUT_SOURCES = ("recency_days", "frequency", "monetary", "avg_basket", "first_order_days_ago", "tenure_days")
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 class GBMSpec(BaseModel):
@@ -99,8 +91,7 @@ class GBMModel(MemberModel):
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         if not self.spec.reads_inputs:
             return features
-        fallback = BTYD.from_params(self.spec.btyd) if self.spec.btyd else None
-        return with_inputs(features, self.spec.horizon_days, fallback)
+        return with_inputs(features, self.spec.horizon_days, self.spec.btyd)
 
     def _frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """The features, with the model inputs where the model reads them."""
@@ -112,8 +103,7 @@ class GBMModel(MemberModel):
         frame = self._frame(features)
         x = encode(self.spec, frame)
         if self.spec.target is Target.binary:
-            z = self.spec.calibration_slope * logit(self.booster.predict(x)) + self.spec.calibration_intercept
-            return 1.0 / (1.0 + np.exp(-z))
+            return platt(logit(self.booster.predict(x)), self.spec.calibration_slope, self.spec.calibration_intercept)
         return np.exp(self.booster.predict(x, raw_score=True) + offset_of(self.spec, frame))
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
