@@ -112,7 +112,7 @@ def with_champions(dataset: Dataset, kinds: list | None = None, settings: object
     for kind in kinds or list(KINDS.values()):
         if registry.champion(client, dataset.name, kind) is None:
             # the kind's learned family (LightGBM, ALS), whatever the choice: these tests serve what it offers
-            quick = settings or TrainSettings(training_cutoffs=2, test_cutoffs=1, family=kind.family)
+            quick = settings or TrainSettings(training_cutoffs=2, test_cutoffs=1, family=kind.family, budget_seconds=0)
             result = train(dataset, kind, quick)
             if not result.promoted:
                 registry.set_champion(client, dataset.name, kind, result.version)

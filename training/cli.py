@@ -39,7 +39,18 @@ def train_command(
     dataset: str = DatasetOption,
     as_of: str = typer.Option("latest", "--as-of", help="serve as of this date (default: after the data)"),
     horizon_days: int = typer.Option(90, "--horizon-days"),
-    trials: int = typer.Option(0, help="Optuna trials on validation data (0: the family's default parameters)"),
+    trials: int | None = typer.Option(
+        None,
+        min=0,
+        help="Optuna trials per tuned family, on validation data only (0: no tuning; default: as the budget allows)",
+    ),
+    budget_seconds: float | None = typer.Option(
+        None,
+        "--budget-seconds",
+        min=0,
+        help="seconds of tuning in all, shared by the tuned families (default: 60 for item kinds; member kinds are "
+        "tuned only when --trials or --budget-seconds asks; 0: no tuning)",
+    ),
     training_cutoffs: int = typer.Option(6, help="monthly training cutoffs (member kinds)"),
     test_cutoffs: int = typer.Option(3, help="held-out monthly cutoffs that judge the candidate (member kinds)"),
     k: int = typer.Option(10, "--k", min=1, max=100, help="list length item kinds are judged at"),
@@ -65,6 +76,7 @@ def train_command(
             as_of=resolve_as_of(target, as_of),
             horizon_days=horizon_days,
             trials=trials,
+            budget_seconds=budget_seconds,
             training_cutoffs=training_cutoffs,
             test_cutoffs=test_cutoffs,
             k=k,
@@ -82,6 +94,7 @@ def train_command(
         judged_on = f"a random 25% of each item's interactions before {judged_on}"
     title = f"{dataset}.{kind.value} v{result.version} ({result.family}) on {judged_on} ({result.seconds:.0f} s)"
     _print_comparison(result.metrics, result.rivals, title)
+    console().print(f"tuning: {result.tuning}")
     console().print(result.choice)
     verdict = (
         "promoted to champion" if result.promoted else "not promoted: " + "; ".join(result.reasons or ["--no-promote"])

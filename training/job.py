@@ -1,12 +1,12 @@
-"""The training job, the same for every kind: tune the learned family on validation data, judge every family on
+"""The training job, the same for every kind: tune the learned families on validation data, judge every family on
 the same held-out data, choose the candidate, fit it, log it all to MLflow, register it as the dataset's DATASET.KIND
 model and promote it when it beats the champion.
 
-The candidate is the kind's learned family (LightGBM, ALS) when it beats every baseline that can serve on every
-gate metric; otherwise the best of those baselines by the kind's first gate metric (recency, RFM, BG/NBD for
-churn; run rate, BG/NBD + Gamma-Gamma for value; most popular and buy again for recommendations). So after the
-first `train` of any dataset every kind has a champion, the best honest predictor there is, and every answer
-names its family.
+The candidate is the best family by the kind's first gate metric among those that may serve: a learned family
+(LightGBM; ALS, BPR, item neighbours, EASE) only if it beats every baseline that can serve on every gate metric,
+a baseline (recency, RFM, BG/NBD for churn; run rate, BG/NBD + Gamma-Gamma for value; most popular and buy again
+for recommendations) as it is. So after the first `train` of any dataset every kind has a champion, the best
+honest predictor there is, and every answer names its family.
 
 Every run logs the same artefacts whatever its kind: its parameters and held-out dates, the candidate's
 metrics, rivals.json (baselines and champion), backtest.json (every row behind the metrics), promotion.json,
@@ -39,7 +39,7 @@ from features.store import Dataset
 from serving.models import pyfunc_model, registry
 from serving.models.base import MemberModel
 from serving.models.kinds import ModelKind, Task
-from training.trainers import Fitted, HeldOut, TrainSettings, trainer
+from training.trainers import Fitted, HeldOut, TrainSettings, trainer, tuning_plan
 
 __all__ = ["TrainSettings", "gate", "promote", "train"]
 
@@ -61,6 +61,7 @@ class TrainResult(BaseModel):
     params: dict[str, Any]
     test_cutoffs: list[date]
     split: str  # how the held-out data was chosen (item kinds: time or random-per-item)
+    tuning: str  # what Optuna was allowed ("none": every family kept its defaults)
     seconds: float
 
 
@@ -82,31 +83,39 @@ def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[st
 
 
 def must_beat(
-    kind: ModelKind, family: str, scores: dict[str, dict[str, float]], servable: list[str]
+    family: str, scores: dict[str, dict[str, float]], servable: list[str], learned: list[str]
 ) -> dict[str, dict[str, float]]:
-    """Whom a candidate must beat, besides the champion: the learned family, every baseline that could serve in
-    its place; a baseline, no one (it was chosen as the best of them). A method that could not serve would decide
-    nothing: refusing the learned family for it would serve a worse baseline instead."""
-    if family != kind.family:
+    """Whom a candidate must beat, besides the champion: a learned family, every baseline that could serve in its
+    place; a baseline, no one (it was chosen as the best there is). A method that could not serve would decide
+    nothing: refusing a learned family for it would serve a worse baseline instead."""
+    if family not in learned:
         return {}
-    return {name: metrics for name, metrics in scores.items() if name in servable and name != family}
+    return {name: metrics for name, metrics in scores.items() if name in servable and name not in learned}
 
 
-def choose(kind: ModelKind, scores: dict[str, dict[str, float]], servable: list[str]) -> tuple[str, str]:
-    """(the candidate family, why): the learned family when it beats every servable baseline on every gate
-    metric, else the servable baseline best on the kind's first gate metric (else the learned family, which
-    then fails the gate)."""
-    learned = kind.family
-    baselines = must_beat(kind, learned, scores, servable)
-    if not baselines:
-        return learned, f"{learned} is the only family that can serve {kind.name}"
-    verdict = gate(kind, scores[learned], baselines)
-    if verdict.passed:
-        return learned, f"{learned} beats every baseline"
+def choose(
+    kind: ModelKind, scores: dict[str, dict[str, float]], servable: list[str], learned: list[str]
+) -> tuple[str, str]:
+    """(the candidate family, why): the best judged family by the kind's first gate metric, a learned one only if
+    it beats every servable baseline on every gate metric. A baseline always qualifies, so there is always one."""
     first = kind.gate[0]
-    best = max(baselines, key=lambda name: scores[name][first.name] * (1 if first.higher_is_better else -1))
-    why = f"{learned} does not beat every baseline ({verdict.reasons[0]})"
-    return best, f"{why}; the best of the others, {best}, is the candidate"
+    sign = 1 if first.higher_is_better else -1
+    ranked = sorted((f for f in servable if f in scores), key=lambda f: sign * scores[f][first.name], reverse=True)
+    verdicts = {f: gate(kind, scores[f], must_beat(f, scores, servable, learned)) for f in ranked}
+
+    def refused(families: list[str]) -> list[str]:
+        return [f"{f} does not beat every baseline ({verdicts[f].reasons[0]})" for f in families]
+
+    for at, family in enumerate(ranked):
+        if not verdicts[family].passed:
+            continue
+        if family in learned:  # it beats every baseline, so only learned families that failed rank above it
+            best = f"the best {'learned family' if at else 'family'} on {first.name}"
+            return family, "; ".join([*refused(ranked[:at]), f"{family}, {best}, beats every baseline: the candidate"])
+        # a baseline is chosen only where every learned family failed
+        why = f"{family}, the best baseline on {first.name}, needs to beat only the champion: the candidate"
+        return family, "; ".join([*refused([f for f in ranked if not verdicts[f].passed]), why])
+    raise DataError(f"no family could be judged for {kind.name}: " + "; ".join(refused or ["no held-out data"]))
 
 
 def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
@@ -119,27 +128,31 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     experiment_id = registry.experiment(client, dataset.home, kind.registered_name(dataset.name))
     say(f"{kind.registered_name(dataset.name)} as of {as_of}: judged on {', '.join(map(str, held_out.tests))}")
 
-    learned_params, trials = job.default_params(kind), pd.DataFrame()
-    if settings.trials:
-        with step(f"tuning with {settings.trials} Optuna trials on {', '.join(map(str, held_out.validation))}"):
-            study = f"{dataset.name}-{kind.name}-{as_of}-{int(time.time())}"
-            learned_params, trials = job.tune(dataset, kind, held_out, settings, study)
-
-    servable = job.servable(kind)
+    servable, learned = job.servable(kind), job.learned(kind)
     if settings.family is not None and settings.family not in servable:
         raise DataError(f"--family {settings.family}: {kind.name} is served by {', '.join(servable)}")
-    evaluation = job.evaluate(dataset, kind, held_out, learned_params, settings)
-    family, choice = choose(kind, evaluation.scores, servable)
+    tuned, trials = {}, pd.DataFrame()
+    plan = tuning_plan(settings, kind.task)
+    if plan is None:
+        say("not tuned: every family keeps its default parameters (--trials or --budget-seconds tunes)")
+    else:
+        validation = ", ".join(map(str, held_out.validation))
+        with step(f"tuning on {validation} within {plan} (--trials, --budget-seconds; 0 turns tuning off)"):
+            study = f"{dataset.name}-{kind.name}-{as_of}-{int(time.time())}"
+            tuned, trials = job.tune(dataset, kind, held_out, settings, plan, study)
+    judged = {family: {**job.family_params(family), **tuned.get(family, {})} for family in servable}
+    evaluation = job.evaluate(dataset, kind, held_out, judged, settings)
+    family, choice = choose(kind, evaluation.scores, servable, learned)
     if settings.family is not None and settings.family != family:
         if settings.family not in evaluation.scores:
             raise DataError(f"--family {settings.family}: it could not be judged on this data (see above)")
         family, choice = settings.family, f"{settings.family} was asked for (the choice would be {family})"
     say(choice)
-    params = learned_params if family == kind.family else {}
+    params = judged[family]
     metrics = evaluation.scores[family]
     rivals = {name: m for name, m in evaluation.scores.items() if name != family}
-    champion = _champion_metrics(dataset, kind, client, held_out, settings, evaluation.scores, learned_params)
-    judged_against = must_beat(kind, family, rivals, servable)
+    champion = _champion_metrics(dataset, kind, client, held_out, settings, evaluation.scores, judged)
+    judged_against = must_beat(family, rivals, servable, learned)
     if champion is not None:
         rivals[champion[0]] = judged_against[champion[0]] = champion[1]
     verdict = gate(kind, metrics, judged_against)
@@ -157,10 +170,10 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         "training_cutoffs_count": settings.training_cutoffs,
         "k": settings.k,
         "split": settings.split,
-        "trials": settings.trials,
+        "tuning": str(plan) if plan else "none",
         "seed": settings.seed,
         "params": json.dumps(params, sort_keys=True),
-        "learned_params": json.dumps(learned_params, sort_keys=True),  # what the learned family was judged with
+        "judged_params": json.dumps(judged, sort_keys=True),  # what every family was judged with
         **held_out.params(),
         **fitted.params,
     }
@@ -194,6 +207,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         params=params,
         test_cutoffs=held_out.tests,
         split=settings.split,
+        tuning=str(plan) if plan else "none",
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -223,11 +237,11 @@ def _champion_metrics(
     held_out: HeldOut,
     settings: TrainSettings,
     scores: dict[str, dict[str, float]],
-    judged_params: dict[str, Any] | None = None,
+    judged: dict[str, dict[str, Any]],
 ) -> tuple[str, dict[str, float]] | None:
     """The dataset's current champion's configuration (family and parameters), re-trained and judged on the
     candidate's own held-out data (so both are judged on the same members), as a rival. Where this run already
-    judged that configuration on the same data (`scores`, with the learned family's `judged_params`), its
+    judged that configuration on the same data (`scores`, each family with its `judged` parameters), its
     figures are reused: the evaluation would repeat itself exactly."""
     current = registry.champion(client, dataset.name, kind)
     if current is None:
@@ -237,13 +251,12 @@ def _champion_metrics(
     params = json.loads(logged.get("params", "{}"))
     name = f"champion {family} v{current.version}"
     same_data = logged.get("data_fingerprint") == fingerprint(dataset)
-    # Baselines have no parameters; the learned family's figures are reusable for the same parameters only.
-    same_config = family != kind.family or (judged_params is not None and params == judged_params)
+    same_config = judged.get(family) == params  # a family's figures are reusable for the same parameters only
     if same_data and same_config and family in scores:
         return name, scores[family]
     with step(f"re-judging champion version {current.version} ({family}) on the same held-out data"):
         job = trainer(kind)
-        return name, job.evaluate(dataset, kind, held_out, params, settings, only=family).scores[family]
+        return name, job.evaluate(dataset, kind, held_out, {family: params}, settings, only=family).scores[family]
 
 
 def _log_model(fitted: Fitted, kind: ModelKind, dataset: str) -> Any:
@@ -343,11 +356,12 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
         split=params.get("split", "time"),
     )
     scores = {**rivals, family: candidate}
-    learned_params = json.loads(params.get("learned_params", params["params"]))
+    judged = json.loads(params.get("judged_params", "{}")) or {family: json.loads(params["params"])}
     champion = _champion_metrics(
-        Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, learned_params
+        Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, judged
     )
-    rivals = must_beat(kind, family, rivals, trainer(kind).servable(kind))  # the same rule as training
+    job = trainer(kind)
+    rivals = must_beat(family, rivals, job.servable(kind), job.learned(kind))  # the same rule as training
     if champion is not None:
         rivals[champion[0]] = champion[1]
     verdict = gate(kind, candidate, rivals)

@@ -1,6 +1,6 @@
 """Fitting and tuning recommenders (item kinds): each item family's factors on a snapshot's interaction matrix
-(ALS, or the popularity baselines), with what the served model needs beside them (item attributes for the rules,
-popularity by segment for cold start)."""
+(ALS, BPR, item neighbours, EASE, or the popularity baselines), with what the served model needs beside them (item
+attributes for the rules, popularity by segment for cold start); Optuna's search space for each learned family."""
 
 from __future__ import annotations
 
@@ -22,22 +22,17 @@ from serving.models.base import ItemModel
 from serving.models.families.factors import ITEM_FAMILIES, REPEATS_ONLY, FactorRecommender, RecsSpec
 from serving.models.kinds import ModelKind
 from training.recs_eval import (
-    ALS_DEFAULTS,
     FACTORIZERS,
     FAMILY_DEFAULTS,
     Recommend,
     Split,
-    als,
     compare,
     factor_method,
 )
 
-RANK_SWEEP = (64, 16, 32, 128)
 
-
-def suggest(trial: optuna.Trial, repeats: bool) -> dict[str, Any]:
-    """ALS parameters to try; the repeat boost only matters for lists that may hold the member's own items."""
-    params = {
+def suggest_als(trial: optuna.Trial) -> dict[str, Any]:
+    return {
         "factors": trial.suggest_int("factors", 16, 256, log=True),
         "regularization": trial.suggest_float("regularization", 1e-3, 1.0, log=True),
         "alpha": trial.suggest_float("alpha", 0.1, 10.0, log=True),
@@ -45,9 +40,47 @@ def suggest(trial: optuna.Trial, repeats: bool) -> dict[str, Any]:
         "bm25_k1": trial.suggest_float("bm25_k1", 1.0, 1000.0, log=True),
         "bm25_b": trial.suggest_float("bm25_b", 0.0, 1.0),
     }
-    if repeats:
-        params["repeat_weight"] = trial.suggest_float("repeat_weight", 0.0, 16.0)
+
+
+def suggest_bpr(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "factors": trial.suggest_int("factors", 16, 256, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-3, 0.1, log=True),
+        "regularization": trial.suggest_float("regularization", 1e-4, 0.1, log=True),
+        "iterations": trial.suggest_int("iterations", 30, 300, log=True),
+    }
+
+
+def suggest_item_knn(trial: optuna.Trial) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "weighting": trial.suggest_categorical("weighting", ["bm25", "cosine"]),
+        "neighbours": trial.suggest_int("neighbours", 5, 400, log=True),
+    }
+    if params["weighting"] == "bm25":
+        params["bm25_k1"] = trial.suggest_float("bm25_k1", 0.1, 100.0, log=True)
+        params["bm25_b"] = trial.suggest_float("bm25_b", 0.0, 1.0)
     return params
+
+
+def suggest_ease(trial: optuna.Trial) -> dict[str, Any]:
+    return {"l2": trial.suggest_float("l2", 1.0, 1e5, log=True)}
+
+
+# What Optuna searches per family; the popularity baselines have nothing to tune.
+SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
+    "als": suggest_als,
+    "bpr": suggest_bpr,
+    "item-knn": suggest_item_knn,
+    "ease": suggest_ease,
+}
+# Where each search starts, before TPE: the defaults, then a coarse sweep of the parameter that matters most (for
+# ALS the rank: 16 factors suit the synthetic community's few personas, 64 Online Retail's wide catalogue).
+STARTS: dict[str, list[dict[str, Any]]] = {
+    "als": [{"factors": f} for f in (64, 16, 32, 128)],
+    "bpr": [{"factors": f} for f in (64, 16, 128)],
+    "item-knn": [{}, {"weighting": "cosine", "neighbours": 100}, {"neighbours": 100}],
+    "ease": [{"l2": v} for v in (500.0, 50.0, 5000.0)],
+}
 
 
 def score_on(split: Split, method: Recommend, k: int, exclude_seen: bool) -> dict[str, float]:
@@ -56,27 +89,54 @@ def score_on(split: Split, method: Recommend, k: int, exclude_seen: bool) -> dic
     return {key: float(v) for key, v in row.items() if isinstance(v, float)}
 
 
+def tune_family(
+    split: Split,
+    family: str,
+    exclude_seen: bool,
+    k: int,
+    seed: int,
+    *,
+    trials: int | None,
+    seconds: float | None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A family's best parameters by precision@k on the validation split (never the test split), for lists with
+    or without the member's own items, within `trials` and/or `seconds` (a trial under way is finished; the
+    family's defaults are always the first trial, so tuning never does worse on validation than not tuning)."""
+    defaults = FAMILY_DEFAULTS[family]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    first = _searched(defaults, family)
+    if not exclude_seen:
+        first["repeat_weight"] = float(defaults.get("repeat_weight", 0.0))
+    for start in STARTS[family][: trials or None]:
+        study.enqueue_trial({**first, **start}, skip_if_exists=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**defaults, **SEARCH_SPACES[family](trial)}
+        if not exclude_seen:  # the repeat boost only matters for lists that may hold the member's own items
+            params["repeat_weight"] = trial.suggest_float("repeat_weight", 0.0, 16.0)
+        precision = score_on(split, factor_method(family, params, seed), k, exclude_seen)["precision"]
+        say(f"  {family} trial {trial.number + 1}: precision@{k} {precision:.4f}")
+        return precision
+
+    study.optimize(objective, n_trials=trials, timeout=seconds)
+    frame = study.trials_dataframe()
+    frame.insert(0, "family", family)
+    return {**defaults, **study.best_params}, frame
+
+
+def _searched(defaults: dict[str, Any], family: str) -> dict[str, Any]:
+    """The defaults of the parameters a family's search suggests (an enqueued trial fixes only those)."""
+    probe = optuna.trial.FixedTrial(defaults)
+    return {name: defaults[name] for name in SEARCH_SPACES[family](probe) if name in defaults}
+
+
 def tune_als(
     split: Split, kind: ModelKind, trials: int, k: int, seed: int, exclude_seen: bool | None = None
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Best ALS parameters by precision@k on the validation split (never the test split), for lists with or
-    without the member's own items (default: the kind's)."""
+    """ALS's best parameters on a validation split in `trials` trials, for the kind's lists (or `exclude_seen`)."""
     mode = kind.exclude_seen if exclude_seen is None else exclude_seen
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    # A coarse sweep of the rank first, the parameter that matters most (16 factors suit the synthetic
-    # community's few personas, 64 Online Retail's wide catalogue); TPE then searches around the best.
-    for factors in RANK_SWEEP[:trials]:
-        study.enqueue_trial({**ALS_DEFAULTS, "factors": factors}, skip_if_exists=True)
-
-    def objective(trial: optuna.Trial) -> float:
-        params = {**ALS_DEFAULTS, **suggest(trial, repeats=not mode)}
-        precision = score_on(split, als(params, seed), k, mode)["precision"]
-        say(f"  trial {trial.number + 1}/{trials}: precision@{k} {precision:.4f}")
-        return precision
-
-    study.optimize(objective, n_trials=trials)
-    return {**ALS_DEFAULTS, **study.best_params}, study.trials_dataframe()
+    return tune_family(split, "als", mode, k, seed, trials=trials, seconds=None)
 
 
 def item_attributes(dataset: Dataset, kind: ModelKind) -> pd.DataFrame:
@@ -154,23 +214,20 @@ def fit_recommender(
 @dataclass(frozen=True)
 class ItemFitter:
     """How the training job handles one item family: its default parameters, the family ranking a split's test
-    members (to judge it), its tuning (None: nothing to tune), and the fit of the model that serves."""
+    members (to judge it), whether Optuna tunes it, and the fit of the model that serves."""
 
     defaults: dict[str, Any]
     method: Callable[[dict[str, Any], int], Recommend]  # (params, seed) -> the family as a split's recommender
-    tune: Callable[[Split, ModelKind, int, int, int], tuple[dict[str, Any], pd.DataFrame]] | None
+    tuned: bool
     fit: Callable[[Dataset, ModelKind, date, dict[str, Any], int], ItemModel]
 
-
-# The families Optuna tunes; the others keep their defaults.
-TUNERS = {"als": tune_als}
 
 # How each item family is fitted, judged and tuned (the member families' fitters are in training/member_fit.py).
 ITEM_FITTERS: dict[str, ItemFitter] = {
     family: ItemFitter(
         FAMILY_DEFAULTS[family],
         partial(factor_method, family),
-        TUNERS.get(family),
+        family in SEARCH_SPACES,
         partial(fit_recommender, family=family),
     )
     for family in ITEM_FAMILIES

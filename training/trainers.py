@@ -22,17 +22,22 @@ from features.progress import say, step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
+from serving.models.families.factors import ITEM_BASELINES
 from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
 from training.recs_eval import ITEM_LIMITS, Split, compare, random_split, time_split
-from training.recs_fit import ITEM_FITTERS, item_families
+from training.recs_fit import ITEM_FITTERS, item_families, tune_family
 from training.tuning import tune
 
 STEP_DAYS = 30
 # The share of each item's interactions a random-per-item split holds out: the 75/25 of published results.
 RANDOM_TEST_SHARE = 0.25
+# Tuning when neither --trials nor --budget-seconds says otherwise: a recommender trial is one fit and ranking of a
+# validation split (seconds), so a minute tunes every item family; a LightGBM trial refits on every validation
+# cutoff (a minute or more on real data), so member kinds are tuned only when asked.
+TUNING_BUDGET_SECONDS: dict[Task, float] = {Task.items: 60.0, Task.member: 0.0}
 
 
 class TrainSettings(BaseModel):
@@ -45,7 +50,15 @@ class TrainSettings(BaseModel):
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs (member kinds)")
     test_cutoffs: int = Field(3, ge=1, le=12, description="held-out cutoffs that judge the candidate (member kinds)")
     validation_cutoffs: int = Field(2, ge=1, le=12, description="cutoffs Optuna tunes on (older than the tests)")
-    trials: int = Field(0, ge=0, le=500, description="Optuna trials; 0 keeps the family's default parameters")
+    trials: int | None = Field(
+        None, ge=0, le=500, description="Optuna trials per tuned family (default: as the budget allows; 0: none)"
+    )
+    budget_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=86_400,
+        description="seconds of tuning in all (default: the task's, TUNING_BUDGET_SECONDS; 0: no tuning)",
+    )
     k: int = Field(10, ge=1, le=100, description="list length the item kinds are judged at")
     seed: int = 0
     promote: bool = Field(True, description="move the champion alias when the candidate passes the gate")
@@ -57,6 +70,39 @@ class TrainSettings(BaseModel):
         description="item kinds: judge on the H days before T (time), or on a random 25% of each item's "
         "interactions (random-per-item: ratings and other data whose timestamps mean little)",
     )
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How much Optuna may search: trials per family and/or seconds in all (None: no limit of that kind)."""
+
+    trials: int | None
+    seconds: float | None
+
+    def __str__(self) -> str:
+        limits = [f"{self.trials} trials per family"] if self.trials else []
+        limits += [f"{self.seconds:.0f} s in all"] if self.seconds else []
+        return " and ".join(limits)
+
+    def share(self, families: int) -> Tuning:
+        """Each of `families` families' part of the budget: the same trials, an equal share of the seconds."""
+        return Tuning(self.trials, None if self.seconds is None else self.seconds / max(families, 1))
+
+    def each(self) -> str:
+        """A family's share, in words (a trial under way when time is up still finishes)."""
+        limits = [f"{self.trials} trials"] if self.trials else []
+        limits += [f"{self.seconds:.0f} s"] if self.seconds else []
+        return " and ".join(limits) + " each"
+
+
+def tuning_plan(settings: TrainSettings, task: Task) -> Tuning | None:
+    """What `--trials` and `--budget-seconds` ask for (None: no tuning); with neither, the task's default budget."""
+    if settings.trials == 0 or settings.budget_seconds == 0:
+        return None
+    if settings.trials is None and settings.budget_seconds is None:
+        default = TUNING_BUDGET_SECONDS[task]
+        return Tuning(None, default) if default else None
+    return Tuning(settings.trials, settings.budget_seconds)
 
 
 @dataclass(frozen=True)
@@ -98,13 +144,21 @@ class Fitted:
     params: dict[str, str] = field(default_factory=dict)  # what the run logs about the fit
 
 
+# Each judged family's parameters, by family.
+FamilyParams = dict[str, dict[str, Any]]
+
+
 class Trainer(ABC):
-    def default_params(self, kind: ModelKind) -> dict[str, Any]:
-        """The learned family's parameters when nothing is tuned."""
+    def family_params(self, family: str) -> dict[str, Any]:
+        """A family's parameters when nothing is tuned."""
         return {}
 
     def servable(self, kind: ModelKind) -> list[str]:
         """The families that may serve the kind: its learned family, then any baseline family."""
+        return [kind.family]
+
+    def learned(self, kind: ModelKind) -> list[str]:
+        """The servable families that learn (the others are baselines, which a learned family must beat)."""
         return [kind.family]
 
     @abstractmethod
@@ -112,9 +166,9 @@ class Trainer(ABC):
 
     @abstractmethod
     def tune(
-        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
-    ) -> tuple[dict[str, Any], pd.DataFrame]:
-        """The learned family's best parameters on the validation data, and every trial."""
+        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, plan: Tuning, study: str
+    ) -> tuple[FamilyParams, pd.DataFrame]:
+        """The tuned families' best parameters on the validation data, and every trial."""
 
     @abstractmethod
     def evaluate(
@@ -122,11 +176,11 @@ class Trainer(ABC):
         dataset: Dataset,
         kind: ModelKind,
         held_out: HeldOut,
-        params: dict[str, Any],
+        params: FamilyParams,
         settings: TrainSettings,
         only: str | None = None,
     ) -> Evaluation:
-        """Every method on the held-out tests (or `only` that family), `params` being the learned family's."""
+        """Every servable family on the held-out tests (or `only` that family), each with its `params`."""
 
     @abstractmethod
     def fit(
@@ -177,27 +231,29 @@ class MemberTrainer(Trainer):
         return HeldOut(sorted(tests), sorted(validation))
 
     def tune(
-        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
-    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, plan: Tuning, study: str
+    ) -> tuple[FamilyParams, pd.DataFrame]:
         if not held_out.validation:
             raise DataError(f"{dataset.name}: no validation cutoff older than the test cutoffs to tune on")
-        return tune(
+        best, trials = tune(
             dataset,
             kind,
             held_out.validation,
-            trials=settings.trials,
+            trials=plan.trials,
+            seconds=plan.seconds,
             horizon_days=settings.horizon_days,
             training_cutoffs=settings.training_cutoffs,
             seed=settings.seed,
             study_name=study,
         )
+        return {kind.family: best}, trials
 
     def evaluate(
         self,
         dataset: Dataset,
         kind: ModelKind,
         held_out: HeldOut,
-        params: dict[str, Any],
+        params: FamilyParams,
         settings: TrainSettings,
         only: str | None = None,
     ) -> Evaluation:
@@ -209,7 +265,7 @@ class MemberTrainer(Trainer):
                 horizon_days=settings.horizon_days,
                 training_cutoffs=settings.training_cutoffs,
                 seed=settings.seed,
-                params=params,
+                params=params.get(kind.family, {}),
             ),
             families=None if only is None else [only],
         )
@@ -239,14 +295,22 @@ def _means(report: BacktestReport) -> dict[str, dict[str, float]]:
 class ItemTrainer(Trainer):
     """Item kinds: for a recommender serving as of T, the test split trains on interactions before T-H and tests
     on [T-H, T); the validation split Optuna sees trains before T-2H and tests on [T-2H, T-H); the final model
-    is fitted on everything before T. Every family that can serve (`item_families`: the learned one,
-    item-item neighbours, EASE, most popular, buy again) is judged on the same test split."""
+    is fitted on everything before T. Every family that can serve (`item_families`: ALS, BPR, item-item
+    neighbours, EASE, most popular, buy again) is tuned on the validation split and judged on the same test split.
 
-    def default_params(self, kind: ModelKind) -> dict[str, Any]:
-        return dict(ITEM_FITTERS[kind.family].defaults)
+    Lists are judged as the kind serves them by default; where they may repeat the member's own items, the
+    families' lists of items new to the member are judged too (`new_only_precision`), so the gate covers both. On a
+    random per-item split every held-out interaction is new to its member by construction: only new-item lists
+    are judged there."""
+
+    def family_params(self, family: str) -> dict[str, Any]:
+        return dict(ITEM_FITTERS[family].defaults)
 
     def servable(self, kind: ModelKind) -> list[str]:
         return item_families(kind)
+
+    def learned(self, kind: ModelKind) -> list[str]:
+        return [f for f in self.servable(kind) if f not in ITEM_BASELINES]
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         if settings.split == "random-per-item":  # both splits are carved from the interactions before T
@@ -269,38 +333,52 @@ class ItemTrainer(Trainer):
         return random_split(remaining, RANDOM_TEST_SHARE, settings.seed + 1)
 
     def tune(
-        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, study: str
-    ) -> tuple[dict[str, Any], pd.DataFrame]:
-        tune = ITEM_FITTERS[kind.family].tune
-        if tune is None:
-            raise DataError(f"the {kind.family} family of {kind.name} has nothing to tune")
+        self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, plan: Tuning, study: str
+    ) -> tuple[FamilyParams, pd.DataFrame]:
         validation = self._split(dataset, kind, held_out.validation[0], settings, tuning=True)
-        return tune(validation, kind, settings.trials, settings.k, settings.seed)
+        families = _within_limits([f for f in self.servable(kind) if ITEM_FITTERS[f].tuned], validation)
+        each = plan.share(len(families))
+        say(f"tuning {', '.join(families)} on the validation split ({each.each()})")
+        tuned, frames = {}, []
+        for family in families:
+            tuned[family], trials = tune_family(
+                validation,
+                family,
+                _judged_mode(kind, settings),
+                settings.k,
+                settings.seed,
+                trials=each.trials,
+                seconds=each.seconds,
+            )
+            frames.append(trials)
+        return tuned, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def evaluate(
         self,
         dataset: Dataset,
         kind: ModelKind,
         held_out: HeldOut,
-        params: dict[str, Any],
+        params: FamilyParams,
         settings: TrainSettings,
         only: str | None = None,
     ) -> Evaluation:
-        families = [only] if only else item_families(kind)
+        families = [only] if only else self.servable(kind)
         where = f"the {settings.split} split at {held_out.tests[0]}"
         with step(f"judging {kind.name} on {where}: {', '.join(families)}"):
             split = self._split(dataset, kind, held_out.tests[0], settings, tuning=False)
-            items = split.train.shape[1]
-            too_many = [f for f in families if items > ITEM_LIMITS.get(f, items)]
-            if too_many:
-                say(f"not judged: {', '.join(too_many)} (past their item limit, {items:,} items)")
-                families = [f for f in families if f not in too_many]
+            families = _within_limits(families, split)
             methods = {
-                family: ITEM_FITTERS[family].method(params if family == kind.family else {}, settings.seed)
-                for family in families
+                family: ITEM_FITTERS[family].method(params.get(family, {}), settings.seed) for family in families
             }
-            rows = compare(split, methods, k=settings.k, modes=(kind.exclude_seen,))
-        scores = {r["method"]: {k: float(v) for k, v in r.items() if isinstance(v, float)} for r in rows}
+            mode = _judged_mode(kind, settings)
+            rows = compare(split, methods, k=settings.k, modes=(mode,) if mode else (False, True))
+        metrics = {
+            (r["method"], r["mode"] == "new only"): {k: v for k, v in r.items() if isinstance(v, float)} for r in rows
+        }
+        scores = {
+            family: {**metrics[family, mode], "new_only_precision": metrics[family, True]["precision"]}
+            for family in families
+        }
         return Evaluation(scores, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])
 
     def fit(
@@ -315,6 +393,21 @@ class ItemTrainer(Trainer):
         fitter = ITEM_FITTERS[family]
         model = fitter.fit(dataset, kind, as_of, {**fitter.defaults, **params}, settings.seed)
         return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
+
+
+def _judged_mode(kind: ModelKind, settings: TrainSettings) -> bool:
+    """Whether the lists judged first leave out the member's own items: the kind's default, but always on a random
+    per-item split (its held-out interactions are never the member's own)."""
+    return kind.exclude_seen or settings.split == "random-per-item"
+
+
+def _within_limits(families: list[str], split: Split) -> list[str]:
+    """The families that can be fitted on the split's catalogue (EASE has an item limit); says which cannot."""
+    items = split.train.shape[1]
+    too_many = [f for f in families if items > ITEM_LIMITS.get(f, items)]
+    if too_many:
+        say(f"not judged: {', '.join(too_many)} (past their item limit, {items:,} items)")
+    return [f for f in families if f not in too_many]
 
 
 TRAINERS: dict[Task, Trainer] = {Task.member: MemberTrainer(), Task.items: ItemTrainer()}

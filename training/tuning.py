@@ -31,13 +31,15 @@ def tune(
     kind: ModelKind,
     cutoffs: list[date],
     *,
-    trials: int,
+    trials: int | None,
+    seconds: float | None = None,
     horizon_days: int,
     training_cutoffs: int,
     seed: int,
     study_name: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Best parameters over `trials` backtests on the validation `cutoffs`, and every trial as a table.
+    """Best parameters over `trials` backtests on the validation `cutoffs` (and/or as many as `seconds` allow; a
+    trial under way is finished), and every trial as a table.
 
     The study is stored in `<home>/optuna.db` under `study_name`, so it can be inspected or resumed.
     """
@@ -67,10 +69,10 @@ def tune(
         )
         report = backtest(dataset, kind, settings, families=[kind.family])
         score = float(report.mean_by_method().loc[kind.family, metric])
-        say(f"  trial {trial.number + 1}/{trials}: {metric} {score:.4f}")
+        say(f"  trial {trial.number + 1}: {metric} {score:.4f}")
         return score
 
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, n_trials=trials, timeout=seconds)
     return dict(study.best_params), study.trials_dataframe()
 
 

@@ -18,9 +18,9 @@ from serving.models.batch import score
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.models.registry import champion, connect, set_champion
 from tests.conftest import synthetic, with_champions
-from training.job import TrainSettings, Verdict, gate, promote, train
+from training.job import TrainSettings, Verdict, choose, gate, promote, train
 from training.recs_fit import item_families
-from training.trainers import MemberTrainer
+from training.trainers import ItemTrainer, MemberTrainer, Tuning, tuning_plan
 
 
 def test_the_gate_needs_every_rival_beaten_on_every_gate_metric() -> None:
@@ -36,6 +36,45 @@ def test_the_gate_needs_every_rival_beaten_on_every_gate_metric() -> None:
         "rmse 90.0000 does not beat run rate (80.0000)",
         "normalized_gini 0.6000 does not beat champion v1 (0.6000)",  # a tie is not a win
     ]
+
+
+def test_a_family_that_wins_repeat_lists_but_not_new_item_lists_is_not_chosen() -> None:
+    # given: ALS best on repeat lists, but its lists of new items no better than most popular's
+    judged = {
+        "als": {"precision": 0.34, "ndcg": 0.38, "new_only_precision": 0.045},
+        "ease": {"precision": 0.33, "ndcg": 0.37, "new_only_precision": 0.099},
+        "buy-again": {"precision": 0.32, "ndcg": 0.36, "new_only_precision": 0.045},
+        "popular": {"precision": 0.10, "ndcg": 0.11, "new_only_precision": 0.045},
+    }
+    job = ItemTrainer()
+    servable, learned = job.servable(PRODUCT_RECS), job.learned(PRODUCT_RECS)
+    # when
+    family, why = choose(PRODUCT_RECS, judged, servable, learned)
+    # then: the next best learned family that beats buy again and most popular on both kinds of list
+    assert family == "ease" and learned == ["als", "bpr", "item-knn", "ease"]
+    assert why.startswith("als does not beat every baseline (new_only_precision 0.0450 does not beat buy-again")
+    # and where no learned family beats the baselines on both, the best baseline is the candidate
+    judged["ease"]["new_only_precision"] = 0.04
+    assert choose(PRODUCT_RECS, judged, servable, learned)[0] == "buy-again"
+    # and a buy-again candidate must still beat a champion's new-item lists to replace it
+    ease_v1 = {"precision": 0.30, "ndcg": 0.30, "new_only_precision": 0.1}
+    verdict = gate(PRODUCT_RECS, judged["buy-again"], {"champion ease v1": ease_v1})
+    assert verdict.reasons == ["new_only_precision 0.0450 does not beat champion ease v1 (0.1000)"]
+
+
+def test_tuning_is_on_by_default_for_item_kinds_within_a_budget_the_settings_override() -> None:
+    from serving.models.kinds import Task
+
+    assert tuning_plan(TrainSettings(), Task.items) == Tuning(None, 60.0)
+    assert tuning_plan(TrainSettings(), Task.member) is None  # a LightGBM trial refits every validation cutoff
+    assert tuning_plan(TrainSettings(trials=3), Task.member) == Tuning(3, None)
+    assert tuning_plan(TrainSettings(trials=3, budget_seconds=30), Task.items) == Tuning(3, 30.0)
+    assert tuning_plan(TrainSettings(budget_seconds=0), Task.items) is None
+    assert tuning_plan(TrainSettings(trials=0, budget_seconds=30), Task.items) is None
+    assert (
+        Tuning(None, 60.0).share(4) == Tuning(None, 15.0)
+        and str(Tuning(2, 60.0)) == "2 trials per family and 60 s in all"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +187,7 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
 def test_an_item_kind_goes_through_the_same_job_and_the_same_promotion(community: Dataset) -> None:
     # given: product recommendations, trained without promotion
     client = connect(community.home)
-    result = train(community, PRODUCT_RECS, TrainSettings(promote=False))
+    result = train(community, PRODUCT_RECS, TrainSettings(promote=False, budget_seconds=0))
     assert (result.promoted, result.version) == (False, "1") and result.family in item_families(PRODUCT_RECS)
     assert champion(client, "community", PRODUCT_RECS) is None
     # then: its run logs what every kind's run logs
@@ -156,7 +195,7 @@ def test_an_item_kind_goes_through_the_same_job_and_the_same_promotion(community
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"backtest.json", "rivals.json", "model_summary.json", "promotion.json"} <= artifacts
     assert run.data.tags["promoted"] == "False" and run.data.params["test_cutoffs"] == str(result.test_cutoffs[0])
-    assert {*result.rivals, result.family} == {"als", "item-knn", "ease", "popular", "buy-again"}
+    assert {*result.rivals, result.family} == {"als", "bpr", "item-knn", "ease", "popular", "buy-again"}
     # when: promoted by hand, the same gate judges it on its own held-out split
     promoted = promote(community.home, "community", PRODUCT_RECS)
     # then
@@ -209,7 +248,7 @@ def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
     # given: 150 members, whose own favourites predict what they buy next better than ALS's factors do
     tiny = with_champions(synthetic(shared_home, "tiny", members=150), [CHURN, VALUE])
     # when
-    result = train(tiny, PRODUCT_RECS, TrainSettings())
+    result = train(tiny, PRODUCT_RECS, TrainSettings(budget_seconds=0))
     # then: the servable baseline best by precision@10 on the same split is the candidate, and the first champion
     judged = {**result.rivals, result.family: result.metrics}
     best = max(item_families(PRODUCT_RECS)[1:], key=lambda family: judged[family]["precision"])
@@ -236,5 +275,7 @@ def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
     with pytest.raises(NotOffered, match=f"{best}.*offers no similar items"):
         similar_items(state, PRODUCT_RECS, str(model.item_ids[0]), 5)
     # and a family the kind cannot be served by is refused before any work, naming those that can
-    with pytest.raises(DataError, match="--family lightgbm: product-recs is served by als, item-knn, ease, popular"):
+    with pytest.raises(
+        DataError, match="--family lightgbm: product-recs is served by als, bpr, item-knn, ease, popular"
+    ):
         train(tiny, PRODUCT_RECS, TrainSettings(family="lightgbm"))

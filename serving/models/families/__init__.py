@@ -17,7 +17,7 @@ from serving.models.families.gbm import GBMModel
 
 FAMILIES: dict[str, type[MemberModel] | type[ItemModel]] = {
     GBMModel.family: GBMModel,
-    **dict.fromkeys(ITEM_FAMILIES, FactorRecommender),  # als, popular, buy-again: one class, its spec says which
+    **dict.fromkeys(ITEM_FAMILIES, FactorRecommender),  # als, bpr, item-knn, ease, ...: one class, its spec says which
     **dict.fromkeys(BASELINES, BaselineModel),  # recency, rfm, bgnbd-..., run-rate: one class, its spec says which
 }
 

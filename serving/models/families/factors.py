@@ -1,13 +1,16 @@
 """Item families that rank by a product of member vectors and item factors, one class serving them all with the
 same business rules, cold start by segment and exclusions, so whichever family wins the gate serves the same way:
 - "als": implicit ALS's member and item factors;
-- "item-knn": item-item cosine neighbours; a member's vector is their own interaction row, and the item
+- "bpr": implicit's Bayesian personalised ranking factors (with its item bias column);
+- "item-knn": item-item neighbours (BM25 or cosine); a member's vector is their own interaction row, and the item
   "factors" are the sparse top-k similarity matrix (scores = what they have x how alike items are);
 - "ease": EASE's closed-form item weights (dense items x items), a member's vector being which items they have;
 - "popular" and "buy-again": popularity as a rank-one factor model (every member's vector is 1, each item's
   factor its popularity), buy-again boosting the member's own items first, by times bought.
 
-Similar items need item factors that say which items are alike (ALS, item-knn, EASE); fold-in needs ALS's solver.
+Similar items need item factors that say which items are alike (every family but the popularity ones). Fold-in
+(a member's newest interactions, without retraining) needs either ALS's solver or a member vector that is the
+member's own row (item-knn, EASE, the popularity families); BPR learns member factors only by training.
 
 Training fits the factors (training/recs_fit.py); the registry stores them as one .npz plus a JSON spec, and the
 service, batch export and monitoring load them back from here.
@@ -33,14 +36,16 @@ from features.errors import DataError
 from serving.models.base import ItemModel
 from serving.models.ranking import rank_items, single_threaded_blas
 
-ItemFamily = Literal["als", "item-knn", "ease", "popular", "buy-again"]
+ItemFamily = Literal["als", "bpr", "item-knn", "ease", "popular", "buy-again"]
 ITEM_FAMILIES: tuple[str, ...] = get_args(ItemFamily)
+# The baselines: popularity as a rank-one model, every member's vector being 1. A learned family must beat them.
+ITEM_BASELINES: frozenset[str] = frozenset({"popular", "buy-again"})
 # Families that only make sense for lists that may repeat the member's own items (new-only, buy-again is popular).
 REPEATS_ONLY: frozenset[str] = frozenset({"buy-again"})
 # Which families can say which items are alike, and which can fold a member's newest interactions in.
 OFFERS: dict[str, frozenset[str]] = {
-    "similar items": frozenset({"als", "item-knn", "ease"}),
-    "fold-in": frozenset({"als"}),
+    "similar items": frozenset({"als", "bpr", "item-knn", "ease"}),
+    "fold-in": frozenset({"als", "item-knn", "ease", "popular", "buy-again"}),
 }
 # Families whose member vector is the member's own interaction row (no member factors are stored); EASE reads
 # only whether the member has each item.
@@ -252,28 +257,38 @@ class FactorRecommender(ItemModel):
         )
 
     def fold_in(self, member_id: str, item_weights: dict[str, float], k: int = 10) -> pd.DataFrame:
-        """Recommendations from a member's newest interactions, without retraining (implicit's recalculate).
+        """Recommendations from a member's newest interactions, without retraining.
 
         `item_weights` are the new interactions' counts (times bought, or content action weights), as in the
-        matrices training reads; they are added to the member's own before their factors are solved again.
-        NotOffered for a family without learned item factors.
+        matrices training reads; they are added to the member's own row, from which ALS solves their factors
+        again (implicit's recalculate) and the other families read them directly. NotOffered for BPR, whose member
+        factors only training learns.
         """
         self._offers("fold-in")
         row = self._rows.get(member_id)
-        weighted, own = (
-            (m[row].toarray().ravel() for m in (self._confidences, self.interactions))
-            if row is not None
-            else (np.zeros(len(self.item_ids), dtype=np.float32) for _ in range(2))
-        )
+        own = self._row(self.interactions, row)
         for item, weight in item_weights.items():
             if item in self._cols:
-                weighted[self._cols[item]] += weight
                 own[self._cols[item]] += weight
-        with single_threaded_blas():
-            vector = self._model.recalculate_user(0, sp.csr_matrix(weighted.reshape(1, -1).astype(np.float32)))
-        own_row = sp.csr_matrix(own.reshape(1, -1).astype(np.float32))
-        ids, scores = self._rank(vector.reshape(1, -1), own_row, k, self.spec.exclude_seen_default, self._inactive)
+        own_row = sp.csr_matrix(own.reshape(1, -1))
+        if self.family == "als":  # the member's factors solved again from their confidences plus the new ones
+            weighted = self._row(self._confidences, row)
+            for item, weight in item_weights.items():
+                if item in self._cols:
+                    weighted[self._cols[item]] += weight
+            with single_threaded_blas():
+                vector = self._model.recalculate_user(0, sp.csr_matrix(weighted.reshape(1, -1)))
+            vector = vector.reshape(1, -1)
+        else:  # a member's vector is their row (neighbours) or 1 (popularity): the new row is all it takes
+            vector = member_vectors(self.family, own_row, np.ones((1, 1), dtype=np.float32))
+        ids, scores = self._rank(vector, own_row, k, self.spec.exclude_seen_default, self._inactive)
         return self._frame([member_id], ids, scores, cold=False)
+
+    def _row(self, matrix: sp.csr_matrix, row: int | None) -> np.ndarray:
+        """A member's dense row of `matrix` (zeros for a member it does not know), to add new interactions to."""
+        if row is None:
+            return np.zeros(len(self.item_ids), dtype=np.float32)
+        return matrix[row].toarray().ravel().astype(np.float32)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -165,7 +165,7 @@ def test_an_interactions_only_dataset_gets_content_recommendations_end_to_end(
     )
     assert imported.exit_code == 0, imported.stderr
     # when
-    trained = runner.invoke(app, ["train", "content-recs", "-d", "feed", "--json"])
+    trained = runner.invoke(app, ["train", "content-recs", "-d", "feed", "--budget-seconds", "0", "--json"])
     assert trained.exit_code == 0, trained.stderr
     out = tmp_path / "recs.csv"
     export = ["recommend", "-d", "feed", "--kind", "content-recs", "--k", "5", "--out", str(out)]
