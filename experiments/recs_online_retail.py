@@ -22,7 +22,7 @@ from experiments.results_file import write_results
 from features.home import StateHome
 from features.importers import import_synthetic
 from features.online_retail import import_online_retail
-from features.snapshots import Snapshot, resolve_as_of
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset
 from features.synthetic import SyntheticConfig
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS, ModelKind, Task
@@ -66,16 +66,16 @@ def chosen(runs: list[tuple[str, TrainResult]]) -> str:
     lines = [
         "**What `train` chooses** (default settings: every learned family tuned within "
         f"{TUNING_BUDGET_SECONDS[Task.items]:.0f} s in all, then judged)\n",
-        "| dataset, kind, split | champion | precision | ndcg | new_only_precision | best other (precision) "
-        "| train seconds |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| dataset, kind, split | chosen | precision | ndcg | new_only_precision | best other (precision) "
+        "| promoted | train seconds |",
+        "|---|---|---:|---:|---:|---|---|---:|",
     ]
     for label, run in runs:
         m = run.metrics
         other, figures = max(run.rivals.items(), key=lambda item: item[1]["precision"])
         lines.append(
             f"| {label} | {run.family} | {m['precision']:.4f} | {m['ndcg']:.4f} | {m['new_only_precision']:.4f} "
-            f"| {other} ({figures['precision']:.4f}) | {run.seconds:.0f} |"
+            f"| {other} ({figures['precision']:.4f}) | {'yes' if run.promoted else 'no'} | {run.seconds:.0f} |"
         )
     lines.append("")
     lines += [f"- {label}: {run.choice}; parameters `{run.params}`" for label, run in runs]
@@ -101,6 +101,7 @@ def main() -> None:
             # random split on 25% of each item's interactions before then.
             as_of = resolve_as_of(retail, "latest")
             test_from = as_of - timedelta(days=HORIZON)
+            build_snapshot(retail, SnapshotSettings(as_of=as_of))
             sections.append(
                 table(
                     f"Online Retail products, time split at {test_from}",

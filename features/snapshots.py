@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import ibis
+import ibis.expr.operations as ops
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -269,8 +272,7 @@ def _build_features(
     mark = time.perf_counter()
     with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):
         declared = feature_schema(src)
-        expr = snapshot_expr(src, as_of, declared)
-        write_parquet_atomic(con.to_pyarrow(expr), snapshot.features_path)
+        write_parquet_atomic(_features_table(con, src, as_of, declared), snapshot.features_path)
     features_seconds, mark = time.perf_counter() - mark, time.perf_counter()
 
     with step("building interaction matrices"):
@@ -299,6 +301,59 @@ def _build_features(
         snapshot.meta_path,
     )
     return {"features": features_seconds, "interactions": interactions_seconds}
+
+
+# Compiling the feature query (Ibis to SQL) takes longer than DuckDB takes to run it on a community of thousands
+# (0.6-0.8 s against 0.2 s at 2,000 members), and between a backtest's cutoffs only the cutoff changes. So the query
+# is compiled once per source tables and feature schema, at a sentinel cutoff, and each cutoff runs that SQL with
+# its own cutoff's literals in place of the sentinel's (checked: where a sentinel literal is not found, or one is
+# left over, the query is compiled for the cutoff as it always was).
+_SENTINEL = datetime(2999, 1, 1)
+_COMPILED: OrderedDict[tuple[Any, ...], tuple[str, pa.Schema]] = OrderedDict()
+_COMPILED_KEPT = 16
+
+
+def _features_table(con: Any, src: Sources, as_of: datetime, declared: FeatureSchema) -> pa.Table:
+    """The features as of `as_of`: exactly what `con.to_pyarrow(snapshot_expr(src, as_of, declared))` gives."""
+    if _in_memory(src):  # ibis registers an in-memory table with DuckDB only when it runs a query itself
+        return con.to_pyarrow(snapshot_expr(src, as_of, declared))
+    key = (_tables_key(src), tuple(declared.columns))
+    if key not in _COMPILED:
+        expr = snapshot_expr(src, _SENTINEL, declared)
+        _COMPILED[key] = (con.compile(expr), expr.schema().to_pyarrow())
+        while len(_COMPILED) > _COMPILED_KEPT:
+            _COMPILED.popitem(last=False)
+    sql, arrow_schema = _COMPILED[key]
+    for sentinel, actual in zip(_cutoff_literals(con, _SENTINEL), _cutoff_literals(con, as_of), strict=True):
+        if sentinel not in sql:
+            return con.to_pyarrow(snapshot_expr(src, as_of, declared))
+        sql = sql.replace(sentinel, actual)
+    if str(_SENTINEL.year) in sql:
+        return con.to_pyarrow(snapshot_expr(src, as_of, declared))
+    return con.con.sql(sql).to_arrow_table().cast(arrow_schema)
+
+
+def _cutoff_literals(con: Any, as_of: datetime) -> list[str]:
+    """How the feature query spells a cutoff: as a timestamp, and as seconds since the epoch (point_in_time's
+    `_before` and `_days_ago`)."""
+    values = [ibis.timestamp(as_of), ibis.literal(as_of.replace(tzinfo=UTC).timestamp())]
+    spelt = [con.compile(value.name("v")) for value in values]
+    return [sql.removeprefix("SELECT ").rsplit(' AS "v"', 1)[0] for sql in spelt]
+
+
+def _in_memory(src: Sources) -> bool:
+    tables = (src.orders, src.engagements, src.members, src.products, src.contents)
+    return any(isinstance(t.op(), ops.InMemoryTable) for t in tables if t is not None)
+
+
+def _tables_key(src: Sources) -> tuple[Any, ...]:
+    """What the compiled query depends on: each source table's name in the connection and its columns."""
+    tables = {name: getattr(src, name) for name in ("orders", "engagements", "members", "products", "contents")}
+    return tuple(
+        (name, table.get_name(), tuple((c, str(t)) for c, t in table.schema().items()))
+        for name, table in tables.items()
+        if table is not None
+    )
 
 
 def _result(

@@ -344,7 +344,7 @@ class ItemTrainer(Trainer):
             tuned[family], trials = tune_family(
                 validation,
                 family,
-                _judged_mode(kind, settings),
+                _judged_modes(kind, settings),
                 settings.k,
                 settings.seed,
                 trials=each.trials,
@@ -371,7 +371,7 @@ class ItemTrainer(Trainer):
                 family: ITEM_FITTERS[family].method(params.get(family, {}), settings.seed) for family in families
             }
             mode = _judged_mode(kind, settings)
-            rows = compare(split, methods, k=settings.k, modes=(mode,) if mode else (False, True))
+            rows = compare(split, methods, k=settings.k, modes=_judged_modes(kind, settings))
         metrics = {
             (r["method"], r["mode"] == "new only"): {k: v for k, v in r.items() if isinstance(v, float)} for r in rows
         }
@@ -399,6 +399,11 @@ def _judged_mode(kind: ModelKind, settings: TrainSettings) -> bool:
     """Whether the lists judged first leave out the member's own items: the kind's default, but always on a random
     per-item split (its held-out interactions are never the member's own)."""
     return kind.exclude_seen or settings.split == "random-per-item"
+
+
+def _judged_modes(kind: ModelKind, settings: TrainSettings) -> tuple[bool, ...]:
+    """The kinds of list judged (and tuned for): the kind's, and lists of new items too where it may repeat."""
+    return (True,) if _judged_mode(kind, settings) else (False, True)
 
 
 def _within_limits(families: list[str], split: Split) -> list[str]:

@@ -344,3 +344,19 @@ def test_labels_built_from_older_data_are_never_reused(handmade: Dataset) -> Non
     # then: the other horizon's labels see the new order too
     labels = Snapshot(handmade, AS_OF).labels(20).set_index("member_id")
     assert not labels.loc["B", "churned"] and labels.loc["B", "future_value"] == 7.0
+
+
+def test_the_query_compiled_once_gives_every_cutoff_what_compiling_it_for_that_cutoff_gives(synthetic: Dataset) -> None:
+    from datetime import datetime
+
+    from features.point_in_time import snapshot_expr
+    from features.snapshots import _COMPILED, _features_table, connect, feature_schema
+
+    con, src = connect(synthetic)
+    declared = feature_schema(src)
+    _COMPILED.clear()
+    for as_of in (datetime(2025, 3, 1), datetime(2025, 9, 1), datetime(2025, 9, 1, 12, 30)):
+        reused = _features_table(con, src, as_of, declared)
+        compiled = con.to_pyarrow(snapshot_expr(src, as_of, declared))
+        assert reused.num_rows > 0 and reused.equals(compiled) and reused.schema.equals(compiled.schema), as_of
+    assert len(_COMPILED) == 1  # compiled once, for the three cutoffs

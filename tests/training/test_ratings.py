@@ -184,7 +184,7 @@ def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Da
 
     trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
     validation = trainer._split(ratings, CONTENT_RECS, pd.Timestamp("2025-01-01").date(), settings, tuning=True)
-    best, trials = tune_family(validation, "item-knn", True, 10, 0, trials=4, seconds=None)
+    best, trials = tune_family(validation, "item-knn", (True,), 10, 0, trials=4, seconds=None)
     assert len(trials) == 4 and set(trials["family"]) == {"item-knn"}
     first = trials.iloc[0]
     defaults = FAMILY_DEFAULTS["item-knn"]
