@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,42 @@ def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Da
     assert trials["value"].max() >= first["value"]
     chosen = trials.loc[trials["value"].idxmax()]
     assert (best["weighting"], best["neighbours"]) == (chosen["params_weighting"], chosen["params_neighbours"])
+
+
+@pytest.mark.slow
+def test_where_most_popular_wins_it_is_champion_and_recommends(
+    shared_home: StateHome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # given: a crowd with no tastes of its own, each member reading three items drawn by their popularity alone:
+    # little for a personal model to learn from (precision@10, with defaults: most popular 0.088, EASE 0.076,
+    # item-knn 0.065, BPR 0.053, ALS 0.001)
+    rng = np.random.default_rng(1)
+    appeal = 1.0 / np.arange(1, ITEMS + 1) ** 1.2
+    rows = [
+        {"user": f"U{member:04d}", "movie": f"F{item:04d}", "ts": 1_700_000_000 + member}
+        for member in range(MEMBERS)
+        for item in rng.choice(ITEMS, size=3, replace=False, p=appeal / appeal.sum())
+    ]
+    path = tmp_path_factory.mktemp("crowd") / "crowd.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    runner = CliRunner()
+    mapping = ["--map", "member_id=user", "--map", "content_id=movie", "--map", "ts=ts", "--set", "action=view"]
+    imported = runner.invoke(app, ["data", "import", "-d", "crowd", "-t", "engagements", "-i", str(path), *mapping])
+    assert imported.exit_code == 0, imported.output
+    # when
+    split = ["--split", "random-per-item", "--budget-seconds", "0"]
+    trained = runner.invoke(app, ["train", "content-recs", "-d", "crowd", *split, "--json"])
+    # then: nothing learned beats the crowd's favourites, and they are champion
+    assert trained.exit_code == 0, trained.output
+    result = json.loads(trained.stdout[trained.stdout.index("{") :])
+    assert (result["family"], result["promoted"]) == ("popular", True), result["choice"]
+    assert all(result["metrics"]["precision"] >= rival["precision"] for rival in result["rivals"].values())
+    # and `recommend` answers from it, each list the most popular items the member has not read
+    out = tmp_path_factory.mktemp("crowd-recs") / "recs.csv"
+    export = ["recommend", "-d", "crowd", "--kind", "content-recs", "--k", "3", "--out", str(out)]
+    exported = runner.invoke(app, [*export, "--consent-recorded-elsewhere"])
+    assert exported.exit_code == 0 and "content-recs popular v1" in exported.output, exported.output
+    recs = pd.read_csv(out)
+    assert set(recs["model"]) == {"popular v1"} and recs["member_id"].nunique() == MEMBERS
+    read = pd.DataFrame(rows).groupby("user")["movie"].agg(set)
+    assert not any(row.item_id in read[row.member_id] for row in recs.itertuples())
