@@ -14,7 +14,7 @@ BIN := .venv/bin
 DEMO_DATASET ?= demo
 DEMO_PORT ?= 3000
 # The demo trains on 4 monthly cutoffs and judges on 2 held-out ones (the CLI's defaults are 6 and 3), and tunes
-# each recommender for 20 s instead of 60: every step runs, in about 4 minutes rather than 10.
+# each recommender for 20 s instead of 60: every step runs, in about 4.5 minutes rather than 10.
 DEMO_CUTOFFS ?= --training-cutoffs 4 --test-cutoffs 2
 DEMO_TUNING ?= --budget-seconds 20
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
@@ -37,7 +37,7 @@ setup: .venv/.synced
 	$(UV) sync --frozen
 	@touch $@
 
-## demo: generate the synthetic community, run the whole pipeline on it, then serve the API (about 4 minutes)
+## demo: generate the synthetic community, run the whole pipeline on it, then serve the API (about 4.5 minutes)
 .PHONY: demo
 demo: setup
 	$(BIN)/community-ml data generate --dataset $(DEMO_DATASET) --config configs/synthetic.yaml
