@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,21 +32,25 @@ class Interactions:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.npz")
         np.savez_compressed(
-            tmp,
-            data=self.matrix.data,
-            indices=self.matrix.indices,
-            indptr=self.matrix.indptr,
-            shape=np.array(self.matrix.shape),
-            member_ids=self.member_ids.astype(str),
-            item_ids=self.item_ids.astype(str),
+            tmp, **csr_arrays(self.matrix), member_ids=self.member_ids.astype(str), item_ids=self.item_ids.astype(str)
         )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> Interactions:
         with np.load(path, allow_pickle=False) as z:
-            matrix = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            return cls(matrix, z["member_ids"], z["item_ids"])
+            return cls(csr_from(z), z["member_ids"], z["item_ids"])
+
+
+def csr_arrays(matrix: sp.csr_matrix, prefix: str = "") -> dict[str, np.ndarray]:
+    """A CSR matrix as the named arrays `np.savez` stores (read back by `csr_from` with the same prefix)."""
+    parts = {"data": matrix.data, "indices": matrix.indices, "indptr": matrix.indptr, "shape": np.array(matrix.shape)}
+    return {f"{prefix}{name}": array for name, array in parts.items()}
+
+
+def csr_from(arrays: Mapping[str, np.ndarray], prefix: str = "") -> sp.csr_matrix:
+    parts = [arrays[f"{prefix}{name}"] for name in ("data", "indices", "indptr")]
+    return sp.csr_matrix(tuple(parts), shape=tuple(arrays[f"{prefix}shape"]))
 
 
 def product_interactions_expr(src: Sources, as_of: datetime) -> ir.Table:

@@ -309,7 +309,7 @@ def _build_features(
 # its own cutoff's literals in place of the sentinel's (checked: where a sentinel literal is not found, or one is
 # left over, the query is compiled for the cutoff as it always was).
 _SENTINEL = datetime(2999, 1, 1)
-_COMPILED: OrderedDict[tuple[Any, ...], tuple[str, pa.Schema]] = OrderedDict()
+_COMPILED: OrderedDict[tuple[Any, ...], tuple[str, pa.Schema, list[str]]] = OrderedDict()
 _COMPILED_KEPT = 16
 
 
@@ -320,11 +320,11 @@ def _features_table(con: Any, src: Sources, as_of: datetime, declared: FeatureSc
     key = (_tables_key(src), tuple(declared.columns))
     if key not in _COMPILED:
         expr = snapshot_expr(src, _SENTINEL, declared)
-        _COMPILED[key] = (con.compile(expr), expr.schema().to_pyarrow())
+        _COMPILED[key] = (con.compile(expr), expr.schema().to_pyarrow(), _cutoff_literals(con, _SENTINEL))
         while len(_COMPILED) > _COMPILED_KEPT:
             _COMPILED.popitem(last=False)
-    sql, arrow_schema = _COMPILED[key]
-    for sentinel, actual in zip(_cutoff_literals(con, _SENTINEL), _cutoff_literals(con, as_of), strict=True):
+    sql, arrow_schema, sentinels = _COMPILED[key]
+    for sentinel, actual in zip(sentinels, _cutoff_literals(con, as_of), strict=True):
         if sentinel not in sql:
             return con.to_pyarrow(snapshot_expr(src, as_of, declared))
         sql = sql.replace(sentinel, actual)

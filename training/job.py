@@ -102,20 +102,17 @@ def choose(
     sign = 1 if first.higher_is_better else -1
     ranked = sorted((f for f in servable if f in scores), key=lambda f: sign * scores[f][first.name], reverse=True)
     verdicts = {f: gate(kind, scores[f], must_beat(f, scores, servable, learned)) for f in ranked}
-
-    def refused(families: list[str]) -> list[str]:
-        return [f"{f} does not beat every baseline ({verdicts[f].reasons[0]})" for f in families]
-
-    for at, family in enumerate(ranked):
-        if not verdicts[family].passed:
-            continue
-        if family in learned:  # it beats every baseline, so only learned families that failed rank above it
-            best = f"the best {'learned family' if at else 'family'} on {first.name}"
-            return family, "; ".join([*refused(ranked[:at]), f"{family}, {best}, beats every baseline: the candidate"])
-        # a baseline is chosen only where every learned family failed
-        why = f"{family}, the best baseline on {first.name}, needs to beat only the champion: the candidate"
-        return family, "; ".join([*refused([f for f in ranked if not verdicts[f].passed]), why])
-    raise DataError(f"no family could be judged for {kind.name}: " + "; ".join(refused or ["no held-out data"]))
+    failed = [f"{f} does not beat every baseline ({verdicts[f].reasons[0]})" for f in ranked if not verdicts[f].passed]
+    # A learned family that passes beats every baseline, so only learned families that failed rank above it; a
+    # baseline passes by itself, so it is reached only where every learned family failed.
+    chosen = next((f for f in ranked if verdicts[f].passed), None)
+    if chosen is None:
+        raise DataError(f"no family could be judged for {kind.name}")
+    if chosen in learned:
+        best = f"the best {'learned family' if failed else 'family'} on {first.name}, beats every baseline"
+    else:
+        best = f"the best baseline on {first.name}, needs to beat only the champion"
+    return chosen, "; ".join([*failed, f"{chosen}, {best}: the candidate"])
 
 
 def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
@@ -133,6 +130,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         raise DataError(f"--family {settings.family}: {kind.name} is served by {', '.join(servable)}")
     tuned, trials = {}, pd.DataFrame()
     plan = tuning_plan(settings, kind.task)
+    tuning = str(plan) if plan else "none"
     if plan is None:
         say("not tuned: every family keeps its default parameters (--trials or --budget-seconds tunes)")
     else:
@@ -170,7 +168,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         "training_cutoffs_count": settings.training_cutoffs,
         "k": settings.k,
         "split": settings.split,
-        "tuning": str(plan) if plan else "none",
+        "tuning": tuning,
         "seed": settings.seed,
         "params": json.dumps(params, sort_keys=True),
         "judged_params": json.dumps(judged, sort_keys=True),  # what every family was judged with
@@ -207,7 +205,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         params=params,
         test_cutoffs=held_out.tests,
         split=settings.split,
-        tuning=str(plan) if plan else "none",
+        tuning=tuning,
         seconds=round(time.perf_counter() - started, 1),
     )
 

@@ -98,8 +98,8 @@ def tune_family(
     on validation than not tuning).
 
     The objective is precision@k of every kind of list the gate judges (`modes`: whether each leaves out the
-    member's own items), added: tuned for lists with repeats alone, Online Retail's item-knn gained 0.001 there
-    and lost 0.008 on its lists of new items."""
+    member's own items), added, so that tuning seeks what the gate asks for rather than trading one list for the
+    other."""
     defaults = FAMILY_DEFAULTS[family]
     repeats = False in modes
     optuna.logging.set_verbosity(optuna.logging.WARNING)

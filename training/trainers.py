@@ -80,19 +80,16 @@ class Tuning:
     seconds: float | None
 
     def __str__(self) -> str:
-        limits = [f"{self.trials} trials per family"] if self.trials else []
-        limits += [f"{self.seconds:.0f} s in all"] if self.seconds else []
+        return self.describe(" per family", " in all")
+
+    def describe(self, per_trials: str, per_seconds: str) -> str:
+        limits = [f"{self.trials} trials{per_trials}"] if self.trials else []
+        limits += [f"{self.seconds:.0f} s{per_seconds}"] if self.seconds else []
         return " and ".join(limits)
 
     def share(self, families: int) -> Tuning:
         """Each of `families` families' part of the budget: the same trials, an equal share of the seconds."""
         return Tuning(self.trials, None if self.seconds is None else self.seconds / max(families, 1))
-
-    def each(self) -> str:
-        """A family's share, in words (a trial under way when time is up still finishes)."""
-        limits = [f"{self.trials} trials"] if self.trials else []
-        limits += [f"{self.seconds:.0f} s"] if self.seconds else []
-        return " and ".join(limits) + " each"
 
 
 def tuning_plan(settings: TrainSettings, task: Task) -> Tuning | None:
@@ -130,8 +127,7 @@ def _parse(text: str) -> list[date]:
 
 @dataclass
 class Evaluation:
-    """Every family's held-out metrics (mean over the tests), by name, and every row behind them: the kind's
-    learned family and the baseline families that can serve in its place."""
+    """Every judged family's held-out metrics (mean over the tests), by name, and every row behind them."""
 
     scores: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -338,7 +334,7 @@ class ItemTrainer(Trainer):
         validation = self._split(dataset, kind, held_out.validation[0], settings, tuning=True)
         families = _within_limits([f for f in self.servable(kind) if ITEM_FITTERS[f].tuned], validation)
         each = plan.share(len(families))
-        say(f"tuning {', '.join(families)} on the validation split ({each.each()})")
+        say(f"tuning {', '.join(families)} on the validation split ({each.describe(' each', ' each')})")
         tuned, frames = {}, []
         for family in families:
             tuned[family], trials = tune_family(
@@ -390,8 +386,7 @@ class ItemTrainer(Trainer):
         params: dict[str, Any],
         settings: TrainSettings,
     ) -> Fitted:
-        fitter = ITEM_FITTERS[family]
-        model = fitter.fit(dataset, kind, as_of, {**fitter.defaults, **params}, settings.seed)
+        model = ITEM_FITTERS[family].fit(dataset, kind, as_of, params, settings.seed)
         return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
 
 

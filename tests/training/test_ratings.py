@@ -190,7 +190,6 @@ def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Da
     first = trials.iloc[0]
     defaults = FAMILY_DEFAULTS["item-knn"]
     assert (first["params_weighting"], first["params_neighbours"]) == (defaults["weighting"], defaults["neighbours"])
-    assert trials["value"].max() >= first["value"]
     chosen = trials.loc[trials["value"].idxmax()]
     assert (best["weighting"], best["neighbours"]) == (chosen["params_weighting"], chosen["params_neighbours"])
 

@@ -33,6 +33,7 @@ from implicit.nearest_neighbours import bm25_weight
 from pydantic import BaseModel, ConfigDict
 
 from features.errors import DataError
+from features.interactions import csr_arrays, csr_from
 from serving.models.base import ItemModel
 from serving.models.ranking import rank_items, single_threaded_blas
 
@@ -266,19 +267,15 @@ class FactorRecommender(ItemModel):
         """
         self._offers("fold-in")
         row = self._rows.get(member_id)
-        own = self._row(self.interactions, row)
+        added = np.zeros(len(self.item_ids), dtype=np.float32)
         for item, weight in item_weights.items():
             if item in self._cols:
-                own[self._cols[item]] += weight
-        own_row = sp.csr_matrix(own.reshape(1, -1))
+                added[self._cols[item]] += weight
+        own_row = sp.csr_matrix((self._row(self.interactions, row) + added).reshape(1, -1))
         if self.family == "als":  # the member's factors solved again from their confidences plus the new ones
-            weighted = self._row(self._confidences, row)
-            for item, weight in item_weights.items():
-                if item in self._cols:
-                    weighted[self._cols[item]] += weight
+            weighted = sp.csr_matrix((self._row(self._confidences, row) + added).reshape(1, -1))
             with single_threaded_blas():
-                vector = self._model.recalculate_user(0, sp.csr_matrix(weighted.reshape(1, -1)))
-            vector = vector.reshape(1, -1)
+                vector = self._model.recalculate_user(0, weighted).reshape(1, -1)
         else:  # a member's vector is their row (neighbours) or 1 (popularity): the new row is all it takes
             vector = member_vectors(self.family, own_row, np.ones((1, 1), dtype=np.float32))
         ids, scores = self._rank(vector, own_row, k, self.spec.exclude_seen_default, self._inactive)
@@ -304,10 +301,7 @@ class FactorRecommender(ItemModel):
             arrays,
             user_factors=self.user_factors,
             **_item_factor_arrays(self.item_factors),
-            data=self.interactions.data,
-            indices=self.interactions.indices,
-            indptr=self.interactions.indptr,
-            shape=np.array(self.interactions.shape),
+            **csr_arrays(self.interactions),
             member_ids=self.member_ids.astype(str),
             item_ids=self.item_ids.astype(str),
             popularity=self.popularity,
@@ -335,7 +329,7 @@ class FactorRecommender(ItemModel):
         attrs = attrs.set_index("item_id") if "item_id" in attrs else pd.DataFrame()
         segments = meta.pop("member_segment")
         with np.load(artifacts["recommender"], allow_pickle=False) as z:
-            interactions = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            interactions = csr_from(z)
             return cls(
                 RecsSpec.model_validate(meta),
                 z["user_factors"],
@@ -352,19 +346,8 @@ class FactorRecommender(ItemModel):
 
 def _item_factor_arrays(factors: np.ndarray | sp.csr_matrix) -> dict[str, np.ndarray]:
     """Dense factors as they are; a sparse similarity matrix as its CSR arrays."""
-    if not sp.issparse(factors):
-        return {"item_factors": factors}
-    csr = sp.csr_matrix(factors)
-    return {
-        "item_factors_data": csr.data,
-        "item_factors_indices": csr.indices,
-        "item_factors_indptr": csr.indptr,
-        "item_factors_shape": np.array(csr.shape),
-    }
+    return csr_arrays(sp.csr_matrix(factors), "item_factors_") if sp.issparse(factors) else {"item_factors": factors}
 
 
 def _item_factors_from(z: Mapping[str, np.ndarray]) -> np.ndarray | sp.csr_matrix:
-    if "item_factors" in z:
-        return z["item_factors"]
-    shape = tuple(z["item_factors_shape"])
-    return sp.csr_matrix((z["item_factors_data"], z["item_factors_indices"], z["item_factors_indptr"]), shape=shape)
+    return z["item_factors"] if "item_factors" in z else csr_from(z, "item_factors_")
