@@ -17,6 +17,9 @@ DEMO_PORT ?= 3000
 # each recommender for 20 s instead of 60: every step runs, in about 4.5 minutes rather than 10.
 DEMO_CUTOFFS ?= --training-cutoffs 4 --test-cutoffs 2
 DEMO_TUNING ?= --budget-seconds 20
+# Community sizes of the fresh-answers benchmark; each is generated and trained once under .community-ml-bench/
+# (200,000 members: about 12 GB while generating and half an hour of training).
+BENCH_ONLINE_SIZES ?= 20000 200000
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
 CDNOW ?= ../shared/data/cdnow/CDNOW_master.txt.gz
 # apt needs root: sudo when we are not root.
@@ -63,7 +66,7 @@ demo: setup
 
 ## test: run every test, slow end-to-end ones included (on two workers; tests sharing a trained community stay together)
 .PHONY: test
-test: setup browser
+test: setup browser redis
 	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 # Chromium (Debian's package) renders the monitoring pages in a test; installed once, when missing.
@@ -76,6 +79,16 @@ browser:
 			&& $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } \
 		|| echo "warning: could not install chromium; the rendering test will say so and skip"; }
 
+# Redis (Debian's package) backs the online store of several workers in a test; the test starts its own server.
+.PHONY: redis
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server for the online store test ..."; \
+		$(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null 2>&1 \
+			&& $(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1; } \
+		|| echo "warning: could not install redis-server; the Redis test will say so and skip"; }
+
 ## bench: run the benchmarks and write their result tables to experiments/results/
 .PHONY: bench
 bench: setup
@@ -84,6 +97,7 @@ bench: setup
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py
+	$(BIN)/python experiments/bench_online.py --sizes $(BENCH_ONLINE_SIZES)
 	$(BIN)/python experiments/soak_serving.py --minutes 5
 
 ## lint: ruff's checks and formatting

@@ -42,7 +42,7 @@ state = load_state(StateHome.from_env(), os.environ["COMMUNITY_ML_DATASET"])
 
 async def churn(request: Request) -> JSONResponse:
     body = await request.json()
-    return JSONResponse({"members": member_scores(state, body["member_ids"])})
+    return JSONResponse({"members": member_scores(state, body["member_ids"])[0]})
 
 
 async def products(request: Request) -> JSONResponse:

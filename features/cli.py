@@ -189,6 +189,22 @@ def generate_command(
     _print_summary(summary, as_json)
 
 
+@data_app.command("ingest")
+def ingest_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> None:
+    """Adds the events the service accepted (`POST /events`, kept in the journal) to the dataset's tables, exactly
+    once; `features build` does it first by itself."""
+    from features.events import ingest
+
+    with user_errors():
+        summary = ingest(Dataset(StateHome.from_env(), dataset).require())
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    added = ", ".join(f"{summary.added[t]:,} of {summary.events[t]:,} {t}" for t in summary.events)
+    segments = f"{summary.segments} journal segment(s)"
+    typer.echo(f"ingested {segments} into {summary.dataset}: {added} new ({summary.seconds} s)")
+
+
 @data_app.command("describe")
 def describe_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> None:
     """Row counts per table, time span, members, guests, returns and the quarantine summary."""

@@ -25,11 +25,16 @@ def build_command(
     force: bool = typer.Option(False, "--force", help="rebuild even when nothing changed"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Features as of T from events before T; labels from the H days after T where the data reaches them."""
+    """Features as of T from events before T; labels from the H days after T where the data reaches them. Events
+    the service accepted since the last build are ingested into the tables first."""
+    from features.events import ingest
     from features.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
 
     with user_errors():
         target = Dataset(StateHome.from_env(), dataset).require()
+        ingested = ingest(target)
+        if ingested.segments:
+            typer.echo(f"ingested {sum(ingested.events.values()):,} events from the service's journal", err=True)
         settings = SnapshotSettings(
             as_of=resolve_as_of(target, as_of),
             horizon_days=horizon_days,
@@ -56,17 +61,30 @@ def build_command(
 
 @features_app.command("catalog")
 def catalog_command(as_json: bool = JsonOption) -> None:
-    """Every declared feature, model input and label: its meaning, window, type, and what a dataset needs for it
-    to exist. Anchored features grow with the calendar (ages); models read their relative counterparts."""
+    """Every declared feature, model input and label: its meaning, window, type, what a dataset needs for it
+    to exist, and how the online store keeps it current as events arrive (add, least, greatest, derive: at once;
+    build: at the next build). Anchored features grow with the calendar (ages); models read their relative
+    counterparts."""
     from features.schema import FEATURES, LABELS, MODEL_INPUTS
 
-    def row(name: str, source: str, window: str, dtype: str, needs: str, meaning: str) -> dict[str, str]:
-        return {"name": name, "source": source, "window": window, "dtype": dtype, "needs": needs, "meaning": meaning}
+    def row(name: str, source: str, window: str, dtype: str, needs: str, online: str, meaning: str) -> dict[str, str]:
+        return {
+            "name": name,
+            "source": source,
+            "window": window,
+            "dtype": dtype,
+            "needs": needs,
+            "online": online,
+            "meaning": meaning,
+        }
 
     rows = (
-        [row(f.name, f.source, f.window, f.dtype, f.needs + " (anchored)" * f.anchored, f.meaning) for f in FEATURES]
-        + [row(x.name, "model input", x.window, x.dtype, "orders", x.meaning) for x in MODEL_INPUTS]
-        + [row(x.name, "orders", x.window, x.dtype, "label", x.meaning) for x in LABELS]
+        [
+            row(f.name, f.source, f.window, f.dtype, f.needs + " (anchored)" * f.anchored, f.online_rule, f.meaning)
+            for f in FEATURES
+        ]
+        + [row(x.name, "model input", x.window, x.dtype, "orders", "per request", x.meaning) for x in MODEL_INPUTS]
+        + [row(x.name, "orders", x.window, x.dtype, "label", "-", x.meaning) for x in LABELS]
     )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -27,6 +27,10 @@ class StateHome:
         return self.root / "datasets"
 
     @property
+    def events(self) -> Path:
+        return self.root / "events"
+
+    @property
     def features(self) -> Path:
         return self.root / "features"
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import ibis
 import ibis.expr.types as ir
 
-from features.schema import SECONDS_PER_DAY, FeatureSchema, Needs, View
+from features.schema import SECONDS_PER_DAY, Feature, FeatureSchema, Needs, View
 
 MONEY = "decimal(18, 4)"
 
@@ -46,7 +46,7 @@ def _before(table: ir.Table, as_of: datetime) -> ir.Table:
     return table.filter(table.ts < ibis.timestamp(as_of))
 
 
-def _order_lines(src: Sources, as_of: datetime, with_categories: bool) -> ir.Table:
+def order_lines(src: Sources, as_of: datetime, with_categories: bool) -> ir.Table:
     """Members' order lines before T, with the derived columns the order features read."""
     o = _before(src.orders, as_of)
     o = o.filter(o.member_id.notnull())
@@ -59,6 +59,25 @@ def _order_lines(src: Sources, as_of: datetime, with_categories: bool) -> ir.Tab
         visit=o.order_id.fill_null(o.ts.cast("string")),
         money=o.amount.cast(MONEY),
     )
+
+
+def engagement_events(src: Sources, as_of: datetime, with_types: bool) -> ir.Table:
+    """Members' engagements before T, with the derived columns the engagement features read."""
+    assert src.engagements is not None
+    e = _before(src.engagements, as_of)
+    if with_types and src.contents is not None:
+        e = e.left_join(src.contents.select("content_id", "content_type"), "content_id")
+    return e.mutate(days_ago=_days_ago(e.ts, as_of))
+
+
+def aggregated(events: ir.Table, schema: FeatureSchema, view: View) -> ir.Table:
+    """The view's aggregates and derived features per member (the online store folds new events in with it)."""
+    return _aggregated(events, schema, view, {})
+
+
+def derived_again(rows: ir.Table, features: list[Feature]) -> ir.Table:
+    """`rows` (a snapshot's columns) with these derived features worked out again from its own columns."""
+    return rows.mutate(**{f.name: f.expr(rows).cast(f.dtype) for f in features})
 
 
 def _aggregated(events: ir.Table, schema: FeatureSchema, view: View, helpers: dict[str, ir.Value]) -> ir.Table:
@@ -117,16 +136,13 @@ def known_members(src: Sources, as_of: datetime) -> ir.Table:
 
 def snapshot_expr(src: Sources, as_of: datetime, schema: FeatureSchema) -> ir.Table:
     """One row per member known before T, and exactly the schema's features as columns, in its order."""
-    o = _order_lines(src, as_of, with_categories=schema.requires(Needs.categories))
+    o = order_lines(src, as_of, with_categories=schema.requires(Needs.categories))
     views = [_aggregated(o, schema, View.orders, {})]
     views.append(_derive(_gaps(o), schema, View.gaps))
     if schema.has(View.channels):
         views.append(_derive(_channels(o), schema, View.channels))
     if schema.has(View.engagements) and src.engagements is not None:
-        e = _before(src.engagements, as_of)
-        if schema.requires(Needs.content_types) and src.contents is not None:
-            e = e.left_join(src.contents.select("content_id", "content_type"), "content_id")
-        e = e.mutate(days_ago=_days_ago(e.ts, as_of))
+        e = engagement_events(src, as_of, with_types=schema.requires(Needs.content_types))
         views.append(_aggregated(e, schema, View.engagements, {"first_engagement_days_ago": e.days_ago.max()}))
     if src.members is not None:
         m = src.members

@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from features.errors import DataError
+from features.events import ingest
 from features.home import StateHome
 from features.pseudonyms import pseudonym, pseudonym_key
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
@@ -110,6 +111,7 @@ def forget_member(dataset: Dataset, member_id: str) -> ForgetSummary:
     key = pseudonym_key(dataset.home)
     member = pseudonym(key, member_id)
     removed: dict[str, int] = {}
+    ingest(dataset)  # events the service accepted but nobody ingested yet join the tables first, and go with them
     for table in MEMBER_TABLES:
         if dataset.has(table):
             rows = dataset.read(table)

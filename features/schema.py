@@ -44,6 +44,17 @@ class View(StrEnum):
     member = "member"  # derived from the views above, once joined
 
 
+class Online(StrEnum):
+    """How a served member's feature stays current as their events arrive (features/online.py): every event after
+    the snapshot's as-of date counts as if on the day before it (days ago 0), so windows need no history."""
+
+    add = "add"  # a count or sum: the new events' own count or sum is added (a posted order is a new order)
+    least = "least"  # a days-ago minimum (recency): 0 once there is a new event
+    greatest = "greatest"  # a days-ago maximum (an age): kept, or 0 where there was none
+    derive = "derive"  # derived from the row's other features: worked out again from the updated row
+    build = "build"  # needs history the row does not hold (distinct items, gaps, channels): the next build
+
+
 class Needs(StrEnum):
     """What a dataset must hold for a feature to exist. Member attributes need `members.<their column>`."""
 
@@ -72,6 +83,17 @@ class Feature:
     # beyond every training cutoff's range (CDNOW's single cohort: 184-273 days at the test cutoff, 10-183 in
     # training), where trees cannot extrapolate. Models read the relative features below instead.
     anchored: bool = False
+    # How the online store keeps it current between builds; by default, counts and sums add, derived features
+    # are derived again (those of the gap, channel and members views, from columns a row lacks: the next build).
+    online: Online | None = None
+
+    @property
+    def online_rule(self) -> Online:
+        if self.online is not None:
+            return self.online
+        if self.derived:
+            return Online.build if self.view in (View.gaps, View.channels, View.members) else Online.derive
+        return Online.add if self.zero_when_absent else Online.build
 
     @property
     def source(self) -> str:
@@ -98,6 +120,7 @@ def _order_features() -> list[Feature]:
             "float64",
             View.orders,
             lambda o: o.days_ago.min(where=o.sale),
+            online=Online.least,
         ),
         Feature(
             "first_order_days_ago",
@@ -107,6 +130,7 @@ def _order_features() -> list[Feature]:
             View.orders,
             lambda o: o.days_ago.max(where=o.sale),
             anchored=True,
+            online=Online.greatest,
         ),
         _agg(
             "frequency",
@@ -125,6 +149,7 @@ def _order_features() -> list[Feature]:
             "all",
             "int64",
             lambda o: o.product_id.nunique(where=o.sale),
+            online=Online.build,  # a product bought again is not a new one: only history tells
         ),
         _agg(
             "distinct_categories",
@@ -133,6 +158,7 @@ def _order_features() -> list[Feature]:
             "int64",
             lambda o: o.category.nunique(where=o.sale),
             needs=Needs.categories,
+            online=Online.build,
         ),
     ]
     for w in WINDOWS:
@@ -301,6 +327,7 @@ def _other_features() -> list[Feature]:
                 ]
             ),
             anchored=True,
+            online=Online.build,  # reads when the member joined and first engaged: not in the row
         ),
         # Relative to the member's own life as a customer: the same meaning at every cutoff, whatever the age.
         Feature(
@@ -353,12 +380,14 @@ def _other_features() -> list[Feature]:
             View.engagements,
             lambda e: e.days_ago.min(),
             needs=Needs.engagements,
+            online=Online.least,
         ),
         _eng(
             "eng_active_days_30d",
             "distinct days with any engagement",
             "30 days",
             lambda e: e.ts.date().nunique(where=e.days_ago <= 30),
+            online=Online.build,  # a day already counted is not a new one
         ),
     ]
     for action in CONTENT_ACTIONS:

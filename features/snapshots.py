@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -268,6 +269,7 @@ def _build_features(
     # Labels and matrices built from older data must go: none of it may be reused with the new features.
     for stale in (snapshot.meta_path, *snapshot.path.glob("labels_h*.parquet"), *snapshot.path.glob("*.npz")):
         stale.unlink(missing_ok=True)
+    shutil.rmtree(snapshot.path / "online", ignore_errors=True)  # the serving layout of the old features
     events = dataset.row_count("orders") + dataset.row_count("engagements")
     mark = time.perf_counter()
     with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):

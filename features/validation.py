@@ -247,7 +247,7 @@ def quarantine_frame(
 ) -> pd.DataFrame:
     """Rows set aside, with the source row number, the field at fault, the reason and the row as it came."""
     raw_json = [
-        json.dumps({k: _jsonable(v) for k, v in rec.items()}, ensure_ascii=False)
+        json.dumps({k: jsonable(v) for k, v in rec.items()}, ensure_ascii=False)
         for rec in raw.to_dict(orient="records")
     ]
     out = pd.DataFrame(
@@ -264,7 +264,7 @@ def quarantine_frame(
     return out.astype({c: "string" for c in QUARANTINE_COLUMNS if c != "row"})
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, (pd.Timestamp, np.datetime64)):

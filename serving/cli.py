@@ -58,10 +58,13 @@ def serve_command(
     dataset: str = typer.Option("demo", "--dataset", "-d", help="the dataset whose members are served"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(3000, help="port to listen on"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="server processes; they share events through the journal, or Redis"
+    ),
 ) -> None:
     """Serve churn, value, tiers and recommendations over HTTP (BentoML); OpenAPI at /docs.json."""
     from serving.models.champions import models_from_bento
-    from serving.service import API_KEY_ENV
+    from serving.service import API_KEY_ENV, WORKERS_ENV
 
     with user_errors():
         if not is_loopback(host) and not os.environ.get(API_KEY_ENV):
@@ -71,7 +74,7 @@ def serve_command(
             )
         if not models_from_bento():
             preflight(StateHome.from_env(), dataset)
-    env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true"}
+    env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true", WORKERS_ENV: str(workers)}
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CommunityML", "--host", host]
     command += ["--port", str(port)]
     # The server replaces this process rather than running as its child: a supervisor's SIGTERM (systemd,

@@ -1,27 +1,46 @@
 """What the service answers, as plain functions over a loaded state: testable without a server.
 
-The state holds the dataset's champions and its latest feature snapshot, scored once at load: a single-member
-call is then a lookup, and the service answers exactly what batch scoring (`community-ml score`) writes.
+The state holds the dataset's champions, the latest feature snapshot as the online table (memory-mapped), the
+fresh rows of members with events since it, and what scoring one member needs from the population. A request
+scores only the members it asks for, from their current rows: start-up time and memory depend on the models and
+the catalogue, not on the number of members. A member with no event since the snapshot gets exactly what batch
+scoring (`community-ml score`) writes for them.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
 
+from features.events import (
+    EVENT_TABLES,
+    Journal,
+    check_events,
+    entries_frame,
+    event_key,
+    event_rows,
+    events_since,
+    read_entries,
+)
+from features.fresh_store import FreshStore, MemoryStore, Record, open_store
 from features.home import StateHome
+from features.online import EventFolder, OnlineTable, Row
 from features.privacy import forgotten
+from features.progress import step
 from features.pseudonyms import pseudonym, pseudonym_key
-from features.snapshots import resolve_as_of
+from features.snapshots import Snapshot, resolve_as_of
 from features.store import Dataset
+from serving.members import MemberScorer
 from serving.models.base import ItemModel
-from serving.models.batch import item_lists, snapshot_features
+from serving.models.batch import snapshot_features
 from serving.models.champions import Champions, load_champions
-from serving.models.kinds import CHURN, ModelKind, Task
-from serving.models.tiers import score_snapshot
+from serving.models.kinds import ModelKind, Task
 
 DATASET_ENV = "COMMUNITY_ML_DATASET"
 
@@ -30,22 +49,26 @@ DATASET_ENV = "COMMUNITY_ML_DATASET"
 class ServingState:
     dataset: str
     as_of: date
-    answers: dict[str, dict[str, Any]]  # member_id -> every member output, tier, top reasons
     champions: Champions
-    # member_id -> the feature values behind the answer (its top reasons), for the prediction log
-    inputs: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    table: OnlineTable  # the snapshot's rows
+    scorer: MemberScorer
+    folder: EventFolder  # folds new events into rows
+    store: FreshStore  # rows and interactions changed by events since the snapshot
+    journal: Journal
+    journal_position: tuple[int, int] = (0, 0)  # how far this worker has read the journal (inode, offset)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    _following: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def member_outputs(self) -> list[str]:
-        return [str(c.kind.output) for c in self.champions.of(Task.member)]
+        return self.scorer.outputs
 
     def models(self, *kinds: ModelKind) -> dict[str, dict[str, str]]:
         return self.champions.described(*kinds)
 
 
 def load_state(home: StateHome, dataset_name: str) -> ServingState:
-    """The dataset's champions and its latest snapshot, scored for every member."""
+    """The dataset's champions, its latest snapshot as the online table, and the events since it folded in."""
     dataset = Dataset(home, dataset_name).require()
     champions = load_champions(home, dataset_name)
     gone = forgotten(dataset)
@@ -54,61 +77,163 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         known = {str(m) for c in champions.of(Task.items) for m in _item_model(c.model).member_ids}
         champions.without({m for m in known if pseudonym(key, m) in gone})
     as_of = resolve_as_of(dataset, "latest")
-    features = champions.prepare(snapshot_features(dataset, as_of))
-    scores = score_snapshot(features, champions)
-    reasons = champions[CHURN].model.top_reasons(features)
-    outputs = [c for c in scores.columns if c not in ("member_id", "tier")]
-    columns = {c: scores[c].to_numpy() for c in ("member_id", *outputs, "tier")}
-    # Every answer is worked out once here, reasons included: a request is then a dictionary lookup.
-    answers = {
-        str(member): {
-            "member_id": str(member),
-            "cold_start": False,
-            **{c: float(columns[c][row]) for c in outputs},
-            "tier": str(columns["tier"][row]),
-            "top_reasons": reasons[row],
-        }
-        for row, member in enumerate(columns["member_id"])
-    }
-    return ServingState(dataset_name, as_of, answers, champions, reason_values(features, reasons))
+    features = snapshot_features(dataset, as_of)
+    snapshot = Snapshot(dataset, as_of)
+    table = OnlineTable.open(snapshot.path, features)
+    # The population in the online table's order: tiers break ties by that position.
+    features = features.sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
+    scorer = MemberScorer.fit(champions, features.reset_index(drop=True))
+    del features
+    cutoff = datetime.combine(as_of, datetime.min.time())
+    folder = EventFolder(table.schema, cutoff, _catalogue(dataset, "products"), _catalogue(dataset, "contents"))
+    namespace = f"{dataset_name}:{as_of}:{snapshot.meta().get('built_at', '')}"
+    state = ServingState(
+        dataset_name, as_of, champions, table, scorer, folder, open_store(namespace), Journal(home, dataset_name)
+    )
+    replay(state, dataset, cutoff)
+    return state
 
 
-def reason_values(features: pd.DataFrame, reasons: list[list[str]]) -> dict[str, dict[str, float | None]]:
-    """Each member's values of the features behind their answer: what the prediction log records as inputs
-    (the whole row stays in the versioned snapshot named by the log's as-of date)."""
-    columns = {name: features[name].to_numpy() for name in {n for r in reasons for n in r}}
-    return {
-        str(member): {name: _number(columns[name][row]) for name in names}
-        for row, (member, names) in enumerate(zip(features["member_id"], reasons, strict=True))
-    }
+def _catalogue(dataset: Dataset, table: str) -> pd.DataFrame:
+    """Item id and the attribute features read (category, content type): what new events are joined with."""
+    id_column, attribute = ("product_id", "category") if table == "products" else ("content_id", "content_type")
+    frame = (
+        dataset.read(table, [id_column, attribute])
+        if dataset.has(table)
+        else pd.DataFrame(columns=[id_column, attribute])
+    )
+    return frame.astype("string")
 
 
-def _number(value: Any) -> float | None:
+def replay(state: ServingState, dataset: Dataset, cutoff: datetime) -> None:
+    """Folds in what the snapshot lacks: the journal's events, and those ingested since the snapshot was built.
+    An event already folded in (another worker replayed it first) counts once."""
+    entries = [e for segment in state.journal.segments() for e in read_entries(segment)]
+    current, state.journal_position = state.journal.read_since((0, 0))
+    entries += current
+    for table, frame in events_since(dataset, cutoff).items():
+        entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
+    if entries:
+        with step(f"folding {len(entries):,} events since the snapshot into members' rows"):
+            fold(state, entries)
+
+
+def follow(state: ServingState) -> None:
+    """Folds in the events other workers of this host accepted since this one last looked (their in-process
+    stores are separate; the journal they all append to is not). One stat when nothing is new; Redis is shared
+    by every worker already."""
+    if not isinstance(state.store, MemoryStore):
+        return
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if number != number else number  # NaN (no history) is logged as null
+        stat = os.stat(state.journal.current)
+        now = (stat.st_ino, stat.st_size)
+    except FileNotFoundError:
+        now = (0, 0)
+    if now == state.journal_position:
+        return
+    with state._following:
+        entries, state.journal_position = state.journal.read_since(state.journal_position)
+        if entries:
+            fold(state, entries)
 
 
-def _item_model(model: Any) -> ItemModel:
-    assert isinstance(model, ItemModel)
-    return model
+def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Checks the events, makes the good ones durable in the journal, then folds them into members' rows: the
+    members' next answers count them."""
+    checked = check_events(batch)
+    entries = state.journal.append(checked.good)
+    members = fold(state, entries)
+    return {
+        "accepted": len(entries),
+        "rejected": checked.rejected,
+        "members_updated": len(members),
+        "journal": str(state.journal.current),
+    }
 
 
-def member_scores(state: ServingState, member_ids: list[str]) -> list[dict[str, Any]]:
-    """Every member champion's output, tier and top reasons per member; unknown members are cold start."""
-    return [
-        state.answers.get(member)
-        or {
-            "member_id": member,
-            "cold_start": True,
-            **dict.fromkeys(state.member_outputs),
-            "tier": "new",
-            "top_reasons": [],
+def fold(state: ServingState, entries: list[dict[str, Any]]) -> list[str]:
+    """Folds journal entries into the fresh records of their members (guest orders have none); returns them."""
+    by_member: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        member = entry["row"].get("member_id")
+        if member is not None:
+            by_member[str(member)].append(entry)
+    members = sorted(by_member)
+    if not members:
+        return members
+
+    def change(records: dict[str, Record | None]) -> dict[str, Record]:
+        new = {
+            m: [e for e in by_member[m] if e["key"] not in set((records[m] or {}).get("events", []))] for m in members
         }
-        for member in member_ids
-    ]
+        new = {m: es for m, es in new.items() if es}
+        if not new:
+            return {}
+        flat = [e for es in new.values() for e in es]
+        base = {m: records[m]["row"] if records[m] else state.table.row(m) for m in new}
+        frames = {t: entries_frame(flat, t) for t in EVENT_TABLES}
+        folded = state.folder.fold(base, frames["orders"], frames["engagements"])
+        out = {}
+        for member, events in new.items():
+            record = records[member] or {"row": None, "items": {}, "events": []}
+            items = {matrix: dict(weights) for matrix, weights in record["items"].items()}
+            for matrix, by in folded.items.items():
+                for item, weight in by.get(member, {}).items():
+                    items.setdefault(matrix, {})[item] = items.get(matrix, {}).get(item, 0.0) + weight
+            keys = [*record["events"], *(e["key"] for e in events)]
+            out[member] = {"row": folded.rows[member], "items": items, "events": keys}
+        return out
+
+    state.store.update(members, change)
+    return members
+
+
+def member_rows(state: ServingState, member_ids: list[str]) -> dict[str, tuple[Row, float, bool]]:
+    """Each known member's current row, their place in the snapshot's population, and whether events changed it."""
+    follow(state)
+    fresh = state.store.get(member_ids)
+    out: dict[str, tuple[Row, float, bool]] = {}
+    for member in member_ids:
+        position = state.table.position(member)
+        place = float(len(state.table) if position is None else position)
+        if member in fresh:
+            out[member] = (fresh[member]["row"], place, True)
+        elif position is not None:
+            row = state.table.row(member)
+            assert row is not None
+            out[member] = (row, place, False)
+    return out
+
+
+def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every member champion's output, tier and top reasons per member, scored now from their current rows;
+    unknown members are cold start. Also the values of the features behind each answer, for the prediction log."""
+    rows = member_rows(state, member_ids)
+    known = [m for m in dict.fromkeys(member_ids) if m in rows]
+    answers, inputs = (
+        state.scorer.score([rows[m][0] for m in known], [rows[m][1] for m in known]) if known else ([], [])
+    )
+    scored = {m: (a, i) for m, a, i in zip(known, answers, inputs, strict=True)}
+    records, logged = [], []
+    for member in member_ids:
+        if member in scored:
+            answer, values = scored[member]
+            records.append({"member_id": member, "cold_start": False, "fresh": rows[member][2], **answer})
+            logged.append(values)
+        else:
+            records.append(
+                {
+                    "member_id": member,
+                    "cold_start": True,
+                    "fresh": False,
+                    **dict.fromkeys(state.member_outputs),
+                    "recency_days": None,
+                    "tier": "new",
+                    "top_reasons": [],
+                }
+            )
+            logged.append({})
+    return records, logged
 
 
 def recommendations(
@@ -126,11 +251,26 @@ def recommendations(
             f"`community-ml train {kind.name} --dataset {state.dataset}`"
         )
     model = _item_model(state.champions[kind].model)
+    assert kind.items is not None
     exclude_seen = None if include_seen is None else not include_seen
-    items, cold = item_lists(model.recommend(member_ids, k, exclude_seen, exclude, category))
+    follow(state)
+    fresh = {
+        m: record["items"][kind.items.matrix]
+        for m, record in state.store.get(member_ids).items()
+        if record["items"].get(kind.items.matrix)
+    }
+    lists = model.ranked(member_ids, k, exclude_seen, exclude, category, fresh)
     return [
-        {"member_id": m, "cold_start": cold.get(m, not model.knows_member(m)), "items": items.get(m, [])}
-        for m in member_ids
+        {
+            "member_id": m,
+            "cold_start": ranked.cold_start,
+            "fresh": m in fresh,
+            "items": [
+                {"item_id": item, "rank": rank, "score": score}
+                for rank, (item, score) in enumerate(zip(ranked.items, ranked.scores, strict=True), start=1)
+            ],
+        }
+        for m, ranked in zip(member_ids, lists, strict=True)
     ]
 
 
@@ -140,3 +280,8 @@ def similar_items(state: ServingState, kind: ModelKind, item_id: str, k: int) ->
     if model is None or not model.knows_item(item_id):
         raise LookupError(f"{item_id!r} is not known to the {kind.name} model of {state.dataset!r}")
     return model.similar_items(item_id, k).to_dict(orient="records")
+
+
+def _item_model(model: Any) -> ItemModel:
+    assert isinstance(model, ItemModel)
+    return model

@@ -19,6 +19,7 @@ import bentoml
 from pydantic import Field, ValidationError
 from starlette.responses import JSONResponse
 
+from features.errors import DataError
 from features.home import StateHome
 from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
@@ -27,12 +28,15 @@ from serving.predictions import (
     ServingState,
     load_state,
     member_scores,
+    post_events,
     recommendations,
     similar_items,
 )
 
 API_KEY_ENV = "COMMUNITY_ML_API_KEY"
-INLINE_RECS_MEMBERS = 10  # up to this many members per request, recommendations are scored on the event loop
+WORKERS_ENV = "COMMUNITY_ML_WORKERS"  # set by `community-ml serve --workers N`
+INLINE_MEMBERS = 10  # up to this many members per request, answers are computed on the event loop
+MAX_EVENTS = 10_000  # per table and call
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
 
@@ -70,7 +74,13 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-@bentoml.service(name="community-ml", traffic={"timeout": 30}, logging={"access": {"enabled": False}})
+@bentoml.service(
+    name="community-ml",
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},
+    # Workers share events through the journal (in-process stores) or Redis ($COMMUNITY_ML_REDIS_URL).
+    workers=int(os.environ.get(WORKERS_ENV, "1") or 1),
+)
 class CommunityML:
     def __init__(self) -> None:
         logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(NoRequestValues())
@@ -83,29 +93,54 @@ class CommunityML:
 
     def _scores(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
         started, state = time.perf_counter(), self.state  # one state for the whole request
-        records = member_scores(state, member_ids)
+        records, inputs = member_scores(state, member_ids)
         members = [c.kind for c in state.champions.of(Task.member)]
-        logged = [{**r, "inputs": state.inputs.get(r["member_id"], {})} for r in records]
+        logged = [{**r, "inputs": values} for r, values in zip(records, inputs, strict=True)]
         versions = state.champions.versions(Task.member)
         self.log.write(endpoint, logged, versions, started, as_of=state.as_of)
         return {"as_of": str(state.as_of), "models": state.models(*members), "members": records}
 
-    # Lookups take microseconds: async endpoints answer on the event loop instead of hopping to a thread pool.
+    # A member's answer takes about a millisecond to compute: async endpoints answer on the event loop, which
+    # costs less than a hop to the thread pool and back. Larger batches go to a thread, not to block the loop.
+    async def _scores_async(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
+        if len(member_ids) <= INLINE_MEMBERS:
+            return self._scores(endpoint, member_ids)
+        return await asyncio.to_thread(self._scores, endpoint, member_ids)
+
+    @bentoml.api
+    def events(
+        self,
+        ctx: bentoml.Context,
+        orders: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
+        engagements: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        """Orders and engagements as they happen, in the canonical form of `data import`. Good events are kept in
+        the journal (durable before this answers) and count in their members' next answers; each bad one is named
+        with its table, position, field and reason, with status 422. `community-ml data ingest` adds them to the
+        dataset's tables."""
+        try:
+            result = post_events(self.state, {"orders": orders, "engagements": engagements})
+        except DataError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+        if result["rejected"]:
+            ctx.response.status_code = 422
+        return result
+
     @bentoml.api
     async def score(self, member_ids: MemberIds) -> dict[str, Any]:
         """Every member model's answer (churn probability, expected value, ...), the tier and the top reasons
         per member; unknown members are cold start."""
-        return self._scores("score", member_ids)
+        return await self._scores_async("score", member_ids)
 
     @bentoml.api
     async def churn(self, member_ids: MemberIds) -> dict[str, Any]:
         """Calibrated churn probability, tier and top reasons per member (unknown members: cold start)."""
-        return self._scores(CHURN.name, member_ids)
+        return await self._scores_async(CHURN.name, member_ids)
 
     @bentoml.api
     async def value(self, member_ids: MemberIds) -> dict[str, Any]:
         """Expected spend over the horizon per member, with tier."""
-        return self._scores(VALUE.name, member_ids)
+        return await self._scores_async(VALUE.name, member_ids)
 
     def _recommend(
         self,
@@ -128,7 +163,7 @@ class CommunityML:
     async def _recommend_async(self, kind: ModelKind, member_ids: list[str], *rules: Any) -> dict[str, Any]:
         """Small requests (the usual single member) answer on the event loop, like the lookups: a thread hop
         costs more than the few milliseconds of scoring. Large batches go to a thread, not to block the loop."""
-        if len(member_ids) <= INLINE_RECS_MEMBERS:
+        if len(member_ids) <= INLINE_MEMBERS:
             return self._recommend(kind, member_ids, *rules)
         return await asyncio.to_thread(self._recommend, kind, member_ids, *rules)
 
@@ -195,9 +230,12 @@ class CommunityML:
             "dataset": state.dataset,
             "as_of": str(state.as_of),
             "models": state.models(),
-            "members": len(state.answers),
+            "members": len(state.table),
+            "fresh_members": state.store.size(),
+            "online_store": state.store.description,
             "loaded_at": state.loaded_at,
             "last_reload_error": self.last_reload_error,
+            "worker_pid": os.getpid(),
         }
 
     @bentoml.api(route="/health")

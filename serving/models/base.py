@@ -11,12 +11,16 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
 from features.errors import DataError
+from serving.models.inputs import rows_frame
+
+if TYPE_CHECKING:
+    from serving.models.inputs import InputContext
 
 
 def read_spec(artifacts: Mapping[str, str]) -> dict[str, Any]:
@@ -39,6 +43,19 @@ class MemberModel(ABC):
         """The features with whatever the model computes from the scored population itself (the model inputs of
         serving/models/inputs.py): done once, the models that read the same inputs then share them."""
         return features
+
+    def predict_rows(self, rows: list[dict[str, Any]], context: InputContext | None) -> np.ndarray:
+        """`predict` for the few members of a request: rows (feature name -> value) that carry the model inputs
+        of `context` (`InputContext.with_rows`)."""
+        return self.predict(rows_frame(rows, None if context is None else context.horizon_days))
+
+    def top_reasons_rows(self, rows: list[dict[str, Any]], context: InputContext | None, k: int = 3) -> list[list[str]]:
+        return self.top_reasons(rows_frame(rows, None if context is None else context.horizon_days), k)
+
+    def input_context(self, population: pd.DataFrame) -> InputContext | None:
+        """What `prepare` computes from the scored population, fitted on `population` once, to compute any
+        member's inputs later (None: the model reads none)."""
+        return None
 
     def top_reasons(self, features: pd.DataFrame, k: int = 3) -> list[list[str]]:
         """The features that push each member's score up the most, strongest first (none, for a family that
@@ -89,6 +106,19 @@ class ItemModel(ABC):
     ) -> pd.DataFrame:
         """member_id, rank, item_id, score, cold_start per member, in the order asked; unknown members get the
         popular items of their segment."""
+
+    @abstractmethod
+    def ranked(
+        self,
+        member_ids: list[str],
+        k: int = 10,
+        exclude_seen: bool | None = None,
+        exclude: list[str] | None = None,
+        category: str | None = None,
+        fresh: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[Any]:
+        """What `recommend` answers, as one (items, scores, cold_start) list per member, in the order asked, without
+        a DataFrame; `fresh`: members' interactions since training, folded in where the family can."""
 
     @abstractmethod
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:

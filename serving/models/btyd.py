@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,17 +37,22 @@ class RFMSummary:
     @classmethod
     def from_features(cls, frame: pd.DataFrame) -> tuple[RFMSummary, np.ndarray]:
         """From a feature snapshot; returns the summary and the mask of members it covers (bought at least once)."""
-        bought = (frame["frequency"] > 0) & frame["first_order_days_ago"].notna()
-        f = frame[bought]
-        age = f["first_order_days_ago"].to_numpy(dtype=float)
+        return cls.from_columns({c: frame[c].to_numpy(dtype=float) for c in SOURCES})
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, np.ndarray]) -> tuple[RFMSummary, np.ndarray]:
+        """`from_features`, from the feature columns it reads (SOURCES) as float arrays."""
+        frequency, age = columns["frequency"], columns["first_order_days_ago"]
+        bought = (frequency > 0) & ~np.isnan(age)
+        age = age[bought]
         return (
             cls(
-                x=(f["frequency"].to_numpy(dtype=float) - 1).clip(min=0),
-                t_x=(age - f["recency_days"].to_numpy(dtype=float)).clip(min=0),
+                x=(frequency[bought] - 1).clip(min=0),
+                t_x=(age - columns["recency_days"][bought]).clip(min=0),
                 T=age,
-                monetary=f["avg_basket"].to_numpy(dtype=float),
+                monetary=columns["avg_basket"][bought],
             ),
-            bought.to_numpy(),
+            bought,
         )
 
     def digest(self) -> str:
@@ -178,6 +184,8 @@ class GammaGamma:
 _FITS_KEPT = 64
 _FITTED: OrderedDict[str, BTYD] = OrderedDict()
 
+# The feature columns the models read.
+SOURCES = ("frequency", "first_order_days_ago", "recency_days", "avg_basket")
 OUTPUTS = ("btyd_p_alive", "btyd_purchases", "btyd_p_no_purchase", "btyd_order_value", "btyd_value")
 
 
@@ -220,10 +228,16 @@ class BTYD:
 
     def outputs(self, frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
         """Per member: P(alive), expected purchases, P(no purchase) and expected spend over the horizon, and the
-        expected order value. Members who never bought have no history to speak of: P(alive) and order value are
-        empty, expected purchases and spend 0, and they are certain to be quiet by the model's own story."""
-        summary, bought = RFMSummary.from_features(frame)
-        n = len(frame)
+        expected order value (see `output_columns`)."""
+        columns = self.output_columns({c: frame[c].to_numpy(dtype=float) for c in SOURCES}, horizon_days)
+        return pd.DataFrame(columns, index=frame.index)
+
+    def output_columns(self, columns: Mapping[str, np.ndarray], horizon_days: int) -> dict[str, np.ndarray]:
+        """`outputs` from the feature columns it reads (SOURCES). Members who never bought have no history to
+        speak of: P(alive) and order value are empty, expected purchases and spend 0, and they are certain to be
+        quiet by the model's own story."""
+        summary, bought = RFMSummary.from_columns(columns)
+        n = len(bought)
         p_alive, order_value = np.full(n, np.nan), np.full(n, np.nan)
         purchases, no_purchase, value = np.zeros(n), np.ones(n), np.zeros(n)
         if bought.any():
@@ -233,5 +247,4 @@ class BTYD:
             order_value[bought] = self.gamma_gamma.expected_order_value(summary)
             spend = np.nan_to_num(purchases[bought] * order_value[bought], nan=0.0, posinf=0.0)
             value[bought] = spend.clip(min=0)
-        columns = (p_alive, purchases, no_purchase, order_value, value)
-        return pd.DataFrame(dict(zip(OUTPUTS, columns, strict=True)), index=frame.index)
+        return dict(zip(OUTPUTS, (p_alive, purchases, no_purchase, order_value, value), strict=True))

@@ -9,6 +9,9 @@ on stacked cutoffs and a model scoring today see them computed the same way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -21,22 +24,20 @@ INPUT_SOURCES = ("recency_days", "frequency", "monetary", "avg_basket", "first_o
 _MARK = "model_inputs_horizon"  # frames that already carry the inputs for a horizon say so in their attrs
 
 
-def recency_rank(frame: pd.DataFrame) -> np.ndarray:
-    """Days since the last purchase; members who never bought rank as the longest gone."""
-    never = frame["tenure_days"].max() + 1.0
+def recency_rank(frame: pd.DataFrame, never: float | None = None) -> np.ndarray:
+    """Days since the last purchase; members who never bought rank as the longest gone (`never`: the
+    population's longest tenure and a day)."""
+    never = frame["tenure_days"].max() + 1.0 if never is None else never
     return frame["recency_days"].fillna(never).to_numpy(dtype=float)
 
 
-def _quintile(values: pd.Series) -> pd.Series:
-    return pd.Series(np.ceil(values.rank(pct=True, method="average") * 5).clip(1, 5), index=values.index)
-
-
-def rfm_score(frame: pd.DataFrame) -> np.ndarray:
-    """15 minus the classic RFM score (quintiles of recency, frequency and monetary value): high is at risk."""
-    recency = _quintile(pd.Series(-recency_rank(frame), index=frame.index))  # recent = high
-    frequency = _quintile(frame["frequency"].astype(float))
-    monetary = _quintile(frame["monetary"].astype(float))
-    return (15 - (recency + frequency + monetary)).to_numpy(dtype=float)
+def _quintile(values: np.ndarray, population: np.ndarray) -> np.ndarray:
+    """Quintile of each value within the sorted population: its average rank there as a share (pandas'
+    rank(pct=True, method="average") for the population's own members), in fifths."""
+    below = np.searchsorted(population, values, side="left")
+    up_to = np.searchsorted(population, values, side="right")
+    pct = (below + up_to + 1) / 2 / max(len(population), 1)
+    return np.ceil(pct * 5).clip(1, 5)
 
 
 def fit_btyd(features: pd.DataFrame, fallback: BTYD | None = None) -> BTYD:
@@ -47,16 +48,89 @@ def fit_btyd(features: pd.DataFrame, fallback: BTYD | None = None) -> BTYD:
     return BTYD.fit(features)
 
 
+@dataclass(frozen=True)
+class InputContext:
+    """What one population's model inputs are computed against: its BTYD fit and its RFM distributions. Fitted
+    once, it computes the inputs of any member, of the population or not: the service scores a member per request
+    against the snapshot's population exactly as batch scoring does for all of them."""
+
+    horizon_days: int
+    btyd: BTYD
+    never: float  # the recency rank of members who never bought
+    recency: np.ndarray  # sorted: minus the recency rank (recent is high)
+    frequency: np.ndarray  # sorted
+    monetary: np.ndarray  # sorted
+
+    @classmethod
+    def fit(cls, features: pd.DataFrame, horizon_days: int, fallback: dict[str, float] | None = None) -> InputContext:
+        never = float(features["tenure_days"].max() + 1.0) if len(features) else 1.0
+        return cls(
+            horizon_days,
+            fit_btyd(features, BTYD.from_params(fallback) if fallback else None),
+            never,
+            np.sort(-recency_rank(features, never)),
+            np.sort(features["frequency"].to_numpy(dtype=float)),
+            np.sort(features["monetary"].to_numpy(dtype=float)),
+        )
+
+    def rfm_score(self, frame: pd.DataFrame) -> np.ndarray:
+        """15 minus the classic RFM score (quintiles of recency, frequency and monetary value): high is at risk."""
+        return self._rfm({c: frame[c].to_numpy(dtype=float) for c in ("recency_days", "frequency", "monetary")})
+
+    def _rfm(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        recency = np.where(np.isnan(columns["recency_days"]), self.never, columns["recency_days"])
+        scores = _quintile(-recency, self.recency)
+        scores = (
+            scores + _quintile(columns["frequency"], self.frequency) + _quintile(columns["monetary"], self.monetary)
+        )
+        return (15 - scores).astype(float)
+
+    def with_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows (feature name -> value) with their model inputs: `apply` for the few members of a request, from
+        the columns the inputs read, without a frame."""
+        nan = float("nan")
+        columns = {
+            c: np.array([nan if r.get(c) is None else float(r[c]) for r in rows], dtype=float)
+            for c in (*INPUT_SOURCES, "monetary")
+        }
+        inputs = self.btyd.output_columns(columns, self.horizon_days)
+        inputs["rfm_score"] = self._rfm(columns)
+        return [{**row, **{name: float(values[i]) for name, values in inputs.items()}} for i, row in enumerate(rows)]
+
+    def apply(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The features and the model inputs for this context's horizon."""
+        out = pd.concat([features, self.btyd.outputs(features, self.horizon_days)], axis=1)
+        out["rfm_score"] = self.rfm_score(features)
+        out.attrs[_MARK] = self.horizon_days
+        return out
+
+
 def with_inputs(features: pd.DataFrame, horizon_days: int, fallback: dict[str, float] | None = None) -> pd.DataFrame:
     """The features and the model inputs for this horizon (computed once: a frame that has them is returned).
     `fallback`: the BTYD parameters a model was trained with, for a population too small to fit on."""
-    if features.attrs.get(_MARK) == horizon_days and all(c in features for c in INPUTS):
+    if has_inputs(features, horizon_days):
         return features
-    btyd = fit_btyd(features, BTYD.from_params(fallback) if fallback else None)
-    out = pd.concat([features, btyd.outputs(features, horizon_days)], axis=1)
-    out["rfm_score"] = rfm_score(features)
-    out.attrs[_MARK] = horizon_days
-    return out
+    return InputContext.fit(features, horizon_days, fallback).apply(features)
+
+
+def has_inputs(features: pd.DataFrame, horizon_days: int) -> bool:
+    return features.attrs.get(_MARK) == horizon_days and all(c in features for c in INPUTS)
+
+
+def rows_frame(rows: list[dict[str, Any]], horizon_days: int | None, numbers: list[str] | None = None) -> pd.DataFrame:
+    """Rows that carry their model inputs (`InputContext.with_rows`) as a frame that says so; of the `numbers`
+    columns only, where given (a frame of a hundred columns from dicts costs milliseconds to build)."""
+    if numbers is None:
+        frame = pd.DataFrame.from_records(rows)
+    else:
+        nan = float("nan")
+        present = [c for c in numbers if rows and c in rows[0]]
+        frame = pd.DataFrame(
+            {c: np.array([nan if r[c] is None else float(r[c]) for r in rows], dtype=float) for c in present}
+        )
+    if horizon_days is not None:
+        frame.attrs[_MARK] = horizon_days
+    return frame
 
 
 def with_inputs_by_cutoff(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,7 +58,7 @@ def assign_tiers(
     if n == 0:
         return tiers
     # Ties broken by position, so the same scores always give the same tiers.
-    at_stake = churn_probability * np.clip(np.nan_to_num(recent_spend), 0, None)
+    at_stake = _at_stake(churn_probability, recent_spend)
     by_risk = established[np.lexsort((established, -at_stake[established]))]
     at_risk = by_risk[: round(s.churn_risk_share * n)]
     tiers[at_risk] = "churn_risk"
@@ -69,6 +70,70 @@ def assign_tiers(
     tiers[by_value[high : high + potential]] = "potential"
     tiers[by_value[high + potential :]] = "ordinary"
     return tiers
+
+
+@dataclass(frozen=True)
+class TierCuts:
+    """Where a population's tiers split, so one member is tiered per request as `assign_tiers` tiers them all:
+    each cut is the score and population position of the last member in (ties go to the earlier position)."""
+
+    settings: TierSettings
+    risk: tuple[float, float] | None  # at-stake value and position of the last churn-risk member
+    high: tuple[float, float] | None  # expected value and position of the last high-value member
+    potential: tuple[float, float] | None
+
+    @classmethod
+    def of(
+        cls,
+        churn_probability: np.ndarray,
+        expected_value: np.ndarray,
+        recent_spend: np.ndarray,
+        tenure_days: np.ndarray,
+        frequency: np.ndarray,
+        settings: TierSettings | None = None,
+    ) -> TierCuts:
+        s = settings or TierSettings()
+        tiers = assign_tiers(churn_probability, expected_value, recent_spend, tenure_days, frequency, s)
+        at_stake = _at_stake(churn_probability, recent_spend)
+
+        def last(tier: str, score: np.ndarray) -> tuple[float, float] | None:
+            members = np.flatnonzero(tiers == tier)
+            if not len(members):
+                return None
+            worst = members[np.lexsort((-members, score[members]))[0]]  # lowest score, then latest position
+            return float(score[worst]), float(worst)
+
+        return cls(
+            s, last("churn_risk", at_stake), last("high_value", expected_value), last("potential", expected_value)
+        )
+
+    def tier(
+        self,
+        churn_probability: float,
+        expected_value: float,
+        recent_spend: float,
+        tenure_days: float,
+        frequency: float,
+        position: float,
+    ) -> str:
+        """The member's tier; `position`: their place in the population (past its end for a member new to it)."""
+        if not (np.nan_to_num(tenure_days) >= self.settings.new_member_days and np.nan_to_num(frequency) > 0):
+            return "new"
+
+        def within(cut: tuple[float, float] | None, score: float) -> bool:
+            return cut is not None and (score > cut[0] or (score == cut[0] and position <= cut[1]))
+
+        if within(self.risk, float(_at_stake(np.array([churn_probability]), np.array([recent_spend]))[0])):
+            return "churn_risk"
+        if within(self.high, expected_value):
+            return "high_value"
+        if within(self.potential, expected_value):
+            return "potential"
+        return "ordinary"
+
+
+def _at_stake(churn_probability: np.ndarray, recent_spend: np.ndarray) -> np.ndarray:
+    return churn_probability * np.clip(np.nan_to_num(recent_spend), 0, None)
 
 
 def tier_shares(tiers: pd.Series) -> dict[str, float]:

@@ -14,7 +14,7 @@ import pytest
 
 from features.home import StateHome
 from serving.models.kinds import KINDS, Task
-from serving.predictions import load_state
+from serving.predictions import load_state, member_scores
 from tests.conftest import PROJECT_ROOT
 from tests.serving.conftest import free_port, wait_until_ready
 
@@ -64,5 +64,5 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     # then: the Bento's champions are the registry's, and answer the same, bit for bit
     from_registry = load_state(home, "shop")
     assert metadata["dataset"] == "shop" and metadata["models"] == from_registry.models()
-    assert served["members"][0] == json.loads(json.dumps(from_registry.answers["M000002"]))
+    assert served["members"][0] == json.loads(json.dumps(member_scores(from_registry, ["M000002"])[0][0]))
     assert served["models"] == from_registry.models(*[c.kind for c in from_registry.champions.of(Task.member)])

@@ -232,7 +232,7 @@ def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_nam
     state = load_state(shared_home, "tiny")
     assert state.models()["churn"]["family"] == best and state.models()["value"]["family"] == value.family
     members = list(scores.index[:20])
-    answers = member_scores(state, members)
+    answers, _ = member_scores(state, members)
     assert [a["churn_probability"] for a in answers] == pytest.approx(list(scores.loc[members, "churn_probability"]))
     assert all(0 < a["churn_probability"] < 1 for a in answers)  # a calibrated probability, not a raw score
 

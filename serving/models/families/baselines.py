@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serving.models.base import MemberModel
 from serving.models.calibration import logit, platt
-from serving.models.inputs import INPUT_SOURCES, recency_rank, with_inputs
+from serving.models.inputs import INPUT_SOURCES, InputContext, recency_rank, with_inputs
 from serving.models.kinds import Target
 
 
@@ -106,6 +106,9 @@ class BaselineModel(MemberModel):
 
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         return with_inputs(features, self.spec.horizon_days, self.spec.btyd)
+
+    def input_context(self, population: pd.DataFrame) -> InputContext:
+        return InputContext.fit(population, self.spec.horizon_days, self.spec.btyd)
 
     def raw(self, features: pd.DataFrame) -> np.ndarray:
         """The baseline's own score or amount, before any calibration."""

@@ -1,0 +1,126 @@
+"""Where fresh rows live: members whose events arrived since the snapshot the service serves (features/online.py).
+
+One record per member: their updated feature row, their new item interactions by matrix, and the keys of the
+events already folded into it, so an event delivered twice (a client's retry, two workers replaying the journal
+at start) counts once. A record is updated as a whole, atomically:
+- `MemoryStore`: in the service process (the default): one worker sees its own events.
+- `RedisStore`: in Redis (`$COMMUNITY_ML_REDIS_URL`), shared by every worker and replica; an optimistic
+  transaction (WATCH/MULTI) per batch, retried when another worker changed one of its members meanwhile.
+
+Records belong to one snapshot (the namespace names the dataset, the as-of date and when it was built): a new
+snapshot, which holds the ingested events itself, starts from empty records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from features.errors import DataError
+
+REDIS_URL_ENV = "COMMUNITY_ML_REDIS_URL"
+RECORD_TTL_SECONDS = 14 * 24 * 3600  # records of a snapshot no longer served expire by themselves
+Record = dict[str, Any]  # {"row": {...}, "items": {"products": {item: weight}}, "events": [key, ...]}
+Change = Callable[[dict[str, Record | None]], dict[str, Record]]
+
+
+class FreshStore(ABC):
+    """Fresh records of one snapshot's members."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    @abstractmethod
+    def get(self, member_ids: list[str]) -> dict[str, Record]:
+        """The records of those members that have one."""
+
+    @abstractmethod
+    def update(self, member_ids: list[str], change: Change) -> None:
+        """Applies `change` to these members' current records (None: none yet) and stores what it returns, as
+        one atomic step."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """How many members have a fresh record."""
+
+    @property
+    def description(self) -> str:
+        return type(self).__name__
+
+
+class MemoryStore(FreshStore):
+    def __init__(self, namespace: str) -> None:
+        super().__init__(namespace)
+        self._records: dict[str, Record] = {}
+        self._lock = threading.Lock()
+
+    def get(self, member_ids: list[str]) -> dict[str, Record]:
+        records = self._records
+        return {m: records[m] for m in member_ids if m in records}
+
+    def update(self, member_ids: list[str], change: Change) -> None:
+        with self._lock:
+            changed = change({m: self._records.get(m) for m in member_ids})
+            self._records.update(changed)
+
+    def size(self) -> int:
+        return len(self._records)
+
+    @property
+    def description(self) -> str:
+        return "in-process"
+
+
+class RedisStore(FreshStore):
+    def __init__(self, namespace: str, url: str) -> None:
+        import redis  # only where Redis is configured
+
+        super().__init__(namespace)
+        self.url = url
+        self._redis = redis.Redis.from_url(url)
+        self._watch_error = redis.WatchError
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:
+            raise DataError(f"${REDIS_URL_ENV}={url}: Redis does not answer ({exc})") from exc
+
+    def _key(self, member_id: str) -> str:
+        return f"community-ml:{self.namespace}:member:{member_id}"
+
+    def get(self, member_ids: list[str]) -> dict[str, Record]:
+        values = self._redis.mget([self._key(m) for m in member_ids])
+        return {m: json.loads(v) for m, v in zip(member_ids, values, strict=True) if v is not None}
+
+    def update(self, member_ids: list[str], change: Change) -> None:
+        keys = [self._key(m) for m in member_ids]
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)
+                    values = pipe.mget(keys)
+                    current = {m: None if v is None else json.loads(v) for m, v in zip(member_ids, values, strict=True)}
+                    changed = change(current)
+                    pipe.multi()
+                    for member, record in changed.items():
+                        pipe.set(self._key(member), json.dumps(record), ex=RECORD_TTL_SECONDS)
+                    pipe.execute()
+                    return
+                except self._watch_error:  # another worker changed one of these members: read them again
+                    continue
+
+    def size(self) -> int:
+        return sum(1 for _ in self._redis.scan_iter(match=self._key("*"), count=1000))
+
+    @property
+    def description(self) -> str:
+        return f"redis ({self.url})"
+
+
+def open_store(namespace: str) -> FreshStore:
+    """Redis where `$COMMUNITY_ML_REDIS_URL` names one, else the in-process store."""
+    url = os.environ.get(REDIS_URL_ENV, "").strip()
+    return RedisStore(namespace, url) if url else MemoryStore(namespace)

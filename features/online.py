@@ -1,0 +1,271 @@
+"""The online feature store: each member's serving features, current as their events arrive.
+
+- Base rows: the latest feature snapshot, laid out once beside it as memory-mapped arrays (`online/`). A lookup
+  reads one row's pages, so a service's memory does not grow with the community, and start-up reads no rows.
+- Fresh rows: a member with events since the snapshot has their row updated by the feature schema's online rules
+  (features/schema.py `Online`): counts and sums add the new events' own, recencies become 0, derived features are
+  worked out again from the updated row, and what needs history (distinct products, gaps, channels) waits for the
+  next build. The new events' aggregates are computed by the very expressions that build snapshots, in DuckDB.
+  Fresh rows live in a `FreshStore` (features/fresh_store.py): in the process, or in Redis for several workers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import ibis
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features.contract import ENGAGEMENTS, ORDERS
+from features.interactions import content_interactions_expr, product_interactions_expr
+from features.point_in_time import Sources, aggregated, derived_again, engagement_events, order_lines
+from features.schema import Feature, FeatureSchema, Needs, Online, View, feature
+
+Row = dict[str, Any]  # feature name -> value (float, int, str, bool or None)
+LAYOUT_VERSION = 1
+ITEM_SOURCES = {"products": "orders", "contents": "engagements"}  # interaction matrix -> the events it is built on
+
+
+@dataclass(frozen=True)
+class OnlineTable:
+    """A snapshot's rows as memory-mapped arrays: member ids (sorted, for binary search), numbers and text codes."""
+
+    schema: FeatureSchema
+    ids: np.ndarray  # bytes, sorted
+    numbers: np.ndarray  # members x number columns (float64; NaN is empty, booleans are 0/1)
+    codes: np.ndarray  # members x text columns (int32 into `vocab`; -1 is empty)
+    number_columns: list[str]
+    text_columns: list[str]
+    vocab: dict[str, list[str]]
+
+    @classmethod
+    def open(cls, snapshot_folder: Path, features: pd.DataFrame | None = None) -> OnlineTable:
+        """The layout in `snapshot_folder/online`, written from the snapshot's features first when missing."""
+        folder = snapshot_folder / "online"
+        if not (folder / "layout.json").exists():
+            _write_layout(
+                folder, features if features is not None else pd.read_parquet(snapshot_folder / "features.parquet")
+            )
+        layout = json.loads((folder / "layout.json").read_text())
+        return cls(
+            FeatureSchema(tuple(feature(c) for c in layout["columns"])),
+            np.load(folder / "ids.npy", mmap_mode="r"),
+            np.load(folder / "numbers.npy", mmap_mode="r"),
+            np.load(folder / "codes.npy", mmap_mode="r"),
+            layout["number_columns"],
+            layout["text_columns"],
+            layout["vocab"],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def position(self, member_id: str) -> int | None:
+        key = member_id.encode()
+        at = int(np.searchsorted(self.ids, key))
+        return at if at < len(self.ids) and self.ids[at] == key else None
+
+    def row(self, member_id: str) -> Row | None:
+        at = self.position(member_id)
+        if at is None:
+            return None
+        row: Row = {}
+        numbers, codes = self.numbers[at].tolist(), self.codes[at].tolist()
+        for name, value in zip(self.number_columns, numbers, strict=True):
+            row[name] = None if value != value else value
+        for name, code in zip(self.text_columns, codes, strict=True):
+            row[name] = None if code < 0 else self.vocab[name][code]
+        return typed(self.schema, row)
+
+
+def typed(schema: FeatureSchema, row: Row) -> Row:
+    """Values as their declared types: whole numbers as int, flags as bool, in the schema's column order."""
+    out: Row = {}
+    for f in schema.features:
+        value = row.get(f.name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            out[f.name] = None
+        elif f.dtype == "int64":
+            out[f.name] = int(value)
+        elif f.dtype == "boolean":
+            out[f.name] = bool(value)
+        elif f.dtype == "float64":
+            out[f.name] = float(value)
+        else:
+            out[f.name] = str(value)
+    return out
+
+
+def empty_row(schema: FeatureSchema) -> Row:
+    """A member the snapshot does not know: no events, so counts are 0 and everything else is empty."""
+    return {f.name: 0 if f.zero_when_absent else None for f in schema.features}
+
+
+def _write_layout(folder: Path, features: pd.DataFrame) -> None:
+    """Written to a temporary folder and renamed: a reader sees the whole layout or none."""
+    features = features.sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
+    columns = [c for c in features.columns if c != "member_id"]
+    schema = FeatureSchema(tuple(feature(c) for c in columns))
+    text = [f.name for f in schema.features if f.dtype == "string"]
+    numbers = [c for c in columns if c not in text]
+    tmp = folder.with_name(f".online-{threading.get_ident()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ids = np.array([m.encode("utf-8") for m in features["member_id"].astype(str)], dtype=bytes)
+    np.save(tmp / "ids.npy", ids if len(ids) else np.array([], dtype="S1"))
+    matrix = (
+        np.column_stack(
+            [
+                pd.to_numeric(features[c].astype("Float64"), errors="coerce").to_numpy(float, na_value=np.nan)
+                for c in numbers
+            ]
+        )
+        if numbers
+        else np.empty((len(features), 0))
+    )
+    np.save(tmp / "numbers.npy", np.ascontiguousarray(matrix, dtype=np.float64))
+    vocab: dict[str, list[str]] = {}
+    codes = np.full((len(features), len(text)), -1, dtype=np.int32)
+    for j, name in enumerate(text):
+        categorical = pd.Categorical(features[name].astype("string").astype(object))
+        vocab[name] = [str(c) for c in categorical.categories]
+        codes[:, j] = categorical.codes
+    np.save(tmp / "codes.npy", codes)
+    layout = {"version": LAYOUT_VERSION, "columns": columns, "number_columns": numbers, "text_columns": text}
+    (tmp / "layout.json").write_text(json.dumps({**layout, "vocab": vocab}))
+    if folder.exists():  # another process laid it out meanwhile: theirs is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    tmp.rename(folder)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """What a batch of new events changes: members' updated rows and their new item interactions by matrix."""
+
+    rows: dict[str, Row]
+    items: dict[str, dict[str, dict[str, float]]]  # "products"/"contents" -> member -> item -> weight
+
+
+class EventFolder:
+    """Folds new events into members' rows with the snapshot's own feature expressions, compiled once per snapshot.
+
+    Events after the snapshot's as-of date count as on its eve (days ago 0): windows then need no history, and
+    the next build, which counts them on their real days, agrees once the as-of date has moved past them.
+    """
+
+    def __init__(self, schema: FeatureSchema, as_of: datetime, categories: pd.DataFrame, content_types: pd.DataFrame):
+        self.schema, self.as_of = schema, as_of
+        self._eve = as_of - timedelta(microseconds=1)
+        self._lock = threading.Lock()
+        self._con = duckdb.connect()
+        self._con.register("catalogue_products", pa.Table.from_pandas(categories, preserve_index=False))
+        self._con.register("catalogue_contents", pa.Table.from_pandas(content_types, preserve_index=False))
+        orders = ibis.table(_ibis_schema(ORDERS), name="new_orders")
+        engagements = ibis.table(_ibis_schema(ENGAGEMENTS), name="new_engagements")
+        products = ibis.table({"product_id": "string", "category": "string"}, name="catalogue_products")
+        contents = ibis.table({"content_id": "string", "content_type": "string"}, name="catalogue_contents")
+        src = Sources(orders=orders, engagements=engagements, products=products, contents=contents)
+        self._sql: dict[str, str] = {
+            "orders": _sql(aggregated(order_lines(src, as_of, schema.requires(Needs.categories)), schema, View.orders)),
+            "products": _sql(product_interactions_expr(src, as_of)),
+        }
+        if schema.has(View.engagements):
+            e = engagement_events(src, as_of, with_types=schema.requires(Needs.content_types))
+            self._sql["engagements"] = _sql(aggregated(e, schema, View.engagements))
+            self._sql["contents"] = _sql(content_interactions_expr(src, as_of))
+        self.added = {
+            view: [f for f in schema.of(view) if not f.derived and f.online_rule is not Online.build]
+            for view in (View.orders, View.engagements)
+        }
+        # Derived features read their own view's aggregates; the member view's read every view's, so they come after.
+        rows = ibis.table({"member_id": "string", **{f.name: f.dtype for f in schema.features}}, name="fresh_rows")
+        again = [f for f in schema.features if f.online_rule is Online.derive]
+        first = derived_again(rows, [f for f in again if f.view is not View.member])
+        self._derive_sql = _sql(derived_again(first, [f for f in again if f.view is View.member]))
+
+    def fold(self, base: dict[str, Row | None], orders: pd.DataFrame, engagements: pd.DataFrame) -> Folded:
+        """`base`: the current row of every member the events are about (None: not in the snapshot)."""
+        with self._lock:
+            self._con.register("new_orders", self._events(orders, ORDERS.column_names))
+            self._con.register("new_engagements", self._events(engagements, ENGAGEMENTS.column_names))
+            rows = {m: dict(r) if r is not None else empty_row(self.schema) for m, r in base.items()}
+            for view, table in ((View.orders, "orders"), (View.engagements, "engagements")):
+                if table in self._sql and len(orders if table == "orders" else engagements):
+                    for delta in self._con.sql(self._sql[table]).to_arrow_table().to_pylist():
+                        if delta["member_id"] in rows:
+                            _merge(rows[delta["member_id"]], delta, self.added[view])
+            items: dict[str, dict[str, dict[str, float]]] = {}
+            for matrix in ("products", "contents"):
+                if matrix in self._sql:
+                    for pair in self._con.sql(self._sql[matrix]).to_arrow_table().to_pylist():
+                        member = items.setdefault(matrix, {}).setdefault(pair["member_id"], {})
+                        member[pair["item_id"]] = member.get(pair["item_id"], 0.0) + float(pair["weight"])
+            if rows:
+                frame = pa.Table.from_pylist([{"member_id": m, **r} for m, r in rows.items()])
+                self._con.register("fresh_rows", frame)
+                rows = {
+                    r.pop("member_id"): typed(self.schema, r)
+                    for r in self._con.sql(self._derive_sql).to_arrow_table().to_pylist()
+                }
+            return Folded(rows, items)
+
+    def _events(self, frame: pd.DataFrame, columns: Iterable[str]) -> pa.Table:
+        """The events as the canonical table, later ones moved to the as-of date's eve; guests left out."""
+        frame = frame.reindex(columns=list(columns))
+        frame = frame[frame["member_id"].notna()].copy()
+        frame["ts"] = pd.to_datetime(frame["ts"]).clip(upper=self._eve)
+        for c in frame.columns:
+            if c != "ts" and frame[c].dtype == object:
+                frame[c] = frame[c].astype("string")
+        return pa.Table.from_pandas(frame.astype(_pandas_types(columns)), preserve_index=False)
+
+
+def _merge(row: Row, delta: Row, features: list[Feature]) -> None:
+    for f in features:
+        new = delta.get(f.name)
+        if new is None:
+            continue
+        new = float(new) if f.dtype == "float64" else new
+        old = row.get(f.name)
+        if f.online_rule is Online.add:
+            row[f.name] = (old or 0) + new
+        elif f.online_rule is Online.least:  # sub-second days of an event on the eve: it is today, 0 days ago
+            row[f.name] = round(new, 6) if old is None else min(old, round(new, 6))
+        elif f.online_rule is Online.greatest:
+            row[f.name] = round(new, 6) if old is None else max(old, round(new, 6))
+
+
+def _sql(expr: Any) -> str:
+    return str(ibis.to_sql(expr, dialect="duckdb"))
+
+
+_IBIS_TYPES = {
+    "id": "string",
+    "text": "string",
+    "category": "string",
+    "timestamp": "timestamp",
+    "number": "float64",
+    "bool": "boolean",
+}
+
+
+def _ibis_schema(spec: Any) -> dict[str, str]:
+    return {c.name: _IBIS_TYPES[c.kind.value] for c in spec.columns}
+
+
+def _pandas_types(columns: Iterable[str]) -> dict[str, str]:
+    spec = {c.name: c for c in (*ORDERS.columns, *ENGAGEMENTS.columns)}
+    kinds = {"string": "string", "timestamp": "datetime64[us]", "float64": "float64", "boolean": "boolean"}
+    return {c: kinds[_IBIS_TYPES[spec[c].kind.value]] for c in columns}

@@ -1,0 +1,248 @@
+"""Fresh answers: events posted to the service count in the members' next answers, survive a killed service, are
+ingested into the tables exactly once, and reach every worker (through the journal) and every replica (Redis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from features.home import StateHome
+from features.store import Dataset
+from tests.conftest import state_home_env
+from tests.serving.conftest import free_port, nothing_listens, wait_until_ready
+
+NOW = "2026-11-26T09:30:00"  # after the data (which ends 2026-03-31): recency counts it as today
+
+
+def copy_of(home: StateHome, root: Path) -> StateHome:
+    """The serving home's dataset, snapshots and registry copied to `root` (the registry's model files are shared,
+    read-only): a test that posts events changes nobody else's answers."""
+    for part in ("datasets", "features", "secrets"):
+        if (home.root / part).exists():
+            shutil.copytree(home.root / part, root / part)
+    shutil.copy(home.mlflow_db, root / "mlflow.db")
+    return StateHome(root)
+
+
+@pytest.fixture
+def own_home(home: StateHome, tmp_path: Path) -> Iterator[StateHome]:
+    with state_home_env(tmp_path / "home", COMMUNITY_ML_DATASET="shop") as env_home:
+        yield copy_of(home, env_home.root)
+
+
+@pytest.mark.slow
+def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are_named(own_home: StateHome) -> None:
+    from serving.models.kinds import CONTENT_RECS
+    from serving.predictions import load_state, member_scores, post_events, recommendations
+
+    state = load_state(own_home, "shop")
+    # given: a churn-risk member, and the content recommended to them
+    answers, _ = member_scores(state, [f"M{i:06d}" for i in range(300, 700)])
+    before = next(a for a in answers if a["tier"] == "churn_risk")
+    member = before["member_id"]
+    assert before["recency_days"] > 7 and not before["fresh"]
+    read = [item["item_id"] for item in recommendations(state, CONTENT_RECS, [member], 5, [], None, None)[0]["items"]]
+    read = read[:3]
+
+    # when: they order now and read three of those items, and one engagement is broken
+    posted = post_events(
+        state,
+        {
+            "orders": [{"member_id": member, "ts": NOW, "amount": 80.0, "order_id": "EV-1", "product_id": "P00001"}],
+            "engagements": [
+                *({"member_id": member, "ts": NOW, "action": "read", "content_id": c} for c in read),
+                {"member_id": member, "ts": "yesterday-ish", "action": "read", "content_id": read[0]},
+            ],
+        },
+    )
+
+    # then: the good events are kept and the bad one is named
+    assert posted["accepted"] == 4 and posted["members_updated"] == 1
+    assert posted["rejected"] == [
+        {
+            "table": "engagements",
+            "index": 3,
+            "field": "ts",
+            "reason": "unparseable timestamp",
+            "detail": "yesterday-ish",
+        }
+    ]
+    assert len(Path(posted["journal"]).read_text().splitlines()) == 4
+    # and the member's next answers count them: bought today, less likely to churn, their new reading left out
+    after = member_scores(state, [member])[0][0]
+    assert after["fresh"] and after["recency_days"] == 0
+    assert after["churn_probability"] < before["churn_probability"]
+    relisted = recommendations(state, CONTENT_RECS, [member], 5, [], None, None)[0]
+    assert relisted["fresh"] and not set(read) & {item["item_id"] for item in relisted["items"]}
+    # the same order posted again (a client's retry) counts once
+    order = {"member_id": member, "ts": NOW, "amount": 80.0, "order_id": "EV-1", "product_id": "P00001"}
+    assert post_events(state, {"orders": [order]})["accepted"] == 1
+    assert member_scores(state, [member])[0][0] == after
+    # and nobody else changed
+    assert not member_scores(state, ["M000001"])[0][0]["fresh"]
+
+
+def test_a_worker_sees_the_events_another_worker_accepted(own_home: StateHome) -> None:
+    from serving.predictions import load_state, member_scores, post_events
+
+    first, second = load_state(own_home, "shop"), load_state(own_home, "shop")
+    member = "M000321"
+    post_events(first, {"orders": [{"member_id": member, "ts": NOW, "amount": 20.0, "order_id": "EV-9"}]})
+    seen = member_scores(second, [member])[0][0]
+    assert seen["fresh"] and seen["recency_days"] == 0
+    assert seen == member_scores(first, [member])[0][0]
+
+
+def serve(home: StateHome, port: int, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--dataset", "shop", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COMMUNITY_ML_HOME": str(home.root), **env},
+    )
+
+
+def kill_all(server: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the server and every process it started (BentoML's workers are not in its process group)."""
+    import psutil
+
+    processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=30)
+    server.wait(timeout=30)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A redis-server of its own on a free port (Debian's package, which `make test` installs)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (make test installs Debian's redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            import redis
+
+            client = redis.Redis(port=port)
+            for _ in range(100):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    import time
+
+                    time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_real_servers_answer_share_events_over_redis_and_lose_none_when_killed(
+    own_home: StateHome, http: TestClient, tmp_path: Path, redis_url: str
+) -> None:
+    # given: two servers with separate state homes (two hosts, say) that share only Redis
+    other_home = copy_of(own_home, tmp_path / "other")
+    ports = free_port(), free_port()
+    first, second = (f"http://127.0.0.1:{p}" for p in ports)
+    servers = [
+        serve(h, p, COMMUNITY_ML_REDIS_URL=redis_url) for h, p in zip((own_home, other_home), ports, strict=True)
+    ]
+    member = "M000455"
+    orders = [
+        {"member_id": member, "ts": NOW, "amount": 30.0, "order_id": "EV-K1", "product_id": "P00002"},
+        {"member_id": member, "ts": NOW, "amount": 45.5, "order_id": "EV-K2", "product_id": "P00003"},
+    ]
+    engagements = [
+        {"member_id": member, "ts": NOW, "action": "like", "content_id": "C00001"},
+        {"member_id": member, "ts": NOW, "action": "dance"},
+    ]
+    try:
+        wait_until_ready(first)
+        wait_until_ready(second)
+        # every endpoint answers as the in-process service does (the same models and snapshot)
+        calls = {
+            "/churn": {"member_ids": ["M000001"]},
+            "/value": {"member_ids": ["M000001"]},
+            "/score": {"member_ids": ["M000001"]},
+            "/recommend_products": {"member_ids": ["M000001"], "k": 3},
+            "/recommend_content": {"member_ids": ["M000001"], "k": 3},
+        }
+        for path, payload in calls.items():
+            served = httpx.post(second + path, json=payload, timeout=10)
+            assert served.status_code == 200 and served.json() == http.post(path, json=payload).json(), path
+        assert httpx.get(f"{second}/docs.json", timeout=5).json()["info"]["title"] == "community-ml"
+        assert httpx.get(f"{second}/metrics", timeout=5).status_code == 200
+
+        # when: a member's orders and a like are posted to the first, with one broken event
+        posted = httpx.post(f"{first}/events", json={"orders": orders, "engagements": engagements}, timeout=30)
+        assert posted.status_code == 422 and posted.json()["accepted"] == 3
+        assert [(r["table"], r["index"], r["field"]) for r in posted.json()["rejected"]] == [
+            ("engagements", 1, "action")
+        ]
+        # then: the second answers with them, though its own journal never saw them
+        seen = httpx.post(f"{second}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
+        assert seen["fresh"] and seen["recency_days"] == 0
+        assert seen == httpx.post(f"{first}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
+        metadata = httpx.post(f"{second}/metadata", json={}, timeout=10).json()
+        assert metadata["online_store"].startswith("redis") and metadata["fresh_members"] == 1
+        assert not (other_home.events / "shop" / "journal.jsonl").exists()
+
+        # when: the first is killed, Redis loses everything, and the first starts again
+        kill_all(servers[0])
+        import redis
+
+        redis.Redis.from_url(redis_url).flushall()
+        servers[0] = serve(own_home, ports[0], COMMUNITY_ML_REDIS_URL=redis_url)
+        wait_until_ready(first)
+        # then: its journal gave back every event it had accepted, once, to both servers
+        for base in (first, second):
+            answer = httpx.post(f"{base}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
+            assert answer == seen, (base, httpx.post(f"{base}/metadata", json={}, timeout=10).json())
+    finally:
+        for server in servers:
+            stop(server)
+    # The signal reached each server itself: nothing outlives the command (a child server once did).
+    assert all(nothing_listens(port) for port in ports)
+
+    # and ingesting adds each event to the tables once, even when a segment is merged twice (an ingest killed
+    # after merging it, before deleting it), and leaves nothing to ingest
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    kept = (own_home.events / "shop" / "journal.jsonl").read_text()
+    ingested = CliRunner().invoke(app, ["data", "ingest", "--dataset", "shop", "--json"])
+    assert ingested.exit_code == 0, ingested.output
+    assert json.loads(ingested.output)["added"] == {"orders": 2, "engagements": 1}
+    (own_home.events / "shop" / "sealed-1.jsonl").write_text(kept)  # as if the killed ingest had left it
+    again = CliRunner().invoke(app, ["data", "ingest", "--dataset", "shop", "--json"])
+    assert again.exit_code == 0 and json.loads(again.output)["added"] == {"orders": 0, "engagements": 0}
+    stored = Dataset(own_home, "shop").read("orders")
+    assert sorted(stored.loc[stored["order_id"].isin(["EV-K1", "EV-K2"]), "order_id"]) == ["EV-K1", "EV-K2"]
+    likes = Dataset(own_home, "shop").read("engagements")
+    assert len(likes[(likes["member_id"] == member) & (likes["ts"] == pd.Timestamp(NOW))]) == 1
+    assert not list((own_home.events / "shop").glob("*.jsonl"))
