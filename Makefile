@@ -60,6 +60,8 @@ demo: setup
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/churn -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\", \"M000002\"]}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_products -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/events -H 'content-type: application/json' -d '{\"orders\": [{\"member_id\": \"M000001\", \"ts\": \"$$(date -u +%Y-%m-%dT%H:%M:%S)\", \"amount\": 42.5}]}'"
+	@echo "  (then /churn for M000001 again: fresh, recency_days 0)"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/metadata -H 'content-type: application/json' -d '{}'"
 	@echo "  curl -s localhost:$(DEMO_PORT)/docs.json   # the OpenAPI description"
 	$(BIN)/community-ml serve --dataset $(DEMO_DATASET) --port $(DEMO_PORT)

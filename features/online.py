@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,13 @@ from features.schema import Feature, FeatureSchema, Needs, Online, View, feature
 
 Row = dict[str, Any]  # feature name -> value (float, int, str, bool or None)
 LAYOUT_VERSION = 1
-ITEM_SOURCES = {"products": "orders", "contents": "engagements"}  # interaction matrix -> the events it is built on
 
 
 @dataclass(frozen=True)
 class OnlineTable:
     """A snapshot's rows as memory-mapped arrays: member ids (sorted, for binary search), numbers and text codes."""
 
+    folder: Path  # where the layout lives: what is derived from it (the service's fitted context) goes beside it
     schema: FeatureSchema
     ids: np.ndarray  # bytes, sorted
     numbers: np.ndarray  # members x number columns (float64; NaN is empty, booleans are 0/1)
@@ -59,6 +60,7 @@ class OnlineTable:
             )
         layout = json.loads((folder / "layout.json").read_text())
         return cls(
+            folder,
             FeatureSchema(tuple(feature(c) for c in layout["columns"])),
             np.load(folder / "ids.npy", mmap_mode="r"),
             np.load(folder / "numbers.npy", mmap_mode="r"),
@@ -70,6 +72,10 @@ class OnlineTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.columns
 
     def position(self, member_id: str) -> int | None:
         key = member_id.encode()
@@ -172,28 +178,11 @@ class EventFolder:
         self._con = duckdb.connect()
         self._con.register("catalogue_products", pa.Table.from_pandas(categories, preserve_index=False))
         self._con.register("catalogue_contents", pa.Table.from_pandas(content_types, preserve_index=False))
-        orders = ibis.table(_ibis_schema(ORDERS), name="new_orders")
-        engagements = ibis.table(_ibis_schema(ENGAGEMENTS), name="new_engagements")
-        products = ibis.table({"product_id": "string", "category": "string"}, name="catalogue_products")
-        contents = ibis.table({"content_id": "string", "content_type": "string"}, name="catalogue_contents")
-        src = Sources(orders=orders, engagements=engagements, products=products, contents=contents)
-        self._sql: dict[str, str] = {
-            "orders": _sql(aggregated(order_lines(src, as_of, schema.requires(Needs.categories)), schema, View.orders)),
-            "products": _sql(product_interactions_expr(src, as_of)),
-        }
-        if schema.has(View.engagements):
-            e = engagement_events(src, as_of, with_types=schema.requires(Needs.content_types))
-            self._sql["engagements"] = _sql(aggregated(e, schema, View.engagements))
-            self._sql["contents"] = _sql(content_interactions_expr(src, as_of))
+        self._sql = _folding_sql(tuple(schema.columns), as_of)
         self.added = {
             view: [f for f in schema.of(view) if not f.derived and f.online_rule is not Online.build]
             for view in (View.orders, View.engagements)
         }
-        # Derived features read their own view's aggregates; the member view's read every view's, so they come after.
-        rows = ibis.table({"member_id": "string", **{f.name: f.dtype for f in schema.features}}, name="fresh_rows")
-        again = [f for f in schema.features if f.online_rule is Online.derive]
-        first = derived_again(rows, [f for f in again if f.view is not View.member])
-        self._derive_sql = _sql(derived_again(first, [f for f in again if f.view is View.member]))
 
     def fold(self, base: dict[str, Row | None], orders: pd.DataFrame, engagements: pd.DataFrame) -> Folded:
         """`base`: the current row of every member the events are about (None: not in the snapshot)."""
@@ -217,7 +206,7 @@ class EventFolder:
                 self._con.register("fresh_rows", frame)
                 rows = {
                     r.pop("member_id"): typed(self.schema, r)
-                    for r in self._con.sql(self._derive_sql).to_arrow_table().to_pylist()
+                    for r in self._con.sql(self._sql["derive"]).to_arrow_table().to_pylist()
                 }
             return Folded(rows, items)
 
@@ -230,6 +219,32 @@ class EventFolder:
             if c != "ts" and frame[c].dtype == object:
                 frame[c] = frame[c].astype("string")
         return pa.Table.from_pandas(frame.astype(_pandas_types(columns)), preserve_index=False)
+
+
+@lru_cache(maxsize=8)
+def _folding_sql(columns: tuple[str, ...], as_of: datetime) -> dict[str, str]:
+    """The queries that fold new events in, compiled once per feature schema and as-of date (a reload, another
+    state of the same snapshot, reuses them: compiling takes half a second)."""
+    schema = FeatureSchema(tuple(feature(c) for c in columns))
+    orders = ibis.table(_ibis_schema(ORDERS), name="new_orders")
+    engagements = ibis.table(_ibis_schema(ENGAGEMENTS), name="new_engagements")
+    products = ibis.table({"product_id": "string", "category": "string"}, name="catalogue_products")
+    contents = ibis.table({"content_id": "string", "content_type": "string"}, name="catalogue_contents")
+    src = Sources(orders=orders, engagements=engagements, products=products, contents=contents)
+    sql = {
+        "orders": _sql(aggregated(order_lines(src, as_of, schema.requires(Needs.categories)), schema, View.orders)),
+        "products": _sql(product_interactions_expr(src, as_of)),
+    }
+    if schema.has(View.engagements):
+        e = engagement_events(src, as_of, with_types=schema.requires(Needs.content_types))
+        sql["engagements"] = _sql(aggregated(e, schema, View.engagements))
+        sql["contents"] = _sql(content_interactions_expr(src, as_of))
+    # Derived features read their own view's aggregates; the member view's read every view's, so they come after.
+    rows = ibis.table({"member_id": "string", **{f.name: f.dtype for f in schema.features}}, name="fresh_rows")
+    again = [f for f in schema.features if f.online_rule is Online.derive]
+    first = derived_again(rows, [f for f in again if f.view is not View.member])
+    sql["derive"] = _sql(derived_again(first, [f for f in again if f.view is View.member]))
+    return sql
 
 
 def _merge(row: Row, delta: Row, features: list[Feature]) -> None:

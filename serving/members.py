@@ -9,15 +9,21 @@ and a member with new events is scored against the same population.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.online import Row
+from features.online import OnlineTable, Row
 from features.progress import step
 from serving.models.base import MemberModel
+from serving.models.btyd import BTYD
 from serving.models.champions import Champions
 from serving.models.inputs import InputContext
 from serving.models.kinds import CHURN, VALUE, Task
@@ -56,6 +62,68 @@ class MemberScorer:
             )
         columns = [c for c in population.columns if c != "member_id"]
         return cls(champions, columns, contexts, cuts)
+
+    @classmethod
+    def cached(cls, champions: Champions, table: OnlineTable, features: Callable[[], pd.DataFrame]) -> MemberScorer:
+        """Fitted once per snapshot and set of member champions, then read back (a restart, another worker, a
+        reload with the same models): beside the online table, which a rebuilt snapshot replaces whole.
+        `features`: the snapshot's features, read only when there is nothing to read back."""
+        members = champions.of(Task.member)
+        key = hashlib.sha256(json.dumps(sorted((c.name, c.version) for c in members)).encode()).hexdigest()[:12]
+        path = table.folder / f"scorer-{key}.npz"
+        if path.exists():
+            return cls._read(champions, table.columns, path)
+        population = features().sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
+        scorer = cls.fit(champions, population.reset_index(drop=True))
+        scorer._write(path)
+        return scorer
+
+    def _write(self, path: Path) -> None:
+        contexts = list({id(c): c for c in self.contexts.values() if c is not None}.values())
+        arrays = {
+            f"{name}_{i}": getattr(c, name)
+            for i, c in enumerate(contexts)
+            for name in ("recency", "frequency", "monetary")
+        }
+        meta = {
+            "contexts": [{"horizon_days": c.horizon_days, "btyd": c.btyd.params(), "never": c.never} for c in contexts],
+            "by_kind": {
+                k: None if c is None else next(i for i, x in enumerate(contexts) if x is c)
+                for k, c in self.contexts.items()
+            },
+            "cuts": {
+                "settings": self.cuts.settings.model_dump(),
+                "risk": self.cuts.risk,
+                "high": self.cuts.high,
+                "potential": self.cuts.potential,
+            },
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def _read(cls, champions: Champions, columns: list[str], path: Path) -> MemberScorer:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            contexts = [
+                InputContext(
+                    c["horizon_days"],
+                    BTYD.from_params(c["btyd"]),
+                    c["never"],
+                    z[f"recency_{i}"],
+                    z[f"frequency_{i}"],
+                    z[f"monetary_{i}"],
+                )
+                for i, c in enumerate(meta["contexts"])
+            ]
+        cuts = meta["cuts"]
+        tier_cuts = TierCuts(
+            TierSettings(**cuts["settings"]),
+            *(None if cuts[k] is None else tuple(cuts[k]) for k in ("risk", "high", "potential")),
+        )
+        by_kind = {k: None if i is None else contexts[i] for k, i in meta["by_kind"].items()}
+        return cls(champions, columns, by_kind, tier_cuts)
 
     @property
     def outputs(self) -> list[str]:

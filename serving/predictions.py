@@ -34,11 +34,10 @@ from features.online import EventFolder, OnlineTable, Row
 from features.privacy import forgotten
 from features.progress import step
 from features.pseudonyms import pseudonym, pseudonym_key
-from features.snapshots import Snapshot, resolve_as_of
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset
 from serving.members import MemberScorer
 from serving.models.base import ItemModel
-from serving.models.batch import snapshot_features
 from serving.models.champions import Champions, load_champions
 from serving.models.kinds import ModelKind, Task
 
@@ -77,13 +76,10 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         known = {str(m) for c in champions.of(Task.items) for m in _item_model(c.model).member_ids}
         champions.without({m for m in known if pseudonym(key, m) in gone})
     as_of = resolve_as_of(dataset, "latest")
-    features = snapshot_features(dataset, as_of)
+    build_snapshot(dataset, SnapshotSettings(as_of=as_of))  # reused when up to date
     snapshot = Snapshot(dataset, as_of)
-    table = OnlineTable.open(snapshot.path, features)
-    # The population in the online table's order: tiers break ties by that position.
-    features = features.sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
-    scorer = MemberScorer.fit(champions, features.reset_index(drop=True))
-    del features
+    table = OnlineTable.open(snapshot.path)
+    scorer = MemberScorer.cached(champions, table, snapshot.features)
     cutoff = datetime.combine(as_of, datetime.min.time())
     folder = EventFolder(table.schema, cutoff, _catalogue(dataset, "products"), _catalogue(dataset, "contents"))
     namespace = f"{dataset_name}:{as_of}:{snapshot.meta().get('built_at', '')}"

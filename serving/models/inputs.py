@@ -125,9 +125,8 @@ def rows_frame(rows: list[dict[str, Any]], horizon_days: int | None, numbers: li
     else:
         nan = float("nan")
         present = [c for c in numbers if rows and c in rows[0]]
-        frame = pd.DataFrame(
-            {c: np.array([nan if r[c] is None else float(r[c]) for r in rows], dtype=float) for c in present}
-        )
+        values = [[nan if r[c] is None else float(r[c]) for c in present] for r in rows]
+        frame = pd.DataFrame(np.array(values, dtype=float).reshape(len(rows), len(present)), columns=present)
     if horizon_days is not None:
         frame.attrs[_MARK] = horizon_days
     return frame

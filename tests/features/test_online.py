@@ -9,6 +9,8 @@ import ibis
 import ibis.expr.operations as ops
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from features.events import Journal, check_events, event_key, read_entries
 from features.home import StateHome
@@ -147,3 +149,31 @@ def test_the_journal_keeps_whole_lines_and_follows_a_seal(tmp_path: Path) -> Non
     assert journal.read_since(position)[0] == second
     assert [e["row"]["member_id"] for e in journal.pending()] == ["m", "n"]
     assert read_entries(journal.segments()[0]) == first
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.sampled_from(["2026-04-02T10:00", "17850.0", "read", "-3.5", "yes", ""]),
+)
+EVENT = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["member_id", "ts", "amount", "order_id", "action", "content_id", "is_return"]),
+        st.text(max_size=6),
+    ),
+    VALUES,
+    max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.fixed_dictionaries({"orders": st.lists(EVENT, max_size=4), "engagements": st.lists(EVENT, max_size=4)}))
+def test_every_posted_event_is_either_kept_or_named_with_its_reason(batch: dict) -> None:
+    checked = check_events(batch)
+    named = {(r["table"], r["index"]) for r in checked.rejected}
+    assert checked.accepted + len(checked.rejected) == len(batch["orders"]) + len(batch["engagements"])
+    assert len(named) == len(checked.rejected) and all(r["reason"] for r in checked.rejected)

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from features.home import StateHome
 from features.store import Dataset
 from tests.conftest import state_home_env
-from tests.serving.conftest import free_port, nothing_listens, wait_until_ready
+from tests.serving.conftest import free_port, wait_until_ready
 
 NOW = "2026-11-26T09:30:00"  # after the data (which ends 2026-03-31): recency counts it as today
 
@@ -161,16 +161,20 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_real_servers_answer_share_events_over_redis_and_lose_none_when_killed(
-    own_home: StateHome, http: TestClient, tmp_path: Path, redis_url: str
+def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
+    own_home: StateHome, http: TestClient, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given: two servers with separate state homes (two hosts, say) that share only Redis
-    other_home = copy_of(own_home, tmp_path / "other")
-    ports = free_port(), free_port()
-    first, second = (f"http://127.0.0.1:{p}" for p in ports)
-    servers = [
-        serve(h, p, COMMUNITY_ML_REDIS_URL=redis_url) for h, p in zip((own_home, other_home), ports, strict=True)
-    ]
+    import psutil
+    import redis
+
+    from serving.predictions import load_state, member_scores
+
+    # given: a real server, and a replica with a state home of its own (another host, say): they share only Redis
+    monkeypatch.setenv("COMMUNITY_ML_REDIS_URL", redis_url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = serve(own_home, port)
+    replica = load_state(copy_of(own_home, tmp_path / "other"), "shop")
     member = "M000455"
     orders = [
         {"member_id": member, "ts": NOW, "amount": 30.0, "order_id": "EV-K1", "product_id": "P00002"},
@@ -181,8 +185,9 @@ def test_real_servers_answer_share_events_over_redis_and_lose_none_when_killed(
         {"member_id": member, "ts": NOW, "action": "dance"},
     ]
     try:
-        wait_until_ready(first)
-        wait_until_ready(second)
+        wait_until_ready(base)
+        # `community-ml serve` became the server (exec): a supervisor's signals reach it, no child outlives it
+        assert "bentoml" in " ".join(psutil.Process(server.pid).cmdline())
         # every endpoint answers as the in-process service does (the same models and snapshot)
         calls = {
             "/churn": {"member_ids": ["M000001"]},
@@ -192,41 +197,35 @@ def test_real_servers_answer_share_events_over_redis_and_lose_none_when_killed(
             "/recommend_content": {"member_ids": ["M000001"], "k": 3},
         }
         for path, payload in calls.items():
-            served = httpx.post(second + path, json=payload, timeout=10)
+            served = httpx.post(base + path, json=payload, timeout=10)
             assert served.status_code == 200 and served.json() == http.post(path, json=payload).json(), path
-        assert httpx.get(f"{second}/docs.json", timeout=5).json()["info"]["title"] == "community-ml"
-        assert httpx.get(f"{second}/metrics", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/docs.json", timeout=5).json()["info"]["title"] == "community-ml"
+        assert httpx.get(f"{base}/metrics", timeout=5).status_code == 200
 
-        # when: a member's orders and a like are posted to the first, with one broken event
-        posted = httpx.post(f"{first}/events", json={"orders": orders, "engagements": engagements}, timeout=30)
+        # when: a member's orders and a like are posted to the server, with one broken event
+        posted = httpx.post(f"{base}/events", json={"orders": orders, "engagements": engagements}, timeout=30)
         assert posted.status_code == 422 and posted.json()["accepted"] == 3
         assert [(r["table"], r["index"], r["field"]) for r in posted.json()["rejected"]] == [
             ("engagements", 1, "action")
         ]
-        # then: the second answers with them, though its own journal never saw them
-        seen = httpx.post(f"{second}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
-        assert seen["fresh"] and seen["recency_days"] == 0
-        assert seen == httpx.post(f"{first}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
-        metadata = httpx.post(f"{second}/metadata", json={}, timeout=10).json()
-        assert metadata["online_store"].startswith("redis") and metadata["fresh_members"] == 1
-        assert not (other_home.events / "shop" / "journal.jsonl").exists()
-
-        # when: the first is killed, Redis loses everything, and the first starts again
-        kill_all(servers[0])
-        import redis
-
-        redis.Redis.from_url(redis_url).flushall()
-        servers[0] = serve(own_home, ports[0], COMMUNITY_ML_REDIS_URL=redis_url)
-        wait_until_ready(first)
-        # then: its journal gave back every event it had accepted, once, to both servers
-        for base in (first, second):
-            answer = httpx.post(f"{base}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
-            assert answer == seen, (base, httpx.post(f"{base}/metadata", json={}, timeout=10).json())
+        # then: the replica answers with them, though its own journal never saw them
+        served = httpx.post(f"{base}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
+        metadata = httpx.post(f"{base}/metadata", json={}, timeout=10).json()
     finally:
-        for server in servers:
-            stop(server)
-    # The signal reached each server itself: nothing outlives the command (a child server once did).
-    assert all(nothing_listens(port) for port in ports)
+        # and: the server is killed (every process of it, at once) before anything ingested the events
+        kill_all(server)
+    seen = member_scores(replica, [member])[0][0]
+    assert seen["fresh"] and seen["recency_days"] == 0 and seen == served
+    assert metadata["online_store"].startswith("redis") and metadata["fresh_members"] == 1
+    assert not (replica.journal.current.exists())
+
+    # when: Redis loses everything too, and the service starts again from its state home
+    redis.Redis.from_url(redis_url).flushall()
+    assert not member_scores(replica, [member])[0][0]["fresh"]
+    restarted = load_state(own_home, "shop")
+    # then: its journal gave back every event it had accepted, once, to itself and the replica
+    assert member_scores(restarted, [member])[0][0] == seen == member_scores(replica, [member])[0][0]
+    assert restarted.store.size() == 1
 
     # and ingesting adds each event to the tables once, even when a segment is merged twice (an ingest killed
     # after merging it, before deleting it), and leaves nothing to ingest
