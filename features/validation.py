@@ -158,12 +158,13 @@ def _coerce(col: Column, values: pd.Series, problems: _Problems, time_format: st
     return out
 
 
+def stored_dtype(col: Column) -> str:
+    """The pandas dtype a column is stored as, once checked."""
+    return {Kind.TIMESTAMP: "datetime64[ns]", Kind.NUMBER: "float64", Kind.BOOL: "boolean"}.get(col.kind, "string")
+
+
 def _empty_column(col: Column, index: pd.Index) -> pd.Series:
-    dtype = {
-        Kind.TIMESTAMP: "datetime64[ns]",
-        Kind.NUMBER: "float64",
-        Kind.BOOL: "boolean",
-    }.get(col.kind, "string")
+    dtype = stored_dtype(col)
     missing = {"datetime64[ns]": pd.NaT, "float64": np.nan}.get(dtype, pd.NA)
     return pd.Series(missing, index=index, dtype=dtype)
 

@@ -167,7 +167,7 @@ def fold(state: ServingState, entries: list[dict[str, Any]]) -> list[str]:
             return {}
         flat = [e for es in new.values() for e in es]
         base = {m: records[m]["row"] if records[m] else state.table.row(m) for m in new}
-        frames = {t: entries_frame(flat, t) for t in EVENT_TABLES}
+        frames = {t: entries_frame(flat, t) for t in EVENT_TABLES}  # an empty frame where none
         folded = state.folder.fold(base, frames["orders"], frames["engagements"])
         out = {}
         for member, events in new.items():
