@@ -44,7 +44,13 @@ BASELINE_REF = "2f9ab47"  # the last commit that scored every member at start-up
 
 def run(command: list[str], env: dict[str, str], cwd: Path = PROJECT) -> None:
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, env=env, cwd=cwd, check=True)
+    subprocess.run(command, env=own_registry(env), cwd=cwd, check=True)
+
+
+def own_registry(env: dict[str, str]) -> dict[str, str]:
+    """Each home its own MLflow registry: MLflow exports the tracking URI of the last client this process opened
+    as $MLFLOW_TRACKING_URI, which a child would otherwise follow into another home."""
+    return {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
 
 
 def cli(cwd: Path) -> list[str]:
@@ -119,6 +125,7 @@ def serve(cwd: Path, home: Path, dataset: str, port: int, workers: int = 1) -> t
     env = {**os.environ, "COMMUNITY_ML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("COMMUNITY_ML_API_KEY", None)
     started = time.perf_counter()
+    env = own_registry(env)
     process = subprocess.Popen(
         [*cli(cwd), "serve", "--dataset", dataset, "--port", str(port), *(["--workers", str(workers)] * (workers > 1))],
         cwd=cwd,

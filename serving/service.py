@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Hashable
 from typing import Annotated, Any
 
 import bentoml
@@ -21,7 +22,8 @@ from starlette.responses import JSONResponse
 
 from features.errors import DataError
 from features.home import StateHome
-from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
+from serving.coalesce import Coalescer
+from serving.models.kinds import CHURN, CONTENT_RECS, KINDS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
 from serving.predictions import (
     DATASET_ENV,
@@ -90,22 +92,28 @@ class CommunityML:
         self.log = PredictionLog(self.home, self.dataset)
         self._reloading = threading.Lock()
         self.last_reload_error: str | None = None
+        self._score_calls: Coalescer[ServingState] = Coalescer(self._scored)
+        self._recommend_calls: Coalescer[ServingState] = Coalescer(self._recommended)
 
-    def _scores(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
-        started, state = time.perf_counter(), self.state  # one state for the whole request
+    def _scored(self, _: Hashable, member_ids: list[str]) -> tuple[ServingState, list[tuple[dict, dict]]]:
+        """Every member's answer and the feature values behind it, from one state."""
+        state = self.state  # one state for the whole call
         records, inputs = member_scores(state, member_ids)
-        members = [c.kind for c in state.champions.of(Task.member)]
-        logged = [{**r, "inputs": values} for r, values in zip(records, inputs, strict=True)]
-        versions = state.champions.versions(Task.member)
-        self.log.write(endpoint, logged, versions, started, as_of=state.as_of)
-        return {"as_of": str(state.as_of), "models": state.models(*members), "members": records}
+        return state, list(zip(records, inputs, strict=True))
 
-    # A member's answer takes about a millisecond to compute: async endpoints answer on the event loop, which
-    # costs less than a hop to the thread pool and back. Larger batches go to a thread, not to block the loop.
+    # A member's answer takes about a millisecond to compute: small requests answer on the event loop, which costs
+    # less than a hop to the thread pool and back, and those that arrive together are scored in one call.
+    # Larger batches go to a thread, not to block the loop.
     async def _scores_async(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
+        started = time.perf_counter()
         if len(member_ids) <= INLINE_MEMBERS:
-            return self._scores(endpoint, member_ids)
-        return await asyncio.to_thread(self._scores, endpoint, member_ids)
+            state, scored = await self._score_calls(None, member_ids)
+        else:
+            state, scored = await asyncio.to_thread(self._scored, None, member_ids)
+        members = [c.kind for c in state.champions.of(Task.member)]
+        logged = [{**record, "inputs": values} for record, values in scored]
+        self.log.write(endpoint, logged, state.champions.versions(Task.member), started, as_of=state.as_of)
+        return {"as_of": str(state.as_of), "models": state.models(*members), "members": [r for r, _ in scored]}
 
     @bentoml.api
     def events(
@@ -142,7 +150,16 @@ class CommunityML:
         """Expected spend over the horizon per member, with tier."""
         return await self._scores_async(VALUE.name, member_ids)
 
-    def _recommend(
+    def _recommended(self, rules: Hashable, member_ids: list[str]) -> tuple[ServingState, list[dict[str, Any]]]:
+        state = self.state
+        kind_name, k, exclude, category, include_seen = rules  # type: ignore[misc]
+        try:
+            lists = recommendations(state, KINDS[kind_name], member_ids, k, list(exclude), category, include_seen)
+        except LookupError as exc:
+            raise bentoml.exceptions.NotFound(str(exc)) from exc
+        return state, lists
+
+    async def _recommend_async(
         self,
         kind: ModelKind,
         member_ids: list[str],
@@ -151,21 +168,16 @@ class CommunityML:
         category: str | None,
         include_seen: bool | None,
     ) -> dict[str, Any]:
-        started, state = time.perf_counter(), self.state
-        try:
-            records = recommendations(state, kind, member_ids, k, exclude, category, include_seen)
-        except LookupError as exc:
-            raise bentoml.exceptions.NotFound(str(exc)) from exc
+        """Like the scores: small requests on the event loop, coalesced by their rules; large ones in a thread."""
+        started = time.perf_counter()
+        rules = (kind.name, k, tuple(exclude), category, include_seen)
+        if len(member_ids) <= INLINE_MEMBERS:
+            state, records = await self._recommend_calls(rules, member_ids)
+        else:
+            state, records = await asyncio.to_thread(self._recommended, rules, member_ids)
         versions = {kind.name: state.champions[kind].version}
         self.log.write(kind.name, records, versions, started, {"k": k, "category": category}, state.as_of)
         return {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
-
-    async def _recommend_async(self, kind: ModelKind, member_ids: list[str], *rules: Any) -> dict[str, Any]:
-        """Small requests (the usual single member) answer on the event loop, like the lookups: a thread hop
-        costs more than the few milliseconds of scoring. Large batches go to a thread, not to block the loop."""
-        if len(member_ids) <= INLINE_MEMBERS:
-            return self._recommend(kind, member_ids, *rules)
-        return await asyncio.to_thread(self._recommend, kind, member_ids, *rules)
 
     @bentoml.api
     async def recommend_products(
