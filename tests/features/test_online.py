@@ -170,7 +170,7 @@ EVENT = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.fixed_dictionaries({"orders": st.lists(EVENT, max_size=4), "engagements": st.lists(EVENT, max_size=4)}))
 def test_every_posted_event_is_either_kept_or_named_with_its_reason(batch: dict) -> None:
     checked = check_events(batch)
