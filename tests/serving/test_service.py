@@ -235,7 +235,7 @@ def test_fuzzing_the_api_from_its_openapi_schema_gives_no_5xx(http: TestClient) 
                 call()
             except Unsatisfiable:  # no invalid request exists for an operation without input (GET /livez)
                 continue
-    assert sum(statuses.values()) >= 600
+    assert sum(statuses.values()) >= 450
     assert not [key for key in statuses if key[1] >= 500]
     assert statuses.get(("POST /churn", 200), 0) > 25 and statuses.get(("POST /churn", 400), 0) > 25
 
