@@ -53,9 +53,8 @@ def own_registry(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
 
 
-def cli(cwd: Path) -> list[str]:
-    """The project's CLI as of the checkout in `cwd` (run there: `-m` imports from the working directory)."""
-    return [sys.executable, "-m", "cli"]
+# The project's CLI as of the checkout a command runs in (`-m` imports from the working directory).
+CLI = [sys.executable, "-m", "cli"]
 
 
 def prepare(home: Path, dataset: str, members: int) -> None:
@@ -63,7 +62,7 @@ def prepare(home: Path, dataset: str, members: int) -> None:
     benchmark measures serving, not the gate). 200,000 members: about 3 minutes and 12 GB to generate."""
     env = {**os.environ, "COMMUNITY_ML_HOME": str(home)}
     if not (home / "datasets" / dataset / "dataset.json").exists():
-        run([*cli(PROJECT), "data", "generate", "--dataset", dataset, "--members", str(members)], env)
+        run([*CLI, "data", "generate", "--dataset", dataset, "--members", str(members)], env)
     quick = ["--training-cutoffs", "2", "--test-cutoffs", "1", "--budget-seconds", "0"]
     for kind, family in (
         ("churn", "lightgbm"),
@@ -72,7 +71,7 @@ def prepare(home: Path, dataset: str, members: int) -> None:
         ("content-recs", "als"),
     ):
         if not _has_champion(home, dataset, kind):
-            run([*cli(PROJECT), "train", kind, "--dataset", dataset, "--family", family, *quick], env)
+            run([*CLI, "train", kind, "--dataset", dataset, "--family", family, *quick], env)
             if not _has_champion(home, dataset, kind):  # the gate kept a baseline: serve the learned family anyway
                 _crown_latest(home, dataset, kind)
 
@@ -127,7 +126,7 @@ def serve(cwd: Path, home: Path, dataset: str, port: int, workers: int = 1) -> t
     started = time.perf_counter()
     env = own_registry(env)
     process = subprocess.Popen(
-        [*cli(cwd), "serve", "--dataset", dataset, "--port", str(port), *(["--workers", str(workers)] * (workers > 1))],
+        [*CLI, "serve", "--dataset", dataset, "--port", str(port), *(["--workers", str(workers)] * (workers > 1))],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -195,8 +194,8 @@ def import_build_reload(cwd: Path, home: Path, dataset: str, base: str, member: 
     with tempfile.TemporaryDirectory() as folder:
         order = Path(folder) / "order.csv"
         order.write_text(f"member_id,ts,amount,order_id\n{member},{now},25.0,BENCH-{time.time_ns()}\n")
-        run([*cli(cwd), "data", "import", "--dataset", dataset, "--table", "orders", "--input", str(order)], env, cwd)
-    run([*cli(cwd), "features", "build", "--dataset", dataset, "--as-of", "latest"], env, cwd)
+        run([*CLI, "data", "import", "--dataset", dataset, "--table", "orders", "--input", str(order)], env, cwd)
+    run([*CLI, "features", "build", "--dataset", dataset, "--as-of", "latest"], env, cwd)
     before = httpx.post(f"{base}/metadata", json={}, timeout=30).json()["loaded_at"]
     reloaded = httpx.post(f"{base}/reload", json={}, timeout=900)
     # Past the service's 30 s request timeout /reload answers 504, but its thread goes on and swaps the state in.
@@ -255,7 +254,7 @@ def main() -> None:
                 members = Snapshot(data, resolve_as_of(data, "latest")).features()["member_id"].astype(str).tolist()
                 old_home = copy_home(home, Path(tmp) / f"old-{size}")
                 env = {**os.environ, "COMMUNITY_ML_HOME": str(old_home)}
-                run([*cli(tree), "features", "build", "--dataset", dataset, "--as-of", "latest"], env, cwd=tree)
+                run([*CLI, "features", "build", "--dataset", dataset, "--as-of", "latest"], env, cwd=tree)
                 serve(PROJECT, home, dataset, free_port())[0].terminate()  # the first start lays the table out
                 time.sleep(2)
                 results[size] = {

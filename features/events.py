@@ -164,9 +164,12 @@ class Journal:
         more, offset = _read_from(self.current, offset)
         return entries + more, (current, offset)
 
-    def pending(self) -> list[dict[str, Any]]:
-        """Every accepted event not yet in the tables: the segments', then the journal's."""
-        return [e for path in [*self.segments(), self.current] for e in read_entries(path)]
+    def pending(self) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+        """Every accepted event not yet in the tables (the segments', then the journal's), and the journal's
+        position after them, for `read_since` to go on from."""
+        sealed = [e for segment in self.segments() for e in read_entries(segment)]
+        current, position = self.read_since((0, 0))
+        return sealed + current, position
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:

@@ -84,8 +84,10 @@ class OnlineTable:
 
     def row(self, member_id: str) -> Row | None:
         at = self.position(member_id)
-        if at is None:
-            return None
+        return None if at is None else self.row_at(at)
+
+    def row_at(self, at: int) -> Row:
+        """The row at a position `position` found."""
         row: Row = {}
         numbers, codes = self.numbers[at].tolist(), self.codes[at].tolist()
         for name, value in zip(self.number_columns, numbers, strict=True):

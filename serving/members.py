@@ -48,8 +48,9 @@ class MemberScorer:
                 if context is not None:
                     key = (context.horizon_days, tuple(sorted(context.btyd.params().items())))
                     contexts[name] = shared.setdefault(key, context)
+            prepared = {id(c): _with(population, c) for c in contexts.values()}  # a shared context once
             outputs = {
-                c.kind.output: _model(c.model).predict(_with(population, contexts[c.kind.name]))
+                c.kind.output: _model(c.model).predict(prepared[id(contexts[c.kind.name])])
                 for c in champions.of(Task.member)
             }
             cuts = TierCuts.of(

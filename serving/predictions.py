@@ -26,7 +26,6 @@ from features.events import (
     event_key,
     event_rows,
     events_since,
-    read_entries,
 )
 from features.fresh_store import FreshStore, MemoryStore, Record, open_store
 from features.home import StateHome
@@ -104,9 +103,7 @@ def _catalogue(dataset: Dataset, table: str) -> pd.DataFrame:
 def replay(state: ServingState, dataset: Dataset, cutoff: datetime) -> None:
     """Folds in what the snapshot lacks: the journal's events, and those ingested since the snapshot was built.
     An event already folded in (another worker replayed it first) counts once."""
-    entries = [e for segment in state.journal.segments() for e in read_entries(segment)]
-    current, state.journal_position = state.journal.read_since((0, 0))
-    entries += current
+    entries, state.journal_position = state.journal.pending()
     for table, frame in events_since(dataset, cutoff).items():
         entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
     if entries:
@@ -195,9 +192,7 @@ def member_rows(state: ServingState, member_ids: list[str]) -> dict[str, tuple[R
         if member in fresh:
             out[member] = (fresh[member]["row"], place, True)
         elif position is not None:
-            row = state.table.row(member)
-            assert row is not None
-            out[member] = (row, place, False)
+            out[member] = (state.table.row_at(position), place, False)
     return out
 
 

@@ -6,7 +6,8 @@ value to its child's; the move is credited to the split's feature (Saabas's "tre
 weighted by their counts), so a member's contributions add up exactly to their raw score minus the ensemble's
 mean (`bias`). TreeSHAP (LightGBM's `pred_contrib`) averages over every order of the features instead, which
 credits features deeper in the trees more fairly, but took 1.2 ms per member for a 989-tree churn model against
-0.2 ms here: more than all the rest of a request. Both orders of the top reasons agree on most members.
+0.2 ms here: more than all the rest of a request. On the demo's 2,000 first members the two pick the same top
+reason for 84% of them, the same ordered top three for 40%.
 
 Every leaf's contributions are worked out once per model into a sparse leaves x features table: a member's
 contributions are then the sum of the table rows of the leaves LightGBM puts them in (`pred_leaf`).
