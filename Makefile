@@ -22,6 +22,9 @@ DEMO_TUNING ?= --budget-seconds 20
 BENCH_ONLINE_SIZES ?= 20000 200000
 RETAIL_CSV ?= ../shared/data/online_retail/online_retail.csv.gz
 CDNOW ?= ../shared/data/cdnow/CDNOW_master.txt.gz
+INSTALL_UV = command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+	|| python3 -m pip install --quiet --disable-pip-version-check uv \
+	|| python3 -m pip install --quiet --disable-pip-version-check --break-system-packages uv
 # apt needs root: sudo when we are not root.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -33,12 +36,19 @@ help:
 ## setup: install uv if missing, create .venv and sync it with uv.lock
 .PHONY: setup
 setup: .venv/.synced
+# --inexact: a .venv that also has the Spark extra (make test) keeps it.
 .venv/.synced: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
-		|| python3 -m pip install --quiet --disable-pip-version-check uv \
-		|| python3 -m pip install --quiet --disable-pip-version-check --break-system-packages uv
-	$(UV) sync --frozen
+	@$(INSTALL_UV)
+	$(UV) sync --frozen --inexact
 	@touch $@
+
+# The Spark engine (an optional extra) and a Java it runs on: what the tests and benchmarks of Spark need.
+.PHONY: setup-spark
+setup-spark: .venv/.synced-spark java
+.venv/.synced-spark: pyproject.toml uv.lock
+	@$(INSTALL_UV)
+	$(UV) sync --frozen --extra spark
+	@touch $@ .venv/.synced
 
 ## demo: generate the synthetic community, run the whole pipeline on it, then serve the API (about 4.5 minutes)
 .PHONY: demo
@@ -68,8 +78,19 @@ demo: setup
 
 ## test: run every test, slow end-to-end ones included (on two workers; tests sharing a trained community stay together)
 .PHONY: test
-test: setup browser redis
+test: setup-spark browser redis
 	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
+
+# Spark 4 runs on Java 17 or 21: kept when there is one (on PATH or under /usr/lib/jvm), else Debian's OpenJDK 17.
+.PHONY: java
+java:
+	@ls -d /usr/lib/jvm/*-17-* /usr/lib/jvm/*-21-* >/dev/null 2>&1 \
+		|| java -version 2>&1 | grep -qE 'version "(17|21)' || { \
+		echo "installing OpenJDK 17 for the Spark engine ..."; \
+		$(SUDO) apt-get install -y -q --no-install-recommends openjdk-17-jre-headless >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null 2>&1 \
+			&& $(SUDO) apt-get install -y -q --no-install-recommends openjdk-17-jre-headless >/dev/null 2>&1; } \
+		|| echo "warning: could not install Java 17; the Spark tests will say so and skip"; }
 
 # Chromium (Debian's package) renders the monitoring pages in a test; installed once, when missing.
 .PHONY: browser
@@ -93,9 +114,10 @@ redis:
 
 ## bench: run the benchmarks and write their result tables to experiments/results/
 .PHONY: bench
-bench: setup
+bench: setup-spark
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/bench_spark.py --sizes 1,10
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py

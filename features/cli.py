@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.contract import TABLE_NAMES, TABLES
+from features.engines import ENGINE_ENV, Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
@@ -25,6 +26,13 @@ TableName = StrEnum("TableName", {name: name for name in TABLE_NAMES})  # type: 
 
 DatasetOption = typer.Option(..., "--dataset", "-d", help="dataset name (a folder under $COMMUNITY_ML_HOME/datasets)")
 JsonOption = typer.Option(False, "--json", help="print machine-readable JSON instead of tables")
+EngineOption = typer.Option(
+    Engine.duckdb,
+    "--engine",
+    envvar=ENGINE_ENV,
+    help="what builds feature snapshots: duckdb (this process) or spark (local, or the cluster named by "
+    "COMMUNITY_ML_SPARK_MASTER); both give the same files",
+)
 
 
 @contextmanager

@@ -7,7 +7,9 @@ import json
 import typer
 from rich.table import Table
 
-from features.cli import DatasetOption, JsonOption, console, user_errors
+from features import engines
+from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.engines import Engine
 from features.home import StateHome
 from features.store import Dataset
 
@@ -23,6 +25,7 @@ def build_command(
         False, help="count a member as churned only with no order and no engagement in the horizon"
     ),
     force: bool = typer.Option(False, "--force", help="rebuild even when nothing changed"),
+    engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Features as of T from events before T; labels from the H days after T where the data reaches them. Events
@@ -31,6 +34,7 @@ def build_command(
     from features.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
 
     with user_errors():
+        engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
         ingested = ingest(target)
         if ingested.segments:

@@ -11,10 +11,10 @@ from pydantic import BaseModel
 from features.contract import TABLES, TableSpec
 from features.errors import DataError
 from features.privacy import forgotten_mask
-from features.progress import step
+from features.progress import say, step
 from features.readers import RawTable, read_raw
-from features.store import Dataset, write_parquet_atomic
-from features.synthetic import SyntheticConfig, generate
+from features.store import Dataset, ParquetAppender, in_stored_order, write_parquet_atomic
+from features.synthetic import SyntheticConfig, generate_chunks
 from features.validation import Validated, quarantine_frame, reason_counts, validate
 
 
@@ -168,25 +168,62 @@ def import_file(
 
 
 def import_synthetic(dataset: Dataset, config: SyntheticConfig) -> ImportSummary:
-    """Generates the synthetic community and stores it through the same contract checks as any import."""
+    """Generates the synthetic community and stores it through the same contract checks as any import, a chunk
+    of members at a time (memory stays bounded at any size; each chunk's events are in time order)."""
     started = time.perf_counter()
-    with step(f"simulating {config.members:,} members over {config.months} months (seed {config.seed})"):
-        data = generate(config)
     dataset.delete()  # a generated dataset is rebuilt whole, never mixed with an older one
-    summaries = []
-    with step(f"validating and writing {data.event_count:,} events to {dataset.path}"):
-        for table, frame in data.tables.items():
-            frame = frame.set_axis(pd.RangeIndex(1, len(frame) + 1))
-            validated = validate(TABLES[table], frame, f"synthetic(seed={config.seed})")
-            summaries.append(store_validated(dataset, table, validated, len(frame)))
-        write_parquet_atomic(data.truth, dataset.path / "truth.parquet")
-        dataset.record(
-            {
-                "kind": "generate",
-                "config": config.model_dump(mode="json"),
-                "rows_added": {s.table: s.rows_added for s in summaries},
-            }
+    source = f"synthetic(seed={config.seed})"
+    writers: dict[str, ParquetAppender] = {}
+    read: dict[str, int] = {}
+    quarantined: dict[str, pd.DataFrame] = {}
+    truth: list[pd.DataFrame] = []
+    say(f"simulating {config.members:,} members over {config.months} months (seed {config.seed}) into {dataset.path}")
+    try:
+        for chunk in generate_chunks(config):
+            for table, frame in chunk.tables.items():
+                first_row = read.get(table, 0) + 1
+                numbered = frame.set_axis(pd.RangeIndex(first_row, first_row + len(frame)))
+                validated = validate(TABLES[table], numbered, source)
+                read[table] = first_row - 1 + len(frame)
+                if table not in writers:
+                    writers[table] = dataset.appender(table)
+                writers[table].write(in_stored_order(table, validated.good))
+                quarantined[table] = pd.concat([quarantined.get(table), validated.quarantine])
+            truth.append(chunk.truth)
+            say(
+                f"  {read['members']:,} of {config.members:,} members, {read['orders'] + read['engagements']:,} events "
+                f"({time.perf_counter() - started:.0f} s)"
+            )
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for table, rows in quarantined.items():
+        dataset.add_quarantine(table, rows)
+    write_parquet_atomic(pd.concat(truth, ignore_index=True), dataset.path / "truth.parquet")
+    summaries = [
+        TableSummary(
+            table=table,
+            rows_read=read[table],
+            rows_added=writer.rows,
+            rows_updated=0,
+            rows_unchanged=0,
+            rows_quarantined=len(quarantined[table]),
+            rows_total=writer.rows,
+            reasons=reason_counts(quarantined[table]),
+            quarantine_file=str(dataset.quarantine_path(table)) if len(quarantined[table]) else None,
         )
+        for table, writer in writers.items()
+    ]
+    dataset.record(
+        {
+            "kind": "generate",
+            "config": config.model_dump(mode="json"),
+            "rows_added": {s.table: s.rows_added for s in summaries},
+        }
+    )
     return ImportSummary(
         dataset=dataset.name,
         source=f"synthetic({config.model_dump_json()})",

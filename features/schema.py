@@ -214,8 +214,11 @@ def _order_features() -> list[Feature]:
                 "float64",
                 View.orders,
                 derived=True,
+                # Sums of money are exact decimals: add exactly, then divide as doubles (Spark's decimal division
+                # rounds to a decimal scale, DuckDB's to a double; a double division is the same on both).
                 expr=lambda t, w=w: (
-                    (t[f"spend_{w}d"].clip(lower=0) + 1.0) / (t[f"spend_prev_{w}d"].clip(lower=0) + 1.0)
+                    (t[f"spend_{w}d"].clip(lower=0) + 1).cast("float64")
+                    / (t[f"spend_prev_{w}d"].clip(lower=0) + 1).cast("float64")
                 ),
             ),
         ]
@@ -226,7 +229,7 @@ def _order_features() -> list[Feature]:
             "all",
             "float64",
             View.orders,
-            lambda t: t.sales_value / t.frequency.nullif(0),
+            lambda t: t.sales_value.cast("float64") / t.frequency.nullif(0),
             derived=True,
         ),
         Feature(
@@ -235,7 +238,7 @@ def _order_features() -> list[Feature]:
             "all",
             "float64",
             View.orders,
-            lambda t: t.returned_value / t.sales_value.nullif(0),
+            lambda t: t.returned_value.cast("float64") / t.sales_value.cast("float64").nullif(0),
             derived=True,
         ),
     ]

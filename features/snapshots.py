@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections import OrderedDict
@@ -21,13 +22,15 @@ from typing import Any
 
 import ibis
 import ibis.expr.operations as ops
+import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from features import interactions, point_in_time, schema
-from features.contract import ORDERS
+from features import engines, interactions, point_in_time, schema
+from features.contract import ORDERS, TABLE_NAMES
+from features.engines import Engine
 from features.errors import DataError
 from features.interactions import (
     Interactions,
@@ -35,7 +38,7 @@ from features.interactions import (
     product_interactions_expr,
     to_matrix,
 )
-from features.point_in_time import Sources, labels_expr, snapshot_expr
+from features.point_in_time import Sources, known_members, labels_expr, snapshot_expr
 from features.progress import say, step
 from features.schema import ATTRIBUTES, FeatureSchema, Needs, resolve
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
@@ -124,34 +127,85 @@ def fingerprint(dataset: Dataset) -> str:
     """Changes whenever a canonical table is rewritten (size and modification time), or the feature code."""
     code = b"".join(Path(m.__file__).read_bytes() for m in (schema, point_in_time, interactions) if m.__file__)
     parts: list[Any] = [FEATURE_SET_VERSION, hashlib.sha256(code).hexdigest()]
-    for table in dataset.tables():
-        stat = dataset.table_path(table).stat()
-        parts.append([table, stat.st_size, stat.st_mtime_ns])
+    base = engines.spark_tables_uri() if engines.selected() is Engine.spark else None
+    if base is None:
+        for table in dataset.tables():
+            stat = dataset.table_path(table).stat()
+            parts.append([table, stat.st_size, stat.st_mtime_ns])
+    else:  # tables elsewhere: the same facts, read through Hadoop's FileSystem
+        session = engines.spark_session()
+        for table in TABLE_NAMES:
+            parts.append([table, engines.hadoop_stat(session, f"{base}/{dataset.name}/{table}.parquet")])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def connect(dataset: Dataset) -> tuple[Any, Sources]:
-    """A DuckDB connection with the dataset's tables as views over its Parquet files."""
+def connect(dataset: Dataset, engine: Engine | None = None) -> tuple[Any, Sources]:
+    """An Ibis connection of the engine (`engines.selected()` unless given) with the dataset's tables."""
     dataset.require()
+    if (engine or engines.selected()) is Engine.spark:
+        return _connect_spark(dataset)
     if not dataset.has("orders") and not dataset.has("engagements"):
         raise DataError(f"dataset {dataset.name!r} has no orders or engagements; import one of them first")
     con = ibis.duckdb.connect()
     tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in dataset.tables()}
+    return con, _sources(tables, {t: dataset.row_count(t) for t in tables})
+
+
+def _sources(tables: dict[str, ir.Table], rows: dict[str, int]) -> Sources:
     if "orders" not in tables:
         # An interactions-only dataset: no orders is zero orders, so every feature and matrix still builds.
         tables["orders"] = ibis.memtable(empty_frame(ORDERS))
 
     def nonempty(name: str) -> Any:
-        return tables[name] if name in tables and dataset.row_count(name) else None
+        return tables[name] if rows.get(name) else None
 
-    src = Sources(
+    return Sources(
         orders=tables["orders"],
         engagements=nonempty("engagements"),
         members=nonempty("members"),
         products=nonempty("products"),
         contents=nonempty("contents"),
     )
-    return con, src
+
+
+def _connect_spark(dataset: Dataset) -> tuple[Any, Sources]:
+    """The dataset's tables as Spark views: from `$COMMUNITY_ML_SPARK_TABLES/<dataset>/` when set, else its own
+    Parquet files. View names carry the dataset's name, so two datasets in one session never meet."""
+    session = engines.spark_session()
+    con = ibis.pyspark.connect(session)
+    located = _spark_locations(dataset)
+    if "orders" not in located and "engagements" not in located:
+        where = engines.spark_tables_uri() or dataset.path
+        raise DataError(f"dataset {dataset.name!r} has no orders or engagements under {where}")
+    prefix = "cm_" + re.sub(r"[^A-Za-z0-9]", "_", dataset.name)
+    tables = {t: con.read_parquet(uri, table_name=f"{prefix}_{t}") for t, uri in located.items()}
+    rows = {
+        t: (dataset.row_count(t) if engines.spark_tables_uri() is None else table.count().to_pyarrow().as_py())
+        for t, table in tables.items()
+    }
+    return con, _sources(tables, rows)
+
+
+def _spark_locations(dataset: Dataset) -> dict[str, str]:
+    """Where Spark reads each canonical table the dataset has."""
+    base = engines.spark_tables_uri()
+    if base is None:
+        for table in dataset.tables():
+            upgrade_timestamps(dataset, table)
+        return {t: str(dataset.table_path(t)) for t in dataset.tables()}
+    session = engines.spark_session()
+    located = {t: f"{base}/{dataset.name}/{t}.parquet" for t in TABLE_NAMES}
+    return {t: uri for t, uri in located.items() if engines.hadoop_stat(session, uri) is not None}
+
+
+def upgrade_timestamps(dataset: Dataset, table: str) -> None:
+    """Rewrites a table written with nanosecond timestamps (before tables were written in microseconds), which
+    Spark cannot read; the rewrite fails rather than drop a digit (`write_parquet_atomic`)."""
+    path = dataset.table_path(table)
+    stored = pq.read_schema(path)
+    if any(pa.types.is_timestamp(f.type) and f.type.unit == "ns" for f in stored):
+        say(f"  rewriting {path} with microsecond timestamps, which Spark reads (once)")
+        write_parquet_atomic(pq.read_table(path), path)
 
 
 def event_span(src: Sources) -> tuple[datetime, datetime]:
@@ -246,9 +300,9 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     mark = time.perf_counter()
     if can_label:
         with step(f"labelling members over the {settings.horizon_days} days from {settings.as_of}"):
-            members = con.read_parquet(snapshot.features_path).select("member_id")
+            members = known_members(src, as_of)  # the snapshot's rows, whichever engine built it
             labels = labels_expr(src, members, as_of, settings.horizon_days, settings.churn_needs_no_engagement)
-            write_parquet_atomic(con.to_pyarrow(labels), labels_path)
+            write_parquet_atomic(run(con, labels), labels_path)
     else:
         say(f"  no labels: the data ends {last:%Y-%m-%d}, before the {settings.horizon_days}-day horizon does")
     stages["labels"] = time.perf_counter() - mark
@@ -270,7 +324,7 @@ def _build_features(
     for stale in (snapshot.meta_path, *snapshot.path.glob("labels_h*.parquet"), *snapshot.path.glob("*.npz")):
         stale.unlink(missing_ok=True)
     shutil.rmtree(snapshot.path / "online", ignore_errors=True)  # the serving layout of the old features
-    events = dataset.row_count("orders") + dataset.row_count("engagements")
+    events = _event_count(dataset, src)
     mark = time.perf_counter()
     with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):
         declared = feature_schema(src)
@@ -283,7 +337,7 @@ def _build_features(
             ("contents", content_interactions_expr, src.engagements is not None),
         ):
             if needs:
-                pairs = con.to_pyarrow(expr_fn(src, as_of))
+                pairs = run(con, expr_fn(src, as_of))
                 if pairs.num_rows:
                     to_matrix(pairs).save(snapshot.interactions_path(kind))
     interactions_seconds = time.perf_counter() - mark
@@ -316,9 +370,10 @@ _COMPILED_KEPT = 16
 
 
 def _features_table(con: Any, src: Sources, as_of: datetime, declared: FeatureSchema) -> pa.Table:
-    """The features as of `as_of`: exactly what `con.to_pyarrow(snapshot_expr(src, as_of, declared))` gives."""
-    if _in_memory(src):  # ibis registers an in-memory table with DuckDB only when it runs a query itself
-        return con.to_pyarrow(snapshot_expr(src, as_of, declared))
+    """The features as of `as_of`: exactly what `run(con, snapshot_expr(src, as_of, declared))` gives."""
+    # The compiled SQL is DuckDB's; ibis registers an in-memory table with DuckDB only when it runs a query itself.
+    if con.name != "duckdb" or _in_memory(src):
+        return run(con, snapshot_expr(src, as_of, declared))
     key = (_tables_key(src), tuple(declared.columns))
     if key not in _COMPILED:
         expr = snapshot_expr(src, _SENTINEL, declared)
@@ -333,6 +388,19 @@ def _features_table(con: Any, src: Sources, as_of: datetime, declared: FeatureSc
     if str(_SENTINEL.year) in sql:
         return con.to_pyarrow(snapshot_expr(src, as_of, declared))
     return con.con.sql(sql).to_arrow_table().cast(arrow_schema)
+
+
+def run(con: Any, expr: ir.Table) -> pa.Table:
+    """An expression's rows as Arrow, typed as the expression says on every engine (Spark's results come back
+    through pandas, whose integer columns with nulls are floats)."""
+    return con.to_pyarrow(expr).cast(expr.schema().to_pyarrow())
+
+
+def _event_count(dataset: Dataset, src: Sources) -> int:
+    if engines.selected() is Engine.spark and engines.spark_tables_uri() is not None:
+        tables = [t for t in (src.orders, src.engagements) if t is not None]
+        return sum(int(t.count().to_pyarrow().as_py()) for t in tables)
+    return dataset.row_count("orders") + dataset.row_count("engagements")
 
 
 def _cutoff_literals(con: Any, as_of: datetime) -> list[str]:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,13 +37,38 @@ def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        # Times in microseconds, which every engine reads (Spark cannot read nanoseconds); a time with a finer
+        # digit fails the write instead of losing it.
         if isinstance(frame, pa.Table):
-            pq.write_table(frame, tmp)
+            pq.write_table(frame, tmp, coerce_timestamps="us", allow_truncated_timestamps=False)
         else:
-            frame.to_parquet(tmp, index=False)
+            frame.to_parquet(tmp, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class ParquetAppender:
+    """Writes one Parquet file a frame at a time (a table too large to hold at once), beside the target; `close`
+    renames it into place, so a crash half-way leaves no half-written table."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.schema, self.rows = path, schema, 0
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._writer = pq.ParquetWriter(self.tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=False)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self._writer.write_table(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(data: dict[str, Any], path: Path) -> None:
@@ -106,18 +132,24 @@ class Dataset:
         if not self.has(table):
             frame = empty_frame(spec)
             return frame[columns] if columns else frame
-        return pd.read_parquet(self.table_path(table), columns=columns)
+        frame = pd.read_parquet(self.table_path(table), columns=columns)
+        # Tables store microseconds (what Spark reads) and pandas keeps that unit: give back nanoseconds, as
+        # tables written earlier and every frame built in memory have, so rows compare and hash alike.
+        for column in frame.columns:
+            if isinstance(frame[column].dtype, np.dtype) and frame[column].dtype.kind == "M":
+                frame[column] = frame[column].astype("datetime64[ns]")
+        return frame
 
     def row_count(self, table: str) -> int:
         return pq.ParquetFile(self.table_path(table)).metadata.num_rows if self.has(table) else 0
 
     def write(self, table: str, frame: pd.DataFrame) -> None:
-        spec = TABLES[table]
-        frame = frame[list(spec.column_names)]
-        if spec.is_event:
-            # Time order lets the engine skip row groups when it filters by date.
-            frame = frame.sort_values(["ts", "member_id"], kind="stable", na_position="first")
-        write_parquet_atomic(frame.reset_index(drop=True), self.table_path(table))
+        write_parquet_atomic(in_stored_order(table, frame), self.table_path(table))
+
+    def appender(self, table: str) -> ParquetAppender:
+        """A writer of the table a part at a time (parts in `in_stored_order`), replacing it when closed."""
+        schema = pa.Schema.from_pandas(empty_frame(TABLES[table]), preserve_index=False)
+        return ParquetAppender(self.table_path(table), schema)
 
     def merge(self, table: str, incoming: pd.DataFrame) -> MergeResult:
         """Adds rows; a row whose key is already stored replaces it, so re-importing changes nothing."""
@@ -167,6 +199,16 @@ class Dataset:
     def delete(self) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)
+
+
+def in_stored_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns in contract order; events in time order, which lets an engine skip row groups when it
+    filters by date."""
+    spec = TABLES[table]
+    frame = frame[list(spec.column_names)]
+    if spec.is_event:
+        frame = frame.sort_values(["ts", "member_id"], kind="stable", na_position="first")
+    return frame.reset_index(drop=True)
 
 
 def _key_index(spec: TableSpec, frame: pd.DataFrame) -> pd.Series:

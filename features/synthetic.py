@@ -5,11 +5,15 @@ The simulation plants effects that the models should later find:
 - each persona prefers some product categories and content types, and within a category its own products;
 - spending is seasonal (618 in June, Double 11 in November, December), with promotion days;
 - promotion-driven members buy mostly on promotion days and churn about twice as fast.
-Everything is drawn from one seeded generator, so a seed gives the same dataset every time.
+Everything is drawn from seeded generators, so a seed gives the same dataset every time. Members are simulated in
+chunks of CHUNK_MEMBERS, each chunk from its own generator (the first from the catalogue's), so memory stays bounded
+whatever the community's size and a community of one chunk is what it always was.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -41,6 +45,9 @@ CITIES = ("Shanghai", "Beijing", "Hangzhou", "Shenzhen", "Guangzhou", "Chengdu",
 ACQUISITION = ("community_group", "referral", "app_store", "store", "ad")
 # Month multipliers of spending: Chinese New Year lull, 618 in June, Double 11, December gifts.
 MONTH_SEASON = (0.85, 0.75, 0.95, 1.0, 1.05, 1.25, 0.95, 0.9, 1.0, 1.05, 1.5, 1.3)
+# Members simulated at once. The simulation holds ~70 KB per member at its peak (member x day intensity matrices,
+# then the events as frames): 25,000 members keep a chunk near 1.7 GB, whatever the community's size.
+CHUNK_MEMBERS = 25_000
 HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2])
 
 
@@ -194,6 +201,9 @@ class _Sim:
 
     def __init__(self, config: SyntheticConfig) -> None:
         self.cfg = config
+        # The members this simulation draws: `first` up to `first + n` (all of them until `chunk` narrows it), and
+        # the number of orders drawn before them (their order ids follow on).
+        self.first, self.n, self.first_order = 0, config.members, 0
         self.rng = np.random.default_rng(config.seed)
         self.start = pd.Timestamp(config.start)
         self.end = self.start + pd.DateOffset(months=config.months)
@@ -258,10 +268,20 @@ class _Sim:
             }
         )
 
+    def chunk(self, index: int, first: int, n: int, first_order: int) -> _Sim:
+        """This simulation's catalogue, with members `first` to `first + n` drawn from the chunk's own generators
+        (the first chunk goes on with the catalogue's, as the whole community did before chunks)."""
+        sim = copy.copy(self)
+        sim.first, sim.n, sim.first_order = first, n, first_order
+        if index:
+            sim.rng = np.random.default_rng([self.cfg.seed, 3, index])
+            sim.shift_rng = np.random.default_rng([self.cfg.seed, 1, index])
+        return sim
+
     # ---- members ---------------------------------------------------------------------------------------
 
     def members(self) -> pd.DataFrame:
-        n, rng = self.cfg.members, self.rng
+        n, rng = self.n, self.rng
         persona = rng.choice(len(PERSONAS), n, p=[p.share for p in PERSONAS])
         self.persona = persona
         self.promo_driven = rng.random(n) < np.array([p.promo_driven for p in PERSONAS])[persona]
@@ -304,7 +324,7 @@ class _Sim:
 
     @property
     def member_ids(self) -> np.ndarray:
-        return np.array([f"M{i:06d}" for i in range(self.cfg.members)])
+        return np.array([f"M{i:06d}" for i in range(self.first, self.first + self.n)])
 
     def _preferences(self, persona: np.ndarray, affinities: list[dict[str, float]]) -> np.ndarray:
         """Each member's category preferences: the persona's affinity plus individual Dirichlet noise."""
@@ -391,7 +411,7 @@ class _Sim:
                 "member_id": self.member_ids[m],
                 "ts": ts[order_of_line],
                 "amount": amount,
-                "order_id": np.char.add("O", np.char.zfill(order_of_line.astype(str), 8)),
+                "order_id": np.char.add("O", np.char.zfill((self.first_order + order_of_line).astype(str), 8)),
                 "product_id": np.char.add("P", np.char.zfill(product.astype(str), 5)),
                 "quantity": qty.astype(float),
                 "channel": np.array(CHANNELS)[channel],
@@ -410,6 +430,7 @@ class _Sim:
             _member=("_member", "first"),
         )
         m = sales.pop("_member").to_numpy()
+        self.orders_drawn = n_orders
         # Some lines come back a few days later; price-sensitive members return more, quality seekers less.
         return_p = np.where(self.persona[m] == 0, 0.05, np.where(self.persona[m] == 1, 0.02, 0.035))
         back = rng.random(len(m)) < return_p
@@ -428,8 +449,8 @@ class _Sim:
         rng = self.rng
         n_cat = len(CATEGORIES)
         cum = np.cumsum(self.category_pref, axis=1)
-        favourites = np.empty((self.cfg.members, 4), dtype=np.int64)
-        fav_cat = (rng.random((self.cfg.members, 4, 1)) > cum[:, None, :]).sum(axis=2).clip(0, n_cat - 1)
+        favourites = np.empty((self.n, 4), dtype=np.int64)
+        fav_cat = (rng.random((self.n, 4, 1)) > cum[:, None, :]).sum(axis=2).clip(0, n_cat - 1)
         line_cat = (rng.random((len(member), 1)) > cum[member]).sum(axis=1).clip(0, n_cat - 1)
         # Tastes come from their own generator, and each pick below takes one uniform draw as rng.choice would:
         # the main stream, and so every other table, stays as it was without tastes.
@@ -461,7 +482,7 @@ class _Sim:
     def memberships(self) -> np.ndarray:
         """Up to three groups per member (-1 = none), by the persona's liking of group types."""
         rng = self.rng
-        n = self.cfg.members
+        n = self.n
         type_p = np.array([p.group_types for p in PERSONAS], dtype=float)
         type_p /= type_p.sum(axis=1, keepdims=True)
         slots = np.full((n, 3), -1, dtype=np.int64)
@@ -585,15 +606,26 @@ def _ids(prefix: str, index: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def generate(config: SyntheticConfig) -> SyntheticData:
-    """Runs the simulation; the catalogue first, since members' choices draw on it."""
+def generate_chunks(config: SyntheticConfig) -> Iterator[SyntheticData]:
+    """The community a chunk of members at a time: the catalogue comes with the first chunk, then members, their
+    orders and engagements, and their ground truth."""
     sim = _Sim(config)
+    catalogue = {"products": sim.products(), "contents": sim.contents(), "groups": sim.groups()}
+    first_order = 0
+    for index, first in enumerate(range(0, config.members, CHUNK_MEMBERS)):
+        part = sim.chunk(index, first, min(CHUNK_MEMBERS, config.members - first), first_order)
+        tables = {**catalogue, "members": part.members()} if index == 0 else {"members": part.members()}
+        tables["orders"] = part.orders()
+        tables["engagements"] = part.engagements()
+        first_order += part.orders_drawn
+        yield SyntheticData(tables=tables, truth=part.truth())
+
+
+def generate(config: SyntheticConfig) -> SyntheticData:
+    """The whole community in memory (tests and small communities; `generate_chunks` streams a large one)."""
+    chunks = list(generate_chunks(config))
     tables = {
-        "products": sim.products(),
-        "contents": sim.contents(),
-        "groups": sim.groups(),
-        "members": sim.members(),
+        name: pd.concat([c.tables[name] for c in chunks if name in c.tables], ignore_index=True)
+        for name in chunks[0].tables
     }
-    tables["orders"] = sim.orders()
-    tables["engagements"] = sim.engagements()
-    return SyntheticData(tables=tables, truth=sim.truth())
+    return SyntheticData(tables=tables, truth=pd.concat([c.truth for c in chunks], ignore_index=True))

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from features.cli import DatasetOption, JsonOption, console, user_errors
+from features import engines
+from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.engines import Engine
 from features.home import StateHome
 from features.store import Dataset
 
@@ -38,6 +40,7 @@ def report_command(
     dataset: str = DatasetOption,
     as_of: str = AsOfOption,
     config: Path | None = ConfigOption,
+    engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Write the drift and performance reports (HTML and JSON) and update the index page."""
@@ -46,6 +49,7 @@ def report_command(
     from monitoring.reports import write_reports
 
     with user_errors():
+        engines.use(engine)
         home, settings, result = _monitor(dataset, as_of, config)
         found = breaches(result, settings)
         index = write_reports(home, result, found)
@@ -61,6 +65,7 @@ def check_command(
     dataset: str = DatasetOption,
     as_of: str = AsOfOption,
     config: Path | None = ConfigOption,
+    engine: Engine = EngineOption,
     retrain: bool = typer.Option(
         False,
         "--retrain",
@@ -72,6 +77,7 @@ def check_command(
     from monitoring.check import breaches
 
     with user_errors():
+        engines.use(engine)
         _, settings, result = _monitor(dataset, as_of, config)
         found = breaches(result, settings)
     _print(result, found)

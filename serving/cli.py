@@ -10,7 +10,9 @@ from pathlib import Path
 
 import typer
 
-from features.cli import DatasetOption, JsonOption, console, user_errors
+from features import engines
+from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
@@ -112,6 +114,7 @@ def score_command(
     out: Path = OutOption,
     as_of: str = AsOfOption,
     tiers_config: Path | None = typer.Option(None, "--tiers", help="tier shares (configs/tiers.yaml)"),
+    engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
     """One row per member from the champions: every member model's output, tier, top_reasons."""
@@ -121,6 +124,7 @@ def score_command(
     from serving.models.tiers import TierSettings
 
     with user_errors():
+        engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
         tiers = load_config(TierSettings, tiers_config, {})
         summary = score(target, resolve_as_of(target, as_of), out, tiers)
@@ -138,6 +142,7 @@ def winback_command(
     dataset: str = DatasetOption,
     out: Path = OutOption,
     top: int | None = typer.Option(None, "--top", min=1, help="only the N members worth most"),
+    engine: Engine = EngineOption,
     as_of: str = AsOfOption,
 ) -> None:
     """The win-back push list: churn-risk members with marketing consent, the most valuable first."""
@@ -145,6 +150,7 @@ def winback_command(
     from serving.models.batch import winback
 
     with user_errors():
+        engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
         summary = winback(target, resolve_as_of(target, as_of), out, top)
     console().print(
@@ -166,6 +172,7 @@ def recommend_command(
     ),
     exclude: list[str] = typer.Option([], "--exclude", help="an item id never to recommend (repeatable)"),
     category: str | None = typer.Option(None, help="only items of this category / content type"),
+    engine: Engine = EngineOption,
     consent_recorded_elsewhere: bool = typer.Option(
         False,
         "--consent-recorded-elsewhere",
@@ -179,6 +186,7 @@ def recommend_command(
     from serving.models.batch import RecommendRequest, recommend, similar_items
 
     with user_errors():
+        engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
         model_kind = KINDS[kind.value]
         if similar:

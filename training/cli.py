@@ -8,7 +8,9 @@ from enum import StrEnum
 import typer
 from rich.table import Table
 
-from features.cli import DatasetOption, JsonOption, console, user_errors
+from features import engines
+from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
@@ -64,6 +66,7 @@ def train_command(
         help="item kinds: judge on the H days before T (time), or on a random 25% of each item's interactions "
         "(random-per-item: ratings and other data whose timestamps mean little)",
     ),
+    engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Train, judge on held-out data beside the baselines and the champion, register, and promote if better."""
@@ -71,6 +74,7 @@ def train_command(
     from training.job import TrainSettings, train
 
     with user_errors():
+        engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
         settings = TrainSettings(
             as_of=resolve_as_of(target, as_of),
@@ -143,12 +147,14 @@ def backtest_command(
     horizon_days: int = typer.Option(90, "--horizon-days"),
     training_cutoffs: int = typer.Option(6, help="monthly training cutoffs before each test cutoff"),
     seed: int = typer.Option(0),
+    engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
     """For each cutoff: train on what precedes it, score the next H days, every family side by side."""
     from training.backtest import BacktestSettings, backtest
 
     with user_errors():
+        engines.use(engine)
         settings = BacktestSettings(
             cutoffs=parse_cutoffs(cutoffs), horizon_days=horizon_days, training_cutoffs=training_cutoffs, seed=seed
         )

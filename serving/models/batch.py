@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
+from features import engines
+from features.engines import Engine
 from features.errors import DataError
 from features.privacy import with_marketing_consent
 from features.progress import step
@@ -22,7 +24,7 @@ from features.store import Dataset, write_parquet_atomic
 from serving.models.base import ItemModel
 from serving.models.champions import Champion, Champions, load_champions
 from serving.models.kinds import CHURN, VALUE, ModelKind, Task, kinds_of
-from serving.models.tiers import TierSettings, score_snapshot, tier_shares
+from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares
 from serving.prediction_log import PredictionLog
 
 
@@ -61,6 +63,13 @@ def score_members(
     """member_id, each member champion's output, tier and top_reasons for every member known before `as_of`."""
     champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member))
     features = snapshot_features(dataset, as_of)
+    if engines.selected() is Engine.spark:
+        from serving.models.spark_scoring import score_on_spark
+
+        with step(f"scoring {len(features):,} members as of {as_of} on Spark"):
+            out = score_on_spark(Snapshot(dataset, as_of).features_path, features, champions)
+            out.insert(len(out.columns) - 1, "tier", member_tiers(out, features, tiers))
+        return out, champions
     with step(f"scoring {len(features):,} members as of {as_of}"):
         features = champions.prepare(features)
         out = score_snapshot(features, champions, tiers)

@@ -149,12 +149,17 @@ def score_snapshot(features: pd.DataFrame, champions: Champions, tiers: TierSett
     features = champions.prepare(features)
     for champion in champions.of(Task.member):
         out[champion.kind.output] = champion.model.predict(features)
-    out["tier"] = assign_tiers(
-        out[CHURN.output].to_numpy(),
-        out[VALUE.output].to_numpy(),
+    out["tier"] = member_tiers(out, features, tiers)
+    return out
+
+
+def member_tiers(outputs: pd.DataFrame, features: pd.DataFrame, tiers: TierSettings | None = None) -> np.ndarray:
+    """Each member's tier from the member champions' outputs and their features, rows in the same order."""
+    return assign_tiers(
+        outputs[CHURN.output].to_numpy(),
+        outputs[VALUE.output].to_numpy(),
         features["spend_180d"].to_numpy(dtype=float),
         features["tenure_days"].to_numpy(dtype=float),
         features["frequency"].to_numpy(dtype=float),
         tiers,
     )
-    return out

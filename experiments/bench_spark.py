@@ -1,0 +1,113 @@
+"""Benchmark: the feature snapshot build on DuckDB and on Spark (local mode), side by side, at about 1M and 10M
+events of the synthetic community.
+
+Each build is `community-ml features build --force --engine E` in its own process: features, 90-day labels and
+both interaction matrices, from the Parquet tables; wall time (the JVM start included for Spark, and shown apart),
+events per second and the peak memory of the process tree (Spark's JVM included). The two engines' feature files
+are compared (counts exactly, other values to 1e-9 relative). Writes experiments/results/spark.md.
+
+    .venv/bin/python experiments/bench_spark.py [--sizes 1,10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.measured import run_measured
+from experiments.results_file import write_results
+from features.home import StateHome
+from features.importers import import_synthetic
+from features.snapshots import Snapshot
+from features.store import Dataset
+from features.synthetic import SyntheticConfig
+
+AS_OF = date(2025, 12, 1)
+MEMBERS_PER_MILLION = 12_900  # the default community has ~77 events per member
+CLI = [str(Path(".venv/bin/community-ml"))]
+
+
+def build(home: Path, dataset: str, engine: str) -> dict[str, object]:
+    env = {**os.environ, "COMMUNITY_ML_HOME": str(home)}
+    command = [*CLI, "features", "build", "-d", dataset, "--as-of", str(AS_OF), "--force", "--json"]
+    measured = run_measured([*command, "--engine", engine], env)
+    if measured.returncode:
+        raise SystemExit(f"{engine} build failed:\n{measured.stderr[-3000:]}")
+    result = json.loads(measured.stdout)
+    started = re.search(r"started in ([\d.]+) s", measured.stderr)
+    return {
+        "seconds": measured.seconds,
+        "peak_mb": measured.peak_mb,
+        "stages": result["stage_seconds"],
+        "events": result["events"],
+        "members": result["members"],
+        "jvm_start": float(started.group(1)) if started else None,
+    }
+
+
+def largest_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    assert list(a.columns) == list(b.columns) and list(a["member_id"]) == list(b["member_id"])
+    worst = 0.0
+    for column in a.columns:
+        if not pd.api.types.is_numeric_dtype(a[column]):
+            assert (a[column].fillna("") == b[column].fillna("")).all(), column
+            continue
+        x, y = a[column].astype(float).to_numpy(), b[column].astype(float).to_numpy()
+        assert np.array_equal(np.isnan(x), np.isnan(y)), column
+        both = ~np.isnan(x)
+        scale = np.maximum(np.abs(y[both]), 1e-12)
+        worst = max(worst, float(np.max(np.abs(x[both] - y[both]) / scale, initial=0.0)))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,10", help="millions of events, comma-separated")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
+        home = StateHome(Path(tmp))
+        for millions in [float(s) for s in args.sizes.split(",")]:
+            dataset = Dataset(home, f"m{millions:g}")
+            print(f"generating about {millions:g}M events ...", flush=True)
+            import_synthetic(dataset, SyntheticConfig(members=int(MEMBERS_PER_MILLION * millions)))
+            snapshot = Snapshot(dataset, AS_OF)
+            duck = build(home.root, dataset.name, "duckdb")
+            duck_features = snapshot.features()
+            spark = build(home.root, dataset.name, "spark")
+            difference = largest_difference(snapshot.features(), duck_features)
+            for engine, run in (("DuckDB", duck), ("Spark local[*]", spark)):
+                stages, jvm = run["stages"], run["jvm_start"]
+                rows.append(
+                    f"| {run['events']:,} | {run['members']:,} | {engine} | {run['seconds']:.1f} | "
+                    f"{'' if jvm is None else f'{jvm:.1f}'} | "
+                    f"{stages['features']:.1f} | {stages['interactions']:.1f} | {stages['labels']:.1f} | "
+                    f"{run['events'] / run['seconds']:,.0f} | {run['peak_mb']:,.0f} |"
+                )
+            rows.append(
+                f"| | | Spark against DuckDB, largest relative difference of a feature: {difference:.1e} |||||||"
+            )
+            shutil.rmtree(dataset.path, ignore_errors=True)
+    header = (
+        "| events | members | engine | wall s | JVM start s | features s | matrices s | labels s | events/s "
+        "| peak MB (process tree) |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    write_results(
+        "spark",
+        "Feature snapshot build: DuckDB against Spark local mode",
+        __doc__.split("\n\n")[1] + "\n\nCommand: `make bench` (`.venv/bin/python experiments/bench_spark.py`).",
+        header + "\n".join(rows) + "\n",
+    )
+
+
+if __name__ == "__main__":
+    main()

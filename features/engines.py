@@ -1,0 +1,165 @@
+"""Which engine runs the feature expressions: DuckDB in this process (the default) or Spark, local or a cluster.
+
+The same Ibis expressions (features/point_in_time.py, features/interactions.py) run on both; a test builds every
+snapshot file on both engines and compares them. Spark is an optional extra (`uv sync --extra spark`).
+
+Spark is set up from the environment, so a cluster needs no code:
+- `COMMUNITY_ML_SPARK_MASTER`: the master URL (default `local[*]`; `yarn`, `spark://host:7077`, `k8s://...`);
+- `COMMUNITY_ML_SPARK_CONF`: more settings, `key=value` separated by commas or new lines;
+- `COMMUNITY_ML_SPARK_TABLES`: where Spark reads the canonical tables, any Hadoop-compatible URI
+  (`s3a://bucket/community`, `hdfs:///community`): `<URI>/<dataset>/<table>.parquet`, a file or a folder of
+  Parquet files. Unset, Spark reads the dataset's own files in the state home.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from features.errors import DataError
+
+ENGINE_ENV = "COMMUNITY_ML_ENGINE"
+SPARK_MASTER_ENV = "COMMUNITY_ML_SPARK_MASTER"
+SPARK_CONF_ENV = "COMMUNITY_ML_SPARK_CONF"
+SPARK_TABLES_ENV = "COMMUNITY_ML_SPARK_TABLES"
+
+# What every session gets: UTC, so that naive timestamps mean what they mean in DuckDB; no web UI or console
+# progress bars in a command line tool; Arrow for moving results to Python.
+SPARK_FIXED = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+# Defaults a setting in COMMUNITY_ML_SPARK_CONF replaces. Local mode's driver is the whole cluster: give it room.
+SPARK_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "4g",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.driver.extraJavaOptions": "-XX:+UseG1GC",
+}
+JAVA_VERSIONS = (17, 21)  # what Spark 4 runs on
+
+
+class Engine(StrEnum):
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+_selected: Engine | None = None
+
+
+def use(engine: Engine | str) -> Engine:
+    """Selects the engine of this process's snapshot builds (the CLI's `--engine`)."""
+    global _selected
+    _selected = _parse(str(engine))
+    return _selected
+
+
+def selected() -> Engine:
+    """The engine `use` selected, else `$COMMUNITY_ML_ENGINE`, else DuckDB."""
+    return _selected or _parse(os.environ.get(ENGINE_ENV, "").strip() or Engine.duckdb)
+
+
+def _parse(value: str) -> Engine:
+    try:
+        return Engine(value.lower())
+    except ValueError as exc:
+        raise DataError(f"engine {value!r} is not known: use one of {', '.join(e.value for e in Engine)}") from exc
+
+
+def spark_settings() -> dict[str, str]:
+    """The session's settings: the defaults, then `$COMMUNITY_ML_SPARK_CONF`, then the fixed ones."""
+    settings = dict(SPARK_DEFAULTS)
+    raw = os.environ.get(SPARK_CONF_ENV, "")
+    for item in filter(None, (part.strip() for part in re.split(r"[,\n]", raw))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"{SPARK_CONF_ENV}: {item!r} is not key=value")
+        settings[key.strip()] = value.strip()
+    return settings | SPARK_FIXED
+
+
+@cache
+def spark_session() -> Any:
+    """The process's one Spark session, started on first use (the JVM start costs seconds: started once)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise DataError(
+            "the Spark engine needs PySpark: install the extra with `uv sync --extra spark` "
+            "(`make test` does), or use --engine duckdb"
+        ) from exc
+    _find_java()
+    # Python workers (batch scoring) run this interpreter, which has the project and its models' libraries (PySpark
+    # reads the variable, not a setting); on a cluster, PYSPARK_PYTHON names the executors' environment.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    started = time.perf_counter()
+    builder = SparkSession.builder.master(os.environ.get(SPARK_MASTER_ENV, "").strip() or "local[*]")
+    builder = builder.appName("community-ml")
+    for key, value in spark_settings().items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    print(
+        f"  spark {session.version} session on {session.sparkContext.master} "
+        f"started in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return session
+
+
+def _find_java() -> None:
+    """Points JAVA_HOME at a Java that Spark 4 runs on, when the one on PATH is not (or there is none)."""
+    if _java_version(os.environ.get("JAVA_HOME")) in JAVA_VERSIONS:
+        return
+    if "JAVA_HOME" not in os.environ and _java_version(None) in JAVA_VERSIONS:
+        return
+    for candidate in sorted(Path("/usr/lib/jvm").glob("*")):
+        if candidate.is_dir() and _java_version(str(candidate)) in JAVA_VERSIONS:
+            os.environ["JAVA_HOME"] = str(candidate)
+            return
+    raise DataError(
+        f"Spark needs Java {' or '.join(map(str, JAVA_VERSIONS))}: none found on PATH, in JAVA_HOME or under "
+        "/usr/lib/jvm (`make java` installs OpenJDK 17 on Debian)"
+    )
+
+
+def _java_version(java_home: str | None) -> int | None:
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r'version "(\d+)', out)
+    return int(found.group(1)) if found else None
+
+
+def spark_tables_uri() -> str | None:
+    return os.environ.get(SPARK_TABLES_ENV, "").strip().rstrip("/") or None
+
+
+def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
+    """(bytes, latest modification in ms) of a file, or of every file under a folder; None when absent. Read
+    through Hadoop's FileSystem, so it works for any URI Spark reads."""
+    jvm = session.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(session.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return None
+    files = fs.listFiles(path, True)
+    size = modified = 0
+    while files.hasNext():
+        status = files.next()
+        size += status.getLen()
+        modified = max(modified, status.getModificationTime())
+    return size, modified

@@ -1,0 +1,182 @@
+"""The Spark engine builds the same snapshot files as DuckDB: every feature, label and interaction matrix, on the
+synthetic community and on Online Retail (money to the cent, counts exactly, other floats to 1e-9 relative).
+
+One local Spark session serves the whole module (the JVM start costs ~10 s); it needs the `spark` extra and
+Java 17 or 21, which `make test` installs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from features import engines
+from features.engines import Engine
+from features.interactions import Interactions
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, upgrade_timestamps
+from features.store import Dataset
+from tests.conftest import state_home_env, synthetic, with_champions
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("pyspark") is None,
+        reason="PySpark is not installed: `uv sync --extra spark` (make test installs it)",
+    ),
+]
+
+MONEY = ("monetary", "sales_value", "returned_value", "future_value")
+# Small data: one shuffle partition and no adaptive re-planning save seconds per query (style.md).
+TEST_SPARK_CONF = "spark.sql.shuffle.partitions=1,spark.sql.adaptive.enabled=false,spark.driver.memory=1g"
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, engines.SPARK_MASTER_ENV)}
+    engines.os.environ[engines.SPARK_CONF_ENV] = TEST_SPARK_CONF
+    engines.os.environ[engines.SPARK_MASTER_ENV] = "local[2]"
+    try:
+        yield engines.spark_session()
+    finally:
+        engines.use(Engine.duckdb)
+        for key, value in saved.items():
+            if value is None:
+                engines.os.environ.pop(key, None)
+            else:
+                engines.os.environ[key] = value
+
+
+def files_built_by(engine: Engine, dataset: Dataset, as_of: date) -> dict[str, object]:
+    """Every file of the snapshot as of `as_of`, built from scratch by `engine`."""
+    engines.use(engine)
+    try:
+        result = build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=90), force=True)
+    finally:
+        engines.use(Engine.duckdb)
+    assert result.labels_written
+    snapshot = Snapshot(dataset, as_of)
+    files: dict[str, object] = {
+        "features": pd.read_parquet(snapshot.features_path),
+        "labels": pd.read_parquet(snapshot.labels_path(90)),
+    }
+    for kind in ("products", "contents"):
+        if snapshot.interactions_path(kind).exists():
+            files[kind] = snapshot.interactions(kind)
+    return files
+
+
+def assert_same_frames(spark: pd.DataFrame, duck: pd.DataFrame, what: str) -> None:
+    assert list(spark.columns) == list(duck.columns), what
+    assert list(spark.dtypes) == list(duck.dtypes), what
+    assert len(spark) == len(duck) > 0, what
+    differing = []
+    for column in duck.columns:
+        a, b = spark[column], duck[column]
+        if column in MONEY or column.startswith("spend_"):
+            same = ((a - b).abs() < 0.005) | (a.isna() & b.isna())  # to the cent
+        elif pd.api.types.is_float_dtype(b):
+            same = pd.Series(np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True), index=b.index)
+        else:
+            same = (a == b).fillna(False).astype(bool) | (a.isna() & b.isna())  # counts, ids, flags: exactly
+        if not same.all():
+            differing.append(
+                f"{column} ({(~same).sum()} rows, e.g. spark {a[~same].iloc[0]} duckdb {b[~same].iloc[0]})"
+            )
+    assert not differing, f"{what}: {'; '.join(differing)}"
+
+
+def assert_same_snapshot(spark: dict[str, object], duck: dict[str, object]) -> None:
+    assert spark.keys() == duck.keys()
+    assert_same_frames(spark["features"], duck["features"], "features")
+    assert_same_frames(spark["labels"], duck["labels"], "labels")
+    for kind in spark.keys() - {"features", "labels"}:
+        a, b = spark[kind], duck[kind]
+        assert isinstance(a, Interactions) and isinstance(b, Interactions)
+        assert a.matrix.nnz == b.matrix.nnz > 0
+        np.testing.assert_array_equal(a.member_ids, b.member_ids)
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+        assert (a.matrix != b.matrix).nnz == 0, f"{kind} interactions differ"
+
+
+@pytest.fixture(scope="module")
+def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dataset]:
+    with state_home_env(tmp_path_factory.mktemp("spark-home")) as home:
+        yield synthetic(home, "community", members=400, seed=3)
+
+
+def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_equal_to_duckdbs(
+    spark: object, community: Dataset, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    duck = files_built_by(Engine.duckdb, community, date(2025, 9, 1))
+    # The tables where a cluster would find them: any Hadoop-compatible URI, here a file:// one.
+    lake = tmp_path_factory.mktemp("lake")
+    shutil.copytree(community.path, lake / community.name)
+    monkeypatch.setenv(engines.SPARK_TABLES_ENV, lake.as_uri())
+    spark_files = files_built_by(Engine.spark, community, date(2025, 9, 1))
+    assert_same_snapshot(spark_files, duck)
+    assert {"products", "contents"} <= spark_files.keys()
+    churned = spark_files["labels"]["churned"]
+    assert 0 < churned.mean() < 1
+
+
+def test_score_on_spark_writes_what_scoring_in_process_writes(spark: object, community: Dataset) -> None:
+    from cli import app
+    from serving.models.kinds import CHURN, VALUE
+
+    with_champions(community, [CHURN, VALUE])
+    out = community.home.root / "scores"
+    runner = CliRunner()
+    try:
+        for engine in Engine:
+            scored = runner.invoke(
+                app, ["score", "-d", community.name, "--engine", engine.value, "--out", str(out / f"{engine}.parquet")]
+            )
+            assert scored.exit_code == 0, scored.output
+    finally:
+        engines.use(Engine.duckdb)
+    on_spark, in_process = (pd.read_parquet(out / f"{e}.parquet") for e in (Engine.spark, Engine.duckdb))
+    assert len(in_process) > 300
+    assert_same_frames(on_spark, in_process, "scores")
+    assert (on_spark["top_reasons"] == in_process["top_reasons"]).all()
+    assert set(on_spark["tier"]) >= {"churn_risk", "high_value"}
+
+
+def test_spark_builds_online_retails_snapshot_equal_to_duckdbs(spark: object, online_retail: tuple) -> None:
+    retail, _ = online_retail
+    duck = files_built_by(Engine.duckdb, retail, date(2011, 9, 1))
+    spark_files = files_built_by(Engine.spark, retail, date(2011, 9, 1))
+    assert_same_snapshot(spark_files, duck)
+    features = spark_files["features"]
+    assert len(features) > 3000 and features["monetary"].sum() > 1e6
+
+
+def test_tables_written_with_nanosecond_times_are_rewritten_once_for_spark_without_losing_a_value(
+    dataset: Dataset,
+) -> None:
+    dataset.path.mkdir(parents=True)
+    times = pa.array([1_700_000_000_123_456_000, None], type=pa.timestamp("ns"))
+    table = pa.table({"member_id": ["a", "b"], "ts": times})
+    pq.write_table(table, dataset.table_path("engagements"))
+    upgrade_timestamps(dataset, "engagements")
+    stored = pq.read_table(dataset.table_path("engagements"))
+    assert stored.schema.field("ts").type == pa.timestamp("us")
+    assert stored.column("ts").cast(pa.timestamp("ns")).equals(table.column("ts"))
+
+
+def test_a_finer_time_than_a_microsecond_is_refused_not_truncated(tmp_path: Path) -> None:
+    from features.store import write_parquet_atomic
+
+    frame = pd.DataFrame({"ts": pd.to_datetime([1_700_000_000_123_456_789], unit="ns")})
+    with pytest.raises(pa.ArrowInvalid, match="would lose data"):
+        write_parquet_atomic(frame, tmp_path / "t.parquet")
+    assert not (tmp_path / "t.parquet").exists()
