@@ -117,19 +117,27 @@ def spark_session() -> Any:
 
 
 def _find_java() -> None:
-    """Points JAVA_HOME at a Java that Spark 4 runs on, when the one on PATH is not (or there is none)."""
-    if _java_version(os.environ.get("JAVA_HOME")) in JAVA_VERSIONS:
-        return
-    if "JAVA_HOME" not in os.environ and _java_version(None) in JAVA_VERSIONS:
-        return
+    """Points JAVA_HOME at a Java that Spark 4 runs on, when the one it would use is not (or there is none)."""
+    found = java_for_spark()
+    if found is None:
+        raise DataError(
+            f"Spark needs Java {' or '.join(map(str, JAVA_VERSIONS))}: none found in JAVA_HOME, on PATH or under "
+            "/usr/lib/jvm (`make java` installs OpenJDK 17 on Debian)"
+        )
+    if found:
+        os.environ["JAVA_HOME"] = found
+
+
+def java_for_spark() -> str | None:
+    """ "" when the Java Spark would start already fits; else the home of one under /usr/lib/jvm that does; None
+    when there is none."""
+    configured = os.environ.get("JAVA_HOME")
+    if _java_version(configured) in JAVA_VERSIONS or (not configured and _java_version(None) in JAVA_VERSIONS):
+        return ""
     for candidate in sorted(Path("/usr/lib/jvm").glob("*")):
         if candidate.is_dir() and _java_version(str(candidate)) in JAVA_VERSIONS:
-            os.environ["JAVA_HOME"] = str(candidate)
-            return
-    raise DataError(
-        f"Spark needs Java {' or '.join(map(str, JAVA_VERSIONS))}: none found on PATH, in JAVA_HOME or under "
-        "/usr/lib/jvm (`make java` installs OpenJDK 17 on Debian)"
-    )
+            return str(candidate)
+    return None
 
 
 def _java_version(java_home: str | None) -> int | None:

@@ -127,8 +127,10 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     relative = item.path.relative_to(PROJECT_ROOT / "tests")
     if relative.parts[0] in ("serving", "monitoring"):
         group = relative.parts[0]
-    elif "online_retail" in getattr(item, "fixturenames", ()):
-        group = "online_retail"  # the real file is imported once, by the one worker that reads it
+    elif "online_retail" in getattr(item, "fixturenames", ()) or relative.name == "test_spark.py":
+        # The real file is imported once, by the one worker that reads it; the Spark tests read it too, and start
+        # one JVM for all of them.
+        group = "online_retail"
     else:
         group = str(relative)
     item.add_marker(pytest.mark.xdist_group(group))
@@ -138,11 +140,11 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 # the long ones must not come last (`make test` keeps this order with --no-loadscope-reorder).
 LONGEST_FIRST = (
     "serving",  # ~135 s: trained champions of every kind, fuzzing, a real server and a Bento
+    "online_retail",  # ~120 s: the real file imported, and Spark's snapshots and scores beside DuckDB's
     "monitoring",  # ~90 s: two trained communities and their Evidently reports
     "training/test_job.py",  # ~45 s: the training job end to end
     "features/test_snapshots.py",
     "training/test_backtest.py",
-    "online_retail",
     "features/test_privacy.py",
 )
 

@@ -33,11 +33,19 @@ pytestmark = [
         importlib.util.find_spec("pyspark") is None,
         reason="PySpark is not installed: `uv sync --extra spark` (make test installs it)",
     ),
+    pytest.mark.skipif(
+        engines.java_for_spark() is None,
+        reason="Spark needs Java 17 or 21: none on PATH or under /usr/lib/jvm (`make java` installs it)",
+    ),
 ]
 
 MONEY = ("monetary", "sales_value", "returned_value", "future_value")
 # Small data: one shuffle partition and no adaptive re-planning save seconds per query (style.md).
-TEST_SPARK_CONF = "spark.sql.shuffle.partitions=1,spark.sql.adaptive.enabled=false,spark.driver.memory=1g"
+# A JVM that compiles with C1 alone warms up faster: 40 s against 60 s for a first snapshot of 2,000 members.
+TEST_SPARK_CONF = (
+    "spark.sql.shuffle.partitions=1,spark.sql.adaptive.enabled=false,spark.driver.memory=1g,"
+    "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,38 @@ def test_the_same_seed_gives_the_same_data_and_another_seed_does_not() -> None:
     assert not first.tables["orders"].equals(other.tables["orders"])
 
 
+def test_a_community_of_several_chunks_is_the_same_for_a_seed_with_unique_ids_and_is_stored_chunk_by_chunk(
+    dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from features import synthetic
+    from features.importers import import_synthetic
+    from features.store import in_stored_order
+
+    config = SyntheticConfig(members=700, seed=5)
+    small = generate(SyntheticConfig(members=300, seed=5))  # one chunk, as any community was before chunks
+    monkeypatch.setattr(synthetic, "CHUNK_MEMBERS", 300)  # three chunks: 300, 300 and 100 members
+    chunked, again = generate(config), generate(config)
+    for table, frame in chunked.tables.items():
+        pd.testing.assert_frame_equal(frame, again.tables[table])
+    members, orders = chunked.tables["members"], chunked.tables["orders"]
+    assert list(members["member_id"]) == [f"M{i:06d}" for i in range(700)]
+    assert orders.groupby("order_id")["member_id"].nunique().max() == 1  # an order id is one member's order
+    assert orders["order_id"].str[1:].astype(int).max() + 1 >= orders["order_id"].nunique()
+    # The first chunk goes on with the catalogue's generator: it is the community of its size, the next ones differ.
+    pd.testing.assert_frame_equal(chunked.tables["products"], small.tables["products"])
+    pd.testing.assert_frame_equal(members.head(300), small.tables["members"])
+    assert not members["persona"].iloc[300:600].reset_index(drop=True).equals(small.tables["members"]["persona"])
+    # Written a chunk at a time: every row is there, each chunk's events in time order.
+    import_synthetic(dataset, config)
+    for table, frame in chunked.tables.items():
+        stored = dataset.read(table)
+        assert len(stored) == len(frame), table
+        if table in ("members", "products"):
+            pd.testing.assert_frame_equal(stored, in_stored_order(table, frame), check_dtype=False)
+    first_chunk = dataset.read("orders").query("member_id < 'M000300'")
+    assert first_chunk["ts"].is_monotonic_increasing
+
+
 def test_every_generated_row_meets_the_contract(community: SyntheticData) -> None:
     for table, frame in community.tables.items():
         result = validate(TABLES[table], frame, "synthetic")
