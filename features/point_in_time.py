@@ -8,7 +8,8 @@ which parallel threads add things up: the same data always gives the same snapsh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import ibis
@@ -28,6 +29,7 @@ class Sources:
     members: ir.Table | None = None
     products: ir.Table | None = None
     contents: ir.Table | None = None
+    rows: Mapping[str, int] = field(default_factory=dict)  # rows of each table the dataset has
 
 
 def _days_ago(ts: ir.TimestampValue, as_of: datetime) -> ir.FloatingValue:

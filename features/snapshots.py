@@ -165,6 +165,7 @@ def _sources(tables: dict[str, ir.Table], rows: dict[str, int]) -> Sources:
         members=nonempty("members"),
         products=nonempty("products"),
         contents=nonempty("contents"),
+        rows=rows,
     )
 
 
@@ -179,10 +180,11 @@ def _connect_spark(dataset: Dataset) -> tuple[Any, Sources]:
         raise DataError(f"dataset {dataset.name!r} has no orders or engagements under {where}")
     prefix = "cm_" + re.sub(r"[^A-Za-z0-9]", "_", dataset.name)
     tables = {t: con.read_parquet(uri, table_name=f"{prefix}_{t}") for t, uri in located.items()}
-    rows = {
-        t: (dataset.row_count(t) if engines.spark_tables_uri() is None else table.count().to_pyarrow().as_py())
-        for t, table in tables.items()
-    }
+    if engines.spark_tables_uri() is None:
+        rows = {t: dataset.row_count(t) for t in tables}
+    else:  # one job counts every table
+        counts = [table.aggregate(table=ibis.literal(t), rows=table.count()) for t, table in tables.items()]
+        rows = {r["table"]: r["rows"] for r in run(con, ibis.union(*counts)).to_pylist()}
     return con, _sources(tables, rows)
 
 
@@ -210,11 +212,10 @@ def upgrade_timestamps(dataset: Dataset, table: str) -> None:
 
 def event_span(src: Sources) -> tuple[datetime, datetime]:
     """First and last event time over orders and engagements."""
-    spans = [src.orders.aggregate(lo=src.orders.ts.min(), hi=src.orders.ts.max()).to_pyarrow().to_pylist()[0]]
-    if src.engagements is not None:
-        e = src.engagements
-        spans.append(e.aggregate(lo=e.ts.min(), hi=e.ts.max()).to_pyarrow().to_pylist()[0])
-    spans = [s for s in spans if s["lo"] is not None]
+    tables = [t for t in (src.orders, src.engagements) if t is not None]
+    # One query for both tables (on Spark each query is a job: seconds on a small community).
+    parts = [t.aggregate(lo=t.ts.min(), hi=t.ts.max()) for t in tables]
+    spans = [s for s in ibis.union(*parts).to_pyarrow().to_pylist() if s["lo"] is not None]
     if not spans:
         raise DataError("the dataset has no events")
     return min(s["lo"] for s in spans), max(s["hi"] for s in spans)
@@ -324,7 +325,7 @@ def _build_features(
     for stale in (snapshot.meta_path, *snapshot.path.glob("labels_h*.parquet"), *snapshot.path.glob("*.npz")):
         stale.unlink(missing_ok=True)
     shutil.rmtree(snapshot.path / "online", ignore_errors=True)  # the serving layout of the old features
-    events = _event_count(dataset, src)
+    events = src.rows.get("orders", 0) + src.rows.get("engagements", 0)
     mark = time.perf_counter()
     with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):
         declared = feature_schema(src)
@@ -394,13 +395,6 @@ def run(con: Any, expr: ir.Table) -> pa.Table:
     """An expression's rows as Arrow, typed as the expression says on every engine (Spark's results come back
     through pandas, whose integer columns with nulls are floats)."""
     return con.to_pyarrow(expr).cast(expr.schema().to_pyarrow())
-
-
-def _event_count(dataset: Dataset, src: Sources) -> int:
-    if engines.selected() is Engine.spark and engines.spark_tables_uri() is not None:
-        tables = [t for t in (src.orders, src.engagements) if t is not None]
-        return sum(int(t.count().to_pyarrow().as_py()) for t in tables)
-    return dataset.row_count("orders") + dataset.row_count("engagements")
 
 
 def _cutoff_literals(con: Any, as_of: datetime) -> list[str]:
