@@ -214,7 +214,7 @@ def event_span(src: Sources) -> tuple[datetime, datetime]:
     """First and last event time over orders and engagements."""
     tables = [t for t in (src.orders, src.engagements) if t is not None]
     # One query for both tables (on Spark each query is a job: seconds on a small community).
-    parts = [t.aggregate(lo=t.ts.min(), hi=t.ts.max()) for t in tables]
+    parts = [t.aggregate(lo=t.ts.min().cast("timestamp"), hi=t.ts.max().cast("timestamp")) for t in tables]
     spans = [s for s in ibis.union(*parts).to_pyarrow().to_pylist() if s["lo"] is not None]
     if not spans:
         raise DataError("the dataset has no events")

@@ -27,7 +27,11 @@ def score_on_spark(features_path: Path, population: pd.DataFrame, champions: Cha
         context = champion.model.input_context(population)
         if context is not None:
             contexts.append(context)
-    outputs = [str(c.kind.output) for c in members]
+    # The function travels to the executors with the fitted models it closes over, not the champions (whose module
+    # imports MLflow: seconds in every Python worker).
+    models = [(str(c.kind.output), c.model) for c in members]
+    outputs = [output for output, _ in models]
+    reasons_model = champions[CHURN].model
 
     def score_partition(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for part in parts:
@@ -37,9 +41,9 @@ def score_on_spark(features_path: Path, population: pd.DataFrame, champions: Cha
                 if not has_inputs(prepared, context.horizon_days):
                     prepared = context.apply(prepared)
             out = pd.DataFrame({"member_id": part["member_id"].astype(str).to_numpy()})
-            for champion, output in zip(members, outputs, strict=True):
-                out[output] = champion.model.predict(prepared)
-            out["top_reasons"] = [", ".join(r) for r in champions[CHURN].model.top_reasons(prepared)]
+            for output, model in models:
+                out[output] = model.predict(prepared)
+            out["top_reasons"] = [", ".join(r) for r in reasons_model.top_reasons(prepared)]
             yield out
 
     schema = ", ".join(["member_id string", *(f"{o} double" for o in outputs), "top_reasons string"])

@@ -64,14 +64,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
                 engines.os.environ[key] = value
 
 
-def files_built_by(engine: Engine, dataset: Dataset, as_of: date) -> dict[str, object]:
-    """Every file of the snapshot as of `as_of`, built from scratch by `engine`."""
-    engines.use(engine)
-    try:
-        result = build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=90), force=True)
-    finally:
-        engines.use(Engine.duckdb)
-    assert result.labels_written
+def snapshot_files(dataset: Dataset, as_of: date) -> dict[str, object]:
+    """Every file of the snapshot as of `as_of`, read back."""
     snapshot = Snapshot(dataset, as_of)
     files: dict[str, object] = {
         "features": pd.read_parquet(snapshot.features_path),
@@ -81,6 +75,17 @@ def files_built_by(engine: Engine, dataset: Dataset, as_of: date) -> dict[str, o
         if snapshot.interactions_path(kind).exists():
             files[kind] = snapshot.interactions(kind)
     return files
+
+
+def files_built_by(engine: Engine, dataset: Dataset, as_of: date) -> dict[str, object]:
+    """Every file of the snapshot as of `as_of`, built from scratch by `engine`."""
+    engines.use(engine)
+    try:
+        result = build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=90), force=True)
+    finally:
+        engines.use(Engine.duckdb)
+    assert result.labels_written
+    return snapshot_files(dataset, as_of)
 
 
 def assert_same_frames(spark: pd.DataFrame, duck: pd.DataFrame, what: str) -> None:
@@ -116,47 +121,41 @@ def assert_same_snapshot(spark: dict[str, object], duck: dict[str, object]) -> N
         assert (a.matrix != b.matrix).nnz == 0, f"{kind} interactions differ"
 
 
-@pytest.fixture(scope="module")
-def community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dataset]:
-    with state_home_env(tmp_path_factory.mktemp("spark-home")) as home:
-        yield synthetic(home, "community", members=400, seed=3)
-
-
-def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_equal_to_duckdbs(
-    spark: object, community: Dataset, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_and_scores_it_as_duckdb_and_pandas_do(
+    spark: object, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    duck = files_built_by(Engine.duckdb, community, date(2025, 9, 1))
-    # The tables where a cluster would find them: any Hadoop-compatible URI, here a file:// one.
-    lake = tmp_path_factory.mktemp("lake")
-    shutil.copytree(community.path, lake / community.name)
-    monkeypatch.setenv(engines.SPARK_TABLES_ENV, lake.as_uri())
-    spark_files = files_built_by(Engine.spark, community, date(2025, 9, 1))
-    assert_same_snapshot(spark_files, duck)
-    assert {"products", "contents"} <= spark_files.keys()
-    churned = spark_files["labels"]["churned"]
-    assert 0 < churned.mean() < 1
-
-
-def test_score_on_spark_writes_what_scoring_in_process_writes(spark: object, community: Dataset) -> None:
+    """One Spark build and one scoring (each costs seconds of Spark jobs): `score --engine spark` on tables at a
+    URI builds the snapshot on Spark (the tables' fingerprint is read there) and scores it on the executors."""
     from cli import app
     from serving.models.kinds import CHURN, VALUE
+    from training.job import TrainSettings
 
-    with_champions(community, [CHURN, VALUE])
-    out = community.home.root / "scores"
-    runner = CliRunner()
-    try:
-        for engine in Engine:
-            scored = runner.invoke(
-                app, ["score", "-d", community.name, "--engine", engine.value, "--out", str(out / f"{engine}.parquet")]
-            )
-            assert scored.exit_code == 0, scored.output
-    finally:
-        engines.use(Engine.duckdb)
-    on_spark, in_process = (pd.read_parquet(out / f"{e}.parquet") for e in (Engine.spark, Engine.duckdb))
-    assert len(in_process) > 300
-    assert_same_frames(on_spark, in_process, "scores")
-    assert (on_spark["top_reasons"] == in_process["top_reasons"]).all()
-    assert set(on_spark["tier"]) >= {"churn_risk", "high_value"}
+    as_of = date(2025, 9, 1)  # the data reach 90 days past it: labels too
+    with state_home_env(tmp_path_factory.mktemp("spark-home")) as home:
+        quick = TrainSettings(training_cutoffs=1, test_cutoffs=1, family="lightgbm", budget_seconds=0)
+        community = with_champions(synthetic(home, "community", members=400, seed=3), [CHURN, VALUE], quick)
+        out, runner = home.root / "scores", CliRunner()
+        score = ["score", "-d", community.name, "--as-of", str(as_of), "--out"]
+        try:
+            in_process = runner.invoke(app, [*score, str(out / "duckdb.parquet"), "--engine", "duckdb"])
+            assert in_process.exit_code == 0, in_process.output
+            duck = snapshot_files(community, as_of)
+            # The tables where a cluster would find them: any Hadoop-compatible URI, here a file:// one.
+            lake = tmp_path_factory.mktemp("lake")
+            shutil.copytree(community.path, lake / community.name)
+            monkeypatch.setenv(engines.SPARK_TABLES_ENV, lake.as_uri())
+            on_spark = runner.invoke(app, [*score, str(out / "spark.parquet"), "--engine", "spark"])
+            assert on_spark.exit_code == 0, on_spark.output
+        finally:
+            engines.use(Engine.duckdb)
+        assert "building features of community" in on_spark.output  # built again, on Spark
+        assert_same_snapshot(snapshot_files(community, as_of), duck)
+        assert {"products", "contents"} <= duck.keys() and 0 < duck["labels"]["churned"].mean() < 1
+        spark_scores, duck_scores = (pd.read_parquet(out / f"{e}.parquet") for e in ("spark", "duckdb"))
+    assert len(duck_scores) == len(duck["features"]) > 250
+    assert_same_frames(spark_scores, duck_scores, "scores")
+    assert (spark_scores["top_reasons"] == duck_scores["top_reasons"]).all()
+    assert set(spark_scores["tier"]) >= {"churn_risk", "high_value"}
 
 
 def test_spark_builds_online_retails_snapshot_equal_to_duckdbs(spark: object, online_retail: tuple) -> None:
