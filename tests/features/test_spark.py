@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from features import engines
 from features.engines import Engine
+from features.home import StateHome
 from features.interactions import Interactions
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, upgrade_timestamps
 from features.store import Dataset
@@ -122,19 +123,20 @@ def assert_same_snapshot(spark: dict[str, object], duck: dict[str, object]) -> N
 
 
 def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_and_scores_it_as_duckdb_and_pandas_do(
-    spark: object, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    spark: object, shared_home: StateHome, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One Spark build and one scoring (each costs seconds of Spark jobs): `score --engine spark` on tables at a
-    URI builds the snapshot on Spark (the tables' fingerprint is read there) and scores it on the executors."""
+    URI builds the snapshot on Spark (the tables' fingerprint is read there) and scores it on the executors. In
+    the session's home, whose MLflow registry exists already."""
     from cli import app
     from serving.models.kinds import CHURN, VALUE
     from training.job import TrainSettings
 
     as_of = date(2025, 9, 1)  # the data reach 90 days past it: labels too
-    with state_home_env(tmp_path_factory.mktemp("spark-home")) as home:
+    with state_home_env(shared_home.root) as home:
         quick = TrainSettings(training_cutoffs=1, test_cutoffs=1, family="lightgbm", budget_seconds=0)
-        community = with_champions(synthetic(home, "community", members=400, seed=3), [CHURN, VALUE], quick)
-        out, runner = home.root / "scores", CliRunner()
+        community = with_champions(synthetic(home, "spark-community", members=400, seed=3), [CHURN, VALUE], quick)
+        out, runner = tmp_path_factory.mktemp("scores"), CliRunner()
         score = ["score", "-d", community.name, "--as-of", str(as_of), "--out"]
         try:
             in_process = runner.invoke(app, [*score, str(out / "duckdb.parquet"), "--engine", "duckdb"])
@@ -148,7 +150,7 @@ def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_and_sc
             assert on_spark.exit_code == 0, on_spark.output
         finally:
             engines.use(Engine.duckdb)
-        assert "building features of community" in on_spark.output  # built again, on Spark
+        assert f"building features of {community.name}" in on_spark.output  # built again, on Spark
         assert_same_snapshot(snapshot_files(community, as_of), duck)
         assert {"products", "contents"} <= duck.keys() and 0 < duck["labels"]["churned"].mean() < 1
         spark_scores, duck_scores = (pd.read_parquet(out / f"{e}.parquet") for e in ("spark", "duckdb"))
