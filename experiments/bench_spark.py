@@ -36,6 +36,20 @@ MEMBERS_PER_MILLION = 12_900  # the default community has ~77 events per member
 CLI = [str(Path(".venv/bin/community-ml"))]
 
 
+ON_A_CLUSTER = """
+What to expect on a cluster. On these 2 cores Spark's local mode is 9-13x slower than DuckDB: every feature
+query is some 25 stages (joins and aggregations by member), each with scheduling and serialisation costs that
+DuckDB's single process never pays, and the JVM start costs ~10 s once. Its throughput rises with the data
+(12,000 to 47,000 events/s from 1M to 10M events) as those fixed costs spread, and the work it does is
+partitioned by member: every aggregation and join is keyed by member_id, so executors share it with little
+data crossing between them and the rate grows close to linearly with cores. From the 10M row, 80 cores (20
+executors of 4) would give about 40 x 47,000 = 1.9M events/s, a billion events in roughly 10 minutes, in
+memory spread over the executors; DuckDB stays the right choice while the tables fit one machine (here 441,000
+events/s, 1.2 GB at 10M events), and the results are the same files either way (difference 0 above). These
+cluster figures are an expectation from the measured local rates, not a measurement.
+"""
+
+
 def build(home: Path, dataset: str, engine: str) -> dict[str, object]:
     env = {**os.environ, "COMMUNITY_ML_HOME": str(home)}
     command = [*CLI, "features", "build", "-d", dataset, "--as-of", str(AS_OF), "--force", "--json"]
@@ -105,7 +119,7 @@ def main() -> None:
         "spark",
         "Feature snapshot build: DuckDB against Spark local mode",
         __doc__.split("\n\n")[1] + "\n\nCommand: `make bench` (`.venv/bin/python experiments/bench_spark.py`).",
-        header + "\n".join(rows) + "\n",
+        header + "\n".join(rows) + "\n" + ON_A_CLUSTER,
     )
 
 

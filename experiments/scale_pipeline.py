@@ -24,11 +24,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, required=True)
     parser.add_argument("--home", type=Path, required=True, help="the state home (kept: the data take minutes)")
+    parser.add_argument("--dataset", help="the community's name (default: m<members>)")
     parser.add_argument("--training-cutoffs", type=int, default=3)
     parser.add_argument("--test-cutoffs", type=int, default=1)
     parser.add_argument("--skip", default="", help="steps to leave out, comma-separated (e.g. 'score on Spark')")
     args = parser.parse_args()
-    dataset = f"m{args.members}"
+    dataset = args.dataset or f"m{args.members}"
     env = {**os.environ, "COMMUNITY_ML_HOME": str(args.home.resolve())}
     env.pop("MLFLOW_TRACKING_URI", None)
     cutoffs = ["--training-cutoffs", str(args.training_cutoffs), "--test-cutoffs", str(args.test_cutoffs)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -50,13 +51,18 @@ TEST_SPARK_CONF = (
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def spark() -> Iterator[threading.Thread]:
+    """The module's Spark session, starting in the background (~10 s of JVM start, while a test trains): join the
+    thread before the first Spark build."""
     saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, engines.SPARK_MASTER_ENV)}
     engines.os.environ[engines.SPARK_CONF_ENV] = TEST_SPARK_CONF
     engines.os.environ[engines.SPARK_MASTER_ENV] = "local[2]"
+    starting = threading.Thread(target=engines.spark_session, name="spark-start")
+    starting.start()
     try:
-        yield engines.spark_session()
+        yield starting
     finally:
+        starting.join()
         engines.use(Engine.duckdb)
         for key, value in saved.items():
             if value is None:
@@ -123,7 +129,10 @@ def assert_same_snapshot(spark: dict[str, object], duck: dict[str, object]) -> N
 
 
 def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_and_scores_it_as_duckdb_and_pandas_do(
-    spark: object, shared_home: StateHome, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    spark: threading.Thread,
+    shared_home: StateHome,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One Spark build and one scoring (each costs seconds of Spark jobs): `score --engine spark` on tables at a
     URI builds the snapshot on Spark (the tables' fingerprint is read there) and scores it on the executors. In
@@ -143,6 +152,7 @@ def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_and_sc
             assert in_process.exit_code == 0, in_process.output
             duck = snapshot_files(community, as_of)
             # The tables where a cluster would find them: any Hadoop-compatible URI, here a file:// one.
+            spark.join()
             lake = tmp_path_factory.mktemp("lake")
             shutil.copytree(community.path, lake / community.name)
             monkeypatch.setenv(engines.SPARK_TABLES_ENV, lake.as_uri())
@@ -160,7 +170,8 @@ def test_spark_builds_the_synthetic_communitys_snapshot_from_a_hadoop_uri_and_sc
     assert set(spark_scores["tier"]) >= {"churn_risk", "high_value"}
 
 
-def test_spark_builds_online_retails_snapshot_equal_to_duckdbs(spark: object, online_retail: tuple) -> None:
+def test_spark_builds_online_retails_snapshot_equal_to_duckdbs(spark: threading.Thread, online_retail: tuple) -> None:
+    spark.join()
     retail, _ = online_retail
     duck = files_built_by(Engine.duckdb, retail, date(2011, 9, 1))
     spark_files = files_built_by(Engine.spark, retail, date(2011, 9, 1))
