@@ -159,11 +159,20 @@ def spark_tables_uri() -> str | None:
 def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
     """(bytes, latest modification in ms) of a file, or of every file under a folder; None when absent. Read
     through Hadoop's FileSystem, so it works for any URI Spark reads."""
+    from py4j.protocol import Py4JJavaError
+
     jvm = session.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(session.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(path):
-        return None
+    try:
+        fs = path.getFileSystem(session.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(path):
+            return None
+    except Py4JJavaError as exc:  # no file system for the scheme (a missing connector jar), no access, ...
+        cause = str(exc.java_exception.toString())
+        raise DataError(
+            f"{SPARK_TABLES_ENV}: Spark cannot read {uri} ({cause}); check the URI, and that the cluster has the "
+            "file system's connector (spark.jars.packages in COMMUNITY_ML_SPARK_CONF) and credentials"
+        ) from exc
     files = fs.listFiles(path, True)
     size = modified = 0
     while files.hasNext():
