@@ -42,7 +42,14 @@ def main() -> None:
         ("score (DuckDB, in process)", ["score", "-d", dataset, "--out", str(scores / "duckdb.parquet")]),
         ("score on Spark", ["score", "-d", dataset, "--engine", "spark", "--out", str(scores / "spark.parquet")]),
     ]
-    rows = []
+    path = RESULTS_DIR / "scale.md"
+    if not path.exists():
+        path.write_text("# The member pipeline at the plan's sizes\n\n" + __doc__.split("\n\n")[1] + "\n")
+    with path.open("a") as out:  # a row as each step ends: a long run stopped half-way keeps what it measured
+        out.write(
+            f"\n## {args.members:,} members (train: {args.training_cutoffs} training cutoffs, {args.test_cutoffs} "
+            "test)\n\n| step | seconds | peak MB (process tree) |\n|---|---:|---:|\n"
+        )
     for name, command in steps:
         if name in args.skip.split(","):
             continue
@@ -51,17 +58,8 @@ def main() -> None:
         status = "" if measured.returncode == 0 else f" (exit {measured.returncode}: {measured.stderr[-300:]!r})"
         print(f"  {measured.seconds:.0f} s, peak {measured.peak_mb:,.0f} MB{status}", flush=True)
         (args.home / f"{name.split(' (')[0].replace(' ', '_')}.log").write_text(measured.stdout + measured.stderr)
-        rows.append(f"| {name} | {measured.seconds:,.0f} | {measured.peak_mb:,.0f} |{status}")
-    table = (
-        f"\n## {args.members:,} members (train: {args.training_cutoffs} training cutoffs, {args.test_cutoffs} test)"
-        "\n\n| step | seconds | peak MB (process tree) |\n|---|---:|---:|\n" + "\n".join(rows) + "\n"
-    )
-    print(table)
-    path = RESULTS_DIR / "scale.md"
-    if not path.exists():
-        path.write_text("# The member pipeline at the plan's sizes\n\n" + __doc__.split("\n\n")[1] + "\n")
-    with path.open("a") as out:
-        out.write(table)
+        with path.open("a") as out:
+            out.write(f"| {name} | {measured.seconds:,.0f} | {measured.peak_mb:,.0f} |{status}\n")
 
 
 if __name__ == "__main__":
