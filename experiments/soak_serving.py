@@ -25,12 +25,8 @@ import numpy as np
 import psutil
 
 from experiments.bench_serving import free_port, ready_home, start
+from experiments.measured import tree_rss_mb
 from experiments.results_file import write_results
-
-
-def tree_rss_mb(process: psutil.Process) -> float:
-    procs = [process, *process.children(recursive=True)]
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
 
 
 async def soak(base: str, members: list[str], seconds: float, window: float, server: psutil.Process) -> list[dict]:

@@ -129,8 +129,8 @@ def _find_java() -> None:
 
 
 def java_for_spark() -> str | None:
-    """ "" when the Java Spark would start already fits; else the home of one under /usr/lib/jvm that does; None
-    when there is none."""
+    """The JAVA_HOME Spark should use: empty when the Java it would start already fits, else one under
+    /usr/lib/jvm that does; None when there is none."""
     configured = os.environ.get("JAVA_HOME")
     if _java_version(configured) in JAVA_VERSIONS or (not configured and _java_version(None) in JAVA_VERSIONS):
         return ""

@@ -259,7 +259,7 @@ def events_since(dataset: Dataset, as_of: datetime) -> dict[str, pd.DataFrame]:
     out = {}
     for table in EVENT_TABLES:
         if dataset.has(table):
-            frame = pd.read_parquet(dataset.table_path(table), filters=[("ts", ">=", pd.Timestamp(as_of))])
+            frame = dataset.read(table, filters=[("ts", ">=", pd.Timestamp(as_of))])
             if len(frame):
                 out[table] = frame
     return out

@@ -38,7 +38,7 @@ from features.interactions import (
     product_interactions_expr,
     to_matrix,
 )
-from features.point_in_time import Sources, known_members, labels_expr, snapshot_expr
+from features.point_in_time import Sources, labels_expr, snapshot_expr
 from features.progress import say, step
 from features.schema import ATTRIBUTES, FeatureSchema, Needs, resolve
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
@@ -127,22 +127,20 @@ def fingerprint(dataset: Dataset) -> str:
     """Changes whenever a canonical table is rewritten (size and modification time), or the feature code."""
     code = b"".join(Path(m.__file__).read_bytes() for m in (schema, point_in_time, interactions) if m.__file__)
     parts: list[Any] = [FEATURE_SET_VERSION, hashlib.sha256(code).hexdigest()]
-    base = engines.spark_tables_uri() if engines.selected() is Engine.spark else None
-    if base is None:
+    if engines.selected() is Engine.spark and engines.spark_tables_uri() is not None:
+        # Tables elsewhere: the same facts, read through Hadoop's FileSystem.
+        parts += [[table, stat] for table, (_, stat) in _lake_tables(dataset).items()]
+    else:
         for table in dataset.tables():
             stat = dataset.table_path(table).stat()
             parts.append([table, stat.st_size, stat.st_mtime_ns])
-    else:  # tables elsewhere: the same facts, read through Hadoop's FileSystem
-        session = engines.spark_session()
-        for table in TABLE_NAMES:
-            parts.append([table, engines.hadoop_stat(session, f"{base}/{dataset.name}/{table}.parquet")])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def connect(dataset: Dataset, engine: Engine | None = None) -> tuple[Any, Sources]:
-    """An Ibis connection of the engine (`engines.selected()` unless given) with the dataset's tables."""
+def connect(dataset: Dataset) -> tuple[Any, Sources]:
+    """An Ibis connection of the selected engine (`engines.selected()`) with the dataset's tables."""
     dataset.require()
-    if (engine or engines.selected()) is Engine.spark:
+    if engines.selected() is Engine.spark:
         return _connect_spark(dataset)
     if not dataset.has("orders") and not dataset.has("engagements"):
         raise DataError(f"dataset {dataset.name!r} has no orders or engagements; import one of them first")
@@ -190,14 +188,19 @@ def _connect_spark(dataset: Dataset) -> tuple[Any, Sources]:
 
 def _spark_locations(dataset: Dataset) -> dict[str, str]:
     """Where Spark reads each canonical table the dataset has."""
-    base = engines.spark_tables_uri()
-    if base is None:
+    if engines.spark_tables_uri() is None:
         for table in dataset.tables():
             upgrade_timestamps(dataset, table)
         return {t: str(dataset.table_path(t)) for t in dataset.tables()}
-    session = engines.spark_session()
-    located = {t: f"{base}/{dataset.name}/{t}.parquet" for t in TABLE_NAMES}
-    return {t: uri for t, uri in located.items() if engines.hadoop_stat(session, uri) is not None}
+    return {table: uri for table, (uri, _) in _lake_tables(dataset).items()}
+
+
+def _lake_tables(dataset: Dataset) -> dict[str, tuple[str, tuple[int, int]]]:
+    """The dataset's tables under `$COMMUNITY_ML_SPARK_TABLES`: each one's URI and (bytes, last modification)."""
+    session, base = engines.spark_session(), engines.spark_tables_uri()
+    found = {t: f"{base}/{dataset.name}/{t}.parquet" for t in TABLE_NAMES}
+    stats = {t: engines.hadoop_stat(session, uri) for t, uri in found.items()}
+    return {t: (found[t], stat) for t, stat in stats.items() if stat is not None}
 
 
 def upgrade_timestamps(dataset: Dataset, table: str) -> None:
@@ -301,7 +304,9 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     mark = time.perf_counter()
     if can_label:
         with step(f"labelling members over the {settings.horizon_days} days from {settings.as_of}"):
-            members = known_members(src, as_of)  # the snapshot's rows, whichever engine built it
+            # The snapshot's members, from its file (read here, not by the engine: Spark's executors need not reach
+            # the state home), instead of finding them in every event again.
+            members = ibis.memtable(pq.read_table(snapshot.features_path, columns=["member_id"]))
             labels = labels_expr(src, members, as_of, settings.horizon_days, settings.churn_needs_no_engagement)
             write_parquet_atomic(run(con, labels), labels_path)
     else:

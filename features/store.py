@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,17 +31,20 @@ class MergeResult:
     total: int
 
 
+# Times in microseconds, which every engine reads (Spark cannot read nanoseconds); a time with a finer digit fails
+# the write instead of losing it.
+PARQUET_TIMES: dict[str, Any] = {"coerce_timestamps": "us", "allow_truncated_timestamps": False}
+
+
 def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> None:
     """Writes beside the target and renames, so a crash half-way leaves the previous file readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        # Times in microseconds, which every engine reads (Spark cannot read nanoseconds); a time with a finer
-        # digit fails the write instead of losing it.
         if isinstance(frame, pa.Table):
-            pq.write_table(frame, tmp, coerce_timestamps="us", allow_truncated_timestamps=False)
+            pq.write_table(frame, tmp, **PARQUET_TIMES)
         else:
-            frame.to_parquet(tmp, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
+            frame.to_parquet(tmp, index=False, **PARQUET_TIMES)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -56,7 +58,7 @@ class ParquetAppender:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.schema, self.rows = path, schema, 0
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self._writer = pq.ParquetWriter(self.tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=False)
+        self._writer = pq.ParquetWriter(self.tmp, schema, **PARQUET_TIMES)
 
     def write(self, frame: pd.DataFrame) -> None:
         self._writer.write_table(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
@@ -126,19 +128,16 @@ class Dataset:
     def has(self, table: str) -> bool:
         return self.table_path(table).exists()
 
-    def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    def read(self, table: str, columns: list[str] | None = None, filters: list[Any] | None = None) -> pd.DataFrame:
         """The canonical table, typed; an empty typed frame when the dataset has no such table."""
         spec = TABLES[table]
         if not self.has(table):
             frame = empty_frame(spec)
             return frame[columns] if columns else frame
-        frame = pd.read_parquet(self.table_path(table), columns=columns)
-        # Tables store microseconds (what Spark reads) and pandas keeps that unit: give back nanoseconds, as
-        # tables written earlier and every frame built in memory have, so rows compare and hash alike.
-        for column in frame.columns:
-            if isinstance(frame[column].dtype, np.dtype) and frame[column].dtype.kind == "M":
-                frame[column] = frame[column].astype("datetime64[ns]")
-        return frame
+        stored = pq.read_table(self.table_path(table), columns=columns, filters=filters)
+        # Tables store microseconds (what Spark reads); frames get nanoseconds, as tables written earlier and every
+        # frame built in memory have, so rows compare and hash alike.
+        return stored.to_pandas(coerce_temporal_nanoseconds=True)
 
     def row_count(self, table: str) -> int:
         return pq.ParquetFile(self.table_path(table)).metadata.num_rows if self.has(table) else 0

@@ -204,6 +204,7 @@ class _Sim:
         # The members this simulation draws: `first` up to `first + n` (all of them until `chunk` narrows it), and
         # the number of orders drawn before them (their order ids follow on).
         self.first, self.n, self.first_order = 0, config.members, 0
+        self.orders_drawn = 0  # by `orders`: where the next chunk's order ids start
         self.rng = np.random.default_rng(config.seed)
         self.start = pd.Timestamp(config.start)
         self.end = self.start + pd.DateOffset(months=config.months)

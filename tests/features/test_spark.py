@@ -8,6 +8,7 @@ Java 17 or 21, which `make test` installs.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -41,7 +42,8 @@ pytestmark = [
     ),
 ]
 
-MONEY = ("monetary", "sales_value", "returned_value", "future_value")
+# Money: sums of amounts, compared to the cent. The spend trends are ratios of them: floats, to 1e-9 like the rest.
+MONEY = re.compile(r"^(monetary|sales_value|returned_value|future_value|spend(_prev)?_\d+d)$")
 # Small data: one shuffle partition and no adaptive re-planning save seconds per query (style.md).
 # A JVM that compiles with C1 alone warms up faster: 40 s against 60 s for a first snapshot of 2,000 members.
 TEST_SPARK_CONF = (
@@ -102,7 +104,7 @@ def assert_same_frames(spark: pd.DataFrame, duck: pd.DataFrame, what: str) -> No
     differing = []
     for column in duck.columns:
         a, b = spark[column], duck[column]
-        if column in MONEY or column.startswith("spend_"):
+        if MONEY.match(column):
             same = ((a - b).abs() < 0.005) | (a.isna() & b.isna())  # to the cent
         elif pd.api.types.is_float_dtype(b):
             same = pd.Series(np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True), index=b.index)
