@@ -1,4 +1,5 @@
-"""The canonical data contract of design.md §3: six tables, their columns, types, keys and allowed values."""
+"""The canonical data contract of design.md §3, and campaigns' exposures: seven tables, their columns, types, keys
+and allowed values."""
 
 from __future__ import annotations
 
@@ -147,5 +148,24 @@ ENGAGEMENTS = _event_table(
     Column("group_id", Kind.ID),
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS)}
+EXPOSURES = TableSpec(
+    "exposures",
+    "a member's assignment to an arm of a campaign (a control holdout is an arm too)",
+    (
+        Column("member_id", Kind.ID, required=True, nullable=False),
+        Column("campaign_id", Kind.ID, required=True, nullable=False, doc="the campaign's name"),
+        Column("arm", Kind.ID, required=True, nullable=False, doc="e.g. control, coupon; names kept as written"),
+        Column("ts", Kind.TIMESTAMP, required=True, nullable=False, doc="when the member was assigned (or pushed)"),
+    ),
+    # A member is in one arm of a campaign: a second row for the pair is a conflicting assignment.
+    key=("campaign_id", "member_id"),
+    is_event=True,
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS, EXPOSURES)
+}
+# What member features are built from: a campaign's exposures are outcomes' context, never a feature (so recording
+# a campaign does not invalidate the feature snapshots).
+FEATURE_SOURCES = ("members", "products", "contents", "groups", "orders", "engagements")
 TABLE_NAMES = tuple(TABLES)

@@ -8,12 +8,13 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
+from features.campaigns import CampaignPlan, plan_path
 from features.contract import TABLES, TableSpec
 from features.errors import DataError
 from features.privacy import forgotten_mask
 from features.progress import say, step
 from features.readers import RawTable, read_raw
-from features.store import Dataset, ParquetAppender, in_stored_order, write_parquet_atomic
+from features.store import Dataset, ParquetAppender, in_stored_order, write_json_atomic, write_parquet_atomic
 from features.synthetic import SyntheticConfig, generate_chunks
 from features.validation import Validated, quarantine_frame, reason_counts, validate
 
@@ -203,6 +204,11 @@ def import_synthetic(dataset: Dataset, config: SyntheticConfig) -> ImportSummary
     for table, rows in quarantined.items():
         dataset.add_quarantine(table, rows)
     write_parquet_atomic(pd.concat(truth, ignore_index=True), dataset.path / "truth.parquet")
+    if config.campaign_at is not None:  # the planted campaign's split, which its report checks the arms against
+        plan = CampaignPlan(
+            campaign=config.campaign, arms=["coupon"], holdout=config.campaign_holdout, audience="synthetic"
+        )
+        write_json_atomic(plan.model_dump(mode="json"), plan_path(dataset, config.campaign))
     summaries = [
         TableSummary(
             table=table,

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from features import engines, interactions, point_in_time, schema
-from features.contract import ORDERS, TABLE_NAMES
+from features.contract import FEATURE_SOURCES, ORDERS
 from features.engines import Engine
 from features.errors import DataError
 from features.interactions import (
@@ -131,7 +131,7 @@ def fingerprint(dataset: Dataset) -> str:
         # Tables elsewhere: the same facts, read through Hadoop's FileSystem.
         parts += [[table, stat] for table, (_, stat) in _lake_tables(dataset).items()]
     else:
-        for table in dataset.tables():
+        for table in dataset.tables(FEATURE_SOURCES):
             stat = dataset.table_path(table).stat()
             parts.append([table, stat.st_size, stat.st_mtime_ns])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -145,7 +145,7 @@ def connect(dataset: Dataset) -> tuple[Any, Sources]:
     if not dataset.has("orders") and not dataset.has("engagements"):
         raise DataError(f"dataset {dataset.name!r} has no orders or engagements; import one of them first")
     con = ibis.duckdb.connect()
-    tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in dataset.tables()}
+    tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in dataset.tables(FEATURE_SOURCES)}
     return con, _sources(tables, {t: dataset.row_count(t) for t in tables})
 
 
@@ -189,16 +189,16 @@ def _connect_spark(dataset: Dataset) -> tuple[Any, Sources]:
 def _spark_locations(dataset: Dataset) -> dict[str, str]:
     """Where Spark reads each canonical table the dataset has."""
     if engines.spark_tables_uri() is None:
-        for table in dataset.tables():
+        for table in dataset.tables(FEATURE_SOURCES):
             upgrade_timestamps(dataset, table)
-        return {t: str(dataset.table_path(t)) for t in dataset.tables()}
+        return {t: str(dataset.table_path(t)) for t in dataset.tables(FEATURE_SOURCES)}
     return {table: uri for table, (uri, _) in _lake_tables(dataset).items()}
 
 
 def _lake_tables(dataset: Dataset) -> dict[str, tuple[str, tuple[int, int]]]:
     """The dataset's tables under `$COMMUNITY_ML_SPARK_TABLES`: each one's URI and (bytes, last modification)."""
     session, base = engines.spark_session(), engines.spark_tables_uri()
-    found = {t: f"{base}/{dataset.name}/{t}.parquet" for t in TABLE_NAMES}
+    found = {t: f"{base}/{dataset.name}/{t}.parquet" for t in FEATURE_SOURCES}
     stats = {t: engines.hadoop_stat(session, uri) for t, uri in found.items()}
     return {t: (found[t], stat) for t, stat in stats.items() if stat is not None}
 

@@ -122,8 +122,9 @@ class Dataset:
             )
         return self
 
-    def tables(self) -> list[str]:
-        return [t for t in TABLE_NAMES if self.table_path(t).exists()]
+    def tables(self, among: tuple[str, ...] = TABLE_NAMES) -> list[str]:
+        """The canonical tables the dataset holds (of `among`)."""
+        return [t for t in among if self.table_path(t).exists()]
 
     def has(self, table: str) -> bool:
         return self.table_path(table).exists()

@@ -4,7 +4,11 @@ The simulation plants effects that the models should later find:
 - engagement fades over the ~90 days before a member churns, and orders only over the last ~45;
 - each persona prefers some product categories and content types, and within a category its own products;
 - spending is seasonal (618 in June, Double 11 in November, December), with promotion days;
-- promotion-driven members buy mostly on promotion days and churn about twice as fast.
+- promotion-driven members buy mostly on promotion days and churn about twice as fast;
+- with `campaign_at`, a randomized coupon campaign with an uneven effect (REDEEM_BY_PERSONA, CAMPAIGN_EFFECTS):
+  deal-seeking personas and promotion-driven members respond (a coupon brings up to 60% of them to buy, lapsed or
+  not), loyal members who buy anyway need none, and push-averse ones buy less; the `exposures` table records it
+  and the ground truth holds each member's true lift.
 Everything is drawn from seeded generators, so a seed gives the same dataset every time. Members are simulated in
 chunks of CHUNK_MEMBERS, each chunk from its own generator (the first from the catalogue's), so memory stays bounded
 whatever the community's size and a community of one chunk is what it always was.
@@ -15,11 +19,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import CONTENT_TYPES, GROUP_TYPES
 
@@ -48,6 +52,19 @@ MONTH_SEASON = (0.85, 0.75, 0.95, 1.0, 1.05, 1.25, 0.95, 0.9, 1.0, 1.05, 1.5, 1.
 # Members simulated at once. The simulation holds ~70 KB per member at its peak (member x day intensity matrices,
 # then the events as frames): 25,000 members keep a chunk near 1.7 GB, whatever the community's size.
 CHUNK_MEMBERS = 25_000
+# The planted campaign's effect over its window, on a coupon arm's member: the chance a coupon brings a member to buy
+# (whatever they would have done), by persona, plus more for promotion-driven members; the factor of push-averse
+# members' orders (a share of quality seekers who are not promotion-driven); the chance a pushed member opens it (a
+# visit). The lift in conversion is largest for lapsed deal-seekers, nil for loyal members who buy anyway.
+REDEEM_BY_PERSONA = {
+    "price_sensitive": 0.35,
+    "quality_seeking": 0.0,
+    "social_sharer": 0.1,
+    "young_parent": 0.15,
+    "office_worker": 0.05,
+    "student": 0.3,
+}
+CAMPAIGN_EFFECTS = {"promo_redeem": 0.25, "averse_share": 0.5, "averse_orders": 0.4, "opened": 0.3}
 HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2])
 
 
@@ -184,6 +201,25 @@ class SyntheticConfig(BaseModel):
     )
     shift_price_factor: float = Field(1.6, gt=0, le=10, description="price multiplier from shift_at on")
     shift_promo_share: float = Field(0.5, ge=0, le=1, description="share of other members turning promotion-driven")
+    campaign_at: date | None = Field(
+        None,
+        description="run a randomized coupon campaign on this day: members who joined before it and agreed to "
+        "marketing are split at random into a coupon arm and a control holdout (recorded in `exposures`)",
+    )
+    campaign: str = Field("coupon", min_length=1, max_length=64, description="the campaign's name (campaign_id)")
+    campaign_days: int = Field(30, ge=7, le=180, description="days the coupon's effect lasts")
+    campaign_holdout: float = Field(0.5, gt=0, lt=1, description="share of the campaign's audience held out")
+
+    @model_validator(mode="after")
+    def _campaign_inside_history(self) -> SyntheticConfig:
+        if self.campaign_at is not None:
+            end = (pd.Timestamp(self.start) + pd.DateOffset(months=self.months)).date()
+            if not (self.start < self.campaign_at and self.campaign_at + timedelta(days=self.campaign_days) <= end):
+                raise ValueError(
+                    f"campaign_at {self.campaign_at}: the campaign and its {self.campaign_days} days must fall "
+                    f"inside the history ({self.start} to {end})"
+                )
+        return self
 
 
 @dataclass
@@ -309,7 +345,7 @@ class _Sim:
             age[persona == i] = rng.choice(p.age_bands, int((persona == i).sum()))
         acq_p = np.where(self.promo_driven[:, None], [0.25, 0.1, 0.2, 0.1, 0.35], [0.35, 0.25, 0.2, 0.12, 0.08])
         acquisition = _choose_rows(rng, acq_p)
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "member_id": self.member_ids,
                 "joined_at": self.start
@@ -322,6 +358,24 @@ class _Sim:
                 "consent_marketing": rng.random(n) < 0.85,
             }
         )
+        self._draw_campaign(frame["consent_marketing"].to_numpy())
+        return frame
+
+    def _draw_campaign(self, consent: np.ndarray) -> None:
+        """Who the campaign reaches (joined before it, with marketing consent), their arm, and who is push-averse;
+        from the campaign's own generator, so a community without a campaign is exactly what it was."""
+        n = self.n
+        self.arm = np.full(n, None, dtype=object)
+        self.averse = np.zeros(n, dtype=bool)
+        if self.cfg.campaign_at is None:
+            return
+        self.campaign_day = int((pd.Timestamp(self.cfg.campaign_at) - self.start).days)
+        crng = np.random.default_rng([self.cfg.seed, 4, self.first])
+        reached = consent & (self.joined_day < self.campaign_day)
+        held_out = crng.random(n) < self.cfg.campaign_holdout
+        self.arm[reached] = np.where(held_out[reached], "control", "coupon")
+        quality = np.array([p.name == "quality_seeking" for p in PERSONAS])[self.persona]
+        self.averse = quality & ~self.promo_driven & (crng.random(n) < CAMPAIGN_EFFECTS["averse_share"])
 
     @property
     def member_ids(self) -> np.ndarray:
@@ -367,12 +421,34 @@ class _Sim:
             turned = (self.promo_after_shift & ~self.promo_driven)[:, None] & (np.arange(self.days) >= self.shift_day)
             boost = np.where(turned, np.where(promo, 3.5, 1.0), boost)
         lam = rate[:, None].astype(np.float32) * season[None, :] * boost * self._active() * self._fade(45, 0.35, 0.0)
+        if self.cfg.campaign_at is not None:
+            lam = self._campaign_orders(lam)
         return self.rng.poisson(lam).astype(np.int32)
+
+    def _campaign_orders(self, lam: np.ndarray) -> np.ndarray:
+        """The coupon's effect on order intensities over the campaign's window, and each exposed member's true
+        lift in conversion (P(an order in the window | coupon) - P(... | control)), for the ground truth."""
+        window = slice(self.campaign_day, self.campaign_day + self.cfg.campaign_days)
+        factor = np.where(self.averse, CAMPAIGN_EFFECTS["averse_orders"], 1.0)
+        # Extra orders spread over the window, as many as make P(at least one) the redemption chance.
+        redeem = np.array([REDEEM_BY_PERSONA[p.name] for p in PERSONAS])[self.persona]
+        redeem = np.minimum(redeem + np.where(self.promo_driven, CAMPAIGN_EFFECTS["promo_redeem"], 0.0), 0.9)
+        extra = -np.log(1 - redeem)
+        base = lam[:, window].sum(axis=1).astype(np.float64)
+        self.true_lift = np.where(self.arm != None, np.exp(-base) - np.exp(-(base * factor + extra)), np.nan)  # noqa: E711
+        coupon = self.arm == "coupon"
+        lam = lam.copy()
+        lam[coupon, window] = lam[coupon, window] * factor[coupon, None] + extra[coupon, None] / self.cfg.campaign_days
+        return lam
 
     def engagement_counts(self) -> np.ndarray:
         rate = np.array([p.engagements_per_week for p in PERSONAS])[self.persona] * self.social / 7.0
         weekly = np.where(self.day_dates.dayofweek.to_numpy() >= 5, 1.2, 0.92)
         lam = rate[:, None].astype(np.float32) * weekly[None, :] * self._active() * self._fade(90, 0.1, 0.02)
+        if self.cfg.campaign_at is not None:  # a pushed coupon is opened now and then: a visit
+            window = slice(self.campaign_day, self.campaign_day + self.cfg.campaign_days)
+            opened = (self.arm == "coupon") & ~self.averse
+            lam[opened, window] += -np.log(1 - CAMPAIGN_EFFECTS["opened"]) / self.cfg.campaign_days
         return self.rng.poisson(lam).astype(np.int32)
 
     # ---- events ----------------------------------------------------------------------------------------
@@ -578,6 +654,22 @@ class _Sim:
                 "activity": self.activity,
                 "social": self.social,
             }
+        ).assign(**self._campaign_truth())
+
+    def _campaign_truth(self) -> dict[str, np.ndarray]:
+        if self.cfg.campaign_at is None:
+            return {}
+        return {"campaign_arm": self.arm, "push_averse": self.averse, "true_lift_conversion": self.true_lift}
+
+    def exposures(self) -> pd.DataFrame:
+        reached = self.arm != None  # noqa: E711 (an array's elementwise comparison)
+        return pd.DataFrame(
+            {
+                "member_id": self.member_ids[reached],
+                "campaign_id": self.cfg.campaign,
+                "arm": self.arm[reached].astype(str),
+                "ts": pd.Timestamp(self.cfg.campaign_at),
+            }
         )
 
 
@@ -618,6 +710,8 @@ def generate_chunks(config: SyntheticConfig) -> Iterator[SyntheticData]:
         tables = {**catalogue, "members": part.members()} if index == 0 else {"members": part.members()}
         tables["orders"] = part.orders()
         tables["engagements"] = part.engagements()
+        if config.campaign_at is not None:
+            tables["exposures"] = part.exposures()
         first_order += part.orders_drawn
         yield SyntheticData(tables=tables, truth=part.truth())
 

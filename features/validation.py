@@ -195,11 +195,11 @@ def _check_duplicates(spec: TableSpec, table: pd.DataFrame, problems: _Problems)
         candidates.reset_index(names="_row").groupby(list(spec.key), dropna=False, sort=False)["_row"].transform("min")
     )
     first_row.index = candidates.index
-    whole_row = spec.is_event
-    detail = ("same values as row " if whole_row else f"same {spec.key[0]} as row ") + first_row.astype(str)
+    whole_row = spec.key == spec.column_names
+    detail = ("same values as row " if whole_row else f"same {', '.join(spec.key)} as row ") + first_row.astype(str)
     mask = pd.Series(False, index=table.index)
     mask[dup[dup].index] = True
-    problems.add(mask, "row" if whole_row else spec.key[0], "duplicate key", detail.reindex(table.index))
+    problems.add(mask, "row" if whole_row else spec.key[-1], "duplicate key", detail.reindex(table.index))
 
 
 def validate(

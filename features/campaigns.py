@@ -1,0 +1,195 @@
+"""Campaigns in the data: who was assigned to which arm (the `exposures` table), the stable random split that
+assigns them, and what each exposed member did afterwards (the outcomes every campaign report and uplift model
+reads).
+
+A campaign is its rows in `exposures` (member_id, campaign_id, arm, ts), whether `community-ml campaign plan`
+recorded them or they were imported from a campaign run elsewhere. A plan also keeps its settings (arms, holdout,
+audience) in `<dataset>/campaigns/<campaign>.json`, which is where a report finds the split it should see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.errors import DataError
+from features.pseudonyms import pseudonym, pseudonym_key
+from features.store import Dataset, write_json_atomic
+
+CONTROL = "control"
+# What a campaign report and an uplift model can measure per member, in the window (ts, ts + H] after exposure.
+OUTCOMES = {
+    "conversion": "placed an order",
+    "visit": "any engagement (a visit, a read, a click)",
+    "spend": "net spend (sales less returns)",
+    "retention": "still buying at the end: an order in the window's second half",
+}
+
+
+class CampaignPlan(BaseModel):
+    """How a campaign splits its audience: the arms that are pushed and the share held out as control."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    campaign: str = Field(min_length=1, max_length=64)
+    arms: list[str] = Field(default_factory=lambda: ["treatment"], min_length=1)
+    holdout: float = Field(0.2, gt=0, lt=1, description="share of the audience held out as control, not pushed")
+    control_arm: str = CONTROL
+    audience: str = ""
+
+    @model_validator(mode="after")
+    def _distinct_arms(self) -> CampaignPlan:
+        names = [a.strip() for a in self.arms]
+        if any(not a for a in names) or len(set(names)) != len(names) or self.control_arm in names:
+            raise ValueError(f"arms must be distinct, non-empty and not {self.control_arm!r}: {self.arms}")
+        return self
+
+    def shares(self) -> dict[str, float]:
+        """The planned share of each arm, control included."""
+        each = (1.0 - self.holdout) / len(self.arms)
+        return {self.control_arm: self.holdout, **dict.fromkeys(self.arms, each)}
+
+
+def split_position(key: bytes, member_ids: list[str], campaign: str) -> np.ndarray:
+    """A uniform number in [0, 1) per member from a keyed hash of their pseudonym and the campaign: random (no
+    member attribute decides it) and stable (re-running a plan gives every member the same arm), and different
+    for each campaign, so the same members are not always the held-out ones."""
+    out = np.empty(len(member_ids), dtype=np.float64)
+    for i, member in enumerate(member_ids):
+        digest = hashlib.sha256(f"{campaign}\x1f{pseudonym(key, member)}".encode()).digest()
+        out[i] = int.from_bytes(digest[:8], "big") / 2.0**64
+    return out
+
+
+def assign_arms(key: bytes, member_ids: list[str], plan: CampaignPlan) -> np.ndarray:
+    """Each member's arm: control below the holdout share, then the arms in equal parts of the rest."""
+    position = split_position(key, member_ids, plan.campaign)
+    rest = (position - plan.holdout) / (1.0 - plan.holdout)
+    index = np.clip((rest * len(plan.arms)).astype(int), 0, len(plan.arms) - 1)
+    return np.where(position < plan.holdout, plan.control_arm, np.array(plan.arms, dtype=object)[index])
+
+
+def plan_path(dataset: Dataset, campaign: str) -> Any:
+    return dataset.path / "campaigns" / f"{campaign}.json"
+
+
+def saved_plan(dataset: Dataset, campaign: str) -> CampaignPlan | None:
+    path = plan_path(dataset, campaign)
+    return CampaignPlan.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def record_plan(dataset: Dataset, plan: CampaignPlan, member_ids: list[str], at: datetime) -> pd.DataFrame:
+    """Assigns `member_ids` to the plan's arms and records them in `exposures`; members already in the campaign
+    keep their arm and time (a re-run plan adds only new members). Returns every member's exposure row."""
+    if not member_ids:
+        raise DataError(f"campaign {plan.campaign!r}: the audience is empty, nobody to assign")
+    previous = saved_plan(dataset, plan.campaign)
+    if previous is not None and previous.model_copy(update={"audience": plan.audience}) != plan:
+        raise DataError(
+            f"campaign {plan.campaign!r} was planned with other arms or holdout ({_describe(previous)}); re-run it "
+            "with the same settings or choose another --campaign name"
+        )
+    existing = exposures(dataset, plan.campaign, required=False)
+    if previous is None and len(existing):
+        raise DataError(f"campaign {plan.campaign!r} already has exposures (imported); choose another name")
+    arms = assign_arms(pseudonym_key(dataset.home), member_ids, plan)
+    fresh = pd.DataFrame({"member_id": member_ids, "campaign_id": plan.campaign, "arm": arms, "ts": at})
+    fresh = fresh[~fresh["member_id"].isin(set(existing["member_id"]))]
+    if len(fresh):
+        dataset.merge("exposures", fresh)
+        dataset.record({"kind": "campaign plan", "campaign": plan.campaign, "rows_added": len(fresh)})
+    write_json_atomic(plan.model_dump(mode="json"), plan_path(dataset, plan.campaign))
+    return exposures(dataset, plan.campaign)
+
+
+def _describe(plan: CampaignPlan) -> str:
+    return f"arms {', '.join(plan.arms)}, holdout {plan.holdout:g}"
+
+
+def campaigns(dataset: Dataset) -> list[str]:
+    if not dataset.has("exposures"):
+        return []
+    return sorted(dataset.read("exposures", ["campaign_id"])["campaign_id"].astype(str).unique())
+
+
+def exposures(dataset: Dataset, campaign: str, required: bool = True) -> pd.DataFrame:
+    """The campaign's exposure rows; a clear error naming the known campaigns when there are none."""
+    frame = dataset.read("exposures", filters=[("campaign_id", "=", campaign)]) if dataset.has("exposures") else None
+    if frame is None or frame.empty:
+        if not required:
+            return pd.DataFrame(columns=["member_id", "campaign_id", "arm", "ts"])
+        known = campaigns(dataset)
+        hint = f"its campaigns: {', '.join(known)}" if known else "it has no campaigns yet"
+        raise DataError(
+            f"dataset {dataset.name!r} has no exposures of campaign {campaign!r} ({hint}); record one with "
+            "`community-ml campaign plan` or import it with `community-ml data import --table exposures`"
+        )
+    return frame.reset_index(drop=True)
+
+
+def campaign_start(frame: pd.DataFrame) -> date:
+    """The first day of a campaign: features of its members are taken as of that day (before any exposure)."""
+    return pd.Timestamp(frame["ts"].min()).date()
+
+
+def member_outcomes(dataset: Dataset, exposed: pd.DataFrame, horizon_days: int, pre_days: int) -> pd.DataFrame:
+    """Per exposed member: arm, ts, every outcome of OUTCOMES in (ts, ts + H], the pre-period spend in
+    [ts - pre_days, ts) (a covariate, CUPED's), and whether their whole window is in the data (`matured`)."""
+    horizon, pre = pd.Timedelta(days=horizon_days), pd.Timedelta(days=pre_days)
+    lo, hi = exposed["ts"].min() - pre, exposed["ts"].max() + horizon
+    members = set(exposed["member_id"].astype(str))
+    window = [("ts", ">=", lo.to_pydatetime()), ("ts", "<=", hi.to_pydatetime())]
+    orders = dataset.read("orders", ["member_id", "ts", "amount", "is_return"], filters=window)
+    engagements = dataset.read("engagements", ["member_id", "ts"], filters=window)
+    out = exposed[["member_id", "arm", "ts"]].astype({"member_id": str, "arm": str}).reset_index(drop=True)
+    last_event = _last_event(dataset)
+
+    def joined(events: pd.DataFrame) -> pd.DataFrame:
+        events = events[events["member_id"].isin(members)]
+        both = events.merge(out[["member_id", "ts"]], on="member_id", suffixes=("", "_exposed"))
+        both["after"] = both["ts"] - both["ts_exposed"]
+        return both
+
+    sales = joined(orders)
+    is_sale = (sales["amount"] > 0) & ~sales["is_return"].fillna(False).astype(bool)
+    in_window = (sales["after"] > pd.Timedelta(0)) & (sales["after"] <= horizon)
+    before = (sales["after"] <= pd.Timedelta(0)) & (sales["after"] > -pre)
+    late = in_window & (sales["after"] > horizon / 2)
+    by = sales["member_id"]
+    out["conversion"] = out["member_id"].isin(set(by[in_window & is_sale])).astype(float)
+    out["retention"] = out["member_id"].isin(set(by[late & is_sale])).astype(float)
+    out["spend"] = out["member_id"].map(sales[in_window].groupby("member_id")["amount"].sum()).fillna(0.0)
+    out["pre_spend"] = out["member_id"].map(sales[before].groupby("member_id")["amount"].sum()).fillna(0.0)
+    visits = joined(engagements)
+    seen = (visits["after"] > pd.Timedelta(0)) & (visits["after"] <= horizon)
+    out["visit"] = out["member_id"].isin(set(visits["member_id"][seen])).astype(float)
+    # A window the data does not reach yet would count members as not converting who may still do so.
+    out["matured"] = (out["ts"] + horizon) <= last_event if last_event is not None else False
+    return out
+
+
+def _last_event(dataset: Dataset) -> pd.Timestamp | None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    times = [
+        pc.max(pq.read_table(dataset.table_path(t), columns=["ts"])["ts"]).as_py()
+        for t in ("orders", "engagements")
+        if dataset.has(t)
+    ]
+    times = [t for t in times if t is not None]
+    return pd.Timestamp(max(times)) if times else None
+
+
+def exposure_summary(frame: pd.DataFrame) -> dict[str, Any]:
+    """Members per arm and the campaign's first and last exposure, for messages."""
+    return {
+        "members": {str(a): int(n) for a, n in frame["arm"].value_counts().sort_index().items()},
+        "first": str(frame["ts"].min()),
+        "last": str(frame["ts"].max()),
+    }
