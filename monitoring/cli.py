@@ -89,7 +89,8 @@ def check_command(
         from training.job import retrain as retrain_models
 
         with user_errors():
-            for result in retrain_models(Dataset(StateHome.from_env(), dataset), kinds_of(Task.member)):
+            relearned = [k for k in kinds_of(Task.member) if k.learns_from_labels]  # uplift needs a new campaign
+            for result in retrain_models(Dataset(StateHome.from_env(), dataset), relearned):
                 verdict = "promoted" if result.promoted else "not promoted: " + "; ".join(result.reasons)
                 console().print(f"retrained {dataset}.{result.kind}: version {result.version}, {verdict}")
     raise typer.Exit(1)

@@ -16,7 +16,7 @@ from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
-from serving.models.kinds import KINDS, Task, kinds_of
+from serving.models.kinds import KINDS, UPLIFT, VALUE, Task, kinds_of
 
 serve_app = typer.Typer()
 
@@ -104,6 +104,10 @@ def bento_build_command(
     typer.echo(f"built {tag}: serve it with `bentoml serve {tag}` (set COMMUNITY_ML_HOME)")
 
 
+# What a win-back list is ranked by: a kind's output (expected value, or the lift a push is expected to make).
+WinbackOrder = StrEnum("WinbackOrder", {k.name: k.name for k in (VALUE, UPLIFT)})  # type: ignore[misc]
+
+
 AsOfOption = typer.Option("latest", "--as-of", help="score members as of this date (default: after the data)")
 OutOption = typer.Option(..., "--out", help="FILE.parquet or FILE.csv")
 
@@ -142,17 +146,24 @@ def winback_command(
     dataset: str = DatasetOption,
     out: Path = OutOption,
     top: int | None = typer.Option(None, "--top", min=1, help="only the N members worth most"),
+    by: WinbackOrder = typer.Option(
+        VALUE.name,
+        "--by",
+        help="rank by expected value, or by the lift the uplift champion expects from the push (members it "
+        "expects no lift from are left out)",
+    ),
     engine: Engine = EngineOption,
     as_of: str = AsOfOption,
 ) -> None:
-    """The win-back push list: churn-risk members with marketing consent, the most valuable first."""
+    """The win-back push list: churn-risk members with marketing consent, the most valuable (or most persuadable)
+    first."""
     from features.snapshots import resolve_as_of
     from serving.models.batch import winback
 
     with user_errors():
         engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
-        summary = winback(target, resolve_as_of(target, as_of), out, top)
+        summary = winback(target, resolve_as_of(target, as_of), out, top, by.value)
     console().print(
         f"{summary['members']:,} churn-risk members on the win-back list ({summary['without_consent']:,} without "
         f"marketing consent left out), written to {out}"

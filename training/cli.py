@@ -14,13 +14,23 @@ from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
-from serving.models.kinds import KINDS, Task, kinds_of
+from serving.models.kinds import KINDS, Target, Task, kinds_of
 
 training_app = typer.Typer(help="Train, judge and promote models; evaluate them on cutoffs they never saw.")
 
 # The CLI's choices come from the table of model kinds.
 KindName = StrEnum("KindName", {k: k for k in KINDS})  # type: ignore[misc]
-MemberKindName = StrEnum("MemberKindName", {k.name: k.name for k in kinds_of(Task.member)})  # type: ignore[misc]
+# Backtests run the kinds that learn from labels at cutoffs (not uplift, which learns from a campaign).
+MemberKindName = StrEnum(  # type: ignore[misc]
+    "MemberKindName", {k.name: k.name for k in kinds_of(Task.member) if k.learns_from_labels}
+)
+
+
+class Outcome(StrEnum):
+    conversion = "conversion"
+    visit = "visit"
+    spend = "spend"
+    retention = "retention"
 
 
 class SplitName(StrEnum):
@@ -66,10 +76,23 @@ def train_command(
         help="item kinds: judge on the H days before T (time), or on a random 25% of each item's interactions "
         "(random-per-item: ratings and other data whose timestamps mean little)",
     ),
+    campaign: str | None = typer.Option(
+        None, "--campaign", help="uplift: the randomized campaign (its exposures) to learn who responds from"
+    ),
+    outcome: Outcome = typer.Option(
+        Outcome.conversion, help="uplift: the outcome in the --horizon-days after exposure whose lift is predicted"
+    ),
+    treatment_arm: str | None = typer.Option(
+        None, "--treatment-arm", help="uplift: the pushed arm to model (default: the campaign's only one)"
+    ),
+    control_arm: str | None = typer.Option(
+        None, "--control-arm", help="uplift: the holdout arm (default: the plan's, else 'control')"
+    ),
     engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Train, judge on held-out data beside the baselines and the champion, register, and promote if better."""
+    """Train, judge on held-out data beside the baselines and the champion, register, and promote if better.
+    `train uplift --campaign NAME` learns from a randomized campaign instead of cutoffs."""
     from features.snapshots import resolve_as_of
     from training.job import TrainSettings, train
 
@@ -88,13 +111,26 @@ def train_command(
             seed=seed,
             family=family,
             split=split.value,
+            campaign=campaign,
+            outcome=outcome.value,
+            treatment_arm=treatment_arm,
+            control_arm=control_arm,
         )
-        result = train(target, KINDS[kind.value], settings)
+        model_kind = KINDS[kind.value]
+        if (model_kind.target is Target.uplift) != (campaign is not None):
+            raise DataError(
+                "--campaign NAME is what `train uplift` learns from"
+                if campaign is None
+                else f"--campaign is for `train uplift`; {kind.value} learns from labels at cutoffs"
+            )
+        result = train(target, model_kind, settings)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
     judged_on = ", ".join(map(str, result.test_cutoffs))
-    if result.split == SplitName.random_per_item.value:
+    if campaign is not None:
+        judged_on = f"held-out members of campaign {campaign} (from {judged_on}, {outcome.value})"
+    elif result.split == SplitName.random_per_item.value:
         judged_on = f"a random 25% of each item's interactions before {judged_on}"
     title = f"{dataset}.{kind.value} v{result.version} ({result.family}) on {judged_on} ({result.seconds:.0f} s)"
     _print_comparison(result.metrics, result.rivals, title)

@@ -43,6 +43,9 @@ from training.trainers import Fitted, HeldOut, TrainSettings, trainer, tuning_pl
 
 __all__ = ["TrainSettings", "gate", "promote", "train"]
 
+# What an uplift model was trained on, logged with its run so that `promote` judges it on the same campaign.
+CAMPAIGN_SETTINGS = ("campaign", "outcome", "treatment_arm", "control_arm")
+
 
 class TrainResult(BaseModel):
     """What a training run did: the registered version, whether it became champion, and against what."""
@@ -83,25 +86,35 @@ def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[st
 
 
 def must_beat(
-    family: str, scores: dict[str, dict[str, float]], servable: list[str], learned: list[str]
+    family: str,
+    scores: dict[str, dict[str, float]],
+    servable: list[str],
+    learned: list[str],
+    references: list[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Whom a candidate must beat, besides the champion: a learned family, every baseline that could serve in its
-    place; a baseline, no one (it was chosen as the best there is). A method that could not serve would decide
+    place and the kind's references (methods judged that cannot serve, e.g. churn targeting for uplift); a
+    baseline, no one (it was chosen as the best there is). Any other method that could not serve would decide
     nothing: refusing a learned family for it would serve a worse baseline instead."""
     if family not in learned:
         return {}
-    return {name: metrics for name, metrics in scores.items() if name in servable and name not in learned}
+    rivals = [*(n for n in servable if n not in learned), *(references or [])]
+    return {name: metrics for name, metrics in scores.items() if name in rivals}
 
 
 def choose(
-    kind: ModelKind, scores: dict[str, dict[str, float]], servable: list[str], learned: list[str]
+    kind: ModelKind,
+    scores: dict[str, dict[str, float]],
+    servable: list[str],
+    learned: list[str],
+    references: list[str] | None = None,
 ) -> tuple[str, str]:
     """(the candidate family, why): the best judged family by the kind's first gate metric, a learned one only if
     it beats every servable baseline on every gate metric. A baseline always qualifies, so there is always one."""
     first = kind.gate[0]
     sign = 1 if first.higher_is_better else -1
     ranked = sorted((f for f in servable if f in scores), key=lambda f: sign * scores[f][first.name], reverse=True)
-    verdicts = {f: gate(kind, scores[f], must_beat(f, scores, servable, learned)) for f in ranked}
+    verdicts = {f: gate(kind, scores[f], must_beat(f, scores, servable, learned, references)) for f in ranked}
     failed = [f"{f} does not beat every baseline ({verdicts[f].reasons[0]})" for f in ranked if not verdicts[f].passed]
     # A learned family that passes beats every baseline, so only learned families that failed rank above it; a
     # baseline passes by itself, so it is reached only where every learned family failed.
@@ -140,7 +153,8 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
             tuned, trials = job.tune(dataset, kind, held_out, settings, plan, study)
     judged = {family: {**job.family_params(family), **tuned.get(family, {})} for family in servable}
     evaluation = job.evaluate(dataset, kind, held_out, judged, settings)
-    family, choice = choose(kind, evaluation.scores, servable, learned)
+    references = job.references(kind)
+    family, choice = choose(kind, evaluation.scores, servable, learned, references)
     if settings.family is not None and settings.family != family:
         if settings.family not in evaluation.scores:
             raise DataError(f"--family {settings.family}: it could not be judged on this data (see above)")
@@ -150,7 +164,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     metrics = evaluation.scores[family]
     rivals = {name: m for name, m in evaluation.scores.items() if name != family}
     champion = _champion_metrics(dataset, kind, client, held_out, settings, evaluation.scores, judged)
-    judged_against = must_beat(family, rivals, servable, learned)
+    judged_against = must_beat(family, rivals, servable, learned, references)
     if champion is not None:
         rivals[champion[0]] = judged_against[champion[0]] = champion[1]
     verdict = gate(kind, metrics, judged_against)
@@ -168,6 +182,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
         "training_cutoffs_count": settings.training_cutoffs,
         "k": settings.k,
         "split": settings.split,
+        **({f: getattr(settings, f) for f in CAMPAIGN_SETTINGS if getattr(settings, f)} if settings.campaign else {}),
         "tuning": tuning,
         "seed": settings.seed,
         "params": json.dumps(params, sort_keys=True),
@@ -352,6 +367,7 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
         k=int(params["k"]),
         seed=int(params["seed"]),
         split=params.get("split", "time"),
+        **{f: params[f] for f in CAMPAIGN_SETTINGS if f in params},
     )
     scores = {**rivals, family: candidate}
     judged = json.loads(params.get("judged_params", "{}")) or {family: json.loads(params["params"])}
@@ -359,7 +375,7 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
         Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, judged
     )
     job = trainer(kind)
-    rivals = must_beat(family, rivals, job.servable(kind), job.learned(kind))  # the same rule as training
+    rivals = must_beat(family, rivals, job.servable(kind), job.learned(kind), job.references(kind))  # as in training
     if champion is not None:
         rivals[champion[0]] = champion[1]
     verdict = gate(kind, candidate, rivals)

@@ -23,7 +23,7 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, datas
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
 from serving.models.families.factors import ITEM_BASELINES
-from serving.models.kinds import ModelKind, Task
+from serving.models.kinds import ModelKind, Target, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
@@ -65,6 +65,12 @@ class TrainSettings(BaseModel):
     family: str | None = Field(
         None, description="make this family the candidate instead of choosing the best; the gate still decides"
     )
+    campaign: str | None = Field(None, description="uplift: the randomized campaign (its exposures) to learn from")
+    outcome: Literal["conversion", "visit", "spend", "retention"] = Field(
+        "conversion", description="uplift: the outcome in the H days after exposure whose lift is predicted"
+    )
+    treatment_arm: str | None = Field(None, description="uplift: the pushed arm (default: the campaign's only one)")
+    control_arm: str | None = Field(None, description="uplift: the holdout arm (default: the plan's, or control)")
     split: Literal["time", "random-per-item"] = Field(
         "time",
         description="item kinds: judge on the H days before T (time), or on a random 25% of each item's "
@@ -156,6 +162,10 @@ class Trainer(ABC):
     def learned(self, kind: ModelKind) -> list[str]:
         """The servable families that learn (the others are baselines, which a learned family must beat)."""
         return [kind.family]
+
+    def references(self, kind: ModelKind) -> list[str]:
+        """Judged methods that cannot serve but that a learned family must beat too (uplift: churn targeting)."""
+        return []
 
     @abstractmethod
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut: ...
@@ -414,4 +424,8 @@ TRAINERS: dict[Task, Trainer] = {Task.member: MemberTrainer(), Task.items: ItemT
 
 
 def trainer(kind: ModelKind) -> Trainer:
+    if kind.target is Target.uplift:  # a member kind, learned from a campaign instead of cutoffs' labels
+        from training.uplift import UpliftTrainer
+
+        return UpliftTrainer()
     return TRAINERS[kind.task]

@@ -23,7 +23,7 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resol
 from features.store import Dataset, write_parquet_atomic
 from serving.models.base import ItemModel
 from serving.models.champions import Champion, Champions, load_champions
-from serving.models.kinds import CHURN, VALUE, ModelKind, Task, kinds_of
+from serving.models.kinds import CHURN, UPLIFT, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares
 from serving.prediction_log import PredictionLog
 
@@ -104,11 +104,21 @@ def score(dataset: Dataset, as_of: date, out: Path, tiers: TierSettings | None =
     )
 
 
-def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None) -> dict[str, int]:
-    """Churn-risk members who gave marketing consent, most expected value first: a push list."""
+def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None, by: str = VALUE.name) -> dict[str, int]:
+    """Churn-risk members who gave marketing consent, a push list: the most expected value first, or (`by`
+    "uplift") the largest lift the uplift champion expects from the push first, leaving out the members it
+    expects the push not to move or to put off."""
     check_out_path(out)
-    frame, _ = score_members(dataset.require(), as_of)
-    at_risk = frame[frame["tier"] == "churn_risk"].sort_values(VALUE.output, ascending=False, kind="stable")
+    frame, champions = score_members(dataset.require(), as_of)
+    at_risk = frame[frame["tier"] == "churn_risk"]
+    if by == UPLIFT.name:
+        if UPLIFT not in champions:
+            raise DataError(
+                f"--by uplift: dataset {dataset.name!r} has no uplift champion; train one on a past campaign with "
+                f"`community-ml train uplift --dataset {dataset.name} --campaign NAME`"
+            )
+        at_risk = at_risk[at_risk[UPLIFT.output] > 0]
+    at_risk = at_risk.sort_values(UPLIFT.output if by == UPLIFT.name else VALUE.output, ascending=False, kind="stable")
     kept, left_out = with_marketing_consent(dataset, at_risk["member_id"].astype(str).tolist())
     listed = at_risk[at_risk["member_id"].isin(set(kept))].head(top)
     write_table(listed.reset_index(drop=True), out)

@@ -20,6 +20,7 @@ class Target(StrEnum):
     binary = "binary"  # a yes/no label per member (ROC-AUC, Brier)
     amount = "amount"  # a non-negative amount per member (RMSE, normalized Gini)
     items = "items"  # the items a member takes next (precision@k, nDCG@k)
+    uplift = "uplift"  # the change a campaign's push makes to a member's outcome (Qini, uplift@k)
 
 
 class Task(StrEnum):
@@ -65,6 +66,11 @@ class ModelKind:
     items: ItemSource | None = None  # item kinds
     exclude_seen: bool = False  # item kinds: whether lists leave out what the member already has, by default
     required: bool = False  # the service (and the tiers) cannot answer without a champion of this kind
+
+    @property
+    def learns_from_labels(self) -> bool:
+        """Learns from a snapshot's labels at monthly cutoffs (churn, value): what backtests and retraining run."""
+        return self.label is not None
 
     @property
     def task(self) -> Task:
@@ -120,7 +126,19 @@ CONTENT_RECS = ModelKind(
     exclude_seen=True,  # content already read is not worth pushing again
 )
 
-KINDS: dict[str, ModelKind] = {k.name: k for k in (CHURN, VALUE, PRODUCT_RECS, CONTENT_RECS)}
+UPLIFT = ModelKind(
+    "uplift",
+    "who a campaign's push changes: each member's predicted lift in its outcome if pushed (from a randomized "
+    "campaign's exposures)",
+    Target.uplift,
+    family="x-learner",
+    # The Qini coefficient: how much more of the campaign's effect the top of the ranking holds than a random
+    # order does. Random targeting scores 0.
+    gate=(GateMetric("qini", True),),
+    output="uplift",
+)
+
+KINDS: dict[str, ModelKind] = {k.name: k for k in (CHURN, VALUE, PRODUCT_RECS, CONTENT_RECS, UPLIFT)}
 
 
 def kind(name: str | ModelKind) -> ModelKind:

@@ -14,11 +14,13 @@ from serving.models.base import ItemModel, MemberModel, read_spec
 from serving.models.families.baselines import BASELINES, BaselineModel
 from serving.models.families.factors import ITEM_FAMILIES, FactorRecommender
 from serving.models.families.gbm import GBMModel
+from serving.models.families.uplift import UPLIFT_FAMILIES, UpliftModel
 
 FAMILIES: dict[str, type[MemberModel] | type[ItemModel]] = {
     GBMModel.family: GBMModel,
     **dict.fromkeys(ITEM_FAMILIES, FactorRecommender),  # als, bpr, item-knn, ease, ...: one class, its spec says which
     **dict.fromkeys(BASELINES, BaselineModel),  # recency, rfm, bgnbd-..., run-rate: one class, its spec says which
+    **dict.fromkeys(UPLIFT_FAMILIES, UpliftModel),  # x-learner, t-learner, random
 }
 
 
