@@ -168,9 +168,27 @@ def member_outcomes(dataset: Dataset, exposed: pd.DataFrame, horizon_days: int, 
     visits = joined(engagements)
     seen = (visits["after"] > pd.Timedelta(0)) & (visits["after"] <= horizon)
     out["visit"] = out["member_id"].isin(set(visits["member_id"][seen])).astype(float)
-    # A window the data does not reach yet would count members as not converting who may still do so.
-    out["matured"] = (out["ts"] + horizon) <= last_event if last_event is not None else False
+    # A window the data does not reach yet would count members as not converting who may still do so. As with
+    # labels, the data must reach the window's last day.
+    out["matured"] = (out["ts"] + horizon - pd.Timedelta(days=1)) <= last_event if last_event is not None else False
+    out.attrs["last_event"] = last_event
     return out
+
+
+def measured_members(outcomes: pd.DataFrame, campaign: str, horizon_days: int) -> tuple[pd.DataFrame, bool]:
+    """The members whose whole window the data covers, and True. Where it covers none but goes on after the
+    campaign began (an imported campaign whose data stops at its last outcome), every member, and False: the caller
+    says the windows are incomplete. With no event after the campaign began, nothing can be measured."""
+    done = outcomes[outcomes["matured"]]
+    if len(done):
+        return done.reset_index(drop=True), True
+    last = outcomes.attrs.get("last_event")
+    if last is not None and last > outcomes["ts"].min():
+        return outcomes.reset_index(drop=True), False
+    raise DataError(
+        f"campaign {campaign!r}: the data has no event after its first exposure ({outcomes['ts'].min()}); import "
+        f"the members' later orders and engagements, or wait until the {horizon_days}-day window has passed"
+    )
 
 
 def _last_event(dataset: Dataset) -> pd.Timestamp | None:

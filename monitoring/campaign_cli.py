@@ -136,6 +136,10 @@ def report_command(
     srm = report.sample_ratio
     verdict = "[red]SAMPLE RATIO MISMATCH[/red]" if srm.mismatch else "split as planned"
     out.print(f"{verdict}: chi-square {srm.chi_square:.2f}, p = {srm.p_value:.3g} ({report.split_source})")
+    if not report.complete_windows:
+        out.print(
+            f"[red]no member's {horizon_days}-day window is complete in the data[/red]: measured on what there is"
+        )
     if report.pending:
         out.print(f"{report.pending:,} members not measured yet: their {horizon_days}-day window is past the data")
     out.print(f"report: {report.files['html']}")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.campaigns import OUTCOMES, campaign_start, exposures, member_outcomes, saved_plan
+from features.campaigns import OUTCOMES, campaign_start, exposures, measured_members, member_outcomes, saved_plan
 from features.errors import DataError
 from features.store import Dataset, write_json_atomic
 from monitoring.experiments import Adjusted, Difference, SampleRatio, cuped, difference, sample_ratio
@@ -58,8 +58,9 @@ class CampaignReport(BaseModel):
     control_arm: str
     start: str
     exposures: int
-    matured: int  # members whose window the data covers: those measured
+    matured: int  # members measured: those whose window the data covers
     pending: int
+    complete_windows: bool  # False: no window is complete yet, every member is measured on the data there is
     arms: dict[str, ArmOutcomes]
     comparisons: dict[str, dict[str, Comparison]]  # arm -> outcome -> vs control
     sample_ratio: SampleRatio
@@ -81,12 +82,7 @@ def campaign_report(dataset: Dataset, settings: CampaignReportSettings) -> Campa
     if len(arms) < 2:
         raise DataError(f"campaign {settings.campaign!r} has only the arm {control!r}: nothing to compare")
     outcomes = member_outcomes(dataset, exposed, settings.horizon_days, settings.pre_days)
-    measured = outcomes[outcomes["matured"]]
-    if measured.empty:
-        raise DataError(
-            f"campaign {settings.campaign!r}: no member's {settings.horizon_days}-day window is complete in the data "
-            f"yet (exposures from {exposed['ts'].min()}); import later events or choose a shorter --horizon-days"
-        )
+    measured, complete = measured_members(outcomes, settings.campaign, settings.horizon_days)
     shares, source = _expected_shares(settings, plan, arms)
     by_arm = {arm: group for arm, group in measured.groupby("arm")}
     comparisons = {
@@ -109,6 +105,7 @@ def campaign_report(dataset: Dataset, settings: CampaignReportSettings) -> Campa
         exposures=len(exposed),
         matured=len(measured),
         pending=len(outcomes) - len(measured),
+        complete_windows=complete,
         arms={arm: _arm(group) for arm, group in by_arm.items()},
         comparisons=comparisons,
         sample_ratio=sample_ratio(counts, shares),
@@ -185,6 +182,12 @@ def _fmt(outcome: str, value: float, signed: bool = False) -> str:
     return f"{value:+.2%}" if signed else f"{value:.2%}"
 
 
+_INCOMPLETE = (
+    '<p class="alert">No member\'s window is complete in the data: every member is measured on the events there '
+    "are, which may undercount the outcomes of both arms.</p>"
+)
+
+
 def render(report: CampaignReport) -> str:
     e = html.escape
     arm_rows = "\n".join(
@@ -223,6 +226,7 @@ th {{ background: #f4f4f4; }} .ok {{ color: #1a7f37; }} .alert {{ color: #b42318
 <h1>Campaign {e(report.campaign)} <small>({e(report.dataset)})</small></h1>
 <p>First exposure {e(report.start)}; outcomes over the {report.horizon_days} days after each member's exposure.
 {report.matured:,} members measured; {report.pending:,} more whose window the data does not reach yet.</p>
+{"" if report.complete_windows else _INCOMPLETE}
 {srm_line}
 <h2>Arms</h2>
 <table><thead><tr><th>arm</th><th>members</th>{outcome_heads}</tr></thead><tbody>

@@ -111,7 +111,11 @@ def _print(result: MonitorResult, found: list[str]) -> None:
         "tier share changes " + ", ".join(f"{t} {c:+.1%}" for t, c in result.tier_changes.items())
     )
     for point in result.performance:
-        figures = ", ".join(f"{k} {v:.3g}" for k, v in point.metrics.items())
+        figures = ", ".join(
+            f"{k} {v:.3g}"
+            + (f" [{point.intervals[k][0]:.3g}, {point.intervals[k][1]:.3g}]" if k in point.intervals else "")
+            for k, v in point.metrics.items()
+        )
         out.print(f"performance of {point.model} as of {point.as_of} ({point.members:,} members): {figures}")
     for line in found:
         out.print(f"[red]alert[/red] {line}", highlight=False)

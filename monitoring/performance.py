@@ -8,8 +8,10 @@ against the items members then took (precision@k).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,14 +29,16 @@ from features.store import Dataset
 from serving.models.kinds import ModelKind, Target, Task, kinds_of
 
 MEMBERS = "members"  # the performance point of the member answers (churn, value, ...)
+BOOTSTRAP_SAMPLES = 200  # resamples behind each variant's 95% intervals
 
 
 @dataclass
 class PerformancePoint:
     as_of: date
-    model: str  # "members", or an item kind (product-recs, content-recs)
+    model: str  # "members", or an item kind (product-recs, content-recs); "KIND (variant)" split by variant
     members: int
     metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95%, where split by variant
 
 
 def kind_performance(kind: ModelKind, predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -103,32 +107,66 @@ def matured_performance(
             if metrics:
                 points.append(PerformancePoint(as_of, MEMBERS, len(members), metrics))
                 latest = members.merge(outcomes, on="member")
+                points += by_variant(as_of, MEMBERS, members, partial(member_performance, outcomes=outcomes))
         for kind in kinds_of(Task.items):
             lists = recommended_lists(rows, kind).drop_duplicates("member", keep="last")
             if lists.empty:
                 continue
-            metrics = precision_at_k(lists, _interactions(dataset, kind, as_of, horizon_days, key))
+            taken = _interactions(dataset, kind, as_of, horizon_days, key)
+            metrics = precision_at_k(lists, taken)
             if metrics:
                 points.append(PerformancePoint(as_of, kind.name, len(lists), metrics))
+                points += by_variant(as_of, kind.name, lists, partial(precision_at_k, truth=taken))
     points.sort(key=lambda p: (p.as_of, p.model))
     return points, (None if latest is None else _evidently_report(latest))
 
 
+def by_variant(
+    as_of: date, model: str, predictions: pd.DataFrame, measure: Callable[[pd.DataFrame], dict[str, float]]
+) -> list[PerformancePoint]:
+    """Where a challenger answered some members (the log names each answer's variant), each variant's figures
+    with 95% bootstrap intervals (members resampled), so champion and challenger are compared on the outcomes of
+    their own members."""
+    if "variant" not in predictions or predictions["variant"].dropna().nunique() < 2:
+        return []
+    points = []
+    rng = np.random.default_rng(0)
+    for variant, part in predictions.dropna(subset=["variant"]).groupby("variant"):
+        metrics = measure(part)
+        if not metrics:
+            continue
+        draws = [measure(part.iloc[rng.integers(0, len(part), len(part))]) for _ in range(BOOTSTRAP_SAMPLES)]
+        intervals = {
+            name: (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+            for name in metrics
+            if name != "k" and len(values := [d[name] for d in draws if name in d]) >= BOOTSTRAP_SAMPLES // 2
+        }
+        points.append(PerformancePoint(as_of, f"{model} ({variant})", len(part), metrics, intervals))
+    return points
+
+
 def member_predictions(rows: pd.DataFrame) -> pd.DataFrame:
-    """member and each member kind's output: the latest logged member answer of each member."""
+    """member, each member kind's output (and the variant, where a challenger answered): the latest logged member
+    answer of each member."""
     outputs = [str(k.output) for k in kinds_of(Task.member) if k.output in rows]
     if rows.empty or not outputs:
         return pd.DataFrame()
     rows = rows.dropna(subset=outputs, how="all").drop_duplicates("member", keep="last")
-    return rows[["member", *outputs]]
+    return rows[["member", *outputs, *(["variant"] if "variant" in rows else [])]]
 
 
 def recommended_lists(log: pd.DataFrame, kind: ModelKind) -> pd.DataFrame:
-    """member, items (ids in rank order): every list the service or a batch export logged for `kind`."""
+    """member, items (ids in rank order), variant: every list the service or a batch export logged for `kind`."""
     if log.empty or "items" not in log:
-        return pd.DataFrame({"member": [], "items": []})
+        return pd.DataFrame({"member": [], "items": [], "variant": []})
     rows = log[log["endpoint"].isin([kind.name, f"batch/{kind.name}"])].dropna(subset=["items"])
-    return pd.DataFrame({"member": rows["member"], "items": [[i["item_id"] for i in items] for items in rows["items"]]})
+    return pd.DataFrame(
+        {
+            "member": rows["member"],
+            "items": [[i["item_id"] for i in items] for items in rows["items"]],
+            "variant": rows.get("variant"),
+        }
+    )
 
 
 def _outcomes(dataset: Dataset, as_of: date, horizon_days: int, key: bytes) -> pd.DataFrame:
@@ -174,4 +212,13 @@ def _evidently_report(joined: pd.DataFrame) -> EvidentlySnapshot:
 
 
 def performance_summary(points: list[PerformancePoint]) -> list[dict[str, Any]]:
-    return [{"as_of": str(p.as_of), "model": p.model, "members": p.members, **p.metrics} for p in points]
+    return [
+        {
+            "as_of": str(p.as_of),
+            "model": p.model,
+            "members": p.members,
+            **p.metrics,
+            **({"intervals": {k: list(v) for k, v in p.intervals.items()}} if p.intervals else {}),
+        }
+        for p in points
+    ]

@@ -63,9 +63,22 @@ def serve_command(
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="server processes; they share events through the journal, or Redis"
     ),
+    challenger: str | None = typer.Option(
+        None,
+        "--challenger",
+        help="KIND:VERSION: serve this registered version to a stable share of members beside the champion; "
+        "answers and the prediction log name each member's variant",
+    ),
+    share: float = typer.Option(0.1, "--share", help="with --challenger: the share of members it answers"),
 ) -> None:
     """Serve churn, value, tiers and recommendations over HTTP (BentoML); OpenAPI at /docs.json."""
-    from serving.models.champions import models_from_bento
+    from serving.models.champions import (
+        CHALLENGER_ENV,
+        CHALLENGER_SHARE_ENV,
+        ChallengerSetting,
+        load_challenger,
+        models_from_bento,
+    )
     from serving.service import API_KEY_ENV, WORKERS_ENV
 
     with user_errors():
@@ -76,7 +89,15 @@ def serve_command(
             )
         if not models_from_bento():
             preflight(StateHome.from_env(), dataset)
+        challenger_env = {}
+        if challenger is not None:
+            setting = ChallengerSetting.parse(challenger, share)
+            load_challenger(StateHome.from_env(), dataset, setting)  # fails here, with the reason, not in a worker
+            challenger_env = setting.env()
     env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true", WORKERS_ENV: str(workers)}
+    for name in (CHALLENGER_ENV, CHALLENGER_SHARE_ENV):  # only the challenger asked for now
+        env.pop(name, None)
+    env |= challenger_env
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CommunityML", "--host", host]
     command += ["--port", str(port)]
     # The server replaces this process rather than running as its child: a supervisor's SIGTERM (systemd,

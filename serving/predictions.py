@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.campaigns import split_position
 from features.events import (
     EVENT_TABLES,
     Journal,
@@ -37,10 +38,31 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resol
 from features.store import Dataset
 from serving.members import MemberScorer
 from serving.models.base import ItemModel
-from serving.models.champions import Champions, load_champions
+from serving.models.champions import ChallengerSetting, Champion, Champions, load_challenger, load_champions
 from serving.models.kinds import ModelKind, Task
 
 DATASET_ENV = "COMMUNITY_ML_DATASET"
+
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass
+class Challenger:
+    """A registered version answering a stable share of members in its kind's place: a member's variant comes
+    from a keyed hash of their pseudonym, so the same member always gets the same model."""
+
+    champion: Champion
+    share: float
+    key: bytes
+    scorer: MemberScorer | None  # member kinds: the champions' scorer with the challenger in its place
+
+    def takes(self, member_ids: list[str]) -> list[bool]:
+        position = split_position(self.key, member_ids, f"challenger/{self.champion.kind.name}")
+        return (position < self.share).tolist()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.champion.kind.name, **self.champion.describe(), "share": self.share}
 
 
 @dataclass
@@ -54,6 +76,7 @@ class ServingState:
     store: FreshStore  # rows and interactions changed by events since the snapshot
     journal: Journal
     journal_position: tuple[int, int] = (0, 0)  # how far this worker has read the journal (inode, offset)
+    challenger: Challenger | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     _following: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,6 +108,13 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     state = ServingState(
         dataset_name, as_of, champions, table, scorer, folder, open_store(namespace), Journal(home, dataset_name)
     )
+    setting = ChallengerSetting.from_env()
+    if setting is not None:
+        challenger = load_challenger(home, dataset_name, setting)
+        scorer = None
+        if setting.kind.task is Task.member:
+            scorer = MemberScorer.cached(champions.replacing(challenger), table, snapshot.features)
+        state.challenger = Challenger(challenger, setting.share, pseudonym_key(home), scorer)
     replay(state, dataset, cutoff)
     return state
 
@@ -201,15 +231,19 @@ def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict
     unknown members are cold start. Also the values of the features behind each answer, for the prediction log."""
     rows = member_rows(state, member_ids)
     known = [m for m in dict.fromkeys(member_ids) if m in rows]
-    answers, inputs = (
-        state.scorer.score([rows[m][0] for m in known], [rows[m][1] for m in known]) if known else ([], [])
-    )
-    scored = {m: (a, i) for m, a, i in zip(known, answers, inputs, strict=True)}
+    variants = _variants(state, Task.member, list(dict.fromkeys(member_ids)))
+    scored: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for variant, scorer in ((CHAMPION, state.scorer), (CHALLENGER, state.challenger and state.challenger.scorer)):
+        group = [m for m in known if variants.get(m, CHAMPION) == variant]
+        if group and scorer is not None:
+            answers, inputs = scorer.score([rows[m][0] for m in group], [rows[m][1] for m in group])
+            scored |= {m: (a, i) for m, a, i in zip(group, answers, inputs, strict=True)}
     records, logged = [], []
     for member in member_ids:
+        variant = {"variant": variants[member]} if variants else {}  # with a challenger, every answer names it
         if member in scored:
             answer, values = scored[member]
-            records.append({"member_id": member, "cold_start": False, "fresh": rows[member][2], **answer})
+            records.append({"member_id": member, "cold_start": False, "fresh": rows[member][2], **answer, **variant})
             logged.append(values)
         else:
             records.append(
@@ -221,10 +255,20 @@ def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict
                     "recency_days": None,
                     "tier": "new",
                     "top_reasons": [],
+                    **variant,
                 }
             )
             logged.append({})
     return records, logged
+
+
+def _variants(state: ServingState, task: Task, member_ids: list[str], kind: ModelKind | None = None) -> dict[str, str]:
+    """Each member's variant where a challenger of this task (and kind) is served; empty where none is."""
+    challenger = state.challenger
+    if challenger is None or challenger.champion.kind.task is not task or kind not in (None, challenger.champion.kind):
+        return {}
+    takes = challenger.takes(member_ids)
+    return {m: CHALLENGER if t else CHAMPION for m, t in zip(member_ids, takes, strict=True)}
 
 
 def recommendations(
@@ -250,18 +294,25 @@ def recommendations(
         for m, record in state.store.get(member_ids).items()
         if record["items"].get(kind.items.matrix)
     }
-    lists = model.ranked(member_ids, k, exclude_seen, exclude, category, fresh)
+    variants = _variants(state, Task.items, member_ids, kind)
+    lists: dict[str, Any] = {}
+    for variant in (CHAMPION, CHALLENGER):
+        group = [m for m in member_ids if variants.get(m, CHAMPION) == variant]
+        if group:
+            served = model if variant == CHAMPION else _item_model(state.challenger.champion.model)  # type: ignore[union-attr]
+            lists |= dict(zip(group, served.ranked(group, k, exclude_seen, exclude, category, fresh), strict=True))
     return [
         {
             "member_id": m,
-            "cold_start": ranked.cold_start,
+            "cold_start": lists[m].cold_start,
             "fresh": m in fresh,
             "items": [
                 {"item_id": item, "rank": rank, "score": score}
-                for rank, (item, score) in enumerate(zip(ranked.items, ranked.scores, strict=True), start=1)
+                for rank, (item, score) in enumerate(zip(lists[m].items, lists[m].scores, strict=True), start=1)
             ],
+            **({"variant": variants[m]} if variants else {}),
         }
-        for m, ranked in zip(member_ids, lists, strict=True)
+        for m in member_ids
     ]
 
 

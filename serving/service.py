@@ -26,6 +26,7 @@ from serving.coalesce import Coalescer
 from serving.models.kinds import CHURN, CONTENT_RECS, KINDS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
 from serving.predictions import (
+    CHALLENGER,
     DATASET_ENV,
     ServingState,
     load_state,
@@ -112,8 +113,32 @@ class CommunityML:
             state, scored = await asyncio.to_thread(self._scored, None, member_ids)
         members = [c.kind for c in state.champions.of(Task.member)]
         logged = [{**record, "inputs": values} for record, values in scored]
-        self.log.write(endpoint, logged, state.champions.versions(Task.member), started, as_of=state.as_of)
-        return {"as_of": str(state.as_of), "models": state.models(*members), "members": [r for r, _ in scored]}
+        self._log(state, endpoint, logged, state.champions.versions(Task.member), started)
+        answer = {"as_of": str(state.as_of), "models": state.models(*members), "members": [r for r, _ in scored]}
+        return _with_challenger(answer, state, Task.member)
+
+    def _log(
+        self,
+        state: ServingState,
+        endpoint: str,
+        records: list[dict[str, Any]],
+        versions: dict[str, str],
+        started: float,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """Log lines name the versions that answered: a challenger's members, the challenger's version."""
+        challenger = state.challenger
+        if challenger is None:
+            self.log.write(endpoint, records, versions, started, params, state.as_of)
+            return
+        chosen = [r for r in records if r.get("variant") == CHALLENGER]
+        kind = challenger.champion.kind.name
+        for group, named in (
+            ([r for r in records if r.get("variant") != CHALLENGER], versions),
+            (chosen, {**versions, kind: challenger.champion.version} if kind in versions else versions),
+        ):
+            if group:
+                self.log.write(endpoint, group, named, started, params, state.as_of)
 
     @bentoml.api
     def events(
@@ -176,8 +201,9 @@ class CommunityML:
         else:
             state, records = await asyncio.to_thread(self._recommended, rules, member_ids)
         versions = {kind.name: state.champions[kind].version}
-        self.log.write(kind.name, records, versions, started, {"k": k, "category": category}, state.as_of)
-        return {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
+        self._log(state, kind.name, records, versions, started, {"k": k, "category": category})
+        answer = {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
+        return _with_challenger(answer, state, Task.items, kind)
 
     @bentoml.api
     async def recommend_products(
@@ -242,6 +268,7 @@ class CommunityML:
             "dataset": state.dataset,
             "as_of": str(state.as_of),
             "models": state.models(),
+            "challenger": None if state.challenger is None else state.challenger.describe(),
             "members": len(state.table),
             "fresh_members": state.store.size(),
             "online_store": state.store.description,
@@ -271,6 +298,16 @@ class CommunityML:
                 raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {exc}") from exc
             self.state, self.last_reload_error = fresh, None
         return self._metadata()
+
+
+def _with_challenger(
+    answer: dict[str, Any], state: ServingState, task: Task, kind: ModelKind | None = None
+) -> dict[str, Any]:
+    """An answer that a challenger may have given names it beside the champions (each member names its variant)."""
+    challenger = state.challenger
+    if challenger is None or challenger.champion.kind.task is not task or kind not in (None, challenger.champion.kind):
+        return answer
+    return {**answer, "challenger": challenger.describe()}
 
 
 CommunityML.add_asgi_middleware(ApiKeyMiddleware)

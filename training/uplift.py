@@ -19,7 +19,14 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.campaigns import campaign_start, exposures, member_outcomes, saved_plan, split_position
+from features.campaigns import (
+    campaign_start,
+    exposures,
+    measured_members,
+    member_outcomes,
+    saved_plan,
+    split_position,
+)
 from features.errors import DataError
 from features.progress import say, step
 from features.pseudonyms import pseudonym_key
@@ -76,7 +83,9 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
         )
     exposed = exposed[exposed["arm"].isin([treatment, control])]
     outcomes = member_outcomes(dataset, exposed, settings.horizon_days, pre_days=365)
-    outcomes = outcomes[outcomes["matured"]].reset_index(drop=True)
+    outcomes, complete = measured_members(outcomes, str(settings.campaign), settings.horizon_days)
+    if not complete:
+        say(f"no member's {settings.horizon_days}-day window is complete in the data: learning from what there is")
     if outcomes["arm"].nunique() < 2 or outcomes["arm"].value_counts().min() < 50:
         raise DataError(
             f"campaign {settings.campaign!r}: fewer than 50 measured members in {treatment} or {control} with a "

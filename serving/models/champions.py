@@ -20,6 +20,8 @@ from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import KINDS, ModelKind, Task, kind
 
 MODEL_SOURCE_ENV = "COMMUNITY_ML_MODEL_SOURCE"  # "registry" (default) or "bento"
+CHALLENGER_ENV = "COMMUNITY_ML_CHALLENGER"  # KIND:VERSION, set by `community-ml serve --challenger`
+CHALLENGER_SHARE_ENV = "COMMUNITY_ML_CHALLENGER_SHARE"
 PACKED_PREFIX = "community-ml-"  # a packed model's BentoML name: community-ml-KIND, labelled with its dataset
 
 
@@ -73,12 +75,62 @@ class Champions:
         """Champion version by kind (of one task, else all): what the prediction log records."""
         return {name: c.version for name, c in self.by_kind.items() if task is None or c.kind.task is task}
 
+    def replacing(self, challenger: Champion) -> Champions:
+        """These champions with `challenger` in its kind's place: what the challenger's members are served by."""
+        return Champions(self.dataset, {**self.by_kind, challenger.kind.name: challenger})
+
     def without(self, member_ids: set[str]) -> None:
         """Forgets these members in every item model (members who asked to be forgotten since it was trained)."""
         for champion in self.of(Task.items):
             model = champion.model
             assert isinstance(model, ItemModel)
             model.forget({m for m in member_ids if model.knows_member(m)})
+
+
+@dataclass(frozen=True)
+class ChallengerSetting:
+    """A registered version served beside the champion of its kind to a stable share of the members."""
+
+    kind: ModelKind
+    version: str
+    share: float
+
+    @classmethod
+    def parse(cls, text: str, share: float) -> ChallengerSetting:
+        name, sep, version = text.strip().partition(":")
+        if not sep or not version.strip().isdigit():
+            raise DataError(f"--challenger {text!r}: expected KIND:VERSION, e.g. churn:3")
+        if not 0 < share < 1:
+            raise DataError(f"--share {share}: the challenger's share of members must be between 0 and 1")
+        return cls(kind(name), version.strip(), share)
+
+    @classmethod
+    def from_env(cls) -> ChallengerSetting | None:
+        configured = os.environ.get(CHALLENGER_ENV, "").strip()
+        if not configured:
+            return None
+        return cls.parse(configured, float(os.environ.get(CHALLENGER_SHARE_ENV, "0.1") or 0.1))
+
+    def env(self) -> dict[str, str]:
+        return {CHALLENGER_ENV: f"{self.kind.name}:{self.version}", CHALLENGER_SHARE_ENV: str(self.share)}
+
+
+def load_challenger(home: StateHome, dataset: str, setting: ChallengerSetting) -> Champion:
+    """The challenger's registered version, loaded; a clear error when it is not registered or is the champion."""
+    if models_from_bento():
+        raise DataError("a challenger is served from the MLflow registry; a Bento carries its champions only")
+    client = registry.connect(home)
+    name = setting.kind.registered_name(dataset)
+    registered = {str(v.version): v for v in registry.versions(client, dataset, setting.kind)}
+    if setting.version not in registered:
+        known = ", ".join(registered) or "none"
+        raise DataError(f"--challenger: {name} has no version {setting.version} (registered versions: {known})")
+    current = registry.champion(client, dataset, setting.kind)
+    if current is not None and str(current.version) == setting.version:
+        raise DataError(f"--challenger: {name} version {setting.version} is the champion already")
+    version = registered[setting.version]
+    model = registry.load_version(name, setting.version)
+    return Champion(setting.kind, model, name, setting.version, model.family, version.run_id)
 
 
 def models_from_bento() -> bool:
