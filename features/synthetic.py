@@ -57,12 +57,12 @@ CHUNK_MEMBERS = 25_000
 # members' orders (a share of quality seekers who are not promotion-driven); the chance a pushed member opens it (a
 # visit). The lift in conversion is largest for lapsed deal-seekers, nil for loyal members who buy anyway.
 REDEEM_BY_PERSONA = {
-    "price_sensitive": 0.35,
+    "price_sensitive": 0.5,
     "quality_seeking": 0.0,
     "social_sharer": 0.1,
     "young_parent": 0.15,
     "office_worker": 0.05,
-    "student": 0.3,
+    "student": 0.45,
 }
 CAMPAIGN_EFFECTS = {"promo_redeem": 0.25, "averse_share": 0.5, "averse_orders": 0.4, "opened": 0.3}
 HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2])

@@ -73,6 +73,11 @@ class ModelKind:
         return self.label is not None
 
     @property
+    def learns_from_campaign(self) -> bool:
+        """Learns from a randomized campaign's exposures (uplift): trained only when there is one."""
+        return self.target is Target.uplift
+
+    @property
     def task(self) -> Task:
         return Task.items if self.target is Target.items else Task.member
 

@@ -36,8 +36,8 @@ def test_the_bento_carries_the_champions_and_serves_them_without_the_registry(ho
     name, version = tag.split(":")
     bento = tmp_path / "bentoml" / "bentos" / name / version  # the Bento store's layout
     manifest = (bento / "bento.yaml").read_text()
-    for kind in KINDS:
-        assert f"community-ml-{kind}:" in manifest
+    for kind in KINDS.values():
+        assert (f"community-ml-{kind.name}:" in manifest) != kind.learns_from_campaign  # no campaign, no uplift
     assert (bento / "src" / "serving" / "service.py").exists()
     assert not (bento / "src" / "training").exists()  # the service needs the model runtime, not the training code
     assert "COMMUNITY_ML_MODEL_SOURCE" in manifest

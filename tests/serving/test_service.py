@@ -265,3 +265,69 @@ def test_a_forgotten_member_gets_no_personal_answer_after_reload(http: TestClien
     for path in ("/recommend_products", "/recommend_content"):
         answer = http.post(path, json={"member_ids": [member], "k": 3}).json()["members"][0]
         assert answer["cold_start"] is True, path
+
+
+@pytest.mark.slow
+def test_a_challenger_answers_a_stable_share_of_members_and_every_answer_names_its_variant(
+    http: TestClient, home: StateHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.models.batch import score_members
+    from serving.models.champions import CHALLENGER_ENV, CHALLENGER_SHARE_ENV, load_champions
+    from serving.models.kinds import CHURN, Task, kinds_of
+    from training.job import TrainSettings, train
+
+    # given: a second churn version (the RFM baseline) registered beside the champion, served to 30% of members
+    shop = Dataset(home, "shop")
+    quick = TrainSettings(training_cutoffs=2, test_cutoffs=1, family="rfm", promote=False, budget_seconds=0)
+    challenger = train(shop, CHURN, quick)
+    monkeypatch.setenv(CHALLENGER_ENV, f"churn:{challenger.version}")
+    monkeypatch.setenv(CHALLENGER_SHARE_ENV, "0.3")
+    try:
+        assert http.post("/reload", json={}).status_code == 200
+        members = [f"M{i:06d}" for i in range(300)]
+        body = http.post("/churn", json={"member_ids": [*members, "NOBODY"]}).json()
+        again = http.post("/churn", json={"member_ids": members[::-1]}).json()
+    finally:
+        monkeypatch.delenv(CHALLENGER_ENV)
+        assert http.post("/reload", json={}).status_code == 200
+    # then: the answer names the challenger beside the champions, and each member's variant
+    assert body["challenger"] == {
+        "kind": "churn",
+        "name": "shop.churn",
+        "version": challenger.version,
+        "family": "rfm",
+        "share": 0.3,
+    }
+    variants = {m["member_id"]: m["variant"] for m in body["members"]}
+    assert variants["NOBODY"] in ("champion", "challenger")
+    share = sum(variants[m] == "challenger" for m in members) / len(members)
+    assert 0.22 < share < 0.38
+    assert {m["member_id"]: m["variant"] for m in again["members"]} == {m: variants[m] for m in members}  # stable
+    # the challenger's members get exactly what batch scoring with the challenger in the champion's place gives
+    champions = load_champions(home, "shop", kinds_of(Task.member))
+    from serving.models.champions import ChallengerSetting, load_challenger
+
+    replaced = champions.replacing(load_challenger(home, "shop", ChallengerSetting(CHURN, challenger.version, 0.3)))
+    expected, _ = score_members(shop, pd.Timestamp(body["as_of"]).date(), champions=replaced)
+    expected = expected.set_index("member_id")["churn_probability"]
+    chosen = [m for m in body["members"] if m["variant"] == "challenger" and not m["cold_start"]]
+    assert chosen and all(m["churn_probability"] == pytest.approx(expected[m["member_id"]]) for m in chosen)
+    # and every log line names the variant and the version that answered
+    lines = [json.loads(line) for path in home.logs.glob("predictions-*.jsonl") for line in path.open()]
+    logged = [e for e in lines if e["endpoint"] == "churn" and "variant" in e["output"]][-301:]
+    assert {e["output"]["variant"]: e["versions"]["churn"] for e in logged} == {
+        "challenger": challenger.version,
+        "champion": body["models"]["churn"]["version"],
+    }
+
+
+def test_serve_refuses_a_challenger_that_is_not_registered(home: StateHome) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    done = CliRunner().invoke(app, ["serve", "--dataset", "shop", "--challenger", "churn:99", "--share", "0.2"])
+    assert done.exit_code == 2
+    assert "shop.churn has no version 99 (registered versions: 1" in done.stderr
+    bad = CliRunner().invoke(app, ["serve", "--dataset", "shop", "--challenger", "churn", "--share", "0.2"])
+    assert bad.exit_code == 2 and "expected KIND:VERSION" in bad.stderr
