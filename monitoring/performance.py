@@ -156,17 +156,14 @@ def member_predictions(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def recommended_lists(log: pd.DataFrame, kind: ModelKind) -> pd.DataFrame:
-    """member, items (ids in rank order), variant: every list the service or a batch export logged for `kind`."""
+    """member, items (ids in rank order), and the variant where a challenger answered: every list the service or a
+    batch export logged for `kind`."""
     if log.empty or "items" not in log:
-        return pd.DataFrame({"member": [], "items": [], "variant": []})
+        return pd.DataFrame({"member": [], "items": []})
     rows = log[log["endpoint"].isin([kind.name, f"batch/{kind.name}"])].dropna(subset=["items"])
-    return pd.DataFrame(
-        {
-            "member": rows["member"],
-            "items": [[i["item_id"] for i in items] for items in rows["items"]],
-            "variant": rows.get("variant"),
-        }
-    )
+    items = [[i["item_id"] for i in listed] for listed in rows["items"]]
+    lists = pd.DataFrame({"member": rows["member"], "items": items})
+    return lists.assign(variant=rows["variant"]) if "variant" in rows else lists
 
 
 def _outcomes(dataset: Dataset, as_of: date, horizon_days: int, key: bytes) -> pd.DataFrame:
