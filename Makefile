@@ -60,7 +60,11 @@ demo: setup
 	$(BIN)/community-ml train value --dataset $(DEMO_DATASET) $(DEMO_CUTOFFS)
 	$(BIN)/community-ml train product-recs --dataset $(DEMO_DATASET) $(DEMO_TUNING)
 	$(BIN)/community-ml train content-recs --dataset $(DEMO_DATASET) $(DEMO_TUNING)
+	$(BIN)/community-ml campaign report --dataset $(DEMO_DATASET) --campaign coupon --horizon-days 30
+	$(BIN)/community-ml train uplift --dataset $(DEMO_DATASET) --campaign coupon --horizon-days 30
 	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
+	$(BIN)/community-ml winback --dataset $(DEMO_DATASET) --by uplift \
+		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-winback.parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content-recs \
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-content.parquet"
 	$(BIN)/community-ml monitor report --dataset $(DEMO_DATASET)

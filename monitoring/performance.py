@@ -122,7 +122,11 @@ def matured_performance(
 
 
 def by_variant(
-    as_of: date, model: str, predictions: pd.DataFrame, measure: Callable[[pd.DataFrame], dict[str, float]]
+    as_of: date,
+    model: str,
+    predictions: pd.DataFrame,
+    measure: Callable[[pd.DataFrame], dict[str, float]],
+    samples: int = BOOTSTRAP_SAMPLES,
 ) -> list[PerformancePoint]:
     """Where a challenger answered some members (the log names each answer's variant), each variant's figures
     with 95% bootstrap intervals (members resampled), so champion and challenger are compared on the outcomes of
@@ -135,11 +139,11 @@ def by_variant(
         metrics = measure(part)
         if not metrics:
             continue
-        draws = [measure(part.iloc[rng.integers(0, len(part), len(part))]) for _ in range(BOOTSTRAP_SAMPLES)]
+        draws = [measure(part.iloc[rng.integers(0, len(part), len(part))]) for _ in range(samples)]
         intervals = {
             name: (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
             for name in metrics
-            if name != "k" and len(values := [d[name] for d in draws if name in d]) >= BOOTSTRAP_SAMPLES // 2
+            if name != "k" and len(values := [d[name] for d in draws if name in d]) >= samples // 2
         }
         points.append(PerformancePoint(as_of, f"{model} ({variant})", len(part), metrics, intervals))
     return points

@@ -21,7 +21,8 @@ from features.privacy import with_marketing_consent
 from features.readers import read_raw
 from features.snapshots import resolve_as_of
 from features.store import Dataset
-from serving.models.batch import check_out_path, score_members, write_table
+from serving.models.batch import check_out_path, no_uplift_champion, score_members, snapshot_features, write_table
+from serving.models.champions import load_champions
 from serving.models.kinds import UPLIFT
 from serving.models.tiers import TIERS
 
@@ -52,18 +53,26 @@ def audience_members(dataset: Dataset, audience: str) -> tuple[list[str], pd.Dat
         raise DataError(f"--audience {audience!r}: use churn-risk, tier:NAME ({', '.join(TIERS)}), uplift or file:FILE")
     if kind == "tier" and argument not in TIERS:
         raise DataError(f"--audience {audience!r}: the tiers are {', '.join(TIERS)}")
-    scores, champions = score_members(dataset, resolve_as_of(dataset, "latest"))
     if kind == UPLIFT.name:
-        if UPLIFT not in champions:
-            raise DataError(
-                f"--audience uplift: dataset {dataset.name!r} has no uplift champion; train one on a past campaign "
-                f"with `community-ml train uplift --dataset {dataset.name} --campaign NAME`"
-            )
-        # The persuadable: members the push is expected to move, the largest expected lift first.
-        chosen = scores[scores[UPLIFT.output] > 0].sort_values(UPLIFT.output, ascending=False, kind="stable")
-    else:
-        chosen = scores[scores["tier"] == ("churn_risk" if kind == "churn-risk" else argument)]
+        return _persuadable(dataset)
+    scores, _ = score_members(dataset, resolve_as_of(dataset, "latest"))
+    chosen = scores[scores["tier"] == ("churn_risk" if kind == "churn-risk" else argument)]
     return chosen["member_id"].astype(str).tolist(), chosen
+
+
+def _persuadable(dataset: Dataset) -> tuple[list[str], pd.DataFrame]:
+    """The members the uplift champion expects a push to move, the largest expected lift first (it alone scores
+    them: no churn or value model is needed)."""
+    champions = load_champions(dataset.home, dataset.name, [UPLIFT])
+    if UPLIFT not in champions:
+        raise no_uplift_champion(dataset, "--audience uplift")
+    champion = champions[UPLIFT]
+    features = snapshot_features(dataset, resolve_as_of(dataset, "latest"))
+    scores = pd.DataFrame(
+        {"member_id": features["member_id"].astype(str), UPLIFT.output: champion.model.predict(features)}  # type: ignore[union-attr]
+    ).assign(uplift_model=f"{champion.family} v{champion.version}")
+    chosen = scores[scores[UPLIFT.output] > 0].sort_values(UPLIFT.output, ascending=False, kind="stable")
+    return chosen["member_id"].tolist(), chosen
 
 
 def plan_campaign(

@@ -71,7 +71,7 @@ def test_real_performance_is_split_by_variant_with_intervals() -> None:
     members = pd.DataFrame({"member": [f"m{i}" for i in range(n)], "churn_probability": predicted, "variant": variant})
     outcomes = pd.DataFrame({"member": members["member"], "churned": churned})
     # when
-    points = by_variant(date(2025, 1, 1), MEMBERS, members, lambda part: member_performance(part, outcomes))
+    points = by_variant(date(2025, 1, 1), MEMBERS, members, lambda part: member_performance(part, outcomes), 60)
     # then: one point per variant, its members, and an interval around each figure
     by = {p.model: p for p in points}
     assert set(by) == {"members (challenger)", "members (champion)"}

@@ -18,8 +18,11 @@ from cli import app
 from features.home import StateHome
 from features.store import Dataset
 from monitoring.campaign_report import CampaignReportSettings, campaign_report
-from serving.models.kinds import CHURN, UPLIFT, VALUE
-from tests.conftest import synthetic, with_champions
+from serving.models import batch
+from serving.models.batch import snapshot_features
+from serving.models.champions import Champions, load_champions
+from serving.models.kinds import UPLIFT
+from tests.conftest import synthetic
 from training.job import TrainSettings, train
 
 CAMPAIGN_AT = date(2025, 7, 1)
@@ -76,7 +79,9 @@ def test_a_skewed_split_is_flagged_as_a_sample_ratio_mismatch(camp: Dataset) -> 
     assert report.sample_ratio.mismatch and report.sample_ratio.p_value < 0.001
 
 
-def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(camp: Dataset, tmp_path: Path) -> None:
+def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
+    camp: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # when
     result = train(camp, UPLIFT, TrainSettings(campaign="coupon", horizon_days=HORIZON))
     # then: a learner beats random and churn-probability targeting on held-out members, and serves
@@ -84,21 +89,14 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(camp: Data
     assert result.metrics["qini"] > result.rivals["random"]["qini"] + 0.01
     assert result.metrics["qini"] > result.rivals["churn-targeting"]["qini"]
     assert result.metrics["uplift_at_10"] > 1.5 * result.rivals["random"]["uplift_at_10"]
-
-    # and the win-back list ranks churn-risk members by the lift it expects, leaving out those it expects none from
-    with_champions(camp, [CHURN, VALUE], TrainSettings(training_cutoffs=1, test_cutoffs=1, budget_seconds=0))
-    listed = tmp_path / "winback.csv"
-    run("winback", "-d", "camp", "--out", str(listed), "--by", "uplift")
-    winback = pd.read_csv(listed)
-    assert len(winback) > 20 and (winback["tier"] == "churn_risk").all() and (winback["uplift"] > 0).all()
-    assert winback["uplift"].is_monotonic_decreasing
     # the members it ranks first are those the campaign moved (the generator's truth, never seen in training)
-    truth = pd.read_parquet(camp.path / "truth.parquet").set_index("member_id")["true_lift_conversion"]
-    scores = pd.read_parquet(run_score(tmp_path)).set_index("member_id")["uplift"]
-    exposed = truth.dropna().index
-    assert np.corrcoef(scores[exposed].rank(), truth[exposed].rank())[0, 1] > 0.4
+    champion = load_champions(camp.home, "camp", [UPLIFT])[UPLIFT]
+    features = snapshot_features(camp, date(2025, 9, 1))
+    predicted = pd.Series(champion.model.predict(features), index=features["member_id"])
+    truth = pd.read_parquet(camp.path / "truth.parquet").set_index("member_id")["true_lift_conversion"].dropna()
+    assert np.corrcoef(predicted[truth.index].rank(), truth.rank())[0, 1] > 0.4
 
-    # a new campaign to the members it expects to respond: stable split, control never pushed
+    # a new campaign to the members it expects a push to move: a stable split, the control never pushed
     first, again = tmp_path / "push.csv", tmp_path / "again.csv"
     plan = ("campaign", "plan", "-d", "camp", "-c", "next", "--audience", "uplift", "--arms", "A,B")
     summary = run(*plan, "--holdout", "0.2", "--out", str(first), "--json")
@@ -107,22 +105,30 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(camp: Data
     assert set(pushed["arm"]) == {"A", "B"} and pushed.equals(pd.read_csv(again))
     assert summary["pushed"] == len(pushed) == summary["members"] - summary["arms"]["control"]
     assert abs(summary["arms"]["control"] / summary["members"] - 0.2) < 0.04
-    recorded = camp.read("exposures")
-    assert (recorded["campaign_id"] == "next").sum() == summary["members"]
+    assert (pushed["uplift"] > 0).all() and summary["members"] < len(features)  # the persuadable only
+    assert (camp.read("exposures")["campaign_id"] == "next").sum() == summary["members"]
 
-
-def run_score(tmp_path: Path) -> Path:
-    out = tmp_path / "scores.parquet"
-    run("score", "-d", "camp", "--out", str(out))
-    return out
+    # and the win-back list ranks churn-risk members by the lift expected (the tiers stand in for the churn and
+    # value champions, which only decide who is at risk), leaving out those it expects nothing from
+    scores = pd.DataFrame({"member_id": predicted.index, "uplift": predicted.to_numpy(), "expected_value": 1.0})
+    scores["tier"] = np.where(np.arange(len(scores)) % 3 == 0, "churn_risk", "ordinary")
+    champions = Champions("camp", {UPLIFT.name: champion})
+    monkeypatch.setattr(batch, "score_members", lambda *args: (scores, champions))
+    listed = batch.winback(camp, date(2025, 9, 1), tmp_path / "winback.csv", by="uplift")
+    winback = pd.read_csv(tmp_path / "winback.csv")
+    assert len(winback) == listed["members"] > 100
+    assert (winback["tier"] == "churn_risk").all() and (winback["uplift"] > 0).all()
+    assert winback["uplift"].is_monotonic_decreasing
+    at_risk = scores[(scores["tier"] == "churn_risk") & (scores["uplift"] > 0)]
+    assert len(winback) + listed["without_consent"] == len(at_risk)
 
 
 def test_a_campaign_imported_from_outside_is_reported_and_modelled(
     camp: Dataset, shared_home: StateHome, tmp_path: Path
 ) -> None:
-    # given: a campaign run elsewhere, as files: members, their orders and engagements, and who got which email
+    # given: a campaign run elsewhere, as files: members, their orders, and who got which email
     files = {}
-    for table in ("members", "orders", "engagements"):
+    for table in ("members", "orders"):
         files[table] = tmp_path / f"{table}.csv"
         camp.read(table).to_csv(files[table], index=False)
     arms = {"coupon": "Womens E-Mail", "control": "No E-Mail"}
