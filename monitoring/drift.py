@@ -7,19 +7,18 @@ Jensen-Shannon distance for large ones) unless the settings name one; a column d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from evidently import DataDefinition, Report
-from evidently import Dataset as EvidentlyDataset
-from evidently.core.report import Snapshot as EvidentlySnapshot
-from evidently.metrics import ValueDrift
-from evidently.presets import DataDriftPreset
 
 from monitoring.settings import DataDriftSettings
 from serving.models.base import ItemModel
 from serving.models.tiers import TIERS
+
+if TYPE_CHECKING:  # Evidently takes seconds to import: it loads where a report is made, not with the package
+    from evidently import DataDefinition
+    from evidently.core.report import Snapshot as EvidentlySnapshot
 
 # Members whose recommendations stand for the reference: enough for a stable distribution, quick to compute.
 REFERENCE_RECS_MEMBERS = 2_000
@@ -64,6 +63,8 @@ class DriftResult:
 
 
 def _definition(frame: pd.DataFrame, columns: list[str]) -> DataDefinition:
+    from evidently import DataDefinition
+
     numeric = [
         c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
     ]
@@ -78,6 +79,11 @@ def compare(
     preset: bool = True,
 ) -> DriftResult:
     """Evidently's drift test on every column present and non-empty on both sides."""
+    from evidently import Dataset as EvidentlyDataset
+    from evidently import Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
     usable = [c for c in columns if c in reference and c in current]
     usable = [c for c in usable if reference[c].notna().any() and current[c].notna().any()]
     not_compared = [c for c in columns if c not in usable]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from evidently.core.report import Snapshot as EvidentlySnapshot
 
 from features.home import StateHome
 from features.progress import step
@@ -28,6 +27,9 @@ from serving.models.base import ItemModel
 from serving.models.kinds import Task
 from serving.models.tiers import score_snapshot
 from serving.prediction_log import read_log
+
+if TYPE_CHECKING:  # Evidently loads where a report is made (monitoring/drift.py)
+    from evidently.core.report import Snapshot as EvidentlySnapshot
 
 
 @dataclass

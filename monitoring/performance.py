@@ -12,14 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from evidently import BinaryClassification, DataDefinition, Regression, Report
-from evidently import Dataset as EvidentlyDataset
-from evidently.core.report import Snapshot as EvidentlySnapshot
-from evidently.presets import ClassificationPreset, RegressionPreset
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from features.errors import DataError
@@ -27,6 +23,9 @@ from features.pseudonyms import pseudonym, pseudonym_key
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 from serving.models.kinds import ModelKind, Target, Task, kinds_of
+
+if TYPE_CHECKING:  # Evidently loads where a report is made (monitoring/drift.py)
+    from evidently.core.report import Snapshot as EvidentlySnapshot
 
 MEMBERS = "members"  # the performance point of the member answers (churn, value, ...)
 BOOTSTRAP_SAMPLES = 200  # resamples behind each variant's 95% intervals
@@ -193,6 +192,10 @@ def _interactions(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: 
 
 def _evidently_report(joined: pd.DataFrame) -> EvidentlySnapshot:
     """Evidently's classification report of each binary kind and regression report of each amount kind."""
+    from evidently import BinaryClassification, DataDefinition, Regression, Report
+    from evidently import Dataset as EvidentlyDataset
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
     frame, classification, regression = pd.DataFrame(index=joined.index), [], []
     for kind in kinds_of(Task.member):
         if kind.output not in joined or kind.label not in joined:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from evidently.core.report import Snapshot as EvidentlySnapshot
+from typing import TYPE_CHECKING, Any
 
 from features.home import StateHome
 from features.store import write_json_atomic
 from monitoring.index import update_index
 from monitoring.monitor import MonitorResult, headline
 from monitoring.performance import performance_summary
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot as EvidentlySnapshot
 
 
 def write_reports(home: StateHome, result: MonitorResult, breaches: list[str]) -> Path:
