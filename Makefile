@@ -122,6 +122,7 @@ bench: setup-spark
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_spark.py --sizes 1,10
+	$(BIN)/python experiments/bench_uplift.py
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py

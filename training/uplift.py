@@ -30,7 +30,8 @@ from features.campaigns import (
 from features.errors import DataError
 from features.progress import say, step
 from features.pseudonyms import pseudonym_key
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.schema import ATTRIBUTES
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 from serving.models.champions import load_champions
 from serving.models.families.baselines import BASELINES
@@ -92,8 +93,7 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
             f"complete {settings.horizon_days}-day window; an uplift model needs both arms"
         )
     start = campaign_start(exposed)
-    build_snapshot(dataset, SnapshotSettings(as_of=start, horizon_days=settings.horizon_days))
-    features = Snapshot(dataset, start).features()
+    features = _features_before(dataset, start, settings.horizon_days)
     # Members with no history before the campaign have no feature row: their features are missing, as LightGBM
     # reads a missing value, not zero.
     frame = outcomes[["member_id"]].merge(features, on="member_id", how="left")
@@ -109,6 +109,25 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
         treatment_arm=treatment,
         control_arm=control,
     )
+
+
+def _features_before(dataset: Dataset, start: date, horizon_days: int) -> pd.DataFrame:
+    """The members' features as of the campaign's first day; where the data holds no event before it (a campaign
+    imported with its outcomes only), the members' attributes alone, which the snapshots carry under the same
+    names (so the model scores the latest snapshot as well)."""
+    if dataset_span(dataset)[0].date() < start:
+        build_snapshot(dataset, SnapshotSettings(as_of=start, horizon_days=horizon_days))
+        return Snapshot(dataset, start).features()
+    members = dataset.read("members")
+    present = [a for a in ATTRIBUTES if a in members and members[a].notna().any()]
+    if not present:
+        raise DataError(
+            f"{dataset.name}: no event before the campaign began ({start}) and no member attributes "
+            f"({', '.join(ATTRIBUTES)}): nothing to learn who responds from; import the members' earlier orders "
+            "and engagements, or their attributes"
+        )
+    say(f"no event before the campaign: its members are described by their attributes ({', '.join(present)})")
+    return members[["member_id", *present]].astype({a: "string" for a in present if a != "consent_marketing"})
 
 
 def _booster(x: pd.DataFrame, y: np.ndarray, binary: bool, seed: int) -> lgb.Booster:
@@ -196,7 +215,7 @@ class UpliftTrainer(Trainer):
     def __init__(self) -> None:
         self._data: dict[tuple[Any, ...], CampaignData] = {}
 
-    def _campaign(self, dataset: Dataset, settings: TrainSettings) -> CampaignData:
+    def campaign(self, dataset: Dataset, settings: TrainSettings) -> CampaignData:
         """The campaign's members, prepared once per training run (held_out, evaluate and fit all read them)."""
         key = (str(dataset.path), settings.campaign, settings.outcome, settings.treatment_arm, settings.control_arm)
         key += (settings.horizon_days,)
@@ -214,7 +233,7 @@ class UpliftTrainer(Trainer):
         return [CHURN_TARGETING]
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
-        data = self._campaign(dataset, settings)
+        data = self.campaign(dataset, settings)
         return HeldOut([data.start], [data.start])
 
     def tune(
@@ -232,7 +251,7 @@ class UpliftTrainer(Trainer):
         settings: TrainSettings,
         only: str | None = None,
     ) -> Evaluation:
-        data = self._campaign(dataset, settings)
+        data = self.campaign(dataset, settings)
         test = data.held_out
         families = [only] if only else self.servable(kind)
         scores: dict[str, dict[str, float]] = {}
@@ -260,7 +279,7 @@ class UpliftTrainer(Trainer):
         params: dict[str, Any],
         settings: TrainSettings,
     ) -> Fitted:
-        data = self._campaign(dataset, settings)
+        data = self.campaign(dataset, settings)
         everyone = np.ones(len(data.frame), dtype=bool)
         model = fit_uplift(family, data, everyone, kind, settings)
         logged = {

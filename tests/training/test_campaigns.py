@@ -24,6 +24,7 @@ from serving.models.champions import Champions, load_champions
 from serving.models.kinds import UPLIFT
 from tests.conftest import synthetic
 from training.job import TrainSettings, train
+from training.uplift import campaign_data, fit_uplift
 
 CAMPAIGN_AT = date(2025, 7, 1)
 HORIZON = 30
@@ -158,3 +159,38 @@ def test_a_campaign_imported_from_outside_is_reported_and_modelled(
     assert trained["metrics"]["qini"] > max(
         trained["rivals"]["random"]["qini"], trained["rivals"]["churn-targeting"]["qini"]
     )
+
+
+def test_a_campaign_with_no_history_before_it_is_modelled_from_the_members_attributes(home: StateHome) -> None:
+    # given: a campaign imported with its outcomes only; the push moves deal seekers, not loyal members
+    rng = np.random.default_rng(5)
+    n = 1_200
+    members = pd.DataFrame(
+        {"member_id": [f"m{i}" for i in range(n)], "persona": np.where(np.arange(n) % 2, "deal", "loyal")}
+    )
+    treated = rng.random(n) < 0.5
+    bought = rng.random(n) < 0.2 + 0.4 * (treated & (members["persona"] == "deal"))
+    exposed_at = pd.Timestamp("2025-03-01")
+    dataset = Dataset(home, "outcomes-only")
+    dataset.merge(
+        "members",
+        members.assign(joined_at=pd.NaT, city=None, age_band=None, acquisition_channel=None, consent_marketing=True),
+    )
+    orders = pd.DataFrame(
+        {"member_id": members["member_id"][bought], "ts": exposed_at + pd.Timedelta(days=3), "amount": 20.0}
+    )
+    dataset.merge("orders", orders.assign(order_id=None, product_id=None, quantity=1.0, channel=None, is_return=False))
+    arms = np.where(treated, "mail", "control")
+    dataset.merge(
+        "exposures",
+        pd.DataFrame({"member_id": members["member_id"], "campaign_id": "c", "arm": arms, "ts": exposed_at}),
+    )
+    dataset.record({"kind": "test"})
+    # when
+    settings = TrainSettings(campaign="c", horizon_days=7)
+    data = campaign_data(dataset, settings)
+    model = fit_uplift("t-learner", data, np.ones(n, dtype=bool), UPLIFT, settings)
+    # then: its features are the attributes, and it expects the lift where it was
+    assert data.columns == ["persona", "consent_marketing"]
+    lift = pd.Series(model.predict(data.frame), index=data.frame["persona"]).groupby(level=0).mean()
+    assert lift["deal"] > 0.25 > 0.1 > abs(lift["loyal"])
