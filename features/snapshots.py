@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -144,9 +146,29 @@ def connect(dataset: Dataset) -> tuple[Any, Sources]:
         return _connect_spark(dataset)
     if not dataset.has("orders") and not dataset.has("engagements"):
         raise DataError(f"dataset {dataset.name!r} has no orders or engagements; import one of them first")
-    con = ibis.duckdb.connect()
-    tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in dataset.tables(FEATURE_SOURCES)}
-    return con, _sources(tables, {t: dataset.row_count(t) for t in tables})
+    # A training run connects a dozen times (each cutoff's snapshot, the data's span): reading the tables'
+    # schemas costs ~0.1 s a time, so a connection is kept while its tables are unchanged (their size and
+    # modification time), per process and thread (DuckDB connections are not shared across either).
+    present = dataset.tables(FEATURE_SOURCES)
+    key = (os.getpid(), str(dataset.path), *((t, *_stat(dataset, t)) for t in present))
+    cache: OrderedDict[tuple[Any, ...], tuple[Any, Sources]] = _CONNECTIONS.__dict__.setdefault("kept", OrderedDict())
+    if key not in cache:
+        con = ibis.duckdb.connect()
+        tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in present}
+        cache[key] = (con, _sources(tables, {t: dataset.row_count(t) for t in tables}))
+        while len(cache) > _CONNECTIONS_KEPT:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+_CONNECTIONS = threading.local()
+_CONNECTIONS_KEPT = 4
+
+
+def _stat(dataset: Dataset, table: str) -> tuple[int, int]:
+    stat = dataset.table_path(table).stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _sources(tables: dict[str, ir.Table], rows: dict[str, int]) -> Sources:
