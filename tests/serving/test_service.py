@@ -284,7 +284,7 @@ def test_a_challenger_answers_a_stable_share_of_members_and_every_answer_names_i
 
     # given: a second churn version (the RFM baseline) registered beside the champion, served to 30% of members
     shop = Dataset(home, "shop")
-    quick = TrainSettings(training_cutoffs=2, test_cutoffs=1, family="rfm", promote=False, budget_seconds=0)
+    quick = TrainSettings(training_cutoffs=1, test_cutoffs=1, family="rfm", promote=False, budget_seconds=0)
     challenger = train(shop, CHURN, quick)
     monkeypatch.setenv(CHALLENGER_ENV, f"churn:{challenger.version}")
     monkeypatch.setenv(CHALLENGER_SHARE_ENV, "0.3")

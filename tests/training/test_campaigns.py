@@ -97,13 +97,13 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
     truth = pd.read_parquet(camp.path / "truth.parquet").set_index("member_id")["true_lift_conversion"].dropna()
     assert np.corrcoef(predicted[truth.index].rank(), truth.rank())[0, 1] > 0.4
 
-    # a new campaign to the members it expects a push to move: a stable split, the control never pushed
-    first, again = tmp_path / "push.csv", tmp_path / "again.csv"
+    # a new campaign to the members it expects a push to move, the control never pushed (re-running a plan is
+    # tested in tests/features/test_campaigns.py)
+    first = tmp_path / "push.csv"
     plan = ("campaign", "plan", "-d", "camp", "-c", "next", "--audience", "uplift", "--arms", "A,B")
     summary = run(*plan, "--holdout", "0.2", "--out", str(first), "--json")
-    run(*plan, "--holdout", "0.2", "--out", str(again))
     pushed = pd.read_csv(first)
-    assert set(pushed["arm"]) == {"A", "B"} and pushed.equals(pd.read_csv(again))
+    assert set(pushed["arm"]) == {"A", "B"}
     assert summary["pushed"] == len(pushed) == summary["members"] - summary["arms"]["control"]
     assert abs(summary["arms"]["control"] / summary["members"] - 0.2) < 0.04
     assert (pushed["uplift"] > 0).all() and summary["members"] < len(features)  # the persuadable only
