@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,7 @@ def assign_arms(key: bytes, member_ids: list[str], plan: CampaignPlan) -> np.nda
     return np.where(position < plan.holdout, plan.control_arm, np.array(plan.arms, dtype=object)[index])
 
 
-def plan_path(dataset: Dataset, campaign: str) -> Any:
+def plan_path(dataset: Dataset, campaign: str) -> Path:
     return dataset.path / "campaigns" / f"{campaign}.json"
 
 
@@ -130,6 +130,20 @@ def exposures(dataset: Dataset, campaign: str, required: bool = True) -> pd.Data
             "`community-ml campaign plan` or import it with `community-ml data import --table exposures`"
         )
     return frame.reset_index(drop=True)
+
+
+def control_arm(dataset: Dataset, campaign: str, exposed: pd.DataFrame, asked: str | None = None) -> str:
+    """The campaign's holdout arm: the one asked for, else its plan's, else "control"; a clear error naming the
+    campaign's arms when it has no such arm."""
+    plan = saved_plan(dataset, campaign)
+    control = asked or (plan.control_arm if plan else CONTROL)
+    arms = sorted(exposed["arm"].astype(str).unique())
+    if control not in arms:
+        raise DataError(
+            f"campaign {campaign!r} has no arm {control!r} (its arms: {', '.join(arms)}); name the holdout with "
+            "--control-arm"
+        )
+    return control
 
 
 def campaign_start(frame: pd.DataFrame) -> date:
@@ -202,12 +216,3 @@ def _last_event(dataset: Dataset) -> pd.Timestamp | None:
     ]
     times = [t for t in times if t is not None]
     return pd.Timestamp(max(times)) if times else None
-
-
-def exposure_summary(frame: pd.DataFrame) -> dict[str, Any]:
-    """Members per arm and the campaign's first and last exposure, for messages."""
-    return {
-        "members": {str(a): int(n) for a, n in frame["arm"].value_counts().sort_index().items()},
-        "first": str(frame["ts"].min()),
-        "last": str(frame["ts"].max()),
-    }

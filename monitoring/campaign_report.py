@@ -17,7 +17,15 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.campaigns import OUTCOMES, campaign_start, exposures, measured_members, member_outcomes, saved_plan
+from features.campaigns import (
+    OUTCOMES,
+    campaign_start,
+    control_arm,
+    exposures,
+    measured_members,
+    member_outcomes,
+    saved_plan,
+)
 from features.errors import DataError
 from features.store import Dataset, write_json_atomic
 from monitoring.experiments import Adjusted, Difference, SampleRatio, cuped, difference, sample_ratio
@@ -72,13 +80,8 @@ class CampaignReport(BaseModel):
 def campaign_report(dataset: Dataset, settings: CampaignReportSettings) -> CampaignReport:
     exposed = exposures(dataset.require(), settings.campaign)
     plan = saved_plan(dataset, settings.campaign)
-    control = settings.control_arm or (plan.control_arm if plan else "control")
+    control = control_arm(dataset, settings.campaign, exposed, settings.control_arm)
     arms = sorted(exposed["arm"].astype(str).unique())
-    if control not in arms:
-        raise DataError(
-            f"campaign {settings.campaign!r} has no arm {control!r} to compare with (its arms: {', '.join(arms)}); "
-            "name the holdout with --control-arm"
-        )
     if len(arms) < 2:
         raise DataError(f"campaign {settings.campaign!r} has only the arm {control!r}: nothing to compare")
     outcomes = member_outcomes(dataset, exposed, settings.horizon_days, settings.pre_days)

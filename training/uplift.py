@@ -21,10 +21,10 @@ import pandas as pd
 
 from features.campaigns import (
     campaign_start,
+    control_arm,
     exposures,
     measured_members,
     member_outcomes,
-    saved_plan,
     split_position,
 )
 from features.errors import DataError
@@ -68,15 +68,8 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
     if not settings.campaign:
         raise DataError("train uplift needs --campaign: the randomized campaign whose exposures it learns from")
     exposed = exposures(dataset, settings.campaign)
-    plan = saved_plan(dataset, settings.campaign)
-    control = settings.control_arm or (plan.control_arm if plan else "control")
-    arms = sorted(exposed["arm"].astype(str).unique())
-    pushed = [a for a in arms if a != control]
-    if control not in arms:
-        raise DataError(
-            f"campaign {settings.campaign!r} has no arm {control!r} (its arms: {', '.join(arms)}); name the "
-            "holdout with --control-arm"
-        )
+    control = control_arm(dataset, settings.campaign, exposed, settings.control_arm)
+    pushed = sorted(a for a in exposed["arm"].astype(str).unique() if a != control)
     treatment = settings.treatment_arm or (pushed[0] if len(pushed) == 1 else None)
     if treatment not in pushed:
         raise DataError(
