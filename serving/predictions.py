@@ -92,11 +92,15 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     """The dataset's champions, its latest snapshot as the online table, and the events since it folded in."""
     dataset = Dataset(home, dataset_name).require()
     champions = load_champions(home, dataset_name)
+    setting = ChallengerSetting.from_env()
+    challenger = None if setting is None else load_challenger(home, dataset_name, setting)
     gone = forgotten(dataset)
-    if gone:  # members who asked to be forgotten since these recommenders were trained
+    if gone:  # members who asked to be forgotten since these recommenders (a challenger too) were trained
         key = pseudonym_key(home)
-        known = {str(m) for c in champions.of(Task.items) for m in _item_model(c.model).member_ids}
-        champions.without({m for m in known if pseudonym(key, m) in gone})
+        served = [champions] if challenger is None else [champions, champions.replacing(challenger)]
+        for models in served:
+            known = {str(m) for c in models.of(Task.items) for m in _item_model(c.model).member_ids}
+            models.without({m for m in known if pseudonym(key, m) in gone})
     as_of = resolve_as_of(dataset, "latest")
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))  # reused when up to date
     snapshot = Snapshot(dataset, as_of)
@@ -108,9 +112,7 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     state = ServingState(
         dataset_name, as_of, champions, table, scorer, folder, open_store(namespace), Journal(home, dataset_name)
     )
-    setting = ChallengerSetting.from_env()
-    if setting is not None:
-        challenger = load_challenger(home, dataset_name, setting)
+    if setting is not None and challenger is not None:
         scorer = None
         if setting.kind.task is Task.member:
             scorer = MemberScorer.cached(champions.replacing(challenger), table, snapshot.features)
