@@ -10,6 +10,7 @@ audience) in `<dataset>/campaigns/<campaign>.json`, which is where a report find
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class CampaignPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    campaign: str = Field(min_length=1, max_length=64)
+    # The name becomes a file name (the plan, the report): the characters of a dataset's name.
+    campaign: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     arms: list[str] = Field(default_factory=lambda: ["treatment"], min_length=1)
     holdout: float = Field(0.2, gt=0, lt=1, description="share of the audience held out as control, not pushed")
     control_arm: str = CONTROL
@@ -75,7 +77,12 @@ def assign_arms(key: bytes, member_ids: list[str], plan: CampaignPlan) -> np.nda
 
 
 def plan_path(dataset: Dataset, campaign: str) -> Path:
-    return dataset.path / "campaigns" / f"{campaign}.json"
+    return dataset.path / "campaigns" / f"{file_stem(campaign)}.json"
+
+
+def file_stem(campaign: str) -> str:
+    """A campaign's name as a file name: an imported campaign's id may hold any character."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", campaign).lstrip(".") or "_"
 
 
 def saved_plan(dataset: Dataset, campaign: str) -> CampaignPlan | None:

@@ -206,7 +206,9 @@ class SyntheticConfig(BaseModel):
         description="run a randomized coupon campaign on this day: members who joined before it and agreed to "
         "marketing are split at random into a coupon arm and a control holdout (recorded in `exposures`)",
     )
-    campaign: str = Field("coupon", min_length=1, max_length=64, description="the campaign's name (campaign_id)")
+    campaign: str = Field(
+        "coupon", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="the campaign's name (campaign_id)"
+    )
     campaign_days: int = Field(30, ge=7, le=180, description="days the coupon's effect lasts")
     campaign_holdout: float = Field(0.5, gt=0, lt=1, description="share of the campaign's audience held out")
 

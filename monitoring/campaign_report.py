@@ -22,6 +22,7 @@ from features.campaigns import (
     campaign_start,
     control_arm,
     exposures,
+    file_stem,
     measured_members,
     member_outcomes,
     saved_plan,
@@ -145,7 +146,7 @@ def _compare(treated: pd.DataFrame, control: pd.DataFrame, outcome: str) -> Comp
 def write_campaign_report(dataset: Dataset, report: CampaignReport) -> CampaignReport:
     """The report's JSON and HTML under reports/DATASET/, and its line on the reports index."""
     folder = dataset.home.reports / dataset.name
-    stem = folder / f"{dataset.name}_campaign_{report.campaign}_h{report.horizon_days}"
+    stem = folder / f"{dataset.name}_campaign_{file_stem(report.campaign)}_h{report.horizon_days}"
     files = {"json": str(stem.with_suffix(".json")), "html": str(stem.with_suffix(".html"))}
     report = report.model_copy(update={"files": files})
     write_json_atomic(report.model_dump(mode="json"), Path(files["json"]))
