@@ -60,7 +60,11 @@ def kind_performance(kind: ModelKind, predicted: np.ndarray, actual: np.ndarray)
 def member_performance(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> dict[str, float]:
     """Every member kind's figures where both its output and its label are there. `predictions`: member and the
     kinds' outputs (churn_probability, expected_value, ...); `outcomes`: member and the labels."""
-    joined = predictions.merge(outcomes, on="member", how="inner")
+    return joined_performance(predictions.merge(outcomes, on="member", how="inner"))
+
+
+def joined_performance(joined: pd.DataFrame) -> dict[str, float]:
+    """`member_performance` of predictions already joined with their outcomes (one row per member)."""
     metrics: dict[str, float] = {}
     for kind in kinds_of(Task.member):
         if kind.output in joined and kind.label in joined:
@@ -74,7 +78,16 @@ def member_performance(predictions: pd.DataFrame, outcomes: pd.DataFrame) -> dic
 def precision_at_k(lists: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     """Mean share of each list's items the member then bought or engaged with, over the members with any
     interaction in the horizon. `lists`: member, items (list of item ids); `truth`: member, item_id."""
-    bought = truth.groupby("member")["item_id"].agg(set)
+    return list_precision(lists, taken_items(truth))
+
+
+def taken_items(truth: pd.DataFrame) -> pd.Series:
+    """Each member's set of items taken: (member, item_id) rows grouped once."""
+    return truth.groupby("member")["item_id"].agg(set)
+
+
+def list_precision(lists: pd.DataFrame, bought: pd.Series) -> dict[str, float]:
+    """`precision_at_k` against each member's items taken (`taken_items`)."""
     scored = lists[lists["member"].isin(bought.index)]
     if scored.empty:
         return {}
@@ -102,20 +115,21 @@ def matured_performance(
         members = member_predictions(rows)
         if not members.empty:
             outcomes = _outcomes(dataset, as_of, horizon_days, key)
-            metrics = member_performance(members, outcomes)
+            joined = members.merge(outcomes, on="member", how="inner")
+            metrics = joined_performance(joined)
             if metrics:
                 points.append(PerformancePoint(as_of, MEMBERS, len(members), metrics))
-                latest = members.merge(outcomes, on="member")
-                points += by_variant(as_of, MEMBERS, members, partial(member_performance, outcomes=outcomes))
+                latest = joined
+                points += by_variant(as_of, MEMBERS, joined, joined_performance)
         for kind in kinds_of(Task.items):
             lists = recommended_lists(rows, kind).drop_duplicates("member", keep="last")
             if lists.empty:
                 continue
-            taken = _interactions(dataset, kind, as_of, horizon_days, key)
-            metrics = precision_at_k(lists, taken)
+            bought = taken_items(_interactions(dataset, kind, as_of, horizon_days, key))
+            metrics = list_precision(lists, bought)
             if metrics:
                 points.append(PerformancePoint(as_of, kind.name, len(lists), metrics))
-                points += by_variant(as_of, kind.name, lists, partial(precision_at_k, truth=taken))
+                points += by_variant(as_of, kind.name, lists, partial(list_precision, bought=bought))
     points.sort(key=lambda p: (p.as_of, p.model))
     return points, (None if latest is None else _evidently_report(latest))
 
@@ -129,7 +143,8 @@ def by_variant(
 ) -> list[PerformancePoint]:
     """Where a challenger answered some members (the log names each answer's variant), each variant's figures
     with 95% bootstrap intervals (members resampled), so champion and challenger are compared on the outcomes of
-    their own members."""
+    their own members. `predictions` carry what `measure` needs (joined with outcomes already: a resample is
+    measured, not joined again)."""
     if "variant" not in predictions or predictions["variant"].dropna().nunique() < 2:
         return []
     points = []

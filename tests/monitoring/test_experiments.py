@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from monitoring.experiments import cuped, difference, sample_ratio
-from monitoring.performance import MEMBERS, by_variant, member_performance, precision_at_k
+from monitoring.performance import MEMBERS, by_variant, joined_performance, list_precision, taken_items
 from training.metrics import qini_coefficient, uplift_at
 
 
@@ -71,7 +72,8 @@ def test_real_performance_is_split_by_variant_with_intervals() -> None:
     members = pd.DataFrame({"member": [f"m{i}" for i in range(n)], "churn_probability": predicted, "variant": variant})
     outcomes = pd.DataFrame({"member": members["member"], "churned": churned})
     # when
-    points = by_variant(date(2025, 1, 1), MEMBERS, members, lambda part: member_performance(part, outcomes), 60)
+    joined = members.merge(outcomes, on="member")
+    points = by_variant(date(2025, 1, 1), MEMBERS, joined, joined_performance, samples=60)
     # then: one point per variant, its members, and an interval around each figure
     by = {p.model: p for p in points}
     assert set(by) == {"members (challenger)", "members (champion)"}
@@ -86,4 +88,5 @@ def test_real_performance_is_split_by_variant_with_intervals() -> None:
     # and lists of one variant only are not split
     lists = pd.DataFrame({"member": ["m1"], "items": [["a"]], "variant": ["champion"]})
     truth = pd.DataFrame({"member": ["m1"], "item_id": ["a"]})
-    assert by_variant(date(2025, 1, 1), "product-recs", lists, lambda part: precision_at_k(part, truth)) == []
+    measure = partial(list_precision, bought=taken_items(truth))
+    assert by_variant(date(2025, 1, 1), "product-recs", lists, measure) == []
