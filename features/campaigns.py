@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.errors import DataError
 from features.pseudonyms import pseudonym, pseudonym_key
+from features.snapshots import dataset_span
 from features.store import Dataset, write_json_atomic
 
 CONTROL = "control"
@@ -159,8 +160,8 @@ def campaign_start(frame: pd.DataFrame) -> date:
 
 
 def member_outcomes(dataset: Dataset, exposed: pd.DataFrame, horizon_days: int, pre_days: int) -> pd.DataFrame:
-    """Per exposed member: arm, ts, every outcome of OUTCOMES in (ts, ts + H], the pre-period spend in
-    [ts - pre_days, ts) (a covariate, CUPED's), and whether their whole window is in the data (`matured`)."""
+    """Per exposed member: arm, ts, every outcome of OUTCOMES in (ts, ts + H], and the pre-period spend in
+    [ts - pre_days, ts) (a covariate, CUPED's)."""
     horizon, pre = pd.Timedelta(days=horizon_days), pd.Timedelta(days=pre_days)
     lo, hi = exposed["ts"].min() - pre, exposed["ts"].max() + horizon
     members = set(exposed["member_id"].astype(str))
@@ -168,7 +169,6 @@ def member_outcomes(dataset: Dataset, exposed: pd.DataFrame, horizon_days: int, 
     orders = dataset.read("orders", ["member_id", "ts", "amount", "is_return"], filters=window)
     engagements = dataset.read("engagements", ["member_id", "ts"], filters=window)
     out = exposed[["member_id", "arm", "ts"]].astype({"member_id": str, "arm": str}).reset_index(drop=True)
-    last_event = _last_event(dataset)
 
     def joined(events: pd.DataFrame) -> pd.DataFrame:
         events = events[events["member_id"].isin(members)]
@@ -189,37 +189,24 @@ def member_outcomes(dataset: Dataset, exposed: pd.DataFrame, horizon_days: int, 
     visits = joined(engagements)
     seen = (visits["after"] > pd.Timedelta(0)) & (visits["after"] <= horizon)
     out["visit"] = out["member_id"].isin(set(visits["member_id"][seen])).astype(float)
-    # A window the data does not reach yet would count members as not converting who may still do so. As with
-    # labels, the data must reach the window's last day.
-    out["matured"] = (out["ts"] + horizon - pd.Timedelta(days=1)) <= last_event if last_event is not None else False
-    out.attrs["last_event"] = last_event
     return out
 
 
-def measured_members(outcomes: pd.DataFrame, campaign: str, horizon_days: int) -> tuple[pd.DataFrame, bool]:
-    """The members whose whole window the data covers, and True. Where it covers none but goes on after the
-    campaign began (an imported campaign whose data stops at its last outcome), every member, and False: the caller
-    says the windows are incomplete. With no event after the campaign began, nothing can be measured."""
-    done = outcomes[outcomes["matured"]]
+def measured_members(
+    dataset: Dataset, outcomes: pd.DataFrame, campaign: str, horizon_days: int
+) -> tuple[pd.DataFrame, bool]:
+    """The members whose whole window the data covers (as for labels, the data must reach the window's last day:
+    a window it does not reach would count members as not converting who may still do so), and True. Where it
+    covers none but goes on after the campaign began (an imported campaign whose data stops at its last outcome),
+    every member, and False: the caller says the windows are incomplete. With no event after the campaign began,
+    nothing can be measured."""
+    last = pd.Timestamp(dataset_span(dataset)[1])
+    done = outcomes[outcomes["ts"] + pd.Timedelta(days=horizon_days - 1) <= last]
     if len(done):
         return done.reset_index(drop=True), True
-    last = outcomes.attrs.get("last_event")
-    if last is not None and last > outcomes["ts"].min():
+    if last > outcomes["ts"].min():
         return outcomes.reset_index(drop=True), False
     raise DataError(
         f"campaign {campaign!r}: the data has no event after its first exposure ({outcomes['ts'].min()}); import "
         f"the members' later orders and engagements, or wait until the {horizon_days}-day window has passed"
     )
-
-
-def _last_event(dataset: Dataset) -> pd.Timestamp | None:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    times = [
-        pc.max(pq.read_table(dataset.table_path(t), columns=["ts"])["ts"]).as_py()
-        for t in ("orders", "engagements")
-        if dataset.has(t)
-    ]
-    times = [t for t in times if t is not None]
-    return pd.Timestamp(max(times)) if times else None

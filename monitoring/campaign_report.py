@@ -86,7 +86,7 @@ def campaign_report(dataset: Dataset, settings: CampaignReportSettings) -> Campa
     if len(arms) < 2:
         raise DataError(f"campaign {settings.campaign!r} has only the arm {control!r}: nothing to compare")
     outcomes = member_outcomes(dataset, exposed, settings.horizon_days, settings.pre_days)
-    measured, complete = measured_members(outcomes, settings.campaign, settings.horizon_days)
+    measured, complete = measured_members(dataset, outcomes, settings.campaign, settings.horizon_days)
     shares, source = _expected_shares(settings, plan, arms)
     by_arm = {arm: group for arm, group in measured.groupby("arm")}
     comparisons = {

@@ -77,7 +77,7 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
         )
     exposed = exposed[exposed["arm"].isin([treatment, control])]
     outcomes = member_outcomes(dataset, exposed, settings.horizon_days, pre_days=365)
-    outcomes, complete = measured_members(outcomes, str(settings.campaign), settings.horizon_days)
+    outcomes, complete = measured_members(dataset, outcomes, str(settings.campaign), settings.horizon_days)
     if not complete:
         say(f"no member's {settings.horizon_days}-day window is complete in the data: learning from what there is")
     if outcomes["arm"].nunique() < 2 or outcomes["arm"].value_counts().min() < 50:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.campaigns import CampaignPlan, assign_arms, member_outcomes, record_plan
+from features.campaigns import CampaignPlan, assign_arms, measured_members, member_outcomes, record_plan
 from features.errors import DataError
 from features.home import StateHome
 from features.importers import import_file
@@ -68,8 +68,13 @@ def test_imported_exposures_give_each_member_outcomes_in_the_window_after_it(hom
     assert outcomes.loc["m2", ["conversion", "visit", "spend", "retention", "pre_spend"]].tolist() == [1, 1, 30, 1, 0]
     # an engagement at the very time of exposure is not after it
     assert outcomes.loc["m3", ["conversion", "visit", "spend", "pre_spend"]].tolist() == [0, 0, 0, 15]
-    # the data reaches 2025-04-10: every window (to 2025-03-31) is complete
-    assert outcomes["matured"].all()
+    # the data reaches 2025-04-10: every window (to 2025-03-31) is complete, and a 45-day one is not
+    assert measured_members(dataset, exposed, "spring", 30)[1]
+    # where no window is complete but the data goes on after the campaign, everyone is measured, and it says so
+    everyone, complete = measured_members(dataset, exposed, "spring", 45)
+    assert len(everyone) == 3 and not complete
+    with pytest.raises(DataError, match="no event after its first exposure"):
+        measured_members(dataset, exposed.assign(ts=pd.Timestamp("2025-05-01")), "spring", 30)
 
 
 def test_a_plan_records_its_exposures_once_and_refuses_other_settings(home: StateHome) -> None:
