@@ -34,7 +34,7 @@ def export_champions(home: StateHome, dataset: str) -> list[str]:
             if kind.required:
                 raise DataError(
                     f"no champion {kind.name} model of {dataset!r} to pack; train one with "
-                    f"`community-ml train {kind.name} --dataset {dataset}`"
+                    f"`{kind.train_command(dataset)}`"
                 )
             continue
         labels = {"dataset": dataset, "mlflow_name": version.name, "mlflow_version": str(version.version)}

@@ -21,7 +21,7 @@ from features.privacy import with_marketing_consent
 from features.readers import read_raw
 from features.snapshots import resolve_as_of
 from features.store import Dataset
-from serving.models.batch import check_out_path, no_uplift_champion, score_members, snapshot_features, write_table
+from serving.models.batch import check_out_path, score_members, snapshot_features, write_table
 from serving.models.champions import load_champions
 from serving.models.kinds import UPLIFT
 from serving.models.tiers import TIERS
@@ -63,10 +63,7 @@ def audience_members(dataset: Dataset, audience: str) -> tuple[list[str], pd.Dat
 def _persuadable(dataset: Dataset) -> tuple[list[str], pd.DataFrame]:
     """The members the uplift champion expects a push to move, the largest expected lift first (it alone scores
     them: no churn or value model is needed)."""
-    champions = load_champions(dataset.home, dataset.name, [UPLIFT])
-    if UPLIFT not in champions:
-        raise no_uplift_champion(dataset, "--audience uplift")
-    champion = champions[UPLIFT]
+    champion = load_champions(dataset.home, dataset.name, [UPLIFT])[UPLIFT]  # none: the error says how to train one
     features = snapshot_features(dataset, resolve_as_of(dataset, "latest"))
     scores = pd.DataFrame(
         {"member_id": features["member_id"].astype(str), UPLIFT.output: champion.model.predict(features)}  # type: ignore[union-attr]

@@ -184,11 +184,9 @@ def fit_uplift(
 def churn_scores(dataset: Dataset, frame: pd.DataFrame, horizon_days: int) -> tuple[np.ndarray, str]:
     """Each member's churn risk: the dataset's churn champion where it has one, else the recency baseline
     (days since the last purchase); members with no history get the median."""
-    try:
-        champion = load_champions(dataset.home, dataset.name, [CHURN])[CHURN]
-    except DataError:  # none registered
-        champion = None
-    if champion is not None:
+    champions = load_champions(dataset.home, dataset.name, [CHURN], optional=True)
+    if CHURN in champions:
+        champion = champions[CHURN]
         known = frame.dropna(subset=["recency_days"]) if "recency_days" in frame else frame
         scores = pd.Series(np.nan, index=frame.index)
         if len(known):

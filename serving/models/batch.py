@@ -112,21 +112,13 @@ def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None, by
     frame, champions = score_members(dataset.require(), as_of)
     at_risk = frame[frame["tier"] == "churn_risk"]
     if by == UPLIFT.name:
-        if UPLIFT not in champions:
-            raise no_uplift_champion(dataset, "--by uplift")
+        champions[UPLIFT]  # no uplift champion: the error says how to train one
         at_risk = at_risk[at_risk[UPLIFT.output] > 0]
     at_risk = at_risk.sort_values(UPLIFT.output if by == UPLIFT.name else VALUE.output, ascending=False, kind="stable")
     kept, left_out = with_marketing_consent(dataset, at_risk["member_id"].astype(str).tolist())
     listed = at_risk[at_risk["member_id"].isin(set(kept))].head(top)
     write_table(listed.reset_index(drop=True), out)
     return {"members": len(listed), "without_consent": left_out}
-
-
-def no_uplift_champion(dataset: Dataset, option: str) -> DataError:
-    return DataError(
-        f"{option}: dataset {dataset.name!r} has no uplift champion; train one on a past campaign with "
-        f"`community-ml train uplift --dataset {dataset.name} --campaign NAME`"
-    )
 
 
 def item_lists(table: pd.DataFrame) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bool]]:

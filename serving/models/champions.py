@@ -48,13 +48,13 @@ class Champions:
         return kind(which).name in self.by_kind
 
     def __getitem__(self, which: str | ModelKind) -> Champion:
-        name = kind(which).name
-        if name not in self.by_kind:
+        wanted = kind(which)
+        if wanted.name not in self.by_kind:
             raise DataError(
-                f"no champion {name} model for dataset {self.dataset!r}; train one with "
-                f"`community-ml train {name} --dataset {self.dataset}`"
+                f"no champion {wanted.name} model for dataset {self.dataset!r}; train one with "
+                f"`{wanted.train_command(self.dataset)}`"
             )
-        return self.by_kind[name]
+        return self.by_kind[wanted.name]
 
     def of(self, task: Task) -> list[Champion]:
         return [c for c in self.by_kind.values() if c.kind.task is task]
@@ -143,14 +143,16 @@ def models_from_bento() -> bool:
     return manifest.exists() and PACKED_PREFIX in manifest.read_text()
 
 
-def load_champions(home: StateHome, dataset: str, kinds: list[ModelKind] | None = None) -> Champions:
+def load_champions(
+    home: StateHome, dataset: str, kinds: list[ModelKind] | None = None, optional: bool = False
+) -> Champions:
     """The dataset's champion of every kind that has one (of `kinds`, else of the whole table); a clear error
-    when a required kind has none."""
+    when a required kind has none, unless the caller takes whichever there are (`optional`)."""
     wanted = kinds if kinds is not None else list(KINDS.values())
     loaded = _packed(dataset, wanted) if models_from_bento() else _registered(home, dataset, wanted)
     champions = Champions(dataset, loaded)
     for k in wanted:
-        if k.required:
+        if k.required and not optional:
             champions[k]
     return champions
 

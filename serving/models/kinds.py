@@ -81,6 +81,12 @@ class ModelKind:
     def task(self) -> Task:
         return Task.items if self.target is Target.items else Task.member
 
+    def train_command(self, dataset: str) -> str:
+        """How a user trains this kind on a dataset (what error messages suggest)."""
+        return f"community-ml train {self.name} --dataset {dataset}" + (
+            " --campaign NAME" if self.learns_from_campaign else ""
+        )
+
     def registered_name(self, dataset: str) -> str:
         """The dataset's own registered model: models and champions never mix between datasets."""
         return f"{dataset}.{self.name}"
