@@ -64,6 +64,10 @@ class Challenger:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.champion.kind.name, **self.champion.describe(), "share": self.share}
 
+    def serves(self, task: Task, kind: ModelKind | None = None) -> bool:
+        """Whether it answers (some members) in calls of this task, or of this kind."""
+        return self.champion.kind.task is task and kind in (None, self.champion.kind)
+
 
 @dataclass
 class ServingState:
@@ -267,7 +271,7 @@ def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict
 def _variants(state: ServingState, task: Task, member_ids: list[str], kind: ModelKind | None = None) -> dict[str, str]:
     """Each member's variant where a challenger of this task (and kind) is served; empty where none is."""
     challenger = state.challenger
-    if challenger is None or challenger.champion.kind.task is not task or kind not in (None, challenger.champion.kind):
+    if challenger is None or not challenger.serves(task, kind):
         return {}
     takes = challenger.takes(member_ids)
     return {m: CHALLENGER if t else CHAMPION for m, t in zip(member_ids, takes, strict=True)}
@@ -285,7 +289,7 @@ def recommendations(
     if kind not in state.champions:
         raise LookupError(
             f"no champion {kind.name} model for dataset {state.dataset!r}; train one with "
-            f"`community-ml train {kind.name} --dataset {state.dataset}`"
+            f"`{kind.train_command(state.dataset)}`"
         )
     model = _item_model(state.champions[kind].model)
     assert kind.items is not None

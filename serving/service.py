@@ -305,7 +305,7 @@ def _with_challenger(
 ) -> dict[str, Any]:
     """An answer that a challenger may have given names it beside the champions (each member names its variant)."""
     challenger = state.challenger
-    if challenger is None or challenger.champion.kind.task is not task or kind not in (None, challenger.champion.kind):
+    if challenger is None or not challenger.serves(task, kind):
         return answer
     return {**answer, "challenger": challenger.describe()}
 

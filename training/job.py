@@ -39,7 +39,7 @@ from features.store import Dataset
 from serving.models import pyfunc_model, registry
 from serving.models.base import MemberModel
 from serving.models.kinds import ModelKind, Task
-from training.trainers import Fitted, HeldOut, TrainSettings, trainer, tuning_plan
+from training.trainers import Fitted, HeldOut, Trainer, TrainSettings, trainer, tuning_plan
 
 __all__ = ["TrainSettings", "gate", "promote", "train"]
 
@@ -163,7 +163,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     params = judged[family]
     metrics = evaluation.scores[family]
     rivals = {name: m for name, m in evaluation.scores.items() if name != family}
-    champion = _champion_metrics(dataset, kind, client, held_out, settings, evaluation.scores, judged)
+    champion = _champion_metrics(job, dataset, kind, client, held_out, settings, evaluation.scores, judged)
     judged_against = must_beat(family, rivals, servable, learned, references)
     if champion is not None:
         rivals[champion[0]] = judged_against[champion[0]] = champion[1]
@@ -244,6 +244,7 @@ def _slug(name: str) -> str:
 
 
 def _champion_metrics(
+    job: Trainer,
     dataset: Dataset,
     kind: ModelKind,
     client: Any,
@@ -268,7 +269,6 @@ def _champion_metrics(
     if same_data and same_config and family in scores:
         return name, scores[family]
     with step(f"re-judging champion version {current.version} ({family}) on the same held-out data"):
-        job = trainer(kind)
         return name, job.evaluate(dataset, kind, held_out, {family: params}, settings, only=family).scores[family]
 
 
@@ -339,9 +339,7 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
     name = kind.registered_name(dataset)
     registered = registry.versions(client, dataset, kind)
     if not registered:
-        raise DataError(
-            f"no {name} model is registered yet; train one with `community-ml train {kind.name} --dataset {dataset}`"
-        )
+        raise DataError(f"no {name} model is registered yet; train one with `{kind.train_command(dataset)}`")
     chosen = str(version or registered[-1].version)
     if chosen not in {str(v.version) for v in registered}:
         known = ", ".join(str(v.version) for v in registered)
@@ -357,7 +355,7 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
     except MlflowException as exc:
         raise DataError(
             f"{name} version {chosen} has no recorded rivals (run {run.info.run_id}); it cannot be judged on "
-            f"the same held-out data: train it again with `community-ml train {kind.name} --dataset {dataset}`"
+            f"the same held-out data: train it again with `{kind.train_command(dataset)}`"
         ) from exc
     rivals = {r: m for r, m in rivals.items() if not r.startswith("champion")}  # today's champion is re-judged
     family = params.get("family", kind.family)
@@ -371,10 +369,10 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
     )
     scores = {**rivals, family: candidate}
     judged = json.loads(params.get("judged_params", "{}")) or {family: json.loads(params["params"])}
-    champion = _champion_metrics(
-        Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, judged
-    )
     job = trainer(kind)
+    champion = _champion_metrics(
+        job, Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, judged
+    )
     rivals = must_beat(family, rivals, job.servable(kind), job.learned(kind), job.references(kind))  # as in training
     if champion is not None:
         rivals[champion[0]] = champion[1]
