@@ -100,6 +100,7 @@ def report_command(
 ) -> None:
     """Per arm against control: conversion, visit, spend and retention with 95% intervals (and CUPED), and the
     sample-ratio check; HTML and JSON under reports/, listed on the index."""
+    from features.campaigns import shown, shown_interval
     from monitoring.campaign_report import CampaignReportSettings, campaign_report, write_campaign_report
 
     with user_errors():
@@ -121,16 +122,13 @@ def report_command(
         table.add_column(column, justify="left" if column in ("arm", "outcome") else "right")
     for arm, by in report.comparisons.items():
         for outcome, c in by.items():
-            fmt = "{:+,.2f}" if outcome == "spend" else "{:+.2%}"
-            plain = "{:,.2f}" if outcome == "spend" else "{:.2%}"
             table.add_row(
                 arm,
                 outcome,
-                plain.format(c.raw.treated_mean),
-                plain.format(c.raw.control_mean),
-                f"{fmt.format(c.raw.difference)} [{fmt.format(c.raw.low)}, {fmt.format(c.raw.high)}]",
-                f"{fmt.format(c.cuped.estimate.difference)} [{fmt.format(c.cuped.estimate.low)}, "
-                f"{fmt.format(c.cuped.estimate.high)}]",
+                shown(outcome, c.raw.treated_mean),
+                shown(outcome, c.raw.control_mean),
+                shown_interval(outcome, c.raw.difference, c.raw.low, c.raw.high),
+                shown_interval(outcome, c.cuped.estimate.difference, c.cuped.estimate.low, c.cuped.estimate.high),
             )
     out.print(table)
     srm = report.sample_ratio

@@ -26,6 +26,8 @@ from features.campaigns import (
     measured_members,
     member_outcomes,
     saved_plan,
+    shown,
+    shown_interval,
 )
 from features.errors import DataError
 from features.store import Dataset, write_json_atomic
@@ -81,7 +83,7 @@ class CampaignReport(BaseModel):
 def campaign_report(dataset: Dataset, settings: CampaignReportSettings) -> CampaignReport:
     exposed = exposures(dataset.require(), settings.campaign)
     plan = saved_plan(dataset, settings.campaign)
-    control = control_arm(dataset, settings.campaign, exposed, settings.control_arm)
+    control = control_arm(plan, settings.campaign, exposed, settings.control_arm)
     arms = sorted(exposed["arm"].astype(str).unique())
     if len(arms) < 2:
         raise DataError(f"campaign {settings.campaign!r} has only the arm {control!r}: nothing to compare")
@@ -89,14 +91,11 @@ def campaign_report(dataset: Dataset, settings: CampaignReportSettings) -> Campa
     measured, complete = measured_members(dataset, outcomes, settings.campaign, settings.horizon_days)
     shares, source = _expected_shares(settings, plan, arms)
     by_arm = {arm: group for arm, group in measured.groupby("arm")}
+    baseline = by_arm.get(control, measured.iloc[:0])
     comparisons = {
-        arm: {
-            outcome: _compare(group, by_arm[control], outcome)
-            for outcome in OUTCOMES
-            if control in by_arm and len(group) > 1 and len(by_arm[control]) > 1
-        }
+        arm: {outcome: _compare(group, baseline, outcome) for outcome in OUTCOMES}
         for arm, group in by_arm.items()
-        if arm != control
+        if arm != control and len(group) > 1 and len(baseline) > 1  # a variance needs two members
     }
     counts = {str(a): int(n) for a, n in exposed["arm"].astype(str).value_counts().items()}
     return CampaignReport(
@@ -176,16 +175,6 @@ def _index_entry(report: CampaignReport, root: Path) -> dict[str, Any]:
     }
 
 
-def _pct(x: float) -> str:
-    return f"{x:+.2%}" if abs(x) < 10 else f"{x:+.2f}"
-
-
-def _fmt(outcome: str, value: float, signed: bool = False) -> str:
-    if outcome == "spend" or outcome == "pre_spend":
-        return f"{value:+,.2f}" if signed else f"{value:,.2f}"
-    return f"{value:+.2%}" if signed else f"{value:.2%}"
-
-
 _INCOMPLETE = (
     '<p class="alert">No member\'s window is complete in the data: every member is measured on the events there '
     "are, which may undercount the outcomes of both arms.</p>"
@@ -196,16 +185,15 @@ def render(report: CampaignReport) -> str:
     e = html.escape
     arm_rows = "\n".join(
         f"<tr><td>{e(arm)}{' (control)' if arm == report.control_arm else ''}</td><td>{a.members:,}</td>"
-        + "".join(f"<td>{_fmt(o, getattr(a, o))}</td>" for o in (*OUTCOMES, "pre_spend"))
+        + "".join(f"<td>{shown(o, getattr(a, o))}</td>" for o in (*OUTCOMES, "pre_spend"))
         + "</tr>"
         for arm, a in report.arms.items()
     )
     comparison_rows = "\n".join(
         f"<tr><td>{e(arm)}</td><td>{e(o)}</td>"
-        f"<td>{_fmt(o, c.raw.difference, True)}</td><td>[{_fmt(o, c.raw.low, True)}, {_fmt(o, c.raw.high, True)}]</td>"
-        f"<td>{'-' if c.raw.relative is None else _pct(c.raw.relative)}</td><td>{c.raw.p_value:.3g}</td>"
-        f"<td>{_fmt(o, c.cuped.estimate.difference, True)}</td>"
-        f"<td>[{_fmt(o, c.cuped.estimate.low, True)}, {_fmt(o, c.cuped.estimate.high, True)}]</td>"
+        f"<td>{shown_interval(o, c.raw.difference, c.raw.low, c.raw.high)}</td>"
+        f"<td>{'-' if c.raw.relative is None else f'{c.raw.relative:+.1%}'}</td><td>{c.raw.p_value:.3g}</td>"
+        f"<td>{shown_interval(o, c.cuped.estimate.difference, c.cuped.estimate.low, c.cuped.estimate.high)}</td>"
         f"<td>{c.cuped.variance_reduction:.1%}</td></tr>"
         for arm, by in report.comparisons.items()
         for o, c in by.items()
@@ -239,8 +227,8 @@ th {{ background: #f4f4f4; }} .ok {{ color: #1a7f37; }} .alert {{ color: #b42318
 <h2>Against {e(report.control_arm)}</h2>
 <p>Difference of means with its 95% interval; CUPED adjusts each outcome by the {report.pre_days}-day pre-period
 spend (same expectation, narrower interval).</p>
-<table><thead><tr><th>arm</th><th>outcome</th><th>difference</th><th>95% interval</th><th>relative</th>
-<th>p</th><th>CUPED</th><th>CUPED 95% interval</th><th>variance removed</th></tr></thead><tbody>
+<table><thead><tr><th>arm</th><th>outcome</th><th>difference [95% interval]</th><th>relative</th>
+<th>p</th><th>CUPED [95% interval]</th><th>variance removed</th></tr></thead><tbody>
 {comparison_rows}
 </tbody></table>
 <p><small>Written {e(report.created_at)} by community-ml campaign report.</small></p>

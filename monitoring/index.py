@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from features.campaigns import shown_interval
 from features.home import StateHome
 from features.store import write_json_atomic
 
@@ -77,11 +78,7 @@ snapshot, and real performance once outcomes are known. Thresholds: <code>config
 def _campaign_row(entry: dict[str, Any]) -> str:
     e = html.escape
     lifts = "<br>".join(
-        f"{e(arm)}: "
-        + ", ".join(
-            f"{e(o)} {d:+.3g} [{lo:+.3g}, {hi:+.3g}]" if o == "spend" else f"{e(o)} {d:+.1%} [{lo:+.1%}, {hi:+.1%}]"
-            for o, (d, lo, hi) in by.items()
-        )
+        f"{e(arm)}: " + ", ".join(f"{e(o)} {shown_interval(o, d, lo, hi)}" for o, (d, lo, hi) in by.items())
         for arm, by in entry["lifts"].items()
     )
     split = '<span class="alert">sample ratio mismatch</span>' if entry["srm"] else '<span class="ok">as planned</span>'

@@ -25,6 +25,7 @@ from features.campaigns import (
     exposures,
     measured_members,
     member_outcomes,
+    saved_plan,
     split_position,
 )
 from features.errors import DataError
@@ -68,7 +69,7 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
     if not settings.campaign:
         raise DataError("train uplift needs --campaign: the randomized campaign whose exposures it learns from")
     exposed = exposures(dataset, settings.campaign)
-    control = control_arm(dataset, settings.campaign, exposed, settings.control_arm)
+    control = control_arm(saved_plan(dataset, settings.campaign), settings.campaign, exposed, settings.control_arm)
     pushed = sorted(a for a in exposed["arm"].astype(str).unique() if a != control)
     treatment = settings.treatment_arm or (pushed[0] if len(pushed) == 1 else None)
     if treatment not in pushed:
