@@ -6,7 +6,7 @@ The simulation plants effects that the models should later find:
 - spending is seasonal (618 in June, Double 11 in November, December), with promotion days;
 - promotion-driven members buy mostly on promotion days and churn about twice as fast;
 - with `campaign_at`, a randomized coupon campaign with an uneven effect (REDEEM_BY_PERSONA, CAMPAIGN_EFFECTS):
-  deal-seeking personas and promotion-driven members respond (a coupon brings up to 60% of them to buy, lapsed or
+  deal-seeking personas and promotion-driven members respond (a coupon brings up to 75% of them to buy, lapsed or
   not), loyal members who buy anyway need none, and push-averse ones buy less; the `exposures` table records it
   and the ground truth holds each member's true lift.
 Everything is drawn from seeded generators, so a seed gives the same dataset every time. Members are simulated in
