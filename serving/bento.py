@@ -17,7 +17,7 @@ import yaml
 from features.errors import DataError
 from features.home import StateHome
 from serving.models import registry
-from serving.models.champions import MODEL_SOURCE_ENV, packed_name
+from serving.models.champions import MODEL_SOURCE_ENV, packed_name, untrained
 from serving.models.kinds import KINDS
 
 
@@ -31,17 +31,14 @@ def export_champions(home: StateHome, dataset: str) -> list[str]:
     for kind in KINDS.values():
         version = registry.champion(client, dataset, kind)
         if version is None:
-            if kind.required:
-                raise DataError(
-                    f"no champion {kind.name} model of {dataset!r} to pack; train one with "
-                    f"`{kind.train_command(dataset)}`"
-                )
             continue
         labels = {"dataset": dataset, "mlflow_name": version.name, "mlflow_version": str(version.version)}
         with bentoml.models.create(packed_name(kind), labels=labels) as model:
             uri = f"models:/{version.name}/{version.version}"
             mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=model.path)
         tags.append(str(model.tag))
+    if not tags:
+        raise DataError(f"no champion model of {dataset!r} to pack: {untrained(dataset, list(KINDS.values()))}")
     return tags
 
 

@@ -16,7 +16,7 @@ from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
-from serving.models.kinds import KINDS, UPLIFT, VALUE, Task, kinds_of
+from serving.models.kinds import KINDS, UPLIFT, VALUE, ModelKind, Task, kinds_of
 
 serve_app = typer.Typer()
 
@@ -37,6 +37,7 @@ def preflight(home: StateHome, dataset: str) -> None:
     """Fails fast, with the reason, where the service could not start: no dataset, an unreachable registry,
     no champion of a kind the service needs. Without it BentoML would restart a failing worker over and over."""
     from serving.models import registry
+    from serving.models.champions import untrained
 
     Dataset(home, dataset).require()
     # One quick try: MLflow otherwise retries an unreachable server for minutes.
@@ -47,11 +48,10 @@ def preflight(home: StateHome, dataset: str) -> None:
         client.search_registered_models(max_results=1)
     except Exception as exc:  # any failure here means the same thing to the operator
         raise DataError(f"the MLflow registry at {home.mlflow_tracking_uri()} is unreachable: {exc}") from exc
-    missing = [k.name for k in KINDS.values() if k.required and registry.champion(client, dataset, k) is None]
-    if missing:
+    if all(registry.champion(client, dataset, k) is None for k in KINDS.values()):
         raise DataError(
-            f"no champion {' or '.join(missing)} model for dataset {dataset!r} in the registry at "
-            f"{home.mlflow_tracking_uri()}; train with `community-ml train {missing[0]} --dataset {dataset}`"
+            f"no champion model for dataset {dataset!r} in the registry at {home.mlflow_tracking_uri()}: "
+            f"{untrained(dataset, list(KINDS.values()))}"
         )
 
 
@@ -139,10 +139,16 @@ def score_command(
     out: Path = OutOption,
     as_of: str = AsOfOption,
     tiers_config: Path | None = typer.Option(None, "--tiers", help="tier shares (configs/tiers.yaml)"),
+    kinds: str | None = typer.Option(
+        None,
+        "--kinds",
+        help="the member models to score with, e.g. churn,uplift (default: every one the dataset has a champion of)",
+    ),
     engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """One row per member from the champions: every member model's output, tier, top_reasons."""
+    """One row per member from the champions: every member model's output, the tier (with churn and value
+    champions), top_reasons."""
     from features.config import load_config
     from features.snapshots import resolve_as_of
     from serving.models.batch import score
@@ -152,14 +158,31 @@ def score_command(
         engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
         tiers = load_config(TierSettings, tiers_config, {})
-        summary = score(target, resolve_as_of(target, as_of), out, tiers)
+        summary = score(target, resolve_as_of(target, as_of), out, tiers, member_kinds(kinds))
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
         return
-    shares = ", ".join(f"{t} {s:.0%}" for t, s in summary.tier_shares.items())
     models = ", ".join(f"{k} v{m['version']} ({m['family']})" for k, m in summary.models.items())
     console().print(f"scored {summary.members:,} members of {dataset} as of {summary.as_of} with {models}")
-    console().print(f"tiers: {shares}; written to {summary.out}")
+    for name, command in summary.missing.items():
+        console().print(f"no {name} champion, so no {KINDS[name].output}: train one with `{command}`")
+    if summary.tier_shares:
+        console().print("tiers: " + ", ".join(f"{t} {s:.0%}" for t, s in summary.tier_shares.items()))
+    for output, why in summary.unavailable.items():
+        console().print(f"no {output}: {why}")
+    console().print(f"written to {summary.out}")
+
+
+def member_kinds(names: str | None) -> list[ModelKind] | None:
+    """`--kinds churn,uplift` as member kinds (None: every one there is); a clear error naming the choices."""
+    if names is None:
+        return None
+    choices = [k.name for k in kinds_of(Task.member)]
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wrong = [n for n in wanted if n not in choices]
+    if wrong or not wanted:
+        raise DataError(f"--kinds {names!r}: choose among {', '.join(choices)}, separated by commas")
+    return [KINDS[n] for n in dict.fromkeys(wanted)]
 
 
 @serve_app.command("winback")

@@ -27,7 +27,7 @@ from serving.models.btyd import BTYD
 from serving.models.champions import Champions
 from serving.models.inputs import InputContext
 from serving.models.kinds import CHURN, VALUE, Task
-from serving.models.tiers import TierCuts, TierSettings
+from serving.models.tiers import TierCuts, TierSettings, tiers_unavailable
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class MemberScorer:
     champions: Champions
     columns: list[str]  # the snapshot's feature columns
     contexts: dict[str, InputContext | None]  # by kind
-    cuts: TierCuts
+    cuts: TierCuts | None  # None: no tiers (they need the churn and value champions)
 
     @classmethod
     def fit(cls, champions: Champions, population: pd.DataFrame, tiers: TierSettings | None = None) -> MemberScorer:
@@ -53,14 +53,16 @@ class MemberScorer:
                 c.kind.output: _model(c.model).predict(prepared[id(contexts[c.kind.name])])
                 for c in champions.of(Task.member)
             }
-            cuts = TierCuts.of(
-                outputs[CHURN.output],
-                outputs[VALUE.output],
-                population["spend_180d"].to_numpy(dtype=float),
-                population["tenure_days"].to_numpy(dtype=float),
-                population["frequency"].to_numpy(dtype=float),
-                tiers,
-            )
+            cuts = None
+            if tiers_unavailable(champions) is None:
+                cuts = TierCuts.of(
+                    outputs[CHURN.output],
+                    outputs[VALUE.output],
+                    population["spend_180d"].to_numpy(dtype=float),
+                    population["tenure_days"].to_numpy(dtype=float),
+                    population["frequency"].to_numpy(dtype=float),
+                    tiers,
+                )
         columns = [c for c in population.columns if c != "member_id"]
         return cls(champions, columns, contexts, cuts)
 
@@ -92,7 +94,9 @@ class MemberScorer:
                 k: None if c is None else next(i for i, x in enumerate(contexts) if x is c)
                 for k, c in self.contexts.items()
             },
-            "cuts": {
+            "cuts": None
+            if self.cuts is None
+            else {
                 "settings": self.cuts.settings.model_dump(),
                 "risk": self.cuts.risk,
                 "high": self.cuts.high,
@@ -119,10 +123,12 @@ class MemberScorer:
                 for i, c in enumerate(meta["contexts"])
             ]
         cuts = meta["cuts"]
-        tier_cuts = TierCuts(
-            TierSettings(**cuts["settings"]),
-            *(None if cuts[k] is None else tuple(cuts[k]) for k in ("risk", "high", "potential")),
-        )
+        tier_cuts = None
+        if cuts is not None:
+            tier_cuts = TierCuts(
+                TierSettings(**cuts["settings"]),
+                *(None if cuts[k] is None else tuple(cuts[k]) for k in ("risk", "high", "potential")),
+            )
         by_kind = {k: None if i is None else contexts[i] for k, i in meta["by_kind"].items()}
         return cls(champions, columns, by_kind, tier_cuts)
 
@@ -131,37 +137,40 @@ class MemberScorer:
         return [str(c.kind.output) for c in self.champions.of(Task.member)]
 
     def score(self, rows: list[Row], positions: list[float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        if not rows:
-            return [], []
         """Each row's outputs, tier and top reasons (answers), and the values of the features behind its reasons
         (for the prediction log). `positions`: each member's place in the population."""
+        if not rows:
+            return [], []
         outputs: dict[str, np.ndarray] = {}
         prepared: dict[int, list[Row]] = {}
-        churn_rows = rows
+        explaining = self.champions.explaining()
+        assert explaining is not None  # a scorer is made for member champions only
+        reasons_rows = rows
         for champion in self.champions.of(Task.member):
             context = self.contexts[champion.kind.name]
             if id(context) not in prepared:
                 prepared[id(context)] = rows if context is None else context.with_rows(rows)
             model_rows = prepared[id(context)]
             outputs[champion.kind.output] = _model(champion.model).predict_rows(model_rows, context)
-            if champion.kind is CHURN:
-                churn_rows = model_rows
-        churn = self.champions[CHURN]
-        reasons = _model(churn.model).top_reasons_rows(churn_rows, self.contexts[CHURN.name])
+            if champion is explaining:
+                reasons_rows = model_rows
+        reasons = _model(explaining.model).top_reasons_rows(reasons_rows, self.contexts[explaining.kind.name])
         answers, inputs = [], []
         for i, row in enumerate(rows):
             values = {name: float(outputs[name][i]) for name in outputs}
-            tier = self.cuts.tier(
-                values[CHURN.output],
-                values[VALUE.output],
-                _float(row.get("spend_180d")),
-                _float(row.get("tenure_days")),
-                _float(row.get("frequency")),
-                positions[i],
-            )
+            tier = None
+            if self.cuts is not None:
+                tier = self.cuts.tier(
+                    values[CHURN.output],
+                    values[VALUE.output],
+                    _float(row.get("spend_180d")),
+                    _float(row.get("tenure_days")),
+                    _float(row.get("frequency")),
+                    positions[i],
+                )
             recency = row.get("recency_days")  # days since the last order, counting orders since the snapshot
             answers.append({**values, "recency_days": recency, "tier": tier, "top_reasons": reasons[i]})
-            inputs.append({name: _logged(churn_rows[i].get(name)) for name in reasons[i]})
+            inputs.append({name: _logged(reasons_rows[i].get(name)) for name in reasons[i]})
         return answers, inputs
 
 

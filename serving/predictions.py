@@ -38,8 +38,16 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resol
 from features.store import Dataset
 from serving.members import MemberScorer
 from serving.models.base import ItemModel
-from serving.models.champions import ChallengerSetting, Champion, Champions, load_challenger, load_champions
-from serving.models.kinds import ModelKind, Task
+from serving.models.champions import (
+    ChallengerSetting,
+    Champion,
+    Champions,
+    load_challenger,
+    load_champions,
+    untrained,
+)
+from serving.models.kinds import ModelKind, Task, kinds_of
+from serving.models.tiers import tiers_unavailable
 
 DATASET_ENV = "COMMUNITY_ML_DATASET"
 
@@ -75,7 +83,7 @@ class ServingState:
     as_of: date
     champions: Champions
     table: OnlineTable  # the snapshot's rows
-    scorer: MemberScorer
+    scorer: MemberScorer | None  # None: the dataset has no member champion (recommenders only)
     folder: EventFolder  # folds new events into rows
     store: FreshStore  # rows and interactions changed by events since the snapshot
     journal: Journal
@@ -86,14 +94,20 @@ class ServingState:
 
     @property
     def member_outputs(self) -> list[str]:
-        return self.scorer.outputs
+        return [] if self.scorer is None else self.scorer.outputs
 
     def models(self, *kinds: ModelKind) -> dict[str, dict[str, str]]:
         return self.champions.described(*kinds)
 
+    def unavailable(self) -> dict[str, str]:
+        """What member answers lack and why (the tiers, without a churn or value champion): said in every answer."""
+        why = tiers_unavailable(self.champions) if self.scorer is not None else None
+        return {} if why is None else {"tier": why}
+
 
 def load_state(home: StateHome, dataset_name: str) -> ServingState:
-    """The dataset's champions, its latest snapshot as the online table, and the events since it folded in."""
+    """The dataset's champions (whichever kinds it has), its latest snapshot as the online table, and the events
+    since it folded in."""
     dataset = Dataset(home, dataset_name).require()
     champions = load_champions(home, dataset_name)
     setting = ChallengerSetting.from_env()
@@ -109,7 +123,7 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))  # reused when up to date
     snapshot = Snapshot(dataset, as_of)
     table = OnlineTable.open(snapshot.path)
-    scorer = MemberScorer.cached(champions, table, snapshot.features)
+    scorer = MemberScorer.cached(champions, table, snapshot.features) if champions.of(Task.member) else None
     cutoff = datetime.combine(as_of, datetime.min.time())
     folder = EventFolder(table.schema, cutoff, _catalogue(dataset, "products"), _catalogue(dataset, "contents"))
     namespace = f"{dataset_name}:{as_of}:{snapshot.meta().get('built_at', '')}"
@@ -172,11 +186,13 @@ def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> 
     checked = check_events(batch)
     entries = state.journal.append(checked.good)
     members = fold(state, entries)
+    # What was kept, in the dataset's terms: never where (the server's files are not the caller's business).
     return {
+        "dataset": state.dataset,
         "accepted": len(entries),
         "rejected": checked.rejected,
         "members_updated": len(members),
-        "journal": str(state.journal.current),
+        "kept": "journal: durable, counted in answers now, added to the tables by `community-ml data ingest`",
     }
 
 
@@ -235,6 +251,10 @@ def member_rows(state: ServingState, member_ids: list[str]) -> dict[str, tuple[R
 def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every member champion's output, tier and top reasons per member, scored now from their current rows;
     unknown members are cold start. Also the values of the features behind each answer, for the prediction log."""
+    if state.scorer is None:
+        raise LookupError(
+            f"no member model for dataset {state.dataset!r}: {untrained(state.dataset, kinds_of(Task.member))}"
+        )
     rows = member_rows(state, member_ids)
     known = [m for m in dict.fromkeys(member_ids) if m in rows]
     variants = _variants(state, Task.member, list(dict.fromkeys(member_ids)))
@@ -259,7 +279,7 @@ def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict
                     "fresh": False,
                     **dict.fromkeys(state.member_outputs),
                     "recency_days": None,
-                    "tier": "new",
+                    "tier": "new" if state.scorer.cuts is not None else None,
                     "top_reasons": [],
                     **variant,
                 }

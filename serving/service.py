@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
 from features.errors import DataError
@@ -45,6 +45,19 @@ OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"
 
 MemberIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=1000)]
 TopK = Annotated[int, Field(ge=1, le=100)]
+
+
+def api(func: Any = None, /, **options: Any) -> Any:
+    """`bentoml.api` whose request body refuses a top-level field the endpoint does not take: BentoML's own
+    input model ignores one, so a misspelt field (`"order"` for `"orders"`) would answer 200 with its default
+    and the client's data would be lost. Refused, it is a 400 naming the field (`loc`, "extra_forbidden")."""
+
+    def strict(endpoint: Any) -> Any:
+        loose = bentoml.IODescriptor.from_input(endpoint, skip_self=True, skip_names=("ctx",))
+        forbid = {"model_config": ConfigDict(extra="forbid"), "__module__": endpoint.__module__}
+        return bentoml.api(input_spec=type(loose.__name__, (loose,), forbid), **options)(endpoint)
+
+    return strict if func is None else strict(func)
 
 
 class NoRequestValues(logging.Filter):
@@ -96,6 +109,14 @@ class CommunityML:
         self._score_calls: Coalescer[ServingState] = Coalescer(self._scored)
         self._recommend_calls: Coalescer[ServingState] = Coalescer(self._recommended)
 
+    def _told(self, exc: BaseException) -> str:
+        """An error's message as a caller may read it: the server's files are its own business, so the state
+        home's path is replaced by its name."""
+        text = str(exc)
+        for root in {str(self.home.root), str(self.home.root.resolve())}:
+            text = text.replace(root, "$COMMUNITY_ML_HOME")
+        return text
+
     def _scored(self, _: Hashable, member_ids: list[str]) -> tuple[ServingState, list[tuple[dict, dict]]]:
         """Every member's answer and the feature values behind it, from one state."""
         state = self.state  # one state for the whole call
@@ -105,16 +126,30 @@ class CommunityML:
     # A member's answer takes about a millisecond to compute: small requests answer on the event loop, which costs
     # less than a hop to the thread pool and back, and those that arrive together are scored in one call.
     # Larger batches go to a thread, not to block the loop.
-    async def _scores_async(self, endpoint: str, member_ids: list[str]) -> dict[str, Any]:
+    async def _scores_async(
+        self, endpoint: str, member_ids: list[str], kind: ModelKind | None = None
+    ) -> dict[str, Any]:
+        """`kind`: the model the endpoint is named after (/churn, /value), which must have a champion; /score
+        answers with whichever member champions there are."""
         started = time.perf_counter()
-        if len(member_ids) <= INLINE_MEMBERS:
-            state, scored = await self._score_calls(None, member_ids)
-        else:
-            state, scored = await asyncio.to_thread(self._scored, None, member_ids)
+        if kind is not None and kind not in self.state.champions:
+            raise bentoml.exceptions.NotFound(
+                f"no champion {kind.name} model for dataset {self.dataset!r}; train one with "
+                f"`{kind.train_command(self.dataset)}`"
+            )
+        try:
+            if len(member_ids) <= INLINE_MEMBERS:
+                state, scored = await self._score_calls(None, member_ids)
+            else:
+                state, scored = await asyncio.to_thread(self._scored, None, member_ids)
+        except LookupError as exc:  # no member champion at all
+            raise bentoml.exceptions.NotFound(self._told(exc)) from exc
         members = [c.kind for c in state.champions.of(Task.member)]
         logged = [{**record, "inputs": values} for record, values in scored]
         self._log(state, endpoint, logged, state.champions.versions(Task.member), started)
         answer = {"as_of": str(state.as_of), "models": state.models(*members), "members": [r for r, _ in scored]}
+        if unavailable := state.unavailable():
+            answer["unavailable"] = unavailable
         return _with_challenger(answer, state, Task.member)
 
     def _log(
@@ -140,7 +175,7 @@ class CommunityML:
             if group:
                 self.log.write(endpoint, group, named, started, params, state.as_of)
 
-    @bentoml.api
+    @api
     def events(
         self,
         ctx: bentoml.Context,
@@ -151,29 +186,33 @@ class CommunityML:
         the journal (durable before this answers) and count in their members' next answers; each bad one is named
         with its table, position, field and reason, with status 422. `community-ml data ingest` adds them to the
         dataset's tables."""
+        if not orders and not engagements:
+            raise bentoml.exceptions.InvalidArgument(
+                "the body has no events: post a list of `orders` and/or of `engagements`"
+            )
         try:
             result = post_events(self.state, {"orders": orders, "engagements": engagements})
         except DataError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from exc
+            raise bentoml.exceptions.InvalidArgument(self._told(exc)) from exc
         if result["rejected"]:
             ctx.response.status_code = 422
         return result
 
-    @bentoml.api
+    @api
     async def score(self, member_ids: MemberIds) -> dict[str, Any]:
         """Every member model's answer (churn probability, expected value, ...), the tier and the top reasons
         per member; unknown members are cold start."""
         return await self._scores_async("score", member_ids)
 
-    @bentoml.api
+    @api
     async def churn(self, member_ids: MemberIds) -> dict[str, Any]:
         """Calibrated churn probability, tier and top reasons per member (unknown members: cold start)."""
-        return await self._scores_async(CHURN.name, member_ids)
+        return await self._scores_async(CHURN.name, member_ids, CHURN)
 
-    @bentoml.api
+    @api
     async def value(self, member_ids: MemberIds) -> dict[str, Any]:
         """Expected spend over the horizon per member, with tier."""
-        return await self._scores_async(VALUE.name, member_ids)
+        return await self._scores_async(VALUE.name, member_ids, VALUE)
 
     def _recommended(self, rules: Hashable, member_ids: list[str]) -> tuple[ServingState, list[dict[str, Any]]]:
         state = self.state
@@ -181,7 +220,7 @@ class CommunityML:
         try:
             lists = recommendations(state, KINDS[kind_name], member_ids, k, list(exclude), category, include_seen)
         except LookupError as exc:
-            raise bentoml.exceptions.NotFound(str(exc)) from exc
+            raise bentoml.exceptions.NotFound(self._told(exc)) from exc
         return state, lists
 
     async def _recommend_async(
@@ -205,7 +244,7 @@ class CommunityML:
         answer = {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
         return _with_challenger(answer, state, Task.items, kind)
 
-    @bentoml.api
+    @api
     async def recommend_products(
         self,
         member_ids: MemberIds,
@@ -217,7 +256,7 @@ class CommunityML:
         """Top-k products per member; already-bought products allowed unless include_seen is false."""
         return await self._recommend_async(PRODUCT_RECS, member_ids, k, exclude, category, include_seen)
 
-    @bentoml.api
+    @api
     async def recommend_content(
         self,
         member_ids: MemberIds,
@@ -229,7 +268,7 @@ class CommunityML:
         """Top-k content items per member; already-seen content excluded unless include_seen is true."""
         return await self._recommend_async(CONTENT_RECS, member_ids, k, exclude, content_type, include_seen)
 
-    @bentoml.api
+    @api
     async def recommend(
         self,
         kind: Annotated[str, Field(min_length=1, max_length=64)],
@@ -245,7 +284,7 @@ class CommunityML:
             raise bentoml.exceptions.InvalidArgument(f"kind: {kind!r} is not one of {', '.join(item_kinds)}")
         return await self._recommend_async(item_kinds[kind], member_ids, k, exclude, category, include_seen)
 
-    @bentoml.api
+    @api
     def similar_products(
         self, product_id: Annotated[str, Field(min_length=1, max_length=128)], k: TopK = 10
     ) -> dict[str, Any]:
@@ -254,10 +293,10 @@ class CommunityML:
         try:
             items = similar_items(state, PRODUCT_RECS, product_id, k)
         except LookupError as exc:
-            raise bentoml.exceptions.NotFound(str(exc)) from exc
+            raise bentoml.exceptions.NotFound(self._told(exc)) from exc
         return {"product_id": product_id, "models": state.models(PRODUCT_RECS), "items": items}
 
-    @bentoml.api(route="/metadata")
+    @api(route="/metadata")
     def metadata(self) -> dict[str, Any]:
         """Model names and versions, the as-of date of the features, and the last reload's outcome."""
         return self._metadata()
@@ -277,7 +316,7 @@ class CommunityML:
             "worker_pid": os.getpid(),
         }
 
-    @bentoml.api(route="/health")
+    @api(route="/health")
     def health(self) -> dict[str, Any]:
         """ok, or degraded when the last reload failed: the service still answers, with the models it has."""
         return {
@@ -287,15 +326,15 @@ class CommunityML:
             "loaded_at": self.state.loaded_at,
         }
 
-    @bentoml.api(route="/reload")
+    @api(route="/reload")
     def reload(self) -> dict[str, Any]:
         """Loads the current champions and snapshot, then swaps them in at once; on failure keeps serving."""
         with self._reloading:
             try:
                 fresh = load_state(self.home, self.dataset)
             except Exception as exc:
-                self.last_reload_error = f"{type(exc).__name__}: {exc}"
-                raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {exc}") from exc
+                self.last_reload_error = f"{type(exc).__name__}: {self._told(exc)}"
+                raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {self._told(exc)}") from exc
             self.state, self.last_reload_error = fresh, None
         return self._metadata()
 

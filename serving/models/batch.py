@@ -22,9 +22,9 @@ from features.progress import step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset, write_parquet_atomic
 from serving.models.base import ItemModel
-from serving.models.champions import Champion, Champions, load_champions
-from serving.models.kinds import CHURN, UPLIFT, VALUE, ModelKind, Task, kinds_of
-from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares
+from serving.models.champions import Champion, Champions, load_champions, untrained
+from serving.models.kinds import UPLIFT, VALUE, ModelKind, Task, kinds_of
+from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares, tiers_unavailable
 from serving.prediction_log import PredictionLog
 
 
@@ -33,7 +33,9 @@ class ScoreSummary(BaseModel):
     as_of: date
     members: int
     models: dict[str, dict[str, str]]  # kind -> name, version, family
-    tier_shares: dict[str, float]
+    tier_shares: dict[str, float]  # empty where there are no tiers (see `unavailable`)
+    missing: dict[str, str]  # member kinds without a champion -> how to train one
+    unavailable: dict[str, str]  # outputs not written -> why (the tiers, without churn and value champions)
     out: str
 
 
@@ -57,23 +59,42 @@ def snapshot_features(dataset: Dataset, as_of: date, horizon_days: int = 90) -> 
     return Snapshot(dataset, as_of).features()
 
 
+def member_champions(dataset: Dataset, kinds: list[ModelKind] | None = None) -> Champions:
+    """The member champions asked for (each must exist), else every one the dataset has (at least one)."""
+    if kinds is not None:
+        return load_champions(dataset.home, dataset.name, kinds)
+    every = kinds_of(Task.member)
+    champions = load_champions(dataset.home, dataset.name, every, optional=True)
+    if not champions.of(Task.member):
+        raise DataError(f"no member model for dataset {dataset.name!r} to score with: {untrained(dataset.name, every)}")
+    return champions
+
+
 def score_members(
-    dataset: Dataset, as_of: date, tiers: TierSettings | None = None, champions: Champions | None = None
+    dataset: Dataset,
+    as_of: date,
+    tiers: TierSettings | None = None,
+    champions: Champions | None = None,
+    kinds: list[ModelKind] | None = None,
 ) -> tuple[pd.DataFrame, Champions]:
-    """member_id, each member champion's output, tier and top_reasons for every member known before `as_of`."""
-    champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member))
+    """member_id, each member champion's output (of `kinds`, else every one there is), the tier (where there are
+    churn and value champions) and top_reasons for every member known before `as_of`."""
+    champions = champions or member_champions(dataset, kinds)
     features = snapshot_features(dataset, as_of)
+    explaining = champions.explaining()
+    assert explaining is not None
     if engines.selected() is Engine.spark:
         from serving.models.spark_scoring import score_on_spark
 
         with step(f"scoring {len(features):,} members as of {as_of} on Spark"):
             out = score_on_spark(Snapshot(dataset, as_of).features_path, features, champions)
-            out.insert(len(out.columns) - 1, "tier", member_tiers(out, features, tiers))
+            if tiers_unavailable(champions) is None:
+                out.insert(len(out.columns) - 1, "tier", member_tiers(out, features, tiers))
         return out, champions
     with step(f"scoring {len(features):,} members as of {as_of}"):
         features = champions.prepare(features)
         out = score_snapshot(features, champions, tiers)
-        out["top_reasons"] = [", ".join(r) for r in champions[CHURN].model.top_reasons(features)]
+        out["top_reasons"] = [", ".join(r) for r in explaining.model.top_reasons(features)]
     return out, champions
 
 
@@ -84,9 +105,17 @@ def log_batch(
     PredictionLog(dataset.home, dataset.name).write(endpoint, records, versions, time.perf_counter(), as_of=as_of)
 
 
-def score(dataset: Dataset, as_of: date, out: Path, tiers: TierSettings | None = None) -> ScoreSummary:
+def score(
+    dataset: Dataset,
+    as_of: date,
+    out: Path,
+    tiers: TierSettings | None = None,
+    kinds: list[ModelKind] | None = None,
+) -> ScoreSummary:
+    """Every member scored by the member champions of `kinds` (else every one the dataset has), written to `out`
+    and logged; the summary says which member kinds have no champion and what was left out for it."""
     check_out_path(out)
-    frame, champions = score_members(dataset.require(), as_of, tiers)
+    frame, champions = score_members(dataset.require(), as_of, tiers, kinds=kinds)
     for champion in champions.of(Task.member):  # the file names the models it came from, wherever it goes
         frame[f"{champion.kind.name}_model"] = f"{champion.family} v{champion.version}"
     write_table(frame, out)
@@ -99,7 +128,9 @@ def score(dataset: Dataset, as_of: date, out: Path, tiers: TierSettings | None =
         as_of=as_of,
         members=len(frame),
         models=members,
-        tier_shares=tier_shares(frame["tier"]),
+        tier_shares=tier_shares(frame["tier"]) if "tier" in frame else {},
+        missing={k.name: k.train_command(dataset.name) for k in champions.missing(kinds or kinds_of(Task.member))},
+        unavailable={} if (why := tiers_unavailable(champions)) is None else {"tier": why},
         out=str(out),
     )
 
@@ -110,9 +141,11 @@ def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None, by
     expects the push not to move or to put off."""
     check_out_path(out)
     frame, champions = score_members(dataset.require(), as_of)
+    if "tier" not in frame:  # who is at risk comes from the tiers
+        raise DataError(f"a win-back list needs the churn-risk tier: {tiers_unavailable(champions)}")
     at_risk = frame[frame["tier"] == "churn_risk"]
     if by == UPLIFT.name:
-        champions[UPLIFT]  # no uplift champion: the error says how to train one
+        champions[UPLIFT]  # none: the error says how to train one
         at_risk = at_risk[at_risk[UPLIFT.output] > 0]
     at_risk = at_risk.sort_values(UPLIFT.output if by == UPLIFT.name else VALUE.output, ascending=False, kind="stable")
     kept, left_out = with_marketing_consent(dataset, at_risk["member_id"].astype(str).tolist())

@@ -17,7 +17,7 @@ from features.errors import DataError
 from features.home import StateHome
 from serving.models import registry
 from serving.models.base import ItemModel, MemberModel
-from serving.models.kinds import KINDS, ModelKind, Task, kind
+from serving.models.kinds import CHURN, KINDS, ModelKind, Task, kind
 
 MODEL_SOURCE_ENV = "COMMUNITY_ML_MODEL_SOURCE"  # "registry" (default) or "bento"
 CHALLENGER_ENV = "COMMUNITY_ML_CHALLENGER"  # KIND:VERSION, set by `community-ml serve --challenger`
@@ -58,6 +58,16 @@ class Champions:
 
     def of(self, task: Task) -> list[Champion]:
         return [c for c in self.by_kind.values() if c.kind.task is task]
+
+    def missing(self, kinds: list[ModelKind]) -> list[ModelKind]:
+        """Those of `kinds` without a champion."""
+        return [k for k in kinds if k.name not in self.by_kind]
+
+    def explaining(self) -> Champion | None:
+        """The member champion whose top reasons an answer carries: churn's where there is one (what makes a member
+        likely to leave is what ops act on), else the first member champion's; None without member champions."""
+        members = self.of(Task.member)
+        return next((c for c in members if c.kind is CHURN), members[0] if members else None)
 
     def described(self, *kinds: ModelKind) -> dict[str, dict[str, str]]:
         """name, version and family of each champion (of `kinds`, else all), by kind."""
@@ -146,15 +156,24 @@ def models_from_bento() -> bool:
 def load_champions(
     home: StateHome, dataset: str, kinds: list[ModelKind] | None = None, optional: bool = False
 ) -> Champions:
-    """The dataset's champion of every kind that has one (of `kinds`, else of the whole table); a clear error
-    when a required kind has none, unless the caller takes whichever there are (`optional`)."""
+    """The dataset's champion of every kind that has one, of `kinds` (else of the whole table). A clear error,
+    unless the caller takes whichever there are (`optional`): for a kind named in `kinds` that has none, and,
+    with no `kinds` named, where the dataset has no champion at all."""
     wanted = kinds if kinds is not None else list(KINDS.values())
     loaded = _packed(dataset, wanted) if models_from_bento() else _registered(home, dataset, wanted)
     champions = Champions(dataset, loaded)
-    for k in wanted:
-        if k.required and not optional:
-            champions[k]
+    if optional:
+        return champions
+    for k in kinds or []:
+        champions[k]
+    if not loaded:
+        raise DataError(f"no champion model for dataset {dataset!r}: {untrained(dataset, wanted)}")
     return champions
+
+
+def untrained(dataset: str, kinds: list[ModelKind]) -> str:
+    """How to train each of these kinds, for messages that say which champions are missing."""
+    return "; ".join(f"{k.name}: `{k.train_command(dataset)}`" for k in kinds)
 
 
 def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[str, Champion]:

@@ -65,7 +65,6 @@ class ModelKind:
     output: str | None = None  # member kinds: the field of a member's answer it fills
     items: ItemSource | None = None  # item kinds
     exclude_seen: bool = False  # item kinds: whether lists leave out what the member already has, by default
-    required: bool = False  # the service (and the tiers) cannot answer without a champion of this kind
 
     @property
     def learns_from_labels(self) -> bool:
@@ -106,7 +105,6 @@ CHURN = ModelKind(
     gate=(GateMetric("roc_auc", True),),
     label="churned",
     output="churn_probability",
-    required=True,
 )
 VALUE = ModelKind(
     "value",
@@ -116,7 +114,6 @@ VALUE = ModelKind(
     gate=(GateMetric("rmse", False), GateMetric("normalized_gini", True)),
     label="future_value",
     output="expected_value",
-    required=True,
 )
 PRODUCT_RECS = ModelKind(
     "product-recs",

@@ -13,7 +13,7 @@ from features import engines
 from serving.models.base import MemberModel
 from serving.models.champions import Champions
 from serving.models.inputs import InputContext, has_inputs
-from serving.models.kinds import CHURN, Task
+from serving.models.kinds import Task
 
 
 def score_on_spark(features_path: Path, population: pd.DataFrame, champions: Champions) -> pd.DataFrame:
@@ -31,7 +31,9 @@ def score_on_spark(features_path: Path, population: pd.DataFrame, champions: Cha
     # imports MLflow: seconds in every Python worker).
     models = [(str(c.kind.output), c.model) for c in members]
     outputs = [output for output, _ in models]
-    reasons_model = champions[CHURN].model
+    explaining = champions.explaining()
+    assert explaining is not None
+    reasons_model = explaining.model
 
     def score_partition(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for part in parts:

@@ -15,6 +15,18 @@ if TYPE_CHECKING:
     from serving.models.champions import Champions
 
 TIERS = ("high_value", "potential", "ordinary", "churn_risk", "new")
+# A tier is cut from predicted churn and value: without both champions there is none.
+TIERED_BY = (CHURN, VALUE)
+
+
+def tiers_unavailable(champions: Champions) -> str | None:
+    """Why members get no tier (which champions are missing, how to train them), or None when they do."""
+    from serving.models.champions import untrained
+
+    missing = champions.missing(list(TIERED_BY))
+    if not missing:
+        return None
+    return f"tiers need the churn and value champions; missing: {untrained(champions.dataset, missing)}"
 
 
 class TierSettings(BaseModel):
@@ -142,14 +154,15 @@ def tier_shares(tiers: pd.Series) -> dict[str, float]:
 
 
 def score_snapshot(features: pd.DataFrame, champions: Champions, tiers: TierSettings | None = None) -> pd.DataFrame:
-    """member_id, every member champion's output (churn_probability, expected_value, ...) and the tier, for every
-    row of a feature snapshot: what batch scoring writes, what the service answers and what monitoring compares,
-    all from this one function."""
+    """member_id, every member champion's output (churn_probability, expected_value, ...) and the tier (where
+    there are churn and value champions), for every row of a feature snapshot: what batch scoring writes, what
+    the service answers and what monitoring compares, all from this one function."""
     out = pd.DataFrame({"member_id": features["member_id"].astype(str).to_numpy()})
     features = champions.prepare(features)
     for champion in champions.of(Task.member):
         out[champion.kind.output] = champion.model.predict(features)
-    out["tier"] = member_tiers(out, features, tiers)
+    if tiers_unavailable(champions) is None:
+        out["tier"] = member_tiers(out, features, tiers)
     return out
 
 

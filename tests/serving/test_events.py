@@ -79,7 +79,8 @@ def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are
             "detail": "yesterday-ish",
         }
     ]
-    assert len(Path(posted["journal"]).read_text().splitlines()) == 4
+    assert len((own_home.events / "shop" / "journal.jsonl").read_text().splitlines()) == 4
+    assert str(own_home.root) not in json.dumps(posted)  # the answer says what was kept, not where
     # and the member's next answers count them: bought today, less likely to churn, their new reading left out
     after = member_scores(state, [member])[0][0]
     assert after["fresh"] and after["recency_days"] == 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pandas as pd
 import pytest
@@ -107,6 +108,76 @@ def test_rejected_requests_leave_no_member_id_in_the_server_log(
     assert answer.status_code == 400
     assert "Exception on /churn" in caplog.text and "bad input" in caplog.text
     assert "M-SECRET-7" not in caplog.text
+
+
+# A valid body for every POST endpoint: a misspelt field beside it must still be refused.
+VALID_BODIES = {
+    "/events": {"orders": [{"member_id": "M000001", "ts": "2026-04-02T10:00:00", "amount": 5}]},
+    "/score": {"member_ids": ["M000001"]},
+    "/churn": {"member_ids": ["M000001"]},
+    "/value": {"member_ids": ["M000001"]},
+    "/recommend_products": {"member_ids": ["M000001"], "k": 3},
+    "/recommend_content": {"member_ids": ["M000001"], "k": 3},
+    "/recommend": {"kind": "product-recs", "member_ids": ["M000001"]},
+    "/similar_products": {"product_id": "P00001"},
+    "/metadata": {},
+    "/health": {},
+    "/reload": {},
+}
+
+
+@pytest.mark.slow
+def test_a_misspelt_top_level_field_is_refused_on_every_post_endpoint_and_nothing_is_kept(
+    http: TestClient, home: StateHome
+) -> None:
+    journal = home.events / "shop" / "journal.jsonl"
+    before = journal.read_bytes() if journal.exists() else b""
+    paths = http.get("/docs.json").json()["paths"]
+    assert {p for p, operations in paths.items() if "post" in operations} == set(VALID_BODIES)  # none untested
+    for path, body in VALID_BODIES.items():
+        answer = http.post(path, json={**body, "memberids": ["M000001"]})
+        assert answer.status_code == 400, path
+        assert answer.json()["detail"] == [
+            {"type": "extra_forbidden", "loc": ["memberids"], "msg": "Extra inputs are not permitted", "url": ANY}
+        ], path
+    # the issue's own examples: a table misspelt, a body with no events, a body of other fields
+    order = VALID_BODIES["/events"]["orders"][0]
+    assert http.post("/events", json={"order": [order]}).json()["detail"][0]["loc"] == ["order"]
+    empty = http.post("/events", json={})
+    assert empty.status_code == 400 and "the body has no events" in empty.text
+    assert http.post("/events", json={"orders": []}).status_code == 400
+    refused = http.post("/events", json={"member_id": [1, 2, {}], "k": -5}).json()["detail"]
+    assert sorted(e["loc"][0] for e in refused) == ["k", "member_id"]
+    assert (journal.read_bytes() if journal.exists() else b"") == before  # nothing was kept
+
+
+@pytest.mark.slow
+def test_no_answer_or_error_of_the_service_shows_the_state_home(
+    http: TestClient, home: StateHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.service
+
+    answers = [
+        http.post("/events", json={"orders": [{"member_id": "M000001", "ts": "soon", "amount": 5}]}),  # 422, kept none
+        http.post("/recommend", json={"kind": "nope", "member_ids": ["M000001"]}),
+        http.post("/similar_products", json={"product_id": "NO-SUCH-PRODUCT"}),
+        http.post("/churn", json={"member_ids": ["M000001", "NOBODY"]}),
+        http.post("/recommend_products", json={"member_ids": ["M000001"]}),
+        http.post("/metadata", json={}),
+        http.post("/health", json={}),
+    ]
+    assert [a.status_code for a in answers] == [422, 400, 404, 200, 200, 200, 200]
+
+    def broken(*args: object) -> None:  # an error that names a file of the state home
+        raise FileNotFoundError(f"{home.root / 'features' / 'shop'} is gone")
+
+    monkeypatch.setattr(serving.service, "load_state", broken)
+    answers += [http.post("/reload", json={}), http.post("/metadata", json={}), http.post("/health", json={})]
+    monkeypatch.undo()
+    assert "$COMMUNITY_ML_HOME/features/shop is gone" in answers[-1].json()["last_reload_error"]
+    assert http.post("/reload", json={}).status_code == 200
+    for answer in answers:
+        assert str(home.root) not in answer.text and str(home.root.resolve()) not in answer.text, answer.text
 
 
 def test_malformed_json_is_a_400(http: TestClient) -> None:
@@ -310,7 +381,7 @@ def test_a_challenger_answers_a_stable_share_of_members_and_every_answer_names_i
     assert 0.22 < share < 0.38
     assert {m["member_id"]: m["variant"] for m in again["members"]} == {m: variants[m] for m in members}  # stable
     # the challenger's members get exactly what batch scoring with the challenger in the champion's place gives
-    champions = load_champions(home, "shop", kinds_of(Task.member))
+    champions = load_champions(home, "shop", kinds_of(Task.member), optional=True)
     from serving.models.champions import ChallengerSetting, load_challenger
 
     replaced = champions.replacing(load_challenger(home, "shop", ChallengerSetting(CHURN, challenger.version, 0.3)))

@@ -97,6 +97,39 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
     truth = pd.read_parquet(camp.path / "truth.parquet").set_index("member_id")["true_lift_conversion"].dropna()
     assert np.corrcoef(predicted[truth.index].rank(), truth.rank())[0, 1] > 0.4
 
+    # `score` on a dataset with an uplift champion only (no churn, no value) writes every member's uplift, and says
+    # what is missing and how to train it, rather than refusing
+    out = tmp_path / "scores.parquet"
+    summary = run("score", "-d", "camp", "--as-of", "2025-09-01", "--out", str(out), "--json")
+    assert set(summary["models"]) == {"uplift"} and summary["tier_shares"] == {}
+    assert summary["missing"] == {
+        "churn": "community-ml train churn --dataset camp",
+        "value": ("community-ml train value --dataset camp"),
+    }
+    assert summary["unavailable"]["tier"].startswith("tiers need the churn and value champions")
+    written = pd.read_parquet(out).set_index("member_id")
+    assert len(written) == len(features) and set(written.columns) == {"uplift", "top_reasons", "uplift_model"}
+    np.testing.assert_allclose(written["uplift"], predicted[written.index], rtol=1e-9)
+    asked = CliRunner().invoke(app, ["score", "-d", "camp", "--kinds", "churn,uplift", "--out", str(out)])
+    assert asked.exit_code == 2 and "train one with `community-ml train churn --dataset camp`" in asked.stderr
+    # and the service starts and answers with what there is: /score the uplift, /churn a 404 saying how to train it
+    from starlette.testclient import TestClient
+
+    from serving.cli import preflight
+    from serving.service import CommunityML
+
+    preflight(camp.home, "camp")
+    monkeypatch.setenv("COMMUNITY_ML_DATASET", "camp")
+    with TestClient(CommunityML.to_asgi()) as http:
+        member = str(written.index[0])
+        answer = http.post("/score", json={"member_ids": [member]}).json()
+        assert answer["models"] == {"uplift": champion.describe()}
+        assert answer["members"][0]["uplift"] == pytest.approx(written.at[member, "uplift"])
+        assert answer["members"][0]["tier"] is None and "churn and value" in answer["unavailable"]["tier"]
+        refused = http.post("/churn", json={"member_ids": [member]})
+        assert refused.status_code == 404 and "community-ml train churn --dataset camp" in refused.text
+    monkeypatch.delenv("COMMUNITY_ML_DATASET")
+
     # a new campaign to the members it expects a push to move, the control never pushed (re-running a plan is
     # tested in tests/features/test_campaigns.py)
     first = tmp_path / "push.csv"
