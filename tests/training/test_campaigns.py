@@ -85,7 +85,9 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
 ) -> None:
     # when
     result = train(camp, UPLIFT, TrainSettings(campaign="coupon", horizon_days=HORIZON))
-    # then: a learner beats random and churn-probability targeting on held-out members, and serves
+    # then: a learner beats random and churn-probability targeting on held-out members, and serves. With the tests'
+    # pinned key: x-learner Qini 0.049, churn targeting 0.013; over 13 other keys (other held-out members) the
+    # learner led churn targeting by 0.027 at least, and its uplift@10 was 4.4x random's at least
     assert result.family in ("x-learner", "t-learner") and result.promoted
     assert result.metrics["qini"] > result.rivals["random"]["qini"] + 0.01
     assert result.metrics["qini"] > result.rivals["churn-targeting"]["qini"]
@@ -188,6 +190,7 @@ def test_a_campaign_imported_from_outside_is_reported_and_modelled(
     lift = report["comparisons"]["Womens E-Mail"]["conversion"]["raw"]
     assert lift["low"] <= planted_lift(camp) <= lift["high"]
     assert "assumed equal" in report["split_source"] and not report["sample_ratio"]["mismatch"]
+    # Qini 0.060 against churn targeting's 0.021 with the pinned key; a lead of 0.015 at least over 5 other keys
     assert trained["family"] in ("x-learner", "t-learner")
     assert trained["metrics"]["qini"] > max(
         trained["rivals"]["random"]["qini"], trained["rivals"]["churn-targeting"]["qini"]

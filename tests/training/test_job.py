@@ -96,6 +96,8 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     settings = TrainSettings(training_cutoffs=3, test_cutoffs=2, validation_cutoffs=1)
     # given: a churn model, judged on held-out cutoffs
     first = train(community, CHURN, settings)
+    # (ROC-AUC 0.954 against the best baseline's 0.896 and recency's 0.893: the same to five decimals under 1 or 3
+    # threads and OpenBLAS's generic kernels)
     assert first.promoted and first.version == "1" and first.family == "lightgbm"
     assert first.metrics["roc_auc"] > first.rivals["recency"]["roc_auc"] + 0.05
     client = connect(community.home)
@@ -238,26 +240,33 @@ def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_nam
 
 
 @pytest.mark.slow
-def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
+def test_the_job_chooses_by_its_own_figures_and_a_baseline_champion_is_named_in_every_answer(
     shared_home: StateHome, tmp_path: Path
 ) -> None:
     from serving.models.batch import RecommendRequest, recommend
     from serving.models.families.factors import NotOffered
     from serving.predictions import load_state, recommendations, similar_items
 
-    # given: 150 members, whose own favourites predict what they buy next better than ALS's factors do
+    # given: 150 members, on whom buy again, EASE and BPR are within 0.006 of each other in precision@10 (buy again
+    # 0.1918, EASE 0.1898, BPR 0.1857 here; EASE won on another machine): a knife edge no test may stand on
     tiny = with_champions(synthetic(shared_home, "tiny", members=150), [CHURN, VALUE])
-    # when
-    result = train(tiny, PRODUCT_RECS, TrainSettings(budget_seconds=0))
-    # then: the servable baseline best by precision@10 on the same split is the candidate, and the first champion
-    judged = {**result.rivals, result.family: result.metrics}
-    best = max(item_families(PRODUCT_RECS)[1:], key=lambda family: judged[family]["precision"])
-    # on 150 members, buy again (precision@10 0.1918) beats EASE (0.1898), ALS (0.1735) and item-knn (0.1408)
-    assert best == "buy-again" and judged["als"]["precision"] < judged[best]["precision"]
-    assert (result.family, result.promoted) == (best, True) and best in result.choice
+    # when: the job chooses a family
+    chosen = train(tiny, PRODUCT_RECS, TrainSettings(budget_seconds=0, promote=False))
+    # then: the rule holds whichever family wins: its candidate is the best servable family by the gate's own
+    # figures, a learned one only where it beats every baseline on every gate metric
+    judged = {**chosen.rivals, chosen.family: chosen.metrics}
+    job = ItemTrainer()
+    assert (chosen.family, chosen.choice) == choose(
+        PRODUCT_RECS, judged, job.servable(PRODUCT_RECS), job.learned(PRODUCT_RECS)
+    )
+    # when: a baseline is the candidate (made so: which wins on its own is the knife edge above), and promoted as the
+    # dataset's first champion by the same gate
+    best = "buy-again"
+    result = train(tiny, PRODUCT_RECS, TrainSettings(budget_seconds=0, family=best))
+    assert (result.family, result.promoted, result.version) == (best, True, "2")
     # and the service's and the batch export's lists come from it, and say so
     state = load_state(shared_home, "tiny")
-    described = {"name": "tiny.product-recs", "version": "1", "family": best}
+    described = {"name": "tiny.product-recs", "version": "2", "family": best}
     assert state.models(PRODUCT_RECS) == {"product-recs": described}
     model = state.champions[PRODUCT_RECS].model
     member = str(model.member_ids[0])
@@ -269,7 +278,7 @@ def test_where_als_loses_the_best_baseline_recommends_and_every_answer_names_it(
     request = RecommendRequest(k=5, consent_recorded_elsewhere=True)
     table, exported_by, _ = recommend(tiny, PRODUCT_RECS, tmp_path / "recs.parquet", request, [member])
     assert exported_by.describe() == described
-    assert set(pd.read_parquet(tmp_path / "recs.parquet")["model"]) == {f"{best} v1"}
+    assert set(pd.read_parquet(tmp_path / "recs.parquet")["model"]) == {f"{best} v2"}
     assert table["item_id"].tolist() == [item["item_id"] for item in served["items"]]
     # and a family without learned item factors says it offers no similar items
     with pytest.raises(NotOffered, match=f"{best}.*offers no similar items"):

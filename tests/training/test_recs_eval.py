@@ -60,7 +60,7 @@ def test_content_als_beats_its_baselines_on_the_next_period(community: Dataset) 
     split = time_split(community, CONTENT_RECS, date(2025, 12, 1), 90)
     assert len(split.users) > 500
     rows = compare(split, {"popular": popular, "item cosine": item_cosine(), "als": als()}, modes=(True,))
-    precision = {r["method"]: r["precision"] for r in rows}
+    precision = {r["method"]: r["precision"] for r in rows}  # ALS 0.024, item cosine 0.016, popular 0.004
     assert precision["als"] > 1.5 * precision["popular"]
     assert precision["als"] > precision["item cosine"]
 
@@ -77,6 +77,7 @@ def test_product_als_on_online_retail_meets_the_issue_targets(online_retail: tup
     assert rows[("popular", "new only")]["precision"] == pytest.approx(0.045, abs=0.001)
     assert repeat["precision"] >= 0.26 and repeat["precision"] >= 2.5 * rows[("popular", "repeat allowed")]["precision"]
     assert repeat["precision"] >= 0.32  # 0.331 with the repeat boost; ALS factors alone give 0.293
+    # 0.09395 here, 0.09389 with one thread and OpenBLAS's generic kernels: the margin is 60 times that difference
     assert new["precision"] >= 0.09
 
 

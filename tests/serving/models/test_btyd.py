@@ -75,6 +75,7 @@ def test_the_bgnbd_churn_probability_ranks_one_time_buyers_where_one_minus_p_ali
     once = summary.x == 0
     assert once.sum() > 50 and (1 - model.p_alive(summary))[once].max() == 0
     assert no_purchase[once].min() > 0 and churned[once].mean() > 0.5
+    # 0.916 against 0.830
     assert roc_auc_score(churned, no_purchase) > max(0.75, roc_auc_score(churned, 1 - model.p_alive(summary)))
     assert ((no_purchase > 0) & (no_purchase <= 1)).all()
     # and it is the model's own probability: about as many members stay quiet as it expects
