@@ -38,8 +38,9 @@ from features.snapshots import fingerprint, resolve_as_of
 from features.store import Dataset
 from serving.models import pyfunc_model, registry
 from serving.models.base import MemberModel
-from serving.models.kinds import ModelKind, Task
-from training.trainers import Fitted, HeldOut, Trainer, TrainSettings, trainer, tuning_plan
+from serving.models.kinds import ModelKind, Target, Task
+from training.trainers import Fitted, HeldOut, ItemTrainer, MemberTrainer, Trainer, TrainSettings, tuning_plan
+from training.uplift import UpliftTrainer
 
 __all__ = ["TrainSettings", "gate", "promote", "train"]
 
@@ -72,6 +73,20 @@ class TrainResult(BaseModel):
 class Verdict:
     passed: bool
     reasons: list[str]
+
+
+# How each kind's target is trained: labels at monthly cutoffs (churn, value), held-out interactions (items), or a
+# randomized campaign's arms (uplift, a member kind learned from exposures instead of labels).
+TRAINERS: dict[Target, Trainer] = {
+    Target.binary: MemberTrainer(),
+    Target.amount: MemberTrainer(),
+    Target.items: ItemTrainer(),
+    Target.uplift: UpliftTrainer(),
+}
+
+
+def trainer(kind: ModelKind) -> Trainer:
+    return TRAINERS[kind.target]
 
 
 def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:

@@ -23,7 +23,7 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, datas
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
 from serving.models.families.factors import ITEM_BASELINES
-from serving.models.kinds import ModelKind, Target, Task
+from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
@@ -418,14 +418,3 @@ def _within_limits(families: list[str], split: Split) -> list[str]:
     if too_many:
         say(f"not judged: {', '.join(too_many)} (past their item limit, {items:,} items)")
     return [f for f in families if f not in too_many]
-
-
-TRAINERS: dict[Task, Trainer] = {Task.member: MemberTrainer(), Task.items: ItemTrainer()}
-
-
-def trainer(kind: ModelKind) -> Trainer:
-    if kind.target is Target.uplift:  # a member kind, learned from a campaign instead of cutoffs' labels
-        from training.uplift import UpliftTrainer
-
-        return UpliftTrainer()
-    return TRAINERS[kind.task]
