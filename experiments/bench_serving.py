@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from features.home import StateHome
+from serving.models.base import ListRules
 from serving.models.kinds import PRODUCT_RECS
 from serving.predictions import load_state, member_scores, recommendations
 
@@ -48,7 +49,7 @@ async def churn(request: Request) -> JSONResponse:
 async def products(request: Request) -> JSONResponse:
     body = await request.json()
     return JSONResponse({"members": recommendations(state, PRODUCT_RECS, body["member_ids"],
-                                                    body.get("k", 10), [], None, None)})
+                                                    ListRules(k=body.get("k", 10)))})
 
 
 async def ready(request: Request) -> JSONResponse:

@@ -245,7 +245,8 @@ def _order_features() -> list[Feature]:
     return features
 
 
-def _other_features() -> list[Feature]:
+def _timing_features() -> list[Feature]:
+    """How a member buys: the channels they use and the gaps between their orders."""
     features = [
         # Channels: data-independent columns (not one per channel), so a new channel never adds a column.
         Feature(
@@ -332,6 +333,13 @@ def _other_features() -> list[Feature]:
             anchored=True,
             online=Online.build,  # reads when the member joined and first engaged: not in the row
         ),
+    ]
+    return features
+
+
+def _lifecycle_features() -> list[Feature]:
+    """Measures relative to the member's own life as a customer."""
+    features = [
         # Relative to the member's own life as a customer: the same meaning at every cutoff, whatever the age.
         Feature(
             "recency_share",
@@ -362,6 +370,13 @@ def _other_features() -> list[Feature]:
                 30.0 * t.sales_value / ibis.ifelse(t.first_order_days_ago < 1.0, 1.0, t.first_order_days_ago)
             ),
         ),
+    ]
+    return features
+
+
+def _engagement_features() -> list[Feature]:
+    """Engagements with content and groups: counts, windows, trends."""
+    features = [
         # Engagements `e` with: action, days_ago, content_type (where contents have types).
         _eng("eng_total", "engagement actions of any kind", "all", lambda e: e.count()),
         _eng("eng_views", "content views", "all", lambda e: e.count(where=e.action == "view")),
@@ -435,6 +450,12 @@ def _other_features() -> list[Feature]:
                 expr=lambda t, w=w: (t[f"eng_{w}d"] + 1) / (t[f"eng_prev_{w}d"] + 1),
             )
         )
+    return features
+
+
+def _attribute_features() -> list[Feature]:
+    """The member's own attributes (persona, city, ...), as the members table has them."""
+    features = []
     meanings = {"persona": "operator-assigned persona", "consent_marketing": "agreed to marketing pushes"}
     for attribute in ATTRIBUTES:
         features.append(
@@ -452,7 +473,13 @@ def _other_features() -> list[Feature]:
     return features
 
 
-FEATURES: tuple[Feature, ...] = (*_order_features(), *_other_features())
+FEATURES: tuple[Feature, ...] = (
+    *_order_features(),
+    *_timing_features(),
+    *_lifecycle_features(),
+    *_engagement_features(),
+    *_attribute_features(),
+)
 
 
 @dataclass(frozen=True)

@@ -257,8 +257,8 @@ def recommend_command(
             wanted = raw.frame["member_id"].dropna().astype(str).str.strip().tolist()
         request = RecommendRequest(
             k=k,
-            exclude_seen=exclude_seen,
-            exclude=list(exclude),
+            include_seen=None if exclude_seen is None else not exclude_seen,
+            exclude=tuple(exclude),
             category=category,
             consent_recorded_elsewhere=consent_recorded_elsewhere,
         )

@@ -26,8 +26,8 @@ from serving.models.base import MemberModel
 from serving.models.btyd import BTYD
 from serving.models.champions import Champions
 from serving.models.inputs import InputContext
-from serving.models.kinds import CHURN, VALUE, Task
-from serving.models.tiers import TierCuts, TierSettings, tiers_unavailable
+from serving.models.kinds import Task
+from serving.models.tiers import TierCuts, TierInputs, TierSettings, tiers_unavailable
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,7 @@ class MemberScorer:
             }
             cuts = None
             if tiers_unavailable(champions) is None:
-                cuts = TierCuts.of(
-                    outputs[CHURN.output],
-                    outputs[VALUE.output],
-                    population["spend_180d"].to_numpy(dtype=float),
-                    population["tenure_days"].to_numpy(dtype=float),
-                    population["frequency"].to_numpy(dtype=float),
-                    tiers,
-                )
+                cuts = TierCuts.of(TierInputs.of(outputs, population), tiers)
         columns = [c for c in population.columns if c != "member_id"]
         return cls(champions, columns, contexts, cuts)
 
@@ -158,16 +151,7 @@ class MemberScorer:
         answers, inputs = [], []
         for i, row in enumerate(rows):
             values = {name: float(outputs[name][i]) for name in outputs}
-            tier = None
-            if self.cuts is not None:
-                tier = self.cuts.tier(
-                    values[CHURN.output],
-                    values[VALUE.output],
-                    _float(row.get("spend_180d")),
-                    _float(row.get("tenure_days")),
-                    _float(row.get("frequency")),
-                    positions[i],
-                )
+            tier = None if self.cuts is None else self.cuts.tier(TierInputs.of(values, row), positions[i])
             recency = row.get("recency_days")  # days since the last order, counting orders since the snapshot
             answers.append({**values, "recency_days": recency, "tier": tier, "top_reasons": reasons[i]})
             inputs.append({name: _logged(reasons_rows[i].get(name)) for name in reasons[i]})
@@ -181,10 +165,6 @@ def _with(frame: pd.DataFrame, context: InputContext | None) -> pd.DataFrame:
 def _model(model: Any) -> MemberModel:
     assert isinstance(model, MemberModel)
     return model
-
-
-def _float(value: Any) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _logged(value: Any) -> float | None:

@@ -37,7 +37,7 @@ from features.pseudonyms import pseudonym, pseudonym_key
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset
 from serving.members import MemberScorer
-from serving.models.base import ItemModel
+from serving.models.base import ItemModel, ListRules
 from serving.models.champions import (
     ChallengerSetting,
     Champion,
@@ -298,13 +298,7 @@ def _variants(state: ServingState, task: Task, member_ids: list[str], kind: Mode
 
 
 def recommendations(
-    state: ServingState,
-    kind: ModelKind,
-    member_ids: list[str],
-    k: int,
-    exclude: list[str],
-    category: str | None,
-    include_seen: bool | None,
+    state: ServingState, kind: ModelKind, member_ids: list[str], rules: ListRules
 ) -> list[dict[str, Any]]:
     if kind not in state.champions:
         raise LookupError(
@@ -313,7 +307,6 @@ def recommendations(
         )
     model = _item_model(state.champions[kind].model)
     assert kind.items is not None
-    exclude_seen = None if include_seen is None else not include_seen
     follow(state)
     fresh = {
         m: record["items"][kind.items.matrix]
@@ -326,7 +319,8 @@ def recommendations(
         group = [m for m in member_ids if variants.get(m, CHAMPION) == variant]
         if group:
             served = model if variant == CHAMPION else _item_model(state.challenger.champion.model)  # type: ignore[union-attr]
-            lists |= dict(zip(group, served.ranked(group, k, exclude_seen, exclude, category, fresh), strict=True))
+            ranked = served.ranked(group, rules.k, rules.exclude_seen, list(rules.exclude), rules.category, fresh)
+            lists |= dict(zip(group, ranked, strict=True))
     return [
         {
             "member_id": m,

@@ -7,13 +7,11 @@ champions and a new snapshot atomically: a request holds the state it started wi
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import os
 import threading
 import time
-from collections.abc import Hashable
 from typing import Annotated, Any
 
 import bentoml
@@ -23,7 +21,8 @@ from starlette.responses import JSONResponse
 from features.errors import DataError
 from features.home import StateHome
 from serving.coalesce import Coalescer
-from serving.models.kinds import CHURN, CONTENT_RECS, KINDS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
+from serving.models.base import ListRules
+from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
 from serving.predictions import (
     CHALLENGER,
@@ -106,8 +105,10 @@ class CommunityML:
         self.log = PredictionLog(self.home, self.dataset)
         self._reloading = threading.Lock()
         self.last_reload_error: str | None = None
-        self._score_calls: Coalescer[ServingState] = Coalescer(self._scored)
-        self._recommend_calls: Coalescer[ServingState] = Coalescer(self._recommended)
+        self._score_calls: Coalescer[None, ServingState] = Coalescer(self._scored, INLINE_MEMBERS)
+        self._recommend_calls: Coalescer[tuple[ModelKind, ListRules], ServingState] = Coalescer(
+            self._recommended, INLINE_MEMBERS
+        )
 
     def _told(self, exc: BaseException) -> str:
         """An error's message as a caller may read it: the server's files are its own business, so the state
@@ -117,15 +118,12 @@ class CommunityML:
             text = text.replace(root, "$COMMUNITY_ML_HOME")
         return text
 
-    def _scored(self, _: Hashable, member_ids: list[str]) -> tuple[ServingState, list[tuple[dict, dict]]]:
+    def _scored(self, _: None, member_ids: list[str]) -> tuple[ServingState, list[tuple[dict, dict]]]:
         """Every member's answer and the feature values behind it, from one state."""
         state = self.state  # one state for the whole call
         records, inputs = member_scores(state, member_ids)
         return state, list(zip(records, inputs, strict=True))
 
-    # A member's answer takes about a millisecond to compute: small requests answer on the event loop, which costs
-    # less than a hop to the thread pool and back, and those that arrive together are scored in one call.
-    # Larger batches go to a thread, not to block the loop.
     async def _scores_async(
         self, endpoint: str, member_ids: list[str], kind: ModelKind | None = None
     ) -> dict[str, Any]:
@@ -138,10 +136,7 @@ class CommunityML:
                 f"`{kind.train_command(self.dataset)}`"
             )
         try:
-            if len(member_ids) <= INLINE_MEMBERS:
-                state, scored = await self._score_calls(None, member_ids)
-            else:
-                state, scored = await asyncio.to_thread(self._scored, None, member_ids)
+            state, scored = await self._score_calls(None, member_ids)
         except LookupError as exc:  # no member champion at all
             raise bentoml.exceptions.NotFound(self._told(exc)) from exc
         members = [c.kind for c in state.champions.of(Task.member)]
@@ -214,14 +209,16 @@ class CommunityML:
         """Expected spend over the horizon per member, with tier."""
         return await self._scores_async(VALUE.name, member_ids, VALUE)
 
-    def _recommended(self, rules: Hashable, member_ids: list[str]) -> tuple[ServingState, list[dict[str, Any]]]:
+    def _recommended(
+        self, asked: tuple[ModelKind, ListRules], member_ids: list[str]
+    ) -> tuple[ServingState, list[dict[str, Any]]]:
+        """Every member's list by one kind's champion under one set of rules."""
+        kind, rules = asked
         state = self.state
-        kind_name, k, exclude, category, include_seen = rules  # type: ignore[misc]
         try:
-            lists = recommendations(state, KINDS[kind_name], member_ids, k, list(exclude), category, include_seen)
+            return state, recommendations(state, kind, member_ids, rules)
         except LookupError as exc:
             raise bentoml.exceptions.NotFound(self._told(exc)) from exc
-        return state, lists
 
     async def _recommend_async(
         self,
@@ -232,13 +229,10 @@ class CommunityML:
         category: str | None,
         include_seen: bool | None,
     ) -> dict[str, Any]:
-        """Like the scores: small requests on the event loop, coalesced by their rules; large ones in a thread."""
+        """Like the scores, the requests that arrive together with the same kind and rules answered at once."""
         started = time.perf_counter()
-        rules = (kind.name, k, tuple(exclude), category, include_seen)
-        if len(member_ids) <= INLINE_MEMBERS:
-            state, records = await self._recommend_calls(rules, member_ids)
-        else:
-            state, records = await asyncio.to_thread(self._recommended, rules, member_ids)
+        rules = ListRules(k=k, include_seen=include_seen, exclude=tuple(exclude), category=category)
+        state, records = await self._recommend_calls((kind, rules), member_ids)
         versions = {kind.name: state.champions[kind].version}
         self._log(state, kind.name, records, versions, started, {"k": k, "category": category})
         answer = {"as_of": str(state.as_of), "models": state.models(kind), "members": records}

@@ -1,8 +1,8 @@
 """What every model family offers the rest of the project, whatever its algorithm.
 
 A member model scores members from their feature rows; an item model ranks items for members. Both are saved as
-files beside a `spec.json` whose "family" and "kind" say how to load them (serving/models/families.py), so the
-registry holds no pickled Python objects.
+files beside a `spec.json` whose "family" and "kind" say how to load them (`load_model` in
+serving/models/families/__init__.py), so the registry holds no pickled Python objects.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import DataError
 from serving.models.inputs import rows_frame
@@ -84,6 +85,23 @@ class MemberModel(ABC):
                 f"the {self.kind} model was trained on features this snapshot lacks ({shown}): the dataset's "
                 f"tables changed since it was trained; retrain it with `community-ml train {self.kind}`"
             )
+
+
+class ListRules(BaseModel):
+    """What a member's list may hold, as the API, batch export and service ask for it: one typed value (frozen, so
+    requests with the same rules can be answered together)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: int = Field(10, ge=1, le=100, description="items per member")
+    include_seen: bool | None = Field(None, description="the member's own items may come back (None: the kind's)")
+    exclude: tuple[str, ...] = Field((), description="item ids never to list")
+    category: str | None = Field(None, description="only items of this category or content type")
+
+    @property
+    def exclude_seen(self) -> bool | None:
+        """The models' own terms: None keeps the kind's default."""
+        return None if self.include_seen is None else not self.include_seen
 
 
 class ItemModel(ABC):

@@ -21,7 +21,7 @@ from features.privacy import with_marketing_consent
 from features.progress import step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset, write_parquet_atomic
-from serving.models.base import ItemModel
+from serving.models.base import ItemModel, ListRules
 from serving.models.champions import Champion, Champions, load_champions, untrained
 from serving.models.kinds import UPLIFT, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares, tiers_unavailable
@@ -172,11 +172,9 @@ def recommendation_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"member_id": str(member), "items": ranked} for member, ranked in item_lists(table)[0].items()]
 
 
-class RecommendRequest(BaseModel):
-    k: int = 10
-    exclude_seen: bool | None = None
-    exclude: list[str] = []
-    category: str | None = None
+class RecommendRequest(ListRules):
+    """A push list's rules: the lists' own, and whether consent recorded outside the dataset counts."""
+
     consent_recorded_elsewhere: bool = False
 
 
@@ -193,7 +191,7 @@ def recommend(
     latest = resolve_as_of(dataset, "latest")
     wanted = members if members is not None else snapshot_features(dataset, latest)["member_id"].tolist()
     wanted, left_out = with_marketing_consent(dataset, wanted, request.consent_recorded_elsewhere)
-    table = model.recommend(wanted, request.k, request.exclude_seen, request.exclude, request.category)
+    table = model.recommend(wanted, request.k, request.exclude_seen, list(request.exclude), request.category)
     write_table(table.assign(model=f"{champion.family} v{champion.version}"), out)
     log_batch(dataset, f"batch/{kind.name}", recommendation_records(table), {kind.name: champion.version}, latest)
     return table, champion, left_out

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,14 +49,35 @@ class TierSettings(BaseModel):
         return self
 
 
-def assign_tiers(
-    churn_probability: np.ndarray,
-    expected_value: np.ndarray,
-    recent_spend: np.ndarray,
-    tenure_days: np.ndarray,
-    frequency: np.ndarray,
-    settings: TierSettings | None = None,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class TierInputs:
+    """What a member's tier is cut from: the churn and value champions' outputs and three of their features, one
+    array each, for a population or (arrays of one) a single member."""
+
+    churn_probability: np.ndarray
+    expected_value: np.ndarray
+    recent_spend: np.ndarray  # spend over the last 180 days: what a fading member puts at stake
+    tenure_days: np.ndarray
+    frequency: np.ndarray
+
+    @classmethod
+    def of(cls, outputs: Mapping[str, Any], features: Mapping[str, Any]) -> TierInputs:
+        """From the champions' outputs by name and the members' features (a frame, or one member's row, where a
+        missing value is None)."""
+        columns = (outputs[CHURN.output], outputs[VALUE.output], *(features.get(f) for f in TIER_FEATURES))
+        return cls(*(np.asarray(np.where(pd.isna(c), np.nan, c), dtype=float).reshape(-1) for c in columns))
+
+    @property
+    def at_stake(self) -> np.ndarray:
+        """Churn probability x recent spend: what a member's leaving would cost now."""
+        return self.churn_probability * np.clip(np.nan_to_num(self.recent_spend), 0, None)
+
+
+# The features a tier reads beside the champions' outputs, in TierInputs' order.
+TIER_FEATURES = ("spend_180d", "tenure_days", "frequency")
+
+
+def assign_tiers(inputs: TierInputs, settings: TierSettings | None = None) -> np.ndarray:
     """A tier per member, by rank within the scored population.
 
     Churn risk goes first: the members with the most recent spend at stake (churn probability x spend over
@@ -64,24 +86,29 @@ def assign_tiers(
     with too little history are "new".
     """
     s = settings or TierSettings()
-    tiers = np.full(len(churn_probability), "new", dtype=object)
-    established = np.flatnonzero((np.nan_to_num(tenure_days) >= s.new_member_days) & (np.nan_to_num(frequency) > 0))
+    tiers = np.full(len(inputs.churn_probability), "new", dtype=object)
+    established = np.flatnonzero(_established(inputs, s))
     n = len(established)
     if n == 0:
         return tiers
     # Ties broken by position, so the same scores always give the same tiers.
-    at_stake = _at_stake(churn_probability, recent_spend)
+    at_stake = inputs.at_stake
     by_risk = established[np.lexsort((established, -at_stake[established]))]
     at_risk = by_risk[: round(s.churn_risk_share * n)]
     tiers[at_risk] = "churn_risk"
     rest = np.setdiff1d(established, at_risk)
-    by_value = rest[np.lexsort((rest, -expected_value[rest]))]
+    by_value = rest[np.lexsort((rest, -inputs.expected_value[rest]))]
     high = round(s.high_value_share * n)
     potential = round(s.potential_share * n)
     tiers[by_value[:high]] = "high_value"
     tiers[by_value[high : high + potential]] = "potential"
     tiers[by_value[high + potential :]] = "ordinary"
     return tiers
+
+
+def _established(inputs: TierInputs, s: TierSettings) -> np.ndarray:
+    """Members known long enough, who have bought: the others are "new"."""
+    return (np.nan_to_num(inputs.tenure_days) >= s.new_member_days) & (np.nan_to_num(inputs.frequency) > 0)
 
 
 @dataclass(frozen=True)
@@ -95,18 +122,9 @@ class TierCuts:
     potential: tuple[float, float] | None
 
     @classmethod
-    def of(
-        cls,
-        churn_probability: np.ndarray,
-        expected_value: np.ndarray,
-        recent_spend: np.ndarray,
-        tenure_days: np.ndarray,
-        frequency: np.ndarray,
-        settings: TierSettings | None = None,
-    ) -> TierCuts:
+    def of(cls, population: TierInputs, settings: TierSettings | None = None) -> TierCuts:
         s = settings or TierSettings()
-        tiers = assign_tiers(churn_probability, expected_value, recent_spend, tenure_days, frequency, s)
-        at_stake = _at_stake(churn_probability, recent_spend)
+        tiers = assign_tiers(population, s)
 
         def last(tier: str, score: np.ndarray) -> tuple[float, float] | None:
             members = np.flatnonzero(tiers == tier)
@@ -115,37 +133,25 @@ class TierCuts:
             worst = members[np.lexsort((-members, score[members]))[0]]  # lowest score, then latest position
             return float(score[worst]), float(worst)
 
-        return cls(
-            s, last("churn_risk", at_stake), last("high_value", expected_value), last("potential", expected_value)
-        )
+        value = population.expected_value
+        return cls(s, last("churn_risk", population.at_stake), last("high_value", value), last("potential", value))
 
-    def tier(
-        self,
-        churn_probability: float,
-        expected_value: float,
-        recent_spend: float,
-        tenure_days: float,
-        frequency: float,
-        position: float,
-    ) -> str:
-        """The member's tier; `position`: their place in the population (past its end for a member new to it)."""
-        if not (np.nan_to_num(tenure_days) >= self.settings.new_member_days and np.nan_to_num(frequency) > 0):
+    def tier(self, member: TierInputs, position: float) -> str:
+        """One member's tier (`member`: arrays of one); `position`: their place in the population (past its end
+        for a member new to it)."""
+        if not _established(member, self.settings)[0]:
             return "new"
 
         def within(cut: tuple[float, float] | None, score: float) -> bool:
             return cut is not None and (score > cut[0] or (score == cut[0] and position <= cut[1]))
 
-        if within(self.risk, float(_at_stake(np.array([churn_probability]), np.array([recent_spend]))[0])):
+        if within(self.risk, float(member.at_stake[0])):
             return "churn_risk"
-        if within(self.high, expected_value):
+        if within(self.high, float(member.expected_value[0])):
             return "high_value"
-        if within(self.potential, expected_value):
+        if within(self.potential, float(member.expected_value[0])):
             return "potential"
         return "ordinary"
-
-
-def _at_stake(churn_probability: np.ndarray, recent_spend: np.ndarray) -> np.ndarray:
-    return churn_probability * np.clip(np.nan_to_num(recent_spend), 0, None)
 
 
 def tier_shares(tiers: pd.Series) -> dict[str, float]:
@@ -168,11 +174,4 @@ def score_snapshot(features: pd.DataFrame, champions: Champions, tiers: TierSett
 
 def member_tiers(outputs: pd.DataFrame, features: pd.DataFrame, tiers: TierSettings | None = None) -> np.ndarray:
     """Each member's tier from the member champions' outputs and their features, rows in the same order."""
-    return assign_tiers(
-        outputs[CHURN.output].to_numpy(),
-        outputs[VALUE.output].to_numpy(),
-        features["spend_180d"].to_numpy(dtype=float),
-        features["tenure_days"].to_numpy(dtype=float),
-        features["frequency"].to_numpy(dtype=float),
-        tiers,
-    )
+    return assign_tiers(TierInputs.of(outputs, features), tiers)

@@ -44,6 +44,7 @@ def own_home(home: StateHome, tmp_path: Path) -> Iterator[StateHome]:
 
 @pytest.mark.slow
 def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are_named(own_home: StateHome) -> None:
+    from serving.models.base import ListRules
     from serving.models.kinds import CONTENT_RECS
     from serving.predictions import load_state, member_scores, post_events, recommendations
 
@@ -53,7 +54,7 @@ def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are
     before = next(a for a in answers if a["tier"] == "churn_risk")
     member = before["member_id"]
     assert before["recency_days"] > 7 and not before["fresh"]
-    read = [item["item_id"] for item in recommendations(state, CONTENT_RECS, [member], 5, [], None, None)[0]["items"]]
+    read = [item["item_id"] for item in recommendations(state, CONTENT_RECS, [member], ListRules(k=5))[0]["items"]]
     read = read[:3]
 
     # when: they order now and read three of those items, and one engagement is broken
@@ -85,7 +86,7 @@ def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are
     after = member_scores(state, [member])[0][0]
     assert after["fresh"] and after["recency_days"] == 0
     assert after["churn_probability"] < before["churn_probability"]
-    relisted = recommendations(state, CONTENT_RECS, [member], 5, [], None, None)[0]
+    relisted = recommendations(state, CONTENT_RECS, [member], ListRules(k=5))[0]
     assert relisted["fresh"] and not set(read) & {item["item_id"] for item in relisted["items"]}
     # the same order posted again (a client's retry) counts once
     order = {"member_id": member, "ts": NOW, "amount": 80.0, "order_id": "EV-1", "product_id": "P00001"}

@@ -243,6 +243,7 @@ def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_nam
 def test_the_job_chooses_by_its_own_figures_and_a_baseline_champion_is_named_in_every_answer(
     shared_home: StateHome, tmp_path: Path
 ) -> None:
+    from serving.models.base import ListRules
     from serving.models.batch import RecommendRequest, recommend
     from serving.models.families.factors import NotOffered
     from serving.predictions import load_state, recommendations, similar_items
@@ -270,7 +271,7 @@ def test_the_job_chooses_by_its_own_figures_and_a_baseline_champion_is_named_in_
     assert state.models(PRODUCT_RECS) == {"product-recs": described}
     model = state.champions[PRODUCT_RECS].model
     member = str(model.member_ids[0])
-    served = recommendations(state, PRODUCT_RECS, [member], 5, [], None, None)[0]
+    served = recommendations(state, PRODUCT_RECS, [member], ListRules(k=5))[0]
     # the member's own (active) products come first, most bought first
     bought = dict(zip(model.item_ids, model.interactions[0].toarray().ravel(), strict=True))
     times = [bought[item["item_id"]] for item in served["items"]]

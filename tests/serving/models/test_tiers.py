@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from serving.models.tiers import TierSettings, assign_tiers
+from serving.models.tiers import TierInputs, TierSettings, assign_tiers
 
 
 def test_tiers_follow_the_configured_shares_and_put_fading_spenders_at_risk() -> None:
@@ -17,7 +17,7 @@ def test_tiers_follow_the_configured_shares_and_put_fading_spenders_at_risk() ->
     tenure, frequency = np.full(n, 200.0), np.full(n, 3.0)
     tenure[:100] = 10.0  # too new to judge
     frequency[100:150] = 0  # never bought
-    tiers = assign_tiers(churn, value, spend, tenure, frequency)
+    tiers = assign_tiers(TierInputs(churn, value, spend, tenure, frequency))
     counts = pd.Series(tiers).value_counts().to_dict()
     assert counts == {"ordinary": 382, "potential": 255, "high_value": 128, "churn_risk": 85, "new": 150}
     at_stake = churn * spend
