@@ -33,20 +33,6 @@ OUTCOMES = {
 }
 
 
-AMOUNTS = ("spend", "pre_spend")  # money per member; the other outcomes are shares of members
-
-
-def shown(outcome: str, value: float, signed: bool = False) -> str:
-    """An outcome's value as people read it: money to the cent, a share of members as a percentage."""
-    sign = "+" if signed else ""
-    return f"{value:{sign},.2f}" if outcome in AMOUNTS else f"{value:{sign}.2%}"
-
-
-def shown_interval(outcome: str, difference: float, low: float, high: float) -> str:
-    """A difference with its interval: "+4.94% [+2.86%, +7.01%]"."""
-    return f"{shown(outcome, difference, True)} [{shown(outcome, low, True)}, {shown(outcome, high, True)}]"
-
-
 class CampaignPlan(BaseModel):
     """How a campaign splits its audience: the arms that are pushed and the share held out as control."""
 

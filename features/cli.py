@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from features.cli_kit import DatasetOption, JsonOption, console, user_errors
 from features.contract import TABLE_NAMES, TABLES
-from features.engines import ENGINE_ENV, Engine
 from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
@@ -23,35 +18,6 @@ from features.store import Dataset
 data_app = typer.Typer(no_args_is_help=True, help="Import, generate and describe datasets.")
 
 TableName = StrEnum("TableName", {name: name for name in TABLE_NAMES})  # type: ignore[misc]
-
-DatasetOption = typer.Option(..., "--dataset", "-d", help="dataset name (a folder under $COMMUNITY_ML_HOME/datasets)")
-JsonOption = typer.Option(False, "--json", help="print machine-readable JSON instead of tables")
-EngineOption = typer.Option(
-    Engine.duckdb,
-    "--engine",
-    envvar=ENGINE_ENV,
-    help="what builds feature snapshots: duckdb (this process) or spark (local, or the cluster named by "
-    "COMMUNITY_ML_SPARK_MASTER); both give the same files",
-)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Errors the user can fix become one line on stderr and exit code 2, never a traceback."""
-    try:
-        yield
-    except DataError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        typer.echo(f"error: invalid settings: {problems}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def console() -> Console:
-    # Piped output (CI logs, `| tee`) has no terminal width; rich would squeeze tables into 80 columns.
-    return Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def _print_summary(summary: object, as_json: bool) -> None:

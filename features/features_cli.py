@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from features import engines
-from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
 from features.engines import Engine
 from features.home import StateHome
 from features.store import Dataset

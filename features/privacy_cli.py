@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from features.cli import DatasetOption, JsonOption, console, user_errors
+from features.cli_kit import DatasetOption, JsonOption, console, user_errors
 from features.home import StateHome
 from features.store import Dataset
 

@@ -45,7 +45,7 @@ class View(StrEnum):
 
 
 class Online(StrEnum):
-    """How a served member's feature stays current as their events arrive (features/online.py): every event after
+    """How a served member's feature stays current as their events arrive (serving/online/table.py): every event after
     the snapshot's as-of date counts as if on the day before it (days ago 0), so windows need no history."""
 
     add = "add"  # a count or sum: the new events' own count or sum is added (a posted order is a new order)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
 from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome
@@ -100,8 +100,8 @@ def report_command(
 ) -> None:
     """Per arm against control: conversion, visit, spend and retention with 95% intervals (and CUPED), and the
     sample-ratio check; HTML and JSON under reports/, listed on the index."""
-    from features.campaigns import shown, shown_interval
     from monitoring.campaign_report import CampaignReportSettings, campaign_report, write_campaign_report
+    from monitoring.experiments import shown, shown_interval
 
     with user_errors():
         settings = CampaignReportSettings(

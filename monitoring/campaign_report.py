@@ -26,12 +26,19 @@ from features.campaigns import (
     measured_members,
     member_outcomes,
     saved_plan,
-    shown,
-    shown_interval,
 )
 from features.errors import DataError
 from features.store import Dataset, write_json_atomic
-from monitoring.experiments import Adjusted, Difference, SampleRatio, cuped, difference, sample_ratio
+from monitoring.experiments import (
+    Adjusted,
+    Difference,
+    SampleRatio,
+    cuped,
+    difference,
+    sample_ratio,
+    shown,
+    shown_interval,
+)
 from monitoring.index import update_campaign_index
 
 

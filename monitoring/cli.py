@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from features import engines
-from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
 from features.engines import Engine
 from features.home import StateHome
 from features.store import Dataset

@@ -1,6 +1,7 @@
 """The statistics of a randomized comparison: a difference of means with its 95% interval, the same difference
 with variance reduced by a pre-period covariate (CUPED, Deng et al. 2013), and the sample-ratio-mismatch check.
-Campaign reports and the champion/challenger split of monitoring both use them."""
+Campaign reports and the champion/challenger split of monitoring both use them, and show an outcome's figures the
+same way everywhere (`shown`, `shown_interval`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ from scipy import stats
 
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001  # a split this unlikely under the plan means the assignment or the logging is broken
+
+
+AMOUNTS = ("spend", "pre_spend")  # money per member; the other outcomes are shares of members
+
+
+def shown(outcome: str, value: float, signed: bool = False) -> str:
+    """An outcome's value as people read it: money to the cent, a share of members as a percentage."""
+    sign = "+" if signed else ""
+    return f"{value:{sign},.2f}" if outcome in AMOUNTS else f"{value:{sign}.2%}"
+
+
+def shown_interval(outcome: str, difference: float, low: float, high: float) -> str:
+    """A difference with its interval: "+4.94% [+2.86%, +7.01%]"."""
+    return f"{shown(outcome, difference, True)} [{shown(outcome, low, True)}, {shown(outcome, high, True)}]"
 
 
 class Difference(BaseModel):

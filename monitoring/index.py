@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from features.campaigns import shown_interval
 from features.home import StateHome
 from features.store import write_json_atomic
+from monitoring.experiments import shown_interval
 
 
 def update_index(home: StateHome, entry: dict[str, Any]) -> Path:

@@ -1,2 +1,4 @@
-"""Serving: the model runtime (serving/models), the BentoML prediction service, its request functions, the
-prediction log and the Bento build."""
+"""Serving: the model runtime (serving/models: kinds, families, the registry and champions, tiers, batch
+inference), the online store (serving/online: the snapshot's rows, members' fresh records, events folded in),
+the BentoML service (service.py) and its plain request functions (predictions.py), member scoring per request
+(members.py), request coalescing, the prediction log, campaign plans and the Bento build."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from features import engines
-from features.cli import DatasetOption, EngineOption, JsonOption, console, user_errors
+from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
 from features.engines import Engine
 from features.errors import DataError
 from features.home import StateHome

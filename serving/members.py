@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.online import OnlineTable, Row
 from features.progress import step
 from serving.models.base import MemberModel
 from serving.models.btyd import BTYD
@@ -28,6 +27,7 @@ from serving.models.champions import Champions
 from serving.models.inputs import InputContext
 from serving.models.kinds import Task
 from serving.models.tiers import TierCuts, TierInputs, TierSettings, tiers_unavailable
+from serving.online.table import OnlineTable, Row
 
 
 @dataclass(frozen=True)

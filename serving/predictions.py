@@ -1,7 +1,8 @@
 """What the service answers, as plain functions over a loaded state: testable without a server.
 
-The state holds the dataset's champions, the latest feature snapshot as the online table (memory-mapped), the
-fresh rows of members with events since it, and what scoring one member needs from the population. A request
+The state holds the dataset's champions, its online store (serving/online: the latest snapshot's rows, memory-
+mapped, and the fresh records of members with events since it), and what scoring one member needs from the
+population. A request
 scores only the members it asks for, from their current rows: start-up time and memory depend on the models and
 the catalogue, not on the number of members. A member with no event since the snapshot gets exactly what batch
 scoring (`community-ml score`) writes for them.
@@ -9,30 +10,13 @@ scoring (`community-ml score`) writes for them.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-import pandas as pd
-
 from features.campaigns import split_position
-from features.events import (
-    EVENT_TABLES,
-    Journal,
-    check_events,
-    entries_frame,
-    event_key,
-    event_rows,
-    events_since,
-)
-from features.fresh_store import FreshStore, MemoryStore, Record, open_store
 from features.home import StateHome
-from features.online import EventFolder, OnlineTable, Row
 from features.privacy import forgotten
-from features.progress import step
 from features.pseudonyms import pseudonym, pseudonym_key
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset
@@ -48,6 +32,7 @@ from serving.models.champions import (
 )
 from serving.models.kinds import ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
+from serving.online.store import OnlineStore
 
 DATASET_ENV = "COMMUNITY_ML_DATASET"
 
@@ -82,15 +67,10 @@ class ServingState:
     dataset: str
     as_of: date
     champions: Champions
-    table: OnlineTable  # the snapshot's rows
+    online: OnlineStore  # the snapshot's rows and members' fresh records since it
     scorer: MemberScorer | None  # None: the dataset has no member champion (recommenders only)
-    folder: EventFolder  # folds new events into rows
-    store: FreshStore  # rows and interactions changed by events since the snapshot
-    journal: Journal
-    journal_position: tuple[int, int] = (0, 0)  # how far this worker has read the journal (inode, offset)
     challenger: Challenger | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    _following: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def member_outputs(self) -> list[str]:
@@ -122,70 +102,22 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     as_of = resolve_as_of(dataset, "latest")
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))  # reused when up to date
     snapshot = Snapshot(dataset, as_of)
-    table = OnlineTable.open(snapshot.path)
+    online = OnlineStore.open(dataset, snapshot, as_of)
+    table = online.table
     scorer = MemberScorer.cached(champions, table, snapshot.features) if champions.of(Task.member) else None
-    cutoff = datetime.combine(as_of, datetime.min.time())
-    folder = EventFolder(table.schema, cutoff, _catalogue(dataset, "products"), _catalogue(dataset, "contents"))
-    namespace = f"{dataset_name}:{as_of}:{snapshot.meta().get('built_at', '')}"
-    state = ServingState(
-        dataset_name, as_of, champions, table, scorer, folder, open_store(namespace), Journal(home, dataset_name)
-    )
+    state = ServingState(dataset_name, as_of, champions, online, scorer)
     if setting is not None and challenger is not None:
         scorer = None
         if setting.kind.task is Task.member:
             scorer = MemberScorer.cached(champions.replacing(challenger), table, snapshot.features)
         state.challenger = Challenger(challenger, setting.share, pseudonym_key(home), scorer)
-    replay(state, dataset, cutoff)
     return state
-
-
-def _catalogue(dataset: Dataset, table: str) -> pd.DataFrame:
-    """Item id and the attribute features read (category, content type): what new events are joined with."""
-    id_column, attribute = ("product_id", "category") if table == "products" else ("content_id", "content_type")
-    frame = (
-        dataset.read(table, [id_column, attribute])
-        if dataset.has(table)
-        else pd.DataFrame(columns=[id_column, attribute])
-    )
-    return frame.astype("string")
-
-
-def replay(state: ServingState, dataset: Dataset, cutoff: datetime) -> None:
-    """Folds in what the snapshot lacks: the journal's events, and those ingested since the snapshot was built.
-    An event already folded in (another worker replayed it first) counts once."""
-    entries, state.journal_position = state.journal.pending()
-    for table, frame in events_since(dataset, cutoff).items():
-        entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
-    if entries:
-        with step(f"folding {len(entries):,} events since the snapshot into members' rows"):
-            fold(state, entries)
-
-
-def follow(state: ServingState) -> None:
-    """Folds in the events other workers of this host accepted since this one last looked (their in-process
-    stores are separate; the journal they all append to is not). One stat when nothing is new; Redis is shared
-    by every worker already."""
-    if not isinstance(state.store, MemoryStore):
-        return
-    try:
-        stat = os.stat(state.journal.current)
-        now = (stat.st_ino, stat.st_size)
-    except FileNotFoundError:
-        now = (0, 0)
-    if now == state.journal_position:
-        return
-    with state._following:
-        entries, state.journal_position = state.journal.read_since(state.journal_position)
-        if entries:
-            fold(state, entries)
 
 
 def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Checks the events, makes the good ones durable in the journal, then folds them into members' rows: the
     members' next answers count them."""
-    checked = check_events(batch)
-    entries = state.journal.append(checked.good)
-    members = fold(state, entries)
+    checked, entries, members = state.online.post(batch)
     # What was kept, in the dataset's terms: never where (the server's files are not the caller's business).
     return {
         "dataset": state.dataset,
@@ -196,58 +128,6 @@ def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> 
     }
 
 
-def fold(state: ServingState, entries: list[dict[str, Any]]) -> list[str]:
-    """Folds journal entries into the fresh records of their members (guest orders have none); returns them."""
-    by_member: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for entry in entries:
-        member = entry["row"].get("member_id")
-        if member is not None:
-            by_member[str(member)].append(entry)
-    members = sorted(by_member)
-    if not members:
-        return members
-
-    def change(records: dict[str, Record | None]) -> dict[str, Record]:
-        new = {
-            m: [e for e in by_member[m] if e["key"] not in set((records[m] or {}).get("events", []))] for m in members
-        }
-        new = {m: es for m, es in new.items() if es}
-        if not new:
-            return {}
-        flat = [e for es in new.values() for e in es]
-        base = {m: records[m]["row"] if records[m] else state.table.row(m) for m in new}
-        frames = {t: entries_frame(flat, t) for t in EVENT_TABLES}  # an empty frame where none
-        folded = state.folder.fold(base, frames["orders"], frames["engagements"])
-        out = {}
-        for member, events in new.items():
-            record = records[member] or {"row": None, "items": {}, "events": []}
-            items = {matrix: dict(weights) for matrix, weights in record["items"].items()}
-            for matrix, by in folded.items.items():
-                for item, weight in by.get(member, {}).items():
-                    items.setdefault(matrix, {})[item] = items.get(matrix, {}).get(item, 0.0) + weight
-            keys = [*record["events"], *(e["key"] for e in events)]
-            out[member] = {"row": folded.rows[member], "items": items, "events": keys}
-        return out
-
-    state.store.update(members, change)
-    return members
-
-
-def member_rows(state: ServingState, member_ids: list[str]) -> dict[str, tuple[Row, float, bool]]:
-    """Each known member's current row, their place in the snapshot's population, and whether events changed it."""
-    follow(state)
-    fresh = state.store.get(member_ids)
-    out: dict[str, tuple[Row, float, bool]] = {}
-    for member in member_ids:
-        position = state.table.position(member)
-        place = float(len(state.table) if position is None else position)
-        if member in fresh:
-            out[member] = (fresh[member]["row"], place, True)
-        elif position is not None:
-            out[member] = (state.table.row_at(position), place, False)
-    return out
-
-
 def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every member champion's output, tier and top reasons per member, scored now from their current rows;
     unknown members are cold start. Also the values of the features behind each answer, for the prediction log."""
@@ -255,7 +135,7 @@ def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict
         raise LookupError(
             f"no member model for dataset {state.dataset!r}: {untrained(state.dataset, kinds_of(Task.member))}"
         )
-    rows = member_rows(state, member_ids)
+    rows = state.online.rows(member_ids)
     known = [m for m in dict.fromkeys(member_ids) if m in rows]
     variants = _variants(state, Task.member, list(dict.fromkeys(member_ids)))
     scored: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -307,12 +187,7 @@ def recommendations(
         )
     model = _item_model(state.champions[kind].model)
     assert kind.items is not None
-    follow(state)
-    fresh = {
-        m: record["items"][kind.items.matrix]
-        for m, record in state.store.get(member_ids).items()
-        if record["items"].get(kind.items.matrix)
-    }
+    fresh = state.online.items(member_ids, kind.items.matrix)
     variants = _variants(state, Task.items, member_ids, kind)
     lists: dict[str, Any] = {}
     for variant in (CHAMPION, CHALLENGER):

@@ -219,7 +219,7 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     seen = member_scores(replica, [member])[0][0]
     assert seen["fresh"] and seen["recency_days"] == 0 and seen == served
     assert metadata["online_store"].startswith("redis") and metadata["fresh_members"] == 1
-    assert not (replica.journal.current.exists())
+    assert not (replica.online.journal.current.exists())
 
     # when: Redis loses everything too, and the service starts again from its state home
     redis.Redis.from_url(redis_url).flushall()
@@ -227,7 +227,7 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     restarted = load_state(own_home, "shop")
     # then: its journal gave back every event it had accepted, once, to itself and the replica
     assert member_scores(restarted, [member])[0][0] == seen == member_scores(replica, [member])[0][0]
-    assert restarted.store.size() == 1
+    assert restarted.online.fresh.size() == 1
 
     # and ingesting adds each event to the tables once, even when a segment is merged twice (an ingest killed
     # after merging it, before deleting it), and leaves nothing to ingest

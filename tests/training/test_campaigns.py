@@ -115,21 +115,25 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
     asked = CliRunner().invoke(app, ["score", "-d", "camp", "--kinds", "churn,uplift", "--out", str(out)])
     assert asked.exit_code == 2 and "train one with `community-ml train churn --dataset camp`" in asked.stderr
     # and the service starts and answers with what there is: /score the uplift, /churn a 404 saying how to train it
-    from starlette.testclient import TestClient
+    # (its endpoints called on the service's own class: a second ASGI app in one process would register BentoML's
+    # metrics twice)
+    import asyncio
+
+    from bentoml.exceptions import NotFound
 
     from serving.cli import preflight
     from serving.service import CommunityML
 
     preflight(camp.home, "camp")
     monkeypatch.setenv("COMMUNITY_ML_DATASET", "camp")
-    with TestClient(CommunityML.to_asgi()) as http:
-        member = str(written.index[0])
-        answer = http.post("/score", json={"member_ids": [member]}).json()
-        assert answer["models"] == {"uplift": champion.describe()}
-        assert answer["members"][0]["uplift"] == pytest.approx(written.at[member, "uplift"])
-        assert answer["members"][0]["tier"] is None and "churn and value" in answer["unavailable"]["tier"]
-        refused = http.post("/churn", json={"member_ids": [member]})
-        assert refused.status_code == 404 and "community-ml train churn --dataset camp" in refused.text
+    service = CommunityML.inner()
+    member = str(written.index[0])
+    answer = asyncio.run(service.score(member_ids=[member]))
+    assert answer["models"] == {"uplift": champion.describe()}
+    assert answer["members"][0]["uplift"] == pytest.approx(written.at[member, "uplift"])
+    assert answer["members"][0]["tier"] is None and "churn and value" in answer["unavailable"]["tier"]
+    with pytest.raises(NotFound, match="train one with `community-ml train churn --dataset camp`"):
+        asyncio.run(service.churn(member_ids=[member]))
     monkeypatch.delenv("COMMUNITY_ML_DATASET")
 
     # a new campaign to the members it expects a push to move, the control never pushed (re-running a plan is

@@ -1,4 +1,5 @@
-"""The online store's pieces: how new events change a member's row, the memory-mapped table, the journal."""
+"""The online table: how new events change a member's row (the folding rules against the snapshot's own
+aggregates), and the memory-mapped layout read back."""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ import ibis
 import ibis.expr.operations as ops
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from features.events import Journal, check_events, event_key, read_entries
-from features.home import StateHome
-from features.online import EventFolder, OnlineTable, empty_row, typed
+from features.events import check_events
 from features.point_in_time import Sources, engagement_events, order_lines
 from features.schema import FEATURES, Needs, Online, View, resolve
+from serving.online.table import EventFolder, OnlineTable, empty_row, typed
 
 AS_OF = datetime(2026, 4, 1)
 SCHEMA = resolve({Needs.orders, Needs.categories, Needs.engagements, Needs.content_types})
@@ -133,48 +131,3 @@ def test_the_online_table_reads_back_every_snapshot_value(tmp_path: Path) -> Non
     assert table.row("b") == {"recency_days": 3.0, "frequency": 2, "channel_main": "web", "consent_marketing": True}
     assert table.row("ü")["consent_marketing"] is False
     assert OnlineTable.open(tmp_path).row("b") == table.row("b")  # laid out once, then read from disk
-
-
-def test_the_journal_keeps_whole_lines_and_follows_a_seal(tmp_path: Path) -> None:
-    journal = Journal(StateHome(tmp_path), "shop")
-    first = journal.append({"orders": events("orders", {"member_id": "m", "ts": "2026-04-02", "amount": 5})})
-    entries, position = journal.read_since((0, 0))
-    assert entries == first and first[0]["key"] == event_key("orders", first[0]["row"])
-    with journal.current.open("a") as handle:  # a line being written when a reader looks
-        handle.write('{"table": "orders", "key"')
-    assert journal.read_since(position) == ([], position)
-    journal.current.write_text(journal.current.read_text().rsplit("\n", 1)[0] + "\n")  # the writer died there
-    journal.seal()
-    second = journal.append({"orders": events("orders", {"member_id": "n", "ts": "2026-04-03", "amount": 6})})
-    assert journal.read_since(position)[0] == second
-    pending, after = journal.pending()
-    assert [e["row"]["member_id"] for e in pending] == ["m", "n"] and journal.read_since(after) == ([], after)
-    assert read_entries(journal.segments()[0]) == first
-
-
-VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(),
-    st.text(max_size=12),
-    st.lists(st.integers(), max_size=2),
-    st.sampled_from(["2026-04-02T10:00", "17850.0", "read", "-3.5", "yes", ""]),
-)
-EVENT = st.dictionaries(
-    st.one_of(
-        st.sampled_from(["member_id", "ts", "amount", "order_id", "action", "content_id", "is_return"]),
-        st.text(max_size=6),
-    ),
-    VALUES,
-    max_size=6,
-)
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(batch=st.fixed_dictionaries({"orders": st.lists(EVENT, max_size=4), "engagements": st.lists(EVENT, max_size=4)}))
-def test_every_posted_event_is_either_kept_or_named_with_its_reason(batch: dict) -> None:
-    checked = check_events(batch)
-    named = {(r["table"], r["index"]) for r in checked.rejected}
-    assert checked.accepted + len(checked.rejected) == len(batch["orders"]) + len(batch["engagements"])
-    assert len(named) == len(checked.rejected) and all(r["reason"] for r in checked.rejected)

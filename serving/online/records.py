@@ -1,4 +1,4 @@
-"""Where fresh rows live: members whose events arrived since the snapshot the service serves (features/online.py).
+"""Where fresh records live: members whose events arrived since the snapshot the service serves (table.py).
 
 One record per member: their updated feature row, their new item interactions by matrix, and the keys of the
 events already folded into it, so an event delivered twice (a client's retry, two workers replaying the journal
@@ -25,7 +25,27 @@ from features.errors import DataError
 REDIS_URL_ENV = "COMMUNITY_ML_REDIS_URL"
 RECORD_TTL_SECONDS = 14 * 24 * 3600  # records of a snapshot no longer served expire by themselves
 Record = dict[str, Any]  # {"row": {...}, "items": {"products": {item: weight}}, "events": [key, ...]}
+Entry = dict[str, Any]  # a journal entry: {"table": ..., "key": ..., "row": {...}}
 Change = Callable[[dict[str, Record | None]], dict[str, Record]]
+
+
+def unseen(record: Record | None, entries: list[Entry]) -> list[Entry]:
+    """The entries not yet folded into the record: an event delivered twice (a retry, a replay) counts once."""
+    seen = set((record or {}).get("events", []))
+    return [e for e in entries if e["key"] not in seen]
+
+
+def merged(
+    record: Record | None, entries: list[Entry], row: dict[str, Any], items: dict[str, dict[str, float]]
+) -> Record:
+    """The record with `entries` folded in: `row`, the member's row with them (table.py's `EventFolder`), and
+    `items`, their new item weights by matrix, added to the record's own."""
+    record = record or {"row": None, "items": {}, "events": []}
+    weights = {matrix: dict(by_item) for matrix, by_item in record["items"].items()}
+    for matrix, by_item in items.items():
+        for item, weight in by_item.items():
+            weights.setdefault(matrix, {})[item] = weights.get(matrix, {}).get(item, 0.0) + weight
+    return {"row": row, "items": weights, "events": [*record["events"], *(e["key"] for e in entries)]}
 
 
 class FreshStore(ABC):

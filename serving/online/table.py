@@ -6,7 +6,7 @@
   (features/schema.py `Online`): counts and sums add the new events' own, recencies become 0, derived features are
   worked out again from the updated row, and what needs history (distinct products, gaps, channels) waits for the
   next build. The new events' aggregates are computed by the very expressions that build snapshots, in DuckDB.
-  Fresh rows live in a `FreshStore` (features/fresh_store.py): in the process, or in Redis for several workers.
+  Fresh rows live in a `FreshStore` (records.py): in the process, or in Redis for several workers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,152 @@
+"""The online store as the service uses it: the snapshot's rows, members' fresh records, and the journal they
+are kept from.
+
+A posted event is checked by the data contract (features/events.py), made durable in the dataset's journal,
+then folded into its member's fresh record here: the member's next answer counts it. Workers of one host follow
+each other's events through the journal; at start the store replays the journal and what was ingested after the
+snapshot was built.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+from features.events import (
+    EVENT_TABLES,
+    Checked,
+    Journal,
+    check_events,
+    entries_frame,
+    event_key,
+    event_rows,
+    events_since,
+)
+from features.progress import step
+from features.snapshots import Snapshot
+from features.store import Dataset
+from serving.online.records import Entry, FreshStore, MemoryStore, Record, merged, open_store, unseen
+from serving.online.table import EventFolder, OnlineTable, Row
+
+
+@dataclass
+class OnlineStore:
+    table: OnlineTable  # the snapshot's rows
+    folder: EventFolder  # folds new events into rows
+    fresh: FreshStore  # the records of members with events since the snapshot
+    journal: Journal
+    journal_position: tuple[int, int] = (0, 0)  # how far this worker has read the journal (inode, offset)
+    _following: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, dataset: Dataset, snapshot: Snapshot, as_of: date) -> OnlineStore:
+        """The store of the dataset's snapshot as of `as_of`, with every event since it folded in."""
+        table = OnlineTable.open(snapshot.path)
+        cutoff = datetime.combine(as_of, datetime.min.time())
+        folder = EventFolder(table.schema, cutoff, _catalogue(dataset, "products"), _catalogue(dataset, "contents"))
+        # Records belong to one snapshot: a rebuilt one (which holds the ingested events) starts from none.
+        namespace = f"{dataset.name}:{as_of}:{snapshot.meta().get('built_at', '')}"
+        store = cls(table, folder, open_store(namespace), Journal(dataset.home, dataset.name))
+        store.replay(dataset, cutoff)
+        return store
+
+    def describe(self) -> dict[str, Any]:
+        return {"members": len(self.table), "fresh_members": self.fresh.size(), "online_store": self.fresh.description}
+
+    def post(self, batch: dict[str, list[dict[str, Any]]]) -> tuple[Checked, list[Entry], list[str]]:
+        """Checks the events, makes the good ones durable in the journal, then folds them into their members'
+        records: (the checks, the entries kept, the members updated)."""
+        checked = check_events(batch)
+        entries = self.journal.append(checked.good)
+        return checked, entries, self.fold(entries)
+
+    def replay(self, dataset: Dataset, cutoff: datetime) -> None:
+        """Folds in what the snapshot lacks: the journal's events, and those ingested since the snapshot was built.
+        An event already folded in (another worker replayed it first) counts once."""
+        entries, self.journal_position = self.journal.pending()
+        for table, frame in events_since(dataset, cutoff).items():
+            entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
+        if entries:
+            with step(f"folding {len(entries):,} events since the snapshot into members' rows"):
+                self.fold(entries)
+
+    def follow(self) -> None:
+        """Folds in the events other workers of this host accepted since this one last looked (their in-process
+        stores are separate; the journal they all append to is not). One stat when nothing is new; Redis is shared
+        by every worker already."""
+        if not isinstance(self.fresh, MemoryStore):
+            return
+        try:
+            stat = os.stat(self.journal.current)
+            now = (stat.st_ino, stat.st_size)
+        except FileNotFoundError:
+            now = (0, 0)
+        if now == self.journal_position:
+            return
+        with self._following:
+            entries, self.journal_position = self.journal.read_since(self.journal_position)
+            if entries:
+                self.fold(entries)
+
+    def fold(self, entries: list[Entry]) -> list[str]:
+        """Folds journal entries into the fresh records of their members (guest orders have none); returns them."""
+        by_member: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            member = entry["row"].get("member_id")
+            if member is not None:
+                by_member[str(member)].append(entry)
+        members = sorted(by_member)
+        if members:
+            self.fresh.update(members, lambda records: self._folded(records, by_member))
+        return members
+
+    def _folded(self, records: dict[str, Record | None], by_member: dict[str, list[Entry]]) -> dict[str, Record]:
+        """The changed records: each member's row and items with their unseen entries folded in, in one pass."""
+        new = {m: es for m in records if (es := unseen(records[m], by_member[m]))}
+        if not new:
+            return {}
+        flat = [e for es in new.values() for e in es]
+        base = {m: (record["row"] if (record := records[m]) else self.table.row(m)) for m in new}
+        frames = {t: entries_frame(flat, t) for t in EVENT_TABLES}  # an empty frame where none
+        folded = self.folder.fold(base, frames["orders"], frames["engagements"])
+        return {
+            m: merged(records[m], es, folded.rows[m], {x: by.get(m, {}) for x, by in folded.items.items()})
+            for m, es in new.items()
+        }
+
+    def rows(self, member_ids: list[str]) -> dict[str, tuple[Row, float, bool]]:
+        """Each known member's current row, their place in the snapshot's population, and whether events changed
+        it."""
+        self.follow()
+        fresh = self.fresh.get(member_ids)
+        out: dict[str, tuple[Row, float, bool]] = {}
+        for member in member_ids:
+            position = self.table.position(member)
+            place = float(len(self.table) if position is None else position)
+            if member in fresh:
+                out[member] = (fresh[member]["row"], place, True)
+            elif position is not None:
+                out[member] = (self.table.row_at(position), place, False)
+        return out
+
+    def items(self, member_ids: list[str], matrix: str) -> dict[str, dict[str, float]]:
+        """The new item interactions (of one matrix) of those members who have any since the snapshot."""
+        self.follow()
+        return {m: r["items"][matrix] for m, r in self.fresh.get(member_ids).items() if r["items"].get(matrix)}
+
+
+def _catalogue(dataset: Dataset, table: str) -> pd.DataFrame:
+    """Item id and the attribute features read (category, content type): what new events are joined with."""
+    id_column, attribute = ("product_id", "category") if table == "products" else ("content_id", "content_type")
+    frame = (
+        dataset.read(table, [id_column, attribute])
+        if dataset.has(table)
+        else pd.DataFrame(columns=[id_column, attribute])
+    )
+    return frame.astype("string")

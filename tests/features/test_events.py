@@ -1,0 +1,62 @@
+"""Posted events: each one kept or named with its reason by the data contract, and the journal that keeps them
+(whole lines only, followed across a seal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.events import Journal, check_events, event_key, read_entries
+from features.home import StateHome
+
+
+def events(table: str, *rows: dict) -> pd.DataFrame:
+    return check_events({table: list(rows)}).good.get(table, pd.DataFrame())
+
+
+def test_the_journal_keeps_whole_lines_and_follows_a_seal(tmp_path: Path) -> None:
+    journal = Journal(StateHome(tmp_path), "shop")
+    first = journal.append({"orders": events("orders", {"member_id": "m", "ts": "2026-04-02", "amount": 5})})
+    entries, position = journal.read_since((0, 0))
+    assert entries == first and first[0]["key"] == event_key("orders", first[0]["row"])
+    with journal.current.open("a") as handle:  # a line being written when a reader looks
+        handle.write('{"table": "orders", "key"')
+    assert journal.read_since(position) == ([], position)
+    journal.current.write_text(journal.current.read_text().rsplit("\n", 1)[0] + "\n")  # the writer died there
+    journal.seal()
+    second = journal.append({"orders": events("orders", {"member_id": "n", "ts": "2026-04-03", "amount": 6})})
+    assert journal.read_since(position)[0] == second
+    pending, after = journal.pending()
+    assert [e["row"]["member_id"] for e in pending] == ["m", "n"] and journal.read_since(after) == ([], after)
+    assert read_entries(journal.segments()[0]) == first
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.sampled_from(["2026-04-02T10:00", "17850.0", "read", "-3.5", "yes", ""]),
+)
+EVENT = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["member_id", "ts", "amount", "order_id", "action", "content_id", "is_return"]),
+        st.text(max_size=6),
+    ),
+    VALUES,
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.fixed_dictionaries({"orders": st.lists(EVENT, max_size=4), "engagements": st.lists(EVENT, max_size=4)}))
+def test_every_posted_event_is_either_kept_or_named_with_its_reason(batch: dict) -> None:
+    checked = check_events(batch)
+    named = {(r["table"], r["index"]) for r in checked.rejected}
+    assert checked.accepted + len(checked.rejected) == len(batch["orders"]) + len(batch["engagements"])
+    assert len(named) == len(checked.rejected) and all(r["reason"] for r in checked.rejected)
