@@ -28,12 +28,14 @@ class BacktestSettings(BaseModel):
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs before each test cutoff")
     seed: int = 0
-    params: dict[str, Any] = Field(default_factory=dict, description="the family's parameters over its defaults")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="learned families' parameters over their defaults, by family"
+    )
 
 
 class BacktestReport(BaseModel):
     kind: str
-    family: str  # the kind's learned family (the rows' methods are families)
+    families: list[str]  # the kind's learned families (the rows' methods are families)
     dataset: str
     horizon_days: int
     rows: list[dict[str, Any]]  # one per (cutoff, method)
@@ -54,14 +56,14 @@ def target_metrics(kind: ModelKind, test: pd.DataFrame, predicted: np.ndarray) -
 
 
 def families_of(kind: ModelKind) -> list[str]:
-    """Every family judged for a member kind: its learned family first, then the baselines of its target."""
-    return [kind.family, *baselines_of(kind.target)]
+    """Every family judged for a member kind: the learned families it declares, then the baselines of its target."""
+    return [*kind.families, *baselines_of(kind.target)]
 
 
 def backtest(
     dataset: Dataset, kind: ModelKind, settings: BacktestSettings, families: list[str] | None = None
 ) -> BacktestReport:
-    """Every family of the kind (or those named; `settings.params` are the learned family's) on every test cutoff.
+    """Every family of the kind (or those named; `settings.params`: the learned families') on every test cutoff.
     Each cutoff's model inputs (BG/NBD and Gamma-Gamma outputs, the RFM score) are computed once and shared."""
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -76,7 +78,7 @@ def backtest(
             test = with_inputs(labelled_snapshot(dataset, cutoff, settings.horizon_days), settings.horizon_days)
             scores = {}
             for family in families or families_of(kind):
-                params = settings.params if family == kind.family else {}
+                params = settings.params.get(family, {})
                 model = MEMBER_FITTERS[family](train, kind, params, settings.seed, settings.horizon_days)
                 scores[family] = target_metrics(kind, test, model.predict(test))
         for method, metrics in scores.items():
@@ -91,7 +93,7 @@ def backtest(
             )
     return BacktestReport(
         kind=kind.name,
-        family=kind.family,
+        families=list(kind.families),
         dataset=dataset.name,
         horizon_days=settings.horizon_days,
         rows=rows,

@@ -29,7 +29,7 @@ from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
 from training.recs_eval import ITEM_LIMITS, Split, compare, random_split, time_split
 from training.recs_fit import ITEM_FITTERS, item_families, tune_family
-from training.tuning import tune
+from training.tuning import SEARCH_SPACES, tune
 
 STEP_DAYS = 30
 # The share of each item's interactions a random-per-item split holds out: the 75/25 of published results.
@@ -156,12 +156,12 @@ class Trainer(ABC):
         return {}
 
     def servable(self, kind: ModelKind) -> list[str]:
-        """The families that may serve the kind: its learned family, then any baseline family."""
-        return [kind.family]
+        """The families that may serve the kind: its learned families, then any baseline family."""
+        return list(kind.families)
 
     def learned(self, kind: ModelKind) -> list[str]:
         """The servable families that learn (the others are baselines, which a learned family must beat)."""
-        return [kind.family]
+        return list(kind.families)
 
     def references(self, kind: ModelKind) -> list[str]:
         """Judged methods that cannot serve but that a learned family must beat too (uplift: churn targeting)."""
@@ -241,18 +241,34 @@ class MemberTrainer(Trainer):
     ) -> tuple[FamilyParams, pd.DataFrame]:
         if not held_out.validation:
             raise DataError(f"{dataset.name}: no validation cutoff older than the test cutoffs to tune on")
-        best, trials = tune(
-            dataset,
-            kind,
-            held_out.validation,
-            trials=plan.trials,
-            seconds=plan.seconds,
-            horizon_days=settings.horizon_days,
-            training_cutoffs=settings.training_cutoffs,
-            seed=settings.seed,
-            study_name=study,
-        )
-        return {kind.family: best}, trials
+        tuned = [f for f in kind.families if f in SEARCH_SPACES]
+        if not tuned:
+            raise DataError(
+                f"no learned family of {kind.name} ({', '.join(kind.families)}) has parameters to tune: train it "
+                "with --trials 0"
+            )
+        untuned = [f for f in kind.families if f not in tuned]
+        if untuned:
+            say(f"not tuned: {', '.join(untuned)} (no parameters to search); judged with their defaults")
+        # Each family its share of the budget, as the item kinds' families get theirs.
+        seconds = None if plan.seconds is None else plan.seconds / len(tuned)
+        best: FamilyParams = {}
+        tables = []
+        for family in tuned:
+            best[family], trials = tune(
+                dataset,
+                kind,
+                family,
+                held_out.validation,
+                trials=plan.trials,
+                seconds=seconds,
+                horizon_days=settings.horizon_days,
+                training_cutoffs=settings.training_cutoffs,
+                seed=settings.seed,
+                study_name=f"{study}/{family}" if len(tuned) > 1 else study,
+            )
+            tables.append(trials.assign(family=family))
+        return best, pd.concat(tables, ignore_index=True)
 
     def evaluate(
         self,
@@ -271,7 +287,7 @@ class MemberTrainer(Trainer):
                 horizon_days=settings.horizon_days,
                 training_cutoffs=settings.training_cutoffs,
                 seed=settings.seed,
-                params=params.get(kind.family, {}),
+                params={f: p for f, p in params.items() if f in kind.families},
             ),
             families=None if only is None else [only],
         )

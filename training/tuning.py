@@ -29,6 +29,7 @@ def suggest_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
 def tune(
     dataset: Dataset,
     kind: ModelKind,
+    family: str,
     cutoffs: list[date],
     *,
     trials: int | None,
@@ -43,9 +44,9 @@ def tune(
 
     The study is stored in `<home>/optuna.db` under `study_name`, so it can be inspected or resumed.
     """
-    if kind.family not in SEARCH_SPACES:
-        raise DataError(f"the {kind.family} family of {kind.name} has no parameters to tune: train it with --trials 0")
-    suggest = SEARCH_SPACES[kind.family]
+    if family not in SEARCH_SPACES:
+        raise DataError(f"the {family} family of {kind.name} has no parameters to tune: train it with --trials 0")
+    suggest = SEARCH_SPACES[family]
     # What the kind is tuned for: the first metric of its gate (churn ranks members, value predicts amounts).
     objective_metric = kind.gate[0]
     metric, direction = objective_metric.name, "maximize" if objective_metric.higher_is_better else "minimize"
@@ -65,11 +66,11 @@ def tune(
             horizon_days=horizon_days,
             training_cutoffs=training_cutoffs,
             seed=seed,
-            params=suggest(trial),
+            params={family: suggest(trial)},
         )
-        report = backtest(dataset, kind, settings, families=[kind.family])
-        score = float(report.mean_by_method().loc[kind.family, metric])
-        say(f"  trial {trial.number + 1}: {metric} {score:.4f}")
+        report = backtest(dataset, kind, settings, families=[family])
+        score = float(report.mean_by_method().loc[family, metric])
+        say(f"  {family} trial {trial.number + 1}: {metric} {score:.4f}")
         return score
 
     study.optimize(objective, n_trials=trials, timeout=seconds)

@@ -59,12 +59,17 @@ class ModelKind:
     name: str  # the CLI's choice; the dataset's registered model is DATASET.name
     summary: str
     target: Target
-    family: str  # the learned family `train` fits and judges against the baselines
+    families: tuple[str, ...]  # the learned families `train` tunes and judges beside the baselines, the default first
     gate: tuple[GateMetric, ...]  # a candidate must beat every rival on each; tuning optimises the first
     label: str | None = None  # member kinds: the snapshot label it learns
     output: str | None = None  # member kinds: the field of a member's answer it fills
     items: ItemSource | None = None  # item kinds
     exclude_seen: bool = False  # item kinds: whether lists leave out what the member already has, by default
+
+    @property
+    def family(self) -> str:
+        """The first learned family the kind declares: judged first, and what a caller asks for by default."""
+        return self.families[0]
 
     @property
     def learns_from_labels(self) -> bool:
@@ -101,7 +106,7 @@ CHURN = ModelKind(
     "churn",
     "who will stop buying: the probability of no purchase in the horizon",
     Target.binary,
-    family="lightgbm",
+    families=("lightgbm",),
     gate=(GateMetric("roc_auc", True),),
     label="churned",
     output="churn_probability",
@@ -110,7 +115,7 @@ VALUE = ModelKind(
     "value",
     "lifetime value: each member's expected spend over the horizon",
     Target.amount,
-    family="lightgbm",
+    families=("lightgbm",),
     gate=(GateMetric("rmse", False), GateMetric("normalized_gini", True)),
     label="future_value",
     output="expected_value",
@@ -119,7 +124,7 @@ PRODUCT_RECS = ModelKind(
     "product-recs",
     "products each member should be shown next (repeat buying allowed)",
     Target.items,
-    family="als",
+    families=("als",),
     gate=_RANKING_WITH_NEW_ITEMS,
     items=PRODUCTS,
     exclude_seen=False,  # repeat buying is normal in retail
@@ -128,7 +133,7 @@ CONTENT_RECS = ModelKind(
     "content-recs",
     "content each member should be shown next (nothing already seen)",
     Target.items,
-    family="als",
+    families=("als",),
     gate=_RANKING,
     items=CONTENTS,
     exclude_seen=True,  # content already read is not worth pushing again
@@ -139,7 +144,7 @@ UPLIFT = ModelKind(
     "who a campaign's push changes: each member's predicted lift in its outcome if pushed (from a randomized "
     "campaign's exposures)",
     Target.uplift,
-    family="x-learner",
+    families=("x-learner",),
     # The Qini coefficient: how much more of the campaign's effect the top of the ranking holds than a random
     # order does. Random targeting scores 0.
     gate=(GateMetric("qini", True),),

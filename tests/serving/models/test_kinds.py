@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
@@ -21,8 +22,10 @@ from serving.models.families import FAMILIES
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
 from training.frames import LabelledFrame
-from training.job import TrainSettings, train
+from training.job import TrainSettings, choose, train
 from training.member_fit import MEMBER_FITTERS
+from training.trainers import MemberTrainer
+from training.tuning import SEARCH_SPACES
 
 
 class ConstantModel(MemberModel):
@@ -52,13 +55,27 @@ def fit_constant(data: LabelledFrame, kind: ModelKind, params: dict, seed: int, 
     return ConstantModel(kind.name, float(data.frame[str(kind.label)].mean()))
 
 
+class ShrunkConstantModel(ConstantModel):
+    """A second toy family of the same kind, with a parameter to tune: the training mean times `shrink`."""
+
+    family = "shrunk-constant"
+
+
+def fit_shrunk(data: LabelledFrame, kind: ModelKind, params: dict, seed: int, horizon_days: int) -> ConstantModel:
+    return ShrunkConstantModel(kind.name, float(data.frame[str(kind.label)].mean()) * params.get("shrink", 1.0))
+
+
+def suggest_shrink(trial: optuna.Trial) -> dict:
+    return {"shrink": trial.suggest_float("shrink", 0.5, 1.0)}
+
+
 # Expected orders over the horizon, judged by RMSE against the amount baselines (which predict spend, so a
 # member's mean order count beats them easily: the toy is meant to pass the gate, not to be useful).
 ORDERS = ModelKind(
     "orders",
-    "orders each member will place over the horizon (a toy: the training mean)",
+    "orders each member will place over the horizon (a toy: the training mean, or a tuned share of it)",
     Target.amount,
-    family="constant",
+    families=("constant", "shrunk-constant"),
     gate=(GateMetric("rmse", higher_is_better=False),),
     label="future_orders",
     output="expected_orders",
@@ -67,28 +84,37 @@ ORDERS = ModelKind(
 
 @contextmanager
 def toy_kind() -> Iterator[ModelKind]:
-    """The toy kind and its family, added the way a new kind is: a table entry, a scorer and a fitter."""
+    """The toy kind and its two families, added the way a new kind is: a table entry, and for each family a scorer,
+    a fitter and (for the one with parameters) a search space."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(KINDS, ORDERS.name, ORDERS)
-        patch.setitem(FAMILIES, ConstantModel.family, ConstantModel)
-        patch.setitem(MEMBER_FITTERS, ConstantModel.family, fit_constant)
+        for model, fit in ((ConstantModel, fit_constant), (ShrunkConstantModel, fit_shrunk)):
+            patch.setitem(FAMILIES, model.family, model)
+            patch.setitem(MEMBER_FITTERS, model.family, fit)
+        patch.setitem(SEARCH_SPACES, ShrunkConstantModel.family, suggest_shrink)
         yield ORDERS
 
 
 @pytest.mark.slow
 def test_a_kind_added_to_the_table_trains_registers_promotes_and_serves(
-    home: StateHome, shop: Dataset, http: TestClient
+    home: StateHome, shop: Dataset, http: TestClient, tmp_path: Path
 ) -> None:
     try:
         with toy_kind() as orders:
-            # when: the one training job trains it
-            result = train(shop, orders, TrainSettings(training_cutoffs=2, test_cutoffs=1))
-            # then: judged against its target's baselines, registered as the dataset's model, and promoted
+            # when: the one training job trains it, tuning what can be tuned
+            result = train(shop, orders, TrainSettings(training_cutoffs=2, test_cutoffs=1, trials=2))
+            # then: every learned family it declares is tuned (the one with parameters) and judged beside its
+            # target's baselines; the candidate is the gate's own choice; registered and promoted
+            trials = pd.read_csv(connect(home).download_artifacts(result.run_id, "optuna_trials.csv", str(tmp_path)))
+            assert set(trials["family"]) == {"shrunk-constant"} and len(trials) == 2
+            assert {*result.rivals, result.family} == {"constant", "shrunk-constant", "run-rate", "bgnbd-gamma-gamma"}
+            judged = {**result.rivals, result.family: result.metrics}
+            job = MemberTrainer()
+            assert (result.family, result.choice) == choose(orders, judged, job.servable(orders), job.learned(orders))
             assert result.promoted, result.reasons
-            assert set(result.rivals) == {"run-rate", "bgnbd-gamma-gamma"}
             assert str(champion(connect(home), "shop", orders).version) == result.version == "1"
             constant = mlflow.pyfunc.load_model("models:/shop.orders@champion").unwrap_python_model().model
-            assert isinstance(constant, ConstantModel) and 0 < constant.value < 5
+            assert isinstance(constant, ConstantModel) and constant.family == result.family and 0 < constant.value < 5
             # and the service, once reloaded, answers with it beside the other member kinds, naming it
             assert http.post("/reload", json={}).status_code == 200
             body = http.post("/score", json={"member_ids": ["M000001", "NOBODY"]}).json()
@@ -97,5 +123,5 @@ def test_a_kind_added_to_the_table_trains_registers_promotes_and_serves(
     known, cold = body["members"]
     assert known["expected_orders"] == pytest.approx(constant.value) and known["churn_probability"] is not None
     assert cold["cold_start"] and cold["expected_orders"] is None
-    assert body["models"]["orders"] == {"name": "shop.orders", "version": "1", "family": "constant"}
+    assert body["models"]["orders"] == {"name": "shop.orders", "version": "1", "family": result.family}
     assert set(body["models"]) == {"churn", "value", "orders"}
