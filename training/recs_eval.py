@@ -8,7 +8,6 @@ hold items the member already has, "new" lists may not (hits then are items new 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -17,15 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from implicit.als import AlternatingLeastSquares
-from implicit.bpr import BayesianPersonalizedRanking
-from implicit.nearest_neighbours import BM25Recommender, CosineRecommender, ItemItemRecommender
 
-from features.errors import DataError
 from features.interactions import Interactions
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
-from serving.models.families.factors import confidences, member_vectors
+from serving.models.families.recommenders import item_family, member_vectors
 from serving.models.kinds import ModelKind
 from serving.models.ranking import rank_items, single_threaded_blas
 
@@ -127,137 +122,6 @@ def random_split(interactions: Interactions, test_share: float = 0.2, seed: int 
 Recommend = Callable[[Split, int, bool], list[np.ndarray]]
 
 
-ALS_DEFAULTS: dict[str, Any] = {
-    "factors": 64,
-    "regularization": 0.05,
-    "alpha": 0.3,
-    "iterations": 20,
-    "bm25_k1": 100.0,
-    "bm25_b": 0.8,
-    # The boost of a member's own items in lists that may repeat them (serving.models.ranking.preference_scores).
-    "repeat_weight": 4.0,
-}
-
-
-def fit_als(train: sp.csr_matrix, params: dict[str, Any] | None = None, seed: int = 0) -> AlternatingLeastSquares:
-    """Implicit ALS on the BM25-weighted confidences of the raw interaction matrix."""
-    p = {**ALS_DEFAULTS, **(params or {})}
-    weighted = confidences(train, p)
-    # implicit parallelises itself; OpenBLAS threads on top of that only contend for the same cores.
-    with single_threaded_blas():
-        model = AlternatingLeastSquares(
-            factors=int(p["factors"]),
-            regularization=float(p["regularization"]),
-            alpha=float(p["alpha"]),
-            iterations=int(p["iterations"]),
-            random_state=seed,
-        )
-        model.fit(weighted, show_progress=False)
-    return model
-
-
-def als_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    model = fit_als(train, params, seed)
-    return np.asarray(model.user_factors), np.asarray(model.item_factors)
-
-
-def popularity_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Popularity as a rank-one factor model: every member's vector is 1, each item's factor the share of the
-    most popular item's members who have it (so scores lie in [0, 1] and one boost fits every dataset)."""
-    members_per_item = np.diff(train.tocsc().indptr).astype(np.float32)
-    top = max(float(members_per_item.max(initial=0.0)), 1.0)
-    return np.ones((train.shape[0], 1), dtype=np.float32), (members_per_item / top)[:, None]
-
-
-def bpr_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bayesian personalised ranking (implicit's): factors learned to rank each member's items above items they do
-    not have, from which items they have (the counts are not used). One thread: implicit's parallel updates race
-    (Hogwild), and the same seed must give the same model (it is also faster on small catalogues). implicit appends
-    a bias column to the item factors (and a column of ones to the members'), so scores include it."""
-    model = BayesianPersonalizedRanking(
-        factors=int(params["factors"]),
-        learning_rate=float(params["learning_rate"]),
-        regularization=float(params["regularization"]),
-        iterations=int(params["iterations"]),
-        random_state=seed,
-        num_threads=1,
-    )
-    have = (train > 0).astype(np.float32).tocsr()
-    with single_threaded_blas():
-        model.fit(have, show_progress=False)
-    return np.asarray(model.user_factors), np.asarray(model.item_factors)
-
-
-def neighbour_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[None, sp.csr_matrix]:
-    """Item-item neighbours as factors: no member factors (a member's vector is their own row of the train matrix)
-    and the transposed top-k similarity matrix, so scores = row x similarities. The similarity is implicit's: BM25
-    (co-occurrences weighted down for long member rows and common items, as in text retrieval) or plain cosine
-    of the raw counts."""
-    model: ItemItemRecommender = (
-        BM25Recommender(K=int(params["neighbours"]), K1=float(params["bm25_k1"]), B=float(params["bm25_b"]))
-        if params["weighting"] == "bm25"
-        else CosineRecommender(K=int(params["neighbours"]))
-    )
-    with warnings.catch_warnings():
-        # implicit's own neighbour fit hands itself a COO matrix and then warns about it.
-        warnings.filterwarnings("ignore", message="Method expects CSR input")
-        model.fit(train, show_progress=False)
-    return None, sp.csr_matrix(model.similarity.T)
-
-
-# EASE's item weights are a dense items x items matrix from the inverse of another: memory grows with the square
-# of the catalogue and time with its cube. At 8,000 items that is 256 MB of float32 weights (512 MB of float64
-# while fitting) and a 35 s fit on two cores (measured: 20,000 members, 0.5% density); past it EASE is not judged.
-EASE_MAX_ITEMS = 8_000
-# The most items each family can be fitted on, where there is a limit.
-ITEM_LIMITS: dict[str, int] = {"ease": EASE_MAX_ITEMS}
-
-
-def ease_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[None, np.ndarray]:
-    """EASE (Steck, 2019), a closed-form item-item model among the strongest on such data: each item's weight for
-    every other, from the inverse of the regularised item co-occurrence matrix, with no item predicting itself.
-    No member factors (a member's vector is whether they have each item); the item factors are the weights'
-    transpose."""
-    n_items = train.shape[1]
-    if n_items > EASE_MAX_ITEMS:
-        raise DataError(f"ease: {n_items:,} items is more than the {EASE_MAX_ITEMS:,} it is fitted on")
-    have = (train > 0).astype(np.float64)
-    gram = (have.T @ have).toarray()
-    gram[np.diag_indices_from(gram)] += float(params["l2"])
-    inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)
-    weights[np.diag_indices_from(weights)] = 0.0
-    return None, np.ascontiguousarray(weights.T, dtype=np.float32)
-
-
-# (train matrix, params, seed) -> (member factors, or None where members are their own rows; item factors)
-Factorize = Callable[[sp.csr_matrix, dict[str, Any], int], tuple[np.ndarray | None, Any]]
-
-# How each item family gets its member and item factors from a train matrix, and its default parameters.
-FACTORIZERS: dict[str, Factorize] = {
-    "als": als_factors,
-    "bpr": bpr_factors,
-    "item-knn": neighbour_factors,
-    "ease": ease_factors,
-    "popular": popularity_factors,
-    "buy-again": popularity_factors,
-}
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "als": ALS_DEFAULTS,
-    # implicit's own defaults for BPR, with ALS's rank and repeat boost.
-    "bpr": {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100, "repeat_weight": 4.0},
-    # implicit's BM25Recommender defaults (20 neighbours, K1 1.2, B 0.75); "cosine" is the other weighting.
-    "item-knn": {"weighting": "bm25", "neighbours": 20, "bm25_k1": 1.2, "bm25_b": 0.75, "repeat_weight": 0.0},
-    # The repeat boost ALS uses: on a validation window of Online Retail (June 2011, before any test window)
-    # it took EASE's repeat lists from 0.308 to 0.357 precision@10 (2: 0.349, 8: 0.358).
-    "ease": {"l2": 500.0, "repeat_weight": 4.0},
-    "popular": {"repeat_weight": 0.0},
-    # The member's own items first, by times bought, then by popularity: a boost of 1,000 spreads of the
-    # popularity scores outweighs any popularity (scores lie in [0, 1]).
-    "buy-again": {"repeat_weight": 1000.0},
-}
-
-
 @dataclass
 class FactorMethod:
     """An item family ranked as the served recommender ranks: its factors, plus the repeat boost where repeats are
@@ -274,7 +138,7 @@ class FactorMethod:
     def __call__(self, split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
         if self._fitted is None or self._fitted[0] is not split.train:
             started = time.perf_counter()
-            self._fitted = split.train, FACTORIZERS[self.family](split.train, self.params, self.seed)
+            self._fitted = split.train, item_family(self.family).factorize(split.train, self.params, self.seed)
             self.fit_seconds = time.perf_counter() - started
         users, items = self._fitted[1]
         started = time.perf_counter()
@@ -294,7 +158,7 @@ class FactorMethod:
 
 def factor_method(family: str, params: dict[str, Any] | None = None, seed: int = 0) -> FactorMethod:
     """The family with its defaults, overridden by `params`, as a split's recommender."""
-    return FactorMethod(family, {**FAMILY_DEFAULTS[family], **(params or {})}, seed)
+    return FactorMethod(family, {**item_family(family).defaults, **(params or {})}, seed)
 
 
 def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:

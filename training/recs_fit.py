@@ -5,9 +5,7 @@ attributes for the rules, popularity by segment for cold start); Optuna's search
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -15,72 +13,14 @@ import optuna
 import pandas as pd
 import scipy.sparse as sp
 
+from features.errors import DataError
 from features.progress import say
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
-from serving.models.base import ItemModel
-from serving.models.families.factors import ITEM_FAMILIES, REPEATS_ONLY, FactorRecommender, RecsSpec
+from serving.models.families.factors import FactorRecommender, RecsSpec
+from serving.models.families.recommenders import ITEM_FAMILIES, item_family
 from serving.models.kinds import ModelKind
-from training.recs_eval import (
-    FACTORIZERS,
-    FAMILY_DEFAULTS,
-    Recommend,
-    Split,
-    compare,
-    factor_method,
-)
-
-
-def suggest_als(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "factors": trial.suggest_int("factors", 16, 256, log=True),
-        "regularization": trial.suggest_float("regularization", 1e-3, 1.0, log=True),
-        "alpha": trial.suggest_float("alpha", 0.1, 10.0, log=True),
-        "iterations": trial.suggest_int("iterations", 10, 40),
-        "bm25_k1": trial.suggest_float("bm25_k1", 1.0, 1000.0, log=True),
-        "bm25_b": trial.suggest_float("bm25_b", 0.0, 1.0),
-    }
-
-
-def suggest_bpr(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "factors": trial.suggest_int("factors", 16, 256, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 1e-3, 0.1, log=True),
-        "regularization": trial.suggest_float("regularization", 1e-4, 0.1, log=True),
-        "iterations": trial.suggest_int("iterations", 30, 300, log=True),
-    }
-
-
-def suggest_item_knn(trial: optuna.Trial) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "weighting": trial.suggest_categorical("weighting", ["bm25", "cosine"]),
-        "neighbours": trial.suggest_int("neighbours", 5, 400, log=True),
-    }
-    if params["weighting"] == "bm25":
-        params["bm25_k1"] = trial.suggest_float("bm25_k1", 0.1, 100.0, log=True)
-        params["bm25_b"] = trial.suggest_float("bm25_b", 0.0, 1.0)
-    return params
-
-
-def suggest_ease(trial: optuna.Trial) -> dict[str, Any]:
-    return {"l2": trial.suggest_float("l2", 1.0, 1e5, log=True)}
-
-
-# What Optuna searches per family; the popularity baselines have nothing to tune.
-SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
-    "als": suggest_als,
-    "bpr": suggest_bpr,
-    "item-knn": suggest_item_knn,
-    "ease": suggest_ease,
-}
-# Where each search starts, before TPE: the defaults, then a coarse sweep of the parameter that matters most (for
-# ALS the rank: 16 factors suit the synthetic community's few personas, 64 Online Retail's wide catalogue).
-STARTS: dict[str, list[dict[str, Any]]] = {
-    "als": [{"factors": f} for f in (64, 16, 32, 128)],
-    "bpr": [{"factors": f} for f in (64, 16, 128)],
-    "item-knn": [{}, {"weighting": "cosine", "neighbours": 100}, {"neighbours": 100}],
-    "ease": [{"l2": v} for v in (500.0, 50.0, 5000.0)],
-}
+from training.recs_eval import Split, compare, factor_method
 
 
 def tune_family(
@@ -100,18 +40,21 @@ def tune_family(
     The objective is precision@k of every kind of list the gate judges (`modes`: whether each leaves out the
     member's own items), added, so that tuning seeks what the gate asks for rather than trading one list for the
     other."""
-    defaults = FAMILY_DEFAULTS[family]
+    record = item_family(family)
+    if record.search is None:
+        raise DataError(f"the {family} family has no parameters to tune")
+    search, defaults = record.search, record.defaults
     repeats = False in modes
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    first = _searched(defaults, family)
+    first = _searched(defaults, search)
     if repeats:
         first["repeat_weight"] = float(defaults.get("repeat_weight", 0.0))
-    for start in STARTS[family][: trials or None]:
+    for start in record.starts[: trials or None]:
         study.enqueue_trial({**first, **start}, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**defaults, **SEARCH_SPACES[family](trial)}
+        params = {**defaults, **search(trial)}
         if repeats:  # the repeat boost only matters for lists that may hold the member's own items
             params["repeat_weight"] = trial.suggest_float("repeat_weight", 0.0, 16.0)
         method = factor_method(family, params, seed)
@@ -125,10 +68,10 @@ def tune_family(
     return {**defaults, **study.best_params}, frame
 
 
-def _searched(defaults: dict[str, Any], family: str) -> dict[str, Any]:
+def _searched(defaults: dict[str, Any], search: Callable[[optuna.Trial], dict[str, Any]]) -> dict[str, Any]:
     """The defaults of the parameters a family's search suggests (an enqueued trial fixes only those)."""
     probe = optuna.trial.FixedTrial(defaults)
-    return {name: defaults[name] for name in SEARCH_SPACES[family](probe) if name in defaults}
+    return {name: defaults[name] for name in search(probe) if name in defaults}
 
 
 def item_attributes(dataset: Dataset, kind: ModelKind) -> pd.DataFrame:
@@ -177,8 +120,8 @@ def fit_recommender(
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))
     interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
     matrix = interactions.matrix.tocsr()
-    p = {**FAMILY_DEFAULTS[family], **params}
-    user_factors, item_factors = FACTORIZERS[family](matrix, p, seed)
+    p = {**item_family(family).defaults, **params}
+    user_factors, item_factors = item_family(family).factorize(matrix, p, seed)
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
     return FactorRecommender(
@@ -203,31 +146,13 @@ def fit_recommender(
     )
 
 
-@dataclass(frozen=True)
-class ItemFitter:
-    """How the training job handles one item family: its default parameters, the family ranking a split's test
-    members (to judge it), whether Optuna tunes it, and the fit of the model that serves."""
-
-    defaults: dict[str, Any]
-    method: Callable[[dict[str, Any], int], Recommend]  # (params, seed) -> the family as a split's recommender
-    tuned: bool
-    fit: Callable[[Dataset, ModelKind, date, dict[str, Any], int], ItemModel]
-
-
-# How each item family is fitted, judged and tuned (the member families' fitters are in training/member_fit.py).
-ITEM_FITTERS: dict[str, ItemFitter] = {
-    family: ItemFitter(
-        FAMILY_DEFAULTS[family],
-        partial(factor_method, family),
-        family in SEARCH_SPACES,
-        partial(fit_recommender, family=family),
-    )
-    for family in ITEM_FAMILIES
-}
-
-
 def item_families(kind: ModelKind) -> list[str]:
-    """Every family that can serve an item kind: its learned family first, then the others in ITEM_FAMILIES'
-    order, but for "buy again" where lists hold only items new to the member (there it is most popular)."""
-    others = [f for f in ITEM_FAMILIES if f != kind.family and not (kind.exclude_seen and f in REPEATS_ONLY)]
-    return [kind.family, *others]
+    """Every family that can serve an item kind: its learned families first, then the other records in the
+    registry's order, but for those only for lists that may repeat the member's own items where lists hold only
+    new items (buy again: there it is most popular)."""
+    others = [
+        name
+        for name, family in ITEM_FAMILIES.items()
+        if name not in kind.families and not (kind.exclude_seen and family.repeats_only)
+    ]
+    return [*kind.families, *others]

@@ -3,7 +3,7 @@
 The training job (training/job.py) is the same for every kind; what differs between member kinds (features and
 labels stacked over monthly cutoffs) and item kinds (a time split of an interaction matrix) lives here, one
 trainer per task. Each trainer takes the algorithm itself from its family's fitter (MEMBER_FITTERS in
-training/member_fit.py, ITEM_FITTERS in training/recs_fit.py).
+training/member_fit.py; a recommender family's record, serving/models/families/recommenders.py).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from features.progress import say, step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from features.store import Dataset
 from serving.models.base import ItemModel, MemberModel
-from serving.models.families.factors import ITEM_BASELINES
+from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
 from training.member_fit import MEMBER_FITTERS
-from training.recs_eval import ITEM_LIMITS, Split, compare, random_split, time_split
-from training.recs_fit import ITEM_FITTERS, item_families, tune_family
+from training.recs_eval import Split, compare, factor_method, random_split, time_split
+from training.recs_fit import fit_recommender, item_families, tune_family
 from training.tuning import SEARCH_SPACES, tune
 
 STEP_DAYS = 30
@@ -326,13 +326,13 @@ class ItemTrainer(Trainer):
     are judged there."""
 
     def family_params(self, family: str) -> dict[str, Any]:
-        return dict(ITEM_FITTERS[family].defaults)
+        return dict(item_family(family).defaults)
 
     def servable(self, kind: ModelKind) -> list[str]:
         return item_families(kind)
 
     def learned(self, kind: ModelKind) -> list[str]:
-        return [f for f in self.servable(kind) if f not in ITEM_BASELINES]
+        return [f for f in self.servable(kind) if not item_family(f).baseline]
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         if settings.split == "random-per-item":  # both splits are carved from the interactions before T
@@ -358,7 +358,7 @@ class ItemTrainer(Trainer):
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, plan: Tuning, study: str
     ) -> tuple[FamilyParams, pd.DataFrame]:
         validation = self._split(dataset, kind, held_out.validation[0], settings, tuning=True)
-        families = _within_limits([f for f in self.servable(kind) if ITEM_FITTERS[f].tuned], validation)
+        families = _within_limits([f for f in self.servable(kind) if item_family(f).tuned], validation)
         each = plan.share(len(families))
         say(f"tuning {', '.join(families)} on the validation split ({each.describe(' each', ' each')})")
         tuned, frames = {}, []
@@ -389,9 +389,7 @@ class ItemTrainer(Trainer):
         with step(f"judging {kind.name} on {where}: {', '.join(families)}"):
             split = self._split(dataset, kind, held_out.tests[0], settings, tuning=False)
             families = _within_limits(families, split)
-            methods = {
-                family: ITEM_FITTERS[family].method(params.get(family, {}), settings.seed) for family in families
-            }
+            methods = {family: factor_method(family, params.get(family, {}), settings.seed) for family in families}
             mode = _judged_mode(kind, settings)
             rows = compare(split, methods, k=settings.k, modes=_judged_modes(kind, settings))
         metrics = {
@@ -412,7 +410,7 @@ class ItemTrainer(Trainer):
         params: dict[str, Any],
         settings: TrainSettings,
     ) -> Fitted:
-        model = ITEM_FITTERS[family].fit(dataset, kind, as_of, params, settings.seed)
+        model = fit_recommender(dataset, kind, as_of, params, settings.seed, family=family)
         return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
 
 
@@ -430,7 +428,7 @@ def _judged_modes(kind: ModelKind, settings: TrainSettings) -> tuple[bool, ...]:
 def _within_limits(families: list[str], split: Split) -> list[str]:
     """The families that can be fitted on the split's catalogue (EASE has an item limit); says which cannot."""
     items = split.train.shape[1]
-    too_many = [f for f in families if items > ITEM_LIMITS.get(f, items)]
+    too_many = [f for f in families if items > (item_family(f).item_limit or items)]
     if too_many:
         say(f"not judged: {', '.join(too_many)} (past their item limit, {items:,} items)")
     return [f for f in families if f not in too_many]

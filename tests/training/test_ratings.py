@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from features.home import StateHome
 from features.store import Dataset
 from serving.models.kinds import CONTENT_RECS
 from serving.models.registry import connect
+from training.job import train
 from training.trainers import RANDOM_TEST_SHARE, ItemTrainer, TrainSettings
 
 MEMBERS, ITEMS, TASTES, RATED = 400, 120, 3, 12
@@ -139,11 +141,11 @@ def test_a_family_past_its_item_limit_is_not_judged(ratings: Dataset, monkeypatc
     import scipy.sparse as sp
 
     from features.errors import DataError
-    from training.recs_eval import EASE_MAX_ITEMS, ITEM_LIMITS, ease_factors
+    from serving.models.families.recommenders import EASE, EASE_MAX_ITEMS, ITEM_FAMILIES
 
     with pytest.raises(DataError, match=f"{EASE_MAX_ITEMS + 1:,} items is more than the {EASE_MAX_ITEMS:,}"):
-        ease_factors(sp.csr_matrix((3, EASE_MAX_ITEMS + 1), dtype=np.float32), {"l2": 500.0}, 0)
-    monkeypatch.setitem(ITEM_LIMITS, "ease", ITEMS - 1)
+        EASE.factorize(sp.csr_matrix((3, EASE_MAX_ITEMS + 1), dtype=np.float32), {"l2": 500.0}, 0)
+    monkeypatch.setitem(ITEM_FAMILIES, EASE.name, dataclasses.replace(EASE, item_limit=ITEMS - 1))
     trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
     held_out = trainer.held_out(ratings, CONTENT_RECS, settings, pd.Timestamp("2025-01-01").date())
     evaluation = trainer.evaluate(ratings, CONTENT_RECS, held_out, {}, settings)
@@ -155,7 +157,8 @@ def test_every_family_serves_and_offers_similar_items_and_fold_in_or_says_it_can
     ratings: Dataset, tmp_path: Path
 ) -> None:
     from serving.models.families import load_model
-    from serving.models.families.factors import ITEM_FAMILIES, OFFERS, NotOffered
+    from serving.models.families.factors import NotOffered
+    from serving.models.families.recommenders import FOLD_IN, ITEM_FAMILIES, SIMILAR_ITEMS
     from training.recs_fit import fit_recommender
 
     as_of = pd.Timestamp("2025-01-01").date()
@@ -163,13 +166,13 @@ def test_every_family_serves_and_offers_similar_items_and_fold_in_or_says_it_can
         model = fit_recommender(ratings, CONTENT_RECS, as_of, {}, seed=0, family=family)
         lists = model.recommend(["U0000"], k=5)
         assert len(lists) == 5 and not lists["cold_start"].any(), family
-        if family in OFFERS["similar items"]:
+        if SIMILAR_ITEMS in ITEM_FAMILIES[family].offers:
             assert "F0000" not in set(model.similar_items("F0000", k=5)["item_id"]), family
         else:
             with pytest.raises(NotOffered, match=f"'{family}' family, which offers no similar items"):
                 model.similar_items("F0000", k=5)
         top = lists["item_id"].iloc[0]
-        if family in OFFERS["fold-in"]:
+        if FOLD_IN in ITEM_FAMILIES[family].offers:
             # the member reads their top recommendation: it leaves their list (content lists are of new items)
             folded = model.fold_in("U0000", {top: 1.0}, k=5)
             assert top not in set(folded["item_id"]) and len(folded) == 5, family
@@ -180,7 +183,7 @@ def test_every_family_serves_and_offers_similar_items_and_fold_in_or_says_it_can
 
 
 def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Dataset) -> None:
-    from training.recs_eval import FAMILY_DEFAULTS
+    from serving.models.families.recommenders import ITEM_FAMILIES
     from training.recs_fit import tune_family
 
     trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
@@ -188,7 +191,7 @@ def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Da
     best, trials = tune_family(validation, "item-knn", (True,), 10, 0, trials=4, seconds=None)
     assert len(trials) == 4 and set(trials["family"]) == {"item-knn"}
     first = trials.iloc[0]
-    defaults = FAMILY_DEFAULTS["item-knn"]
+    defaults = ITEM_FAMILIES["item-knn"].defaults
     assert (first["params_weighting"], first["params_neighbours"]) == (defaults["weighting"], defaults["neighbours"])
     chosen = trials.loc[trials["value"].idxmax()]
     assert (best["weighting"], best["neighbours"]) == (chosen["params_weighting"], chosen["params_neighbours"])
@@ -231,3 +234,40 @@ def test_where_most_popular_wins_it_is_champion_and_recommends(
     assert set(recs["model"]) == {"popular v1"} and recs["member_id"].nunique() == MEMBERS
     read = pd.DataFrame(rows).groupby("user")["movie"].agg(set)
     assert not any(row.item_id in read[row.member_id] for row in recs.itertuples())
+
+
+@pytest.mark.slow
+def test_a_recommender_family_added_as_its_record_alone_is_tuned_judged_and_served(
+    ratings: Dataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from serving.models.families.recommenders import ITEM_FAMILIES, ITEM_KNN, ItemFamily
+
+    # given: a new family, its record and nothing else: item neighbours by plain cosine, with their own defaults,
+    # search space and first trial
+    toy = ItemFamily(
+        "cosine-knn",
+        ITEM_KNN.factorize,
+        {"weighting": "cosine", "neighbours": 50, "repeat_weight": 0.0},
+        lambda trial: {"neighbours": trial.suggest_int("neighbours", 10, 200, log=True)},
+        starts=({"neighbours": 100},),
+        neighbours=True,
+        offers=ITEM_KNN.offers,
+    )
+    monkeypatch.setitem(ITEM_FAMILIES, toy.name, toy)
+    # when: the job trains the kind, the toy made the candidate (without promotion: the module's champion stays)
+    settings = TrainSettings(split="random-per-item", trials=2, family=toy.name, promote=False)
+    result = train(ratings, CONTENT_RECS, settings)
+    # then: it was tuned (its first trial the one its record asks for) and judged beside every other family
+    assert result.family == toy.name and result.params["neighbours"] in range(10, 201)
+    trials = pd.read_csv(connect(ratings.home).download_artifacts(result.run_id, "optuna_trials.csv", str(tmp_path)))
+    mine = trials[trials["family"] == toy.name]
+    assert len(mine) == 2 and mine["params_neighbours"].iloc[0] == 100
+    assert {"als", "bpr", "item-knn", "ease", "popular"} <= set(result.rivals)
+    assert result.metrics["precision"] > result.rivals["popular"]["precision"]
+    # and the registered model loads and recommends from its record, like any family's
+    model = mlflow.pyfunc.load_model(f"models:/ratings.content-recs/{result.version}").unwrap_python_model().model
+    lists = model.recommend(["U0000", "U0001"], k=5)
+    assert model.family == toy.name and len(lists) == 10 and not lists["cold_start"].any()
+    assert len(model.similar_items("F0000", k=3)) == 3

@@ -23,45 +23,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
-from implicit.nearest_neighbours import bm25_weight
 from pydantic import BaseModel, ConfigDict
 
 from features.errors import DataError
 from features.interactions import csr_arrays, csr_from
 from serving.models.base import ItemModel
+from serving.models.families.recommenders import (
+    FOLD_IN,
+    ITEM_FAMILIES,
+    SIMILAR_ITEMS,
+    confidences,
+    item_family,
+    member_vectors,
+)
 from serving.models.ranking import rank_items, single_threaded_blas
-
-ItemFamily = Literal["als", "bpr", "item-knn", "ease", "popular", "buy-again"]
-ITEM_FAMILIES: tuple[str, ...] = get_args(ItemFamily)
-# The baselines: popularity as a rank-one model, every member's vector being 1. A learned family must beat them.
-ITEM_BASELINES: frozenset[str] = frozenset({"popular", "buy-again"})
-# Families that only make sense for lists that may repeat the member's own items (new-only, buy-again is popular).
-REPEATS_ONLY: frozenset[str] = frozenset({"buy-again"})
-# Which families can say which items are alike, and which can fold a member's newest interactions in.
-OFFERS: dict[str, frozenset[str]] = {
-    "similar items": frozenset({"als", "bpr", "item-knn", "ease"}),
-    "fold-in": frozenset({"als", "item-knn", "ease", "popular", "buy-again"}),
-}
-# Families whose member vector is the member's own interaction row (no member factors are stored); EASE reads
-# only whether the member has each item.
-NEIGHBOURS: frozenset[str] = frozenset({"item-knn", "ease"})
-HAS_ITEM_ROWS: frozenset[str] = frozenset({"ease"})
-
-
-def member_vectors(family: str, own: sp.csr_matrix, factors: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
-    """What a family's ranking multiplies the item factors by, for these members: their factors, or, for the
-    neighbour families, their own interaction rows (EASE: whether they have each item). Training's evaluation and
-    the served model both take it from here."""
-    if family not in NEIGHBOURS:
-        assert factors is not None
-        return factors
-    return (own > 0).astype(np.float32) if family in HAS_ITEM_ROWS else own
 
 
 class Ranked(NamedTuple):
@@ -77,16 +58,10 @@ class NotOffered(DataError, LookupError):
     to the CLI, a 404 to the service, like an unknown item."""
 
 
-def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.csr_matrix:
-    """The BM25-weighted confidences ALS is fitted on, from the raw interaction matrix."""
-    weighted = bm25_weight(interactions, K1=float(als_params["bm25_k1"]), B=float(als_params["bm25_b"]))
-    return weighted.tocsr().astype(np.float32)
-
-
 class RecsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: ItemFamily = "als"
+    family: str = "als"  # a record of recommenders.py's ITEM_FAMILIES
     kind: str
     params: dict[str, Any]  # the family's parameters (ALS: factors, regularisation, BM25, the repeat boost)
     exclude_seen_default: bool
@@ -204,7 +179,7 @@ class FactorRecommender(ItemModel):
         cold start by segment. Plain lists, no DataFrame: a single member's answer costs well under a millisecond."""
         exclude_seen = self.spec.exclude_seen_default if exclude_seen is None else exclude_seen
         blocked = self._blocked(exclude or [], category)
-        fresh = fresh if fresh and self.family in OFFERS["fold-in"] else {}
+        fresh = fresh if fresh and FOLD_IN in item_family(self.family).offers else {}
         out: dict[str, Ranked] = {}
         known = [m for m in member_ids if m in self._rows and m not in fresh]
         if known:
@@ -229,7 +204,7 @@ class FactorRecommender(ItemModel):
         return Ranked(self.item_ids[ids[valid]].tolist(), scores[valid].astype(float).tolist(), cold)
 
     def _member_vectors(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
-        factors = None if self.family in NEIGHBOURS else self.user_factors[rows]
+        factors = None if item_family(self.family).neighbours else self.user_factors[rows]
         return member_vectors(self.family, self.interactions[rows], factors)
 
     def _rank(
@@ -250,23 +225,25 @@ class FactorRecommender(ItemModel):
         """Their factors, interactions and segment are no longer used, and they get the overall cold-start list.
         Their row's numbers stay in the arrays until the next training, which no longer sees them."""
         for member in member_ids:
-            if (row := self._rows.pop(member, None)) is not None and self.family not in NEIGHBOURS:
+            if (row := self._rows.pop(member, None)) is not None and not item_family(self.family).neighbours:
                 self.user_factors[row] = 0.0
             self.member_segment.pop(member, None)
 
     def _offers(self, what: str) -> None:
-        if self.family not in OFFERS[what]:
+        if what not in item_family(self.family).offers:
+            offering = sorted(name for name, family in ITEM_FAMILIES.items() if what in family.offers)
             raise NotOffered(
                 f"the {self.kind} champion is the {self.family!r} family, which offers no {what}: "
-                f"{', '.join(sorted(OFFERS[what]))} do"
+                f"{', '.join(offering)} do"
             )
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """The items whose factors point the same way (cosine), most similar first; the item itself excluded.
         NotOffered for a family without learned item factors."""
         column = self._cols[item_id]
-        self._offers("similar items")
-        if self.family in NEIGHBOURS:  # the item-item weights themselves (column j: how much j goes with each)
+        self._offers(SIMILAR_ITEMS)
+        # Neighbour families: the item-item weights themselves (column j: how much j goes with each).
+        if item_family(self.family).neighbours:
             weights = self.item_factors[:, column]
             similarity = (weights.toarray() if sp.issparse(weights) else np.asarray(weights)).ravel().astype(float)
         else:
@@ -287,7 +264,7 @@ class FactorRecommender(ItemModel):
         again (implicit's recalculate) and the other families read them directly. NotOffered for BPR, whose member
         factors only training learns.
         """
-        self._offers("fold-in")
+        self._offers(FOLD_IN)
         ranked = self.ranked([member_id], k, fresh={member_id: item_weights})[0]
         return pd.DataFrame(
             {
@@ -324,7 +301,7 @@ class FactorRecommender(ItemModel):
     def summary(self) -> dict[str, Any]:
         return {
             **super().summary(),
-            "factors": 0 if self.family in NEIGHBOURS else int(self.item_factors.shape[1]),
+            "factors": 0 if item_family(self.family).neighbours else int(self.item_factors.shape[1]),
             "segments": len(self.segment_popularity),
         }
 
