@@ -17,7 +17,7 @@ from serving.models.families.baselines import baselines_of
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
 from training.frames import LabelledFrame, labelled_snapshot, stacked, training_cutoffs
-from training.member_fit import MEMBER_FITTERS
+from training.member_fit import member_family
 from training.metrics import churn_metrics, value_metrics
 
 
@@ -79,7 +79,7 @@ def backtest(
             scores = {}
             for family in families or families_of(kind):
                 params = settings.params.get(family, {})
-                model = MEMBER_FITTERS[family](train, kind, params, settings.seed, settings.horizon_days)
+                model = member_family(family).fit(train, kind, params, settings.seed, settings.horizon_days)
                 scores[family] = target_metrics(kind, test, model.predict(test))
         for method, metrics in scores.items():
             rows.append(

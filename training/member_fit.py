@@ -5,14 +5,16 @@ the model runtime (serving/models/families)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from features.errors import DataError
 from features.schema import FEATURES
 from serving.models.base import MemberModel
 from serving.models.calibration import logit
@@ -21,6 +23,9 @@ from serving.models.families.gbm import GBMModel, GBMSpec, categories_of, encode
 from serving.models.inputs import INPUTS, fit_btyd, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
 from training.frames import LabelledFrame
+
+if TYPE_CHECKING:
+    import optuna
 
 # Small trees with large leaves: on Online Retail's few thousand members per cutoff, deeper trees overfit
 # (backtest ROC-AUC 0.743 with 31 leaves against 0.753 with 7).
@@ -179,10 +184,44 @@ def fit_baseline(
 
 MemberFitter = Callable[[LabelledFrame, ModelKind, dict[str, Any], int, int], MemberModel]
 
-# How each member family is fitted: (stacked training frames, kind, parameters, seed, horizon) -> model.
-MEMBER_FITTERS: dict[str, MemberFitter] = {
-    "lightgbm": fit_gbm,
-    **{name: partial(fit_baseline, family=name) for name in BASELINES},
+
+def suggest_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 10, 300, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.005, 0.1, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+    }
+
+
+@dataclass(frozen=True)
+class MemberFamily:
+    """What training knows of a member family: how it is fitted ((stacked training frames, kind, parameters,
+    seed, horizon) -> model) and what Optuna searches (None: nothing to tune). How its saved models load and
+    score is its class's, in serving/models/families/ (`FAMILIES`)."""
+
+    name: str
+    fit: MemberFitter
+    search: Callable[[optuna.Trial], dict[str, Any]] | None = None
+
+
+# Every member family training can fit, one record each: the learned ones, then the baselines of every target.
+MEMBER_FAMILIES: dict[str, MemberFamily] = {
+    f.name: f
+    for f in (
+        MemberFamily(GBMModel.family, fit_gbm, suggest_lightgbm),
+        *(MemberFamily(name, partial(fit_baseline, family=name)) for name in BASELINES),
+    )
 }
 
-__all__ = ["INPUTS", "MEMBER_FITTERS", "fit_baseline", "fit_gbm", "lgb_params"]
+
+def member_family(name: str) -> MemberFamily:
+    """The family's record; a clear error for a name no record has."""
+    if name not in MEMBER_FAMILIES:
+        raise DataError(f"unknown member family {name!r}; the families are {', '.join(MEMBER_FAMILIES)}")
+    return MEMBER_FAMILIES[name]
+
+
+__all__ = ["INPUTS", "MEMBER_FAMILIES", "MemberFamily", "fit_baseline", "fit_gbm", "lgb_params", "member_family"]

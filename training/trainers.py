@@ -2,8 +2,8 @@
 
 The training job (training/job.py) is the same for every kind; what differs between member kinds (features and
 labels stacked over monthly cutoffs) and item kinds (a time split of an interaction matrix) lives here, one
-trainer per task. Each trainer takes the algorithm itself from its family's fitter (MEMBER_FITTERS in
-training/member_fit.py; a recommender family's record, serving/models/families/recommenders.py).
+trainer per task. Each trainer takes the algorithm itself from its family's record (a member family's in
+training/member_fit.py, a recommender family's in serving/models/families/recommenders.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
-from training.member_fit import MEMBER_FITTERS
+from training.member_fit import member_family
 from training.recs_eval import Split, compare, factor_method, random_split, time_split
 from training.recs_fit import fit_recommender, item_families, tune_family
-from training.tuning import SEARCH_SPACES, tune
+from training.tuning import tune
 
 STEP_DAYS = 30
 # The share of each item's interactions a random-per-item split holds out: the 75/25 of published results.
@@ -241,7 +241,7 @@ class MemberTrainer(Trainer):
     ) -> tuple[FamilyParams, pd.DataFrame]:
         if not held_out.validation:
             raise DataError(f"{dataset.name}: no validation cutoff older than the test cutoffs to tune on")
-        tuned = [f for f in kind.families if f in SEARCH_SPACES]
+        tuned = [f for f in kind.families if member_family(f).search is not None]
         if not tuned:
             raise DataError(
                 f"no learned family of {kind.name} ({', '.join(kind.families)}) has parameters to tune: train it "
@@ -304,7 +304,7 @@ class MemberTrainer(Trainer):
     ) -> Fitted:
         cutoffs = training_cutoffs(as_of, settings.horizon_days, settings.training_cutoffs)
         data = stacked(dataset, cutoffs, settings.horizon_days)
-        model = MEMBER_FITTERS[family](data, kind, params, settings.seed, settings.horizon_days)
+        model = member_family(family).fit(data, kind, params, settings.seed, settings.horizon_days)
         used = sorted(set(data.frame["cutoff"].dt.date))
         return Fitted(model, data.frame[data.feature_columns].head(5), {"training_cutoffs": _dates(used)})
 

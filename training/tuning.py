@@ -13,17 +13,7 @@ from features.progress import say
 from features.store import Dataset
 from serving.models.kinds import ModelKind
 from training.backtest import BacktestSettings, backtest
-
-
-def suggest_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
-    return {
-        "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 10, 300, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.005, 0.1, log=True),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
-    }
+from training.member_fit import member_family
 
 
 def tune(
@@ -44,9 +34,9 @@ def tune(
 
     The study is stored in `<home>/optuna.db` under `study_name`, so it can be inspected or resumed.
     """
-    if family not in SEARCH_SPACES:
+    suggest = member_family(family).search
+    if suggest is None:
         raise DataError(f"the {family} family of {kind.name} has no parameters to tune: train it with --trials 0")
-    suggest = SEARCH_SPACES[family]
     # What the kind is tuned for: the first metric of its gate (churn ranks members, value predicts amounts).
     objective_metric = kind.gate[0]
     metric, direction = objective_metric.name, "maximize" if objective_metric.higher_is_better else "minimize"
@@ -75,6 +65,3 @@ def tune(
 
     study.optimize(objective, n_trials=trials, timeout=seconds)
     return dict(study.best_params), study.trials_dataframe()
-
-
-SEARCH_SPACES = {"lightgbm": suggest_lightgbm}

@@ -13,7 +13,7 @@ from serving.models.inputs import INPUTS, with_inputs
 from serving.models.kinds import CHURN, VALUE
 from tests.conftest import requires_online_retail
 from training.frames import LabelledFrame, labelled_snapshot
-from training.member_fit import MEMBER_FITTERS
+from training.member_fit import member_family
 
 pytestmark = [requires_online_retail, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def test_every_member_who_ordered_before_the_cutoff_gets_a_finite_answer_from_ev
     assert set(inputs.index[inputs[empty].isna().any(axis=1)]) == returns_only
 
     for kind, family in ((CHURN, "lightgbm"), (CHURN, "rfm"), (VALUE, "lightgbm"), (VALUE, "bgnbd-gamma-gamma")):
-        predicted = MEMBER_FITTERS[family](train, kind, {"n_estimators": 50}, 0, 90).predict(scored)
+        predicted = member_family(family).fit(train, kind, {"n_estimators": 50}, 0, 90).predict(scored)
         assert len(predicted) == len(scored), (kind.name, family)
         assert np.isfinite(predicted).all(), (kind.name, family)
         if kind is CHURN:

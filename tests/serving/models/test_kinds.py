@@ -23,9 +23,8 @@ from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
 from training.frames import LabelledFrame
 from training.job import TrainSettings, choose, train
-from training.member_fit import MEMBER_FITTERS
+from training.member_fit import MEMBER_FAMILIES, MemberFamily
 from training.trainers import MemberTrainer
-from training.tuning import SEARCH_SPACES
 
 
 class ConstantModel(MemberModel):
@@ -84,14 +83,16 @@ ORDERS = ModelKind(
 
 @contextmanager
 def toy_kind() -> Iterator[ModelKind]:
-    """The toy kind and its two families, added the way a new kind is: a table entry, and for each family a scorer,
-    a fitter and (for the one with parameters) a search space."""
+    """The toy kind and its two families, added the way a new kind is: a table entry, and for each family its
+    class (how a saved model loads and scores) and its record (how it is fitted; what Optuna searches)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(KINDS, ORDERS.name, ORDERS)
-        for model, fit in ((ConstantModel, fit_constant), (ShrunkConstantModel, fit_shrunk)):
+        for model, record in (
+            (ConstantModel, MemberFamily(ConstantModel.family, fit_constant)),
+            (ShrunkConstantModel, MemberFamily(ShrunkConstantModel.family, fit_shrunk, suggest_shrink)),
+        ):
             patch.setitem(FAMILIES, model.family, model)
-            patch.setitem(MEMBER_FITTERS, model.family, fit)
-        patch.setitem(SEARCH_SPACES, ShrunkConstantModel.family, suggest_shrink)
+            patch.setitem(MEMBER_FAMILIES, record.name, record)
         yield ORDERS
 
 
