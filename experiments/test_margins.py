@@ -86,7 +86,8 @@ def backtests(home: object) -> list[Claim]:
 def recommenders(home: object) -> list[Claim]:
     from serving.models.kinds import CONTENT_RECS
     from tests.conftest import synthetic
-    from training.recs_eval import als, compare, item_cosine, popular, time_split
+    from tests.training.test_recs_eval import als, item_cosine, popular
+    from training.recs_eval import compare, time_split
 
     split = time_split(synthetic(home, "community", members=2_000), CONTENT_RECS, date(2025, 12, 1), 90)
     rows = compare(split, {"popular": popular, "item cosine": item_cosine(), "als": als()}, modes=(True,))
@@ -132,7 +133,8 @@ def online_retail(home: object) -> list[Claim]:
     from features.store import Dataset
     from serving.models.kinds import PRODUCT_RECS
     from tests.conftest import ONLINE_RETAIL_CSV
-    from training.recs_eval import als, compare, popular, time_split
+    from tests.training.test_recs_eval import als, popular
+    from training.recs_eval import compare, time_split
 
     if not ONLINE_RETAIL_CSV.exists():
         print(f"online_retail: skipped, {ONLINE_RETAIL_CSV} is absent")

@@ -161,20 +161,6 @@ def factor_method(family: str, params: dict[str, Any] | None = None, seed: int =
     return FactorMethod(family, {**item_family(family).defaults, **(params or {})}, seed)
 
 
-def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
-    """ALS ranked as the served recommender ranks: factors, plus the repeat boost where repeats are allowed."""
-    return factor_method("als", params, seed)
-
-
-# The items most members have, the same for everyone (minus what each member has, if asked).
-popular: Recommend = factor_method("popular")
-
-
-def item_cosine(neighbours: int = 100) -> Recommend:
-    """Item-item cosine similarity over the raw matrix (implicit's nearest-neighbour model), as it serves."""
-    return factor_method("item-knn", {"weighting": "cosine", "neighbours": neighbours})
-
-
 def compare(
     split: Split, methods: dict[str, Recommend], k: int = 10, modes: tuple[bool, ...] = (False, True)
 ) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,23 @@ from features.interactions import Interactions
 from features.store import Dataset
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from tests.conftest import requires_online_retail, synthetic
-from training.recs_eval import Split, als, compare, item_cosine, popular, random_split, time_split, top_k_metrics
+from training.recs_eval import Recommend, Split, compare, factor_method, random_split, time_split, top_k_metrics
+
+
+# The families as a split's recommenders, with their defaults: the methods these tests (and
+# experiments/test_margins.py) compare.
+def als(params: dict[str, Any] | None = None, seed: int = 0) -> Recommend:
+    """ALS ranked as the served recommender ranks: factors, plus the repeat boost where repeats are allowed."""
+    return factor_method("als", params, seed)
+
+
+# The items most members have, the same for everyone (minus what each member has, if asked).
+popular: Recommend = factor_method("popular")
+
+
+def item_cosine(neighbours: int = 100) -> Recommend:
+    """Item-item cosine similarity over the raw matrix (implicit's nearest-neighbour model), as it serves."""
+    return factor_method("item-knn", {"weighting": "cosine", "neighbours": neighbours})
 
 
 def test_top_k_metrics_by_hand() -> None:
