@@ -1,9 +1,11 @@
 """The table of model kinds: what each model predicts, how it is judged and how it is served.
 
 Everything that differs between kinds is derived from this table: the CLI's choices, the gate's metrics, the
-matrix a recommender learns from and its list defaults, the champions the service needs before it starts and
-the ones a Bento packs. Adding a kind is one entry here, plus its family's code if it needs a new family
-(serving/models/families/ to score; training/member_fit.py or training/recs_fit.py to fit).
+matrix a recommender learns from and its list defaults, the learned families `train` judges. The service, batch
+scoring and a Bento take whichever champions a dataset has (the tiers need churn and value:
+serving/models/tiers.py). Adding a kind is one entry here; a new family is declared where its task's families
+are: a recommender family's record in serving/models/families/recommenders.py, a member family's class in
+serving/models/families/ and its record in training/member_fit.py.
 """
 
 from __future__ import annotations
