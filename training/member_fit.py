@@ -200,7 +200,7 @@ def suggest_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
 class MemberFamily:
     """What training knows of a member family: how it is fitted ((stacked training frames, kind, parameters,
     seed, horizon) -> model) and what Optuna searches (None: nothing to tune). How its saved models load and
-    score is its class's, in serving/models/families/ (`FAMILIES`)."""
+    score is its class's (its algorithm: a MemberModel subclass, which registers the family by being defined)."""
 
     name: str
     fit: MemberFitter

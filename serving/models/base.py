@@ -30,11 +30,21 @@ def read_spec(artifacts: Mapping[str, str]) -> dict[str, Any]:
 
 
 class MemberModel(ABC):
-    """A fitted model of a member kind (churn, value, ...): one number per feature row."""
+    """A fitted model of a member kind (churn, value, ...): one number per feature row.
+
+    A member family's class is its registration: defining a subclass with a `family` (or the `serves` it loads,
+    for one class serving several families) is what lets `load_model` load that family's saved models."""
 
     family: ClassVar[str]
+    serves: ClassVar[tuple[str, ...]] = ()  # the families whose saved models this class loads (default: `family`)
     kind: str
     columns: list[str]  # the snapshot features it reads
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("family")
+        for name in cls.__dict__.get("serves") or ((own,) if isinstance(own, str) else ()):
+            MEMBER_CLASSES[name] = cls
 
     @abstractmethod
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -85,6 +95,10 @@ class MemberModel(ABC):
                 f"the {self.kind} model was trained on features this snapshot lacks ({shown}): the dataset's "
                 f"tables changed since it was trained; retrain it with `community-ml train {self.kind}`"
             )
+
+
+# Member model classes by the families they load (each class adds itself when defined: see MemberModel).
+MEMBER_CLASSES: dict[str, type[MemberModel]] = {}
 
 
 class ListRules(BaseModel):

@@ -2,9 +2,9 @@
 
 `model_class` maps the "family" written in a saved model's spec.json to its class, so one loader (and one MLflow
 "models from code" file, serving/models/pyfunc_model.py) serves every kind and family. A member family is its
-module and one entry of `FAMILIES` here, fitted by training (training/member_fit.py); a recommender family is
-its record in recommenders.py (the factorizer, parameters, search space and what it offers), served by
-FactorRecommender.
+class (a MemberModel subclass registers the families it loads by being defined), fitted by its record in
+training (training/member_fit.py); a recommender family is its record in recommenders.py (the factorizer,
+parameters, search space and what it offers), served by FactorRecommender.
 """
 
 from __future__ import annotations
@@ -12,24 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from features.errors import DataError
-from serving.models.base import ItemModel, MemberModel, read_spec
-from serving.models.families.baselines import BASELINES, BaselineModel
+from serving.models.base import MEMBER_CLASSES, ItemModel, MemberModel, read_spec
+from serving.models.families import baselines, gbm, uplift
 from serving.models.families.factors import FactorRecommender
-from serving.models.families.gbm import GBMModel
 from serving.models.families.recommenders import ITEM_FAMILIES
-from serving.models.families.uplift import UPLIFT_FAMILIES, UpliftModel
 
-# The member families' classes; every recommender family (a record of recommenders.py) is a FactorRecommender.
-FAMILIES: dict[str, type[MemberModel] | type[ItemModel]] = {
-    GBMModel.family: GBMModel,
-    **dict.fromkeys(BASELINES, BaselineModel),  # recency, rfm, bgnbd-..., run-rate: one class, its spec says which
-    **dict.fromkeys(UPLIFT_FAMILIES, UpliftModel),  # x-learner, t-learner, random
-}
+# The member families' classes register themselves (MemberModel): importing their modules here is what makes
+# them known to the loader; every recommender family (a record of recommenders.py) is a FactorRecommender.
+MEMBER_MODULES = (gbm, baselines, uplift)
 
 
 def model_class(family: str) -> type[MemberModel] | type[ItemModel] | None:
     """The class that loads and scores a family's saved models (None: a family this version does not know)."""
-    return FactorRecommender if family in ITEM_FAMILIES else FAMILIES.get(family)
+    return FactorRecommender if family in ITEM_FAMILIES else MEMBER_CLASSES.get(family)
 
 
 def load_model(artifacts: Mapping[str, str]) -> MemberModel | ItemModel:
@@ -37,6 +32,6 @@ def load_model(artifacts: Mapping[str, str]) -> MemberModel | ItemModel:
     family = str(read_spec(artifacts).get("family"))
     loader = model_class(family)
     if loader is None:
-        known = ", ".join([*FAMILIES, *ITEM_FAMILIES])
+        known = ", ".join([*MEMBER_CLASSES, *ITEM_FAMILIES])
         raise DataError(f"a saved model of family {family!r}, which this version does not know (known: {known})")
     return loader.load(artifacts)

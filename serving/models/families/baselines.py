@@ -98,6 +98,8 @@ class BaselineSpec(BaseModel):
 class BaselineModel(MemberModel):
     """A baseline family, ready to score feature rows (with its calibration, for a churn kind)."""
 
+    serves = tuple(BASELINES)  # recency, rfm, bgnbd-..., run-rate: one class, its spec says which
+
     def __init__(self, spec: BaselineSpec) -> None:
         self.spec, self.kind, self.family = spec, spec.kind, spec.family
         self.baseline = BASELINES[spec.family]

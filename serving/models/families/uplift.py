@@ -48,6 +48,8 @@ class UpliftSpec(BaseModel):
 
 
 class UpliftModel(MemberModel):
+    serves = UPLIFT_FAMILIES  # one class, three families: its spec says which
+
     def __init__(self, spec: UpliftSpec, boosters: dict[str, lgb.Booster]) -> None:
         self.spec, self.boosters = spec, boosters
         self.kind, self.family = spec.kind, spec.family  # one class, three families: its spec says which

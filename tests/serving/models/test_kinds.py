@@ -18,7 +18,6 @@ from starlette.testclient import TestClient
 from features.home import StateHome
 from features.store import Dataset
 from serving.models.base import MemberModel
-from serving.models.families import FAMILIES
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
 from training.frames import LabelledFrame
@@ -84,14 +83,15 @@ ORDERS = ModelKind(
 @contextmanager
 def toy_kind() -> Iterator[ModelKind]:
     """The toy kind and its two families, added the way a new kind is: a table entry, and for each family its
-    class (how a saved model loads and scores) and its record (how it is fitted; what Optuna searches)."""
+    algorithm (its class: how a saved model loads and scores) and its record (how it is fitted; what Optuna
+    searches)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(KINDS, ORDERS.name, ORDERS)
-        for model, record in (
-            (ConstantModel, MemberFamily(ConstantModel.family, fit_constant)),
-            (ShrunkConstantModel, MemberFamily(ShrunkConstantModel.family, fit_shrunk, suggest_shrink)),
+        # (each family's class, defined above, registered itself: it is the family's algorithm)
+        for record in (
+            MemberFamily(ConstantModel.family, fit_constant),
+            MemberFamily(ShrunkConstantModel.family, fit_shrunk, suggest_shrink),
         ):
-            patch.setitem(FAMILIES, model.family, model)
             patch.setitem(MEMBER_FAMILIES, record.name, record)
         yield ORDERS
 
