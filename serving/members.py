@@ -151,7 +151,7 @@ class MemberScorer:
         answers, inputs = [], []
         for i, row in enumerate(rows):
             values = {name: float(outputs[name][i]) for name in outputs}
-            tier = None if self.cuts is None else self.cuts.tier(TierInputs.of(values, row), positions[i])
+            tier = None if self.cuts is None else self.cuts.tier(values, row, positions[i])
             recency = row.get("recency_days")  # days since the last order, counting orders since the snapshot
             answers.append({**values, "recency_days": recency, "tier": tier, "top_reasons": reasons[i]})
             inputs.append({name: _logged(reasons_rows[i].get(name)) for name in reasons[i]})

@@ -51,8 +51,8 @@ class TierSettings(BaseModel):
 
 @dataclass(frozen=True)
 class TierInputs:
-    """What a member's tier is cut from: the churn and value champions' outputs and three of their features, one
-    array each, for a population or (arrays of one) a single member."""
+    """What a population's tiers are cut from: the churn and value champions' outputs and three of the members'
+    features, one array each (NaN where a member has no value)."""
 
     churn_probability: np.ndarray
     expected_value: np.ndarray
@@ -61,16 +61,17 @@ class TierInputs:
     frequency: np.ndarray
 
     @classmethod
-    def of(cls, outputs: Mapping[str, Any], features: Mapping[str, Any]) -> TierInputs:
-        """From the champions' outputs by name and the members' features (a frame, or one member's row, where a
-        missing value is None)."""
-        columns = (outputs[CHURN.output], outputs[VALUE.output], *(features.get(f) for f in TIER_FEATURES))
-        return cls(*(np.asarray(np.where(pd.isna(c), np.nan, c), dtype=float).reshape(-1) for c in columns))
+    def of(cls, outputs: Mapping[str, Any], features: pd.DataFrame) -> TierInputs:
+        """From the champions' outputs by name and the members' features, rows in the same order."""
+        return cls(
+            np.asarray(outputs[CHURN.output], dtype=float),
+            np.asarray(outputs[VALUE.output], dtype=float),
+            *(features[f].to_numpy(dtype=float) for f in TIER_FEATURES),
+        )
 
     @property
     def at_stake(self) -> np.ndarray:
-        """Churn probability x recent spend: what a member's leaving would cost now."""
-        return self.churn_probability * np.clip(np.nan_to_num(self.recent_spend), 0, None)
+        return _at_stake(self.churn_probability, np.clip(np.nan_to_num(self.recent_spend), 0, None))
 
 
 # The features a tier reads beside the champions' outputs, in TierInputs' order.
@@ -107,8 +108,25 @@ def assign_tiers(inputs: TierInputs, settings: TierSettings | None = None) -> np
 
 
 def _established(inputs: TierInputs, s: TierSettings) -> np.ndarray:
+    return _is_established(np.nan_to_num(inputs.tenure_days), np.nan_to_num(inputs.frequency), s)
+
+
+# The two rules a tier is cut by, for a population's arrays and for one member's floats alike (missing values
+# already 0, recent spend already clipped at 0): the same arithmetic, so one member gets the tier the population
+# would give them.
+def _is_established(tenure_days: Any, frequency: Any, s: TierSettings) -> Any:
     """Members known long enough, who have bought: the others are "new"."""
-    return (np.nan_to_num(inputs.tenure_days) >= s.new_member_days) & (np.nan_to_num(inputs.frequency) > 0)
+    return (tenure_days >= s.new_member_days) & (frequency > 0)
+
+
+def _at_stake(churn_probability: Any, recent_spend: Any) -> Any:
+    """Churn probability x recent spend: what a member's leaving would cost now."""
+    return churn_probability * recent_spend
+
+
+def _known(value: Any) -> float:
+    """A feature value as a float, 0 where it is missing (None or NaN), as np.nan_to_num gives the population."""
+    return 0.0 if value is None or value != value else float(value)
 
 
 @dataclass(frozen=True)
@@ -136,20 +154,22 @@ class TierCuts:
         value = population.expected_value
         return cls(s, last("churn_risk", population.at_stake), last("high_value", value), last("potential", value))
 
-    def tier(self, member: TierInputs, position: float) -> str:
-        """One member's tier (`member`: arrays of one); `position`: their place in the population (past its end
-        for a member new to it)."""
-        if not _established(member, self.settings)[0]:
+    def tier(self, outputs: Mapping[str, float], row: Mapping[str, Any], position: float) -> str:
+        """One member's tier from the champions' outputs and their feature row, in plain floats (a request's path:
+        no arrays); `position`: their place in the population (past its end for a member new to it)."""
+        recent_spend, tenure_days, frequency = (_known(row.get(f)) for f in TIER_FEATURES)
+        if not _is_established(tenure_days, frequency, self.settings):
             return "new"
 
         def within(cut: tuple[float, float] | None, score: float) -> bool:
             return cut is not None and (score > cut[0] or (score == cut[0] and position <= cut[1]))
 
-        if within(self.risk, float(member.at_stake[0])):
+        if within(self.risk, _at_stake(outputs[CHURN.output], max(recent_spend, 0.0))):
             return "churn_risk"
-        if within(self.high, float(member.expected_value[0])):
+        value = outputs[VALUE.output]
+        if within(self.high, value):
             return "high_value"
-        if within(self.potential, float(member.expected_value[0])):
+        if within(self.potential, value):
             return "potential"
         return "ordinary"
 

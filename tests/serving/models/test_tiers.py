@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from serving.models.tiers import TierInputs, TierSettings, assign_tiers
+from serving.models.tiers import TIER_FEATURES, TierCuts, TierInputs, TierSettings, assign_tiers
 
 
 def test_tiers_follow_the_configured_shares_and_put_fading_spenders_at_risk() -> None:
@@ -28,3 +28,28 @@ def test_tiers_follow_the_configured_shares_and_put_fading_spenders_at_risk() ->
     assert min(value[tiers == "high_value"]) >= max(value[tiers == "potential"])
     with pytest.raises(ValidationError, match=r"tier shares add up to 1\.100, not 1"):
         TierSettings(high_value_share=0.25)
+
+
+def test_one_member_tiered_alone_gets_the_tier_the_population_gives_them() -> None:
+    # given: a population with missing spend and frequency, new members, and ties in value
+    rng = np.random.default_rng(3)
+    n = 2_000
+    spend, tenure, frequency = rng.gamma(2.0, 100.0, n), np.full(n, 200.0), np.full(n, 3.0)
+    spend[::7], tenure[::11], frequency[::13] = np.nan, 10.0, np.nan
+    value = np.round(rng.gamma(2.0, 100.0, n), -1)  # rounded: many members tie
+    population = TierInputs(rng.random(n), value, spend, tenure, frequency)
+    cuts, whole = TierCuts.of(population), assign_tiers(population)
+    # when: each member is tiered alone, from floats, as a request does (None where the row has no value)
+    alone = [
+        cuts.tier(
+            {"churn_probability": population.churn_probability[i], "expected_value": value[i]},
+            {
+                f: None if np.isnan(x) else x
+                for f, x in zip(TIER_FEATURES, (spend[i], tenure[i], frequency[i]), strict=True)
+            },
+            float(i),
+        )
+        for i in range(n)
+    ]
+    # then
+    assert alone == list(whole) and {"new", "churn_risk", "high_value", "potential", "ordinary"} == set(whole)
