@@ -17,7 +17,7 @@ from features.store import Dataset
 from serving.models import registry
 from serving.models.champions import Champions, load_champions
 from serving.models.kinds import CHURN
-from serving.models.tiers import TIERED_BY
+from serving.models.tiers import tiers_unavailable
 
 
 @dataclass
@@ -47,8 +47,8 @@ def champion_reference(dataset: Dataset) -> Reference:
     """The dataset's champions and the churn champion's training snapshot; a clear error when there is no
     champion to monitor."""
     champions = load_champions(dataset.home, dataset.name)
-    for kind in TIERED_BY:  # monitoring compares predictions and tiers: both champions, or a clear error
-        champions[kind]
+    if why := tiers_unavailable(champions):  # monitoring compares predictions and tiers
+        raise DataError(f"{dataset.name}: nothing to monitor: {why}")
     churn = champions[CHURN]
     client = registry.connect(dataset.home)
     params = dict(client.get_run(churn.run_id).data.params) if churn.run_id else {}

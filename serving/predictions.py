@@ -2,16 +2,16 @@
 
 The state holds the dataset's champions, its online store (serving/online: the latest snapshot's rows, memory-
 mapped, and the fresh records of members with events since it), and what scoring one member needs from the
-population. A request
-scores only the members it asks for, from their current rows: start-up time and memory depend on the models and
-the catalogue, not on the number of members. A member with no event since the snapshot gets exactly what batch
-scoring (`community-ml score`) writes for them.
+population. A request scores only the members it asks for, from their current rows: start-up time and memory
+depend on the models and the catalogue, not on the number of members. A member with no event since the snapshot
+gets exactly what batch scoring (`community-ml score`) writes for them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Any
 
 from features.campaigns import split_position
@@ -79,8 +79,10 @@ class ServingState:
     def models(self, *kinds: ModelKind) -> dict[str, dict[str, str]]:
         return self.champions.described(*kinds)
 
+    @cached_property
     def unavailable(self) -> dict[str, str]:
-        """What member answers lack and why (the tiers, without a churn or value champion): said in every answer."""
+        """What member answers lack and why (the tiers, without a churn or value champion): said in every answer,
+        found once per state."""
         why = tiers_unavailable(self.champions) if self.scorer is not None else None
         return {} if why is None else {"tier": why}
 

@@ -130,11 +130,11 @@ class CommunityML:
         """`kind`: the model the endpoint is named after (/churn, /value), which must have a champion; /score
         answers with whichever member champions there are."""
         started = time.perf_counter()
-        if kind is not None and kind not in self.state.champions:
-            raise bentoml.exceptions.NotFound(
-                f"no champion {kind.name} model for dataset {self.dataset!r}; train one with "
-                f"`{kind.train_command(self.dataset)}`"
-            )
+        try:
+            if kind is not None:
+                self.state.champions[kind]  # none: its error says how to train one
+        except DataError as exc:
+            raise bentoml.exceptions.NotFound(self._told(exc)) from exc
         try:
             state, scored = await self._score_calls(None, member_ids)
         except LookupError as exc:  # no member champion at all
@@ -143,7 +143,7 @@ class CommunityML:
         logged = [{**record, "inputs": values} for record, values in scored]
         self._log(state, endpoint, logged, state.champions.versions(Task.member), started)
         answer = {"as_of": str(state.as_of), "models": state.models(*members), "members": [r for r, _ in scored]}
-        if unavailable := state.unavailable():
+        if unavailable := state.unavailable:
             answer["unavailable"] = unavailable
         return _with_challenger(answer, state, Task.member)
 
@@ -325,8 +325,9 @@ class CommunityML:
             try:
                 fresh = load_state(self.home, self.dataset)
             except Exception as exc:
-                self.last_reload_error = f"{type(exc).__name__}: {self._told(exc)}"
-                raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {self._told(exc)}") from exc
+                told = self._told(exc)
+                self.last_reload_error = f"{type(exc).__name__}: {told}"
+                raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {told}") from exc
             self.state, self.last_reload_error = fresh, None
         return self._metadata()
 

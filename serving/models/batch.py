@@ -81,8 +81,6 @@ def score_members(
     churn and value champions) and top_reasons for every member known before `as_of`."""
     champions = champions or member_champions(dataset, kinds)
     features = snapshot_features(dataset, as_of)
-    explaining = champions.explaining()
-    assert explaining is not None
     if engines.selected() is Engine.spark:
         from serving.models.spark_scoring import score_on_spark
 
@@ -94,6 +92,8 @@ def score_members(
     with step(f"scoring {len(features):,} members as of {as_of}"):
         features = champions.prepare(features)
         out = score_snapshot(features, champions, tiers)
+        explaining = champions.explaining()
+        assert explaining is not None  # member_champions has at least one
         out["top_reasons"] = [", ".join(r) for r in explaining.model.top_reasons(features)]
     return out, champions
 
