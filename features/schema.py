@@ -338,9 +338,8 @@ def _timing_features() -> list[Feature]:
 
 
 def _lifecycle_features() -> list[Feature]:
-    """Measures relative to the member's own life as a customer."""
+    """Relative to the member's own life as a customer: the same meaning at every cutoff, whatever the age."""
     features = [
-        # Relative to the member's own life as a customer: the same meaning at every cutoff, whatever the age.
         Feature(
             "recency_share",
             "recency_days / first_order_days_ago: the share of the member's customer life since the last purchase",

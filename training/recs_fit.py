@@ -1,6 +1,7 @@
 """Fitting and tuning recommenders (item kinds): each item family's factors on a snapshot's interaction matrix
 (ALS, BPR, item neighbours, EASE, or the popularity baselines), with what the served model needs beside them (item
-attributes for the rules, popularity by segment for cold start); Optuna's search space for each learned family."""
+attributes for the rules, popularity by segment for cold start); tuning a family within its record's search space
+(serving/models/families/recommenders.py)."""
 
 from __future__ import annotations
 
@@ -120,8 +121,9 @@ def fit_recommender(
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))
     interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
     matrix = interactions.matrix.tocsr()
-    p = {**item_family(family).defaults, **params}
-    user_factors, item_factors = item_family(family).factorize(matrix, p, seed)
+    record = item_family(family)
+    p = {**record.defaults, **params}
+    user_factors, item_factors = record.factorize(matrix, p, seed)
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
     return FactorRecommender(

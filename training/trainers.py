@@ -250,8 +250,7 @@ class MemberTrainer(Trainer):
         untuned = [f for f in kind.families if f not in tuned]
         if untuned:
             say(f"not tuned: {', '.join(untuned)} (no parameters to search); judged with their defaults")
-        # Each family its share of the budget, as the item kinds' families get theirs.
-        seconds = None if plan.seconds is None else plan.seconds / len(tuned)
+        each = plan.share(len(tuned))  # as the item kinds' families share theirs
         best: FamilyParams = {}
         tables = []
         for family in tuned:
@@ -260,12 +259,12 @@ class MemberTrainer(Trainer):
                 kind,
                 family,
                 held_out.validation,
-                trials=plan.trials,
-                seconds=seconds,
+                trials=each.trials,
+                seconds=each.seconds,
                 horizon_days=settings.horizon_days,
                 training_cutoffs=settings.training_cutoffs,
                 seed=settings.seed,
-                study_name=f"{study}/{family}" if len(tuned) > 1 else study,
+                study_name=f"{study}/{family}",
             )
             tables.append(trials.assign(family=family))
         return best, pd.concat(tables, ignore_index=True)

@@ -84,6 +84,7 @@ class FactorRecommender(ItemModel):
 
     def __post_init__(self) -> None:
         self.kind, self.family = self.spec.kind, self.spec.family
+        self.record = item_family(self.family)  # what the family offers and how its members' vectors are made
         self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
         self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
 
@@ -179,7 +180,7 @@ class FactorRecommender(ItemModel):
         cold start by segment. Plain lists, no DataFrame: a single member's answer costs well under a millisecond."""
         exclude_seen = self.spec.exclude_seen_default if exclude_seen is None else exclude_seen
         blocked = self._blocked(exclude or [], category)
-        fresh = fresh if fresh and FOLD_IN in item_family(self.family).offers else {}
+        fresh = fresh if fresh and FOLD_IN in self.record.offers else {}
         out: dict[str, Ranked] = {}
         known = [m for m in member_ids if m in self._rows and m not in fresh]
         if known:
@@ -204,7 +205,7 @@ class FactorRecommender(ItemModel):
         return Ranked(self.item_ids[ids[valid]].tolist(), scores[valid].astype(float).tolist(), cold)
 
     def _member_vectors(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
-        factors = None if item_family(self.family).neighbours else self.user_factors[rows]
+        factors = None if self.record.neighbours else self.user_factors[rows]
         return member_vectors(self.family, self.interactions[rows], factors)
 
     def _rank(
@@ -225,12 +226,12 @@ class FactorRecommender(ItemModel):
         """Their factors, interactions and segment are no longer used, and they get the overall cold-start list.
         Their row's numbers stay in the arrays until the next training, which no longer sees them."""
         for member in member_ids:
-            if (row := self._rows.pop(member, None)) is not None and not item_family(self.family).neighbours:
+            if (row := self._rows.pop(member, None)) is not None and not self.record.neighbours:
                 self.user_factors[row] = 0.0
             self.member_segment.pop(member, None)
 
     def _offers(self, what: str) -> None:
-        if what not in item_family(self.family).offers:
+        if what not in self.record.offers:
             offering = sorted(name for name, family in ITEM_FAMILIES.items() if what in family.offers)
             raise NotOffered(
                 f"the {self.kind} champion is the {self.family!r} family, which offers no {what}: "
@@ -243,7 +244,7 @@ class FactorRecommender(ItemModel):
         column = self._cols[item_id]
         self._offers(SIMILAR_ITEMS)
         # Neighbour families: the item-item weights themselves (column j: how much j goes with each).
-        if item_family(self.family).neighbours:
+        if self.record.neighbours:
             weights = self.item_factors[:, column]
             similarity = (weights.toarray() if sp.issparse(weights) else np.asarray(weights)).ravel().astype(float)
         else:
@@ -301,7 +302,7 @@ class FactorRecommender(ItemModel):
     def summary(self) -> dict[str, Any]:
         return {
             **super().summary(),
-            "factors": 0 if item_family(self.family).neighbours else int(self.item_factors.shape[1]),
+            "factors": 0 if self.record.neighbours else int(self.item_factors.shape[1]),
             "segments": len(self.segment_popularity),
         }
 

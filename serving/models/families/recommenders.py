@@ -3,9 +3,10 @@
 A record holds how the family is fitted (its factorizer: a train matrix to member and item factors), its default
 parameters, Optuna's search space and first trials, the most items it can be fitted on, whether it is a baseline
 (a learned family must beat it), and how its fitted factors serve (whether a member's vector is their own row,
-what it offers: similar items, folding in a member's newest interactions). The served model
-(factors.py), training's evaluation and tuning (training/recs_eval.py, training/recs_fit.py) and the job all read
-the record; adding a family is its record and its factorizer. The algorithms are here rather than in training so
+what it offers: similar items, folding in a member's newest interactions). The served model (factors.py),
+training's evaluation and tuning (training/recs_eval.py, training/recs_fit.py) and the job all read the record;
+adding a family is its record and its factorizer, which is called with the record's defaults under any
+parameters asked for. The algorithms are here rather than in training so
 that the record is whole and the model that serves them can read it (implicit is a serving dependency already,
 for fold-in).
 """
@@ -42,37 +43,19 @@ def confidences(interactions: sp.csr_matrix, als_params: dict[str, Any]) -> sp.c
 Factorize = Callable[[sp.csr_matrix, dict[str, Any], int], tuple[np.ndarray | None, Any]]
 
 
-ALS_DEFAULTS: dict[str, Any] = {
-    "factors": 64,
-    "regularization": 0.05,
-    "alpha": 0.3,
-    "iterations": 20,
-    "bm25_k1": 100.0,
-    "bm25_b": 0.8,
-    # The boost of a member's own items in lists that may repeat them (serving.models.ranking.preference_scores).
-    "repeat_weight": 4.0,
-}
-
-
-def fit_als(train: sp.csr_matrix, params: dict[str, Any] | None = None, seed: int = 0) -> AlternatingLeastSquares:
+def als_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Implicit ALS on the BM25-weighted confidences of the raw interaction matrix."""
-    p = {**ALS_DEFAULTS, **(params or {})}
-    weighted = confidences(train, p)
+    weighted = confidences(train, params)
     # implicit parallelises itself; OpenBLAS threads on top of that only contend for the same cores.
     with single_threaded_blas():
         model = AlternatingLeastSquares(
-            factors=int(p["factors"]),
-            regularization=float(p["regularization"]),
-            alpha=float(p["alpha"]),
-            iterations=int(p["iterations"]),
+            factors=int(params["factors"]),
+            regularization=float(params["regularization"]),
+            alpha=float(params["alpha"]),
+            iterations=int(params["iterations"]),
             random_state=seed,
         )
         model.fit(weighted, show_progress=False)
-    return model
-
-
-def als_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    model = fit_als(train, params, seed)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 
@@ -202,7 +185,16 @@ class ItemFamily:
 ALS = ItemFamily(
     "als",
     als_factors,
-    ALS_DEFAULTS,
+    {
+        "factors": 64,
+        "regularization": 0.05,
+        "alpha": 0.3,
+        "iterations": 20,
+        "bm25_k1": 100.0,
+        "bm25_b": 0.8,
+        # The boost of a member's own items in lists that may repeat them (serving.models.ranking.preference_scores).
+        "repeat_weight": 4.0,
+    },
     suggest_als,
     # The rank first: 16 factors suit the synthetic community's few personas, 64 Online Retail's wide catalogue.
     starts=tuple({"factors": f} for f in (64, 16, 32, 128)),
