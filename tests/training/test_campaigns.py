@@ -87,7 +87,7 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
     result = train(camp, UPLIFT, TrainSettings(campaign="coupon", horizon_days=HORIZON))
     # then: a learner beats random and churn-probability targeting on held-out members, and serves. With the tests'
     # pinned key: x-learner Qini 0.049, churn targeting 0.013; over 13 other keys (other held-out members) the
-    # learner led churn targeting by 0.027 at least, and its uplift@10 was 4.4x random's at least
+    # learner led churn targeting by 0.027 at least, and its uplift@10 was 3.5x random's at least
     assert result.family in ("x-learner", "t-learner") and result.promoted
     assert result.metrics["qini"] > result.rivals["random"]["qini"] + 0.01
     assert result.metrics["qini"] > result.rivals["churn-targeting"]["qini"]
