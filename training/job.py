@@ -77,16 +77,18 @@ class Verdict:
 
 # How each kind's target is trained: labels at monthly cutoffs (churn, value), held-out interactions (items), or a
 # randomized campaign's arms (uplift, a member kind learned from exposures instead of labels).
-TRAINERS: dict[Target, Trainer] = {
-    Target.binary: MemberTrainer(),
-    Target.amount: MemberTrainer(),
-    Target.items: ItemTrainer(),
-    Target.uplift: UpliftTrainer(),
+TRAINERS: dict[Target, type[Trainer]] = {
+    Target.binary: MemberTrainer,
+    Target.amount: MemberTrainer,
+    Target.items: ItemTrainer,
+    Target.uplift: UpliftTrainer,
 }
 
 
 def trainer(kind: ModelKind) -> Trainer:
-    return TRAINERS[kind.target]
+    """A new trainer for one run: what a trainer prepares during a run (uplift: the campaign's members) is that
+    run's, never a later one's, whose data may have changed."""
+    return TRAINERS[kind.target]()
 
 
 def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:

@@ -62,6 +62,18 @@ def test_a_family_that_wins_repeat_lists_but_not_new_item_lists_is_not_chosen() 
     assert verdict.reasons == ["new_only_precision 0.0450 does not beat champion ease v1 (0.1000)"]
 
 
+def test_each_training_run_gets_a_trainer_of_its_own() -> None:
+    from serving.models.kinds import UPLIFT
+    from training.job import trainer
+    from training.uplift import UpliftTrainer
+
+    # what a trainer prepares in a run (uplift: the campaign's members) must not outlive it: the next run, after
+    # new exposures were recorded, would judge stale members
+    first, second = trainer(UPLIFT), trainer(UPLIFT)
+    assert isinstance(first, UpliftTrainer) and first is not second
+    assert isinstance(trainer(CHURN), MemberTrainer) and isinstance(trainer(PRODUCT_RECS), ItemTrainer)
+
+
 def test_tuning_is_on_by_default_for_item_kinds_within_a_budget_the_settings_override() -> None:
     from serving.models.kinds import Task
 
