@@ -265,7 +265,7 @@ def test_a_recommender_family_added_as_its_record_alone_is_tuned_judged_and_serv
     mine = trials[trials["family"] == toy.name]
     assert len(mine) == 2 and mine["params_neighbours"].iloc[0] == 100
     assert {"als", "bpr", "item-knn", "ease", "popular"} <= set(result.rivals)
-    assert result.metrics["precision"] > result.rivals["popular"]["precision"]
+    assert result.metrics["precision"] > result.rivals["popular"]["precision"]  # 0.160 against 0.083
     # and the registered model loads and recommends from its record, like any family's
     model = mlflow.pyfunc.load_model(f"models:/ratings.content-recs/{result.version}").unwrap_python_model().model
     lists = model.recommend(["U0000", "U0001"], k=5)
