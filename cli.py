@@ -9,6 +9,7 @@ from features.features_cli import features_app
 from features.privacy_cli import privacy_app
 from monitoring.campaign_cli import campaign_app
 from monitoring.cli import monitor_app
+from monitoring.health.cli import health_app
 from serving.cli import bento_app, serve_app
 from training.cli import training_app
 
@@ -23,6 +24,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(training_app)
 app.add_typer(serve_app)
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(health_app)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(bento_app, name="bento")

@@ -1,5 +1,5 @@
-"""The canonical data contract of design.md §3, and campaigns' exposures: seven tables, their columns, types, keys
-and allowed values."""
+"""The canonical data contract of design.md §3, campaigns' exposures, and the optional tables the health model reads
+(`feedback`, `surveys`): their columns, types, keys and allowed values."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ ACTIONS = (
 )
 CONTENT_TYPES = ("knowledge", "scene", "activity", "promotion")
 GROUP_TYPES = ("promotion", "service", "interest", "membership")
+FEEDBACK_KINDS = ("review", "complaint", "dispute")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Column:
     # A required column must be present in the input; `nullable` says whether a row may leave it empty.
     nullable: bool = True
     non_negative: bool = False
+    maximum: float | None = None  # a number above it is out of the scale (a 1-5 rating, a 0-10 score)
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,28 @@ EXPOSURES = TableSpec(
     is_event=True,
 )
 
+# Optional tables that shops usually export and the business plan's health dimension reads (monitoring/health.py):
+# without them the indicators that need them say "no data", never a made-up figure.
+FEEDBACK = _event_table(
+    "feedback",
+    "a member's review, complaint or dispute, and how the shop handled it",
+    Column("member_id", Kind.ID, required=True, nullable=False),
+    Column("ts", Kind.TIMESTAMP, required=True, nullable=False, doc="when the member wrote it"),
+    Column("kind", Kind.CATEGORY, required=True, nullable=False, allowed=FEEDBACK_KINDS),
+    Column("rating", Kind.NUMBER, non_negative=True, maximum=5, doc="1-5 stars of a review; empty for the others"),
+    Column("responded_at", Kind.TIMESTAMP, doc="the shop's first answer; empty when not answered"),
+    Column("resolved_at", Kind.TIMESTAMP, doc="when a complaint or dispute was closed as resolved"),
+)
+SURVEYS = _event_table(
+    "surveys",
+    "a member's answer to 'how likely are you to recommend us' (0-10), the basis of NPS",
+    Column("member_id", Kind.ID, required=True, nullable=False),
+    Column("ts", Kind.TIMESTAMP, required=True, nullable=False),
+    Column("score", Kind.NUMBER, required=True, nullable=False, non_negative=True, maximum=10, doc="0 to 10"),
+)
+
 TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS, EXPOSURES)
+    t.name: t for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS, EXPOSURES, FEEDBACK, SURVEYS)
 }
 # What member features are built from: a campaign's exposures are outcomes' context, never a feature (so recording
 # a campaign does not invalidate the feature snapshots).

@@ -178,6 +178,7 @@ def import_synthetic(dataset: Dataset, config: SyntheticConfig) -> ImportSummary
     read: dict[str, int] = {}
     quarantined: dict[str, pd.DataFrame] = {}
     truth: list[pd.DataFrame] = []
+    group_truth: pd.DataFrame | None = None
     say(f"simulating {config.members:,} members over {config.months} months (seed {config.seed}) into {dataset.path}")
     try:
         for chunk in generate_chunks(config):
@@ -191,6 +192,7 @@ def import_synthetic(dataset: Dataset, config: SyntheticConfig) -> ImportSummary
                 writers[table].write(in_stored_order(table, validated.good))
                 quarantined[table] = pd.concat([quarantined.get(table), validated.quarantine])
             truth.append(chunk.truth)
+            group_truth = chunk.group_truth if chunk.group_truth is not None else group_truth
             say(
                 f"  {read['members']:,} of {config.members:,} members, {read['orders'] + read['engagements']:,} events "
                 f"({time.perf_counter() - started:.0f} s)"
@@ -204,6 +206,8 @@ def import_synthetic(dataset: Dataset, config: SyntheticConfig) -> ImportSummary
     for table, rows in quarantined.items():
         dataset.add_quarantine(table, rows)
     write_parquet_atomic(pd.concat(truth, ignore_index=True), dataset.path / "truth.parquet")
+    if group_truth is not None:
+        write_parquet_atomic(group_truth, dataset.path / "truth_groups.parquet")
     if config.campaign_at is not None:  # the planted campaign's split, which its report checks the arms against
         plan = CampaignPlan(
             campaign=config.campaign, arms=["coupon"], holdout=config.campaign_holdout, audience="synthetic"

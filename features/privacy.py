@@ -25,7 +25,7 @@ from features.home import StateHome
 from features.pseudonyms import pseudonym, pseudonym_key
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
 
-MEMBER_TABLES = ("members", "orders", "engagements", "exposures")
+MEMBER_TABLES = ("members", "orders", "engagements", "exposures", "feedback", "surveys")
 FORGOTTEN_FILE = "forgotten.json"
 
 

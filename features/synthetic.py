@@ -8,7 +8,13 @@ The simulation plants effects that the models should later find:
 - with `campaign_at`, a randomized coupon campaign with an uneven effect (REDEEM_BY_PERSONA, CAMPAIGN_EFFECTS):
   deal-seeking personas and promotion-driven members respond (a coupon brings up to 75% of them to buy, lapsed or
   not), loyal members who buy anyway need none, and push-averse ones buy less; the `exposures` table records it
-  and the ground truth holds each member's true lift.
+  and the ground truth holds each member's true lift;
+- groups differ in health (a hidden score per group, kept in the groups' truth): members of healthier groups rate
+  their orders higher, complain less and score higher in surveys; with `declining_group_at`, one group
+  (DECLINING_GROUP) declines from that day: its members' engagement falls to a sixth over 90 days, and they complain
+  more and would recommend the shop less. `feedback` (reviews, complaints, disputes, with the shop's answers) and
+  `surveys` (0-10 recommendation scores, about 12% of active members a quarter) come from their own generator, so
+  the other tables are what they were without them.
 Everything is drawn from seeded generators, so a seed gives the same dataset every time. Members are simulated in
 chunks of CHUNK_MEMBERS, each chunk from its own generator (the first from the catalogue's), so memory stays bounded
 whatever the community's size and a community of one chunk is what it always was.
@@ -65,6 +71,11 @@ REDEEM_BY_PERSONA = {
     "student": 0.45,
 }
 CAMPAIGN_EFFECTS = {"promo_redeem": 0.25, "averse_share": 0.5, "averse_orders": 0.4, "opened": 0.3}
+# The group that declines from `declining_group_at` (an interest group: G0002 in every community).
+DECLINING_GROUP = 2
+# Feedback and surveys, per order and per active member a quarter: rates as shops report them.
+FEEDBACK_RATES = {"review": 0.12, "complaint": 0.015, "dispute": 0.003}
+SURVEY_RATE_PER_QUARTER = 0.12
 HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2])
 
 
@@ -211,6 +222,11 @@ class SyntheticConfig(BaseModel):
     )
     campaign_days: int = Field(30, ge=7, le=180, description="days the coupon's effect lasts")
     campaign_holdout: float = Field(0.5, gt=0, lt=1, description="share of the campaign's audience held out")
+    declining_group_at: date | None = Field(
+        None,
+        description="from this day the group DECLINING_GROUP declines: its members' engagement falls to a sixth "
+        "over 90 days, they complain more and score lower in surveys (what `community-ml health` should find)",
+    )
 
     @model_validator(mode="after")
     def _campaign_inside_history(self) -> SyntheticConfig:
@@ -228,6 +244,7 @@ class SyntheticConfig(BaseModel):
 class SyntheticData:
     tables: dict[str, pd.DataFrame]
     truth: pd.DataFrame  # hidden ground truth per member (persona, promotion-driven, churn date)
+    group_truth: pd.DataFrame | None = None  # each group's hidden health and whether it declines (first chunk)
 
     @property
     def event_count(self) -> int:
@@ -251,6 +268,13 @@ class _Sim:
         # The shift draws from its own generator, so that without a shift the data stay exactly as they were.
         self.shift_day = None if config.shift_at is None else int((pd.Timestamp(config.shift_at) - self.start).days)
         self.shift_rng = np.random.default_rng([config.seed, 1])
+        self.declining_day = (
+            None
+            if config.declining_group_at is None
+            else int((pd.Timestamp(config.declining_group_at) - self.start).days)
+        )
+        # Each group's health (standard normal): from its own generator, like feedback and surveys.
+        self.group_health = np.random.default_rng([config.seed, 6]).normal(0.0, 1.0, config.groups)
 
     # ---- catalogue -------------------------------------------------------------------------------------
 
@@ -304,6 +328,23 @@ class _Sim:
             {
                 "group_id": [f"G{i:04d}" for i in range(n)],
                 "group_type": np.array(GROUP_TYPES)[self.group_type],
+            }
+        )
+
+    def group_truth(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "group_id": [f"G{i:04d}" for i in range(self.cfg.groups)],
+                "health": self.group_health,
+                "declining_from": pd.Series(
+                    [
+                        pd.Timestamp(self.cfg.declining_group_at)
+                        if i == DECLINING_GROUP and self.cfg.declining_group_at
+                        else pd.NaT
+                        for i in range(self.cfg.groups)
+                    ],
+                    dtype="datetime64[ns]",
+                ),
             }
         )
 
@@ -447,6 +488,9 @@ class _Sim:
         rate = np.array([p.engagements_per_week for p in PERSONAS])[self.persona] * self.social / 7.0
         weekly = np.where(self.day_dates.dayofweek.to_numpy() >= 5, 1.2, 0.92)
         lam = rate[:, None].astype(np.float32) * weekly[None, :] * self._active() * self._fade(90, 0.1, 0.02)
+        if self.declining_day is not None:  # the declining group's members go quiet (same draws, lower rates)
+            decline = np.clip(1 - (np.arange(self.days) - self.declining_day) / 90 * (5 / 6), 1 / 6, 1.0)
+            lam[self.in_declining] *= decline[None, :].astype(np.float32)
         if self.cfg.campaign_at is not None:  # a pushed coupon is opened now and then: a visit
             window = slice(self.campaign_day, self.campaign_day + self.cfg.campaign_days)
             opened = (self.arm == "coupon") & ~self.averse
@@ -574,9 +618,24 @@ class _Sim:
             slots[:, s] = np.where(s < k, choice, -1)
         return slots
 
+    @property
+    def in_declining(self) -> np.ndarray:
+        return (self.slots == DECLINING_GROUP).any(axis=1)
+
+    def _declining_after(self, member: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """True where the member is in the declining group and the day is after its decline began."""
+        if self.declining_day is None:
+            return np.zeros(len(member), dtype=bool)
+        return self.in_declining[member] & (day >= self.declining_day)
+
+    def _member_health(self) -> np.ndarray:
+        """The mean health of each member's groups (0 for a member of none)."""
+        health = np.where(self.slots >= 0, self.group_health[np.maximum(self.slots, 0)], np.nan)
+        return np.nan_to_num(np.nanmean(np.where(self.slots >= 0, health, np.nan), axis=1, keepdims=False), nan=0.0)
+
     def engagements(self) -> pd.DataFrame:
         rng = self.rng
-        slots = self.memberships()
+        slots = self.slots = self.memberships()
         member, day, ts = self._expand(self.engagement_counts())
         action_p = np.array([p.actions for p in PERSONAS], dtype=float)
         action_p /= action_p.sum(axis=1, keepdims=True)
@@ -644,6 +703,74 @@ class _Sim:
             )
         out = pd.concat(frames, ignore_index=True)
         return out[out["ts"] < self.end]
+
+    def feedback(self, orders: pd.DataFrame) -> pd.DataFrame:
+        """Reviews, complaints and disputes a few days after orders, by the member's groups' health; the shop's
+        answers and resolutions. From the feedback's own generator."""
+        rng = np.random.default_rng([self.cfg.seed, 5, self.first])
+        bought = orders[~orders["is_return"]].drop_duplicates("order_id")
+        member = bought["member_id"].str[1:].astype(int).to_numpy() - self.first
+        day = ((bought["ts"] - self.start).dt.days).to_numpy()
+        health = self._member_health()[member]
+        worse = np.where(self._declining_after(member, day), 3.0, 1.0)
+        frames = []
+        for kind, rate in FEEDBACK_RATES.items():
+            p = rate if kind == "review" else rate * np.exp(-0.5 * health) * worse
+            hit = rng.random(len(member)) < p
+            n = int(hit.sum())
+            ts = (
+                bought["ts"].to_numpy()[hit]
+                + pd.to_timedelta(rng.integers(86_400, 10 * 86_400, n), unit="s").to_numpy()
+            )
+            rating = np.full(n, np.nan)
+            if kind == "review":
+                mean = 4.3 + 0.3 * health[hit] - 1.2 * (worse[hit] > 1)
+                rating = np.clip(np.round(rng.normal(mean, 0.8)), 1, 5)
+            answered = rng.random(n) < (0.5 if kind == "review" else 0.95)
+            slow = np.where(health[hit] < -0.5, 3.0, 1.0)
+            responded = ts + pd.to_timedelta(np.round(rng.exponential(8.0 * slow) * 3_600), unit="s").to_numpy()
+            resolved = rng.random(n) < {"review": 0.0, "complaint": 0.85, "dispute": 0.7}[kind]
+            closed = responded + pd.to_timedelta(np.round(rng.exponential(48.0, n) * 3_600), unit="s").to_numpy()
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "member_id": bought["member_id"].to_numpy()[hit],
+                        "ts": ts,
+                        "kind": kind,
+                        "rating": rating,
+                        "responded_at": pd.Series(responded).where(answered),
+                        "resolved_at": pd.Series(closed).where(answered & resolved),
+                    }
+                )
+            )
+        out = pd.concat(frames, ignore_index=True)
+        end = np.datetime64(self.end)
+        for column in ("responded_at", "resolved_at"):  # nothing after the history's end is known yet
+            out[column] = out[column].where(out[column] < end)
+        return out[out["ts"] < end].sort_values("ts", kind="stable").reset_index(drop=True)
+
+    def surveys(self) -> pd.DataFrame:
+        """Each quarter about SURVEY_RATE_PER_QUARTER of the members active then answer the recommendation question
+        once; healthier groups score higher, the declining group's members lower once it declines."""
+        rng = np.random.default_rng([self.cfg.seed, 7, self.first])
+        health = self._member_health()
+        frames = []
+        for quarter_start in range(0, self.days, 91):
+            day = quarter_start + rng.integers(0, 91, self.n)
+            active = (self.joined_day <= day) & (self.churn_day > day) & (day < self.days)
+            answers = np.flatnonzero(active & (rng.random(self.n) < SURVEY_RATE_PER_QUARTER))
+            mean = 7.3 + 0.8 * health[answers] - 3.0 * self._declining_after(answers, day[answers])
+            seconds = day[answers].astype(np.int64) * 86_400 + rng.integers(9 * 3600, 21 * 3600, len(answers))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "member_id": self.member_ids[answers],
+                        "ts": self.start + pd.to_timedelta(seconds, unit="s"),
+                        "score": np.clip(np.round(rng.normal(mean, 2.0)), 0, 10),
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True).sort_values("ts", kind="stable").reset_index(drop=True)
 
     def truth(self) -> pd.DataFrame:
         churn_at = self.start + pd.to_timedelta(self.churn_day, unit="D")
@@ -714,8 +841,10 @@ def generate_chunks(config: SyntheticConfig) -> Iterator[SyntheticData]:
         tables["engagements"] = part.engagements()
         if config.campaign_at is not None:
             tables["exposures"] = part.exposures()
+        tables["feedback"] = part.feedback(tables["orders"])
+        tables["surveys"] = part.surveys()
         first_order += part.orders_drawn
-        yield SyntheticData(tables=tables, truth=part.truth())
+        yield SyntheticData(tables=tables, truth=part.truth(), group_truth=sim.group_truth() if index == 0 else None)
 
 
 def generate(config: SyntheticConfig) -> SyntheticData:
@@ -725,4 +854,6 @@ def generate(config: SyntheticConfig) -> SyntheticData:
         name: pd.concat([c.tables[name] for c in chunks if name in c.tables], ignore_index=True)
         for name in chunks[0].tables
     }
-    return SyntheticData(tables=tables, truth=pd.concat([c.truth for c in chunks], ignore_index=True))
+    return SyntheticData(
+        tables=tables, truth=pd.concat([c.truth for c in chunks], ignore_index=True), group_truth=chunks[0].group_truth
+    )

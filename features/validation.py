@@ -142,6 +142,8 @@ def _coerce(col: Column, values: pd.Series, problems: _Problems, time_format: st
         problems.add(given & out.isna(), col.name, "not a number", values)
         if col.non_negative:
             problems.add(out < 0, col.name, "negative", values)
+        if col.maximum is not None:
+            problems.add(out > col.maximum, col.name, f"above the scale's maximum {col.maximum:g}", values)
     elif col.kind is Kind.TIMESTAMP:
         out, out_of_range = _coerce_timestamp(values, time_format)
         problems.add(out_of_range, col.name, "timestamp out of range 1990-2100", values)

@@ -1,0 +1,178 @@
+"""The ops console: Evidently's own workspace and UI on the state home (`$COMMUNITY_ML_HOME/ops/`).
+
+A project per dataset; every `community-ml health` computation and every monitoring pass is a snapshot in it,
+time-stamped with the data's date (as of), not the wall clock, so the dashboards read as the community's history.
+A health snapshot holds the community's indicators (and their targets) as one-row columns, each read by a
+`MeanValue` metric: Evidently's dashboards plot metrics, and the mean of one value is that value.
+`community-ml ops` serves the UI (`evidently ui`) on this workspace.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from features.home import StateHome
+
+if TYPE_CHECKING:  # Evidently loads only when the console is written or served
+    from evidently.core.report import Snapshot as EvidentlySnapshot
+    from evidently.ui.workspace import Project, Workspace
+
+    from monitoring.health.indicators import HealthSettings
+    from monitoring.health.report import HealthReport
+    from monitoring.monitor import MonitorResult
+
+HEALTH_TAG = "health"
+MONITORING_TAG = "monitoring"
+MEAN_VALUE = "evidently:metric_v2:MeanValue"
+DRIFTED_COLUMNS = "evidently:metric_v2:DriftedColumnsCount"
+
+
+def workspace_path(home: StateHome) -> Path:
+    return home.root / "ops"
+
+
+def open_workspace(home: StateHome) -> Workspace:
+    from evidently.ui.workspace import Workspace
+
+    path = workspace_path(home)
+    path.mkdir(parents=True, exist_ok=True)
+    return Workspace(str(path))
+
+
+def project_for(workspace: Workspace, dataset: str, settings: HealthSettings) -> Project:
+    """The dataset's project, made with its dashboard the first time (indicators against targets, drift)."""
+    found = [p for p in workspace.list_projects() if p.name == dataset]
+    if found:
+        return found[0]
+    project = workspace.create_project(dataset, description=f"community-ml: the health and drift of {dataset}")
+    _add_panels(project, settings)
+    return project
+
+
+def _add_panels(project: Project, settings: HealthSettings) -> None:
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel, text_panel
+
+    dashboard = project.dashboard
+    tab = "Health"
+    dashboard.add_panel(
+        text_panel(
+            title=f"Community health of {project.name}",
+            description="The business plan's indicators (configs/health.yaml), each against its target, over time",
+        ),
+        tab=tab,
+    )
+    for indicator in settings.indicators:
+        values = [PanelMetric(legend=indicator.name, metric=MEAN_VALUE, metric_labels={"column": indicator.name})]
+        if indicator.target is not None:
+            values.append(
+                PanelMetric(legend="target", metric=MEAN_VALUE, metric_labels={"column": _target(indicator.name)})
+            )
+        dashboard.add_panel(
+            line_plot_panel(
+                title=f"{indicator.dimension.value} / {indicator.area}: {indicator.name}",
+                description=f"{indicator.meaning} ({indicator.unit}{'; a proxy' if indicator.proxy else ''})",
+                values=values,
+                size="half",
+            ),
+            tab=tab,
+        )
+    drift = "Drift and alerts"
+    dashboard.add_panel(
+        line_plot_panel(
+            title="Share of drifted features",
+            description="each monitoring pass: features drifted from the champion's training snapshot",
+            values=[PanelMetric(legend="share", metric=DRIFTED_COLUMNS, metric_labels={"value_type": "share"})],
+            size="half",
+        ),
+        tab=drift,
+    )
+    dashboard.add_panel(
+        counter_panel(
+            title="Alerts in the latest monitoring pass",
+            values=[PanelMetric(legend="alerts", metric=MEAN_VALUE, metric_labels={"column": "alerts"})],
+            size="half",
+        ),
+        tab=drift,
+    )
+    for column in ("churn_probability", "expected_value"):
+        dashboard.add_panel(
+            line_plot_panel(
+                title=f"Mean {column} of the members scored",
+                values=[PanelMetric(legend=column, metric=MEAN_VALUE, metric_labels={"column": column})],
+                size="half",
+            ),
+            tab=drift,
+        )
+
+
+def _target(name: str) -> str:
+    return f"{name}__target"
+
+
+def _at(day: Any) -> datetime:
+    return datetime.combine(day, time())
+
+
+def _one_row_snapshot(values: dict[str, float], when: datetime, tag: str, name: str) -> EvidentlySnapshot:
+    from evidently import DataDefinition, Report
+    from evidently import Dataset as EvidentlyDataset
+    from evidently.metrics import MeanValue
+
+    columns = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+    frame = pd.DataFrame([columns])
+    data = EvidentlyDataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=list(columns)))
+    report = Report([MeanValue(column=c) for c in columns])
+    return report.run(data, None, timestamp=when, tags=[tag], name=name)
+
+
+def record_health(home: StateHome, report: HealthReport, settings: HealthSettings) -> None:
+    """The community's indicators (and targets) as of the report's date, a snapshot in the dataset's project."""
+    values: dict[str, float] = {}
+    for v in report.community():
+        if v.value is not None:
+            values[v.indicator] = v.value
+        if v.target is not None:
+            values[_target(v.indicator)] = v.target
+    if not values:
+        return
+    workspace = open_workspace(home)
+    project = project_for(workspace, report.dataset, settings)
+    snapshot = _one_row_snapshot(values, _at(report.as_of), HEALTH_TAG, f"health as of {report.as_of}")
+    workspace.add_run(project.id, snapshot)
+
+
+def record_monitoring(home: StateHome, result: MonitorResult, alerts: list[str]) -> None:
+    """A monitoring pass: its data-drift report as Evidently made it, and the alert count and mean predictions."""
+    from monitoring.health.indicators import load_health_settings
+
+    workspace = open_workspace(home)
+    project = project_for(workspace, result.dataset, load_health_settings())
+    if result.data_drift.report is not None:  # made with the data's date as its timestamp (monitor.py)
+        workspace.add_run(project.id, result.data_drift.report, name=f"data drift as of {result.as_of}")
+    figures: dict[str, float] = {"alerts": float(len(alerts)), "drift_share": result.data_drift.share}
+    figures.update(result.prediction_means)
+    workspace.add_run(
+        project.id, _one_row_snapshot(figures, _at(result.as_of), MONITORING_TAG, f"alerts as of {result.as_of}")
+    )
+
+
+def serve_console(home: StateHome, host: str, port: int) -> None:
+    """Evidently's UI service on the workspace, in this process, until stopped."""
+    from evidently.ui.service.app import get_config, run
+
+    path = workspace_path(home)
+    if not path.exists():
+        from features.errors import DataError
+
+        raise DataError(
+            f"{path}: no ops workspace yet: run `community-ml health --dataset D` or `community-ml monitor report` "
+            "first (each adds a snapshot)"
+        )
+    print(f"ops console on http://{host}:{port} (workspace {path})", flush=True)
+    run(get_config(host=host, port=port, workspace=str(path)))

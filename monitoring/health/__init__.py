@@ -1,0 +1,1 @@
+"""The community health model of the business plan (configs/health.yaml)."""
