@@ -1,4 +1,5 @@
-"""The thresholds of configs/monitoring.yaml against one monitoring pass: what crossed, in words."""
+"""The thresholds of configs/monitoring.yaml against one monitoring pass: what crossed, in words. With the calibrated
+rule (the default) the alerts are monitoring/alerts.py's; matured performance alerts under either rule."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from monitoring.settings import MonitorSettings
 
 def breaches(result: MonitorResult, settings: MonitorSettings) -> list[str]:
     """Every threshold crossed, each naming what moved; empty when all is well."""
+    if settings.alerts.rule == "calibrated":
+        return [a.message() for a in result.alerts] + _performance_breaches(result, settings)
     found = []
     drift = result.data_drift
     if drift.columns and drift.share > settings.data_drift.max_drift_share:

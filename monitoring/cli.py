@@ -53,6 +53,7 @@ def report_command(
         home, settings, result = _monitor(dataset, as_of, config)
         found = breaches(result, settings)
         index = write_reports(home, result, found)
+        _record(home, result, found)
     if as_json:
         typer.echo(json.dumps({**headline(result), "breaches": found, "index": str(index)}, indent=2))
         return
@@ -78,8 +79,9 @@ def check_command(
 
     with user_errors():
         engines.use(engine)
-        _, settings, result = _monitor(dataset, as_of, config)
+        home, settings, result = _monitor(dataset, as_of, config)
         found = breaches(result, settings)
+        _record(home, result, found)
     _print(result, found)
     if not found:
         console().print("[green]ok[/green]: every monitored figure is within its threshold")
@@ -94,6 +96,13 @@ def check_command(
                 verdict = "promoted" if result.promoted else "not promoted: " + "; ".join(result.reasons)
                 console().print(f"retrained {dataset}.{result.kind}: version {result.version}, {verdict}")
     raise typer.Exit(1)
+
+
+def _record(home: StateHome, result: MonitorResult, found: list[str]) -> None:
+    """The pass as a snapshot in the ops console (`community-ml ops`)."""
+    from monitoring.console import record_monitoring
+
+    record_monitoring(home, result, found)
 
 
 def _print(result: MonitorResult, found: list[str]) -> None:

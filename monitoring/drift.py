@@ -7,6 +7,7 @@ Jensen-Shannon distance for large ones) unless the settings name one; a column d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -77,6 +78,7 @@ def compare(
     columns: list[str],
     settings: DataDriftSettings | None = None,
     preset: bool = True,
+    when: date | None = None,
 ) -> DriftResult:
     """Evidently's drift test on every column present and non-empty on both sides."""
     from evidently import Dataset as EvidentlyDataset
@@ -100,6 +102,8 @@ def compare(
     report = Report(metrics, include_tests=True).run(
         EvidentlyDataset.from_pandas(cur, data_definition=definition),
         EvidentlyDataset.from_pandas(ref, data_definition=definition),
+        # the data's date, so that the ops console's drift over time reads as the community's history
+        timestamp=None if when is None else datetime.combine(when, time()),
     )
     return DriftResult(_column_drifts(report), len(reference), len(current), report, not_compared)
 

@@ -13,6 +13,7 @@ from features.home import StateHome
 from features.progress import step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
+from monitoring.alerts import Alert, assess, calibrate, calibration_pairs, feature_weights, profile
 from monitoring.drift import (
     DriftResult,
     compare,
@@ -44,6 +45,8 @@ class MonitorResult:
     recs_drift: dict[str, DriftResult] = field(default_factory=dict)
     performance: list[PerformancePoint] = field(default_factory=list)
     performance_report: EvidentlySnapshot | None = None
+    alerts: list[Alert] = field(default_factory=list)  # the calibrated rule's (monitoring/alerts.py)
+    prediction_means: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -59,7 +62,7 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
         current = Snapshot(dataset, as_of).features()
         reference_features = reference.features()
         columns = [c for c in reference_features.columns if c != "member_id"]
-        data_drift = compare(reference_features, current, columns, settings.data_drift)
+        data_drift = compare(reference_features, current, columns, settings.data_drift, when=as_of)
 
     # The whole log is read once: its recent days for prediction drift, all of it for matured performance.
     full_log = read_log(home)
@@ -78,6 +81,7 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
 
     with step("measuring matured predictions against what members then did"):
         performance, performance_report = matured_performance(dataset, full_log, reference.horizon_days)
+    alerts = calibrated_alerts(dataset, reference, as_of, settings) if settings.alerts.rule == "calibrated" else []
     return MonitorResult(
         dataset=dataset.name,
         as_of=as_of,
@@ -89,7 +93,31 @@ def run_monitor(home: StateHome, dataset: Dataset, as_of: date, settings: Monito
         recs_drift=recs_drift,
         performance=performance,
         performance_report=performance_report,
+        alerts=alerts,
+        prediction_means={
+            c: float(current_predictions[c].mean())
+            for c in ("churn_probability", "expected_value")
+            if c in current_predictions
+        },
     )
+
+
+def calibrated_alerts(dataset: Dataset, reference: Reference, as_of: date, settings: MonitorSettings) -> list[Alert]:
+    """The calibrated rule: the current profile against the reference's, each figure's threshold from pairs of
+    history dates with the same gap (monitoring/alerts.py)."""
+    with step(f"calibrating alerts on {settings.alerts.history_pairs} pairs of history dates"):
+        profiles: dict[date, Any] = {}
+
+        def at(day: date) -> Any:
+            if day not in profiles:
+                profiles[day] = profile(reference.dataset, day, reference.champions, reference.horizon_days)
+            return profiles[day]
+
+        pairs = calibration_pairs(reference.as_of, as_of, settings.alerts.history_pairs)
+        calibration = calibrate([(at(a), at(b)) for a, b in pairs], settings.alerts.margin)
+        current = profile(dataset, as_of, reference.champions, reference.horizon_days)
+    weights = feature_weights(reference.champions)
+    return assess(at(reference.as_of), current, calibration, weights, settings.alerts.feature_share)
 
 
 def _current_predictions(log: pd.DataFrame, current: pd.DataFrame, reference: Reference) -> tuple[pd.DataFrame, str]:

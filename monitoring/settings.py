@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,7 +41,21 @@ class PerformanceSettings(_Strict):
     min_precision_at_k: float = Field(0.01, ge=0, le=1)
 
 
+class AlertSettings(_Strict):
+    rule: Literal["calibrated", "drift-share"] = Field(
+        "calibrated",
+        description="calibrated: each figure against its largest move in the dataset's own history "
+        "(monitoring/alerts.py); drift-share: the older rule (max_drift_share, prediction drift, tier shares)",
+    )
+    margin: float = Field(2.0, ge=1, description="a figure alerts past this many times its largest calm move")
+    history_pairs: int = Field(6, ge=2, le=24, description="pairs of history dates calibrating each threshold")
+    feature_share: float = Field(
+        0.25, gt=0, le=1, description="features alert when those past their thresholds hold this share of the gain"
+    )
+
+
 class MonitorSettings(_Strict):
+    alerts: AlertSettings = AlertSettings()
     data_drift: DataDriftSettings = DataDriftSettings()
     prediction_drift: PredictionDriftSettings = PredictionDriftSettings()
     performance: PerformanceSettings = PerformanceSettings()

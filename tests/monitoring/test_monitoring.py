@@ -26,7 +26,7 @@ from monitoring.check import breaches
 from monitoring.monitor import MonitorResult, run_monitor
 from monitoring.performance import matured_performance, member_performance, precision_at_k, recommended_lists
 from monitoring.reports import write_reports
-from monitoring.settings import MonitorSettings, load_settings
+from monitoring.settings import AlertSettings, MonitorSettings, load_settings
 from serving.models.batch import score_members
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.prediction_log import PredictionLog, read_log
@@ -80,14 +80,20 @@ def test_an_unshifted_later_period_passes_the_check(monitored: dict[str, Monitor
     assert breaches(result, settings) == []
 
 
-def test_a_shifted_period_fails_the_check_and_names_the_drifted_features(monitored: dict[str, MonitorResult]) -> None:
+def test_a_shifted_period_fails_the_check_and_names_what_moved(monitored: dict[str, MonitorResult]) -> None:
     settings, result = MonitorSettings(), monitored["shifted"]
     found = breaches(result, settings)
-    assert found and found[0].startswith("data drift:")
-    # The price change moves spending features; engagement, untouched by the shift, does not drift.
+    # The calibrated rule (the default): prices doubled, so the price index moved by log 2, far past the largest
+    # move between calm months of the history (measured: 0.693 against a threshold of 0.071).
+    index = next(a for a in result.alerts if a.statistic == "orders.price_index")
+    assert index.change == pytest.approx(np.log(2.0), abs=0.02) and index.threshold < 0.2
+    assert found[: len(result.alerts)] == [a.message() for a in result.alerts]
+    # The older rule's view of the same pass: the price change moves spending features; engagement, untouched by
+    # the shift, does not drift.
+    older = breaches(result, settings.model_copy(update={"alerts": AlertSettings(rule="drift-share")}))
+    assert older[0].startswith("data drift:") and "spend_30d" in older[0] and "avg_basket" in older[0]
     assert {"spend_30d", "spend_90d", "avg_basket"} <= set(result.data_drift.drifted)
     assert not any(c.startswith("eng_") for c in result.data_drift.drifted)
-    assert "spend_30d" in found[0] and "avg_basket" in found[0]
 
 
 @pytest.fixture
@@ -108,9 +114,11 @@ def test_check_exits_1_naming_the_drift_and_0_when_within_bounds(home: StateHome
     runner = CliRunner()
     shifted = runner.invoke(app, ["monitor", "check", "--dataset", "shifted", "--as-of", str(MONITORED_AS_OF)])
     assert shifted.exit_code == 1, shifted.output
-    assert "alert data drift" in shifted.output and "avg_basket" in shifted.output
+    assert "alert level: orders.price_index" in shifted.output
     loose = home.root / "loose.yaml"
-    loose.write_text("data_drift:\n  max_drift_share: 0.5\nprediction_drift:\n  alert_on: []\n")
+    loose.write_text(
+        "alerts:\n  rule: drift-share\ndata_drift:\n  max_drift_share: 0.5\nprediction_drift:\n  alert_on: []\n"
+    )
     relaxed = runner.invoke(
         app, ["monitor", "check", "--dataset", "shifted", "--as-of", str(MONITORED_AS_OF), "--config", str(loose)]
     )

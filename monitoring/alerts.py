@@ -1,0 +1,240 @@
+"""Alerts calibrated on the dataset's own history: a figure alerts only when it moved more than it ever moved
+between two calm dates of the same distance apart before the champion was trained.
+
+A *profile* of a date holds what can break or shift: per input column the share of nulls; prices (each product's
+median unit price, compared product by product: a price index, which seasonal promotions and the product mix barely
+move) and the median line amount; each category's mix (orders' channels, engagements' actions, new members'
+persona, city, acquisition channel); event volumes; retention (the share of the previous window's active members
+active again: a churn wave shows here, where seasonal volumes hide it); the champions' mean predictions; and the
+member features. The change between two profiles is one number per statistic (an absolute difference, the median
+log price ratio, a total variation distance and the largest log ratio of a category's share, a normalised
+Wasserstein distance).
+
+Calibration takes HISTORY_PAIRS pairs of dates in the training history with the same gap as the check's (the
+reference snapshot and the date checked), each pair a month earlier than the last, and sets each statistic's
+threshold at `margin` times the largest change seen, plus a floor for statistics that never moved. Features alert
+together: when the share of the champions' split gain on features past their thresholds exceeds `feature_share`
+(drift in a feature the models do not use is not an alert). Every alert names the statistic, its change and its
+threshold. The benchmark (experiments/bench_alerts.py) measures false alarms and detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
+from features.store import Dataset
+from serving.models.champions import Champions
+from serving.models.kinds import Task
+
+WINDOW_DAYS = 30
+# Null shares watched per table (the columns a feed can lose without breaking the contract's required columns).
+NULLABLE = {
+    "orders": ("order_id", "product_id", "quantity", "channel"),
+    "engagements": ("content_id", "group_id"),
+    "members": ("city", "age_band", "acquisition_channel", "persona"),
+}
+MIXES = {"orders": ("channel",), "engagements": ("action",), "members": ("persona", "city", "acquisition_channel")}
+# The smallest threshold per kind of statistic: a figure that never moved in the history still has noise.
+FLOORS = {
+    "null": 0.02,
+    "level": 0.05,
+    "mix": 0.03,
+    "share": 0.2,
+    "volume": 0.1,
+    "rate": 0.02,
+    "prediction": 0.02,
+    "feature": 0.05,
+}
+# A category's share is compared (log ratio) only where it held at least this much of the reference's mix.
+SHARE_FLOOR = 0.02
+
+
+@dataclass
+class Profile:
+    as_of: date
+    scalars: dict[str, float]
+    mixes: dict[str, pd.Series]
+    prices: pd.Series  # each product's median log unit price
+    features: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str  # null, level, mix, volume, prediction, feature
+    statistic: str
+    change: float
+    threshold: float
+
+    def message(self) -> str:
+        what = {
+            "null": "more empty values than ever",
+            "level": "a level moved more than ever (units or prices?)",
+            "mix": "a category mix changed more than ever",
+            "share": "a category's share changed more than ever (an outage, a new source?)",
+            "rate": "retention moved more than ever (a churn wave?)",
+            "volume": "event volume moved more than ever",
+            "prediction": "the champions' mean prediction moved more than ever",
+            "feature": "features the models rely on drifted more than ever",
+        }[self.kind]
+        return f"{self.kind}: {self.statistic} changed by {self.change:.3g} (threshold {self.threshold:.3g}): {what}"
+
+
+@dataclass
+class Calibration:
+    thresholds: dict[str, float]
+    pairs: list[tuple[date, date]] = field(default_factory=list)
+
+
+def profile(dataset: Dataset, as_of: date, champions: Champions, horizon_days: int) -> Profile:
+    """Everything the alerts compare, for the window of WINDOW_DAYS days before `as_of` and the snapshot at it."""
+    start = pd.Timestamp(as_of - timedelta(days=WINDOW_DAYS))
+    end = pd.Timestamp(as_of)
+    scalars: dict[str, float] = {}
+    mixes: dict[str, pd.Series] = {}
+    prices = pd.Series(dtype=float)
+    scalars.update(_retention(dataset, as_of))
+    for table, columns in NULLABLE.items():
+        if not dataset.has(table):
+            continue
+        time_column = "joined_at" if table == "members" else "ts"
+        rows = dataset.read(table, filters=[(time_column, ">=", start), (time_column, "<", end)])
+        if table != "members":
+            scalars[f"volume:{table}"] = float(np.log1p(len(rows)))
+            scalars[f"volume:{table}.members"] = float(np.log1p(rows["member_id"].nunique()))
+        for column in columns:
+            if column in rows and len(rows):
+                scalars[f"null:{table}.{column}"] = float(rows[column].isna().mean())
+        for column in MIXES.get(table, ()):
+            if column in rows and rows[column].notna().any():
+                mixes[f"mix:{table}.{column}"] = rows[column].astype(str).value_counts(normalize=True)
+        if table == "orders" and len(rows):
+            sold = rows[(rows["amount"] > 0) & ~rows["is_return"].fillna(False).astype(bool)]
+            scalars["level:orders.amount"] = float(np.log(sold["amount"].median()))
+            unit = np.log((sold["amount"] / sold["quantity"]).where(sold["quantity"] > 0))
+            prices = unit.groupby(sold["product_id"]).median().dropna()
+    build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
+    features = Snapshot(dataset, as_of).features()
+    from serving.models.tiers import score_snapshot
+
+    predictions = score_snapshot(features, champions)
+    for champion in champions.of(Task.member):
+        column = str(champion.kind.output)
+        values = predictions[column].astype(float)
+        scalars[f"prediction:{column}"] = float(values.mean() if values.max() <= 1 else np.log1p(values).mean())
+    return Profile(as_of, scalars, mixes, prices, features, predictions)
+
+
+def _retention(dataset: Dataset, as_of: date) -> dict[str, float]:
+    """rate:retention, the share of members active (an order or an engagement) in the window before who are
+    active again in this one."""
+    start, before = pd.Timestamp(as_of - timedelta(days=WINDOW_DAYS)), pd.Timestamp(as_of - timedelta(2 * WINDOW_DAYS))
+    now: set[str] = set()
+    then: set[str] = set()
+    for table in ("orders", "engagements"):
+        if dataset.has(table):
+            rows = dataset.read(table, ["member_id", "ts"], [("ts", ">=", before), ("ts", "<", pd.Timestamp(as_of))])
+            rows = rows.dropna(subset=["member_id"])
+            now |= set(rows.loc[rows["ts"] >= start, "member_id"])
+            then |= set(rows.loc[rows["ts"] < start, "member_id"])
+    return {"rate:retention": len(now & then) / len(then)} if then else {}
+
+
+def changes(before: Profile, after: Profile) -> dict[str, float]:
+    """One change per statistic present on both sides."""
+    out = {k: abs(after.scalars[k] - v) for k, v in before.scalars.items() if k in after.scalars}
+    for key, mix in before.mixes.items():
+        if key in after.mixes:
+            joined = pd.concat([mix, after.mixes[key]], axis=1).fillna(0.0)
+            out[key] = float(0.5 * (joined.iloc[:, 0] - joined.iloc[:, 1]).abs().sum())
+            held = joined[joined.iloc[:, 0] >= SHARE_FLOOR]
+            ratio = np.log((held.iloc[:, 1] + 1e-3) / (held.iloc[:, 0] + 1e-3))
+            out["share:" + key.split(":", 1)[1]] = float(ratio.abs().max()) if len(ratio) else 0.0
+    common = before.prices.index.intersection(after.prices.index)
+    if len(common) >= 10:  # a price index over the products sold in both windows
+        out["level:orders.price_index"] = abs(float((after.prices[common] - before.prices[common]).median()))
+    for column in before.features.columns:
+        if column == "member_id" or column not in after.features:
+            continue
+        out[f"feature:{column}"] = _feature_distance(before.features[column], after.features[column])
+    return out
+
+
+def _feature_distance(before: pd.Series, after: pd.Series) -> float:
+    """Wasserstein distance over the reference's standard deviation for numbers (Evidently's normed test),
+    total variation distance for categories; 0 where a side is empty."""
+    from scipy.stats import wasserstein_distance
+
+    a, b = before.dropna(), after.dropna()
+    if a.empty or b.empty:
+        return 0.0 if a.empty and b.empty else 1.0
+    if pd.api.types.is_numeric_dtype(a) and not pd.api.types.is_bool_dtype(a):
+        scale = float(a.std()) or 1.0
+        return float(wasserstein_distance(a.astype(float), b.astype(float)) / scale)
+    mix = pd.concat([a.astype(str).value_counts(normalize=True), b.astype(str).value_counts(normalize=True)], axis=1)
+    return float(0.5 * mix.fillna(0.0).diff(axis=1).iloc[:, 1].abs().sum())
+
+
+def calibration_pairs(reference_as_of: date, checked: date, pairs: int) -> list[tuple[date, date]]:
+    """Pairs of history dates with the check's gap, ending at the reference and each a month before the last."""
+    gap = checked - reference_as_of
+    return [
+        (reference_as_of - gap - timedelta(days=30 * j), reference_as_of - timedelta(days=30 * j)) for j in range(pairs)
+    ]
+
+
+def calibrate(history: list[tuple[Profile, Profile]], margin: float) -> Calibration:
+    """Each statistic's threshold: `margin` times its largest change over the history's pairs, at least its floor."""
+    seen: dict[str, float] = {}
+    for before, after in history:
+        for key, value in changes(before, after).items():
+            seen[key] = max(seen.get(key, 0.0), value)
+    thresholds = {k: max(margin * v, FLOORS[k.split(":")[0]]) for k, v in seen.items()}
+    return Calibration(thresholds, [(a.as_of, b.as_of) for a, b in history])
+
+
+def feature_weights(champions: Champions) -> dict[str, float]:
+    """Each feature's share of the member champions' split gain (equal weights where a champion has none)."""
+    weights: dict[str, float] = {}
+    for champion in champions.of(Task.member):
+        gains = champion.model.summary().get("feature_importance") or {}
+        total = sum(gains.values())
+        for name, gain in gains.items():
+            if total > 0:
+                weights[name] = weights.get(name, 0.0) + gain / total
+    total = sum(weights.values())
+    return {k: v / total for k, v in weights.items()} if total > 0 else {}
+
+
+def assess(
+    reference: Profile,
+    current: Profile,
+    calibration: Calibration,
+    weights: dict[str, float],
+    feature_share: float,
+) -> list[Alert]:
+    """The alerts of the current profile against the reference, each statistic against its own threshold."""
+    found = []
+    drifted_weight, drifted = 0.0, []
+    for key, change in changes(reference, current).items():
+        threshold = calibration.thresholds.get(key)
+        if threshold is None or change <= threshold:
+            continue
+        kind, name = key.split(":", 1)
+        if kind == "feature":
+            weight = weights.get(name, 0.0) if weights else 1.0 / max(len(reference.features.columns) - 1, 1)
+            drifted_weight += weight
+            drifted.append((name, change, threshold))
+            continue
+        found.append(Alert(kind, name, round(change, 4), round(threshold, 4)))
+    if drifted and drifted_weight > feature_share:
+        names = ", ".join(n for n, _, _ in sorted(drifted, key=lambda d: -weights.get(d[0], 0.0))[:8])
+        found.append(
+            Alert("feature", f"{drifted_weight:.0%} of the models' gain ({names})", drifted_weight, feature_share)
+        )
+    return found
