@@ -12,6 +12,7 @@ export COMMUNITY_ML_HOME ?= $(CURDIR)/.community-ml
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 BIN := .venv/bin
 DEMO_DATASET ?= demo
+OPS_PORT ?= 8001
 DEMO_PORT ?= 3000
 # The demo trains on 4 monthly cutoffs and judges on 2 held-out ones (the CLI's defaults are 6 and 3), and tunes
 # each recommender for 20 s instead of 60: every step runs, in about 4.5 minutes rather than 10.
@@ -68,7 +69,12 @@ demo: setup
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content-recs \
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-content.parquet"
 	$(BIN)/community-ml monitor report --dataset $(DEMO_DATASET)
+	@for day in 2026-01-01 2026-02-01 2026-03-01; do \
+		$(BIN)/community-ml health --dataset $(DEMO_DATASET) --as-of $$day >/dev/null || true; done
+	-$(BIN)/community-ml health --dataset $(DEMO_DATASET) --by group
 	@echo "Monitoring: open $(COMMUNITY_ML_HOME)/reports/index.html in a browser"
+	@echo "The ops console (health and drift over time): http://127.0.0.1:$(OPS_PORT) (community-ml ops)"
+	@mkdir -p "$(COMMUNITY_ML_HOME)/logs"; $(BIN)/community-ml ops --port $(OPS_PORT) >"$(COMMUNITY_ML_HOME)/logs/ops.log" 2>&1 &
 	@echo ""
 	@echo "Serving the API on http://127.0.0.1:$(DEMO_PORT) (Ctrl-C stops it). Try, from another terminal:"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/churn -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\", \"M000002\"]}'"

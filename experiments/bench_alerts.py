@@ -144,7 +144,7 @@ def _old_rule(ref_features: pd.DataFrame, ref_predictions: pd.DataFrame, current
     if drift.columns and drift.share > settings.data_drift.max_drift_share:
         found.append(f"data drift {len(drift.drifted)} of {len(drift.columns)}")
     outputs = [str(c.kind.output) for c in champions.of(Task.member)]
-    predictions = compare(ref_predictions, current.predictions, outputs + ["tier"], settings.data_drift, preset=False)
+    predictions = compare(ref_predictions, current.predictions, [*outputs, "tier"], settings.data_drift, preset=False)
     found += [f"prediction drift {c}" for c in predictions.drifted if c in settings.prediction_drift.alert_on]
     for tier, change in tier_share_changes(ref_predictions["tier"], current.predictions["tier"]).items():
         if abs(change) > settings.prediction_drift.max_tier_share_change:

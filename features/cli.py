@@ -131,10 +131,17 @@ def generate_command(
     shift_price_factor: float | None = typer.Option(
         None, help="with --shift-at: the price multiplier from that day on [default: 1.6]"
     ),
+    declining_group_at: datetime | None = typer.Option(
+        None,
+        formats=["%Y-%m-%d"],
+        help="from this day group G0002 declines (its members go quiet, complain more): what `community-ml "
+        "health --by group` should find",
+    ),
     force: bool = typer.Option(False, "--force", help="replace an existing dataset of that name"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Generate the built-in synthetic community (members, groups, contents, orders, engagements)."""
+    """Generate the built-in synthetic community (members, groups, contents, orders, engagements, feedback,
+    surveys)."""
     from features.config import load_config
     from features.importers import import_synthetic
     from features.synthetic import SyntheticConfig
@@ -147,6 +154,7 @@ def generate_command(
             "start": start.date() if start else None,
             "shift_at": shift_at.date() if shift_at else None,
             "shift_price_factor": shift_price_factor,
+            "declining_group_at": declining_group_at.date() if declining_group_at else None,
         }
         config = load_config(SyntheticConfig, config_path, overrides)
         target = Dataset(StateHome.from_env(), dataset)

@@ -50,16 +50,19 @@ FLOORS = {
     "prediction": 0.02,
     "feature": 0.05,
 }
-# A category's share is compared (log ratio) only where it held at least this much of the reference's mix.
-SHARE_FLOOR = 0.02
+# A category's share is compared (log ratio) only where the reference window counted this many of its rows: below
+# that, sampling noise alone moves a share several-fold (a city with 5 of a month's 100 new members).
+SHARE_MIN_ROWS = 20
+# A product's list price is read only where the window has this many of its lines.
+PRICE_MIN_LINES = 3
 
 
 @dataclass
 class Profile:
     as_of: date
     scalars: dict[str, float]
-    mixes: dict[str, pd.Series]
-    prices: pd.Series  # each product's median log unit price
+    mixes: dict[str, pd.Series]  # counts per category
+    prices: pd.Series  # each product's log list price (its highest unit price in the window)
     features: pd.DataFrame
     predictions: pd.DataFrame
 
@@ -112,12 +115,15 @@ def profile(dataset: Dataset, as_of: date, champions: Champions, horizon_days: i
                 scalars[f"null:{table}.{column}"] = float(rows[column].isna().mean())
         for column in MIXES.get(table, ()):
             if column in rows and rows[column].notna().any():
-                mixes[f"mix:{table}.{column}"] = rows[column].astype(str).value_counts(normalize=True)
+                mixes[f"mix:{table}.{column}"] = rows[column].astype(str).value_counts()
         if table == "orders" and len(rows):
             sold = rows[(rows["amount"] > 0) & ~rows["is_return"].fillna(False).astype(bool)]
             scalars["level:orders.amount"] = float(np.log(sold["amount"].median()))
+            # The list price, not the mean: promotion days discount some lines (Double 11 moves a month's median
+            # price as much as a 25% price rise), the highest unit price of a product is its undiscounted one.
             unit = np.log((sold["amount"] / sold["quantity"]).where(sold["quantity"] > 0))
-            prices = unit.groupby(sold["product_id"]).median().dropna()
+            by_product = unit.groupby(sold["product_id"])
+            prices = by_product.max()[by_product.count() >= PRICE_MIN_LINES].dropna()
     build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
     features = Snapshot(dataset, as_of).features()
     from serving.models.tiers import score_snapshot
@@ -150,11 +156,12 @@ def changes(before: Profile, after: Profile) -> dict[str, float]:
     out = {k: abs(after.scalars[k] - v) for k, v in before.scalars.items() if k in after.scalars}
     for key, mix in before.mixes.items():
         if key in after.mixes:
-            joined = pd.concat([mix, after.mixes[key]], axis=1).fillna(0.0)
-            out[key] = float(0.5 * (joined.iloc[:, 0] - joined.iloc[:, 1]).abs().sum())
-            held = joined[joined.iloc[:, 0] >= SHARE_FLOOR]
-            ratio = np.log((held.iloc[:, 1] + 1e-3) / (held.iloc[:, 0] + 1e-3))
-            out["share:" + key.split(":", 1)[1]] = float(ratio.abs().max()) if len(ratio) else 0.0
+            counts = pd.concat([mix, after.mixes[key]], axis=1).fillna(0.0)
+            then, now = counts.iloc[:, 0], counts.iloc[:, 1]
+            out[key] = float(0.5 * (then / then.sum() - now / now.sum()).abs().sum())
+            held = then >= SHARE_MIN_ROWS  # add-one smoothing: a category that vanished has a finite ratio
+            ratio = np.log(((now + 1) / (now.sum() + len(counts))) / ((then + 1) / (then.sum() + len(counts))))[held]
+            out["share:" + key.split(":", 1)[1]] = float(ratio.abs().max()) if held.any() else 0.0
     common = before.prices.index.intersection(after.prices.index)
     if len(common) >= 10:  # a price index over the products sold in both windows
         out["level:orders.price_index"] = abs(float((after.prices[common] - before.prices[common]).median()))

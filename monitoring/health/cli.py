@@ -80,8 +80,8 @@ def _print(report: HealthReport) -> None:
 
     out = console()
     table = Table(title=f"{report.dataset}: community health as of {report.as_of}", title_justify="left")
-    for column in ("indicator", "dimension", "value", "target", "change", "status"):
-        table.add_column(column, justify="right" if column in ("value", "target", "change") else "left")
+    for column in ("indicator", "dimension", "figure", "target", "change", "status"):
+        table.add_column(column, justify="left" if column in ("indicator", "dimension", "status") else "right")
     for v in report.community():
         change = "" if v.change is None else f"{v.change:+.3g}"
         target = "" if v.target is None else ("≤ " if v.better == "lower" else "≥ ") + shown(v.target)

@@ -178,7 +178,16 @@ def test_generate_writes_a_dataset_once_and_replaces_it_only_when_forced(home, t
     first = runner.invoke(app, [*args, "--json"])
     assert first.exit_code == 0, first.stderr
     dataset = Dataset(home, "tiny")
-    assert dataset.tables() == ["members", "products", "contents", "groups", "orders", "engagements"]
+    assert dataset.tables() == [
+        "members",
+        "products",
+        "contents",
+        "groups",
+        "orders",
+        "engagements",
+        "feedback",
+        "surveys",
+    ]
     assert dataset.read("members")["member_id"].nunique() == 200
     orders = dataset.read("orders")
 
@@ -201,3 +210,34 @@ def test_a_config_file_is_validated_strictly(home, tmp_path) -> None:
     result = CliRunner().invoke(app, ["data", "generate", "-d", "x", "--config", str(config)])
     assert result.exit_code == 2
     assert f"{config}: invalid settings: membrs: Extra inputs are not permitted" in result.stderr
+
+
+def test_feedback_and_surveys_come_at_shop_rates_and_groups_differ_in_health(community: SyntheticData) -> None:
+    tables = community.tables
+    orders = tables["orders"][~tables["orders"]["is_return"]]["order_id"].nunique()
+    kinds = tables["feedback"]["kind"].value_counts()
+    assert 0.10 < kinds["review"] / orders < 0.14  # about 12% of orders reviewed
+    assert kinds["complaint"] > kinds["dispute"] > 0
+    assert tables["surveys"]["score"].between(0, 10).all() and len(tables["surveys"]) > 0
+    health = community.group_truth
+    assert health is not None and len(health) == len(tables["groups"]) and health["declining_from"].isna().all()
+
+
+def test_the_declining_group_goes_quiet_and_complains_more_and_nothing_else_moves() -> None:
+    config = {"members": 2_000, "months": 15, "seed": 3, "groups": 8}
+    calm = generate(SyntheticConfig(**config))
+    declining = generate(SyntheticConfig(**config, declining_group_at="2025-12-01"))
+    pd.testing.assert_frame_equal(calm.tables["orders"], declining.tables["orders"])  # drawn before engagements
+    pd.testing.assert_frame_equal(calm.tables["members"], declining.tables["members"])
+
+    def group_actions(data: SyntheticData, start: str, end: str) -> int:
+        e = data.tables["engagements"]
+        return int(((e["group_id"] == "G0002") & (e["ts"] >= start) & (e["ts"] < end)).sum())
+
+    # the last two months (60-120 days after the decline began: a sixth of the rate) against the same in the calm one
+    assert group_actions(declining, "2026-02-01", "2026-04-01") < 0.3 * group_actions(calm, "2026-02-01", "2026-04-01")
+    assert group_actions(declining, "2025-10-01", "2025-12-01") == pytest.approx(
+        group_actions(calm, "2025-10-01", "2025-12-01"), rel=0.1
+    )
+    truth = declining.group_truth
+    assert truth is not None and truth.loc[truth["declining_from"].notna(), "group_id"].tolist() == ["G0002"]
