@@ -13,6 +13,8 @@ UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 BIN := .venv/bin
 DEMO_DATASET ?= demo
 OPS_PORT ?= 8001
+# Synthetic communities of the alerts benchmark (each calm and with six planted changes; ~2.5 min each per core)
+BENCH_ALERT_SEEDS ?= 20
 DEMO_PORT ?= 3000
 # The demo trains on 4 monthly cutoffs and judges on 2 held-out ones (the CLI's defaults are 6 and 3), and tunes
 # each recommender for 20 s instead of 60: every step runs, in about 4.5 minutes rather than 10.
@@ -129,6 +131,7 @@ bench: setup-spark
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_spark.py --sizes 1,10
 	$(BIN)/python experiments/bench_uplift.py
+	$(BIN)/python experiments/bench_alerts.py --seeds $(BENCH_ALERT_SEEDS)
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py

@@ -2,19 +2,19 @@
 between two calm dates of the same distance apart before the champion was trained.
 
 A *profile* of a date holds what can break or shift: per input column the share of nulls; prices (each product's
-median unit price, compared product by product: a price index, which seasonal promotions and the product mix barely
-move) and the median line amount; each category's mix (orders' channels, engagements' actions, new members'
-persona, city, acquisition channel); event volumes; retention (the share of the previous window's active members
-active again: a churn wave shows here, where seasonal volumes hide it); the champions' mean predictions; and the
-member features. The change between two profiles is one number per statistic (an absolute difference, the median
-log price ratio, a total variation distance and the largest log ratio of a category's share, a normalised
-Wasserstein distance).
+list price, compared product by product: a price index, which seasonal promotions and the product mix barely move)
+and the median line amount; each category's mix (orders' channels, engagements' actions, new members' persona, city
+and acquisition channel, these against those who joined over the half-year before); event volumes; retention (the
+share of the previous window's active members active again: a churn wave shows here, where seasonal volumes hide
+it); the champions' mean predictions; and the member features. The change between two profiles is one number per
+statistic (an absolute difference, the median log price ratio, how improbable the new category mix is under the
+old one: -log10 of a chi-square test's p-value, a normalised Wasserstein distance).
 
-Calibration takes HISTORY_PAIRS pairs of dates in the training history with the same gap as the check's (the
+Calibration takes `history_pairs` pairs of dates in the training history with the same gap as the check's (the
 reference snapshot and the date checked), each pair a month earlier than the last, and sets each statistic's
-threshold at `margin` times the largest change seen, plus a floor for statistics that never moved. Features alert
-together: when the share of the champions' split gain on features past their thresholds exceeds `feature_share`
-(drift in a feature the models do not use is not an alert). Every alert names the statistic, its change and its
+threshold at `margin` times the largest change seen, at least a floor (FLOORS: a figure that never moved still
+has noise). Features alert together: when the share of the champions' split gain on features past their thresholds
+exceeds `feature_share` (drift in a feature the models do not use is not an alert). Every alert names the statistic, its change and its
 threshold. The benchmark (experiments/bench_alerts.py) measures false alarms and detections.
 """
 
@@ -32,6 +32,9 @@ from serving.models.champions import Champions
 from serving.models.kinds import Task
 
 WINDOW_DAYS = 30
+# New members' mixes are compared with the members who joined over this many days before the earlier date: a
+# month's joiners are few (63 in a 2,000-member community), so a longer baseline halves the test's noise.
+BASELINE_DAYS = 180
 # Null shares watched per table (the columns a feed can lose without breaking the contract's required columns).
 NULLABLE = {
     "orders": ("order_id", "product_id", "quantity", "channel"),
@@ -43,16 +46,12 @@ MIXES = {"orders": ("channel",), "engagements": ("action",), "members": ("person
 FLOORS = {
     "null": 0.02,
     "level": 0.05,
-    "mix": 0.03,
-    "share": 0.2,
+    "mix": 3.0,  # p < 0.001
     "volume": 0.1,
     "rate": 0.02,
     "prediction": 0.02,
     "feature": 0.05,
 }
-# A category's share is compared (log ratio) only where the reference window counted this many of its rows: below
-# that, sampling noise alone moves a share several-fold (a city with 5 of a month's 100 new members).
-SHARE_MIN_ROWS = 20
 # A product's list price is read only where the window has this many of its lines.
 PRICE_MIN_LINES = 3
 
@@ -61,7 +60,8 @@ PRICE_MIN_LINES = 3
 class Profile:
     as_of: date
     scalars: dict[str, float]
-    mixes: dict[str, pd.Series]  # counts per category
+    mixes: dict[str, pd.Series]  # counts per category in the window
+    baselines: dict[str, pd.Series]  # new members' mixes over BASELINE_DAYS: what a later window is compared with
     prices: pd.Series  # each product's log list price (its highest unit price in the window)
     features: pd.DataFrame
     predictions: pd.DataFrame
@@ -78,8 +78,7 @@ class Alert:
         what = {
             "null": "more empty values than ever",
             "level": "a level moved more than ever (units or prices?)",
-            "mix": "a category mix changed more than ever",
-            "share": "a category's share changed more than ever (an outage, a new source?)",
+            "mix": "a category mix changed more than ever (an outage, a new source of members?)",
             "rate": "retention moved more than ever (a churn wave?)",
             "volume": "event volume moved more than ever",
             "prediction": "the champions' mean prediction moved more than ever",
@@ -101,7 +100,14 @@ def profile(dataset: Dataset, as_of: date, champions: Champions, horizon_days: i
     scalars: dict[str, float] = {}
     mixes: dict[str, pd.Series] = {}
     prices = pd.Series(dtype=float)
+    baselines: dict[str, pd.Series] = {}
     scalars.update(_retention(dataset, as_of))
+    if dataset.has("members"):
+        since = pd.Timestamp(as_of - timedelta(days=BASELINE_DAYS))
+        joined = dataset.read("members", filters=[("joined_at", ">=", since), ("joined_at", "<", end)])
+        for column in MIXES["members"]:
+            if column in joined and joined[column].notna().any():
+                baselines[f"mix:members.{column}"] = joined[column].astype(str).value_counts()
     for table, columns in NULLABLE.items():
         if not dataset.has(table):
             continue
@@ -133,7 +139,7 @@ def profile(dataset: Dataset, as_of: date, champions: Champions, horizon_days: i
         column = str(champion.kind.output)
         values = predictions[column].astype(float)
         scalars[f"prediction:{column}"] = float(values.mean() if values.max() <= 1 else np.log1p(values).mean())
-    return Profile(as_of, scalars, mixes, prices, features, predictions)
+    return Profile(as_of, scalars, mixes, baselines, prices, features, predictions)
 
 
 def _retention(dataset: Dataset, as_of: date) -> dict[str, float]:
@@ -156,12 +162,7 @@ def changes(before: Profile, after: Profile) -> dict[str, float]:
     out = {k: abs(after.scalars[k] - v) for k, v in before.scalars.items() if k in after.scalars}
     for key, mix in before.mixes.items():
         if key in after.mixes:
-            counts = pd.concat([mix, after.mixes[key]], axis=1).fillna(0.0)
-            then, now = counts.iloc[:, 0], counts.iloc[:, 1]
-            out[key] = float(0.5 * (then / then.sum() - now / now.sum()).abs().sum())
-            held = then >= SHARE_MIN_ROWS  # add-one smoothing: a category that vanished has a finite ratio
-            ratio = np.log(((now + 1) / (now.sum() + len(counts))) / ((then + 1) / (then.sum() + len(counts))))[held]
-            out["share:" + key.split(":", 1)[1]] = float(ratio.abs().max()) if held.any() else 0.0
+            out[key] = _mix_surprise(before.baselines.get(key, mix), after.mixes[key])
     common = before.prices.index.intersection(after.prices.index)
     if len(common) >= 10:  # a price index over the products sold in both windows
         out["level:orders.price_index"] = abs(float((after.prices[common] - before.prices[common]).median()))
@@ -170,6 +171,20 @@ def changes(before: Profile, after: Profile) -> dict[str, float]:
             continue
         out[f"feature:{column}"] = _feature_distance(before.features[column], after.features[column])
     return out
+
+
+def _mix_surprise(before: pd.Series, after: pd.Series) -> float:
+    """-log10 of the chi-square test's p-value that both windows draw from one category mix (capped at 300).
+    A count-aware figure: a mix of 100 new members moves a lot by chance, one of 20,000 actions hardly at all, and
+    the p-value knows the difference; the history still sets the threshold, since real mixes also move."""
+    from scipy.stats import chi2_contingency
+
+    counts = pd.concat([before, after], axis=1).fillna(0.0)
+    counts = counts[counts.sum(axis=1) > 0]
+    if len(counts) < 2 or (counts.sum(axis=0) == 0).any():
+        return 0.0
+    p_value = float(chi2_contingency(counts.to_numpy().T, correction=False).pvalue)
+    return float(min(-np.log10(max(p_value, 1e-300)), 300.0))
 
 
 def _feature_distance(before: pd.Series, after: pd.Series) -> float:

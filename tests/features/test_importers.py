@@ -61,6 +61,23 @@ def test_negative_amounts_without_a_return_flag_are_quarantined_not_lost(home: S
     assert json.loads(quarantine["raw"].iloc[0]) == {"customer": "c1", "date": "2024-02-01", "amount": "-3"}
 
 
+def test_feedback_and_surveys_import_with_their_scales_checked(home: StateHome, tmp_path: Path) -> None:
+    feedback = write_text(
+        tmp_path / "feedback.csv",
+        "member_id,ts,kind,rating,responded_at\nc1,2024-01-03,review,5,\nc2,2024-01-04,complaint,,2024-01-04 10:00\n"
+        "c3,2024-01-05,review,7,\nc4,2024-01-05,praise,,\n",
+    )
+    table = import_json("-d", "shop", "-t", "feedback", "-i", str(feedback))["tables"][0]
+    assert (table["rows_added"], table["rows_quarantined"]) == (2, 2)
+    assert table["reasons"] == {
+        "rating: above the scale's maximum 5": 1,
+        "kind: unknown value (allowed: review, complaint, dispute)": 1,
+    }
+    surveys = write_text(tmp_path / "nps.csv", "member_id,ts,score\nc1,2024-01-03,9\nc2,2024-01-03,11\n")
+    table = import_json("-d", "shop", "-t", "surveys", "-i", str(surveys))["tables"][0]
+    assert (table["rows_added"], table["reasons"]) == (1, {"score: above the scale's maximum 10": 1})
+
+
 def test_an_interactions_tsv_with_epoch_seconds_imports_with_map_and_set(home: StateHome, tmp_path: Path) -> None:
     path = write_text(tmp_path / "events.tsv", "user\titem\ttimestamp\nu1\ti9\t1700000000\nu2\ti9\t1700003600\n")
     summary = import_json(
