@@ -15,7 +15,7 @@ reference snapshot and the date checked), each pair a month earlier than the las
 threshold at `margin` times the largest change seen, at least a floor (FLOORS: a figure that never moved still
 has noise). Features alert together: when the share of the champions' split gain on features past their thresholds
 exceeds `feature_share` (drift in a feature the models do not use is not an alert). Every alert names the
-statistic, its change and its threshold. The benchmark (experiments/bench_alerts.py) measures false alarms and detections.
+statistic, its change and its threshold. experiments/bench_alerts.py measures false alarms and detections.
 """
 
 from __future__ import annotations
