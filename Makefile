@@ -104,7 +104,7 @@ java:
 			&& $(SUDO) apt-get install -y -q --no-install-recommends openjdk-17-jre-headless >/dev/null 2>&1; } \
 		|| echo "warning: could not install Java 17; the Spark tests will say so and skip"; }
 
-# Chromium (Debian's package) renders the monitoring pages in a test; installed once, when missing.
+# Chromium (Debian's package) renders the monitoring pages and the ops console in tests; installed once, when missing.
 .PHONY: browser
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

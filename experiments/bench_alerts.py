@@ -61,7 +61,7 @@ EVENT_TABLES = ("orders", "engagements", "feedback", "surveys")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=21)
     parser.add_argument("--members", type=int, default=2_000)
     parser.add_argument("--margin", type=float, default=2.0)
     parser.add_argument("--feature-share", type=float, default=0.25)

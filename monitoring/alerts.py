@@ -41,6 +41,12 @@ NULLABLE = {
     "engagements": ("content_id", "group_id"),
     "members": ("city", "age_band", "acquisition_channel", "persona"),
 }
+# An engagement names content or a group depending on its action: a column's null share is read among the rows
+# that should fill it, so that a change in the mix of actions is not mistaken for a feed losing a column.
+FILLED_FOR = {
+    ("engagements", "content_id"): ("view", "read", "like", "share", "comment"),
+    ("engagements", "group_id"): ("message", "checkin", "event_attend", "join_group", "leave_group"),
+}
 MIXES = {"orders": ("channel",), "engagements": ("action",), "members": ("persona", "city", "acquisition_channel")}
 # The smallest threshold per kind of statistic: a figure that never moved in the history still has noise.
 FLOORS = {
@@ -117,8 +123,9 @@ def profile(dataset: Dataset, as_of: date, champions: Champions, horizon_days: i
             scalars[f"volume:{table}"] = float(np.log1p(len(rows)))
             scalars[f"volume:{table}.members"] = float(np.log1p(rows["member_id"].nunique()))
         for column in columns:
-            if column in rows and len(rows):
-                scalars[f"null:{table}.{column}"] = float(rows[column].isna().mean())
+            expected = rows[rows["action"].isin(FILLED_FOR[table, column])] if (table, column) in FILLED_FOR else rows
+            if column in expected and len(expected):
+                scalars[f"null:{table}.{column}"] = float(expected[column].isna().mean())
         for column in MIXES.get(table, ()):
             if column in rows and rows[column].notna().any():
                 mixes[f"mix:{table}.{column}"] = rows[column].astype(str).value_counts()
