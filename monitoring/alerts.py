@@ -30,6 +30,7 @@ from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from serving.models.champions import Champions
 from serving.models.kinds import Task
+from serving.models.tiers import score_snapshot
 
 WINDOW_DAYS = 30
 # New members' mixes are compared with the members who joined over this many days before the earlier date: a
@@ -139,8 +140,6 @@ def profile(dataset: Dataset, as_of: date, champions: Champions, horizon_days: i
             prices = by_product.max()[by_product.count() >= PRICE_MIN_LINES].dropna()
     build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days))
     features = Snapshot(dataset, as_of).features()
-    from serving.models.tiers import score_snapshot
-
     predictions = score_snapshot(features, champions)
     for champion in champions.of(Task.member):
         column = str(champion.kind.output)

@@ -13,7 +13,7 @@ from features.home import StateHome
 from features.progress import step
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
-from monitoring.alerts import Alert, assess, calibrate, calibration_pairs, feature_weights, profile
+from monitoring.alerts import Alert, Profile, assess, calibrate, calibration_pairs, feature_weights, profile
 from monitoring.drift import (
     DriftResult,
     compare,
@@ -106,9 +106,9 @@ def calibrated_alerts(dataset: Dataset, reference: Reference, as_of: date, setti
     """The calibrated rule: the current profile against the reference's, each figure's threshold from pairs of
     history dates with the same gap (monitoring/alerts.py)."""
     with step(f"calibrating alerts on {settings.alerts.history_pairs} pairs of history dates"):
-        profiles: dict[date, Any] = {}
+        profiles: dict[date, Profile] = {}  # the pairs share dates (a 30-day gap: every date twice)
 
-        def at(day: date) -> Any:
+        def at(day: date) -> Profile:
             if day not in profiles:
                 profiles[day] = profile(reference.dataset, day, reference.champions, reference.horizon_days)
             return profiles[day]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,7 @@ def health_command(
         raise typer.Exit(1)
 
 
-def _tiers(dataset: Dataset, as_of: object) -> pd.DataFrame:
+def _tiers(dataset: Dataset, as_of: date) -> pd.DataFrame:
     """(member_id, segment) from the dataset's churn and value champions, as batch scoring tiers them."""
     import pandas as pd
 
@@ -71,7 +72,7 @@ def _tiers(dataset: Dataset, as_of: object) -> pd.DataFrame:
     champions = load_champions(dataset.home, dataset.name, optional=True)
     if why := tiers_unavailable(champions):
         raise DataError(f"{dataset.name}: no tiers to split by: {why}")
-    scored, _ = score_members(dataset, as_of, champions=champions, kinds=[CHURN, VALUE])  # type: ignore[arg-type]
+    scored, _ = score_members(dataset, as_of, champions=champions, kinds=[CHURN, VALUE])
     return pd.DataFrame({"member_id": scored["member_id"].astype(str), "segment": scored["tier"].astype(str)})
 
 

@@ -87,7 +87,8 @@ def test_the_declining_group_is_ranked_first(community: Dataset) -> None:
     assert declining == ["G0002"]
     report = compute_health(community, AS_OF, load_health_settings(), SegmentBy.group)
     assert report.ranking[0].segment == "G0002"
-    # measured: 0.68 against the next group's 0.43; its members read half as much as three months before
+    # measured on this community: 0.686 against the next group's 0.493; its members' read rate fell from 0.443
+    # three months before to 0.198
     assert report.ranking[0].shortfall > report.ranking[1].shortfall + 0.1
     read = report.value("monthly_read_rate", "G0002")
     before = compute_health(community, AS_OF - timedelta(days=90), load_health_settings(), SegmentBy.group)
@@ -167,8 +168,10 @@ def test_the_ops_console_shows_the_health_dashboard_in_chromium(community: Datas
         assert screenshot.exists() and screenshot.stat().st_size > 50_000
         assert "Community health of healthy" in dom
         assert "weekly_active_rate" in dom and "nps" in dom
-        errors = [line for line in log.splitlines() if ":CONSOLE" in line and "rror" in line]
-        assert errors == [], errors
+        # Chromium logs every console message, errors and uncaught exceptions included, as INFO:CONSOLE (checked
+        # with a page calling console.error); the console logs nothing when all is well.
+        messages = [line for line in log.splitlines() if ":CONSOLE" in line]
+        assert messages == [], messages
     finally:
         server.terminate()
         server.wait(timeout=30)
