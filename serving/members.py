@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from features.progress import step
 from serving.models.base import MemberModel
 from serving.models.btyd import BTYD
 from serving.models.champions import Champions
-from serving.models.inputs import InputContext
+from serving.models.inputs import INPUTS, InputContext
 from serving.models.kinds import Task
 from serving.models.tiers import TierCuts, TierInputs, TierSettings, tiers_unavailable
 from serving.online.table import OnlineTable, Row
+
+SCORER_LAYOUT = 2  # what a cached scorer's files hold (2: the population's model inputs too)
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,20 @@ class MemberScorer:
         """Fitted on the snapshot's members, in the online table's order (ties in tiers go by that position)."""
         with step(f"fitting the member models' population context on {len(population):,} members"):
             contexts = {c.kind.name: _model(c.model).input_context(population) for c in champions.of(Task.member)}
-            # Models that read the same inputs share one context: a request computes them once.
+            # Models that read the same inputs share one context: a request computes them once. Each keeps the
+            # population's own inputs, which a member whose row has not changed reads instead of computing them.
             shared: dict[tuple[Any, ...], InputContext] = {}
+            prepared: dict[int, pd.DataFrame] = {}
             for name, context in contexts.items():
                 if context is not None:
                     key = (context.horizon_days, tuple(sorted(context.btyd.params().items())))
-                    contexts[name] = shared.setdefault(key, context)
-            prepared = {id(c): _with(population, c) for c in contexts.values()}  # a shared context once
+                    if key not in shared:
+                        frame = context.apply(population)
+                        shared[key] = replace(context, known=frame[list(INPUTS)].to_numpy(dtype=np.float64))
+                        prepared[id(shared[key])] = frame
+                    contexts[name] = shared[key]
             outputs = {
-                c.kind.output: _model(c.model).predict(prepared[id(contexts[c.kind.name])])
+                c.kind.output: _model(c.model).predict(prepared.get(id(contexts[c.kind.name]), population))
                 for c in champions.of(Task.member)
             }
             cuts = None
@@ -65,7 +72,8 @@ class MemberScorer:
         reload with the same models): beside the online table, which a rebuilt snapshot replaces whole.
         `features`: the snapshot's features, read only when there is nothing to read back."""
         members = champions.of(Task.member)
-        key = hashlib.sha256(json.dumps(sorted((c.name, c.version) for c in members)).encode()).hexdigest()[:12]
+        named = [SCORER_LAYOUT, sorted((c.name, c.version) for c in members)]
+        key = hashlib.sha256(json.dumps(named).encode()).hexdigest()[:12]
         path = table.folder / f"scorer-{key}.npz"
         if path.exists():
             return cls._read(champions, table.columns, path)
@@ -76,6 +84,9 @@ class MemberScorer:
 
     def _write(self, path: Path) -> None:
         contexts = list({id(c): c for c in self.contexts.values() if c is not None}.values())
+        for i, c in enumerate(contexts):  # memory-mapped when read back: a worker pages in the members it serves
+            assert c.known is not None
+            _save_array(path.with_name(f"{path.stem}-inputs-{i}.npy"), c.known)
         arrays = {
             f"{name}_{i}": getattr(c, name)
             for i, c in enumerate(contexts)
@@ -112,6 +123,7 @@ class MemberScorer:
                     z[f"recency_{i}"],
                     z[f"frequency_{i}"],
                     z[f"monetary_{i}"],
+                    np.load(path.with_name(f"{path.stem}-inputs-{i}.npy"), mmap_mode="r"),
                 )
                 for i, c in enumerate(meta["contexts"])
             ]
@@ -129,25 +141,34 @@ class MemberScorer:
     def outputs(self) -> list[str]:
         return [str(c.kind.output) for c in self.champions.of(Task.member)]
 
-    def score(self, rows: list[Row], positions: list[float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def score(
+        self, rows: list[Row], positions: list[float], changed: list[bool] | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Each row's outputs, tier and top reasons (answers), and the values of the features behind its reasons
-        (for the prediction log). `positions`: each member's place in the population."""
+        (for the prediction log). `positions`: each member's place in the population; `changed`: whether events
+        changed their row since the snapshot (default: all did)."""
         if not rows:
             return [], []
         outputs: dict[str, np.ndarray] = {}
         prepared: dict[int, list[Row]] = {}
         explaining = self.champions.explaining()
         assert explaining is not None  # a scorer is made for member champions only
-        reasons_rows = rows
+        members = next((len(c.known) for c in self.contexts.values() if c is not None and c.known is not None), 0)
+        known_at: list[int | None] = [  # unchanged rows of the population read its inputs
+            int(p) if changed is not None and not changed[i] and p < members else None for i, p in enumerate(positions)
+        ]
+        reasons_rows, reasons = rows, [[] for _ in rows]
         for champion in self.champions.of(Task.member):
             context = self.contexts[champion.kind.name]
             if id(context) not in prepared:
-                prepared[id(context)] = rows if context is None else context.with_rows(rows)
+                prepared[id(context)] = rows if context is None else context.with_rows(rows, known_at)
             model_rows = prepared[id(context)]
-            outputs[champion.kind.output] = _model(champion.model).predict_rows(model_rows, context)
-            if champion is explaining:
+            model = _model(champion.model)
+            if champion is explaining:  # its predictions and reasons from one pass
+                outputs[champion.kind.output], reasons = model.predict_explained_rows(model_rows, context)
                 reasons_rows = model_rows
-        reasons = _model(explaining.model).top_reasons_rows(reasons_rows, self.contexts[explaining.kind.name])
+            else:
+                outputs[champion.kind.output] = model.predict_rows(model_rows, context)
         answers, inputs = [], []
         for i, row in enumerate(rows):
             values = {name: float(outputs[name][i]) for name in outputs}
@@ -158,8 +179,11 @@ class MemberScorer:
         return answers, inputs
 
 
-def _with(frame: pd.DataFrame, context: InputContext | None) -> pd.DataFrame:
-    return frame if context is None else context.apply(frame)
+def _save_array(path: Path, values: np.ndarray) -> None:
+    """Written under a temporary name and renamed: a reader sees the whole array or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.npy")
+    np.save(tmp, values)
+    tmp.replace(path)
 
 
 def _model(model: Any) -> MemberModel:

@@ -144,7 +144,9 @@ def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict
     for variant, scorer in ((CHAMPION, state.scorer), (CHALLENGER, state.challenger and state.challenger.scorer)):
         group = [m for m in known if variants.get(m, CHAMPION) == variant]
         if group and scorer is not None:
-            answers, inputs = scorer.score([rows[m][0] for m in group], [rows[m][1] for m in group])
+            answers, inputs = scorer.score(
+                [rows[m][0] for m in group], [rows[m][1] for m in group], [rows[m][2] for m in group]
+            )
             scored |= {m: (a, i) for m, a, i in zip(group, answers, inputs, strict=True)}
     records, logged = [], []
     for member in member_ids:

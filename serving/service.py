@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from features.errors import DataError
 from features.home import StateHome
 from serving.coalesce import Coalescer
+from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
 from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
@@ -41,6 +42,10 @@ INLINE_MEMBERS = 10  # up to this many members per request, answers are computed
 MAX_EVENTS = 10_000  # per table and call
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
+
+# The service object this worker serves, once BentoML has made it: the hot path (serving/hot_path.py) calls its
+# endpoints. One per worker process (a test's in-process app included).
+_SERVED: list[CommunityML] = []
 
 MemberIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=1000)]
 TopK = Annotated[int, Field(ge=1, le=100)]
@@ -109,6 +114,7 @@ class CommunityML:
         self._recommend_calls: Coalescer[tuple[ModelKind, ListRules], ServingState] = Coalescer(
             self._recommended, INLINE_MEMBERS
         )
+        _SERVED[:] = [self]
 
     def _told(self, exc: BaseException) -> str:
         """An error's message as a caller may read it: the server's files are its own business, so the state
@@ -140,8 +146,12 @@ class CommunityML:
         except LookupError as exc:  # no member champion at all
             raise bentoml.exceptions.NotFound(self._told(exc)) from exc
         members = [c.kind for c in state.champions.of(Task.member)]
-        logged = [{**record, "inputs": values} for record, values in scored]
-        self._log(state, endpoint, logged, state.champions.versions(Task.member), started)
+        versions = state.champions.versions(Task.member)
+        after_answer(
+            lambda: self._log(
+                state, endpoint, [{**record, "inputs": values} for record, values in scored], versions, started
+            )
+        )
         answer = {"as_of": str(state.as_of), "models": state.models(*members), "members": [r for r, _ in scored]}
         if unavailable := state.unavailable:
             answer["unavailable"] = unavailable
@@ -156,7 +166,8 @@ class CommunityML:
         started: float,
         params: dict[str, Any] | None = None,
     ) -> None:
-        """Log lines name the versions that answered: a challenger's members, the challenger's version."""
+        """Log lines name the versions that answered: a challenger's members, the challenger's version. Called once
+        the answer is sent (`after_answer`): the latency logged is the caller's, serialisation included."""
         challenger = state.challenger
         if challenger is None:
             self.log.write(endpoint, records, versions, started, params, state.as_of)
@@ -234,7 +245,7 @@ class CommunityML:
         rules = ListRules(k=k, include_seen=include_seen, exclude=tuple(exclude), category=category)
         state, records = await self._recommend_calls((kind, rules), member_ids)
         versions = {kind.name: state.champions[kind].version}
-        self._log(state, kind.name, records, versions, started, {"k": k, "category": category})
+        after_answer(lambda: self._log(state, kind.name, records, versions, started, {"k": k, "category": category}))
         answer = {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
         return _with_challenger(answer, state, Task.items, kind)
 
@@ -342,4 +353,10 @@ def _with_challenger(
     return {**answer, "challenger": challenger.describe()}
 
 
+def _served() -> CommunityML | None:
+    return _SERVED[0] if _SERVED else None
+
+
+# Outermost first: the API key is checked before the hot path answers.
 CommunityML.add_asgi_middleware(ApiKeyMiddleware)
+CommunityML.add_asgi_middleware(HotPath, routes=routes(CommunityML), instance=_served)

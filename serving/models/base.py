@@ -63,6 +63,12 @@ class MemberModel(ABC):
     def top_reasons_rows(self, rows: list[dict[str, Any]], context: InputContext | None, k: int = 3) -> list[list[str]]:
         return self.top_reasons(rows_frame(rows, None if context is None else context.horizon_days), k)
 
+    def predict_explained_rows(
+        self, rows: list[dict[str, Any]], context: InputContext | None, k: int = 3
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """`predict_rows` and `top_reasons_rows` at once (a family that can, from one pass over its model)."""
+        return self.predict_rows(rows, context), self.top_reasons_rows(rows, context, k)
+
     def input_context(self, population: pd.DataFrame) -> InputContext | None:
         """What `prepare` computes from the scored population, fitted on `population` once, to compute any
         member's inputs later (None: the model reads none)."""

@@ -9,6 +9,7 @@ on stacked cutoffs and a model scoring today see them computed the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,9 @@ class InputContext:
     recency: np.ndarray  # sorted: minus the recency rank (recent is high)
     frequency: np.ndarray  # sorted
     monetary: np.ndarray  # sorted
+    # The fitted population's own inputs (members x INPUTS, in its order), where kept: a member whose row has not
+    # changed since reads theirs instead of computing them again (`with_rows`).
+    known: np.ndarray | None = None
 
     @classmethod
     def fit(cls, features: pd.DataFrame, horizon_days: int, fallback: dict[str, float] | None = None) -> InputContext:
@@ -85,17 +89,28 @@ class InputContext:
         )
         return (15 - scores).astype(float)
 
-    def with_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def with_rows(self, rows: list[dict[str, Any]], known_at: list[int | None] | None = None) -> ModelRows:
         """Rows (feature name -> value) with their model inputs: `apply` for the few members of a request, from
-        the columns the inputs read, without a frame."""
-        nan = float("nan")
-        columns = {
-            c: np.array([nan if r.get(c) is None else float(r[c]) for r in rows], dtype=float)
-            for c in (*INPUT_SOURCES, "monetary")
-        }
-        inputs = self.btyd.output_columns(columns, self.horizon_days)
-        inputs["rfm_score"] = self._rfm(columns)
-        return [{**row, **{name: float(values[i]) for name, values in inputs.items()}} for i, row in enumerate(rows)]
+        the columns the inputs read, without a frame. `known_at`: each row's place in the fitted population where
+        the row is the one it had there (its inputs are then read from `known`), else None."""
+        out = list(rows)
+        todo = list(range(len(rows)))
+        if self.known is not None and known_at is not None:
+            todo = [i for i, at in enumerate(known_at) if at is None]
+            for i, at in enumerate(known_at):
+                if at is not None:
+                    out[i] = {**rows[i], **dict(zip(INPUTS, self.known[at].tolist(), strict=True))}
+        if todo:
+            nan = float("nan")
+            columns = {
+                c: np.array([nan if rows[i].get(c) is None else float(rows[i][c]) for i in todo], dtype=float)
+                for c in (*INPUT_SOURCES, "monetary")
+            }
+            inputs = self.btyd.output_columns(columns, self.horizon_days)
+            inputs["rfm_score"] = self._rfm(columns)
+            for j, i in enumerate(todo):
+                out[i] = {**rows[i], **{name: float(inputs[name][j]) for name in INPUTS}}
+        return ModelRows(out)
 
     def apply(self, features: pd.DataFrame) -> pd.DataFrame:
         """The features and the model inputs for this context's horizon."""
@@ -117,16 +132,45 @@ def has_inputs(features: pd.DataFrame, horizon_days: int) -> bool:
     return features.attrs.get(_MARK) == horizon_days and all(c in features for c in INPUTS)
 
 
-def rows_frame(rows: list[dict[str, Any]], horizon_days: int | None, numbers: list[str] | None = None) -> pd.DataFrame:
-    """Rows that carry their model inputs (`InputContext.with_rows`) as a frame that says so; of the `numbers`
-    columns only, where given (a frame of a hundred columns from dicts costs milliseconds to build)."""
-    if numbers is None:
-        frame = pd.DataFrame.from_records(rows)
-    else:
-        nan = float("nan")
-        present = [c for c in numbers if rows and c in rows[0]]
-        values = [[nan if r[c] is None else float(r[c]) for c in present] for r in rows]
-        frame = pd.DataFrame(np.array(values, dtype=float).reshape(len(rows), len(present)), columns=present)
+class ModelRows(list[dict[str, Any]]):
+    """A request's rows with their model inputs (`InputContext.with_rows`), and the model matrices built from them
+    by set of columns: the models that read the same columns share one (serving/models/families/gbm.py)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__(rows)
+        self.matrices: dict[Any, np.ndarray] = {}
+
+
+class RowColumns(Mapping[str, np.ndarray]):
+    """Rows (feature name -> value) read as columns of floats, each built when first read: what a score that takes
+    a frame's columns reads, for a request's few members, without building a frame of a hundred columns."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self._built: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        if column not in self._built:
+            if column not in self:
+                raise KeyError(column)
+            nan = float("nan")
+            values = [nan if (v := r[column]) is None else float(v) for r in self.rows]
+            self._built[column] = np.array(values, dtype=float)
+        return self._built[column]
+
+    def __contains__(self, column: object) -> bool:
+        return bool(self.rows) and column in self.rows[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows[0] if self.rows else ())
+
+    def __len__(self) -> int:
+        return len(self.rows[0]) if self.rows else 0
+
+
+def rows_frame(rows: list[dict[str, Any]], horizon_days: int | None) -> pd.DataFrame:
+    """Rows that carry their model inputs (`InputContext.with_rows`) as a frame that says so."""
+    frame = pd.DataFrame.from_records(rows)
     if horizon_days is not None:
         frame.attrs[_MARK] = horizon_days
     return frame

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +87,32 @@ class OnlineTable:
         return None if at is None else self.row_at(at)
 
     def row_at(self, at: int) -> Row:
-        """The row at a position `position` found."""
-        row: Row = {}
+        """The row at a position `position` found: `typed`'s row, read by a plan worked out once per table."""
         numbers, codes = self.numbers[at].tolist(), self.codes[at].tolist()
-        for name, value in zip(self.number_columns, numbers, strict=True):
-            row[name] = None if value != value else value
-        for name, code in zip(self.text_columns, codes, strict=True):
-            row[name] = None if code < 0 else self.vocab[name][code]
-        return typed(self.schema, row)
+        row: Row = {}
+        for name, is_text, j, convert in self._plan:
+            if is_text:
+                code = codes[j]
+                row[name] = None if code < 0 else convert[code]
+            else:
+                value = numbers[j]
+                row[name] = None if value != value else convert(value)
+        return row
+
+    @cached_property
+    def _plan(self) -> list[tuple[str, bool, int, Any]]:
+        """Per column in the schema's order: its name, whether it is text, its place in `codes` or `numbers`, and
+        how a stored value becomes the declared type (the vocabulary, for text)."""
+        number_at = {c: j for j, c in enumerate(self.number_columns)}
+        text_at = {c: j for j, c in enumerate(self.text_columns)}
+        types = {"int64": int, "boolean": bool, "float64": float}
+        plan: list[tuple[str, bool, int, Any]] = []
+        for f in self.schema.features:
+            if f.name in text_at:
+                plan.append((f.name, True, text_at[f.name], [str(v) for v in self.vocab[f.name]]))
+            else:
+                plan.append((f.name, False, number_at[f.name], types.get(f.dtype, str)))
+        return plan
 
 
 def typed(schema: FeatureSchema, row: Row) -> Row:

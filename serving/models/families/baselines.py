@@ -24,13 +24,16 @@ from serving.models.calibration import logit, platt
 from serving.models.inputs import INPUT_SOURCES, InputContext, recency_rank, with_inputs
 from serving.models.kinds import Target
 
+# What a score reads: a frame, or (a request's few members, without building one) columns as arrays.
+Columns = pd.DataFrame | Mapping[str, np.ndarray]
 
-def run_rate(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+
+def run_rate(frame: Columns, horizon_days: int) -> np.ndarray:
     """Expected spend: what the member spent over the last period of the same length, or pro rata of 90 days."""
     column = f"spend_{horizon_days}d"
     if column in frame:
-        return frame[column].clip(lower=0).to_numpy(dtype=float)
-    return (frame["spend_90d"].clip(lower=0) * horizon_days / 90).to_numpy(dtype=float)
+        return np.clip(np.asarray(frame[column], dtype=float), 0, None)
+    return np.clip(np.asarray(frame["spend_90d"], dtype=float), 0, None) * horizon_days / 90
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ class Baseline:
     family: str
     target: Target
     summary: str
-    # The score (risk for a binary kind, amount for an amount kind) from the features with the model inputs.
-    score: Callable[[pd.DataFrame, int], np.ndarray]
+    # The score (risk for a binary kind, amount for an amount kind) from the features with the model inputs
+    # (a frame; amount baselines, which a LightGBM amount model starts from, also read columns as arrays).
+    score: Callable[[Columns, int], np.ndarray]
     # A strictly increasing transform of a churn score before Platt scaling, to a scale it is nearly linear on.
     link: Callable[[np.ndarray], np.ndarray] = np.asarray
 
@@ -73,7 +77,7 @@ BASELINES: dict[str, Baseline] = {
             "bgnbd-gamma-gamma",
             Target.amount,
             "BG/NBD expected purchases x Gamma-Gamma expected order value",
-            lambda f, h: f["btyd_value"].to_numpy(float),
+            lambda f, h: np.asarray(f["btyd_value"], dtype=float),
         ),
     )
 }

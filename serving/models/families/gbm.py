@@ -8,7 +8,10 @@ and monitoring alike.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +23,10 @@ from pydantic import BaseModel, ConfigDict
 
 from serving.models.base import MemberModel
 from serving.models.calibration import logit, platt
-from serving.models.families.baselines import BASELINES
+from serving.models.families.baselines import BASELINES, Columns
 from serving.models.families.paths import PathTable
-from serving.models.inputs import INPUT_SOURCES, INPUTS, InputContext, rows_frame, with_inputs
+from serving.models.families.single_row import Output, SingleRow
+from serving.models.inputs import INPUT_SOURCES, INPUTS, InputContext, ModelRows, RowColumns, with_inputs
 from serving.models.kinds import Target
 
 
@@ -50,7 +54,7 @@ class GBMSpec(BaseModel):
         return any(c in INPUTS for c in self.columns) or self.offset is not None
 
 
-def offset_of(spec: GBMSpec, frame: pd.DataFrame) -> np.ndarray:
+def offset_of(spec: GBMSpec, frame: Columns) -> np.ndarray:
     """The log of the offset baseline's prediction: an amount model's starting score. A floor of 10 keeps members
     predicted to spend nothing off log(0)."""
     assert spec.offset is not None
@@ -87,21 +91,54 @@ def model_matrix(spec: GBMSpec, frame: pd.DataFrame) -> np.ndarray:
 
 
 def rows_matrix(spec: GBMSpec, rows: list[dict[str, Any]]) -> np.ndarray:
-    """`model_matrix` of rows given as dicts (feature name -> value): a request's few members, without pandas."""
-    codes = _category_codes(spec)
+    """`model_matrix` of rows given as dicts (feature name -> value): a request's few members, without pandas.
+    Rows that keep their matrices (`ModelRows`) build one per set of columns, shared by the models that read it."""
+    plan = _plan(spec)
+    kept = rows.matrices if isinstance(rows, ModelRows) else None
+    if kept is not None and plan.signature in kept:
+        return kept[plan.signature]
+    x = np.empty((len(rows), len(spec.columns)), dtype=np.float64)
     nan = float("nan")
-    return np.array(
-        [
-            [
-                (codes[c].get(v, nan) if isinstance(v, str) else nan)
-                if c in codes
-                else (nan if v is None else float(v))
-                for c, v in ((c, row.get(c)) for c in spec.columns)
+    for i, row in enumerate(rows):
+        get = row.get
+        x[i, plan.number_at] = [nan if (v := get(c)) is None else v for c in plan.numbers]
+        if plan.codes:
+            x[i, plan.code_at] = [
+                lookup.get(v, nan) if isinstance(v := get(c), str) else nan for c, lookup in plan.codes
             ]
-            for row in rows
-        ],
-        dtype=np.float64,
-    ).reshape(len(rows), len(spec.columns))
+    if kept is not None:
+        kept[plan.signature] = x
+    return x
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a model spec's matrix is laid out: its number columns and text columns (with each category's code)
+    and where each sits."""
+
+    numbers: list[str]
+    number_at: list[int]
+    codes: list[tuple[str, dict[str, float]]]
+    code_at: list[int]
+    signature: tuple[Any, ...]  # the same for specs whose matrices are the same
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(spec: GBMSpec) -> _Plan:
+    """Worked out once per model spec."""
+    key = id(spec)
+    if key not in _PLANS:
+        codes = _category_codes(spec)
+        _PLANS[key] = _Plan(
+            [c for c in spec.columns if c not in codes],
+            [j for j, c in enumerate(spec.columns) if c not in codes],
+            list(codes.items()),
+            [spec.columns.index(c) for c in codes],
+            (tuple(spec.columns), tuple((c, tuple(v)) for c, v in sorted(spec.categories.items()))),
+        )
+    return _PLANS[key]
 
 
 _CODES: dict[int, dict[str, dict[str, float]]] = {}
@@ -131,6 +168,7 @@ class GBMModel(MemberModel):
 
     def __init__(self, spec: GBMSpec, booster: lgb.Booster) -> None:
         self.spec, self.booster = spec, booster
+        self._singles: dict[Output, SingleRow] = {}  # the single-row predictors, made at first use
         self.kind = spec.kind
         snapshot_columns = [c for c in spec.columns if c not in INPUTS]
         self.columns = snapshot_columns + [c for c in INPUT_SOURCES if spec.reads_inputs and c not in snapshot_columns]
@@ -154,13 +192,44 @@ class GBMModel(MemberModel):
         return self._output(model_matrix(self.spec, frame), frame)
 
     def predict_rows(self, rows: list[dict[str, Any]], context: InputContext | None) -> np.ndarray:
-        h = self.spec.horizon_days
-        read = [*INPUTS, *INPUT_SOURCES, "monetary", f"spend_{h}d", "spend_90d"]  # what an offset baseline reads
-        offset = rows_frame(rows, h, read) if self.spec.offset else None
-        return self._output(rows_matrix(self.spec, rows), offset, threads=1)
+        """Each row through LightGBM's single-row path (single_row.py): the same numbers as `predict`."""
+        output = Output.normal if self.spec.target is Target.binary else Output.raw
+        booster_output = self._single(output)(rows_matrix(self.spec, rows))[:, 0]
+        return self._finish(booster_output, rows)
+
+    def predict_explained_rows(
+        self, rows: list[dict[str, Any]], context: InputContext | None, k: int = 3
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Predictions and top reasons from one pass through the trees: each row's leaves give both its raw score
+        (as LightGBM adds it up) and its contributions (paths.py)."""
+        leaves = self._single(Output.leaves)(rows_matrix(self.spec, rows))
+        explained = [self.paths.explain(row) for row in leaves]
+        raw = np.array([r for r, _ in explained], dtype=np.float64)
+        if self.spec.target is Target.binary:  # LightGBM's binary transform, on the same raw score
+            raw = np.array([1.0 / (1.0 + math.exp(-self._sigmoid * r)) for r in raw], dtype=np.float64)
+        contributions = np.array([c for _, c in explained]).reshape(len(rows), len(self.spec.columns))
+        return self._finish(raw, rows), self._reasons(contributions, k)
+
+    @cached_property
+    def _sigmoid(self) -> float:
+        """The binary objective's sigmoid parameter (LightGBM's default 1), as its model file states it."""
+        objective = self.booster.dump_model(num_iteration=1).get("objective", "")
+        found = re.search(r"sigmoid:([0-9.eE+-]+)", objective)
+        return float(found.group(1)) if found else 1.0
+
+    def _single(self, output: Output) -> SingleRow:
+        single = self._singles.get(output)
+        if single is None:
+            single = self._singles[output] = SingleRow(self.booster, output)
+        return single
+
+    def _finish(self, booster_output: np.ndarray, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The kind's output from the booster's (a probability, or the raw score of an amount), as `_output`."""
+        if self.spec.target is Target.binary:
+            return platt(logit(booster_output), self.spec.calibration_slope, self.spec.calibration_intercept)
+        return np.exp(booster_output + offset_of(self.spec, RowColumns(rows)))
 
     def _output(self, x: np.ndarray, frame: pd.DataFrame | None, threads: int = 0) -> np.ndarray:
-        """`threads`: 1 for a request's few rows, where starting LightGBM's thread team costs more than it saves."""
         if self.spec.target is Target.binary:
             raw = self.booster.predict(x, num_threads=threads)
             return platt(logit(raw), self.spec.calibration_slope, self.spec.calibration_intercept)
@@ -183,7 +252,7 @@ class GBMModel(MemberModel):
         return self._reasons(self.contributions(features).to_numpy(), k)
 
     def top_reasons_rows(self, rows: list[dict[str, Any]], context: InputContext | None, k: int = 3) -> list[list[str]]:
-        return self._reasons(self.paths.contributions(self.booster, rows_matrix(self.spec, rows), threads=1), k)
+        return self.predict_explained_rows(rows, context, k)[1]
 
     def _reasons(self, contributions: np.ndarray, k: int) -> list[list[str]]:
         order = np.argsort(-contributions, axis=1)[:, :k]

@@ -14,6 +14,7 @@ Training fits them (training/uplift.py); this module scores with them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from serving.models.base import MemberModel
 from serving.models.families.gbm import GBMSpec, model_matrix, rows_matrix
+from serving.models.families.single_row import Output, SingleRow
 from serving.models.inputs import InputContext
 
 UPLIFT_FAMILIES = ("x-learner", "t-learner", "random")
@@ -60,12 +62,21 @@ class UpliftModel(MemberModel):
         return self._uplift(model_matrix(self.spec.features, features))
 
     def predict_rows(self, rows: list[dict[str, Any]], context: InputContext | None) -> np.ndarray:
-        return self._uplift(rows_matrix(self.spec.features, rows), threads=1)
+        """Each row through LightGBM's single-row path (single_row.py): the same numbers as `predict`."""
+        x = rows_matrix(self.spec.features, rows)
+        return self._blend(len(x), {name: single(x)[:, 0] for name, single in self._singles.items()})
 
-    def _uplift(self, x: np.ndarray, threads: int = 0) -> np.ndarray:
+    @cached_property
+    def _singles(self) -> dict[str, SingleRow]:
+        return {name: SingleRow(b, Output.normal) for name, b in self.boosters.items()}
+
+    def _uplift(self, x: np.ndarray) -> np.ndarray:
+        return self._blend(len(x), {name: b.predict(x) for name, b in self.boosters.items()})
+
+    def _blend(self, n: int, out: dict[str, np.ndarray]) -> np.ndarray:
+        """The uplift from the boosters' predictions (by booster name)."""
         if self.spec.family == "random":
-            return np.full(len(x), self.spec.average_effect)
-        out = {name: b.predict(x, num_threads=threads) for name, b in self.boosters.items()}
+            return np.full(n, self.spec.average_effect)
         if self.spec.family == "t-learner":
             return out["mu1"] - out["mu0"]
         share = self.spec.treated_share
