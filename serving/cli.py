@@ -61,7 +61,11 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(3000, help="port to listen on"),
     workers: int = typer.Option(
-        1, "--workers", min=1, max=64, help="server processes; they share events through the journal, or Redis"
+        0,
+        "--workers",
+        min=0,
+        max=64,
+        help="server processes (0: one per core); they share events through the journal, or Redis",
     ),
     challenger: str | None = typer.Option(
         None,

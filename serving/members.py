@@ -137,6 +137,12 @@ class MemberScorer:
         by_kind = {k: None if i is None else contexts[i] for k, i in meta["by_kind"].items()}
         return cls(champions, columns, by_kind, tier_cuts)
 
+    def warm(self, table: OnlineTable) -> None:
+        """Scores the table's first member once: what models build at first use (the trees' path table, the
+        single-row predictors) is built at load, not while the first callers wait."""
+        if len(table):
+            self.score([table.row_at(0)], [0.0], [False])
+
     @property
     def outputs(self) -> list[str]:
         return [str(c.kind.output) for c in self.champions.of(Task.member)]

@@ -113,6 +113,9 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         if setting.kind.task is Task.member:
             scorer = MemberScorer.cached(champions.replacing(challenger), table, snapshot.features)
         state.challenger = Challenger(challenger, setting.share, pseudonym_key(home), scorer)
+    for served in (state.scorer, state.challenger and state.challenger.scorer):
+        if served is not None:
+            served.warm(table)
     return state
 
 

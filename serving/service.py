@@ -7,6 +7,7 @@ champions and a new snapshot atomically: a request holds the state it started wi
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import os
@@ -37,12 +38,15 @@ from serving.predictions import (
 )
 
 API_KEY_ENV = "COMMUNITY_ML_API_KEY"
-WORKERS_ENV = "COMMUNITY_ML_WORKERS"  # set by `community-ml serve --workers N`
+# Set by `community-ml serve --workers N`; 0 or unset: one per core (a worker answers on one core at a time).
+WORKERS_ENV = "COMMUNITY_ML_WORKERS"
 INLINE_MEMBERS = 10  # up to this many members per request, answers are computed on the event loop
 MAX_EVENTS = 10_000  # per table and call
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
 
+# The endpoints the hot path answers (serving/hot_path.py; a test checks the list against the service's own).
+HOT_ROUTES = ("/score", "/churn", "/value", "/recommend_products", "/recommend_content", "/recommend")
 # The service object this worker serves, once BentoML has made it: the hot path (serving/hot_path.py) calls its
 # endpoints. One per worker process (a test's in-process app included).
 _SERVED: list[CommunityML] = []
@@ -98,8 +102,11 @@ class ApiKeyMiddleware:
     name="community-ml",
     traffic={"timeout": 30},
     logging={"access": {"enabled": False}},
+    # No span for the calls the hot path answers (nothing exports them unless tracing is configured, and starting
+    # one costs more than the answer).
+    tracing={"excluded_urls": list(HOT_ROUTES)},
     # Workers share events through the journal (in-process stores) or Redis ($COMMUNITY_ML_REDIS_URL).
-    workers=int(os.environ.get(WORKERS_ENV, "1") or 1),
+    workers=int(os.environ.get(WORKERS_ENV, "0") or 0) or os.cpu_count() or 1,
 )
 class CommunityML:
     def __init__(self) -> None:
@@ -107,6 +114,7 @@ class CommunityML:
         self.home = StateHome.from_env()
         self.dataset = os.environ.get(DATASET_ENV, "demo")
         self.state: ServingState = load_state(self.home, self.dataset)
+        _settle()
         self.log = PredictionLog(self.home, self.dataset)
         self._reloading = threading.Lock()
         self.last_reload_error: str | None = None
@@ -340,6 +348,7 @@ class CommunityML:
                 self.last_reload_error = f"{type(exc).__name__}: {told}"
                 raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {told}") from exc
             self.state, self.last_reload_error = fresh, None
+            _settle()
         return self._metadata()
 
 
@@ -351,6 +360,15 @@ def _with_challenger(
     if challenger is None or not challenger.serves(task, kind):
         return answer
     return {**answer, "challenger": challenger.describe()}
+
+
+def _settle() -> None:
+    """Sets what is alive now (the loaded models, snapshot and population context: millions of objects) aside
+    from the garbage collector. Otherwise each full collection walks them all while requests wait: pauses of a
+    tenth of a second, the tail of the latency. A reload lets the old state go first."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _served() -> CommunityML | None:

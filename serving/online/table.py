@@ -196,6 +196,7 @@ class EventFolder:
         self._eve = as_of - timedelta(microseconds=1)
         self._lock = threading.Lock()
         self._con = duckdb.connect()
+        self._con.execute("PRAGMA disable_optimizer")
         self._con.register("catalogue_products", pa.Table.from_pandas(categories, preserve_index=False))
         self._con.register("catalogue_contents", pa.Table.from_pandas(content_types, preserve_index=False))
         self._sql = _folding_sql(tuple(schema.columns), as_of)
