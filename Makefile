@@ -124,9 +124,19 @@ redis:
 			&& $(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1; } \
 		|| echo "warning: could not install redis-server; the Redis test will say so and skip"; }
 
+# wrk (Debian's package) loads the service in the serving benchmark; installed once, when missing.
+.PHONY: wrk
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "installing wrk for the serving benchmark ..."; \
+		$(SUDO) apt-get install -y -q --no-install-recommends wrk >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null 2>&1 \
+			&& $(SUDO) apt-get install -y -q --no-install-recommends wrk >/dev/null 2>&1; } \
+		|| { echo "error: could not install wrk, which the serving benchmark needs"; exit 1; }; }
+
 ## bench: run the benchmarks and write their result tables to experiments/results/
 .PHONY: bench
-bench: setup-spark
+bench: setup-spark wrk
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_spark.py --sizes 1,10
