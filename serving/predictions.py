@@ -9,6 +9,8 @@ gets exactly what batch scoring (`community-ml score`) writes for them.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
@@ -21,7 +23,7 @@ from features.pseudonyms import pseudonym, pseudonym_key
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from features.store import Dataset
 from serving.members import MemberScorer
-from serving.models.base import ItemModel, ListRules
+from serving.models.base import ItemModel, ListRules, Ranked
 from serving.models.champions import (
     ChallengerSetting,
     Champion,
@@ -62,6 +64,34 @@ class Challenger:
         return self.champion.kind.task is task and kind in (None, self.champion.kind)
 
 
+LISTS_KEPT = 20_000  # members' lists a worker keeps (about 0.5 KB each with 10 items): a bound, whatever the size
+
+
+@dataclass
+class ListCache:
+    """Members' recent top lists, by model, rules and member. A member's list changes only with their own
+    interactions (a member with events since training is folded in again each time, never kept here) or with
+    new models (a reload makes a new state, with a new cache): recommending to a member again is a lookup.
+    Least recently used lists go first."""
+
+    size: int = LISTS_KEPT
+    _lists: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: tuple[Any, ...]) -> Ranked | None:
+        with self._lock:
+            found = self._lists.get(key)
+            if found is not None:
+                self._lists.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], ranked: Ranked) -> None:
+        with self._lock:
+            self._lists[key] = ranked
+            if len(self._lists) > self.size:
+                self._lists.popitem(last=False)
+
+
 @dataclass
 class ServingState:
     dataset: str
@@ -71,6 +101,7 @@ class ServingState:
     scorer: MemberScorer | None  # None: the dataset has no member champion (recommenders only)
     challenger: Challenger | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    lists: ListCache = field(default_factory=ListCache)
 
     @property
     def member_outputs(self) -> list[str]:
@@ -196,13 +227,20 @@ def recommendations(
     assert kind.items is not None
     fresh = state.online.items(member_ids, kind.items.matrix)
     variants = _variants(state, Task.items, member_ids, kind)
-    lists: dict[str, Any] = {}
+    lists: dict[str, Ranked] = {}
+    asked = (kind.name, rules.k, rules.exclude_seen, rules.exclude, rules.category)
     for variant in (CHAMPION, CHALLENGER):
-        group = [m for m in member_ids if variants.get(m, CHAMPION) == variant]
-        if group:
+        group = [m for m in dict.fromkeys(member_ids) if variants.get(m, CHAMPION) == variant]
+        kept = {m: found for m in group if m not in fresh and (found := state.lists.get((variant, *asked, m)))}
+        lists |= kept
+        todo = [m for m in group if m not in kept]
+        if todo:
             served = model if variant == CHAMPION else _item_model(state.challenger.champion.model)  # type: ignore[union-attr]
-            ranked = served.ranked(group, rules.k, rules.exclude_seen, list(rules.exclude), rules.category, fresh)
-            lists |= dict(zip(group, ranked, strict=True))
+            ranked = served.ranked(todo, rules.k, rules.exclude_seen, list(rules.exclude), rules.category, fresh)
+            for member, found in zip(todo, ranked, strict=True):
+                lists[member] = found
+                if member not in fresh:
+                    state.lists.put((variant, *asked, member), found)
     return [
         {
             "member_id": m,

@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
 import numpy as np
 import pandas as pd
@@ -107,6 +107,14 @@ class MemberModel(ABC):
 MEMBER_CLASSES: dict[str, type[MemberModel]] = {}
 
 
+class Ranked(NamedTuple):
+    """One member's list: item ids and scores, best first, and whether it is a cold-start list."""
+
+    items: list[str]
+    scores: list[float]
+    cold_start: bool
+
+
 class ListRules(BaseModel):
     """What a member's list may hold, as the API, batch export and service ask for it: one typed value (frozen, so
     requests with the same rules can be answered together)."""
@@ -154,7 +162,7 @@ class ItemModel(ABC):
         exclude: list[str] | None = None,
         category: str | None = None,
         fresh: Mapping[str, Mapping[str, float]] | None = None,
-    ) -> list[Any]:
+    ) -> list[Ranked]:
         """What `recommend` answers, as one (items, scores, cold_start) list per member, in the order asked, without
         a DataFrame; `fresh`: members' interactions since training, folded in where the family can."""
 

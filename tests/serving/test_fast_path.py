@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from features.home import StateHome
 from features.store import Dataset
@@ -35,3 +36,34 @@ def test_every_members_single_row_answer_equals_batch_scoring(home: StateHome) -
             np.testing.assert_allclose(got[output].to_numpy(float), expected, rtol=1e-12, atol=0, err_msg=output)
         assert (got["tier"] == batch["tier"]).all()
         assert [", ".join(r) for r in got["top_reasons"]] == list(batch["top_reasons"])
+
+
+def test_lists_are_kept_until_the_members_interactions_change(home: StateHome) -> None:
+    from serving.models.base import ListRules
+    from serving.models.kinds import PRODUCT_RECS
+    from serving.predictions import ListCache, recommendations
+
+    state, uncached = load_state(home, "shop"), load_state(home, "shop")
+    state.lists, uncached.lists = ListCache(size=3), ListCache(size=0)
+    members, rules = [f"M{i:06d}" for i in range(900, 905)], ListRules(k=5)
+    first = recommendations(state, PRODUCT_RECS, members, rules)
+    assert same_lists(first, recommendations(uncached, PRODUCT_RECS, members, rules))
+    assert len(state.lists._lists) == 3  # bounded: the least recently used went first
+    assert same_lists(recommendations(state, PRODUCT_RECS, members, rules), first)
+    # a member with interactions since training is folded in each time, never answered from the kept list
+    product = first[0]["items"][-1]["item_id"]
+    new = {members[-1]: {product: 25.0}}
+    for s in (state, uncached):
+        s.online.items = lambda asked, matrix, new=new: {m: v for m, v in new.items() if m in asked}  # type: ignore[method-assign]
+    again = recommendations(state, PRODUCT_RECS, members, rules)
+    assert again[-1]["fresh"] and same_lists(again, recommendations(uncached, PRODUCT_RECS, members, rules))
+
+
+def same_lists(a: list[dict], b: list[dict]) -> bool:
+    """The same items in the same order. Scores to float32's precision: the factors are float32, and a member's
+    scores from a product over several members differ from their own product's in the last digits."""
+    items = [[(i["item_id"], i["rank"]) for i in m["items"]] for m in a] == [
+        [(i["item_id"], i["rank"]) for i in m["items"]] for m in b
+    ]
+    scores = [i["score"] for m in a for i in m["items"]]
+    return items and scores == pytest.approx([i["score"] for m in b for i in m["items"]], rel=1e-5)

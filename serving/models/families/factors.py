@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from features.errors import DataError
 from features.interactions import csr_arrays, csr_from
-from serving.models.base import ItemModel
+from serving.models.base import ItemModel, Ranked
 from serving.models.families.recommenders import (
     FOLD_IN,
     ITEM_FAMILIES,
@@ -43,14 +43,6 @@ from serving.models.families.recommenders import (
     member_vectors,
 )
 from serving.models.ranking import rank_items, single_threaded_blas
-
-
-class Ranked(NamedTuple):
-    """One member's list: item ids and scores, best first, and whether it is a cold-start list."""
-
-    items: list[str]
-    scores: list[float]
-    cold_start: bool
 
 
 class NotOffered(DataError, LookupError):
