@@ -101,9 +101,12 @@ class OnlineStore:
         if now == self.journal_position:
             return
         with self._following:
-            entries, self.journal_position = self.journal.read_since(self.journal_position)
+            entries, position = self.journal.read_since(self.journal_position)
             if entries:
                 self.fold(entries)
+            # Moved only once folded: a read that finds the journal no longer than this (the check above, without
+            # the lock) must find its events in the records, not a fold still under way in the background.
+            self.journal_position = position
 
     def fold(self, entries: list[Entry]) -> list[str]:
         """Folds journal entries into the fresh records of their members (guest orders have none); returns them."""

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,26 @@ def test_a_worker_sees_the_events_another_worker_accepted(own_home: StateHome) -
     seen = member_scores(second, [member])[0][0]
     assert seen["fresh"] and seen["recency_days"] == 0
     assert seen == member_scores(first, [member])[0][0]
+
+
+def test_the_worker_that_accepted_events_counts_them_while_it_is_still_folding_them(
+    own_home: StateHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.predictions import load_state, member_scores, post_events
+
+    state = load_state(own_home, "shop")
+    member = "M000321"
+    slow_fold = state.online.folder.fold
+
+    def fold(*args: object, **kwargs: object) -> object:
+        time.sleep(0.5)  # still folding when the next answer is asked for
+        return slow_fold(*args, **kwargs)
+
+    monkeypatch.setattr(state.online.folder, "fold", fold)
+    post_events(state, {"orders": [{"member_id": member, "ts": NOW, "amount": 20.0, "order_id": "EV-10"}]})
+    time.sleep(0.1)  # the background fold has read the journal and is folding
+    seen = member_scores(state, [member])[0][0]
+    assert seen["fresh"] and seen["recency_days"] == 0
 
 
 def serve(home: StateHome, port: int, **env: str) -> subprocess.Popen[bytes]:

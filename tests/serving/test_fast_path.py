@@ -67,3 +67,10 @@ def same_lists(a: list[dict], b: list[dict]) -> bool:
     ]
     scores = [i["score"] for m in a for i in m["items"]]
     return items and scores == pytest.approx([i["score"] for m in b for i in m["items"]], rel=1e-5)
+
+
+def test_the_hot_path_answers_the_endpoints_it_is_said_to_and_tracing_leaves_out() -> None:
+    from serving.hot_path import routes
+    from serving.service import HOT_ROUTES, CommunityML
+
+    assert set(routes(CommunityML)) == set(HOT_ROUTES)  # coroutine endpoints without a context: not /events
