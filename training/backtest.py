@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from features.progress import step
 from features.store import Dataset
@@ -17,6 +17,7 @@ from serving.models.families.baselines import baselines_of
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
 from training.frames import LabelledFrame, labelled_snapshot, stacked, training_cutoffs
+from training.gate import HeldOutPredictions
 from training.member_fit import member_family
 from training.metrics import churn_metrics, value_metrics
 
@@ -40,6 +41,17 @@ class BacktestReport(BaseModel):
     horizon_days: int
     rows: list[dict[str, Any]]  # one per (cutoff, method)
     seconds: float
+    # Every method's prediction per member and cutoff: what the gate's bootstrap and the decile charts read.
+    _predictions: HeldOutPredictions = PrivateAttr(default_factory=HeldOutPredictions)
+
+    @property
+    def predictions(self) -> HeldOutPredictions:
+        return self._predictions
+
+    def deciles(self, method: str) -> pd.DataFrame:
+        """The decile chart of an amount: members split into ten equal groups by predicted value (highest
+        first), each group's mean prediction against its mean actual spend, over every cutoff."""
+        return decile_chart(self._predictions, method)
 
     def mean_by_method(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows).drop(columns=["cutoff"])
@@ -67,6 +79,7 @@ def backtest(
     Each cutoff's model inputs (BG/NBD and Gamma-Gamma outputs, the RFM score) are computed once and shared."""
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    predictions = HeldOutPredictions()
     for cutoff in settings.cutoffs:
         with step(f"{kind.name} backtest at {cutoff}: training on the {settings.training_cutoffs} cutoffs before it"):
             train = stacked(
@@ -76,11 +89,14 @@ def backtest(
             )
             train = LabelledFrame(with_inputs_by_cutoff(train.frame, settings.horizon_days))
             test = with_inputs(labelled_snapshot(dataset, cutoff, settings.horizon_days), settings.horizon_days)
+            predictions.add_cutoff(str(cutoff), test["member_id"].to_numpy(), _actual(kind, test))
             scores = {}
             for family in families or families_of(kind):
                 params = settings.params.get(family, {})
                 model = member_family(family).fit(train, kind, params, settings.seed, settings.horizon_days)
-                scores[family] = target_metrics(kind, test, model.predict(test))
+                predicted = model.predict(test)
+                predictions.add(family, predicted)
+                scores[family] = target_metrics(kind, test, predicted)
         for method, metrics in scores.items():
             rows.append(
                 {
@@ -91,7 +107,7 @@ def backtest(
                     **metrics,
                 }
             )
-    return BacktestReport(
+    report = BacktestReport(
         kind=kind.name,
         families=list(kind.families),
         dataset=dataset.name,
@@ -99,3 +115,27 @@ def backtest(
         rows=rows,
         seconds=round(time.perf_counter() - started, 1),
     )
+    report._predictions = predictions
+    return report
+
+
+def _actual(kind: ModelKind, test: pd.DataFrame) -> np.ndarray:
+    """What the metrics judge against: the yes/no label as 0/1, or the amount (refunds as nothing)."""
+    label = test[str(kind.label)]
+    return label.astype(int).to_numpy(float) if kind.target is Target.binary else label.clip(lower=0).to_numpy(float)
+
+
+def decile_chart(predictions: HeldOutPredictions, method: str) -> pd.DataFrame:
+    """Deciles of predicted value over every cutoff's members (1: the highest predictions): members, mean
+    predicted and mean actual spend, and each decile's share of all that was spent."""
+    predicted = np.concatenate(predictions.predicted[method])
+    actual = np.concatenate(predictions.actual)
+    order = np.lexsort((np.arange(len(predicted)), -predicted))
+    decile = np.empty(len(predicted), dtype=int)
+    decile[order] = np.arange(len(predicted)) * 10 // max(len(predicted), 1) + 1
+    frame = pd.DataFrame({"decile": decile, "predicted": predicted, "actual": actual})
+    chart = frame.groupby("decile").agg(
+        members=("actual", "size"), mean_predicted=("predicted", "mean"), mean_actual=("actual", "mean")
+    )
+    chart["share_of_spend"] = frame.groupby("decile")["actual"].sum() / max(actual.sum(), 1e-12)
+    return chart

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -15,6 +16,9 @@ from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
 from serving.models.kinds import KINDS, Target, Task, kinds_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 training_app = typer.Typer(help="Train, judge and promote models; evaluate them on cutoffs they never saw.")
 
@@ -209,3 +213,22 @@ def backtest_command(
     for method, row in means.iterrows():
         table.add_row(str(method), *("-" if row[c] != row[c] else f"{row[c]:.4f}" for c in means.columns))
     console().print(table)
+    if KINDS[kind.value].target is Target.amount:
+        for family in KINDS[kind.value].families:
+            console().print(_decile_table(report.deciles(family), family))
+
+
+def _decile_table(chart: pd.DataFrame, family: str) -> Table:
+    """Predicted against actual spend per decile of predicted value (1: the highest)."""
+    table = Table(title=f"{family}: deciles of predicted value, every cutoff's members")
+    for column in ("decile", "members", "mean predicted", "mean actual", "share of spend"):
+        table.add_column(column, justify="right")
+    for decile, row in chart.iterrows():
+        table.add_row(
+            str(decile),
+            f"{int(row['members']):,}",
+            f"{row['mean_predicted']:.2f}",
+            f"{row['mean_actual']:.2f}",
+            f"{row['share_of_spend']:.1%}",
+        )
+    return table

@@ -39,11 +39,14 @@ from features.store import Dataset
 from serving.models import pyfunc_model, registry
 from serving.models.base import MemberModel
 from serving.models.kinds import ModelKind, Target, Task
+from training.gate import HeldOutPredictions, Verdict, gate, within_margins
 from training.trainers import Fitted, HeldOut, ItemTrainer, MemberTrainer, Trainer, TrainSettings, tuning_plan
 from training.uplift import UpliftTrainer
 
-__all__ = ["TrainSettings", "gate", "promote", "train"]
+__all__ = ["TrainSettings", "Verdict", "gate", "promote", "train"]
 
+# The per-member held-out predictions a run was judged on, kept with it so `promote` bootstraps the same gate.
+PREDICTIONS_ARTIFACT = "held_out_predictions.npz"
 # What an uplift model was trained on, logged with its run so that `promote` judges it on the same campaign.
 CAMPAIGN_SETTINGS = ("campaign", "outcome", "treatment_arm", "control_arm")
 
@@ -69,12 +72,6 @@ class TrainResult(BaseModel):
     seconds: float
 
 
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    reasons: list[str]
-
-
 # How each kind's target is trained: labels at monthly cutoffs (churn, value), held-out interactions (items), or a
 # randomized campaign's arms (uplift, a member kind learned from exposures instead of labels).
 TRAINERS: dict[Target, type[Trainer]] = {
@@ -91,32 +88,23 @@ def trainer(kind: ModelKind) -> Trainer:
     return TRAINERS[kind.target]()
 
 
-def gate(kind: ModelKind, candidate: dict[str, float], rivals: dict[str, dict[str, float]]) -> Verdict:
-    """Passes only if the candidate beats every rival (baselines and champion) on every gate metric of its kind."""
-    reasons = []
-    for rival, metrics in rivals.items():
-        for metric in kind.gate:
-            ours, theirs = candidate[metric.name], metrics[metric.name]
-            if not metric.beats(ours, theirs):
-                reasons.append(f"{metric.name} {ours:.4f} does not beat {rival} ({theirs:.4f})")
-    return Verdict(not reasons, reasons)
-
-
 def must_beat(
     family: str,
     scores: dict[str, dict[str, float]],
     servable: list[str],
     learned: list[str],
     references: list[str] | None = None,
+    parts: list[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Whom a candidate must beat, besides the champion: a learned family, every baseline that could serve in its
-    place and the kind's references (methods judged that cannot serve, e.g. churn targeting for uplift); a
-    baseline, no one (it was chosen as the best there is). Any other method that could not serve would decide
-    nothing: refusing a learned family for it would serve a worse baseline instead."""
+    place, the kind's references (methods judged that cannot serve, e.g. churn targeting for uplift) and, for a
+    combination of families (the value blend), each of its parts; a baseline, no one (it was chosen as the best
+    there is). Any other method that could not serve would decide nothing: refusing a learned family for it would
+    serve a worse baseline instead."""
     if family not in learned:
         return {}
-    rivals = [*(n for n in servable if n not in learned), *(references or [])]
-    return {name: metrics for name, metrics in scores.items() if name in rivals}
+    rivals = [*(n for n in servable if n not in learned), *(references or []), *(parts or [])]
+    return {name: metrics for name, metrics in scores.items() if name in rivals and name != family}
 
 
 def choose(
@@ -125,23 +113,44 @@ def choose(
     servable: list[str],
     learned: list[str],
     references: list[str] | None = None,
+    evidence: HeldOutPredictions | None = None,
+    parts: dict[str, list[str]] | None = None,
+    seed: int = 0,
 ) -> tuple[str, str]:
     """(the candidate family, why): the best judged family by the kind's first gate metric, a learned one only if
-    it beats every servable baseline on every gate metric. A baseline always qualifies, so there is always one."""
+    it passes the gate against every servable baseline (and a blend against its parts). A baseline always
+    qualifies, so there is always one."""
     first = kind.gate[0]
     sign = 1 if first.higher_is_better else -1
     ranked = sorted((f for f in servable if f in scores), key=lambda f: sign * scores[f][first.name], reverse=True)
-    verdicts = {f: gate(kind, scores[f], must_beat(f, scores, servable, learned, references)) for f in ranked}
-    failed = [f"{f} does not beat every baseline ({verdicts[f].reasons[0]})" for f in ranked if not verdicts[f].passed]
-    # A learned family that passes beats every baseline, so only learned families that failed rank above it; a
-    # baseline passes by itself, so it is reached only where every learned family failed.
-    chosen = next((f for f in ranked if verdicts[f].passed), None)
+    parts = parts or {}
+    baselines = {f: scores[f] for f in ranked if f not in learned}
+    verdicts = {}
+    for f in ranked:
+        if f in learned:
+            rivals = must_beat(f, scores, servable, learned, references, parts.get(f))
+            verdicts[f] = gate(kind, scores[f], rivals, evidence, f, seed)
+        else:
+            others = {b: m for b, m in baselines.items() if b != f}
+            verdicts[f] = within_margins(kind, scores[f], others, evidence, f, seed)
+    # The best-ranking family that passes: a learned family that passes beats every baseline; the best-ranking
+    # baseline within the margins of the others is reached only where every learned family above it failed, and a
+    # baseline qualifies whenever none does (the best on the first metric), so there is always a candidate.
+    chosen = next((f for f, v in verdicts.items() if v.passed), None)
+    if chosen is None:
+        chosen = next((f for f in ranked if f not in learned), None)
     if chosen is None:
         raise DataError(f"no family could be judged for {kind.name}")
+    above = ranked[: ranked.index(chosen)]
+    failed = [
+        f"{f} does not pass the gate ({v.reasons[0]})"
+        for f, v in verdicts.items()
+        if not v.passed and (f in learned or f in above)
+    ]
     if chosen in learned:
-        best = f"the best {'learned family' if failed else 'family'} on {first.name}, beats every baseline"
+        best = f"the best {'learned family' if failed else 'family'} on {first.name} that passes the gate"
     else:
-        best = f"the best baseline on {first.name}, needs to beat only the champion"
+        best = f"the best baseline on {first.name} within the margins of the others, needs to beat only the champion"
     return chosen, "; ".join([*failed, f"{chosen}, {best}: the candidate"])
 
 
@@ -170,8 +179,9 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
             tuned, trials = job.tune(dataset, kind, held_out, settings, plan, study)
     judged = {family: {**job.family_params(family), **tuned.get(family, {})} for family in servable}
     evaluation = job.evaluate(dataset, kind, held_out, judged, settings)
-    references = job.references(kind)
-    family, choice = choose(kind, evaluation.scores, servable, learned, references)
+    references, parts = job.references(kind), job.parts(kind)
+    evidence = evaluation.predictions
+    family, choice = choose(kind, evaluation.scores, servable, learned, references, evidence, parts, settings.seed)
     if settings.family is not None and settings.family != family:
         if settings.family not in evaluation.scores:
             raise DataError(f"--family {settings.family}: it could not be judged on this data (see above)")
@@ -180,11 +190,17 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     params = judged[family]
     metrics = evaluation.scores[family]
     rivals = {name: m for name, m in evaluation.scores.items() if name != family}
-    champion = _champion_metrics(job, dataset, kind, client, held_out, settings, evaluation.scores, judged)
-    judged_against = must_beat(family, rivals, servable, learned, references)
+    champion = _champion_metrics(
+        job, dataset, kind, client, held_out, settings, evaluation.scores, judged, evaluation.predictions
+    )
+    judged_against = must_beat(family, rivals, servable, learned, references, parts.get(family))
     if champion is not None:
-        rivals[champion[0]] = judged_against[champion[0]] = champion[1]
-    verdict = gate(kind, metrics, judged_against)
+        rivals[champion.name] = judged_against[champion.name] = champion.metrics
+        evidence = _with_champion(evidence, champion)
+    verdict = gate(kind, metrics, judged_against, evidence, family, settings.seed)
+    if verdict.comparisons:
+        say(f"the gate, {family} against its rivals (gain: positive is better; 95% intervals where paired):")
+        say(verdict.table())
 
     with step(f"fitting the {kind.name} model ({family}) that serves as of {as_of}"):
         fitted = job.fit(dataset, kind, as_of, family, params, settings)
@@ -212,7 +228,7 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"dataset": dataset.name, "kind": kind.name, "family": family, "promoted": promoted_tag})
         mlflow.log_params({**logged, **{f"param.{k}": v for k, v in params.items()}})
-        _log_evaluation(metrics, rivals, evaluation.rows, verdict, choice)
+        _log_evaluation(metrics, rivals, evaluation.rows, verdict, choice, evidence)
         mlflow.log_dict(fitted.model.summary(), "model_summary.json")
         if not trials.empty:
             mlflow.log_text(trials.to_csv(index=False), "optuna_trials.csv")
@@ -248,16 +264,47 @@ def _log_evaluation(
     rows: list[dict[str, Any]],
     verdict: Verdict,
     choice: str,
+    evidence: HeldOutPredictions | None,
 ) -> None:
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     mlflow.log_metrics({f"rival_{_slug(r)}_{k}": v for r, values in rivals.items() for k, v in values.items()})
     mlflow.log_dict(rivals, "rivals.json")
     mlflow.log_dict({"rows": rows}, "backtest.json")
-    mlflow.log_dict({"passed": verdict.passed, "reasons": verdict.reasons, "choice": choice}, "promotion.json")
+    mlflow.log_dict(
+        {
+            "passed": verdict.passed,
+            "reasons": verdict.reasons,
+            "choice": choice,
+            "comparisons": [c.row() for c in verdict.comparisons],
+        },
+        "promotion.json",
+    )
+    if evidence is not None and evidence.cutoffs:  # what `promote` bootstraps the same comparisons from
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / PREDICTIONS_ARTIFACT
+            evidence.save(path)
+            mlflow.log_artifact(str(path))
 
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class ChampionJudged:
+    name: str  # "champion FAMILY vN"
+    family: str
+    metrics: dict[str, float]
+    predictions: HeldOutPredictions | None  # its per-member predictions under `family`, where kept
+
+
+def _with_champion(evidence: HeldOutPredictions | None, champion: ChampionJudged) -> HeldOutPredictions | None:
+    """The held-out predictions with the champion's under its name, where both were kept."""
+    if evidence is None or champion.predictions is None or not champion.predictions.has(champion.family):
+        return evidence
+    if not evidence.same_members(champion.predictions):  # judged on data that changed since: no pairs to draw
+        return None
+    return evidence.merged(champion.predictions.renamed(champion.family, champion.name))
 
 
 def _champion_metrics(
@@ -269,11 +316,12 @@ def _champion_metrics(
     settings: TrainSettings,
     scores: dict[str, dict[str, float]],
     judged: dict[str, dict[str, Any]],
-) -> tuple[str, dict[str, float]] | None:
+    evidence: HeldOutPredictions | None = None,
+) -> ChampionJudged | None:
     """The dataset's current champion's configuration (family and parameters), re-trained and judged on the
     candidate's own held-out data (so both are judged on the same members), as a rival. Where this run already
-    judged that configuration on the same data (`scores`, each family with its `judged` parameters), its
-    figures are reused: the evaluation would repeat itself exactly."""
+    judged that configuration on the same data (`scores` and `evidence`, each family with its `judged`
+    parameters), its figures are reused: the evaluation would repeat itself exactly."""
     current = registry.champion(client, dataset.name, kind)
     if current is None:
         return None
@@ -284,9 +332,10 @@ def _champion_metrics(
     same_data = logged.get("data_fingerprint") == fingerprint(dataset)
     same_config = judged.get(family) == params  # a family's figures are reusable for the same parameters only
     if same_data and same_config and family in scores:
-        return name, scores[family]
+        return ChampionJudged(name, family, scores[family], evidence)
     with step(f"re-judging champion version {current.version} ({family}) on the same held-out data"):
-        return name, job.evaluate(dataset, kind, held_out, {family: params}, settings, only=family).scores[family]
+        evaluation = job.evaluate(dataset, kind, held_out, {family: params}, settings, only=family)
+    return ChampionJudged(name, family, evaluation.scores[family], evaluation.predictions)
 
 
 def _log_model(fitted: Fitted, kind: ModelKind, dataset: str) -> Any:
@@ -387,18 +436,30 @@ def promote(home: StateHome, dataset: str, kind: ModelKind, version: str | None 
     scores = {**rivals, family: candidate}
     judged = json.loads(params.get("judged_params", "{}")) or {family: json.loads(params["params"])}
     job = trainer(kind)
+    evidence = logged_predictions(client, run.info.run_id)
     champion = _champion_metrics(
-        job, Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, judged
+        job, Dataset(home, dataset), kind, client, HeldOut.from_params(params), settings, scores, judged, evidence
     )
-    rivals = must_beat(family, rivals, job.servable(kind), job.learned(kind), job.references(kind))  # as in training
+    rivals = must_beat(  # as in training
+        family, rivals, job.servable(kind), job.learned(kind), job.references(kind), job.parts(kind).get(family)
+    )
     if champion is not None:
-        rivals[champion[0]] = champion[1]
-    verdict = gate(kind, candidate, rivals)
+        rivals[champion.name] = champion.metrics
+        evidence = _with_champion(evidence, champion)
+    verdict = gate(kind, candidate, rivals, evidence, family, int(params["seed"]))
     reasons = verdict.reasons or [problem for problem in [registry.unloadable(name, chosen)] if problem]
     if not reasons:
         registry.set_champion(client, dataset, kind, chosen)
         client.set_tag(run.info.run_id, "promoted", "True")
     return PromotionResult(kind=kind.name, dataset=dataset, version=chosen, promoted=not reasons, reasons=reasons)
+
+
+def logged_predictions(client: Any, run_id: str) -> HeldOutPredictions | None:
+    """The per-member held-out predictions a run logged (None: a run of a kind that keeps none, or older)."""
+    try:
+        return HeldOutPredictions.load(Path(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT)))
+    except (MlflowException, OSError):
+        return None
 
 
 def retrain(dataset: Dataset, kinds: list[ModelKind], settings: TrainSettings | None = None) -> list[TrainResult]:

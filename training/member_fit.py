@@ -4,24 +4,27 @@ the model runtime (serving/models/families)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.optimize import nnls
 from sklearn.linear_model import LogisticRegression
 
 from features.errors import DataError
 from features.schema import FEATURES
 from serving.models.base import MemberModel
 from serving.models.calibration import logit
-from serving.models.families.baselines import BASELINES, BaselineModel, BaselineSpec, baselines_of
+from serving.models.families.baselines import BASELINES, BaselineModel, BaselineSpec
+from serving.models.families.combined import BlendModel, CombinedSpec, TwoPartModel
 from serving.models.families.gbm import GBMModel, GBMSpec, categories_of, encode, offset_of
 from serving.models.inputs import INPUTS, fit_btyd, with_inputs_by_cutoff
-from serving.models.kinds import ModelKind, Target
+from serving.models.kinds import CHURN, ModelKind, Target
 from training.frames import LabelledFrame
 
 if TYPE_CHECKING:
@@ -40,6 +43,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "reg_lambda": 1.0,
 }
 ANCHORED = {f.name for f in FEATURES if f.anchored}
+# The amount baselines a LightGBM value model may start from (its offset): those with nothing to fit.
+OFFSETS = ("run-rate", "bgnbd-gamma-gamma")
 
 
 def lgb_params(params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -109,9 +114,9 @@ def _best_offset(data: LabelledFrame, kind: ModelKind, horizon_days: int) -> str
     actual = newest[str(kind.label)].clip(lower=0).to_numpy(dtype=float)
 
     def rmse(family: str) -> float:
-        return float(np.sqrt(np.mean((BASELINES[family].score(newest, horizon_days) - actual) ** 2)))
+        return float(np.sqrt(np.mean((BASELINES[family].score(newest, horizon_days, {}) - actual) ** 2)))
 
-    return min(baselines_of(Target.amount), key=rmse)
+    return min(OFFSETS, key=rmse)
 
 
 def fit_gbm(
@@ -130,15 +135,7 @@ def fit_gbm(
     buyers, who dominate RMSE, while the baseline already scales with them.
     """
     data = _with_inputs(data, horizon_days)
-    columns = [c for c in data.feature_columns if c not in ANCHORED]
-    spec = GBMSpec(
-        kind=kind.name,
-        target=kind.target,
-        columns=columns,
-        categories=categories_of(data.frame, columns),
-        horizon_days=horizon_days,
-        btyd=fit_btyd(data.frame[_newest(data)]).params(),
-    )
+    spec = _spec(data, kind, horizon_days)
     label = data.frame[str(kind.label)]
     if kind.target is Target.binary:
         y = label.astype(int)
@@ -155,6 +152,111 @@ def fit_gbm(
     return GBMModel(spec, regressor.booster_)
 
 
+def _spec(data: LabelledFrame, kind: ModelKind, horizon_days: int) -> GBMSpec:
+    """A booster's spec before fitting: every feature that means the same at every cutoff, and the inputs."""
+    columns = [c for c in data.feature_columns if c not in ANCHORED]
+    return GBMSpec(
+        kind=kind.name,
+        target=kind.target,
+        columns=columns,
+        categories=categories_of(data.frame, columns),
+        horizon_days=horizon_days,
+        btyd=fit_btyd(data.frame[_newest(data)]).params(),
+    )
+
+
+def fit_log_amount(
+    data: LabelledFrame, kind: ModelKind, params: dict[str, Any] | None = None, seed: int = 0, horizon_days: int = 90
+) -> GBMModel:
+    """LightGBM (squared error) on log(1 + amount), turned back into an amount by Duan's smearing estimate: the
+    mean of exp(residual) on the validation rows (the newest cutoff), so that the mean of the predictions is not
+    the geometric mean's underestimate."""
+    data = _with_inputs(data, horizon_days)
+    spec = _spec(data, kind, horizon_days)
+    target = np.log1p(data.frame[str(kind.label)].clip(lower=0).astype(float))
+    regressor = lgb.LGBMRegressor(**lgb_params({"objective": "regression", **(params or {})}, seed))
+    valid = _fit(regressor, spec, data, target, seed, offset=None)
+    residual = target[valid].to_numpy() - regressor.booster_.predict(encode(spec, data.frame[valid]))
+    spec.smearing = float(np.mean(np.exp(residual))) if len(residual) else 1.0
+    return GBMModel(spec, regressor.booster_)
+
+
+def _parts_params(params: dict[str, Any] | None, part: str) -> dict[str, Any]:
+    """A combination's parameters for one part: those named `PART_NAME` (how Optuna names them), unprefixed."""
+    return {k.removeprefix(f"{part}_"): v for k, v in (params or {}).items() if k.startswith(f"{part}_")}
+
+
+def fit_two_part(
+    data: LabelledFrame, kind: ModelKind, params: dict[str, Any] | None = None, seed: int = 0, horizon_days: int = 90
+) -> TwoPartModel:
+    """P(buys in the horizon) from LightGBM as churn learns it (calibrated; the chance of buying is one less the
+    chance of churning), times a buyer's expected spend from LightGBM on the buyers of every training cutoff."""
+    buys = replace(CHURN, name=kind.name)  # saved as the value model's part, reporting as the value model
+    # The model inputs (BG/NBD and the RFM score) of every member, as serving computes them from the whole
+    # population: the buyers' are not refitted on the buyers alone.
+    data = _with_inputs(data, horizon_days)
+    churns = fit_gbm(data, buys, _parts_params(params, "buy"), seed, horizon_days)
+    buyers = data.frame[~data.frame[str(CHURN.label)].astype(bool)]
+    buyers.attrs.update(data.frame.attrs)
+    spend = fit_log_amount(LabelledFrame(buyers), kind, _parts_params(params, "spend"), seed, horizon_days)
+    spend.spec.btyd = churns.spec.btyd  # the fallback for a population too small to fit on: the same for both
+    spec = CombinedSpec(family=TwoPartModel.family, kind=kind.name, parts=["churn", "spend"])
+    return TwoPartModel(spec, [churns, spend])
+
+
+# The families the value blend weighs: the learned ones and the two baselines that are not a plain window.
+BLEND_PARTS = ("lightgbm", "two-part", "run-rate-shrunk", "bgnbd-gamma-gamma")
+
+
+def fit_blend(
+    data: LabelledFrame, kind: ModelKind, params: dict[str, Any] | None = None, seed: int = 0, horizon_days: int = 90
+) -> BlendModel:
+    """Non-negative least squares of the newest training cutoff's spend on the parts' predictions for it, each part
+    trained on the cutoffs before it (so the weights see predictions as the served parts make them: out of
+    sample); then every part fitted on all the training cutoffs. Never a held-out cutoff: the weights are part
+    of the model the backtest judges. With one training cutoff there is nothing out of sample to weigh on: the
+    parts weigh alike."""
+    newest = _newest(data)
+    parts = list(BLEND_PARTS)
+    if newest.all():
+        weights, note = np.full(len(parts), 1 / len(parts)), "one training cutoff: equal weights"
+    else:
+        older = LabelledFrame(data.frame[~newest].reset_index(drop=True))
+        test = data.frame[newest].reset_index(drop=True)
+        predicted = np.column_stack([fitted(f, older, kind, {}, seed, horizon_days).predict(test) for f in parts])
+        actual = test[str(kind.label)].clip(lower=0).to_numpy(float)
+        weights, _ = nnls(predicted, actual)
+        note = f"non-negative least squares on {len(test):,} members of the newest training cutoff"
+        if not weights.any():
+            weights, note = np.full(len(parts), 1 / len(parts)), "no part fitted the newest cutoff: equal weights"
+    models = [fitted(f, data, kind, {}, seed, horizon_days) for f in parts]
+    spec = CombinedSpec(
+        family=BlendModel.family, kind=kind.name, parts=parts, weights=[float(w) for w in weights], note=note
+    )
+    return BlendModel(spec, models)
+
+
+# Recent fits, so that a blend's parts fitted on the same frame as the families judged beside it (a backtest's
+# cutoff) are not fitted twice: fits are deterministic for the same data, parameters and seed. An entry holds
+# its frame, so a key is never reused for another frame with the same id.
+_RECENT: list[tuple[tuple[Any, ...], pd.DataFrame, MemberModel]] = []
+RECENT_FITS = 12
+
+
+def fitted(
+    family: str, data: LabelledFrame, kind: ModelKind, params: dict[str, Any], seed: int, horizon_days: int
+) -> MemberModel:
+    """The family fitted on `data`, or the same fit made a moment ago."""
+    key = (family, kind.name, json.dumps(params, sort_keys=True, default=str), seed, horizon_days)
+    for known, frame, model in _RECENT:
+        if known == key and frame is data.frame:
+            return model
+    model = MEMBER_FAMILIES[family].fit(data, kind, params, seed, horizon_days)
+    _RECENT.append((key, data.frame, model))
+    del _RECENT[:-RECENT_FITS]
+    return model
+
+
 def fit_baseline(
     data: LabelledFrame,
     kind: ModelKind,
@@ -164,8 +266,9 @@ def fit_baseline(
     *,
     family: str,
 ) -> BaselineModel:
-    """A baseline family: nothing to learn for an amount; for a yes/no label, Platt scaling of its score on the
-    newest training cutoff, so that its probabilities mean what they say."""
+    """A baseline family: for a yes/no label, Platt scaling of its score on the newest training cutoff, so that
+    its probabilities mean what they say; for an amount, whatever the baseline chooses on that cutoff (the shrunk
+    run rate's window and prior), or nothing."""
     data = _with_inputs(data, horizon_days)
     newest = data.frame[_newest(data)]
     spec = BaselineSpec(
@@ -177,8 +280,10 @@ def fit_baseline(
     )
     baseline = BASELINES[family]
     if kind.target is Target.binary:
-        z = baseline.link(baseline.score(newest, horizon_days))
+        z = baseline.link(baseline.score(newest, horizon_days, {}))
         spec.calibration_slope, spec.calibration_intercept = fit_platt(z, newest[str(kind.label)].astype(int))
+    elif baseline.fit is not None:
+        spec.params = baseline.fit(newest, horizon_days, newest[str(kind.label)].clip(lower=0).to_numpy(float))
     return BaselineModel(spec)
 
 
@@ -196,15 +301,32 @@ def suggest_lightgbm(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+def suggest_two_part(trial: optuna.Trial) -> dict[str, Any]:
+    """Each part its own parameters (`buy_...`, `spend_...`): what separates buyers and what sizes their spend
+    need not be learned alike."""
+    return {f"{part}_{name}": value for part in ("buy", "spend") for name, value in _prefixed(trial, part).items()}
+
+
+def _prefixed(trial: optuna.Trial, part: str) -> dict[str, Any]:
+    return {
+        "num_leaves": trial.suggest_int(f"{part}_num_leaves", 4, 63, log=True),
+        "min_child_samples": trial.suggest_int(f"{part}_min_child_samples", 10, 300, log=True),
+        "learning_rate": trial.suggest_float(f"{part}_learning_rate", 0.005, 0.1, log=True),
+        "reg_lambda": trial.suggest_float(f"{part}_reg_lambda", 1e-3, 30.0, log=True),
+    }
+
+
 @dataclass(frozen=True)
 class MemberFamily:
     """What training knows of a member family: how it is fitted ((stacked training frames, kind, parameters,
-    seed, horizon) -> model) and what Optuna searches (None: nothing to tune). How its saved models load and
-    score is its class's (its algorithm: a MemberModel subclass, which registers the family by being defined)."""
+    seed, horizon) -> model), what Optuna searches (None: nothing to tune) and, for a combination, the families
+    it is made of (which it must beat to serve). How its saved models load and score is its class's (its
+    algorithm: a MemberModel subclass, which registers the family by being defined)."""
 
     name: str
     fit: MemberFitter
     search: Callable[[optuna.Trial], dict[str, Any]] | None = None
+    parts: tuple[str, ...] = ()
 
 
 # Every member family training can fit, one record each: the learned ones, then the baselines of every target.
@@ -212,6 +334,8 @@ MEMBER_FAMILIES: dict[str, MemberFamily] = {
     f.name: f
     for f in (
         MemberFamily(GBMModel.family, fit_gbm, suggest_lightgbm),
+        MemberFamily(TwoPartModel.family, fit_two_part, suggest_two_part),
+        MemberFamily(BlendModel.family, fit_blend, parts=BLEND_PARTS),
         *(MemberFamily(name, partial(fit_baseline, family=name)) for name in BASELINES),
     )
 }

@@ -26,6 +26,7 @@ from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
 from training.frames import stacked, training_cutoffs
+from training.gate import HeldOutPredictions
 from training.member_fit import member_family
 from training.recs_eval import Split, compare, factor_method, random_split, time_split
 from training.recs_fit import fit_recommender, item_families, tune_family
@@ -137,6 +138,7 @@ class Evaluation:
 
     scores: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    predictions: HeldOutPredictions | None = None  # per member, where the kind's figures are sums over members
 
 
 @dataclass
@@ -166,6 +168,10 @@ class Trainer(ABC):
     def references(self, kind: ModelKind) -> list[str]:
         """Judged methods that cannot serve but that a learned family must beat too (uplift: churn targeting)."""
         return []
+
+    def parts(self, kind: ModelKind) -> dict[str, list[str]]:
+        """The families a combination of families (a blend) is made of, by combination: it must beat each."""
+        return {}
 
     @abstractmethod
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut: ...
@@ -217,6 +223,9 @@ class MemberTrainer(Trainer):
 
     def servable(self, kind: ModelKind) -> list[str]:
         return families_of(kind)
+
+    def parts(self, kind: ModelKind) -> dict[str, list[str]]:
+        return {f: list(parts) for f in kind.families if (parts := member_family(f).parts)}
 
     def held_out(self, dataset: Dataset, kind: ModelKind, settings: TrainSettings, as_of: date) -> HeldOut:
         """Each test cutoff needs a usable training cutoff (30 days of history) before it."""
@@ -290,7 +299,7 @@ class MemberTrainer(Trainer):
             ),
             families=None if only is None else [only],
         )
-        return Evaluation(_means(report), report.rows)
+        return Evaluation(_means(report), report.rows, report.predictions)
 
     def fit(
         self,

@@ -195,7 +195,7 @@ def churn_scores(dataset: Dataset, frame: pd.DataFrame, horizon_days: int) -> tu
             scores[known.index] = model.predict(model.prepare(known.reset_index(drop=True)))  # type: ignore[union-attr]
         source = f"churn champion {champion.family} v{champion.version}"
     else:
-        scores = pd.Series(BASELINES["recency"].score(frame, horizon_days), index=frame.index, dtype=float)
+        scores = pd.Series(BASELINES["recency"].score(frame, horizon_days, {}), index=frame.index, dtype=float)
         source = "recency baseline (no churn champion)"
     values = scores.to_numpy(float)
     return np.where(np.isnan(values), np.nanmedian(values) if np.isfinite(values).any() else 0.0, values), source

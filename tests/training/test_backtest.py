@@ -94,3 +94,50 @@ def test_contributions_explain_the_churn_score_and_more_engagement_does_not_rais
     livelier["eng_30d"] = livelier[["eng_30d", "eng_prev_30d"]].max(axis=1)
     livelier["eng_trend_30d"] = (livelier["eng_30d"] + 1) / (livelier["eng_prev_30d"] + 1)
     assert model.predict(livelier).mean() <= model.predict(test).mean()
+
+
+@pytest.mark.slow
+def test_the_blend_weighs_its_parts_on_training_cutoffs_only(community: Dataset, monkeypatch, tmp_path) -> None:
+    import training.member_fit as member_fit
+    from serving.models.families import load_model
+    from serving.models.inputs import InputContext
+    from training.frames import stacked
+
+    # given: every frame any part is fitted on, and every row the weights are fitted on, recorded
+    test_cutoff = date(2025, 12, 1)
+    fitted_on, weighed = [], []
+    real_fit, real_nnls = member_fit.fitted, member_fit.nnls
+
+    def recording_fit(family, data, *args):
+        fitted_on.append((family, set(data.frame["cutoff"].dt.date)))
+        return real_fit(family, data, *args)
+
+    def recording_nnls(predicted, actual):
+        weighed.append(len(actual))
+        return real_nnls(predicted, actual)
+
+    monkeypatch.setattr(member_fit, "fitted", recording_fit)
+    monkeypatch.setattr(member_fit, "nnls", recording_nnls)
+    # when: the blend is judged at a held-out cutoff
+    settings = BacktestSettings(cutoffs=[test_cutoff], training_cutoffs=3)
+    report = backtest(community, VALUE, settings, families=["blend"])
+    # then: its weights come from the newest training cutoff, scored by parts that never saw it, and nothing it
+    # fitted saw a label past the test cutoff (every training cutoff's 90 days end by it)
+    cutoffs = training_cutoffs(test_cutoff, 90, 3)
+    newest, older = max(cutoffs), set(cutoffs) - {max(cutoffs)}
+    train = stacked(community, cutoffs, 90).frame
+    assert weighed == [int((train["cutoff"].dt.date == newest).sum())]
+    assert {f for f, seen in fitted_on if seen == older} == set(member_fit.BLEND_PARTS)
+    assert {f for f, seen in fitted_on if seen == set(cutoffs)} == set(member_fit.BLEND_PARTS)
+    assert all((test_cutoff - c).days >= 90 for _, seen in fitted_on for c in seen)
+    assert report.rows[0]["normalized_gini"] > 0.8
+    # and the blend (and the two-part model inside it) saved and loaded predicts the same, one member at a time too
+    model = member_fit.fit_blend(stacked(community, cutoffs, 90), VALUE)
+    assert all(w >= 0 for w in model.spec.weights) and sum(model.spec.weights) > 0
+    loaded = load_model(model.save(tmp_path / "blend"))
+    test = stacked(community, [test_cutoff], 90).frame.head(50)
+    assert np.allclose(loaded.predict(test), model.predict(test), rtol=1e-9)
+    context = loaded.input_context(test)
+    assert isinstance(context, InputContext)
+    rows = context.with_rows(test.to_dict("records"))
+    assert np.allclose(loaded.predict_rows(rows, context), model.predict(test), rtol=1e-6)

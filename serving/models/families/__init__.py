@@ -13,13 +13,13 @@ from collections.abc import Mapping
 
 from features.errors import DataError
 from serving.models.base import MEMBER_CLASSES, ItemModel, MemberModel, read_spec
-from serving.models.families import baselines, gbm, uplift
+from serving.models.families import baselines, combined, gbm, uplift
 from serving.models.families.factors import FactorRecommender
 from serving.models.families.recommenders import ITEM_FAMILIES
 
 # The member families' classes register themselves (MemberModel): importing their modules here is what makes
 # them known to the loader; every recommender family (a record of recommenders.py) is a FactorRecommender.
-MEMBER_MODULES = (gbm, baselines, uplift)
+MEMBER_MODULES = (gbm, baselines, combined, uplift)
 
 
 def model_class(family: str) -> type[MemberModel] | type[ItemModel] | None:

@@ -44,8 +44,11 @@ class GBMSpec(BaseModel):
     # Binary targets: Platt scaling of the booster's log-odds, p = sigmoid(slope * logit + intercept).
     calibration_slope: float = 1.0
     calibration_intercept: float = 0.0
-    # Amount targets: the baseline family whose prediction the booster corrects (its log is the starting score).
+    # Amount targets: the baseline family whose prediction the booster corrects (its log is the starting score);
+    # or, without one, a booster of log(1 + amount) whose prediction is turned back into an amount by Duan's
+    # smearing: E[amount] = exp(prediction) x mean(exp(residual)) - 1 (the mean over the validation rows).
     offset: str | None = None
+    smearing: float | None = None
     # The BG/NBD and Gamma-Gamma fit of the newest training population: for populations too small to fit on.
     btyd: dict[str, float] | None = None
 
@@ -58,7 +61,7 @@ def offset_of(spec: GBMSpec, frame: Columns) -> np.ndarray:
     """The log of the offset baseline's prediction: an amount model's starting score. A floor of 10 keeps members
     predicted to spend nothing off log(0)."""
     assert spec.offset is not None
-    return np.log(BASELINES[spec.offset].score(frame, spec.horizon_days).clip(min=0) + 10.0)
+    return np.log(BASELINES[spec.offset].score(frame, spec.horizon_days, {}).clip(min=0) + 10.0)
 
 
 def encode(spec: GBMSpec, frame: pd.DataFrame) -> pd.DataFrame:
@@ -227,14 +230,20 @@ class GBMModel(MemberModel):
         """The kind's output from the booster's (a probability, or the raw score of an amount), as `_output`."""
         if self.spec.target is Target.binary:
             return platt(logit(booster_output), self.spec.calibration_slope, self.spec.calibration_intercept)
-        return np.exp(booster_output + offset_of(self.spec, RowColumns(rows)))
+        return self._amount(booster_output, RowColumns(rows))
+
+    def _amount(self, raw: np.ndarray, frame: Columns) -> np.ndarray:
+        """An amount from the booster's raw score: the offset baseline corrected, or log(1 + amount) smeared back."""
+        if self.spec.offset is None:
+            return np.clip(np.exp(raw) * (self.spec.smearing or 1.0) - 1.0, 0.0, None)
+        return np.exp(raw + offset_of(self.spec, frame))
 
     def _output(self, x: np.ndarray, frame: pd.DataFrame | None, threads: int = 0) -> np.ndarray:
         if self.spec.target is Target.binary:
             raw = self.booster.predict(x, num_threads=threads)
             return platt(logit(raw), self.spec.calibration_slope, self.spec.calibration_intercept)
         assert frame is not None
-        return np.exp(self.booster.predict(x, raw_score=True, num_threads=threads) + offset_of(self.spec, frame))
+        return self._amount(self.booster.predict(x, raw_score=True, num_threads=threads), frame)
 
     @cached_property
     def paths(self) -> PathTable:

@@ -18,10 +18,11 @@ from starlette.testclient import TestClient
 from features.home import StateHome
 from features.store import Dataset
 from serving.models.base import MemberModel
+from serving.models.families.baselines import baselines_of
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
 from training.frames import LabelledFrame
-from training.job import TrainSettings, choose, train
+from training.job import TrainSettings, choose, logged_predictions, train
 from training.member_fit import MEMBER_FAMILIES, MemberFamily
 from training.trainers import MemberTrainer
 
@@ -108,10 +109,14 @@ def test_a_kind_added_to_the_table_trains_registers_promotes_and_serves(
             # target's baselines; the candidate is the gate's own choice; registered and promoted
             trials = pd.read_csv(connect(home).download_artifacts(result.run_id, "optuna_trials.csv", str(tmp_path)))
             assert set(trials["family"]) == {"shrunk-constant"} and len(trials) == 2
-            assert {*result.rivals, result.family} == {"constant", "shrunk-constant", "run-rate", "bgnbd-gamma-gamma"}
+            amounts = set(baselines_of(Target.amount))
+            assert {*result.rivals, result.family} == {"constant", "shrunk-constant", *amounts}
             judged = {**result.rivals, result.family: result.metrics}
             job = MemberTrainer()
-            assert (result.family, result.choice) == choose(orders, judged, job.servable(orders), job.learned(orders))
+            evidence = logged_predictions(connect(home), result.run_id)  # the per-member predictions it was judged on
+            assert evidence is not None and evidence.has(*judged)
+            chosen = choose(orders, judged, job.servable(orders), job.learned(orders), evidence=evidence)
+            assert (result.family, result.choice) == chosen
             assert result.promoted, result.reasons
             assert str(champion(connect(home), "shop", orders).version) == result.version == "1"
             constant = mlflow.pyfunc.load_model("models:/shop.orders@champion").unwrap_python_model().model

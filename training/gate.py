@@ -1,0 +1,344 @@
+"""The promotion gate, one rule for `train` and `promote`: a candidate replaces what would serve otherwise only
+when it is better on its kind's first gate metric with 95% confidence, and no worse than a stated margin on the
+others.
+
+Confidence comes from a paired bootstrap over members: each replicate draws the members of the held-out cutoffs
+with replacement (a member drawn twice counts twice at every cutoff they appear in, so a member's cutoffs move
+together), scores candidate and rival on the same draw, and takes the difference of their means over the
+cutoffs. The 2.5th and 97.5th percentiles of those differences are the interval. The metrics are computed from
+count weights instead of copied rows, so every replicate reuses one sort of the predictions.
+
+Where an evaluation keeps no per-member predictions (recommendations and uplift are judged on lists and arms,
+whose figures are not sums over members), the gate falls back to the point rule: the candidate must beat every
+rival on every gate metric (a tie is not a win).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from serving.models.kinds import GateMetric, ModelKind
+
+REPLICATES = 1000
+CONFIDENCE = 0.95
+# How much worse than a rival a candidate may be on the gate's other metrics (non-inferiority: refused when its
+# 95% interval lies wholly below minus the margin), and why:
+# - RMSE, 1% of the rival's: a model that ranks members confidently better may cost a little error, not more
+#   than the smallest change anyone would act on. On long-tailed spend a handful of the largest buyers move RMSE
+#   by far more than 1% between bootstrap draws (Online Retail: ±30%), so a point comparison within 1% would be
+#   noise deciding; the interval decides instead.
+# - Gini, ROC-AUC (absolute): 0.005, a tenth of the gains a family switch is made for.
+MARGINS: dict[str, tuple[float, bool]] = {  # metric: (margin, relative to the rival's figure)
+    "rmse": (0.01, True),
+    "normalized_gini": (0.005, False),
+    "roc_auc": (0.005, False),
+}
+
+
+@dataclass
+class HeldOutPredictions:
+    """The per-member predictions behind an evaluation: for each held-out cutoff, its members, what they did, and
+    every judged method's predictions."""
+
+    cutoffs: list[str] = field(default_factory=list)
+    members: list[np.ndarray] = field(default_factory=list)
+    actual: list[np.ndarray] = field(default_factory=list)
+    predicted: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    # Bootstrap figures worked out from these predictions (training.gate.replicate_figures), by metric and draws.
+    figures: dict[tuple[str, int, int], dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def add_cutoff(self, cutoff: str, members: np.ndarray, actual: np.ndarray) -> None:
+        self.cutoffs.append(cutoff)
+        self.members.append(np.asarray(members).astype(str))
+        self.actual.append(np.asarray(actual, dtype=float))
+
+    def add(self, method: str, predicted: np.ndarray) -> None:
+        """The method's predictions at the newest cutoff added."""
+        self.predicted.setdefault(method, []).append(np.asarray(predicted, dtype=float))
+        self.figures.clear()
+
+    def renamed(self, method: str, name: str) -> HeldOutPredictions:
+        """The same cutoffs with `method`'s predictions also under `name` (the champion's configuration)."""
+        return HeldOutPredictions(
+            self.cutoffs, self.members, self.actual, {**self.predicted, name: self.predicted[method]}
+        )
+
+    def merged(self, other: HeldOutPredictions) -> HeldOutPredictions:
+        """Another evaluation's methods on the same cutoffs and members added."""
+        return HeldOutPredictions(self.cutoffs, self.members, self.actual, {**self.predicted, **other.predicted})
+
+    def same_members(self, other: HeldOutPredictions) -> bool:
+        """Whether `other` judged the same members at the same cutoffs (so their predictions pair up)."""
+        return self.cutoffs == other.cutoffs and all(
+            np.array_equal(a, b) for a, b in zip(self.members, other.members, strict=True)
+        )
+
+    def has(self, *methods: str) -> bool:
+        return bool(self.cutoffs) and all(len(self.predicted.get(m, [])) == len(self.cutoffs) for m in methods)
+
+    def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {"cutoffs": np.array(self.cutoffs)}
+        for i in range(len(self.cutoffs)):
+            arrays[f"members/{i}"], arrays[f"actual/{i}"] = self.members[i], self.actual[i]
+            for method, values in self.predicted.items():
+                arrays[f"predicted/{i}/{method}"] = values[i]
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        path.write_bytes(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> HeldOutPredictions:
+        with np.load(path, allow_pickle=False) as saved:
+            cutoffs = [str(c) for c in saved["cutoffs"]]
+            out = cls()
+            for i, cutoff in enumerate(cutoffs):
+                out.add_cutoff(cutoff, saved[f"members/{i}"], saved[f"actual/{i}"])
+            for name in saved.files:
+                if name.startswith("predicted/"):
+                    _, i, method = name.split("/", 2)
+                    out.predicted.setdefault(method, [np.empty(0)] * len(cutoffs))[int(i)] = saved[name]
+        return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One gate metric, candidate against one rival: the gain (positive: the candidate is better) and its
+    interval (None without per-member predictions)."""
+
+    rival: str
+    metric: str
+    ours: float
+    theirs: float
+    gain: float
+    low: float | None = None
+    high: float | None = None
+    passed: bool = False
+    why: str = ""
+
+    def row(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in ("rival", "metric", "ours", "theirs", "gain", "low", "high", "passed")}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: list[str]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The gate's comparisons as a text table: what `train` and `promote` print."""
+        lines = []
+        for c in self.comparisons:
+            interval = "" if c.low is None else f" [{c.low:+.4f}, {c.high:+.4f}]"
+            mark = "ok" if c.passed else "no"
+            figures = f"{c.ours:12.4f} vs {c.rival:32} {c.theirs:12.4f}  gain {c.gain:+.4f}{interval}"
+            lines.append(f"  {mark:2} {c.metric:16} {figures}")
+        return "\n".join(lines)
+
+
+def gate(
+    kind: ModelKind,
+    candidate: dict[str, float],
+    rivals: dict[str, dict[str, float]],
+    evidence: HeldOutPredictions | None = None,
+    name: str | None = None,
+    seed: int = 0,
+) -> Verdict:
+    """The candidate (`name`'s predictions in `evidence`) against every rival (baselines and champion): with
+    per-member predictions of both, better on the first gate metric with 95% confidence and within the margin on
+    the others; without, strictly better on every gate metric."""
+    comparisons = []
+    for rival, metrics in rivals.items():
+        paired = evidence is not None and name is not None and evidence.has(name, rival)
+        for position, metric in enumerate(kind.gate):
+            ours, theirs = candidate[metric.name], metrics[metric.name]
+            if paired and metric.name in WEIGHTED:
+                assert evidence is not None and name is not None
+                comparisons.append(_judged(metric, position == 0, ours, theirs, rival, evidence, name, seed))
+            else:
+                passed = metric.beats(ours, theirs)
+                why = "" if passed else f"{metric.name} {ours:.4f} does not beat {rival} ({theirs:.4f})"
+                comparisons.append(
+                    Comparison(rival, metric.name, ours, theirs, _gain(metric, ours, theirs), passed=passed, why=why)
+                )
+    reasons = [c.why for c in comparisons if not c.passed]
+    return Verdict(not reasons, reasons, comparisons)
+
+
+def within_margins(
+    kind: ModelKind,
+    candidate: dict[str, float],
+    others: dict[str, dict[str, float]],
+    evidence: HeldOutPredictions | None = None,
+    name: str | None = None,
+    seed: int = 0,
+) -> Verdict:
+    """How a baseline qualifies among baselines: not worse than any of the `others` by more than the margin on the
+    gate's metrics after the first (the first ranks them), as the gate judges those metrics. So the best-ranking
+    baseline serves unless it buys its ranking with much larger errors (a run rate over a window too short for the
+    horizon, say)."""
+    comparisons = []
+    for rival, metrics in others.items():
+        paired = evidence is not None and name is not None and evidence.has(name, rival)
+        for metric in kind.gate[1:]:
+            if paired and metric.name in WEIGHTED:
+                assert evidence is not None and name is not None
+                ours, theirs = candidate[metric.name], metrics[metric.name]
+                comparisons.append(_judged(metric, False, ours, theirs, rival, evidence, name, seed))
+            else:
+                comparisons.append(_within_margin(metric, candidate[metric.name], metrics[metric.name], rival))
+    reasons = [c.why for c in comparisons if not c.passed]
+    return Verdict(not reasons, reasons, comparisons)
+
+
+def _allowed(metric: GateMetric, theirs: float) -> float:
+    margin, relative = MARGINS.get(metric.name, (0.0, False))
+    return margin * abs(theirs) if relative else margin
+
+
+def _within_margin(metric: GateMetric, ours: float, theirs: float, rival: str) -> Comparison:
+    """Without per-member predictions: the point figures within the margin."""
+    gain, allowed = _gain(metric, ours, theirs), _allowed(metric, theirs)
+    why = f"{metric.name} {ours:.4f} is worse than {rival} ({theirs:.4f}) by more than the margin ({allowed:.4f})"
+    passed = gain >= -allowed
+    return Comparison(rival, metric.name, ours, theirs, gain, passed=passed, why="" if passed else why)
+
+
+def _gain(metric: GateMetric, ours: float, theirs: float) -> float:
+    return ours - theirs if metric.higher_is_better else theirs - ours
+
+
+def _judged(
+    metric: GateMetric,
+    first: bool,
+    ours: float,
+    theirs: float,
+    rival: str,
+    evidence: HeldOutPredictions,
+    name: str,
+    seed: int,
+) -> Comparison:
+    """One metric with its paired interval. The first gate metric must be better with 95% confidence (the interval
+    of the gain above zero); another may not be worse by more than its margin with 95% confidence (the interval
+    entirely below minus the margin refuses): a test either way, so noise decides neither."""
+    low, high = paired_interval(metric, evidence, name, rival, seed=seed)
+    gain = _gain(metric, ours, theirs)
+    interval = f"95% interval [{low:+.4f}, {high:+.4f}]"
+    if first:
+        passed = low > 0
+        why = f"{metric.name} {ours:.4f} against {rival} ({theirs:.4f}): gain {gain:+.4f}, {interval} is not above zero"
+    else:
+        allowed = _allowed(metric, theirs)
+        passed = high >= -allowed
+        why = (
+            f"{metric.name} {ours:.4f} is worse than {rival} ({theirs:.4f}) by more than the margin ({allowed:.4f}): "
+            f"gain {gain:+.4f}, {interval}"
+        )
+    return Comparison(rival, metric.name, ours, theirs, gain, low, high, passed, "" if passed else why)
+
+
+def paired_interval(
+    metric: GateMetric,
+    evidence: HeldOutPredictions,
+    ours: str,
+    theirs: str | None,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The 95% interval of `ours`' gain over `theirs` on `metric` (mean over the cutoffs), from a paired bootstrap
+    over members (the same draws for both; a member drawn k times weighs k at every cutoff). Without `theirs`, the
+    interval of `ours`' own figure."""
+    figures = replicate_figures(evidence, metric.name, replicates, seed)
+    drawn = figures[ours] if theirs is None else figures[ours] - figures[theirs]
+    if theirs is not None and not metric.higher_is_better:
+        drawn = -drawn
+    tail = (1 - CONFIDENCE) / 2
+    return float(np.quantile(drawn, tail)), float(np.quantile(drawn, 1 - tail))
+
+
+def replicate_figures(
+    evidence: HeldOutPredictions, metric: str, replicates: int = REPLICATES, seed: int = 0, chunk: int = 100
+) -> dict[str, np.ndarray]:
+    """Every method's figure (mean over the cutoffs) in each bootstrap replicate, all methods under the same draws
+    of members: worked out once per evidence, metric and seed, so any pair's gain is a difference of two rows."""
+    key = (metric, replicates, seed)
+    if key in evidence.figures:
+        return evidence.figures[key]
+    everyone, where = np.unique(np.concatenate(evidence.members), return_inverse=True)
+    rows = np.cumsum([0, *(len(m) for m in evidence.members)])
+    rng = np.random.default_rng(seed)
+    methods = [m for m in evidence.predicted if evidence.has(m)]
+    drawn: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    for start in range(0, replicates, chunk):
+        size = min(chunk, replicates - start)
+        # members x replicates: each member's row of counts is contiguous, so sorting members moves whole rows
+        counts = rng.multinomial(len(everyone), np.full(len(everyone), 1 / len(everyone)), size=size).T.astype(float)
+        total = {m: np.zeros(size) for m in methods}
+        for i, actual in enumerate(evidence.actual):
+            weights = counts[where[rows[i] : rows[i + 1]]]
+            predictions = {m: evidence.predicted[m][i] for m in methods}
+            for m, values in _chunk_figures(metric, actual, predictions, weights).items():
+                total[m] += values
+        for m in methods:
+            drawn[m].append(total[m] / len(evidence.actual))
+    evidence.figures[key] = {m: np.concatenate(v) for m, v in drawn.items()}
+    return evidence.figures[key]
+
+
+def _chunk_figures(
+    metric: str, actual: np.ndarray, predictions: dict[str, np.ndarray], weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each method's figure under each row of weights (the Gini's perfect ranking worked out once for all)."""
+    if metric == "normalized_gini":
+        perfect = _weighted_gini(actual, actual, weights)
+        return {m: _weighted_gini(actual, p, weights) / perfect for m, p in predictions.items()}
+    score = WEIGHTED[metric]
+    return {m: score(actual, p, weights) for m, p in predictions.items()}
+
+
+def weighted_rmse(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """RMSE under each column of count weights (members x replicates)."""
+    return np.sqrt(((actual - predicted) ** 2 @ weights) / weights.sum(axis=0))
+
+
+def _weighted_gini(actual: np.ndarray, order_by: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`training.metrics.normalized_gini`'s unnormalised Gini with each member repeated as often as weighed: a member
+    of weight w holds w places in a row, over which the cumulative spend climbs by its spend each place."""
+    order = np.lexsort((np.arange(len(order_by)), -order_by))
+    a, w = actual[order, None], weights[order]
+    spent = w * a
+    before = np.cumsum(spent, axis=0) - spent
+    places = w.sum(axis=0)
+    total = spent.sum(axis=0)
+    area = (w * before).sum(axis=0) + (a * w * (w + 1)).sum(axis=0) / 2
+    return area / (total * places) - (places + 1) / (2 * places)
+
+
+def weighted_gini(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Normalized Gini under each column of count weights."""
+    return _weighted_gini(actual, predicted, weights) / _weighted_gini(actual, actual, weights)
+
+
+def weighted_auc(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC under each column of count weights; tied scores count half, as in sklearn."""
+    order = np.argsort(predicted, kind="stable")
+    s, y, w = predicted[order], actual[order, None] > 0, weights[order]
+    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]
+    positives = np.add.reduceat(w * y, starts, axis=0)
+    negatives = np.add.reduceat(w * ~y, starts, axis=0)
+    below = np.cumsum(negatives, axis=0) - negatives
+    pairs = positives.sum(axis=0) * negatives.sum(axis=0)
+    return (positives * (below + negatives / 2)).sum(axis=0) / pairs
+
+
+# The gate metrics a bootstrap can weigh: (actual, predicted, count weights per replicate) -> one figure each.
+WEIGHTED: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "rmse": weighted_rmse,
+    "normalized_gini": weighted_gini,
+    "roc_auc": weighted_auc,
+}
