@@ -200,7 +200,7 @@ def fit_two_part(
     buyers.attrs.update(data.frame.attrs)
     spend = fit_log_amount(LabelledFrame(buyers), kind, _parts_params(params, "spend"), seed, horizon_days)
     spend.spec.btyd = churns.spec.btyd  # the fallback for a population too small to fit on: the same for both
-    spec = CombinedSpec(family=TwoPartModel.family, kind=kind.name, parts=["churn", "spend"])
+    spec = CombinedSpec(family=TwoPartModel.family, kind=kind.name, parts=["no-purchase", "spend"])
     return TwoPartModel(spec, [churns, spend])
 
 

@@ -297,9 +297,18 @@ class MemberTrainer(Trainer):
                 seed=settings.seed,
                 params={f: p for f, p in params.items() if f in kind.families},
             ),
-            families=None if only is None else [only],
+            families=[only] if only is not None else self._judged(kind, settings.family),
         )
         return Evaluation(_means(report), report.rows, report.predictions)
+
+    def _judged(self, kind: ModelKind, family: str | None) -> list[str]:
+        """Every servable family; with `--family`, that family and whom it must beat (the baselines and, for a
+        blend, its parts): no other learned family could serve in its place, so judging one would change nothing."""
+        if family is None:
+            return self.servable(kind)
+        learned = set(self.learned(kind))
+        must = {family, *self.parts(kind).get(family, ())}
+        return [f for f in self.servable(kind) if f in must or f not in learned]
 
     def fit(
         self,

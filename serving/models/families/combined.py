@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from serving.models.base import MemberModel
+from serving.models.base import MEMBER_CLASSES, MemberModel, read_spec
 from serving.models.inputs import InputContext
 
 
@@ -97,15 +97,11 @@ class CombinedModel(MemberModel):
 
     @classmethod
     def load(cls, artifacts: Mapping[str, str]) -> CombinedModel:
-        from serving.models.families import load_model  # the parts are any member family's
-
         spec = CombinedSpec.model_validate(json.loads(Path(artifacts["spec"]).read_text()))
         parts = []
-        for name in spec.parts:
+        for name in spec.parts:  # each part is loaded by its own family's class
             own = {k.removeprefix(f"{name}."): v for k, v in artifacts.items() if k.startswith(f"{name}.")}
-            part = load_model(own)
-            assert isinstance(part, MemberModel)
-            parts.append(part)
+            parts.append(MEMBER_CLASSES[str(read_spec(own)["family"])].load(own))
         return cls(spec, parts)
 
 
