@@ -250,13 +250,14 @@ class MemberTrainer(Trainer):
     ) -> tuple[FamilyParams, pd.DataFrame]:
         if not held_out.validation:
             raise DataError(f"{dataset.name}: no validation cutoff older than the test cutoffs to tune on")
-        tuned = [f for f in kind.families if member_family(f).search is not None]
+        judged = self._judged(kind, settings.family)  # with --family, that family (and a blend's parts)
+        tuned = [f for f in kind.families if member_family(f).search is not None and f in judged]
         if not tuned:
             raise DataError(
                 f"no learned family of {kind.name} ({', '.join(kind.families)}) has parameters to tune: train it "
                 "with --trials 0"
             )
-        untuned = [f for f in kind.families if f not in tuned]
+        untuned = [f for f in kind.families if f in judged and f not in tuned]
         if untuned:
             say(f"not tuned: {', '.join(untuned)} (no parameters to search); judged with their defaults")
         each = plan.share(len(tuned))  # as the item kinds' families share theirs
