@@ -27,6 +27,11 @@ from typing import Any
 from features.errors import DataError
 
 ENGINE_ENV = "COMMUNITY_ML_ENGINE"
+DUCKDB_MEMORY_ENV = "COMMUNITY_ML_DUCKDB_MEMORY"  # DuckDB's memory limit, e.g. "8GB" (default: DUCKDB_MEMORY_SHARE)
+DUCKDB_THREADS_ENV = "COMMUNITY_ML_DUCKDB_THREADS"  # DuckDB's threads (default: the machine's cores)
+# DuckDB's own default limit is 80% of the machine's memory: with the model fitting that follows in the same
+# process, a snapshot of 2,000,000 members then pushed the process past 18 GB. Half leaves the rest room.
+DUCKDB_MEMORY_SHARE = 0.5
 SPARK_MASTER_ENV = "COMMUNITY_ML_SPARK_MASTER"
 SPARK_CONF_ENV = "COMMUNITY_ML_SPARK_CONF"
 SPARK_TABLES_ENV = "COMMUNITY_ML_SPARK_TABLES"
@@ -180,3 +185,25 @@ def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
         size += status.getLen()
         modified = max(modified, status.getModificationTime())
     return size, modified
+
+
+def duckdb_settings() -> dict[str, str]:
+    """DuckDB's memory limit and threads: from the environment, else from the machine (a share of its memory, its
+    cores); DuckDB spills what does not fit to a temporary directory instead of failing."""
+    memory = os.environ.get(DUCKDB_MEMORY_ENV)
+    if not memory:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = f"{max(int(total * DUCKDB_MEMORY_SHARE / 2**20), 256)}MB"
+    threads = os.environ.get(DUCKDB_THREADS_ENV) or str(os.cpu_count() or 1)
+    if not re.fullmatch(r"\d+", threads) or int(threads) < 1:
+        raise DataError(f"{DUCKDB_THREADS_ENV}={threads!r}: give a number of threads, 1 or more")
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory.strip(), flags=re.IGNORECASE):
+        raise DataError(f"{DUCKDB_MEMORY_ENV}={memory!r}: give an amount such as 8GB or 512MB")
+    return {"memory_limit": memory.strip(), "threads": threads}
+
+
+def configure_duckdb(con: Any) -> None:
+    """Applies `duckdb_settings` to a DuckDB connection (a duckdb one, or Ibis's `.raw_sql`)."""
+    run = con.raw_sql if hasattr(con, "raw_sql") else con.execute
+    for name, value in duckdb_settings().items():
+        run(f"SET {name} = '{value}'")

@@ -154,6 +154,7 @@ def connect(dataset: Dataset) -> tuple[Any, Sources]:
     cache: OrderedDict[tuple[Any, ...], tuple[Any, Sources]] = _CONNECTIONS.__dict__.setdefault("kept", OrderedDict())
     if key not in cache:
         con = ibis.duckdb.connect()
+        engines.configure_duckdb(con)
         tables = {t: con.read_parquet(dataset.table_path(t), table_name=t) for t in present}
         cache[key] = (con, _sources(tables, {t: dataset.row_count(t) for t in tables}))
         while len(cache) > _CONNECTIONS_KEPT:

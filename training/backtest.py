@@ -16,7 +16,7 @@ from features.store import Dataset
 from serving.models.families.baselines import baselines_of
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
-from training.frames import LabelledFrame, labelled_snapshot, stacked, training_cutoffs
+from training.frames import TRAINING_MEMBERS, LabelledFrame, labelled_snapshot, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
 from training.member_fit import member_family
 from training.metrics import churn_metrics, value_metrics
@@ -28,6 +28,9 @@ class BacktestSettings(BaseModel):
     cutoffs: list[date] = Field(min_length=1, description="test cutoffs, never seen in training")
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs before each test cutoff")
+    training_members: int | None = Field(
+        TRAINING_MEMBERS, ge=1_000, description="members of each training cutoff learned from at most (None: all)"
+    )
     seed: int = 0
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="learned families' parameters over their defaults, by family"
@@ -86,6 +89,8 @@ def backtest(
                 dataset,
                 training_cutoffs(cutoff, settings.horizon_days, settings.training_cutoffs),
                 settings.horizon_days,
+                settings.training_members,
+                settings.seed,
             )
             train = LabelledFrame(with_inputs_by_cutoff(train.frame, settings.horizon_days))
             test = with_inputs(labelled_snapshot(dataset, cutoff, settings.horizon_days), settings.horizon_days)

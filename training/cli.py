@@ -16,9 +16,18 @@ from features.errors import DataError
 from features.home import StateHome
 from features.store import Dataset
 from serving.models.kinds import KINDS, Target, Task, kinds_of
+from training.frames import TRAINING_MEMBERS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# Members of each training cutoff a member model learns from at most (training/frames.py: TRAINING_MEMBERS).
+TrainingMembersOption = typer.Option(
+    TRAINING_MEMBERS,
+    "--training-members",
+    min=0,
+    help="member kinds: members of each training cutoff learned from at most, drawn at random (0: all)",
+)
 
 training_app = typer.Typer(help="Train, judge and promote models; evaluate them on cutoffs they never saw.")
 
@@ -68,6 +77,7 @@ def train_command(
         "tuned only when --trials or --budget-seconds asks; 0: no tuning)",
     ),
     training_cutoffs: int = typer.Option(6, help="monthly training cutoffs (member kinds)"),
+    training_members: int = TrainingMembersOption,
     test_cutoffs: int = typer.Option(3, help="held-out monthly cutoffs that judge the candidate (member kinds)"),
     k: int = typer.Option(10, "--k", min=1, max=100, help="list length item kinds are judged at"),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="move the champion alias if it passes"),
@@ -109,6 +119,7 @@ def train_command(
             trials=trials,
             budget_seconds=budget_seconds,
             training_cutoffs=training_cutoffs,
+            training_members=training_members or None,
             test_cutoffs=test_cutoffs,
             k=k,
             promote=promote,
@@ -186,6 +197,7 @@ def backtest_command(
     cutoffs: str = typer.Option(..., help="test cutoffs, comma-separated (e.g. 2011-06-01,2011-07-01)"),
     horizon_days: int = typer.Option(90, "--horizon-days"),
     training_cutoffs: int = typer.Option(6, help="monthly training cutoffs before each test cutoff"),
+    training_members: int = TrainingMembersOption,
     seed: int = typer.Option(0),
     engine: Engine = EngineOption,
     as_json: bool = JsonOption,
@@ -196,7 +208,11 @@ def backtest_command(
     with user_errors():
         engines.use(engine)
         settings = BacktestSettings(
-            cutoffs=parse_cutoffs(cutoffs), horizon_days=horizon_days, training_cutoffs=training_cutoffs, seed=seed
+            cutoffs=parse_cutoffs(cutoffs),
+            horizon_days=horizon_days,
+            training_cutoffs=training_cutoffs,
+            training_members=training_members or None,
+            seed=seed,
         )
         report = backtest(Dataset(StateHome.from_env(), dataset).require(), KINDS[kind.value], settings)
     if as_json:

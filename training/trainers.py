@@ -25,7 +25,7 @@ from serving.models.base import ItemModel, MemberModel
 from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind, Task
 from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
-from training.frames import stacked, training_cutoffs
+from training.frames import TRAINING_MEMBERS, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
 from training.member_fit import member_family
 from training.recs_eval import Split, compare, factor_method, random_split, time_split
@@ -49,6 +49,11 @@ class TrainSettings(BaseModel):
     as_of: date | None = Field(None, description="serve members as of this date; default: the day after the data")
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs (member kinds)")
+    training_members: int | None = Field(
+        TRAINING_MEMBERS,
+        ge=1_000,
+        description="member kinds: members of each training cutoff learned from at most, drawn at random (None: all)",
+    )
     test_cutoffs: int = Field(3, ge=1, le=12, description="held-out cutoffs that judge the candidate (member kinds)")
     validation_cutoffs: int = Field(2, ge=1, le=12, description="cutoffs Optuna tunes on (older than the tests)")
     trials: int | None = Field(
@@ -274,6 +279,7 @@ class MemberTrainer(Trainer):
                 horizon_days=settings.horizon_days,
                 training_cutoffs=settings.training_cutoffs,
                 seed=settings.seed,
+                training_members=settings.training_members,
                 study_name=f"{study}/{family}",
             )
             tables.append(trials.assign(family=family))
@@ -295,6 +301,7 @@ class MemberTrainer(Trainer):
                 cutoffs=held_out.tests,
                 horizon_days=settings.horizon_days,
                 training_cutoffs=settings.training_cutoffs,
+                training_members=settings.training_members,
                 seed=settings.seed,
                 params={f: p for f, p in params.items() if f in kind.families},
             ),
@@ -321,7 +328,7 @@ class MemberTrainer(Trainer):
         settings: TrainSettings,
     ) -> Fitted:
         cutoffs = training_cutoffs(as_of, settings.horizon_days, settings.training_cutoffs)
-        data = stacked(dataset, cutoffs, settings.horizon_days)
+        data = stacked(dataset, cutoffs, settings.horizon_days, settings.training_members, settings.seed)
         model = member_family(family).fit(data, kind, params, settings.seed, settings.horizon_days)
         used = sorted(set(data.frame["cutoff"].dt.date))
         return Fitted(model, data.frame[data.feature_columns].head(5), {"training_cutoffs": _dates(used)})

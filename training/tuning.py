@@ -27,6 +27,7 @@ def tune(
     horizon_days: int,
     training_cutoffs: int,
     seed: int,
+    training_members: int | None = None,
     study_name: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Best parameters over `trials` backtests on the validation `cutoffs` (and/or as many as `seconds` allow; a
@@ -55,6 +56,7 @@ def tune(
             cutoffs=cutoffs,
             horizon_days=horizon_days,
             training_cutoffs=training_cutoffs,
+            training_members=training_members,
             seed=seed,
             params={family: suggest(trial)},
         )

@@ -1,0 +1,83 @@
+"""What keeps training in proportion to the work at the plan's sizes: DuckDB's limits from the machine or the
+environment, stated samples of members (training rows, population fits, the gate's bootstrap) that leave the
+real datasets whole."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.engines import DUCKDB_MEMORY_ENV, DUCKDB_THREADS_ENV, configure_duckdb, duckdb_settings
+from features.errors import DataError
+from serving.models.btyd import FIT_MEMBERS, RFMSummary
+from training.frames import TRAINING_MEMBERS, sampled
+
+
+def test_duckdb_takes_its_limits_from_the_environment_or_else_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    monkeypatch.delenv(DUCKDB_MEMORY_ENV, raising=False)
+    monkeypatch.delenv(DUCKDB_THREADS_ENV, raising=False)
+    default = duckdb_settings()
+    assert default["memory_limit"].endswith("MB") and int(default["threads"]) >= 1
+    monkeypatch.setenv(DUCKDB_MEMORY_ENV, "3GB")
+    monkeypatch.setenv(DUCKDB_THREADS_ENV, "1")
+    con = duckdb.connect()
+    configure_duckdb(con)
+    limit, threads = con.execute("select current_setting('memory_limit'), current_setting('threads')").fetchone()
+    assert (limit, threads) == ("2.7 GiB", 1)  # 3 GB as DuckDB writes it
+    monkeypatch.setenv(DUCKDB_MEMORY_ENV, "lots")
+    with pytest.raises(DataError, match=DUCKDB_MEMORY_ENV):
+        duckdb_settings()
+    monkeypatch.setenv(DUCKDB_MEMORY_ENV, "3GB")
+    monkeypatch.setenv(DUCKDB_THREADS_ENV, "0")
+    with pytest.raises(DataError, match=DUCKDB_THREADS_ENV):
+        duckdb_settings()
+
+
+def test_a_training_cutoff_is_sampled_only_past_the_cap_and_the_same_way_each_time() -> None:
+    frame = pd.DataFrame({"member_id": [f"M{i:06d}" for i in range(5000)], "x": np.arange(5000)})
+    cutoff = date(2026, 1, 1)
+    assert sampled(frame, None, 0, cutoff) is frame and sampled(frame, 5000, 0, cutoff) is frame
+    sample = sampled(frame, 1000, 0, cutoff)
+    assert len(sample) == 1000 and sample["member_id"].is_unique and sample["x"].is_monotonic_increasing
+    assert sample.equals(sampled(frame, 1000, 0, cutoff))  # deterministic
+    assert not sample.equals(sampled(frame, 1000, 0, date(2026, 2, 1)))  # each cutoff its own draw
+    assert TRAINING_MEMBERS >= 23_570  # CDNOW's and Online Retail's cutoffs learn from every member
+
+
+def test_a_population_fit_reads_a_sample_of_buyers_only_past_the_cap() -> None:
+    rng = np.random.default_rng(0)
+    n = FIT_MEMBERS + 500
+    summary = RFMSummary(rng.poisson(2, n).astype(float), rng.random(n) * 100, rng.random(n) * 100 + 100, rng.random(n))
+    sample = summary.sample(FIT_MEMBERS)
+    assert len(sample.x) == FIT_MEMBERS
+    assert np.array_equal(sample.T, summary.sample(FIT_MEMBERS).T)  # the same draw each time
+    small = RFMSummary(summary.x[:100], summary.t_x[:100], summary.T[:100], summary.monetary[:100])
+    assert small.sample(FIT_MEMBERS) is small
+    assert FIT_MEMBERS >= 23_570  # CDNOW is fitted whole
+
+
+def test_the_gate_bootstraps_a_sample_of_members_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.gate as gate
+    from serving.models.kinds import GateMetric
+
+    # given: 4,000 members where the gate draws from 1,000 at most
+    monkeypatch.setattr(gate, "GATE_MEMBERS", 1000)
+    rng = np.random.default_rng(5)
+    held = gate.HeldOutPredictions()
+    actual = rng.gamma(1.0, 50.0, 4000)
+    held.add_cutoff("c", np.array([f"M{i}" for i in range(4000)]), actual)
+    held.add("ours", actual + rng.normal(0, 10, 4000))
+    held.add("theirs", actual + rng.normal(0, 20, 4000))
+    # when
+    low, high = gate.paired_interval(GateMetric("rmse", False), held, "ours", "theirs", replicates=300)
+    # then: the interval still covers the gain (about 10) and is about twice as wide as all members would give
+    monkeypatch.setattr(gate, "GATE_MEMBERS", 10_000)
+    held.figures.clear()
+    all_low, all_high = gate.paired_interval(GateMetric("rmse", False), held, "ours", "theirs", replicates=300)
+    assert low < 10 < high and all_low < 10 < all_high
+    assert 1.5 < (high - low) / (all_high - all_low) < 2.7
