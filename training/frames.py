@@ -46,9 +46,10 @@ def training_cutoffs(as_of: date, horizon_days: int, count: int, step_days: int 
 
 
 # The members of each training cutoff a model learns from at most (`--training-members`): LightGBM's cost grows
-# with rows, while its small trees (7 leaves, 100 members a leaf) stop learning from more rows long before six
-# cutoffs of 100,000 members. Online Retail (about 4,000 a cutoff), CDNOW (23,570) and the demo learn from all.
-TRAINING_MEMBERS = 100_000
+# with rows, while its small trees (7 leaves, 100 members a leaf) learn what they can from six cutoffs of 50,000
+# (300,000 rows; measured at 100,000 members: experiments/results/scale.md). Online Retail (about 4,000 a
+# cutoff), CDNOW (23,570) and the demo (10,000) learn from all.
+TRAINING_MEMBERS = 50_000
 
 
 def sampled(frame: pd.DataFrame, members: int | None, seed: int, cutoff: date) -> pd.DataFrame:
