@@ -18,7 +18,7 @@ from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
 from training.frames import TRAINING_MEMBERS, LabelledFrame, labelled_snapshot, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
-from training.member_fit import member_family
+from training.member_fit import fitted
 from training.metrics import churn_metrics, value_metrics
 
 
@@ -98,7 +98,7 @@ def backtest(
             scores = {}
             for family in families or families_of(kind):
                 params = settings.params.get(family, {})
-                model = member_family(family).fit(train, kind, params, settings.seed, settings.horizon_days)
+                model = fitted(family, train, kind, params, settings.seed, settings.horizon_days)
                 predicted = model.predict(test)
                 predictions.add(family, predicted)
                 scores[family] = target_metrics(kind, test, predicted)

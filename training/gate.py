@@ -67,14 +67,22 @@ class HeldOutPredictions:
         self.figures.clear()
 
     def renamed(self, method: str, name: str) -> HeldOutPredictions:
-        """The same cutoffs with `method`'s predictions also under `name` (the champion's configuration)."""
+        """The same cutoffs with `method`'s predictions also under `name` (the champion's configuration), and the
+        bootstrap figures already worked out for it."""
+        figures = {key: {**by, name: by[method]} if method in by else dict(by) for key, by in self.figures.items()}
         return HeldOutPredictions(
-            self.cutoffs, self.members, self.actual, {**self.predicted, name: self.predicted[method]}
+            self.cutoffs, self.members, self.actual, {**self.predicted, name: self.predicted[method]}, figures
         )
 
     def merged(self, other: HeldOutPredictions) -> HeldOutPredictions:
-        """Another evaluation's methods on the same cutoffs and members added."""
-        return HeldOutPredictions(self.cutoffs, self.members, self.actual, {**self.predicted, **other.predicted})
+        """Another evaluation's methods on the same cutoffs and members added (`same_members`), with the bootstrap
+        figures either worked out: the same members and seed give the same draws."""
+        figures = {
+            key: {**self.figures.get(key, {}), **other.figures.get(key, {})} for key in {*self.figures, *other.figures}
+        }
+        return HeldOutPredictions(
+            self.cutoffs, self.members, self.actual, {**self.predicted, **other.predicted}, figures
+        )
 
     def same_members(self, other: HeldOutPredictions) -> bool:
         """Whether `other` judged the same members at the same cutoffs (so their predictions pair up)."""
@@ -156,22 +164,8 @@ def gate(
     """The candidate (`name`'s predictions in `evidence`) against every rival (baselines and champion): with
     per-member predictions of both, better on the first gate metric with 95% confidence and within the margin on
     the others; without, strictly better on every gate metric."""
-    comparisons = []
-    for rival, metrics in rivals.items():
-        paired = evidence is not None and name is not None and evidence.has(name, rival)
-        for position, metric in enumerate(kind.gate):
-            ours, theirs = candidate[metric.name], metrics[metric.name]
-            if paired and metric.name in WEIGHTED:
-                assert evidence is not None and name is not None
-                comparisons.append(_judged(metric, position == 0, ours, theirs, rival, evidence, name, seed))
-            else:
-                passed = metric.beats(ours, theirs)
-                why = "" if passed else f"{metric.name} {ours:.4f} does not beat {rival} ({theirs:.4f})"
-                comparisons.append(
-                    Comparison(rival, metric.name, ours, theirs, _gain(metric, ours, theirs), passed=passed, why=why)
-                )
-    reasons = [c.why for c in comparisons if not c.passed]
-    return Verdict(not reasons, reasons, comparisons)
+    judged = [(metric, position == 0) for position, metric in enumerate(kind.gate)]
+    return _verdict(judged, candidate, rivals, evidence, name, seed, _beats)
 
 
 def within_margins(
@@ -186,18 +180,40 @@ def within_margins(
     gate's metrics after the first (the first ranks them), as the gate judges those metrics. So the best-ranking
     baseline serves unless it buys its ranking with much larger errors (a run rate over a window too short for the
     horizon, say)."""
+    judged = [(metric, False) for metric in kind.gate[1:]]
+    return _verdict(judged, candidate, others, evidence, name, seed, _within_margin)
+
+
+def _verdict(
+    judged: list[tuple[GateMetric, bool]],
+    candidate: dict[str, float],
+    rivals: dict[str, dict[str, float]],
+    evidence: HeldOutPredictions | None,
+    name: str | None,
+    seed: int,
+    unpaired: Callable[[GateMetric, float, float, str], Comparison],
+) -> Verdict:
+    """Each (metric, whether it is the first) against each rival: with the paired interval where both have
+    per-member predictions and the metric can be weighed, else by the `unpaired` rule on the point figures."""
     comparisons = []
-    for rival, metrics in others.items():
+    for rival, metrics in rivals.items():
         paired = evidence is not None and name is not None and evidence.has(name, rival)
-        for metric in kind.gate[1:]:
+        for metric, first in judged:
+            ours, theirs = candidate[metric.name], metrics[metric.name]
             if paired and metric.name in WEIGHTED:
                 assert evidence is not None and name is not None
-                ours, theirs = candidate[metric.name], metrics[metric.name]
-                comparisons.append(_judged(metric, False, ours, theirs, rival, evidence, name, seed))
+                comparisons.append(_judged(metric, first, ours, theirs, rival, evidence, name, seed))
             else:
-                comparisons.append(_within_margin(metric, candidate[metric.name], metrics[metric.name], rival))
+                comparisons.append(unpaired(metric, ours, theirs, rival))
     reasons = [c.why for c in comparisons if not c.passed]
     return Verdict(not reasons, reasons, comparisons)
+
+
+def _beats(metric: GateMetric, ours: float, theirs: float, rival: str) -> Comparison:
+    """Without per-member predictions: strictly better on the point figures (a tie is not a win)."""
+    passed = metric.beats(ours, theirs)
+    why = "" if passed else f"{metric.name} {ours:.4f} does not beat {rival} ({theirs:.4f})"
+    return Comparison(rival, metric.name, ours, theirs, _gain(metric, ours, theirs), passed=passed, why=why)
 
 
 def _allowed(metric: GateMetric, theirs: float) -> float:
@@ -269,10 +285,13 @@ def replicate_figures(
     evidence: HeldOutPredictions, metric: str, replicates: int = REPLICATES, seed: int = 0, chunk: int = 100
 ) -> dict[str, np.ndarray]:
     """Every method's figure (mean over the cutoffs) in each bootstrap replicate, all methods under the same draws
-    of members: worked out once per evidence, metric and seed, so any pair's gain is a difference of two rows."""
+    of members: worked out once per method, metric and seed (the draws are made again from the seed for a method
+    added later), so any pair's gain is a difference of two rows."""
     key = (metric, replicates, seed)
-    if key in evidence.figures:
-        return evidence.figures[key]
+    known = evidence.figures.setdefault(key, {})
+    methods = [m for m in evidence.predicted if evidence.has(m) and m not in known]
+    if not methods:
+        return known
     everyone, where = np.unique(np.concatenate(evidence.members), return_inverse=True)
     rows = np.cumsum([0, *(len(m) for m in evidence.members)])
     rng = np.random.default_rng(seed)
@@ -283,7 +302,6 @@ def replicate_figures(
         kept = chosen[where]
         everyone = np.flatnonzero(chosen)
         where = np.searchsorted(everyone, where)
-    methods = [m for m in evidence.predicted if evidence.has(m)]
     drawn: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     for start in range(0, replicates, chunk):
         size = min(chunk, replicates - start)
@@ -298,8 +316,8 @@ def replicate_figures(
                 total[m] += values
         for m in methods:
             drawn[m].append(total[m] / len(evidence.actual))
-    evidence.figures[key] = {m: np.concatenate(v) for m, v in drawn.items()}
-    return evidence.figures[key]
+    known.update({m: np.concatenate(v) for m, v in drawn.items()})
+    return known
 
 
 def _chunk_figures(

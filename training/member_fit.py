@@ -238,9 +238,10 @@ def fit_blend(
 
 # Recent fits, so that a blend's parts fitted on the same frame as the families judged beside it (a backtest's
 # cutoff) are not fitted twice: fits are deterministic for the same data, parameters and seed. An entry holds
-# its frame, so a key is never reused for another frame with the same id.
+# its frame (so a key is never reused for another frame with the same id): as few are kept as one blend needs,
+# its parts on the older cutoffs and on all of them, so no more than two training frames outlive their use.
 _RECENT: list[tuple[tuple[Any, ...], pd.DataFrame, MemberModel]] = []
-RECENT_FITS = 12
+RECENT_FITS = 2 * len(BLEND_PARTS)
 
 
 def fitted(
@@ -251,7 +252,7 @@ def fitted(
     for known, frame, model in _RECENT:
         if known == key and frame is data.frame:
             return model
-    model = MEMBER_FAMILIES[family].fit(data, kind, params, seed, horizon_days)
+    model = member_family(family).fit(data, kind, params, seed, horizon_days)
     _RECENT.append((key, data.frame, model))
     del _RECENT[:-RECENT_FITS]
     return model

@@ -142,3 +142,16 @@ def test_predictions_kept_with_a_run_read_back_the_same(tmp_path) -> None:
     back = HeldOutPredictions.load(tmp_path / "p.npz")
     assert back.cutoffs == held.cutoffs and back.same_members(held) and back.has("a", "b")
     assert all(np.array_equal(x, y) for x, y in zip(back.predicted["b"], held.predicted["b"], strict=True))
+
+
+def test_a_method_added_later_is_drawn_on_the_same_members_as_the_others() -> None:
+    # the champion's predictions join a run's after its figures were worked out: its replicates must be paired
+    # with the others' (the same draws), so a copy of a method has exactly that method's interval
+    rng = np.random.default_rng(2)
+    actual = [rng.gamma(1.0, 50.0, 2000) for _ in range(2)]
+    held = evidence_of(actual, ours=[a + rng.normal(0, 5, 2000) for a in actual], theirs=[a + 0.0 for a in actual])
+    gini = GateMetric("normalized_gini", True)
+    first = paired_interval(gini, held, "theirs", "ours")
+    later = evidence_of(actual, copy=held.predicted["theirs"])
+    assert paired_interval(gini, held.merged(later), "copy", "ours") == first
+    assert paired_interval(gini, held.renamed("theirs", "champion"), "champion", "ours") == first
