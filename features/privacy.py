@@ -77,9 +77,11 @@ def export_member(dataset: Dataset, member_id: str, out: Path) -> dict[str, int]
         rows = dataset.read(table)
         parts["tables"][table] = _records(rows[rows["member_id"] == member_id])
         parts["quarantine"][table] = _records(_quarantined(dataset, table, member_id))
-    # Keyed by snapshot and file (as_of=T/features.parquet, as_of=T/labels_h90.parquet): both hold the member.
+    # Keyed by snapshot and file (as_of=T/features.parquet, as_of=T/labels_h90.parquet, and a member sample's
+    # sample=N/as_of=T/...): each holds the member.
+    root = dataset.home.features / dataset.name
     parts["features"] = {
-        f"{path.parent.name}/{path.name}": _records(_member_rows(path, member_id))
+        "/".join(path.relative_to(root).parts[1:]): _records(_member_rows(path, member_id))
         for path in _snapshot_files(dataset, "*.parquet")
     }
     parts["predictions"] = _log_lines(dataset.home, dataset.name, pseudonym(key, member_id))
@@ -131,7 +133,7 @@ def forget_member(dataset: Dataset, member_id: str) -> ForgetSummary:
         removed["truth"] = int((frame["member_id"] == member_id).sum())
         write_parquet_atomic(frame[frame["member_id"] != member_id], truth)
     snapshots = dataset.home.features / dataset.name
-    removed["feature_snapshots"] = sum(1 for _ in snapshots.glob("v*/as_of=*")) if snapshots.exists() else 0
+    removed["feature_snapshots"] = sum(1 for _ in snapshots.glob("v*/**/as_of=*")) if snapshots.exists() else 0
     shutil.rmtree(snapshots, ignore_errors=True)  # derived data: rebuilt without the member when next needed
     removed["prediction_log_lines"] = _drop_log_lines(dataset.home, member)
     path = dataset.path / FORGOTTEN_FILE
@@ -166,7 +168,7 @@ def _quarantined(dataset: Dataset, table: str, member_id: str) -> pd.DataFrame:
 
 
 def _snapshot_files(dataset: Dataset, pattern: str) -> list[Path]:
-    return sorted((dataset.home.features / dataset.name).glob(f"v*/as_of=*/{pattern}"))
+    return sorted((dataset.home.features / dataset.name).glob(f"v*/**/as_of=*/{pattern}"))
 
 
 def _member_rows(path: Path, member_id: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import ibis
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,7 +41,7 @@ from features.interactions import (
     product_interactions_expr,
     to_matrix,
 )
-from features.point_in_time import Sources, labels_expr, snapshot_expr
+from features.point_in_time import Sources, known_members, labels_expr, snapshot_expr
 from features.progress import say, step
 from features.schema import ATTRIBUTES, FeatureSchema, Needs, resolve
 from features.store import Dataset, write_json_atomic, write_parquet_atomic
@@ -60,16 +61,23 @@ class SnapshotSettings(BaseModel):
     churn_needs_no_engagement: bool = Field(
         False, description="a member churns only with no order and no engagement in the horizon"
     )
+    sample_members: int | None = Field(
+        None,
+        ge=1,
+        description="only the members of the dataset's fixed sample of this size (member_sample), where it has more; "
+        "None: every member",
+    )
 
 
 @dataclass(frozen=True)
 class Snapshot:
     dataset: Dataset
     as_of: date
+    sample: int | None = None  # the size of the member sample it holds (member_sample); None: every member
 
     @property
     def path(self) -> Path:
-        return self.dataset.home.features / self.dataset.name / f"v{FEATURE_SET_VERSION}" / f"as_of={self.as_of}"
+        return _version_dir(self.dataset, self.sample) / f"as_of={self.as_of}"
 
     @property
     def features_path(self) -> Path:
@@ -110,10 +118,18 @@ class Snapshot:
         return Interactions.load(path)
 
 
+def _version_dir(dataset: Dataset, sample: int | None) -> Path:
+    """Where a dataset's snapshots of this feature set live; a member sample's in their own folder, so that
+    nothing that reads the full snapshots (serving, scoring, the online store) ever finds them."""
+    path = dataset.home.features / dataset.name / f"v{FEATURE_SET_VERSION}"
+    return path if sample is None else path / f"sample={sample}"
+
+
 class BuildResult(BaseModel):
     dataset: str
     as_of: date
     path: str
+    sample: int | None = None  # the member sample's size, where the snapshot holds only that sample
     members: int
     features: int
     labels_written: bool
@@ -297,6 +313,41 @@ def dataset_schema(dataset: Dataset) -> FeatureSchema:
     return feature_schema(src)
 
 
+def member_sample(dataset: Dataset, members: int) -> pa.Table | None:
+    """The dataset's fixed sample of `members` members (their ids), or None where it has no more than that.
+
+    A member is in the sample when a hash of their id is among the `members` smallest: the same members for the
+    same data on every machine and engine, and every cutoff's snapshot of the sample holds the same people (a
+    population's fits are then shared between cutoffs and between training and judging). Drawn once per version
+    of the data (its fingerprint) and kept beside the sample's snapshots."""
+    folder = _version_dir(dataset, members)
+    ids_path, meta_path = folder / "members.parquet", folder / "members.json"
+    current = fingerprint(dataset)
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta.get("fingerprint") != current or (meta.get("sampled") and not ids_path.exists()):
+        con, src = connect(dataset)
+        ids = run(con, known_members(src, _SENTINEL)).column("member_id").to_numpy(zero_copy_only=False)
+        sampled = len(ids) > members
+        if sampled:
+            keys = pd.util.hash_array(ids.astype(object), categorize=False)
+            chosen = np.sort(ids[np.argsort(keys, kind="stable")[:members]])
+            write_parquet_atomic(pa.table({"member_id": pa.array(chosen, pa.string())}), ids_path)
+            say(f"a fixed sample of {members:,} of {dataset.name}'s {len(ids):,} members learns and judges")
+        write_json_atomic({"fingerprint": current, "members": len(ids), "sampled": sampled}, meta_path)
+        meta = {"sampled": sampled}
+    return pq.read_table(ids_path) if meta["sampled"] else None
+
+
+def _of_members(src: Sources, sample: pa.Table) -> Sources:
+    """The sources restricted to the sample's members (tables of items stay whole)."""
+    ids = ibis.memtable(sample)
+
+    def kept(table: ir.Table | None) -> ir.Table | None:
+        return None if table is None else table.semi_join(ids, "member_id")
+
+    return replace(src, orders=kept(src.orders), engagements=kept(src.engagements), members=kept(src.members))
+
+
 def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = False) -> BuildResult:
     """Builds (or reuses) the feature snapshot, labels and interaction matrices as of `settings.as_of`.
 
@@ -304,9 +355,10 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     built yet are added to an up-to-date snapshot without touching its features.
     """
     started = time.perf_counter()
-    snapshot = Snapshot(dataset, settings.as_of)
     as_of = datetime.combine(settings.as_of, datetime.min.time())
     con, src = connect(dataset)
+    sample = None if settings.sample_members is None else member_sample(dataset, settings.sample_members)
+    snapshot = Snapshot(dataset, settings.as_of, None if sample is None else settings.sample_members)
     first, last = event_span(src)
     if as_of <= first:
         raise DataError(
@@ -322,6 +374,10 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
         return _result(snapshot, settings, can_label, started, reused=True)
 
     stages: dict[str, float] = {}
+    if sample is not None:
+        # Every feature and label is a member's own aggregate: those of the sample's members from their events
+        # alone are exactly those of the full snapshot (tests/features/test_snapshots.py).
+        src = _of_members(src, sample)
     if not up_to_date:
         stages |= _build_features(con, src, dataset, snapshot, as_of, current, (first, last))
     mark = time.perf_counter()
@@ -355,17 +411,18 @@ def _build_features(
     shutil.rmtree(snapshot.path / "online", ignore_errors=True)  # the serving layout of the old features
     events = src.rows.get("orders", 0) + src.rows.get("engagements", 0)
     mark = time.perf_counter()
-    with step(f"building features of {dataset.name} as of {snapshot.as_of} from {events:,} events"):
+    of = "" if snapshot.sample is None else f" (a sample of {snapshot.sample:,} members)"
+    with step(f"building features of {dataset.name}{of} as of {snapshot.as_of} from {events:,} events"):
         declared = feature_schema(src)
         write_parquet_atomic(_features_table(con, src, as_of, declared), snapshot.features_path)
     features_seconds, mark = time.perf_counter() - mark, time.perf_counter()
 
-    with step("building interaction matrices"):
+    with step("building interaction matrices" if snapshot.sample is None else "no interaction matrices (a sample)"):
         for kind, expr_fn, needs in (
             ("products", product_interactions_expr, "product_id" in src.orders.columns),
             ("contents", content_interactions_expr, src.engagements is not None),
         ):
-            if needs:
+            if needs and snapshot.sample is None:  # recommenders learn from every member's interactions
                 pairs = run(con, expr_fn(src, as_of))
                 if pairs.num_rows:
                     to_matrix(pairs).save(snapshot.interactions_path(kind))
@@ -434,8 +491,9 @@ def _cutoff_literals(con: Any, as_of: datetime) -> list[str]:
 
 
 def _in_memory(src: Sources) -> bool:
+    """Whether any source is not a table of the connection (an in-memory one, or a member sample's join)."""
     tables = (src.orders, src.engagements, src.members, src.products, src.contents)
-    return any(isinstance(t.op(), ops.InMemoryTable) for t in tables if t is not None)
+    return any(not isinstance(t.op(), ops.DatabaseTable) for t in tables if t is not None)
 
 
 def _tables_key(src: Sources) -> tuple[Any, ...]:
@@ -468,4 +526,5 @@ def _result(
         events=snapshot.meta().get("events", 0),
         seconds=round(time.perf_counter() - started, 2),
         reused=reused,
+        sample=snapshot.sample,
     )

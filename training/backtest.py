@@ -29,7 +29,7 @@ class BacktestSettings(BaseModel):
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs before each test cutoff")
     training_members: int | None = Field(
-        TRAINING_MEMBERS, ge=1_000, description="members of each training cutoff learned from at most (None: all)"
+        TRAINING_MEMBERS, ge=1_000, description="members learned from and judged on at most: a fixed sample (None: all)"
     )
     seed: int = 0
     params: dict[str, dict[str, Any]] = Field(
@@ -90,10 +90,10 @@ def backtest(
                 training_cutoffs(cutoff, settings.horizon_days, settings.training_cutoffs),
                 settings.horizon_days,
                 settings.training_members,
-                settings.seed,
             )
             train = LabelledFrame(with_inputs_by_cutoff(train.frame, settings.horizon_days))
-            test = with_inputs(labelled_snapshot(dataset, cutoff, settings.horizon_days), settings.horizon_days)
+            tested = labelled_snapshot(dataset, cutoff, settings.horizon_days, settings.training_members)
+            test = with_inputs(tested, settings.horizon_days)
             predictions.add_cutoff(str(cutoff), test["member_id"].to_numpy(), _actual(kind, test))
             scores = {}
             for family in families or families_of(kind):

@@ -21,12 +21,12 @@ from training.frames import TRAINING_MEMBERS
 if TYPE_CHECKING:
     import pandas as pd
 
-# Members of each training cutoff a member model learns from at most (training/frames.py: TRAINING_MEMBERS).
+# Members a member model learns from and is judged on at most (training/frames.py: TRAINING_MEMBERS).
 TrainingMembersOption = typer.Option(
     TRAINING_MEMBERS,
     "--training-members",
     min=0,
-    help="member kinds: members of each training cutoff learned from at most, drawn at random (0: all)",
+    help="member kinds: members learned from and judged on at most, a fixed sample drawn once per dataset (0: all)",
 )
 
 training_app = typer.Typer(help="Train, judge and promote models; evaluate them on cutoffs they never saw.")

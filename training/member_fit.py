@@ -211,25 +211,30 @@ BLEND_PARTS = ("lightgbm", "two-part", "run-rate-shrunk", "bgnbd-gamma-gamma")
 def fit_blend(
     data: LabelledFrame, kind: ModelKind, params: dict[str, Any] | None = None, seed: int = 0, horizon_days: int = 90
 ) -> BlendModel:
-    """Non-negative least squares of the newest training cutoff's spend on the parts' predictions for it, each part
-    trained on the cutoffs before it (so the weights see predictions as the served parts make them: out of
-    sample); then every part fitted on all the training cutoffs. Never a held-out cutoff: the weights are part
-    of the model the backtest judges. With one training cutoff there is nothing out of sample to weigh on: the
-    parts weigh alike."""
+    """Every part fitted on the training cutoffs, then non-negative least squares of the newest training cutoff's
+    spend on the parts' predictions for it. Those predictions are out of sample for all that the parts learn
+    from many numbers: a booster's trees learn from the older cutoffs only (`_fit`); what the newest cutoff sets
+    is one or two numbers of each part alike (when the booster stops, its calibration or smearing, a baseline's
+    window), so no part is favoured by being judged where it learned. Never a held-out cutoff: the weights are
+    part of the model the backtest judges. With one training cutoff there is nothing out of sample to weigh on:
+    the parts weigh alike.
+
+    (Until issue 31 each part was fitted a second time on the cutoffs before the newest to weigh on: three more
+    booster fits a blend, a third of `train value` at scale, for weights within their noise on Online Retail and
+    CDNOW: experiments/results/churn_value.md.)"""
     newest = _newest(data)
     parts = list(BLEND_PARTS)
+    models = [fitted(f, data, kind, {}, seed, horizon_days) for f in parts]
     if newest.all():
         weights, note = np.full(len(parts), 1 / len(parts)), "one training cutoff: equal weights"
     else:
-        older = LabelledFrame(data.frame[~newest].reset_index(drop=True))
         test = data.frame[newest].reset_index(drop=True)
-        predicted = np.column_stack([fitted(f, older, kind, {}, seed, horizon_days).predict(test) for f in parts])
+        predicted = np.column_stack([model.predict(test) for model in models])
         actual = test[str(kind.label)].clip(lower=0).to_numpy(float)
         weights, _ = nnls(predicted, actual)
         note = f"non-negative least squares on {len(test):,} members of the newest training cutoff"
         if not weights.any():
             weights, note = np.full(len(parts), 1 / len(parts)), "no part fitted the newest cutoff: equal weights"
-    models = [fitted(f, data, kind, {}, seed, horizon_days) for f in parts]
     spec = CombinedSpec(
         family=BlendModel.family, kind=kind.name, parts=parts, weights=[float(w) for w in weights], note=note
     )
@@ -239,9 +244,9 @@ def fit_blend(
 # Recent fits, so that a blend's parts fitted on the same frame as the families judged beside it (a backtest's
 # cutoff) are not fitted twice: fits are deterministic for the same data, parameters and seed. An entry holds
 # its frame (so a key is never reused for another frame with the same id): as few are kept as one blend needs,
-# its parts on the older cutoffs and on all of them, so no more than two training frames outlive their use.
+# so no more than one training frame outlives its use.
 _RECENT: list[tuple[tuple[Any, ...], pd.DataFrame, MemberModel]] = []
-RECENT_FITS = 2 * len(BLEND_PARTS)
+RECENT_FITS = len(BLEND_PARTS)
 
 
 def fitted(

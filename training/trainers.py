@@ -52,7 +52,7 @@ class TrainSettings(BaseModel):
     training_members: int | None = Field(
         TRAINING_MEMBERS,
         ge=1_000,
-        description="member kinds: members of each training cutoff learned from at most, drawn at random (None: all)",
+        description="member kinds: members learned from and judged on at most, a fixed sample (None: all)",
     )
     test_cutoffs: int = Field(3, ge=1, le=12, description="held-out cutoffs that judge the candidate (member kinds)")
     validation_cutoffs: int = Field(2, ge=1, le=12, description="cutoffs Optuna tunes on (older than the tests)")
@@ -328,7 +328,7 @@ class MemberTrainer(Trainer):
         settings: TrainSettings,
     ) -> Fitted:
         cutoffs = training_cutoffs(as_of, settings.horizon_days, settings.training_cutoffs)
-        data = stacked(dataset, cutoffs, settings.horizon_days, settings.training_members, settings.seed)
+        data = stacked(dataset, cutoffs, settings.horizon_days, settings.training_members)
         model = member_family(family).fit(data, kind, params, settings.seed, settings.horizon_days)
         used = sorted(set(data.frame["cutoff"].dt.date))
         return Fitted(model, data.frame[data.feature_columns].head(5), {"training_cutoffs": _dates(used)})

@@ -360,3 +360,28 @@ def test_the_query_compiled_once_gives_every_cutoff_what_compiling_it_for_that_c
         compiled = con.to_pyarrow(snapshot_expr(src, as_of, declared))
         assert reused.num_rows > 0 and reused.equals(compiled) and reused.schema.equals(compiled.schema), as_of
     assert len(_COMPILED) == 1  # compiled once, for the three cutoffs
+
+
+def test_a_member_sample_holds_exactly_the_full_snapshots_rows_for_the_same_members(synthetic: Dataset) -> None:
+    # given: the full snapshot, labels included
+    as_of = date(2025, 9, 1)
+    build_snapshot(synthetic, SnapshotSettings(as_of=as_of, horizon_days=60))
+    full = Snapshot(synthetic, as_of)
+    members = len(full.features())
+    # when: a snapshot of a sample of a quarter of the members, twice
+    sampled = SnapshotSettings(as_of=as_of, horizon_days=60, sample_members=members // 4)
+    result = build_snapshot(synthetic, sampled)
+    again = build_snapshot(synthetic, sampled)
+    # then: its own folder, no matrices, the same members each time, and every value of theirs bit for bit
+    sample = Snapshot(synthetic, as_of, members // 4)
+    assert result.sample == members // 4 and again.reused and sample.path != full.path
+    features = sample.features()
+    assert 0.2 * members < len(features) <= members // 4  # the sample, less members not yet known at T
+    assert not sample.interactions_path("products").exists()
+    expected = full.features().set_index("member_id").loc[features["member_id"]].reset_index()
+    pd.testing.assert_frame_equal(features, expected, check_exact=True)
+    labels = full.labels(60).set_index("member_id").loc[features["member_id"]].reset_index()
+    pd.testing.assert_frame_equal(sample.labels(60), labels, check_exact=True)
+    # a sample no smaller than the community is the community: the full snapshot, shared
+    whole = build_snapshot(synthetic, SnapshotSettings(as_of=as_of, horizon_days=60, sample_members=10 * members))
+    assert whole.sample is None and whole.path == str(full.path) and whole.reused

@@ -103,14 +103,20 @@ def test_the_blend_weighs_its_parts_on_training_cutoffs_only(community: Dataset,
     from serving.models.inputs import InputContext
     from training.frames import stacked
 
-    # given: every frame any part is fitted on, and every row the weights are fitted on, recorded
+    # given: every frame any part is fitted on, the cutoffs every booster's trees learn from, and every row the
+    # weights are fitted on, recorded
     test_cutoff = date(2025, 12, 1)
-    fitted_on, weighed = [], []
-    real_fit, real_nnls = member_fit.fitted, member_fit.nnls
+    fitted_on, trees_on, weighed = [], [], []
+    real_fit, real_nnls, real_split = member_fit.fitted, member_fit.nnls, member_fit._validation_split
 
     def recording_fit(family, data, *args):
         fitted_on.append((family, set(data.frame["cutoff"].dt.date)))
         return real_fit(family, data, *args)
+
+    def recording_split(data, seed):
+        train, valid = real_split(data, seed)
+        trees_on.append(set(data.frame.loc[train, "cutoff"].dt.date))
+        return train, valid
 
     def recording_nnls(predicted, actual):
         weighed.append(len(actual))
@@ -118,17 +124,20 @@ def test_the_blend_weighs_its_parts_on_training_cutoffs_only(community: Dataset,
 
     monkeypatch.setattr(member_fit, "fitted", recording_fit)
     monkeypatch.setattr(member_fit, "nnls", recording_nnls)
+    monkeypatch.setattr(member_fit, "_validation_split", recording_split)
     # when: the blend is judged at a held-out cutoff
     settings = BacktestSettings(cutoffs=[test_cutoff], training_cutoffs=3)
     report = backtest(community, VALUE, settings, families=["blend"])
-    # then: its weights come from the newest training cutoff, scored by parts that never saw it, and nothing it
-    # fitted saw a label past the test cutoff (every training cutoff's 90 days end by it)
+    # then: each part fitted once; its weights come from the newest training cutoff, scored by boosters whose
+    # trees never learned from it, and nothing it fitted saw a label past the test cutoff (every training
+    # cutoff's 90 days end by it)
     cutoffs = training_cutoffs(test_cutoff, 90, 3)
     newest, older = max(cutoffs), set(cutoffs) - {max(cutoffs)}
     train = stacked(community, cutoffs, 90).frame
     assert weighed == [int((train["cutoff"].dt.date == newest).sum())]
-    assert {f for f, seen in fitted_on if seen == older} == set(member_fit.BLEND_PARTS)
-    assert {f for f, seen in fitted_on if seen == set(cutoffs)} == set(member_fit.BLEND_PARTS)
+    assert [f for f, seen in fitted_on if seen == set(cutoffs)] == list(member_fit.BLEND_PARTS)
+    assert len(fitted_on) == len(member_fit.BLEND_PARTS)
+    assert len(trees_on) == 3 and all(seen == older for seen in trees_on)  # lightgbm, two-part's two boosters
     assert all((test_cutoff - c).days >= 90 for _, seen in fitted_on for c in seen)
     assert report.rows[0]["normalized_gini"] > 0.8
     # and the blend (and the two-part model inside it) saved and loaded predicts the same, one member at a time too

@@ -7,13 +7,14 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from features.engines import DUCKDB_MEMORY_ENV, DUCKDB_THREADS_ENV, configure_duckdb, duckdb_settings
 from features.errors import DataError
+from features.home import StateHome
 from serving.models.btyd import FIT_MEMBERS, RFMSummary
-from training.frames import TRAINING_MEMBERS, sampled
+from tests.conftest import synthetic
+from training.frames import TRAINING_MEMBERS
 
 
 def test_duckdb_takes_its_limits_from_the_environment_or_else_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,15 +39,20 @@ def test_duckdb_takes_its_limits_from_the_environment_or_else_the_machine(monkey
         duckdb_settings()
 
 
-def test_a_training_cutoff_is_sampled_only_past_the_cap_and_the_same_way_each_time() -> None:
-    frame = pd.DataFrame({"member_id": [f"M{i:06d}" for i in range(5000)], "x": np.arange(5000)})
-    cutoff = date(2026, 1, 1)
-    assert sampled(frame, None, 0, cutoff) is frame and sampled(frame, 5000, 0, cutoff) is frame
-    sample = sampled(frame, 1000, 0, cutoff)
-    assert len(sample) == 1000 and sample["member_id"].is_unique and sample["x"].is_monotonic_increasing
-    assert sample.equals(sampled(frame, 1000, 0, cutoff))  # deterministic
-    assert not sample.equals(sampled(frame, 1000, 0, date(2026, 2, 1)))  # each cutoff its own draw
-    assert TRAINING_MEMBERS >= 23_570  # CDNOW's and Online Retail's cutoffs learn from every member
+def test_member_kinds_learn_and_are_judged_on_one_fixed_sample_past_the_cap(home: StateHome) -> None:
+    from serving.models.kinds import CHURN
+    from training.backtest import BacktestSettings, backtest
+
+    # given: a community of 3,000 members where the cap is 1,000
+    community = synthetic(home, "big", members=3000, months=14)
+    settings = BacktestSettings(cutoffs=[date(2025, 10, 1)], training_cutoffs=2, training_members=1000)
+    # when
+    capped = backtest(community, CHURN, settings, families=["recency"]).rows[0]
+    whole = backtest(community, CHURN, settings.model_copy(update={"training_members": None}), ["recency"]).rows[0]
+    # then: the sample's members known at each cutoff, in training and in the test alike
+    assert 500 < capped["test_members"] <= 1000 < whole["test_members"]
+    assert capped["train_rows"] <= 2 * 1000 < whole["train_rows"]
+    assert TRAINING_MEMBERS >= 23_570  # CDNOW's and Online Retail's members are all learned from
 
 
 def test_a_population_fit_reads_a_sample_of_buyers_only_past_the_cap() -> None:
