@@ -22,6 +22,7 @@ from serving.models.families.factors import FactorRecommender, RecsSpec
 from serving.models.families.recommenders import ITEM_FAMILIES, item_family
 from serving.models.kinds import ModelKind
 from training.recs_eval import Split, compare, factor_method
+from training.tuning import BudgetCap
 
 
 def tune_family(
@@ -35,8 +36,8 @@ def tune_family(
     seconds: float | None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """A family's best parameters on the validation split (never the test split), within `trials` and/or `seconds`
-    (a trial under way is finished; the family's defaults are always the first trial, so tuning never does worse
-    on validation than not tuning).
+    (no trial starts that the longest so far says would overrun them; the family's defaults are always the first
+    trial, so tuning never does worse on validation than not tuning).
 
     The objective is precision@k of every kind of list the gate judges (`modes`: whether each leaves out the
     member's own items), added, so that tuning seeks what the gate asks for rather than trading one list for the
@@ -63,7 +64,7 @@ def tune_family(
         say(f"  {family} trial {trial.number + 1}: precision@{k} " + " + ".join(f"{p:.4f}" for p in precision))
         return float(sum(precision))
 
-    study.optimize(objective, n_trials=trials, timeout=seconds)
+    study.optimize(objective, n_trials=trials, timeout=seconds, callbacks=[BudgetCap(family, seconds)])
     frame = study.trials_dataframe()
     frame.insert(0, "family", family)
     return {**defaults, **study.best_params}, frame

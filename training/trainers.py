@@ -28,7 +28,7 @@ from training.backtest import BacktestReport, BacktestSettings, backtest, famili
 from training.frames import TRAINING_MEMBERS, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
 from training.member_fit import member_family
-from training.recs_eval import Split, compare, factor_method, random_split, time_split
+from training.recs_eval import JUDGED_MEMBERS, Split, compare, factor_method, of_members, random_split, time_split
 from training.recs_fit import fit_recommender, item_families, tune_family
 from training.tuning import tune
 
@@ -369,15 +369,15 @@ class ItemTrainer(Trainer):
         """The time split at `at`; or, for random-per-item, a random share of each item's interactions before
         `at` for the test, and for tuning a share of what remains (so tuning never sees a test interaction)."""
         if settings.split == "time":
-            return time_split(dataset, kind, at, settings.horizon_days)
+            return of_members(time_split(dataset, kind, at, settings.horizon_days), JUDGED_MEMBERS, settings.seed)
         assert kind.items is not None
         build_snapshot(dataset, SnapshotSettings(as_of=at))
         interactions = Snapshot(dataset, at).interactions(kind.items.matrix)
         test = random_split(interactions, RANDOM_TEST_SHARE, settings.seed)
         if not tuning:
-            return test
+            return of_members(test, JUDGED_MEMBERS, settings.seed)
         remaining = Interactions(test.train, interactions.member_ids, interactions.item_ids)
-        return random_split(remaining, RANDOM_TEST_SHARE, settings.seed + 1)
+        return of_members(random_split(remaining, RANDOM_TEST_SHARE, settings.seed + 1), JUDGED_MEMBERS, settings.seed)
 
     def tune(
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, plan: Tuning, study: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Any
 
@@ -14,6 +15,30 @@ from features.store import Dataset
 from serving.models.kinds import ModelKind
 from training.backtest import BacktestSettings, backtest
 from training.member_fit import member_family
+
+
+class BudgetCap:
+    """Optuna's `timeout` lets a trial that starts a second before it run to its end (a LightGBM backtest at
+    scale: minutes). This callback stops a study before a trial that would overrun instead: when the time left
+    is less than the longest trial so far. A first trial longer than the whole budget is said so."""
+
+    def __init__(self, family: str, seconds: float | None) -> None:
+        self.family, self.seconds = family, seconds
+        self.started = self.last = time.perf_counter()
+        self.longest = 0.0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        now = time.perf_counter()
+        self.longest, self.last = max(self.longest, now - self.last), now
+        if self.seconds is None:
+            return
+        if len(study.trials) == 1 and self.longest > self.seconds:
+            say(
+                f"  {self.family}: its first trial took {self.longest:.0f} s, past its share of the tuning budget "
+                f"({self.seconds:.0f} s): tuned no further (a larger --budget-seconds tunes it)"
+            )
+        if now - self.started + self.longest > self.seconds:
+            study.stop()
 
 
 def tune(
@@ -30,8 +55,8 @@ def tune(
     training_members: int | None = None,
     study_name: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Best parameters over `trials` backtests on the validation `cutoffs` (and/or as many as `seconds` allow; a
-    trial under way is finished), and every trial as a table.
+    """Best parameters over `trials` backtests on the validation `cutoffs` (and/or as many as `seconds` allow: no
+    trial starts that the longest so far says would overrun them), and every trial as a table.
 
     The study is stored in `<home>/optuna.db` under `study_name`, so it can be inspected or resumed.
     """
@@ -65,5 +90,5 @@ def tune(
         say(f"  {family} trial {trial.number + 1}: {metric} {score:.4f}")
         return score
 
-    study.optimize(objective, n_trials=trials, timeout=seconds)
+    study.optimize(objective, n_trials=trials, timeout=seconds, callbacks=[BudgetCap(family, seconds)])
     return dict(study.best_params), study.trials_dataframe()
