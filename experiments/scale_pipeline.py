@@ -13,6 +13,7 @@ same data). Appends one table per run to experiments/results/scale.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def main() -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     cutoffs = ["--training-cutoffs", str(args.training_cutoffs), "--test-cutoffs", str(args.test_cutoffs)]
     code = (args.code or Path(".")).resolve()
-    cli = [str(Path(sys.executable).resolve()), "-m", "cli"]  # the checkout's code: run from its folder
+    # The checkout's code: run from its folder, by this environment's interpreter (its path as given: resolving
+    # the virtual environment's link would leave the environment).
+    cli = [str(Path(sys.executable).absolute()), "-m", "cli"]
     scores = args.home / "scores"
     steps = [
         ("generate", ["data", "generate", "-d", dataset, "--members", str(args.members)]),
@@ -99,8 +102,9 @@ def measure_start_up(command: list[str], env: dict[str, str], cwd: Path, limit: 
             time.sleep(0.5)
         seconds = time.perf_counter() - started
     finally:
-        for child in watched.children(recursive=True):
-            child.terminate()
+        with contextlib.suppress(psutil.NoSuchProcess):  # a service that failed to start has no children left
+            for child in watched.children(recursive=True):
+                child.terminate()
         process.terminate()
         output, _ = process.communicate(timeout=60)
     return Measured(seconds, peak, 0 if ready else 1, output, "" if ready else "never ready")
