@@ -313,16 +313,16 @@ def dataset_schema(dataset: Dataset) -> FeatureSchema:
     return feature_schema(src)
 
 
-def member_sample(dataset: Dataset, members: int) -> pa.Table | None:
+def member_sample(dataset: Dataset, members: int, current: str | None = None) -> pa.Table | None:
     """The dataset's fixed sample of `members` members (their ids), or None where it has no more than that.
 
     A member is in the sample when a hash of their id is among the `members` smallest: the same members for the
     same data on every machine and engine, and every cutoff's snapshot of the sample holds the same people (a
     population's fits are then shared between cutoffs and between training and judging). Drawn once per version
-    of the data (its fingerprint) and kept beside the sample's snapshots."""
+    of the data (its fingerprint, `current` where the caller has it) and kept beside the sample's snapshots."""
     folder = _version_dir(dataset, members)
     ids_path, meta_path = folder / "members.parquet", folder / "members.json"
-    current = fingerprint(dataset)
+    current = current or fingerprint(dataset)
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if meta.get("fingerprint") != current or (meta.get("sampled") and not ids_path.exists()):
         con, src = connect(dataset)
@@ -357,14 +357,14 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     started = time.perf_counter()
     as_of = datetime.combine(settings.as_of, datetime.min.time())
     con, src = connect(dataset)
-    sample = None if settings.sample_members is None else member_sample(dataset, settings.sample_members)
+    current = fingerprint(dataset)
+    sample = None if settings.sample_members is None else member_sample(dataset, settings.sample_members, current)
     snapshot = Snapshot(dataset, settings.as_of, None if sample is None else settings.sample_members)
     first, last = event_span(src)
     if as_of <= first:
         raise DataError(
             f"--as-of {settings.as_of} is not after the first event ({first:%Y-%m-%d}): no history to learn from"
         )
-    current = fingerprint(dataset)
     labels_path = snapshot.labels_path(settings.horizon_days, settings.churn_needs_no_engagement)
     # Labels need the whole horizon observed: the last event must fall on the horizon's last day or later.
     can_label = last >= as_of + timedelta(days=settings.horizon_days - 1)

@@ -220,8 +220,8 @@ def fit_blend(
     the parts weigh alike.
 
     (Until issue 31 each part was fitted a second time on the cutoffs before the newest to weigh on: three more
-    booster fits a blend, a third of `train value` at scale, for weights within their noise on Online Retail and
-    CDNOW: experiments/results/churn_value.md.)"""
+    booster fits a blend, half of `train value`'s, for weights within their noise on Online Retail and CDNOW:
+    experiments/results/churn_value.md.)"""
     newest = _newest(data)
     parts = list(BLEND_PARTS)
     models = [fitted(f, data, kind, {}, seed, horizon_days) for f in parts]

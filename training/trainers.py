@@ -367,17 +367,23 @@ class ItemTrainer(Trainer):
 
     def _split(self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool) -> Split:
         """The time split at `at`; or, for random-per-item, a random share of each item's interactions before
-        `at` for the test, and for tuning a share of what remains (so tuning never sees a test interaction)."""
+        `at` for the test, and for tuning a share of what remains (so tuning never sees a test interaction); of at
+        most JUDGED_MEMBERS test members."""
+        return of_members(self._every_member(dataset, kind, at, settings, tuning), JUDGED_MEMBERS, settings.seed)
+
+    def _every_member(
+        self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool
+    ) -> Split:
         if settings.split == "time":
-            return of_members(time_split(dataset, kind, at, settings.horizon_days), JUDGED_MEMBERS, settings.seed)
+            return time_split(dataset, kind, at, settings.horizon_days)
         assert kind.items is not None
         build_snapshot(dataset, SnapshotSettings(as_of=at))
         interactions = Snapshot(dataset, at).interactions(kind.items.matrix)
         test = random_split(interactions, RANDOM_TEST_SHARE, settings.seed)
         if not tuning:
-            return of_members(test, JUDGED_MEMBERS, settings.seed)
+            return test
         remaining = Interactions(test.train, interactions.member_ids, interactions.item_ids)
-        return of_members(random_split(remaining, RANDOM_TEST_SHARE, settings.seed + 1), JUDGED_MEMBERS, settings.seed)
+        return random_split(remaining, RANDOM_TEST_SHARE, settings.seed + 1)
 
     def tune(
         self, dataset: Dataset, kind: ModelKind, held_out: HeldOut, settings: TrainSettings, plan: Tuning, study: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -22,13 +23,13 @@ class BudgetCap:
     scale: minutes). This callback stops a study before a trial that would overrun instead: when the time left
     is less than the longest trial so far. A first trial longer than the whole budget is said so."""
 
-    def __init__(self, family: str, seconds: float | None) -> None:
-        self.family, self.seconds = family, seconds
-        self.started = self.last = time.perf_counter()
+    def __init__(self, family: str, seconds: float | None, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.family, self.seconds, self.clock = family, seconds, clock
+        self.started = self.last = clock()
         self.longest = 0.0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         self.longest, self.last = max(self.longest, now - self.last), now
         if self.seconds is None:
             return

@@ -24,6 +24,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+from features.sampling import drawn
+
 
 @dataclass(frozen=True)
 class RFMSummary:
@@ -57,9 +59,9 @@ class RFMSummary:
 
     def sample(self, size: int, seed: int = 0) -> RFMSummary:
         """At most `size` members, drawn without replacement (the same draw for the same summary and seed)."""
-        if len(self.x) <= size:
+        keep = drawn(len(self.x), size, seed)
+        if keep is None:
             return self
-        keep = np.sort(np.random.default_rng(seed).choice(len(self.x), size, replace=False))
         return RFMSummary(self.x[keep], self.t_x[keep], self.T[keep], self.monetary[keep])
 
     def digest(self) -> str:

@@ -87,3 +87,37 @@ def test_the_gate_bootstraps_a_sample_of_members_past_the_cap(monkeypatch: pytes
     all_low, all_high = gate.paired_interval(GateMetric("rmse", False), held, "ours", "theirs", replicates=300)
     assert low < 10 < high and all_low < 10 < all_high
     assert 1.5 < (high - low) / (all_high - all_low) < 2.7
+
+
+def test_the_tuning_budget_starts_no_trial_the_longest_so_far_says_would_overrun(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import optuna
+
+    from training.tuning import BudgetCap
+
+    def study_of(durations: list[float], seconds: float) -> int:
+        """Trials run under the cap, each taking the next of `durations` on a clock of its own."""
+        clock = iter(np.cumsum([0.0, *durations]))
+        now = [0.0]
+
+        def tick() -> float:
+            return now[0]
+
+        cap = BudgetCap("als", seconds, clock=tick)
+
+        def objective(trial: optuna.Trial) -> float:
+            now[0] = float(next(clock)) + durations[trial.number]
+            return 0.0
+
+        study = optuna.create_study()
+        study.optimize(objective, n_trials=len(durations), callbacks=[cap])
+        return len(study.trials)
+
+    # 10 s trials in 35 s: after the third (30 s gone, 10 s the longest) a fourth would end at 40 s
+    assert study_of([10.0] * 8, 35.0) == 3
+    # a slow second trial counts for the rest: 5 + 20 s gone, 20 s the longest
+    assert study_of([5.0, 20.0, 1.0, 1.0], 40.0) == 2
+    # a first trial past the whole budget: none after it, and said so
+    assert study_of([50.0, 1.0], 35.0) == 1
+    assert "first trial took 50 s, past its share" in capsys.readouterr().err
