@@ -368,7 +368,10 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     labels_path = snapshot.labels_path(settings.horizon_days, settings.churn_needs_no_engagement)
     # Labels need the whole horizon observed: the last event must fall on the horizon's last day or later.
     can_label = last >= as_of + timedelta(days=settings.horizon_days - 1)
-    up_to_date = not force and snapshot.meta().get("fingerprint") == current and snapshot.features_path.exists()
+    meta = snapshot.meta()
+    up_to_date = not force and meta.get("fingerprint") == current and snapshot.features_path.exists()
+    # A sample's snapshot built before samples had interaction matrices is built again, once.
+    up_to_date = up_to_date and (snapshot.sample is None or bool(meta.get("matrices")))
     if up_to_date and (labels_path.exists() or not can_label):
         say(f"snapshot {snapshot.path} is up to date; reusing it")
         return _result(snapshot, settings, can_label, started, reused=True)
@@ -417,12 +420,14 @@ def _build_features(
         write_parquet_atomic(_features_table(con, src, as_of, declared), snapshot.features_path)
     features_seconds, mark = time.perf_counter() - mark, time.perf_counter()
 
-    with step("building interaction matrices" if snapshot.sample is None else "no interaction matrices (a sample)"):
+    # A sample's matrices are the full matrices' rows of its members (each cell is one member's own aggregate):
+    # what recommenders are tuned and judged on at scale (training/recs_eval.py: RECOMMENDER_MEMBERS).
+    with step("building interaction matrices"):
         for kind, expr_fn, needs in (
             ("products", product_interactions_expr, "product_id" in src.orders.columns),
             ("contents", content_interactions_expr, src.engagements is not None),
         ):
-            if needs and snapshot.sample is None:  # recommenders learn from every member's interactions
+            if needs:
                 pairs = run(con, expr_fn(src, as_of))
                 if pairs.num_rows:
                     to_matrix(pairs).save(snapshot.interactions_path(kind))
@@ -439,6 +444,7 @@ def _build_features(
             "first_event": str(span[0]),
             "last_event": str(span[1]),
             "columns": declared.columns,
+            "matrices": True,
         },
         snapshot.meta_path,
     )

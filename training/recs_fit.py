@@ -19,7 +19,7 @@ from features.progress import say
 from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.store import Dataset
 from serving.models.families.factors import FactorRecommender, RecsSpec
-from serving.models.families.recommenders import ITEM_FAMILIES, item_family
+from serving.models.families.recommenders import ITEM_FAMILIES, OutOfTime, fit_deadline, item_family
 from serving.models.kinds import ModelKind
 from training.recs_eval import Split, compare, factor_method
 from training.tuning import BudgetCap
@@ -36,8 +36,10 @@ def tune_family(
     seconds: float | None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """A family's best parameters on the validation split (never the test split), within `trials` and/or `seconds`
-    (no trial starts that the longest so far says would overrun them; the family's defaults are always the first
-    trial, so tuning never does worse on validation than not tuning).
+    (no trial starts that the longest so far says would overrun them, and an iterative fit still running at the
+    end of `seconds` is stopped; the family's defaults are always the first trial, so tuning never does worse on
+    validation than not tuning, and a family whose first trial cannot finish in `seconds` keeps its defaults and
+    is said so).
 
     The objective is precision@k of every kind of list the gate judges (`modes`: whether each leaves out the
     member's own items), added, so that tuning seeks what the gate asks for rather than trading one list for the
@@ -55,18 +57,35 @@ def tune_family(
     for start in record.starts[: trials or None]:
         study.enqueue_trial({**first, **start}, skip_if_exists=True)
 
+    cap = BudgetCap(family, seconds)
+    deadline = None if seconds is None else cap.started + seconds
+
     def objective(trial: optuna.Trial) -> float:
         params = {**defaults, **search(trial)}
         if repeats:  # the repeat boost only matters for lists that may hold the member's own items
             params["repeat_weight"] = trial.suggest_float("repeat_weight", 0.0, 16.0)
         method = factor_method(family, params, seed)
-        precision = [row["precision"] for row in compare(split, {family: method}, k=k, modes=modes)]
+        try:
+            with fit_deadline(deadline):
+                precision = [row["precision"] for row in compare(split, {family: method}, k=k, modes=modes)]
+        except OutOfTime:
+            say(f"  {family} trial {trial.number + 1}: stopped at the end of its share ({seconds:.0f} s)")
+            raise optuna.TrialPruned() from None
         say(f"  {family} trial {trial.number + 1}: precision@{k} " + " + ".join(f"{p:.4f}" for p in precision))
         return float(sum(precision))
 
-    study.optimize(objective, n_trials=trials, timeout=seconds, callbacks=[BudgetCap(family, seconds)])
+    # No `timeout`: the cap stops the study before a trial that would overrun, and the deadline stops a fit that
+    # does; the first trial always starts (whether it can finish in the share is what it finds out).
+    study.optimize(objective, n_trials=trials, callbacks=[cap])
     frame = study.trials_dataframe()
+    frame = frame[frame["state"] != "WAITING"]  # first trials enqueued and never started
     frame.insert(0, "family", family)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        say(
+            f"  {family}: not tuned, its first trial (its defaults) cannot finish in its share of the tuning "
+            f"budget ({seconds or 0:.0f} s); judged with its defaults (a larger --budget-seconds tunes it)"
+        )
+        return dict(defaults), frame
     return {**defaults, **study.best_params}, frame
 
 
@@ -89,8 +108,9 @@ def member_segments(dataset: Dataset) -> dict[str, str]:
     """Each member's cold-start segment: their persona where known, else the first group they joined."""
     segments: dict[str, str] = {}
     if dataset.has("engagements"):
-        joins = dataset.read("engagements", ["member_id", "ts", "action", "group_id"])
-        joins = joins[(joins["action"] == "join_group") & joins["group_id"].notna()].sort_values("ts", kind="stable")
+        # Only the joins are read (filtered as the table is read): never the whole engagement table.
+        joins = dataset.read("engagements", ["member_id", "ts", "group_id"], filters=[("action", "==", "join_group")])
+        joins = joins[joins["group_id"].notna()].sort_values("ts", kind="stable")
         segments |= {
             m: f"group:{g}"
             for m, g in joins.drop_duplicates("member_id")[["member_id", "group_id"]].itertuples(index=False)

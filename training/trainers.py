@@ -28,7 +28,16 @@ from training.backtest import BacktestReport, BacktestSettings, backtest, famili
 from training.frames import TRAINING_MEMBERS, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
 from training.member_fit import member_family
-from training.recs_eval import JUDGED_MEMBERS, Split, compare, factor_method, of_members, random_split, time_split
+from training.recs_eval import (
+    JUDGED_MEMBERS,
+    RECOMMENDER_MEMBERS,
+    Split,
+    compare,
+    factor_method,
+    of_members,
+    random_split,
+    time_split,
+)
 from training.recs_fit import fit_recommender, item_families, tune_family
 from training.tuning import tune
 
@@ -366,16 +375,17 @@ class ItemTrainer(Trainer):
         return HeldOut([as_of - horizon], [as_of - 2 * horizon])
 
     def _split(self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool) -> Split:
-        """The time split at `at`; or, for random-per-item, a random share of each item's interactions before
-        `at` for the test, and for tuning a share of what remains (so tuning never sees a test interaction); of at
-        most JUDGED_MEMBERS test members."""
+        """The time split at `at`, of at most RECOMMENDER_MEMBERS members; or, for random-per-item (rating data,
+        every member), a random share of each item's interactions before `at` for the test, and for tuning a
+        share of what remains (so tuning never sees a test interaction); of at most JUDGED_MEMBERS test
+        members."""
         return of_members(self._every_member(dataset, kind, at, settings, tuning), JUDGED_MEMBERS, settings.seed)
 
     def _every_member(
         self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool
     ) -> Split:
         if settings.split == "time":
-            return time_split(dataset, kind, at, settings.horizon_days)
+            return time_split(dataset, kind, at, settings.horizon_days, RECOMMENDER_MEMBERS)
         assert kind.items is not None
         build_snapshot(dataset, SnapshotSettings(as_of=at))
         interactions = Snapshot(dataset, at).interactions(kind.items.matrix)
@@ -403,7 +413,7 @@ class ItemTrainer(Trainer):
                 trials=each.trials,
                 seconds=each.seconds,
             )
-            frames.append(trials)
+            frames.append(trials.dropna(axis=1, how="all"))  # a family stopped in its first trial has no value
         return tuned, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def evaluate(

@@ -33,7 +33,8 @@ class BudgetCap:
         self.longest, self.last = max(self.longest, now - self.last), now
         if self.seconds is None:
             return
-        if len(study.trials) == 1 and self.longest > self.seconds:
+        # (A first trial stopped at the deadline, a pruned one, is said so by whoever stopped it.)
+        if len(study.trials) == 1 and self.longest > self.seconds and trial.state == optuna.trial.TrialState.COMPLETE:
             say(
                 f"  {self.family}: its first trial took {self.longest:.0f} s, past its share of the tuning budget "
                 f"({self.seconds:.0f} s): tuned no further (a larger --budget-seconds tunes it)"

@@ -372,12 +372,19 @@ def test_a_member_sample_holds_exactly_the_full_snapshots_rows_for_the_same_memb
     sampled = SnapshotSettings(as_of=as_of, horizon_days=60, sample_members=members // 4)
     result = build_snapshot(synthetic, sampled)
     again = build_snapshot(synthetic, sampled)
-    # then: its own folder, no matrices, the same members each time, and every value of theirs bit for bit
+    # then: its own folder, the same members each time, and every value of theirs bit for bit
     sample = Snapshot(synthetic, as_of, members // 4)
     assert result.sample == members // 4 and again.reused and sample.path != full.path
     features = sample.features()
     assert 0.2 * members < len(features) <= members // 4  # the sample, less members not yet known at T
-    assert not sample.interactions_path("products").exists()
+    for kind in ("products", "contents"):  # its matrices: the full matrices' rows of its members, cell for cell
+        mine, whole = sample.interactions(kind), full.interactions(kind)
+        assert set(mine.member_ids) <= set(features["member_id"]) and 0 < len(mine.member_ids) < len(whole.member_ids)
+        rows = pd.Index(whole.member_ids).get_indexer(mine.member_ids)
+        columns = pd.Index(whole.item_ids).get_indexer(mine.item_ids)
+        assert (rows >= 0).all() and (columns >= 0).all()
+        expected_cells = whole.matrix.tocsr()[rows][:, columns]
+        assert (mine.matrix != expected_cells).nnz == 0 and expected_cells.nnz == whole.matrix.tocsr()[rows].nnz
     expected = full.features().set_index("member_id").loc[features["member_id"]].reset_index()
     pd.testing.assert_frame_equal(features, expected, check_exact=True)
     labels = full.labels(60).set_index("member_id").loc[features["member_id"]].reset_index()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from features.home import StateHome
 from features.interactions import Interactions
+from features.snapshots import Snapshot
 from features.store import Dataset
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from tests.conftest import requires_online_retail, synthetic
@@ -104,3 +107,43 @@ def test_als_recommendations_are_deterministic_for_a_seed(community: Dataset) ->
         first = als(seed=3)(split, 10, exclude_seen)
         again = als(seed=3)(split, 10, exclude_seen)
         assert all((a == b).all() for a, b in zip(first, again, strict=True))
+
+
+def test_past_the_cap_recommenders_are_fitted_and_judged_on_the_fixed_sample_of_members(community: Dataset) -> None:
+    # given: the time split of every member, and of a sample of a quarter of them
+    at = date(2025, 12, 1)
+    whole = time_split(community, PRODUCT_RECS, at, 90)
+    part = time_split(community, PRODUCT_RECS, at, 90, members=500)
+    # then: a smaller community, whose rows and later purchases are exactly those of its members in the whole
+    assert part.train.shape[0] <= 500 < whole.train.shape[0] and 0 < len(part.users) < len(whole.users)
+    part_members = Snapshot(community, at, 500).interactions("products").member_ids
+    whole_members = Snapshot(community, at).interactions("products").member_ids
+    rows = pd.Index(whole_members).get_indexer(part_members)
+    columns = pd.Index(whole.item_ids).get_indexer(part.item_ids)
+    assert (rows >= 0).all() and (columns >= 0).all()
+    assert (part.train != whole.train[rows][:, columns]).nnz == 0
+    truth = dict(zip(whole.users.tolist(), whole.truth, strict=True))
+    for u, items in zip(part.users, part.truth, strict=True):
+        assert {part.item_ids[i] for i in items} <= {whole.item_ids[i] for i in truth[rows[u]]}
+    # and the split's own items seen, per test member, are their train row
+    assert part.seen == [set(part.train[u].indices) for u in part.users]
+
+
+def test_a_tuning_trial_past_its_share_is_stopped_and_the_family_keeps_its_defaults(
+    community: Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from serving.models.families.recommenders import OutOfTime, bpr_factors, fit_deadline, item_family
+    from training.recs_fit import tune_family
+
+    split = time_split(community, PRODUCT_RECS, date(2025, 9, 1), 90)
+    params = {**item_family("bpr").defaults, "iterations": 5}
+    with pytest.raises(OutOfTime), fit_deadline(time.perf_counter()):  # a deadline already passed: one iteration
+        bpr_factors(split.train, params, 0)
+    with fit_deadline(None):
+        assert bpr_factors(split.train, params, 0)[1].shape[0] == split.train.shape[1]
+    # when: a share that no fit can finish in
+    best, trials = tune_family(split, "bpr", (True,), 10, 0, trials=3, seconds=1e-6)
+    # then: its first trial stopped, none after it, its defaults kept, and said so
+    assert best == item_family("bpr").defaults
+    assert trials["state"].tolist() == ["PRUNED"]
+    assert "bpr: not tuned, its first trial (its defaults) cannot finish" in capsys.readouterr().err
