@@ -34,7 +34,11 @@ def main() -> None:
     parser.add_argument("--dataset", help="the community's name (default: m<members>)")
     parser.add_argument("--training-cutoffs", type=int, default=6)
     parser.add_argument("--test-cutoffs", type=int, default=3)
-    parser.add_argument("--skip", default="", help="steps to leave out, comma-separated (e.g. 'score on Spark')")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="steps to leave out, comma-separated, named without their parentheses (e.g. 'score,score on Spark')",
+    )
     parser.add_argument("--code", type=Path, help="run the steps with this checkout's code (default: this one)")
     parser.add_argument("--label", default="", help="what the table's title says of this run (e.g. 'before')")
     args = parser.parse_args()
@@ -67,7 +71,7 @@ def main() -> None:
             "| step | seconds | peak MB (process tree) |\n|---|---:|---:|\n"
         )
     for name, command in steps:
-        if name in args.skip.split(","):
+        if name.split(" (")[0] in [s.strip() for s in args.skip.split(",")]:
             continue
         print(f"{name} ...", flush=True)
         if name == "serve start-up":

@@ -14,13 +14,11 @@ rule that makes re-importing a file harmless.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +29,7 @@ from pydantic import BaseModel
 
 from features.contract import TABLES
 from features.home import StateHome
-from features.store import Dataset
+from features.store import Dataset, exclusively
 from features.validation import jsonable, stored_dtype, validate
 
 EVENT_TABLES = ("orders", "engagements")
@@ -103,15 +101,8 @@ class Journal:
         self.folder = home.events / dataset
         self.current = self.folder / "journal.jsonl"
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusively(self.folder / ".lock")
 
     def append(self, good: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
         """Writes the events and flushes them to disk before returning them as journal entries."""

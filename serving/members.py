@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.progress import step
+from features.store import exclusively
 from serving.models.base import MemberModel
 from serving.models.btyd import BTYD
 from serving.models.champions import Champions
@@ -77,9 +78,14 @@ class MemberScorer:
         path = table.folder / f"scorer-{key}.npz"
         if path.exists():
             return cls._read(champions, table.columns, path)
-        population = features().sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
-        scorer = cls.fit(champions, population.reset_index(drop=True))
-        scorer._write(path)
+        # One worker fits while the others wait, then read what it wrote: fitting holds the whole population
+        # (at 2,000,000 members 160 s and several GB), which every worker fitting at once would multiply.
+        with exclusively(path.with_name(f".{path.stem}.lock")):
+            if path.exists():
+                return cls._read(champions, table.columns, path)
+            population = features().sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
+            scorer = cls.fit(champions, population.reset_index(drop=True))
+            scorer._write(path)
         return scorer
 
     def _write(self, path: Path) -> None:
