@@ -67,6 +67,11 @@ class SnapshotSettings(BaseModel):
         description="only the members of the dataset's fixed sample of this size (member_sample), where it has more; "
         "None: every member",
     )
+    interactions: bool = Field(
+        True,
+        description="a sample's interaction matrices too (recommenders read them; churn and value do not); a "
+        "snapshot of every member, which every reader shares, always has them",
+    )
 
 
 @dataclass(frozen=True)
@@ -368,10 +373,11 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     labels_path = snapshot.labels_path(settings.horizon_days, settings.churn_needs_no_engagement)
     # Labels need the whole horizon observed: the last event must fall on the horizon's last day or later.
     can_label = last >= as_of + timedelta(days=settings.horizon_days - 1)
+    matrices = snapshot.sample is None or settings.interactions
     meta = snapshot.meta()
     up_to_date = not force and meta.get("fingerprint") == current and snapshot.features_path.exists()
-    # A sample's snapshot built before samples had interaction matrices is built again, once.
-    up_to_date = up_to_date and (snapshot.sample is None or bool(meta.get("matrices")))
+    # A sample built without its matrices is built again for a reader that needs them.
+    up_to_date = up_to_date and (snapshot.sample is None or bool(meta.get("matrices")) or not matrices)
     if up_to_date and (labels_path.exists() or not can_label):
         say(f"snapshot {snapshot.path} is up to date; reusing it")
         return _result(snapshot, settings, can_label, started, reused=True)
@@ -382,7 +388,7 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
         # alone are exactly those of the full snapshot (tests/features/test_snapshots.py).
         src = _of_members(src, sample)
     if not up_to_date:
-        stages |= _build_features(con, src, dataset, snapshot, as_of, current, (first, last))
+        stages |= _build_features(con, src, dataset, snapshot, as_of, current, (first, last), matrices)
     mark = time.perf_counter()
     if can_label:
         with step(f"labelling members over the {settings.horizon_days} days from {settings.as_of}"):
@@ -406,8 +412,10 @@ def _build_features(
     as_of: datetime,
     current: str,
     span: tuple[datetime, datetime],
+    matrices: bool,
 ) -> dict[str, float]:
-    """Writes features, interaction matrices and meta.json afresh; returns the seconds of each stage."""
+    """Writes features, interaction matrices (where `matrices`) and meta.json afresh; returns the seconds of each
+    stage."""
     # Labels and matrices built from older data must go: none of it may be reused with the new features.
     for stale in (snapshot.meta_path, *snapshot.path.glob("labels_h*.parquet"), *snapshot.path.glob("*.npz")):
         stale.unlink(missing_ok=True)
@@ -422,12 +430,12 @@ def _build_features(
 
     # A sample's matrices are the full matrices' rows of its members (each cell is one member's own aggregate):
     # what recommenders are tuned and judged on at scale (training/recs_eval.py: RECOMMENDER_MEMBERS).
-    with step("building interaction matrices"):
+    with step("building interaction matrices" if matrices else "no interaction matrices (none asked of a sample)"):
         for kind, expr_fn, needs in (
             ("products", product_interactions_expr, "product_id" in src.orders.columns),
             ("contents", content_interactions_expr, src.engagements is not None),
         ):
-            if needs:
+            if needs and matrices:
                 pairs = run(con, expr_fn(src, as_of))
                 if pairs.num_rows:
                     to_matrix(pairs).save(snapshot.interactions_path(kind))
@@ -444,7 +452,7 @@ def _build_features(
             "first_event": str(span[0]),
             "last_event": str(span[1]),
             "columns": declared.columns,
-            "matrices": True,
+            "matrices": matrices,
         },
         snapshot.meta_path,
     )

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,6 +94,17 @@ def exclusively(lock: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def made_once(target: Path, make: Callable[[], object], lock: Path) -> None:
+    """Where `target` is missing, `make()` writes it, in one process of the host at a time (under `lock`): a
+    process that waited for another finds `target` written and makes nothing. For what several service workers
+    would otherwise each build at once from the same inputs (a population's scorer, the online layout)."""
+    if target.exists():
+        return
+    with exclusively(lock):
+        if not target.exists():
+            make()
 
 
 @dataclass(frozen=True)

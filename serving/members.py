@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.progress import step
-from features.store import exclusively
+from features.store import made_once
 from serving.models.base import MemberModel
 from serving.models.btyd import BTYD
 from serving.models.champions import Champions
@@ -76,17 +76,16 @@ class MemberScorer:
         named = [SCORER_LAYOUT, sorted((c.name, c.version) for c in members)]
         key = hashlib.sha256(json.dumps(named).encode()).hexdigest()[:12]
         path = table.folder / f"scorer-{key}.npz"
-        if path.exists():
-            return cls._read(champions, table.columns, path)
-        # One worker fits while the others wait, then read what it wrote: fitting holds the whole population
-        # (at 2,000,000 members 160 s and several GB), which every worker fitting at once would multiply.
-        with exclusively(path.with_name(f".{path.stem}.lock")):
-            if path.exists():
-                return cls._read(champions, table.columns, path)
+
+        def fit_and_write() -> None:
             population = features().sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
-            scorer = cls.fit(champions, population.reset_index(drop=True))
-            scorer._write(path)
-        return scorer
+            cls.fit(champions, population.reset_index(drop=True))._write(path)
+
+        # One worker fits while the others wait, and every one reads back what it wrote (the inputs memory-mapped):
+        # fitting holds the whole population (at 2,000,000 members 160 s and several GB), which every worker
+        # fitting at once would multiply.
+        made_once(path, fit_and_write, lock=path.with_name(f".{path.stem}.lock"))
+        return cls._read(champions, table.columns, path)
 
     def _write(self, path: Path) -> None:
         contexts = list({id(c): c for c in self.contexts.values() if c is not None}.values())

@@ -28,7 +28,8 @@ def labelled_snapshot(dataset: Dataset, as_of: date, horizon_days: int, members:
     """Features as of T with the labels of the H days from T; builds (or reuses) the snapshot. With `members`,
     of the dataset's fixed sample of that many members only, where it has more (features/snapshots.py:
     member_sample)."""
-    settings = SnapshotSettings(as_of=as_of, horizon_days=horizon_days, sample_members=members)
+    # A sample's interaction matrices are for recommenders: churn and value learn from features and labels alone.
+    settings = SnapshotSettings(as_of=as_of, horizon_days=horizon_days, sample_members=members, interactions=False)
     result = build_snapshot(dataset, settings)
     if not result.labels_written:
         raise DataError(

@@ -32,7 +32,7 @@ from features.contract import ENGAGEMENTS, ORDERS
 from features.interactions import content_interactions_expr, product_interactions_expr
 from features.point_in_time import Sources, aggregated, derived_again, engagement_events, order_lines
 from features.schema import Feature, FeatureSchema, Needs, Online, View, feature
-from features.store import exclusively
+from features.store import made_once
 
 Row = dict[str, Any]  # feature name -> value (float, int, str, bool or None)
 LAYOUT_VERSION = 1
@@ -55,13 +55,13 @@ class OnlineTable:
     def open(cls, snapshot_folder: Path, features: pd.DataFrame | None = None) -> OnlineTable:
         """The layout in `snapshot_folder/online`, written from the snapshot's features first when missing."""
         folder = snapshot_folder / "online"
-        if not (folder / "layout.json").exists():
-            with exclusively(snapshot_folder / ".online.lock"):  # one worker writes it; the others wait and read it
-                if not (folder / "layout.json").exists():
-                    _write_layout(
-                        folder,
-                        features if features is not None else pd.read_parquet(snapshot_folder / "features.parquet"),
-                    )
+        made_once(  # one worker writes it; the others wait and read it
+            folder / "layout.json",
+            lambda: _write_layout(
+                folder, features if features is not None else pd.read_parquet(snapshot_folder / "features.parquet")
+            ),
+            lock=snapshot_folder / ".online.lock",
+        )
         layout = json.loads((folder / "layout.json").read_text())
         return cls(
             folder,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -61,34 +60,3 @@ def test_every_posted_event_is_either_kept_or_named_with_its_reason(batch: dict)
     named = {(r["table"], r["index"]) for r in checked.rejected}
     assert checked.accepted + len(checked.rejected) == len(batch["orders"]) + len(batch["engagements"])
     assert len(named) == len(checked.rejected) and all(r["reason"] for r in checked.rejected)
-
-
-def test_one_process_at_a_time_holds_a_lock_and_the_next_waits_for_it(tmp_path: Path) -> None:
-    # (Two opens of the lock file contend as two processes do: flock locks belong to the open file.)
-    from features.store import exclusively
-
-    lock, order = tmp_path / "nested" / ".lock", []
-    inside, release = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with exclusively(lock):
-            order.append("first in")
-            inside.set()
-            release.wait(10)
-            order.append("first out")
-
-    def second() -> None:
-        with exclusively(lock):
-            order.append("second in")
-
-    holder = threading.Thread(target=first)
-    holder.start()
-    assert inside.wait(10)
-    waiter = threading.Thread(target=second)
-    waiter.start()
-    waiter.join(0.2)
-    assert waiter.is_alive() and order == ["first in"]  # waiting for the lock
-    release.set()
-    holder.join(10)
-    waiter.join(10)
-    assert order == ["first in", "first out", "second in"]

@@ -392,3 +392,21 @@ def test_a_member_sample_holds_exactly_the_full_snapshots_rows_for_the_same_memb
     # a sample no smaller than the community is the community: the full snapshot, shared
     whole = build_snapshot(synthetic, SnapshotSettings(as_of=as_of, horizon_days=60, sample_members=10 * members))
     assert whole.sample is None and whole.path == str(full.path) and whole.reused
+
+
+def test_a_sample_built_without_its_matrices_is_built_again_for_a_reader_that_needs_them(synthetic: Dataset) -> None:
+    # given: a sample's snapshot built for churn and value, which read no interaction matrices
+    as_of = date(2025, 9, 1)
+    build_snapshot(synthetic, SnapshotSettings(as_of=as_of, horizon_days=60))
+    size = len(Snapshot(synthetic, as_of).features()) // 5
+    for_members = SnapshotSettings(as_of=as_of, horizon_days=60, sample_members=size, interactions=False)
+    first = build_snapshot(synthetic, for_members)
+    sample = Snapshot(synthetic, as_of, size)
+    assert first.sample == size and not first.reused and not sample.interactions_path("products").exists()
+    assert build_snapshot(synthetic, for_members).reused
+    # when: a recommender asks for the same sample with its matrices
+    for_items = build_snapshot(synthetic, for_members.model_copy(update={"interactions": True}))
+    # then: built again, with them; and reused from then on by both readers
+    assert not for_items.reused and sample.interactions_path("products").exists()
+    assert build_snapshot(synthetic, for_members).reused
+    assert build_snapshot(synthetic, for_members.model_copy(update={"interactions": True})).reused
