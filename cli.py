@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from features.cli import data_app
-from features.features_cli import features_app
-from features.privacy_cli import privacy_app
+from features.dataset.cli import data_app
+from features.dataset.privacy_cli import privacy_app
+from features.pipelines.cli import features_app
 from monitoring.campaign_cli import campaign_app
 from monitoring.cli import monitor_app
 from monitoring.health.cli import health_app

@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from experiments.results_file import write_results
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.store import Dataset
-from features.synthetic import PERSONA_NAMES, SHIFTED_PERSONA_SHARES, SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.importers import import_synthetic
+from features.dataset.store import Dataset
+from features.dataset.synthetic import PERSONA_NAMES, SHIFTED_PERSONA_SHARES, SyntheticConfig
 from monitoring.alerts import Profile, assess, calibrate, calibration_pairs, feature_weights, profile
 from monitoring.drift import compare, tier_share_changes
 from monitoring.reference import champion_reference

@@ -21,13 +21,13 @@ import pandas as pd
 
 from experiments import pandas_features
 from experiments.results_file import write_results
-from features.contract import TABLE_NAMES
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.online_retail import import_online_retail
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.contract import TABLE_NAMES
+from features.dataset.importers import import_synthetic
+from features.dataset.online_retail import import_online_retail
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 
 SYNTHETIC_AS_OF = date(2025, 12, 1)
 RETAIL_AS_OF = date(2011, 9, 10)

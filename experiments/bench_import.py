@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.results_file import write_results
-from features.home import StateHome
-from features.importers import import_file, import_synthetic
-from features.online_retail import import_online_retail
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.importers import import_file, import_synthetic
+from features.dataset.online_retail import import_online_retail
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

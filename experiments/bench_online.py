@@ -77,7 +77,7 @@ def prepare(home: Path, dataset: str, members: int) -> None:
 
 
 def _has_champion(home: Path, dataset: str, kind: str) -> bool:
-    from features.home import StateHome
+    from features.common.home import StateHome
     from serving.models import registry
     from serving.models.kinds import kind as model_kind
 
@@ -85,7 +85,7 @@ def _has_champion(home: Path, dataset: str, kind: str) -> bool:
 
 
 def _crown_latest(home: Path, dataset: str, kind: str) -> None:
-    from features.home import StateHome
+    from features.common.home import StateHome
     from serving.models import registry
     from serving.models.kinds import kind as model_kind
 
@@ -246,9 +246,9 @@ def main() -> None:
             for size in args.sizes:
                 home, dataset = args.root / f"m{size}", f"m{size}"
                 prepare(home, dataset, size)
-                from features.home import StateHome
-                from features.snapshots import Snapshot, resolve_as_of
-                from features.store import Dataset
+                from features.common.home import StateHome
+                from features.dataset.store import Dataset
+                from features.pipelines.snapshots import Snapshot, resolve_as_of
 
                 data = Dataset(StateHome(home), dataset)
                 members = Snapshot(data, resolve_as_of(data, "latest")).features()["member_id"].astype(str).tolist()

@@ -134,9 +134,9 @@ def prepare_home(root: Path, dataset: str = DATASET) -> None:
 
 def ready_home(home: Path | None, dataset: str, tmp: str) -> tuple[Path, list[str]]:
     """The state home to serve (the demo community, built when missing) and the member ids of its snapshot."""
-    from features.home import StateHome
-    from features.snapshots import Snapshot, resolve_as_of
-    from features.store import Dataset
+    from features.common.home import StateHome
+    from features.dataset.store import Dataset
+    from features.pipelines.snapshots import Snapshot, resolve_as_of
 
     root = home or Path(tmp) / "home"
     if not (root / "datasets" / dataset / "dataset.json").exists():
@@ -311,7 +311,7 @@ def answer_everyone(base: str, members: list[str]) -> None:
 IN_PROCESS = """
 import json, os, sys, timeit
 import numpy as np
-from features.home import StateHome
+from features.common.home import StateHome
 from serving.models.base import ListRules
 from serving.models.kinds import PRODUCT_RECS
 from serving.predictions import load_state, member_scores, recommendations

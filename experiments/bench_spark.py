@@ -25,11 +25,11 @@ import pandas as pd
 
 from experiments.measured import run_measured
 from experiments.results_file import write_results
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.snapshots import Snapshot
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.importers import import_synthetic
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
+from features.pipelines.snapshots import Snapshot
 
 AS_OF = date(2025, 12, 1)
 MEMBERS_PER_MILLION = 12_900  # the default community has ~77 events per member

@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from experiments.results_file import write_results
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.importers import import_synthetic
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
 from monitoring.campaign_report import CampaignReportSettings, campaign_report
 from serving.models.kinds import UPLIFT
 from training.metrics import uplift_metrics

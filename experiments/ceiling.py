@@ -19,7 +19,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from features.store import Dataset
+from features.dataset.store import Dataset
 from serving.models.kinds import ModelKind, Target
 from training.backtest import target_metrics
 from training.frames import LabelledFrame, labelled_snapshot

@@ -32,11 +32,11 @@ import pandas as pd
 
 from experiments.ceiling import ceiling_rows
 from experiments.results_file import write_results
-from features.home import StateHome
-from features.importers import import_file
-from features.online_retail import import_online_retail
-from features.readers import WHITESPACE
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.importers import import_file
+from features.dataset.online_retail import import_online_retail
+from features.dataset.readers import WHITESPACE
+from features.dataset.store import Dataset
 from serving.models import registry
 from serving.models.batch import score_members
 from serving.models.kinds import CHURN, VALUE, GateMetric, ModelKind

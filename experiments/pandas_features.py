@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.contract import CONTENT_TYPES
-from features.schema import CONTENT_ACTIONS, WINDOWS
+from features.dataset.contract import CONTENT_TYPES
+from features.pipelines.schema import CONTENT_ACTIONS, WINDOWS
 
 
 def _by_member(values: pd.Series, member: pd.Series, how: str) -> pd.Series:

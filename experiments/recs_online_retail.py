@@ -19,12 +19,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from experiments.results_file import write_results
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.online_retail import import_online_retail
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.importers import import_synthetic
+from features.dataset.online_retail import import_online_retail
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS, ModelKind, Task
 from training.job import TrainResult, TrainSettings, train
 from training.recs_eval import Recommend, Split, compare, factor_method, random_split, time_split

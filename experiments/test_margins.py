@@ -129,8 +129,8 @@ def uplift(home: object) -> list[Claim]:
 
 
 def online_retail(home: object) -> list[Claim]:
-    from features.online_retail import import_online_retail
-    from features.store import Dataset
+    from features.dataset.online_retail import import_online_retail
+    from features.dataset.store import Dataset
     from serving.models.kinds import PRODUCT_RECS
     from tests.conftest import ONLINE_RETAIL_CSV
     from tests.training.test_recs_eval import als, popular
@@ -170,7 +170,7 @@ def main() -> None:
     root = args.home or Path(tempfile.mkdtemp(prefix="test-margins-"))
     os.environ["COMMUNITY_ML_HOME"] = str(root)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from features.home import StateHome
+    from features.common.home import StateHome
     from tests.conftest import pin_pseudonym_key
 
     home = StateHome(root)

@@ -26,8 +26,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.champions import Champions
 from serving.models.kinds import Task
 from serving.models.tiers import score_snapshot

@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
-from features.engines import Engine
-from features.errors import DataError
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines.engines import Engine, EngineOption
 
 campaign_app = typer.Typer(
     no_args_is_help=True, help="Plan a campaign with a random control holdout; report its measured lift."
@@ -59,8 +59,8 @@ def plan_command(
 ) -> None:
     """Split the consenting audience at random (stably) into arms and a control holdout, record the exposures
     and write the push list."""
-    from features import engines
-    from features.campaigns import CampaignPlan
+    from features.dataset.campaigns import CampaignPlan
+    from features.pipelines import engines
     from serving.campaigns import plan_campaign
 
     with user_errors():

@@ -17,18 +17,10 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.campaigns import (
-    OUTCOMES,
-    campaign_start,
-    control_arm,
-    exposures,
-    file_stem,
-    measured_members,
-    member_outcomes,
-    saved_plan,
-)
-from features.errors import DataError
-from features.store import Dataset, write_json_atomic
+from features.common.errors import DataError
+from features.dataset.campaigns import campaign_start, control_arm, exposures, file_stem, saved_plan
+from features.dataset.store import Dataset, write_json_atomic
+from features.pipelines.outcomes import OUTCOMES, measured_members, member_outcomes
 from monitoring.experiments import (
     Adjusted,
     Difference,

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from features import engines
-from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
-from features.engines import Engine
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines import engines
+from features.pipelines.engines import Engine, EngineOption
 
 if TYPE_CHECKING:  # the CLI starts fast: Evidently and the models load only when a command runs
     from monitoring.monitor import MonitorResult
@@ -25,7 +25,7 @@ ConfigOption = typer.Option(None, "--config", "-c", help="thresholds (default: c
 
 
 def _monitor(dataset: str, as_of: str, config: Path | None) -> tuple[StateHome, MonitorSettings, MonitorResult]:
-    from features.snapshots import resolve_as_of
+    from features.pipelines.snapshots import resolve_as_of
     from monitoring.monitor import run_monitor
     from monitoring.settings import load_settings
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.home import StateHome
+from features.common.home import StateHome
 
 if TYPE_CHECKING:  # Evidently loads only when the console is written or served
     from evidently.core.report import Snapshot as EvidentlySnapshot
@@ -168,7 +168,7 @@ def serve_console(home: StateHome, host: str, port: int) -> None:
 
     path = workspace_path(home)
     if not path.exists():
-        from features.errors import DataError
+        from features.common.errors import DataError
 
         raise DataError(
             f"{path}: no ops workspace yet: run `community-ml health --dataset D` or `community-ml monitor report` "

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from features.home import StateHome
-from features.store import write_json_atomic
+from features.common.home import StateHome
+from features.dataset.store import write_json_atomic
 from monitoring.experiments import shown_interval
 
 

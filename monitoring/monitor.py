@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.home import StateHome
-from features.progress import step
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
+from features.common.home import StateHome
+from features.common.progress import step
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from monitoring.alerts import Alert, Profile, assess, calibrate, calibration_pairs, feature_weights, profile
 from monitoring.drift import (
     DriftResult,

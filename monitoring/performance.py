@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from features.errors import DataError
-from features.pseudonyms import pseudonym, pseudonym_key
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
-from features.store import Dataset
+from features.common.errors import DataError
+from features.dataset.pseudonyms import pseudonym, pseudonym_key
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from serving.models.kinds import ModelKind, Target, Task, kinds_of
 
 if TYPE_CHECKING:  # Evidently loads where a report is made (monitoring/drift.py)

@@ -11,9 +11,9 @@ from datetime import date
 
 import pandas as pd
 
-from features.errors import DataError
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
+from features.common.errors import DataError
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models import registry
 from serving.models.champions import Champions, load_champions
 from serving.models.kinds import CHURN

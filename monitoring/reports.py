@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from features.home import StateHome
-from features.store import write_json_atomic
+from features.common.home import StateHome
+from features.dataset.store import write_json_atomic
 from monitoring.index import update_index
 from monitoring.monitor import MonitorResult, headline
 from monitoring.performance import performance_summary

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.config import load_config
+from features.common.config import load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "monitoring.yaml"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from features.errors import DataError
-from features.home import StateHome
+from features.common.errors import DataError
+from features.common.home import StateHome
 from serving.models import registry
 from serving.models.champions import MODEL_SOURCE_ENV, packed_name, untrained
 from serving.models.kinds import KINDS

@@ -2,7 +2,7 @@
 
 The audience comes from the champions (the churn-risk tier, any tier, the members an uplift model expects to
 respond) or from a file; members without marketing consent leave it first. Each member's arm comes from a keyed
-hash of their pseudonym and the campaign (features/campaigns.py), so re-running the plan gives everyone the same
+hash of their pseudonym and the campaign (features/dataset/campaigns.py), so re-running the plan gives everyone the same
 arm. The assignments are recorded in the dataset's `exposures` table, which the campaign's report and uplift
 models read; the push list written holds the pushed arms only: a control member is never pushed.
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from features.campaigns import CampaignPlan, record_plan
-from features.errors import DataError
-from features.privacy import with_marketing_consent
-from features.readers import read_raw
-from features.snapshots import resolve_as_of
-from features.store import Dataset
+from features.common.errors import DataError
+from features.dataset.campaigns import CampaignPlan, record_plan
+from features.dataset.privacy import with_marketing_consent
+from features.dataset.readers import read_raw
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import resolve_as_of
 from serving.models.batch import check_out_path, score_members, snapshot_features, write_table
 from serving.models.champions import load_champions
 from serving.models.kinds import UPLIFT

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import typer
 
-from features import engines
-from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
-from features.engines import Engine
-from features.errors import DataError
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines import engines
+from features.pipelines.engines import Engine, EngineOption
 from serving.models.kinds import KINDS, UPLIFT, VALUE, ModelKind, Task, kinds_of
 
 serve_app = typer.Typer()
@@ -153,8 +153,8 @@ def score_command(
 ) -> None:
     """One row per member from the champions: every member model's output, the tier (with churn and value
     champions), top_reasons."""
-    from features.config import load_config
-    from features.snapshots import resolve_as_of
+    from features.common.config import load_config
+    from features.pipelines.snapshots import resolve_as_of
     from serving.models.batch import score
     from serving.models.tiers import TierSettings
 
@@ -205,7 +205,7 @@ def winback_command(
 ) -> None:
     """The win-back push list: churn-risk members with marketing consent, the most valuable (or most persuadable)
     first."""
-    from features.snapshots import resolve_as_of
+    from features.pipelines.snapshots import resolve_as_of
     from serving.models.batch import winback
 
     with user_errors():
@@ -241,7 +241,7 @@ def recommend_command(
 ) -> None:
     """member_id, rank, item_id, score (and cold_start) for every member with marketing consent (a push list),
     from the dataset's champion recommender."""
-    from features.readers import read_raw
+    from features.dataset.readers import read_raw
     from serving.models.batch import RecommendRequest, recommend, similar_items
 
     with user_errors():

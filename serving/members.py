@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.progress import step
-from features.store import made_once
+from features.common.progress import step
+from features.dataset.store import made_once
 from serving.models.base import MemberModel
 from serving.models.btyd import BTYD
 from serving.models.champions import Champions

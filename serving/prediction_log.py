@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.home import StateHome
-from features.pseudonyms import pseudonym, pseudonym_key
+from features.common.home import StateHome
+from features.dataset.pseudonyms import pseudonym, pseudonym_key
 
 
 class PredictionLog:

@@ -16,12 +16,12 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
-from features.campaigns import split_position
-from features.home import StateHome
-from features.privacy import forgotten
-from features.pseudonyms import pseudonym, pseudonym_key
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.campaigns import split_position
+from features.dataset.privacy import forgotten
+from features.dataset.pseudonyms import pseudonym, pseudonym_key
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from serving.members import MemberScorer
 from serving.models.base import ItemModel, ListRules, Ranked
 from serving.models.champions import (

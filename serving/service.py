@@ -19,8 +19,8 @@ import bentoml
 from pydantic import ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from features.errors import DataError
-from features.home import StateHome
+from features.common.errors import DataError
+from features.common.home import StateHome
 from serving.coalesce import Coalescer
 from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules

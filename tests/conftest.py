@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.home import StateHome
+from features.dataset.importers import import_synthetic
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ONLINE_RETAIL_CSV = PROJECT_ROOT.parent / "shared" / "data" / "online_retail" / "online_retail.csv.gz"
@@ -100,7 +100,7 @@ def pin_pseudonym_key(home: StateHome) -> None:
 @pytest.fixture(scope="session")
 def online_retail(shared_home: StateHome) -> tuple[Dataset, object]:
     """The real Online Retail file imported once for the session, and its import summary."""
-    from features.online_retail import import_online_retail
+    from features.dataset.online_retail import import_online_retail
 
     if not ONLINE_RETAIL_CSV.exists():
         pytest.skip(f"the Online Retail dataset is not at {ONLINE_RETAIL_CSV} (../shared is absent)")

@@ -1,5 +1,5 @@
-"""The project's shape: imports flow one way between the packages, the model runtime never pulls in BentoML,
-and every model kind is defined once, in the table of kinds."""
+"""The project's shape: imports flow one way between the packages and between the parts inside them, the model
+runtime never pulls in BentoML, and every model kind is defined once, in the table of kinds."""
 
 from __future__ import annotations
 
@@ -33,6 +33,39 @@ def _imported(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
     return names & PROJECT_PACKAGES
+
+
+# Inside a package, each part may import only itself and the parts listed (a module of the package's own folder
+# is the part named by the package). features: the common floor <- a dataset's tables <- the feature pipelines.
+INNER_ORDER = {
+    "features": {
+        "features.common": {"features.common"},
+        "features.dataset": {"features.common", "features.dataset"},
+        "features.pipelines": {"features.common", "features.dataset", "features.pipelines"},
+    },
+}
+
+
+def _part(module: str, parts: dict[str, set[str]]) -> str | None:
+    return next((p for p in parts if module == p or module.startswith(p + ".")), None)
+
+
+def test_inside_a_package_its_parts_import_only_the_parts_below_them() -> None:
+    graph = _import_graph()
+    broken = []
+    for package, parts in INNER_ORDER.items():
+        # every module of the package belongs to a declared part: a new folder or file must be placed in the order
+        unplaced = [m for m in graph if m.startswith(package + ".") and _part(m, parts) is None and m != package]
+        assert unplaced == [], f"{package}: modules outside its declared parts"
+        for module, imported in graph.items():
+            if (mine := _part(module, parts)) is None:
+                continue
+            broken += [
+                f"{module} -> {other}"
+                for other in imported
+                if (theirs := _part(other, parts)) is not None and theirs not in parts[mine]
+            ]
+    assert broken == []
 
 
 def test_each_package_imports_only_the_packages_below_it() -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from features.progress import step
-from features.store import Dataset
+from features.common.progress import step
+from features.dataset.store import Dataset
 from serving.models.families.baselines import baselines_of
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from features import engines
-from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
-from features.engines import Engine
-from features.errors import DataError
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines import engines
+from features.pipelines.engines import Engine, EngineOption
 from serving.models.kinds import KINDS, Target, Task, kinds_of
 from training.frames import TRAINING_MEMBERS
 
@@ -107,7 +107,7 @@ def train_command(
 ) -> None:
     """Train, judge on held-out data beside the baselines and the champion, register, and promote if better.
     `train uplift --campaign NAME` learns from a randomized campaign instead of cutoffs."""
-    from features.snapshots import resolve_as_of
+    from features.pipelines.snapshots import resolve_as_of
     from training.job import TrainSettings, train
 
     with user_errors():

@@ -7,10 +7,10 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from features.errors import DataError
-from features.schema import LABEL_NAMES
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
-from features.store import Dataset
+from features.common.errors import DataError
+from features.dataset.store import Dataset
+from features.pipelines.schema import LABEL_NAMES
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 
 
 @dataclass
@@ -26,7 +26,7 @@ class LabelledFrame:
 
 def labelled_snapshot(dataset: Dataset, as_of: date, horizon_days: int, members: int | None = None) -> pd.DataFrame:
     """Features as of T with the labels of the H days from T; builds (or reuses) the snapshot. With `members`,
-    of the dataset's fixed sample of that many members only, where it has more (features/snapshots.py:
+    of the dataset's fixed sample of that many members only, where it has more (features/pipelines/snapshots.py:
     member_sample)."""
     # A sample's interaction matrices are for recommenders: churn and value learn from features and labels alone.
     settings = SnapshotSettings(as_of=as_of, horizon_days=horizon_days, sample_members=members, interactions=False)
@@ -49,8 +49,8 @@ def training_cutoffs(as_of: date, horizon_days: int, count: int, step_days: int 
 
 
 # The members a member model learns from and is judged on at most (`--training-members`): a fixed sample of the
-# dataset's members (features/snapshots.py: member_sample), drawn once, whose snapshots are built from their own
-# events only. Snapshots, population fits and LightGBM's rows then grow with the sample, not the community.
+# dataset's members (features/pipelines/snapshots.py: member_sample), drawn once, whose snapshots are built from their
+# own events only. Snapshots, population fits and LightGBM's rows then grow with the sample, not the community.
 # LightGBM's cost is rounds x rows (about 30 ms a round at 300,000 rows on 2 cores; `train value` fits 12
 # boosters), while its small trees (7 leaves, 100 members a leaf) gain nothing measurable past a few tens of
 # thousands of members a cutoff (held-out ROC-AUC 0.9647 from 100,000 a cutoff, 0.9646 from 50,000), and the
@@ -71,7 +71,7 @@ def stacked(dataset: Dataset, cutoffs: list[date], horizon_days: int, members: i
             "choose a later --as-of or a shorter --horizon-days"
         )
     frames = [labelled_snapshot(dataset, c, horizon_days, members) for c in sorted(usable)]
-    # Every snapshot of a dataset has the same columns (features/schema.py); anything else is a bug to report,
+    # Every snapshot of a dataset has the same columns (features/pipelines/schema.py); anything else is a bug to report,
     # never something to paper over with empty columns.
     for frame, cutoff in zip(frames, sorted(usable), strict=True):
         if list(frame.columns) != list(frames[-1].columns):

@@ -31,11 +31,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from pydantic import BaseModel
 
-from features.errors import DataError
-from features.home import StateHome
-from features.progress import say, step
-from features.snapshots import fingerprint, resolve_as_of
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.common.progress import say, step
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import fingerprint, resolve_as_of
 from serving.models import pyfunc_model, registry
 from serving.models.base import MemberModel
 from serving.models.kinds import ModelKind, Target, Task

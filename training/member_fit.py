@@ -16,8 +16,8 @@ import pandas as pd
 from scipy.optimize import nnls
 from sklearn.linear_model import LogisticRegression
 
-from features.errors import DataError
-from features.schema import FEATURES
+from features.common.errors import DataError
+from features.pipelines.schema import FEATURES
 from serving.models.base import MemberModel
 from serving.models.calibration import logit
 from serving.models.families.baselines import BASELINES, BaselineModel, BaselineSpec

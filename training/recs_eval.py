@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.interactions import Interactions
-from features.sampling import drawn
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
+from features.common.sampling import drawn
+from features.dataset.store import Dataset
+from features.pipelines.interactions import Interactions
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.families.recommenders import item_family, member_vectors
 from serving.models.kinds import ModelKind
 from serving.models.ranking import rank_items, single_threaded_blas
@@ -76,7 +76,7 @@ def time_split(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int
 
     Test members are those in the train matrix who interacted again in the horizon with an item it knows. With
     `members`, the train matrix is that of the dataset's fixed sample of that many members, where it has more
-    (features/snapshots.py: member_sample): a smaller community drawn at random from this one.
+    (features/pipelines/snapshots.py: member_sample): a smaller community drawn at random from this one.
     """
     items = kind.items
     assert items is not None, f"{kind.name} is not an item kind"

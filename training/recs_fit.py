@@ -14,10 +14,10 @@ import optuna
 import pandas as pd
 import scipy.sparse as sp
 
-from features.errors import DataError
-from features.progress import say
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.progress import say
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.families.factors import FactorRecommender, RecsSpec
 from serving.models.families.recommenders import ITEM_FAMILIES, OutOfTime, fit_deadline, item_family
 from serving.models.kinds import ModelKind

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.errors import DataError
-from features.interactions import Interactions
-from features.progress import say, step
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.progress import say, step
+from features.dataset.store import Dataset
+from features.pipelines.interactions import Interactions
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from serving.models.base import ItemModel, MemberModel
 from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind, Task

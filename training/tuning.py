@@ -10,9 +10,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from features.errors import DataError
-from features.progress import say
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.progress import say
+from features.dataset.store import Dataset
 from serving.models.kinds import ModelKind
 from training.backtest import BacktestSettings, backtest
 from training.member_fit import member_family

@@ -2,7 +2,7 @@
 
 The members are the campaign's treatment and control arms (its `exposures`), their features are the snapshot as
 of the campaign's first day (nothing the campaign caused), their outcome is what they did in the H days after
-their exposure (features/campaigns.py). A stable random 30% of them is held out: every family is fitted on the
+their exposure (features/dataset/campaigns.py). A stable random 30% of them is held out: every family is fitted on the
 rest and judged there by the Qini coefficient and the effect among the top 10% and 30% it ranks, beside random
 targeting (the "random" family) and targeting by churn probability (the dataset's churn champion, else the
 recency baseline), the win-back list's order today. The learners are LightGBM meta-learners (T- and X-learner);
@@ -19,21 +19,14 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.campaigns import (
-    campaign_start,
-    control_arm,
-    exposures,
-    measured_members,
-    member_outcomes,
-    saved_plan,
-    split_position,
-)
-from features.errors import DataError
-from features.progress import say, step
-from features.pseudonyms import pseudonym_key
-from features.schema import ATTRIBUTES
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.progress import say, step
+from features.dataset.campaigns import campaign_start, control_arm, exposures, saved_plan, split_position
+from features.dataset.pseudonyms import pseudonym_key
+from features.dataset.store import Dataset
+from features.pipelines.outcomes import measured_members, member_outcomes
+from features.pipelines.schema import ATTRIBUTES
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from serving.models.champions import load_champions
 from serving.models.families.baselines import BASELINES
 from serving.models.families.gbm import GBMSpec, categories_of, encode, model_matrix

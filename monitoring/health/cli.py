@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from features.cli_kit import DatasetOption, JsonOption, console, user_errors
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from monitoring.health.report import SegmentBy
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def health_command(
 ) -> None:
     """Each indicator's value, target, change on the window before and status; segments ranked by how far they
     fall short. Exits 1 when a watched indicator crosses its floor (configs/health.yaml `watch`)."""
-    from features.snapshots import resolve_as_of
+    from features.pipelines.snapshots import resolve_as_of
     from monitoring.health.indicators import load_health_settings
     from monitoring.health.report import compute_health
 
@@ -63,7 +63,7 @@ def _tiers(dataset: Dataset, as_of: date) -> pd.DataFrame:
     """(member_id, segment) from the dataset's churn and value champions, as batch scoring tiers them."""
     import pandas as pd
 
-    from features.errors import DataError
+    from features.common.errors import DataError
     from serving.models.batch import score_members
     from serving.models.champions import load_champions
     from serving.models.kinds import CHURN, VALUE

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.config import load_config
+from features.common.config import load_config
 from monitoring.health.measures import MEASURES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "health.yaml"

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from features.store import Dataset
+from features.dataset.store import Dataset
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.errors import DataError
-from features.store import Dataset
+from features.common.errors import DataError
+from features.dataset.store import Dataset
 from monitoring.health.indicators import Better, HealthSettings, Indicator
 from monitoring.health.measures import available_tables, group_memberships, member_measures
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.errors import DataError
+from features.common.errors import DataError
 from serving.models.inputs import rows_frame
 
 if TYPE_CHECKING:

@@ -14,13 +14,13 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from features import engines
-from features.engines import Engine
-from features.errors import DataError
-from features.privacy import with_marketing_consent
-from features.progress import step
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
-from features.store import Dataset, write_parquet_atomic
+from features.common.errors import DataError
+from features.common.progress import step
+from features.dataset.privacy import with_marketing_consent
+from features.dataset.store import Dataset, write_parquet_atomic
+from features.pipelines import engines
+from features.pipelines.engines import Engine
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from serving.models.base import ItemModel, ListRules
 from serving.models.champions import Champion, Champions, load_champions, untrained
 from serving.models.kinds import UPLIFT, VALUE, ModelKind, Task, kinds_of

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
-from features.sampling import drawn
+from features.common.sampling import drawn
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from features.errors import DataError
-from features.home import StateHome
+from features.common.errors import DataError
+from features.common.home import StateHome
 from serving.models import registry
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import CHURN, KINDS, ModelKind, Task, kind

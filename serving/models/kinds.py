@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from features.errors import DataError
+from features.common.errors import DataError
 
 
 class Target(StrEnum):

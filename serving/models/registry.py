@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from features.home import StateHome
+from features.common.home import StateHome
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import ModelKind
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import engines
+from features.pipelines import engines
 from serving.models.base import MemberModel
 from serving.models.champions import Champions
 from serving.models.inputs import InputContext, has_inputs

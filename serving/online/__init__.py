@@ -7,6 +7,6 @@
 - `store.py`: the store as the service uses it: events posted (checked by the data contract, made durable in
   the dataset's journal, folded), followed from other workers, replayed at start, and members' current rows.
 
-The journal itself is the dataset's (features/events.py): `data ingest`, `features build` and `privacy forget`
+The journal itself is the dataset's (features/dataset/events.py): `data ingest`, `features build` and `privacy forget`
 read it too.
 """

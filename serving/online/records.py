@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from features.errors import DataError
+from features.common.errors import DataError
 
 REDIS_URL_ENV = "COMMUNITY_ML_REDIS_URL"
 RECORD_TTL_SECONDS = 14 * 24 * 3600  # records of a snapshot no longer served expire by themselves

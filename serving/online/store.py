@@ -1,7 +1,7 @@
 """The online store as the service uses it: the snapshot's rows, members' fresh records, and the journal they
 are kept from.
 
-A posted event is checked by the data contract (features/events.py), made durable in the dataset's journal,
+A posted event is checked by the data contract (features/dataset/events.py), made durable in the dataset's journal,
 then folded into its member's fresh record here: the member's next answer counts it. Workers of one host follow
 each other's events through the journal; at start the store replays the journal and what was ingested after the
 snapshot was built.
@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.events import (
+from features.common.progress import step
+from features.dataset.events import (
     EVENT_TABLES,
     Checked,
     Journal,
@@ -29,9 +30,8 @@ from features.events import (
     event_rows,
     events_since,
 )
-from features.progress import step
-from features.snapshots import Snapshot
-from features.store import Dataset
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot
 from serving.online.records import Entry, FreshStore, MemoryStore, Record, merged, open_store, unseen
 from serving.online.table import EventFolder, OnlineTable, Row
 

@@ -3,7 +3,8 @@
 - Base rows: the latest feature snapshot, laid out once beside it as memory-mapped arrays (`online/`). A lookup
   reads one row's pages, so a service's memory does not grow with the community, and start-up reads no rows.
 - Fresh rows: a member with events since the snapshot has their row updated by the feature schema's online rules
-  (features/schema.py `Online`): counts and sums add the new events' own, recencies become 0, derived features are
+  (features/pipelines/schema.py `Online`): counts and sums add the new events' own, recencies become 0, derived
+  features are
   worked out again from the updated row, and what needs history (distinct products, gaps, channels) waits for the
   next build. The new events' aggregates are computed by the very expressions that build snapshots, in DuckDB.
   Fresh rows live in a `FreshStore` (records.py): in the process, or in Redis for several workers.
@@ -28,11 +29,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contract import ENGAGEMENTS, ORDERS
-from features.interactions import content_interactions_expr, product_interactions_expr
-from features.point_in_time import Sources, aggregated, derived_again, engagement_events, order_lines
-from features.schema import Feature, FeatureSchema, Needs, Online, View, feature
-from features.store import made_once
+from features.dataset.contract import ENGAGEMENTS, ORDERS
+from features.dataset.store import made_once
+from features.pipelines.interactions import content_interactions_expr, product_interactions_expr
+from features.pipelines.point_in_time import Sources, aggregated, derived_again, engagement_events, order_lines
+from features.pipelines.schema import Feature, FeatureSchema, Needs, Online, View, feature
 
 Row = dict[str, Any]  # feature name -> value (float, int, str, bool or None)
 LAYOUT_VERSION = 1

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.campaigns import CampaignPlan, assign_arms, measured_members, member_outcomes, record_plan
-from features.errors import DataError
-from features.home import StateHome
-from features.importers import import_file
-from features.snapshots import fingerprint
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.campaigns import CampaignPlan, assign_arms, record_plan
+from features.dataset.importers import import_file
+from features.dataset.store import Dataset
+from features.pipelines.outcomes import measured_members, member_outcomes
+from features.pipelines.snapshots import fingerprint
 from tests.conftest import write_text
 
 

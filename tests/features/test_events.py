@@ -9,8 +9,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.events import Journal, check_events, event_key, read_entries
-from features.home import StateHome
+from features.common.home import StateHome
+from features.dataset.events import Journal, check_events, event_key, read_entries
 
 
 def events(table: str, *rows: dict) -> pd.DataFrame:

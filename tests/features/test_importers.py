@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from features.errors import DataError
-from features.home import StateHome
-from features.online_retail import import_online_retail
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.online_retail import import_online_retail
+from features.dataset.store import Dataset
 from tests.conftest import write_text
 
 runner = CliRunner()
@@ -228,7 +228,7 @@ def test_a_file_in_another_format_is_refused_by_name(home: StateHome, tmp_path: 
 def test_an_import_interrupted_half_way_leaves_the_previous_dataset_readable(
     home: StateHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from features.importers import import_file
+    from features.dataset.importers import import_file
 
     first = write_text(tmp_path / "tx.csv", TRANSACTIONS)
     mapping = {"member_id": "customer", "ts": "date"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.store import Dataset
+from features.dataset.store import Dataset
 from tests.conftest import ONLINE_RETAIL_CSV, requires_online_retail
 
 pytestmark = [requires_online_retail]

@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.errors import DataError
-from features.home import StateHome
-from features.importers import import_file, import_synthetic
-from features.privacy import export_member, forget_member, forgotten, with_marketing_consent
-from features.pseudonyms import pseudonym, pseudonym_key
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.importers import import_file, import_synthetic
+from features.dataset.privacy import export_member, forget_member, forgotten, with_marketing_consent
+from features.dataset.pseudonyms import pseudonym, pseudonym_key
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.kinds import PRODUCT_RECS
 from serving.prediction_log import PredictionLog, read_log
 from training.frames import stacked, training_cutoffs

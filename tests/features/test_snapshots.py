@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import TABLES
-from features.home import StateHome
-from features.importers import import_synthetic
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
-from features.synthetic import SyntheticConfig
-from features.validation import validate
+from features.common.home import StateHome
+from features.dataset.contract import TABLES
+from features.dataset.importers import import_synthetic
+from features.dataset.store import Dataset
+from features.dataset.synthetic import SyntheticConfig
+from features.dataset.validation import validate
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 
 AS_OF = date(2024, 3, 1)
 
@@ -249,8 +249,8 @@ def test_an_unchanged_dataset_reuses_its_snapshot(synthetic: Dataset) -> None:
 
 
 def test_snapshots_hold_exactly_the_declared_features_with_their_types_at_every_cutoff(synthetic: Dataset) -> None:
-    from features.schema import FEATURES, LABEL_NAMES
-    from features.snapshots import dataset_schema
+    from features.pipelines.schema import FEATURES, LABEL_NAMES
+    from features.pipelines.snapshots import dataset_schema
 
     declared = dataset_schema(synthetic)
     # the synthetic community has every table: every declared feature exists for it
@@ -349,8 +349,8 @@ def test_labels_built_from_older_data_are_never_reused(handmade: Dataset) -> Non
 def test_the_query_compiled_once_gives_every_cutoff_what_compiling_it_for_that_cutoff_gives(synthetic: Dataset) -> None:
     from datetime import datetime
 
-    from features.point_in_time import snapshot_expr
-    from features.snapshots import _COMPILED, _features_table, connect, feature_schema
+    from features.pipelines.point_in_time import snapshot_expr
+    from features.pipelines.snapshots import _COMPILED, _features_table, connect, feature_schema
 
     con, src = connect(synthetic)
     declared = feature_schema(src)

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from features import engines
-from features.engines import Engine
-from features.home import StateHome
-from features.interactions import Interactions
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot, upgrade_timestamps
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines import engines
+from features.pipelines.engines import Engine
+from features.pipelines.interactions import Interactions
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, upgrade_timestamps
 from tests.conftest import state_home_env, synthetic, with_champions
 
 pytestmark = [
@@ -196,7 +196,7 @@ def test_tables_written_with_nanosecond_times_are_rewritten_once_for_spark_witho
 
 
 def test_a_finer_time_than_a_microsecond_is_refused_not_truncated(tmp_path: Path) -> None:
-    from features.store import write_parquet_atomic
+    from features.dataset.store import write_parquet_atomic
 
     frame = pd.DataFrame({"ts": pd.to_datetime([1_700_000_000_123_456_789], unit="ns")})
     with pytest.raises(pa.ArrowInvalid, match="would lose data"):

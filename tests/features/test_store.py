@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from features.store import exclusively, made_once
+from features.dataset.store import exclusively, made_once
 
 
 def test_one_process_at_a_time_holds_a_lock_and_the_next_waits_for_it(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.contract import TABLES
-from features.synthetic import SyntheticConfig, SyntheticData, generate
-from features.validation import validate
+from features.dataset.contract import TABLES
+from features.dataset.synthetic import SyntheticConfig, SyntheticData, generate
+from features.dataset.validation import validate
 
 START = pd.Timestamp("2025-01-01")
 
@@ -29,9 +29,9 @@ def test_the_same_seed_gives_the_same_data_and_another_seed_does_not() -> None:
 def test_a_community_of_several_chunks_is_the_same_for_a_seed_with_unique_ids_and_is_stored_chunk_by_chunk(
     dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from features import synthetic
-    from features.importers import import_synthetic
-    from features.store import in_stored_order
+    from features.dataset import synthetic
+    from features.dataset.importers import import_synthetic
+    from features.dataset.store import in_stored_order
 
     config = SyntheticConfig(members=700, seed=5)
     small = generate(SyntheticConfig(members=300, seed=5))  # one chunk, as any community was before chunks
@@ -171,7 +171,7 @@ def test_generate_writes_a_dataset_once_and_replaces_it_only_when_forced(home, t
     from typer.testing import CliRunner
 
     from cli import app
-    from features.store import Dataset
+    from features.dataset.store import Dataset
 
     runner = CliRunner()
     args = ["data", "generate", "-d", "tiny", "--members", "200", "--months", "12"]

@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 
-from features.contract import ENGAGEMENTS, MEMBERS, ORDERS, PRODUCTS
-from features.validation import reason_counts, validate
+from features.dataset.contract import ENGAGEMENTS, MEMBERS, ORDERS, PRODUCTS
+from features.dataset.validation import reason_counts, validate
 
 
 def frame(rows: list[dict[str, object]]) -> pd.DataFrame:

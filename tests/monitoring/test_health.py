@@ -19,14 +19,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from monitoring.console import record_health
 from monitoring.health.indicators import load_health_settings
 from monitoring.health.report import SegmentBy, compute_health
 from tests.conftest import PROJECT_ROOT, synthetic
 
-# 8 groups so that each holds a few hundred members; G0002 declines from March (features/synthetic.py).
+# 8 groups so that each holds a few hundred members; G0002 declines from March (features/dataset/synthetic.py).
 COMMUNITY = {"members": 1_500, "months": 18, "seed": 11, "groups": 8, "declining_group_at": date(2026, 3, 1)}
 AS_OF = date(2026, 6, 1)
 ARTEFACTS = Path(os.environ.get("COMMUNITY_ML_TEST_ARTEFACTS", PROJECT_ROOT / ".test-artefacts"))

@@ -17,11 +17,11 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cli import app
-from features.errors import DataError
-from features.home import StateHome
-from features.pseudonyms import pseudonym, pseudonym_key
-from features.snapshots import Snapshot, SnapshotSettings, build_snapshot
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.pseudonyms import pseudonym, pseudonym_key
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from monitoring.check import breaches
 from monitoring.monitor import MonitorResult, run_monitor
 from monitoring.performance import matured_performance, member_performance, precision_at_k, recommended_lists

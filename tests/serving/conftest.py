@@ -10,8 +10,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from tests.conftest import synthetic, with_champions
 
 

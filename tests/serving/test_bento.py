@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from features.home import StateHome
+from features.common.home import StateHome
 from serving.models.kinds import KINDS, Task
 from serving.predictions import load_state, member_scores
 from tests.conftest import PROJECT_ROOT

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from tests.conftest import state_home_env
 from tests.serving.conftest import free_port, wait_until_ready
 

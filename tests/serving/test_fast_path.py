@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from serving.models.batch import score_members
 from serving.models.kinds import CHURN, Task
 from serving.predictions import load_state, member_scores

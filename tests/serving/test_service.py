@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from serving.models.batch import score
 from tests.serving.conftest import free_port
 
@@ -204,7 +204,7 @@ def test_predictions_are_logged_with_pseudonymous_ids(http: TestClient, home: St
     # the feature values behind the answer: its top reasons, as in the snapshot of the logged as-of date
     assert set(mine["inputs"]) == set(mine["output"]["top_reasons"]) and len(mine["inputs"]) == 3
     assert mine["as_of"] and mine["dataset"] == "shop"
-    from features.snapshots import Snapshot
+    from features.pipelines.snapshots import Snapshot
 
     row = Snapshot(Dataset(home, "shop"), pd.Timestamp(mine["as_of"]).date()).features().set_index("member_id")
     for name, value in mine["inputs"].items():
@@ -332,7 +332,7 @@ def test_the_pseudonym_key_lands_nowhere_but_its_own_file(http: TestClient, home
 
 def test_a_forgotten_member_gets_no_personal_answer_after_reload(http: TestClient, home: StateHome) -> None:
     """Runs last in this module: it deletes a member of the shared community."""
-    from features.privacy import forget_member
+    from features.dataset.privacy import forget_member
 
     member = "M000001"
     assert http.post("/churn", json={"member_ids": [member]}).json()["members"][0]["cold_start"] is False

@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import pytest
 
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from serving.models.kinds import CHURN, VALUE
 from tests.conftest import synthetic
 from training.backtest import BacktestSettings, backtest

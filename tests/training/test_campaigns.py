@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from monitoring.campaign_report import CampaignReportSettings, campaign_report
 from serving.models import batch
 from serving.models.batch import snapshot_features

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.errors import DataError
-from features.home import StateHome
-from features.store import Dataset
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from serving.models.batch import score
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.models.registry import champion, connect, set_champion
@@ -189,7 +189,7 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     assert set(scores["churn_model"]) == {"lightgbm v1"}
     assert scores["churn_probability"].between(0, 1).all() and (scores["expected_value"] >= 0).all()
     assert set(scores["tier"]) == {"high_value", "potential", "ordinary", "churn_risk", "new"}
-    from features.snapshots import Snapshot
+    from features.pipelines.snapshots import Snapshot
 
     features = Snapshot(community, date(2026, 4, 1)).features()
     registered = mlflow.pyfunc.load_model("models:/community.churn@champion").predict(

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from serving.models.kinds import CONTENT_RECS
 from serving.models.registry import connect
 from training.job import train
@@ -140,7 +140,7 @@ def test_ease_fits_serves_and_finds_similar_films_of_the_same_taste(ratings: Dat
 def test_a_family_past_its_item_limit_is_not_judged(ratings: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     import scipy.sparse as sp
 
-    from features.errors import DataError
+    from features.common.errors import DataError
     from serving.models.families.recommenders import EASE, EASE_MAX_ITEMS, ITEM_FAMILIES
 
     with pytest.raises(DataError, match=f"{EASE_MAX_ITEMS + 1:,} items is more than the {EASE_MAX_ITEMS:,}"):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.store import Dataset
+from features.dataset.store import Dataset
 from serving.models.inputs import INPUTS, with_inputs
 from serving.models.kinds import CHURN, VALUE
 from tests.conftest import requires_online_retail

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from features.home import StateHome
-from features.interactions import Interactions
-from features.snapshots import Snapshot
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines.interactions import Interactions
+from features.pipelines.snapshots import Snapshot
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from tests.conftest import requires_online_retail, synthetic
 from training.recs_eval import Recommend, Split, compare, factor_method, random_split, time_split, top_k_metrics

@@ -9,9 +9,9 @@ from datetime import date
 import numpy as np
 import pytest
 
-from features.engines import DUCKDB_MEMORY_ENV, DUCKDB_THREADS_ENV, configure_duckdb, duckdb_settings
-from features.errors import DataError
-from features.home import StateHome
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.pipelines.engines import DUCKDB_MEMORY_ENV, DUCKDB_THREADS_ENV, configure_duckdb, duckdb_settings
 from serving.models.btyd import FIT_MEMBERS, RFMSummary
 from tests.conftest import synthetic
 from training.frames import TRAINING_MEMBERS

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from features.errors import DataError
+from features.common.errors import DataError
 from serving.models.base import MEMBER_CLASSES, ItemModel, MemberModel, read_spec
 from serving.models.families import baselines, combined, gbm, uplift
 from serving.models.families.factors import FactorRecommender

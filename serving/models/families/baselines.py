@@ -28,7 +28,7 @@ from serving.models.kinds import Target
 Columns = pd.DataFrame | Mapping[str, np.ndarray]
 
 
-# The snapshot's spend windows a run rate may read (features/schema.py: WINDOWS), and the long rate's name.
+# The snapshot's spend windows a run rate may read (features/pipelines/schema.py: WINDOWS), and the long rate's name.
 RATE_WINDOWS = (30, 90, 180)
 LIFETIME = 0  # spend since the first purchase, per day over at least LONG_DAYS: the longest window there is
 LONG_DAYS = 365

@@ -31,8 +31,8 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import BaseModel, ConfigDict
 
-from features.errors import DataError
-from features.interactions import csr_arrays, csr_from
+from features.common.errors import DataError
+from features.pipelines.interactions import csr_arrays, csr_from
 from serving.models.base import ItemModel, Ranked
 from serving.models.families.recommenders import (
     FOLD_IN,

@@ -27,7 +27,7 @@ from implicit.als import AlternatingLeastSquares
 from implicit.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import BM25Recommender, CosineRecommender, ItemItemRecommender, bm25_weight
 
-from features.errors import DataError
+from features.common.errors import DataError
 from serving.models.ranking import single_threaded_blas
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from features.store import Dataset
+from features.dataset.store import Dataset
 from serving.models.champions import load_champions
 from serving.models.families import load_model
 from serving.models.families.factors import FactorRecommender

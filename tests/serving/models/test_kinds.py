@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from features.home import StateHome
-from features.store import Dataset
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 from serving.models.base import MemberModel
 from serving.models.families.baselines import baselines_of
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target

@@ -11,9 +11,9 @@ import ibis.expr.operations as ops
 import pandas as pd
 import pytest
 
-from features.events import check_events
-from features.point_in_time import Sources, engagement_events, order_lines
-from features.schema import FEATURES, Needs, Online, View, resolve
+from features.dataset.events import check_events
+from features.pipelines.point_in_time import Sources, engagement_events, order_lines
+from features.pipelines.schema import FEATURES, Needs, Online, View, resolve
 from serving.online.table import EventFolder, OnlineTable, empty_row, typed
 
 AS_OF = datetime(2026, 4, 1)

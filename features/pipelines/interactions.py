@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from features.point_in_time import Sources
+from features.pipelines.point_in_time import Sources
 
 # A share says more than a view: weights of content actions in the member x content matrix.
 CONTENT_ACTION_WEIGHTS = {"view": 1.0, "read": 2.0, "like": 3.0, "comment": 4.0, "share": 5.0}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 from pydantic import BaseModel
 
-from features.contract import TABLE_NAMES
-from features.store import Dataset
-from features.validation import reason_counts
+from features.dataset.contract import TABLE_NAMES
+from features.dataset.store import Dataset
+from features.dataset.validation import reason_counts
 
 
 class DatasetDescription(BaseModel):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.contract import MEMBERS, ORDERS, PRODUCTS
-from features.errors import DataError
-from features.importers import ImportSummary, store_validated
-from features.progress import step
-from features.readers import read_raw
-from features.store import Dataset
-from features.validation import quarantine_frame, validate
+from features.common.errors import DataError
+from features.common.progress import step
+from features.dataset.contract import MEMBERS, ORDERS, PRODUCTS
+from features.dataset.importers import ImportSummary, store_validated
+from features.dataset.readers import read_raw
+from features.dataset.store import Dataset
+from features.dataset.validation import quarantine_frame, validate
 
 ONLINE_RETAIL_COLUMNS = (
     "InvoiceNo",

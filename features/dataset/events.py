@@ -8,8 +8,8 @@ lock, so several workers can append at once and a killed service loses nothing i
 `community-ml data ingest` (and every `features build`) folds the journal into the dataset's tables exactly once:
 the journal is first sealed (renamed to a segment, under the lock, so the service goes on in a new journal), each
 segment is merged into the tables and only then deleted. A process killed between the two merges the segment again
-at the next ingest, which changes nothing: an event table's key is the whole row (features/contract.py), the same
-rule that makes re-importing a file harmless.
+at the next ingest, which changes nothing: an event table's key is the whole row (features/dataset/contract.py), the
+same rule that makes re-importing a file harmless.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from features.contract import TABLES
-from features.home import StateHome
-from features.store import Dataset, exclusively
-from features.validation import jsonable, stored_dtype, validate
+from features.common.home import StateHome
+from features.dataset.contract import TABLES
+from features.dataset.store import Dataset, exclusively
+from features.dataset.validation import jsonable, stored_dtype, validate
 
 EVENT_TABLES = ("orders", "engagements")
 

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import os
 
-from features.home import StateHome
+from features.common.home import StateHome
 
 PSEUDONYM_KEY_ENV = "COMMUNITY_ML_PSEUDONYM_KEY"
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.errors import DataError
+from features.common.errors import DataError
 
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".txt": ","}
 _PARQUET = {".parquet", ".pq"}

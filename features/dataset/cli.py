@@ -9,11 +9,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from features.cli_kit import DatasetOption, JsonOption, console, user_errors
-from features.contract import TABLE_NAMES, TABLES
-from features.errors import DataError
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.contract import TABLE_NAMES, TABLES
+from features.dataset.store import Dataset
 
 data_app = typer.Typer(no_args_is_help=True, help="Import, generate and describe datasets.")
 
@@ -21,7 +21,7 @@ TableName = StrEnum("TableName", {name: name for name in TABLE_NAMES})  # type: 
 
 
 def _print_summary(summary: object, as_json: bool) -> None:
-    from features.importers import ImportSummary
+    from features.dataset.importers import ImportSummary
 
     assert isinstance(summary, ImportSummary)
     if as_json:
@@ -81,8 +81,8 @@ def import_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Import a file into one canonical table; broken rows are quarantined, re-imports change nothing."""
-    from features.importers import import_file, parse_assignments
-    from features.readers import separator
+    from features.dataset.importers import import_file, parse_assignments
+    from features.dataset.readers import separator
 
     with user_errors():
         spec = TABLES[table.value]
@@ -107,7 +107,7 @@ def import_online_retail_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Import the UCI Online Retail format: orders (cancellations as returns), members and products."""
-    from features.online_retail import import_online_retail
+    from features.dataset.online_retail import import_online_retail
 
     with user_errors():
         summary = import_online_retail(Dataset(StateHome.from_env(), dataset), input_path, encoding)
@@ -142,9 +142,9 @@ def generate_command(
 ) -> None:
     """Generate the built-in synthetic community (members, groups, contents, orders, engagements, feedback,
     surveys)."""
-    from features.config import load_config
-    from features.importers import import_synthetic
-    from features.synthetic import SyntheticConfig
+    from features.common.config import load_config
+    from features.dataset.importers import import_synthetic
+    from features.dataset.synthetic import SyntheticConfig
 
     with user_errors():
         overrides = {
@@ -175,7 +175,7 @@ def generate_command(
 def ingest_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> None:
     """Adds the events the service accepted (`POST /events`, kept in the journal) to the dataset's tables, exactly
     once; `features build` does it first by itself."""
-    from features.events import ingest
+    from features.dataset.events import ingest
 
     with user_errors():
         summary = ingest(Dataset(StateHome.from_env(), dataset).require())
@@ -190,7 +190,7 @@ def ingest_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> 
 @data_app.command("describe")
 def describe_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> None:
     """Row counts per table, time span, members, guests, returns and the quarantine summary."""
-    from features.describe import describe
+    from features.dataset.describe import describe
 
     with user_errors():
         info = describe(Dataset(StateHome.from_env(), dataset))

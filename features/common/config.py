@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from features.errors import DataError
+from features.common.errors import DataError
 
 M = TypeVar("M", bound=BaseModel)
 

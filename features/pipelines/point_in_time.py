@@ -1,5 +1,5 @@
 """Point-in-time member features and labels as Ibis expressions (DuckDB here, Spark at scale), built from the
-declared schema (features/schema.py).
+declared schema (features/pipelines/schema.py).
 
 Every feature "as of" T uses events with ts < T only; labels for horizon H use T <= ts < T + H days (the H days
 that start at T). Money is summed as DECIMAL and gaps as whole seconds, so results do not depend on the order in
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import ibis
 import ibis.expr.types as ir
 
-from features.schema import SECONDS_PER_DAY, Feature, FeatureSchema, Needs, View
+from features.pipelines.schema import SECONDS_PER_DAY, Feature, FeatureSchema, Needs, View
 
 MONEY = "decimal(18, 4)"
 

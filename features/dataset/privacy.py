@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from features.errors import DataError
-from features.events import ingest
-from features.home import StateHome
-from features.pseudonyms import pseudonym, pseudonym_key
-from features.store import Dataset, write_json_atomic, write_parquet_atomic
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.events import ingest
+from features.dataset.pseudonyms import pseudonym, pseudonym_key
+from features.dataset.store import Dataset, write_json_atomic, write_parquet_atomic
 
 MEMBER_TABLES = ("members", "orders", "engagements", "exposures", "feedback", "surveys")
 FORGOTTEN_FILE = "forgotten.json"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.contract import Column, Kind, TableSpec
+from features.dataset.contract import Column, Kind, TableSpec
 
 QUARANTINE_COLUMNS = ("source", "row", "field", "reason", "detail", "raw")
 _EARLIEST = pd.Timestamp("1990-01-01")

@@ -1,6 +1,6 @@
-"""What every `community-ml` command group shares: the common options (--dataset, --json, --engine), turning a
+"""What every `community-ml` command group shares: the common options (--dataset, --json), turning a
 user's mistake into one `error:` line and exit code 2 instead of a traceback, and the console tables print to.
-Each package's own commands (features/cli.py, serving/cli.py, training/cli.py, monitoring/cli.py) import it."""
+Each package's own commands (features/dataset/cli.py, serving/cli.py, training/cli.py, monitoring/cli.py) import it."""
 
 from __future__ import annotations
 
@@ -12,18 +12,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from features.engines import ENGINE_ENV, Engine
-from features.errors import DataError
+from features.common.errors import DataError
 
 DatasetOption = typer.Option(..., "--dataset", "-d", help="dataset name (a folder under $COMMUNITY_ML_HOME/datasets)")
 JsonOption = typer.Option(False, "--json", help="print machine-readable JSON instead of tables")
-EngineOption = typer.Option(
-    Engine.duckdb,
-    "--engine",
-    envvar=ENGINE_ENV,
-    help="what builds feature snapshots: duckdb (this process) or spark (local, or the cluster named by "
-    "COMMUNITY_ML_SPARK_MASTER); both give the same files",
-)
 
 
 @contextmanager

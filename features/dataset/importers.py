@@ -8,15 +8,15 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from features.campaigns import CampaignPlan, plan_path
-from features.contract import TABLES, TableSpec
-from features.errors import DataError
-from features.privacy import forgotten_mask
-from features.progress import say, step
-from features.readers import RawTable, read_raw
-from features.store import Dataset, ParquetAppender, in_stored_order, write_json_atomic, write_parquet_atomic
-from features.synthetic import SyntheticConfig, generate_chunks
-from features.validation import Validated, quarantine_frame, reason_counts, validate
+from features.common.errors import DataError
+from features.common.progress import say, step
+from features.dataset.campaigns import CampaignPlan, plan_path
+from features.dataset.contract import TABLES, TableSpec
+from features.dataset.privacy import forgotten_mask
+from features.dataset.readers import RawTable, read_raw
+from features.dataset.store import Dataset, ParquetAppender, in_stored_order, write_json_atomic, write_parquet_atomic
+from features.dataset.synthetic import SyntheticConfig, generate_chunks
+from features.dataset.validation import Validated, quarantine_frame, reason_counts, validate
 
 
 class TableSummary(BaseModel):

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.contract import CONTENT_TYPES, GROUP_TYPES
+from features.dataset.contract import CONTENT_TYPES, GROUP_TYPES
 
 CATEGORIES = (
     "snacks",

@@ -7,11 +7,11 @@ import json
 import typer
 from rich.table import Table
 
-from features import engines
-from features.cli_kit import DatasetOption, EngineOption, JsonOption, console, user_errors
-from features.engines import Engine
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.home import StateHome
+from features.dataset.store import Dataset
+from features.pipelines import engines
+from features.pipelines.engines import Engine, EngineOption
 
 features_app = typer.Typer(no_args_is_help=True, help="Build point-in-time feature snapshots.")
 
@@ -30,8 +30,8 @@ def build_command(
 ) -> None:
     """Features as of T from events before T; labels from the H days after T where the data reaches them. Events
     the service accepted since the last build are ingested into the tables first."""
-    from features.events import ingest
-    from features.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
+    from features.dataset.events import ingest
+    from features.pipelines.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
 
     with user_errors():
         engines.use(engine)
@@ -69,7 +69,7 @@ def catalog_command(as_json: bool = JsonOption) -> None:
     to exist, and how the online store keeps it current as events arrive (add, least, greatest, derive: at once;
     build: at the next build). Anchored features grow with the calendar (ages); models read their relative
     counterparts."""
-    from features.schema import FEATURES, LABELS, MODEL_INPUTS
+    from features.pipelines.schema import FEATURES, LABELS, MODEL_INPUTS
 
     def row(name: str, source: str, window: str, dtype: str, needs: str, online: str, meaning: str) -> dict[str, str]:
         return {

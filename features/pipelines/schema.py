@@ -1,5 +1,6 @@
 """The feature schema: every feature declared once, with its meaning, window, type, when it exists and how it is
-computed. The snapshot builder (features/point_in_time.py), the catalog (`community-ml features catalog`) and the
+computed. The snapshot builder (features/pipelines/point_in_time.py), the catalog (`community-ml features catalog`)
+and the
 column checks of trained models all derive from these declarations (the way a Feast feature view is declared once).
 
 Whether a feature exists depends on the dataset's tables, never on a cutoff: engagement features exist when the
@@ -22,7 +23,7 @@ from typing import Literal
 import ibis
 import ibis.expr.types as ir
 
-from features.contract import CONTENT_TYPES
+from features.dataset.contract import CONTENT_TYPES
 
 SECONDS_PER_DAY = 86_400
 WINDOWS = (7, 30, 90, 180)
@@ -34,7 +35,7 @@ Dtype = Literal["float64", "int64", "string", "boolean"]
 
 
 class View(StrEnum):
-    """The per-member tables features are computed on (built in features/point_in_time.py)."""
+    """The per-member tables features are computed on (built in features/pipelines/point_in_time.py)."""
 
     orders = "orders"  # the member's order lines before T
     gaps = "gaps"  # the days between the member's consecutive orders

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from features.cli_kit import DatasetOption, JsonOption, console, user_errors
-from features.home import StateHome
-from features.store import Dataset
+from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
+from features.common.home import StateHome
+from features.dataset.store import Dataset
 
 privacy_app = typer.Typer(no_args_is_help=True, help="Export or delete everything held about a member.")
 
@@ -22,7 +22,7 @@ def export_command(
     out: Path = typer.Option(..., "--out", help="FILE.json to write"),
 ) -> None:
     """Everything held about a member: their rows in every table, set-aside rows, features, predictions."""
-    from features.privacy import export_member
+    from features.dataset.privacy import export_member
 
     with user_errors():
         counts = export_member(Dataset(StateHome.from_env(), dataset), member, out)
@@ -43,7 +43,7 @@ def forget_command(
 ) -> None:
     """Delete a member from the tables, snapshots, matrices and prediction logs; keep them out of re-imports and
     of the next models. The service stops answering with their data after its next reload."""
-    from features.privacy import forget_member
+    from features.dataset.privacy import forget_member
 
     with user_errors():
         target = Dataset(StateHome.from_env(), dataset).require()

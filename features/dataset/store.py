@@ -18,10 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.contract import TABLE_NAMES, TABLES, TableSpec
-from features.errors import DataError
-from features.home import StateHome
-from features.validation import QUARANTINE_COLUMNS, empty_frame
+from features.common.errors import DataError
+from features.common.home import StateHome
+from features.dataset.contract import TABLE_NAMES, TABLES, TableSpec
+from features.dataset.validation import QUARANTINE_COLUMNS, empty_frame
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

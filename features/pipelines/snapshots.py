@@ -31,21 +31,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from features import engines, interactions, point_in_time, schema
-from features.contract import FEATURE_SOURCES, ORDERS
-from features.engines import Engine
-from features.errors import DataError
-from features.interactions import (
+from features.common.errors import DataError
+from features.common.progress import say, step
+from features.dataset.contract import FEATURE_SOURCES, ORDERS
+from features.dataset.store import Dataset, write_json_atomic, write_parquet_atomic
+from features.dataset.validation import empty_frame
+from features.pipelines import engines, interactions, point_in_time, schema
+from features.pipelines.engines import Engine
+from features.pipelines.interactions import (
     Interactions,
     content_interactions_expr,
     product_interactions_expr,
     to_matrix,
 )
-from features.point_in_time import Sources, known_members, labels_expr, snapshot_expr
-from features.progress import say, step
-from features.schema import ATTRIBUTES, FeatureSchema, Needs, resolve
-from features.store import Dataset, write_json_atomic, write_parquet_atomic
-from features.validation import empty_frame
+from features.pipelines.point_in_time import Sources, known_members, labels_expr, snapshot_expr
+from features.pipelines.schema import ATTRIBUTES, FeatureSchema, Needs, resolve
 
 # Bump when a feature's definition changes: snapshots of another version are never reused.
 FEATURE_SET_VERSION = 3

@@ -1,7 +1,7 @@
 """Which engine runs the feature expressions: DuckDB in this process (the default) or Spark, local or a cluster.
 
-The same Ibis expressions (features/point_in_time.py, features/interactions.py) run on both; a test builds every
-snapshot file on both engines and compares them. Spark is an optional extra (`uv sync --extra spark`).
+The same Ibis expressions (features/pipelines/point_in_time.py, features/pipelines/interactions.py) run on both; a
+test builds every snapshot file on both engines and compares them. Spark is an optional extra (`uv sync --extra spark`).
 
 Spark is set up from the environment, so a cluster needs no code:
 - `COMMUNITY_ML_SPARK_MASTER`: the master URL (default `local[*]`; `yarn`, `spark://host:7077`, `k8s://...`);
@@ -24,7 +24,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from features.errors import DataError
+import typer
+
+from features.common.errors import DataError
 
 ENGINE_ENV = "COMMUNITY_ML_ENGINE"
 DUCKDB_MEMORY_ENV = "COMMUNITY_ML_DUCKDB_MEMORY"  # DuckDB's memory limit, e.g. "8GB" (default: DUCKDB_MEMORY_SHARE)
@@ -56,6 +58,16 @@ JAVA_VERSIONS = (17, 21)  # what Spark 4 runs on
 class Engine(StrEnum):
     duckdb = "duckdb"
     spark = "spark"
+
+
+# The --engine option of every command that builds or reads snapshots.
+EngineOption = typer.Option(
+    Engine.duckdb,
+    "--engine",
+    envvar=ENGINE_ENV,
+    help="what builds feature snapshots: duckdb (this process) or spark (local, or the cluster named by "
+    "COMMUNITY_ML_SPARK_MASTER); both give the same files",
+)
 
 
 _selected: Engine | None = None

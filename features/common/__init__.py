@@ -1,0 +1,1 @@
+"""The floor every package stands on: state home, errors, progress, settings, configs, samples, the CLI kit."""
