@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from features.common.settings_cli import settings_app
 from features.dataset.cli import data_app
 from features.dataset.privacy_cli import privacy_app
 from features.pipelines.cli import features_app
@@ -28,6 +29,7 @@ app.add_typer(health_app)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(bento_app, name="bento")
+app.add_typer(settings_app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -21,9 +21,9 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from features.dataset.store import Dataset
 from serving.models.kinds import ModelKind, Target
-from training.backtest import target_metrics
-from training.frames import LabelledFrame, labelled_snapshot
-from training.member_fit import fit_gbm
+from training.members.evaluation import target_metrics
+from training.members.fit import fit_gbm
+from training.members.frames import LabelledFrame, labelled_snapshot
 
 FOLDS = 5
 

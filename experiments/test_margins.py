@@ -67,7 +67,7 @@ def training_job(home: object) -> list[Claim]:
 def backtests(home: object) -> list[Claim]:
     from serving.models.kinds import CHURN, VALUE
     from tests.conftest import synthetic
-    from training.backtest import BacktestSettings, backtest
+    from training.members.evaluation import BacktestSettings, backtest
 
     community = synthetic(home, "backtest", members=3_000)
     settings = BacktestSettings(cutoffs=[date(2025, 12, 1)], training_cutoffs=3)
@@ -87,7 +87,7 @@ def recommenders(home: object) -> list[Claim]:
     from serving.models.kinds import CONTENT_RECS
     from tests.conftest import synthetic
     from tests.training.test_recs_eval import als, item_cosine, popular
-    from training.recs_eval import compare, time_split
+    from training.items.evaluation import compare, time_split
 
     split = time_split(synthetic(home, "community", members=2_000), CONTENT_RECS, date(2025, 12, 1), 90)
     rows = compare(split, {"popular": popular, "item cosine": item_cosine(), "als": als()}, modes=(True,))
@@ -134,7 +134,7 @@ def online_retail(home: object) -> list[Claim]:
     from serving.models.kinds import PRODUCT_RECS
     from tests.conftest import ONLINE_RETAIL_CSV
     from tests.training.test_recs_eval import als, popular
-    from training.recs_eval import compare, time_split
+    from training.items.evaluation import compare, time_split
 
     if not ONLINE_RETAIL_CSV.exists():
         print(f"online_retail: skipped, {ONLINE_RETAIL_CSV} is absent")

@@ -16,6 +16,7 @@ import yaml
 
 from features.common.errors import DataError
 from features.common.home import StateHome
+from features.common.settings import Settings
 from serving.models import registry
 from serving.models.champions import MODEL_SOURCE_ENV, packed_name, untrained
 from serving.models.kinds import KINDS
@@ -51,7 +52,7 @@ def build_bento(home: StateHome, dataset: str, project: Path, lock_packages: boo
     config["envs"] = [
         *config.get("envs", []),
         {"name": MODEL_SOURCE_ENV, "value": "bento"},
-        {"name": "COMMUNITY_ML_DATASET", "value": dataset},
+        {"name": Settings.variable("dataset"), "value": dataset},
     ]
     config.setdefault("python", {})["lock_packages"] = lock_packages
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=project, prefix=".bentofile-") as bentofile:

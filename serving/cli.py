@@ -13,6 +13,7 @@ import typer
 from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
 from features.common.errors import DataError
 from features.common.home import StateHome
+from features.common.settings import Settings, settings
 from features.dataset.store import Dataset
 from features.pipelines import engines
 from features.pipelines.engines import Engine, EngineOption
@@ -77,19 +78,16 @@ def serve_command(
 ) -> None:
     """Serve churn, value, tiers and recommendations over HTTP (BentoML); OpenAPI at /docs.json."""
     from serving.models.champions import (
-        CHALLENGER_ENV,
-        CHALLENGER_SHARE_ENV,
         ChallengerSetting,
         load_challenger,
         models_from_bento,
     )
-    from serving.service import API_KEY_ENV, WORKERS_ENV
 
     with user_errors():
-        if not is_loopback(host) and not os.environ.get(API_KEY_ENV):
+        if not is_loopback(host) and not settings().api_key:
             raise DataError(
-                f"--host {host} is reachable from other machines: set {API_KEY_ENV} so that every call needs "
-                "an x-api-key header, or serve on 127.0.0.1"
+                f"--host {host} is reachable from other machines: set {Settings.variable('api_key')} so that every "
+                "call needs an x-api-key header, or serve on 127.0.0.1"
             )
         if not models_from_bento():
             preflight(StateHome.from_env(), dataset)
@@ -98,8 +96,14 @@ def serve_command(
             setting = ChallengerSetting.parse(challenger, share)
             load_challenger(StateHome.from_env(), dataset, setting)  # fails here, with the reason, not in a worker
             challenger_env = setting.env()
-    env = {**os.environ, "COMMUNITY_ML_DATASET": dataset, "BENTOML_DO_NOT_TRACK": "true", WORKERS_ENV: str(workers)}
-    for name in (CHALLENGER_ENV, CHALLENGER_SHARE_ENV):  # only the challenger asked for now
+    variable = Settings.variable
+    env = {
+        **os.environ,
+        variable("dataset"): dataset,
+        "BENTOML_DO_NOT_TRACK": "true",
+        variable("workers"): str(workers),
+    }
+    for name in (variable("challenger"), variable("challenger_share")):  # only the challenger asked for now
         env.pop(name, None)
     env |= challenger_env
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:CommunityML", "--host", host]

@@ -36,9 +36,6 @@ from serving.models.kinds import ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
 from serving.online.store import OnlineStore
 
-DATASET_ENV = "COMMUNITY_ML_DATASET"
-
-
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from features.common.errors import DataError
 from features.common.home import StateHome
+from features.common.settings import settings
 from serving.coalesce import Coalescer
 from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
@@ -28,7 +29,6 @@ from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, Model
 from serving.prediction_log import PredictionLog
 from serving.predictions import (
     CHALLENGER,
-    DATASET_ENV,
     ServingState,
     load_state,
     member_scores,
@@ -37,9 +37,6 @@ from serving.predictions import (
     similar_items,
 )
 
-API_KEY_ENV = "COMMUNITY_ML_API_KEY"
-# Set by `community-ml serve --workers N`; 0 or unset: one per core (a worker answers on one core at a time).
-WORKERS_ENV = "COMMUNITY_ML_WORKERS"
 INLINE_MEMBERS = 10  # up to this many members per request, answers are computed on the event loop
 MAX_EVENTS = 10_000  # per table and call
 BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
@@ -80,14 +77,15 @@ class NoRequestValues(logging.Filter):
 
 
 class ApiKeyMiddleware:
-    """Requires `x-api-key` on every API call when `$COMMUNITY_ML_API_KEY` is set. Plain ASGI rather than
+    """Requires `x-api-key` on every API call when `$COMMUNITY_ML_API_KEY` is set (read per call: a changed key
+    applies at once). Plain ASGI rather than
     Starlette's BaseHTTPMiddleware, which wraps every request and response in extra tasks and costs throughput."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        expected = os.environ.get(API_KEY_ENV, "")
+        expected = settings().api_key
         if expected and scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = dict(scope["headers"]).get(b"x-api-key", b"")
             if not hmac.compare_digest(given, expected.encode()):  # bytes: any header value compares, in constant time
@@ -106,13 +104,14 @@ class ApiKeyMiddleware:
     # one costs more than the answer).
     tracing={"excluded_urls": list(HOT_ROUTES)},
     # Workers share events through the journal (in-process stores) or Redis ($COMMUNITY_ML_REDIS_URL).
-    workers=int(os.environ.get(WORKERS_ENV, "0") or 0) or os.cpu_count() or 1,
+    # (`community-ml serve --workers N` sets it; 0 or unset: one per core, a worker answers on one core at a time)
+    workers=settings().workers or os.cpu_count() or 1,
 )
 class CommunityML:
     def __init__(self) -> None:
         logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(NoRequestValues())
         self.home = StateHome.from_env()
-        self.dataset = os.environ.get(DATASET_ENV, "demo")
+        self.dataset = settings().dataset
         self.state: ServingState = load_state(self.home, self.dataset)
         _settle()
         self.log = PredictionLog(self.home, self.dataset)

@@ -16,18 +16,25 @@ from features.dataset.store import Dataset
 from features.pipelines import engines
 from features.pipelines.engines import Engine, EngineOption
 from serving.models.kinds import KINDS, Target, Task, kinds_of
-from training.frames import TRAINING_MEMBERS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# Members a member model learns from and is judged on at most (training/frames.py: TRAINING_MEMBERS).
+# Members a member model learns from and is judged on at most (training/members/frames.py); unset: the setting's.
 TrainingMembersOption = typer.Option(
-    TRAINING_MEMBERS,
+    None,
     "--training-members",
     min=0,
-    help="member kinds: members learned from and judged on at most, a fixed sample drawn once per dataset (0: all)",
+    help="member kinds: members learned from and judged on at most, a fixed sample drawn once per dataset (0: all) "
+    "[default: COMMUNITY_ML_TRAINING_MEMBERS, else 25,000]",
+    show_default=False,
 )
+
+
+def _members(given: int | None) -> dict[str, int | None]:
+    """--training-members as a job's setting: unset keeps the job's default (the setting's), 0 means every member."""
+    return {} if given is None else {"training_members": given or None}
+
 
 training_app = typer.Typer(help="Train, judge and promote models; evaluate them on cutoffs they never saw.")
 
@@ -77,7 +84,7 @@ def train_command(
         "tuned only when --trials or --budget-seconds asks; 0: no tuning)",
     ),
     training_cutoffs: int = typer.Option(6, help="monthly training cutoffs (member kinds)"),
-    training_members: int = TrainingMembersOption,
+    training_members: int | None = TrainingMembersOption,
     test_cutoffs: int = typer.Option(3, help="held-out monthly cutoffs that judge the candidate (member kinds)"),
     k: int = typer.Option(10, "--k", min=1, max=100, help="list length item kinds are judged at"),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="move the champion alias if it passes"),
@@ -119,7 +126,7 @@ def train_command(
             trials=trials,
             budget_seconds=budget_seconds,
             training_cutoffs=training_cutoffs,
-            training_members=training_members or None,
+            **_members(training_members),
             test_cutoffs=test_cutoffs,
             k=k,
             promote=promote,
@@ -197,13 +204,13 @@ def backtest_command(
     cutoffs: str = typer.Option(..., help="test cutoffs, comma-separated (e.g. 2011-06-01,2011-07-01)"),
     horizon_days: int = typer.Option(90, "--horizon-days"),
     training_cutoffs: int = typer.Option(6, help="monthly training cutoffs before each test cutoff"),
-    training_members: int = TrainingMembersOption,
+    training_members: int | None = TrainingMembersOption,
     seed: int = typer.Option(0),
     engine: Engine = EngineOption,
     as_json: bool = JsonOption,
 ) -> None:
     """For each cutoff: train on what precedes it, score the next H days, every family side by side."""
-    from training.backtest import BacktestSettings, backtest
+    from training.members.evaluation import BacktestSettings, backtest
 
     with user_errors():
         engines.use(engine)
@@ -211,7 +218,7 @@ def backtest_command(
             cutoffs=parse_cutoffs(cutoffs),
             horizon_days=horizon_days,
             training_cutoffs=training_cutoffs,
-            training_members=training_members or None,
+            **_members(training_members),
             seed=seed,
         )
         report = backtest(Dataset(StateHome.from_env(), dataset).require(), KINDS[kind.value], settings)

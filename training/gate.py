@@ -22,21 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from features.common.settings import settings as project_settings
 from serving.models.kinds import GateMetric, ModelKind
 
 REPLICATES = 1000
 CONFIDENCE = 0.95
-# The members the bootstrap draws from at most: beyond them a random sample of members (all their cutoffs). Its
-# intervals are wider than the whole population's would be (by sqrt(members / 50,000)), so a gain it finds is
-# there; CDNOW (23,570) and Online Retail are drawn whole. The figures themselves are every member's.
-GATE_MEMBERS = 50_000
-# How much worse than a rival a candidate may be on the gate's other metrics (non-inferiority: refused when its
-# 95% interval lies wholly below minus the margin), and why:
-# - RMSE, 1% of the rival's: a model that ranks members confidently better may cost a little error, not more
-#   than the smallest change anyone would act on. On long-tailed spend a handful of the largest buyers move RMSE
-#   by far more than 1% between bootstrap draws (Online Retail: ±30%), so a point comparison within 1% would be
-#   noise deciding; the interval decides instead.
-# - Gini, ROC-AUC (absolute): 0.005, a tenth of the gains a family switch is made for.
+# The members the bootstrap draws from at most (COMMUNITY_ML_GATE_MEMBERS, 50,000): beyond them a random sample of
+# members (all their cutoffs). Its intervals are wider than the whole population's would be (by sqrt(members / 50,000)),
+# so a gain it finds is there; CDNOW (23,570) and Online Retail are drawn whole. The figures themselves are every
+# member's. How much worse than a rival a candidate may be on the gate's other metrics (non-inferiority: refused when
+# its 95% interval lies wholly below minus the margin), and why: - RMSE, 1% of the rival's: a model that ranks members
+# confidently better may cost a little error, not more than the smallest change anyone would act on. On long-tailed
+# spend a handful of the largest buyers move RMSE by far more than 1% between bootstrap draws (Online Retail: ±30%), so
+# a point comparison within 1% would be noise deciding; the interval decides instead. - Gini, ROC-AUC (absolute): 0.005,
+# a tenth of the gains a family switch is made for.
 MARGINS: dict[str, tuple[float, bool]] = {  # metric: (margin, relative to the rival's figure)
     "rmse": (0.01, True),
     "normalized_gini": (0.005, False),
@@ -296,9 +295,10 @@ def replicate_figures(
     rows = np.cumsum([0, *(len(m) for m in evidence.members)])
     rng = np.random.default_rng(seed)
     kept = np.ones(len(where), dtype=bool)
-    if len(everyone) > GATE_MEMBERS:  # a random sample of members, every cutoff of each
+    cap = project_settings().gate_members
+    if len(everyone) > cap:  # a random sample of members, every cutoff of each
         chosen = np.zeros(len(everyone), dtype=bool)
-        chosen[rng.choice(len(everyone), GATE_MEMBERS, replace=False)] = True
+        chosen[rng.choice(len(everyone), cap, replace=False)] = True
         kept = chosen[where]
         everyone = np.flatnonzero(chosen)
         where = np.searchsorted(everyone, where)

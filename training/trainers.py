@@ -3,7 +3,7 @@
 The training job (training/job.py) is the same for every kind; what differs between member kinds (features and
 labels stacked over monthly cutoffs) and item kinds (a time split of an interaction matrix) lives here, one
 trainer per task. Each trainer takes the algorithm itself from its family's record (a member family's in
-training/member_fit.py, a recommender family's in serving/models/families/recommenders.py).
+training/members/fit.py, a recommender family's in serving/models/families/recommenders.py).
 """
 
 from __future__ import annotations
@@ -18,19 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.common.errors import DataError
 from features.common.progress import say, step
+from features.common.settings import settings as project_settings
 from features.dataset.store import Dataset
 from features.pipelines.interactions import Interactions
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, dataset_span
 from serving.models.base import ItemModel, MemberModel
 from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind, Task
-from training.backtest import BacktestReport, BacktestSettings, backtest, families_of
-from training.frames import TRAINING_MEMBERS, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
-from training.member_fit import member_family
-from training.recs_eval import (
-    JUDGED_MEMBERS,
-    RECOMMENDER_MEMBERS,
+from training.items.evaluation import (
     Split,
     compare,
     factor_method,
@@ -38,7 +34,10 @@ from training.recs_eval import (
     random_split,
     time_split,
 )
-from training.recs_fit import fit_recommender, item_families, tune_family
+from training.items.fit import fit_recommender, item_families, tune_family
+from training.members.evaluation import BacktestReport, BacktestSettings, backtest, families_of
+from training.members.fit import member_family
+from training.members.frames import stacked, training_cutoffs
 from training.tuning import tune
 
 STEP_DAYS = 30
@@ -59,7 +58,7 @@ class TrainSettings(BaseModel):
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs (member kinds)")
     training_members: int | None = Field(
-        TRAINING_MEMBERS,
+        default_factory=lambda: project_settings().training_members,
         ge=1_000,
         description="member kinds: members learned from and judged on at most, a fixed sample (None: all)",
     )
@@ -375,17 +374,18 @@ class ItemTrainer(Trainer):
         return HeldOut([as_of - horizon], [as_of - 2 * horizon])
 
     def _split(self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool) -> Split:
-        """The time split at `at`, of at most RECOMMENDER_MEMBERS members; or, for random-per-item (rating data,
-        every member), a random share of each item's interactions before `at` for the test, and for tuning a
-        share of what remains (so tuning never sees a test interaction); of at most JUDGED_MEMBERS test
-        members."""
-        return of_members(self._every_member(dataset, kind, at, settings, tuning), JUDGED_MEMBERS, settings.seed)
+        """The time split at `at`, of at most the recommender_members setting's members; or, for random-per-item
+        (rating data, every member), a random share of each item's interactions before `at` for the test, and for
+        tuning a share of what remains (so tuning never sees a test interaction); of at most judged_members test
+        members (features/common/settings.py)."""
+        judged = project_settings().judged_members
+        return of_members(self._every_member(dataset, kind, at, settings, tuning), judged, settings.seed)
 
     def _every_member(
         self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, tuning: bool
     ) -> Split:
         if settings.split == "time":
-            return time_split(dataset, kind, at, settings.horizon_days, RECOMMENDER_MEMBERS)
+            return time_split(dataset, kind, at, settings.horizon_days, project_settings().recommender_members)
         assert kind.items is not None
         build_snapshot(dataset, SnapshotSettings(as_of=at))
         interactions = Snapshot(dataset, at).interactions(kind.items.matrix)

@@ -14,8 +14,8 @@ from features.common.errors import DataError
 from features.common.progress import say
 from features.dataset.store import Dataset
 from serving.models.kinds import ModelKind
-from training.backtest import BacktestSettings, backtest
-from training.member_fit import member_family
+from training.members.evaluation import BacktestSettings, backtest
+from training.members.fit import member_family
 
 
 class BudgetCap:

@@ -32,7 +32,7 @@ from serving.models.families.baselines import BASELINES
 from serving.models.families.gbm import GBMSpec, categories_of, encode, model_matrix
 from serving.models.families.uplift import BOOSTERS, UPLIFT_FAMILIES, UpliftModel, UpliftSpec
 from serving.models.kinds import CHURN, ModelKind
-from training.member_fit import lgb_params
+from training.members.fit import lgb_params
 from training.metrics import uplift_metrics
 from training.trainers import Evaluation, FamilyParams, Fitted, HeldOut, Trainer, TrainSettings, Tuning
 

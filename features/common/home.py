@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-HOME_ENV = "COMMUNITY_ML_HOME"
-DEFAULT_HOME = ".community-ml"
+from features.common.settings import settings
 
 
 @dataclass(frozen=True)
@@ -19,8 +17,7 @@ class StateHome:
     @classmethod
     def from_env(cls) -> StateHome:
         """`$COMMUNITY_ML_HOME`, else `.community-ml/` in the working directory."""
-        configured = os.environ.get(HOME_ENV, "").strip()
-        return cls(Path(configured or DEFAULT_HOME).expanduser().resolve())
+        return cls(settings().home.expanduser().resolve())
 
     @property
     def datasets(self) -> Path:
@@ -52,5 +49,4 @@ class StateHome:
 
     def mlflow_tracking_uri(self) -> str:
         """`MLFLOW_TRACKING_URI` from the environment wins (a shared server); else a local sqlite registry."""
-        configured = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-        return configured or f"sqlite:///{self.mlflow_db}"
+        return settings().mlflow_tracking_uri or f"sqlite:///{self.mlflow_db}"

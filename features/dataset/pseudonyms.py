@@ -12,8 +12,7 @@ import hmac
 import os
 
 from features.common.home import StateHome
-
-PSEUDONYM_KEY_ENV = "COMMUNITY_ML_PSEUDONYM_KEY"
+from features.common.settings import settings
 
 
 def pseudonym(key: bytes, member_id: str) -> str:
@@ -22,7 +21,7 @@ def pseudonym(key: bytes, member_id: str) -> str:
 
 def pseudonym_key(home: StateHome) -> bytes:
     """The key of member-id hashes: `$COMMUNITY_ML_PSEUDONYM_KEY`, else a random key kept in the state home."""
-    configured = os.environ.get(PSEUDONYM_KEY_ENV, "").strip()
+    configured = settings().pseudonym_key
     if configured:
         return configured.encode()
     path = home.root / "secrets" / "pseudonym.key"

@@ -27,16 +27,15 @@ from typing import Any
 import typer
 
 from features.common.errors import DataError
+from features.common.settings import Settings, settings
 
-ENGINE_ENV = "COMMUNITY_ML_ENGINE"
-DUCKDB_MEMORY_ENV = "COMMUNITY_ML_DUCKDB_MEMORY"  # DuckDB's memory limit, e.g. "8GB" (default: DUCKDB_MEMORY_SHARE)
-DUCKDB_THREADS_ENV = "COMMUNITY_ML_DUCKDB_THREADS"  # DuckDB's threads (default: the machine's cores)
+DUCKDB_MEMORY_ENV = Settings.variable("duckdb_memory")  # default: DUCKDB_MEMORY_SHARE of the machine's memory
+DUCKDB_THREADS_ENV = Settings.variable("duckdb_threads")
 # DuckDB's own default limit is 80% of the machine's memory: with the model fitting that follows in the same
 # process, a snapshot of 2,000,000 members then pushed the process past 18 GB. Half leaves the rest room.
 DUCKDB_MEMORY_SHARE = 0.5
-SPARK_MASTER_ENV = "COMMUNITY_ML_SPARK_MASTER"
-SPARK_CONF_ENV = "COMMUNITY_ML_SPARK_CONF"
-SPARK_TABLES_ENV = "COMMUNITY_ML_SPARK_TABLES"
+SPARK_CONF_ENV = Settings.variable("spark_conf")
+SPARK_TABLES_ENV = Settings.variable("spark_tables")
 
 # What every session gets: UTC, so that naive timestamps mean what they mean in DuckDB; no web UI or console
 # progress bars in a command line tool; Arrow for moving results to Python.
@@ -62,27 +61,27 @@ class Engine(StrEnum):
 
 # The --engine option of every command that builds or reads snapshots.
 EngineOption = typer.Option(
-    Engine.duckdb,
+    None,
     "--engine",
-    envvar=ENGINE_ENV,
     help="what builds feature snapshots: duckdb (this process) or spark (local, or the cluster named by "
-    "COMMUNITY_ML_SPARK_MASTER); both give the same files",
+    "COMMUNITY_ML_SPARK_MASTER); both give the same files  [default: COMMUNITY_ML_ENGINE, else duckdb]",
+    show_default=False,
 )
 
 
 _selected: Engine | None = None
 
 
-def use(engine: Engine | str) -> Engine:
-    """Selects the engine of this process's snapshot builds (the CLI's `--engine`)."""
+def use(engine: Engine | str | None) -> Engine:
+    """Selects the engine of this process's snapshot builds (the CLI's `--engine`; None: the setting's)."""
     global _selected
-    _selected = _parse(str(engine))
-    return _selected
+    _selected = None if engine is None else _parse(str(engine))
+    return selected()
 
 
 def selected() -> Engine:
     """The engine `use` selected, else `$COMMUNITY_ML_ENGINE`, else DuckDB."""
-    return _selected or _parse(os.environ.get(ENGINE_ENV, "").strip() or Engine.duckdb)
+    return _selected or _parse(settings().engine)
 
 
 def _parse(value: str) -> Engine:
@@ -95,7 +94,7 @@ def _parse(value: str) -> Engine:
 def spark_settings() -> dict[str, str]:
     """The session's settings: the defaults, then `$COMMUNITY_ML_SPARK_CONF`, then the fixed ones."""
     settings = dict(SPARK_DEFAULTS)
-    raw = os.environ.get(SPARK_CONF_ENV, "")
+    raw = settings().spark_conf
     for item in filter(None, (part.strip() for part in re.split(r"[,\n]", raw))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -119,7 +118,7 @@ def spark_session() -> Any:
     # reads the variable, not a setting); on a cluster, PYSPARK_PYTHON names the executors' environment.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     started = time.perf_counter()
-    builder = SparkSession.builder.master(os.environ.get(SPARK_MASTER_ENV, "").strip() or "local[*]")
+    builder = SparkSession.builder.master(settings().spark_master)
     builder = builder.appName("community-ml")
     for key, value in spark_settings().items():
         builder = builder.config(key, value)
@@ -148,7 +147,7 @@ def _find_java() -> None:
 def java_for_spark() -> str | None:
     """The JAVA_HOME Spark should use: empty when the Java it would start already fits, else one under
     /usr/lib/jvm that does; None when there is none."""
-    configured = os.environ.get("JAVA_HOME")
+    configured = settings().java_home
     if _java_version(configured) in JAVA_VERSIONS or (not configured and _java_version(None) in JAVA_VERSIONS):
         return ""
     for candidate in sorted(Path("/usr/lib/jvm").glob("*")):
@@ -170,7 +169,7 @@ def _java_version(java_home: str | None) -> int | None:
 
 
 def spark_tables_uri() -> str | None:
-    return os.environ.get(SPARK_TABLES_ENV, "").strip().rstrip("/") or None
+    return (settings().spark_tables or "").rstrip("/") or None
 
 
 def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
@@ -202,11 +201,11 @@ def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
 def duckdb_settings() -> dict[str, str]:
     """DuckDB's memory limit and threads: from the environment, else from the machine (a share of its memory, its
     cores); DuckDB spills what does not fit to a temporary directory instead of failing."""
-    memory = os.environ.get(DUCKDB_MEMORY_ENV)
+    memory = settings().duckdb_memory
     if not memory:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         memory = f"{max(int(total * DUCKDB_MEMORY_SHARE / 2**20), 256)}MB"
-    threads = os.environ.get(DUCKDB_THREADS_ENV) or str(os.cpu_count() or 1)
+    threads = str(settings().duckdb_threads or os.cpu_count() or 1)
     if not re.fullmatch(r"\d+", threads) or int(threads) < 1:
         raise DataError(f"{DUCKDB_THREADS_ENV}={threads!r}: give a number of threads, 1 or more")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory.strip(), flags=re.IGNORECASE):

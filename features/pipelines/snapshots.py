@@ -429,7 +429,7 @@ def _build_features(
     features_seconds, mark = time.perf_counter() - mark, time.perf_counter()
 
     # A sample's matrices are the full matrices' rows of its members (each cell is one member's own aggregate):
-    # what recommenders are tuned and judged on at scale (training/recs_eval.py: RECOMMENDER_MEMBERS).
+    # what recommenders are tuned and judged on at scale (the recommender_members setting).
     with step("building interaction matrices" if matrices else "no interaction matrices (none asked of a sample)"):
         for kind, expr_fn, needs in (
             ("products", product_interactions_expr, "product_id" in src.orders.columns),

@@ -25,6 +25,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
 from features.common.sampling import drawn
+from features.common.settings import settings
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,7 @@ _FITTED: OrderedDict[str, BTYD] = OrderedDict()
 # The buyers a population's fit reads at most, drawn at random: four (and three) population parameters are pinned
 # down long before 50,000 members (their standard errors shrink as 1/sqrt(n)), while each of the fit's ~1,000
 # likelihood evaluations costs time in proportion to the members (6 s a fit at 100,000 members, 30 s at 500,000).
-# CDNOW (23,570) and Online Retail (4,300) are fitted whole.
-FIT_MEMBERS = 50_000
+# CDNOW (23,570) and Online Retail (4,300) are fitted whole. (COMMUNITY_ML_FIT_MEMBERS: features/common/settings.py)
 
 # The feature columns the models read.
 SOURCES = ("frequency", "first_order_days_ago", "recency_days", "avg_basket")
@@ -223,7 +223,7 @@ class BTYD:
         if key in _FITTED:
             _FITTED.move_to_end(key)
             return _FITTED[key]
-        sample = summary.sample(FIT_MEMBERS)
+        sample = summary.sample(settings().fit_members)
         repeat = (sample.x > 0) & (sample.monetary > 0)
         bgnbd = BGNBD.fit(sample) if len(sample.x) >= 2 else BGNBD(1.0, 30.0, 1.0, 1.0)
         gamma_gamma = GammaGamma.fit(sample) if repeat.sum() >= 2 else GammaGamma(1.0, 2.0, 1.0)

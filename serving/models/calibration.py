@@ -2,7 +2,7 @@
 
 A logistic map is strictly increasing, so unlike isotonic steps it keeps a score's ranking (and ROC-AUC). LightGBM
 calibrates its log-odds, each churn baseline a transform of its own score; training fits the two numbers
-(training/member_fit.py), every family applies them here.
+(training/members/fit.py), every family applies them here.
 """
 
 from __future__ import annotations

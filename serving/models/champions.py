@@ -6,7 +6,6 @@ built by `community-ml bento build`, from the models the Bento carries, with no 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +14,14 @@ import pandas as pd
 
 from features.common.errors import DataError
 from features.common.home import StateHome
+from features.common.settings import Settings, settings
 from serving.models import registry
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import CHURN, KINDS, ModelKind, Task, kind
 
-MODEL_SOURCE_ENV = "COMMUNITY_ML_MODEL_SOURCE"  # "registry" (default) or "bento"
-CHALLENGER_ENV = "COMMUNITY_ML_CHALLENGER"  # KIND:VERSION, set by `community-ml serve --challenger`
-CHALLENGER_SHARE_ENV = "COMMUNITY_ML_CHALLENGER_SHARE"
+MODEL_SOURCE_ENV = Settings.variable("model_source")
+CHALLENGER_ENV = Settings.variable("challenger")  # KIND:VERSION, set by `community-ml serve --challenger`
+CHALLENGER_SHARE_ENV = Settings.variable("challenger_share")
 PACKED_PREFIX = "community-ml-"  # a packed model's BentoML name: community-ml-KIND, labelled with its dataset
 
 
@@ -116,10 +116,10 @@ class ChallengerSetting:
 
     @classmethod
     def from_env(cls) -> ChallengerSetting | None:
-        configured = os.environ.get(CHALLENGER_ENV, "").strip()
-        if not configured:
+        configured = settings()
+        if not configured.challenger:
             return None
-        return cls.parse(configured, float(os.environ.get(CHALLENGER_SHARE_ENV, "0.1") or 0.1))
+        return cls.parse(configured.challenger, configured.challenger_share)
 
     def env(self) -> dict[str, str]:
         return {CHALLENGER_ENV: f"{self.kind.name}:{self.version}", CHALLENGER_SHARE_ENV: str(self.share)}
@@ -146,7 +146,7 @@ def load_challenger(home: StateHome, dataset: str, setting: ChallengerSetting) -
 def models_from_bento() -> bool:
     """`$COMMUNITY_ML_MODEL_SOURCE` when set (a container built from the Bento sets it); otherwise whether this
     code runs from a Bento that packs our models (`bentoml serve TAG` applies no Bento envs)."""
-    configured = os.environ.get(MODEL_SOURCE_ENV, "").strip().lower()
+    configured = (settings().model_source or "").lower()
     if configured:
         return configured == "bento"
     manifest = Path(__file__).resolve().parents[3] / "bento.yaml"  # <bento>/src/serving/models/champions.py

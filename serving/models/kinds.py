@@ -5,7 +5,7 @@ matrix a recommender learns from and its list defaults, the learned families `tr
 scoring and a Bento take whichever champions a dataset has (the tiers need churn and value:
 serving/models/tiers.py). Adding a kind is one entry here; a new family is declared where its task's families
 are: a recommender family's record in serving/models/families/recommenders.py, a member family's class in
-serving/models/families/ and its record in training/member_fit.py.
+serving/models/families/ and its record in training/members/fit.py.
 """
 
 from __future__ import annotations

@@ -14,15 +14,15 @@ snapshot, which holds the ingested events itself, starts from empty records.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 from features.common.errors import DataError
+from features.common.settings import Settings, settings
 
-REDIS_URL_ENV = "COMMUNITY_ML_REDIS_URL"
+REDIS_URL_ENV = Settings.variable("redis_url")
 RECORD_TTL_SECONDS = 14 * 24 * 3600  # records of a snapshot no longer served expire by themselves
 Record = dict[str, Any]  # {"row": {...}, "items": {"products": {item: weight}}, "events": [key, ...]}
 Entry = dict[str, Any]  # a journal entry: {"table": ..., "key": ..., "row": {...}}
@@ -142,5 +142,5 @@ class RedisStore(FreshStore):
 
 def open_store(namespace: str) -> FreshStore:
     """Redis where `$COMMUNITY_ML_REDIS_URL` names one, else the in-process store."""
-    url = os.environ.get(REDIS_URL_ENV, "").strip()
+    url = settings().redis_url
     return RedisStore(namespace, url) if url else MemoryStore(namespace)

@@ -21,8 +21,8 @@ from features.dataset.synthetic import SyntheticConfig
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.kinds import PRODUCT_RECS
 from serving.prediction_log import PredictionLog, read_log
-from training.frames import stacked, training_cutoffs
-from training.recs_fit import fit_recommender
+from training.items.fit import fit_recommender
+from training.members.frames import stacked, training_cutoffs
 
 MEMBER, OTHER = "M000000", "M000001"  # both bought before AS_OF
 AS_OF = date(2025, 11, 1)

@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.common.home import StateHome
+from features.common.settings import Settings
 from features.dataset.store import Dataset
 from features.pipelines import engines
 from features.pipelines.engines import Engine
@@ -56,9 +57,9 @@ TEST_SPARK_CONF = (
 def spark() -> Iterator[threading.Thread]:
     """The module's Spark session, starting in the background (~10 s of JVM start, while a test trains): join the
     thread before the first Spark build."""
-    saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, engines.SPARK_MASTER_ENV)}
+    saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, Settings.variable("spark_master"))}
     engines.os.environ[engines.SPARK_CONF_ENV] = TEST_SPARK_CONF
-    engines.os.environ[engines.SPARK_MASTER_ENV] = "local[2]"
+    engines.os.environ[Settings.variable("spark_master")] = "local[2]"
     starting = threading.Thread(target=engines.spark_session, name="spark-start")
     starting.start()
     try:

@@ -11,8 +11,8 @@ from features.common.home import StateHome
 from features.dataset.store import Dataset
 from serving.models.kinds import CHURN, VALUE
 from tests.conftest import synthetic
-from training.backtest import BacktestSettings, backtest
-from training.frames import training_cutoffs
+from training.members.evaluation import BacktestSettings, backtest
+from training.members.frames import training_cutoffs
 from training.metrics import expected_calibration_error, normalized_gini, value_metrics
 
 
@@ -74,8 +74,8 @@ def test_the_value_model_beats_the_run_rate_on_a_held_out_cutoff(community: Data
 @pytest.mark.slow
 def test_contributions_explain_the_churn_score_and_more_engagement_does_not_raise_risk(community: Dataset) -> None:
     from serving.models.families.gbm import encode
-    from training.frames import labelled_snapshot, stacked
-    from training.member_fit import fit_gbm
+    from training.members.fit import fit_gbm
+    from training.members.frames import labelled_snapshot, stacked
 
     model = fit_gbm(stacked(community, training_cutoffs(date(2025, 12, 1), 90, 3), 90), CHURN)
     # the model inputs (BG/NBD outputs, RFM score) of the whole population, then 500 of its members
@@ -98,10 +98,10 @@ def test_contributions_explain_the_churn_score_and_more_engagement_does_not_rais
 
 @pytest.mark.slow
 def test_the_blend_weighs_its_parts_on_training_cutoffs_only(community: Dataset, monkeypatch, tmp_path) -> None:
-    import training.member_fit as member_fit
+    import training.members.fit as member_fit
     from serving.models.families import load_model
     from serving.models.inputs import InputContext
-    from training.frames import stacked
+    from training.members.frames import stacked
 
     # given: every frame any part is fitted on, the cutoffs every booster's trees learn from, and every row the
     # weights are fitted on, recorded

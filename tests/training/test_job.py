@@ -18,8 +18,8 @@ from serving.models.batch import score
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.models.registry import champion, connect, set_champion
 from tests.conftest import synthetic, with_champions
+from training.items.fit import item_families
 from training.job import TrainSettings, Verdict, choose, gate, promote, train
-from training.recs_fit import item_families
 from training.trainers import ItemTrainer, MemberTrainer, Tuning, tuning_plan
 
 

@@ -126,7 +126,7 @@ def test_member_kinds_refuse_the_random_split(ratings: Dataset) -> None:
 @pytest.mark.slow
 def test_ease_fits_serves_and_finds_similar_films_of_the_same_taste(ratings: Dataset, tmp_path: Path) -> None:
     from serving.models.families import load_model
-    from training.recs_fit import fit_recommender
+    from training.items.fit import fit_recommender
 
     model = fit_recommender(ratings, CONTENT_RECS, pd.Timestamp("2025-01-01").date(), {}, seed=0, family="ease")
     lists = model.recommend(["U0000", "U0001"], k=5)
@@ -159,7 +159,7 @@ def test_every_family_serves_and_offers_similar_items_and_fold_in_or_says_it_can
     from serving.models.families import load_model
     from serving.models.families.factors import NotOffered
     from serving.models.families.recommenders import FOLD_IN, ITEM_FAMILIES, SIMILAR_ITEMS
-    from training.recs_fit import fit_recommender
+    from training.items.fit import fit_recommender
 
     as_of = pd.Timestamp("2025-01-01").date()
     for family in ITEM_FAMILIES:
@@ -184,7 +184,7 @@ def test_every_family_serves_and_offers_similar_items_and_fold_in_or_says_it_can
 
 def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Dataset) -> None:
     from serving.models.families.recommenders import ITEM_FAMILIES
-    from training.recs_fit import tune_family
+    from training.items.fit import tune_family
 
     trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
     validation = trainer._split(ratings, CONTENT_RECS, pd.Timestamp("2025-01-01").date(), settings, tuning=True)

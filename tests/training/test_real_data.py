@@ -12,8 +12,8 @@ from features.dataset.store import Dataset
 from serving.models.inputs import INPUTS, with_inputs
 from serving.models.kinds import CHURN, VALUE
 from tests.conftest import requires_online_retail
-from training.frames import LabelledFrame, labelled_snapshot
-from training.member_fit import member_family
+from training.members.fit import member_family
+from training.members.frames import LabelledFrame, labelled_snapshot
 
 pytestmark = [requires_online_retail, pytest.mark.slow]
 

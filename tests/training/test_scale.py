@@ -11,10 +11,10 @@ import pytest
 
 from features.common.errors import DataError
 from features.common.home import StateHome
+from features.common.settings import settings
 from features.pipelines.engines import DUCKDB_MEMORY_ENV, DUCKDB_THREADS_ENV, configure_duckdb, duckdb_settings
-from serving.models.btyd import FIT_MEMBERS, RFMSummary
+from serving.models.btyd import RFMSummary
 from tests.conftest import synthetic
-from training.frames import TRAINING_MEMBERS
 
 
 def test_duckdb_takes_its_limits_from_the_environment_or_else_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +41,7 @@ def test_duckdb_takes_its_limits_from_the_environment_or_else_the_machine(monkey
 
 def test_member_kinds_learn_and_are_judged_on_one_fixed_sample_past_the_cap(home: StateHome) -> None:
     from serving.models.kinds import CHURN
-    from training.backtest import BacktestSettings, backtest
+    from training.members.evaluation import BacktestSettings, backtest
 
     # given: a community of 3,000 members where the cap is 1,000
     community = synthetic(home, "big", members=3000, months=14)
@@ -52,19 +52,20 @@ def test_member_kinds_learn_and_are_judged_on_one_fixed_sample_past_the_cap(home
     # then: the sample's members known at each cutoff, in training and in the test alike
     assert 500 < capped["test_members"] <= 1000 < whole["test_members"]
     assert capped["train_rows"] <= 2 * 1000 < whole["train_rows"]
-    assert TRAINING_MEMBERS >= 23_570  # CDNOW's and Online Retail's members are all learned from
+    assert settings().training_members >= 23_570  # CDNOW's and Online Retail's members are all learned from
 
 
 def test_a_population_fit_reads_a_sample_of_buyers_only_past_the_cap() -> None:
+    cap = settings().fit_members
     rng = np.random.default_rng(0)
-    n = FIT_MEMBERS + 500
+    n = cap + 500
     summary = RFMSummary(rng.poisson(2, n).astype(float), rng.random(n) * 100, rng.random(n) * 100 + 100, rng.random(n))
-    sample = summary.sample(FIT_MEMBERS)
-    assert len(sample.x) == FIT_MEMBERS
-    assert np.array_equal(sample.T, summary.sample(FIT_MEMBERS).T)  # the same draw each time
+    sample = summary.sample(cap)
+    assert len(sample.x) == cap
+    assert np.array_equal(sample.T, summary.sample(cap).T)  # the same draw each time
     small = RFMSummary(summary.x[:100], summary.t_x[:100], summary.T[:100], summary.monetary[:100])
-    assert small.sample(FIT_MEMBERS) is small
-    assert FIT_MEMBERS >= 23_570  # CDNOW is fitted whole
+    assert small.sample(cap) is small
+    assert cap >= 23_570  # CDNOW is fitted whole
 
 
 def test_the_gate_bootstraps_a_sample_of_members_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +73,7 @@ def test_the_gate_bootstraps_a_sample_of_members_past_the_cap(monkeypatch: pytes
     from serving.models.kinds import GateMetric
 
     # given: 4,000 members where the gate draws from 1,000 at most
-    monkeypatch.setattr(gate, "GATE_MEMBERS", 1000)
+    monkeypatch.setenv("COMMUNITY_ML_GATE_MEMBERS", "1000")
     rng = np.random.default_rng(5)
     held = gate.HeldOutPredictions()
     actual = rng.gamma(1.0, 50.0, 4000)
@@ -82,7 +83,7 @@ def test_the_gate_bootstraps_a_sample_of_members_past_the_cap(monkeypatch: pytes
     # when
     low, high = gate.paired_interval(GateMetric("rmse", False), held, "ours", "theirs", replicates=300)
     # then: the interval still covers the gain (about 10) and is about twice as wide as all members would give
-    monkeypatch.setattr(gate, "GATE_MEMBERS", 10_000)
+    monkeypatch.setenv("COMMUNITY_ML_GATE_MEMBERS", "10000")
     held.figures.clear()
     all_low, all_high = gate.paired_interval(GateMetric("rmse", False), held, "ours", "theirs", replicates=300)
     assert low < 10 < high and all_low < 10 < all_high

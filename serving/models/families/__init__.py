@@ -3,7 +3,7 @@
 `model_class` maps the "family" written in a saved model's spec.json to its class, so one loader (and one MLflow
 "models from code" file, serving/models/pyfunc_model.py) serves every kind and family. A member family is its
 class (a MemberModel subclass registers the families it loads by being defined), fitted by its record in
-training (training/member_fit.py); a recommender family is its record in recommenders.py (the factorizer,
+training (training/members/fit.py); a recommender family is its record in recommenders.py (the factorizer,
 parameters, search space and what it offers), served by FactorRecommender.
 """
 

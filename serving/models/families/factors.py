@@ -12,7 +12,7 @@ Similar items need item factors that say which items are alike (every family but
 (a member's newest interactions, without retraining) needs either ALS's solver or a member vector that is the
 member's own row (item-knn, EASE, the popularity families); BPR learns member factors only by training.
 
-Training fits the factors (training/recs_fit.py); the registry stores them as one .npz plus a JSON spec, and the
+Training fits the factors (training/items/fit.py); the registry stores them as one .npz plus a JSON spec, and the
 service, batch export and monitoring load them back from here.
 """
 

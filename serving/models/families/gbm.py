@@ -2,7 +2,7 @@
 (the classic models' view of each member, serving/models/inputs.py), with its output turned into what the kind
 predicts: a calibrated probability, or an amount as a correction of the best baseline's prediction.
 
-Training fits the booster (training/member_fit.py); this module scores with it, for the service, batch scoring
+Training fits the booster (training/members/fit.py); this module scores with it, for the service, batch scoring
 and monitoring alike.
 """
 

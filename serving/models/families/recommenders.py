@@ -4,7 +4,7 @@ A record holds how the family is fitted (its factorizer: a train matrix to membe
 parameters, Optuna's search space and first trials, the most items it can be fitted on, whether it is a baseline
 (a learned family must beat it), and how its fitted factors serve (whether a member's vector is their own row,
 what it offers: similar items, folding in a member's newest interactions). The served model (factors.py),
-training's evaluation and tuning (training/recs_eval.py, training/recs_fit.py) and the job all read the record;
+training's evaluation and tuning (training/items/evaluation.py, training/items/fit.py) and the job all read the record;
 adding a family is its record and its factorizer, which is called with the record's defaults under any
 parameters asked for. The algorithms are here rather than in training so
 that the record is whole and the model that serves them can read it (implicit is a serving dependency already,

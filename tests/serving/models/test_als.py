@@ -18,7 +18,7 @@ from serving.models.families import load_model
 from serving.models.families.factors import FactorRecommender
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from serving.models.ranking import rank_items
-from training.recs_fit import fit_recommender
+from training.items.fit import fit_recommender
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from serving.models.base import MemberModel
 from serving.models.families.baselines import baselines_of
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
-from training.frames import LabelledFrame
 from training.job import TrainSettings, choose, logged_predictions, train
-from training.member_fit import MEMBER_FAMILIES, MemberFamily
+from training.members.fit import MEMBER_FAMILIES, MemberFamily
+from training.members.frames import LabelledFrame
 from training.trainers import MemberTrainer
 
 

@@ -21,7 +21,7 @@ from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snaps
 from serving.models.families.factors import FactorRecommender, RecsSpec
 from serving.models.families.recommenders import ITEM_FAMILIES, OutOfTime, fit_deadline, item_family
 from serving.models.kinds import ModelKind
-from training.recs_eval import Split, compare, factor_method
+from training.items.evaluation import Split, compare, factor_method
 from training.tuning import BudgetCap
 
 

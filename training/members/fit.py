@@ -25,7 +25,7 @@ from serving.models.families.combined import BlendModel, CombinedSpec, TwoPartMo
 from serving.models.families.gbm import GBMModel, GBMSpec, categories_of, encode, offset_of
 from serving.models.inputs import INPUTS, fit_btyd, with_inputs_by_cutoff
 from serving.models.kinds import CHURN, ModelKind, Target
-from training.frames import LabelledFrame
+from training.members.frames import LabelledFrame
 
 if TYPE_CHECKING:
     import optuna

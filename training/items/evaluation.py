@@ -126,17 +126,16 @@ def random_split(interactions: Interactions, test_share: float = 0.2, seed: int 
     )
 
 
-# The members a recommender is tuned and judged on at most, on a time split: every family is fitted on the
-# histories of the dataset's fixed sample of this many members and judged on those of them who came back (a
-# community of 100,000 drawn at random from the larger one). Fitting is what grows with members: at 500,000
-# members one BPR fit took 234 s and one ALS fit 43 s, each fitted once to tune and once to judge. The served model
-# is fitted on every member. Measured at 500,000 members: experiments/results/scale.md.
-RECOMMENDER_MEMBERS = 100_000
-# The test members a recommender is judged on at most: ranking them is what judging costs (every family, both
-# kinds of list, every tuning trial), while a member's precision@10 lies in [0, 1], so the mean over 25,000 has a
-# standard error of at most 0.5 / sqrt(25,000) = 0.003 (a bound, not a measurement).
-# Online Retail (about 2,000 test members) and the rating benchmarks are judged whole.
-JUDGED_MEMBERS = 25_000
+# The members a recommender is tuned and judged on at most, on a time split: every family is fitted on the histories of
+# the dataset's fixed sample of this many members (COMMUNITY_ML_RECOMMENDER_MEMBERS) and judged on those of them who
+# came back (a community of 100,000 drawn at random from the larger one). Fitting is what grows with members: at 500,000
+# members one BPR fit took 234 s and one ALS fit 43 s, each fitted once to tune and once to judge. The served model is
+# fitted on every member. Measured at 500,000 members: experiments/results/scale.md.
+#
+# The test members a recommender is judged on at most (COMMUNITY_ML_JUDGED_MEMBERS): ranking them is what judging costs
+# (every family, both kinds of list, every tuning trial), while a member's precision@10 lies in [0, 1], so the mean over
+# 25,000 has a standard error of at most 0.5 / sqrt(25,000) = 0.003 (a bound, not a measurement). Online Retail (about
+# 2,000 test members) and the rating benchmarks are judged whole.
 
 
 def of_members(split: Split, members: int | None, seed: int = 0) -> Split:

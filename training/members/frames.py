@@ -48,7 +48,8 @@ def training_cutoffs(as_of: date, horizon_days: int, count: int, step_days: int 
     return [last - timedelta(days=step_days * k) for k in range(count)]
 
 
-# The members a member model learns from and is judged on at most (`--training-members`): a fixed sample of the
+# The members a member model learns from and is judged on at most (`--training-members`, default the setting
+# COMMUNITY_ML_TRAINING_MEMBERS, 25,000: features/common/settings.py): a fixed sample of the
 # dataset's members (features/pipelines/snapshots.py: member_sample), drawn once, whose snapshots are built from their
 # own events only. Snapshots, population fits and LightGBM's rows then grow with the sample, not the community.
 # LightGBM's cost is rounds x rows (about 30 ms a round at 300,000 rows on 2 cores; `train value` fits 12
@@ -57,7 +58,6 @@ def training_cutoffs(as_of: date, horizon_days: int, count: int, step_days: int 
 # gate's intervals on three held-out cutoffs of 25,000 are under a hundredth of ROC-AUC wide
 # (experiments/results/scale.md). Online Retail (about 4,000 members), CDNOW (23,570) and the demo (10,000) are
 # learned from and judged whole.
-TRAINING_MEMBERS = 25_000
 
 
 def stacked(dataset: Dataset, cutoffs: list[date], horizon_days: int, members: int | None = None) -> LabelledFrame:

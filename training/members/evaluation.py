@@ -12,13 +12,14 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from features.common.progress import step
+from features.common.settings import settings as project_settings
 from features.dataset.store import Dataset
 from serving.models.families.baselines import baselines_of
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
-from training.frames import TRAINING_MEMBERS, LabelledFrame, labelled_snapshot, stacked, training_cutoffs
 from training.gate import HeldOutPredictions
-from training.member_fit import fitted
+from training.members.fit import fitted
+from training.members.frames import LabelledFrame, labelled_snapshot, stacked, training_cutoffs
 from training.metrics import churn_metrics, value_metrics
 
 
@@ -29,7 +30,9 @@ class BacktestSettings(BaseModel):
     horizon_days: int = Field(90, ge=7, le=365)
     training_cutoffs: int = Field(6, ge=1, le=36, description="monthly training cutoffs before each test cutoff")
     training_members: int | None = Field(
-        TRAINING_MEMBERS, ge=1_000, description="members learned from and judged on at most: a fixed sample (None: all)"
+        default_factory=lambda: project_settings().training_members,
+        ge=1_000,
+        description="members learned from and judged on at most: a fixed sample (None: all)",
     )
     seed: int = 0
     params: dict[str, dict[str, Any]] = Field(

@@ -1,0 +1,158 @@
+"""Every setting the project reads from the environment, declared once: its variable, default and meaning.
+
+This is the one module that reads the environment (a test fails on any other that does). `settings()` gives the
+effective values; `community-ml settings` prints them with where each came from, secrets masked, and
+`community-ml settings --markdown` prints the README's table. A value is read when it is asked for, not at
+import, so a test or a long-running process sees the environment as it is now.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.common.errors import DataError
+
+PREFIX = "COMMUNITY_ML_"
+MASK = "****"
+# A URL's password (redis://user:PASSWORD@host): masked wherever a URL is shown.
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*):([^@]+)@")
+
+
+class Settings(BaseSettings):
+    """The settings, by field; each field's variable is `COMMUNITY_ML_<FIELD>` unless it names another."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore", frozen=True)
+
+    # Where state lives
+    home: Path = Field(
+        Path(".community-ml"),
+        description="the state folder: datasets, features, MLflow, logs, reports (relative: to the working folder)",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI"),
+        description="an MLflow server to track and register with; unset: a local sqlite registry in the home",
+    )
+    # Feature engines
+    engine: str = Field("duckdb", description="what builds feature snapshots: duckdb or spark (--engine overrides it)")
+    duckdb_memory: str | None = Field(
+        None, description="DuckDB's memory limit, e.g. 8GB; unset: a share of the machine's memory"
+    )
+    duckdb_threads: int | None = Field(None, ge=1, description="DuckDB's threads; unset: the machine's cores")
+    spark_master: str = Field(
+        "local[*]", description="the Spark master URL: local[*], spark://HOST:7077, yarn, k8s://..."
+    )
+    spark_conf: str = Field("", description="extra Spark settings, key=value separated by commas or new lines")
+    spark_tables: str | None = Field(
+        None, description="a URI Spark reads each dataset's tables from (<uri>/<dataset>/<table>.parquet)"
+    )
+    java_home: str | None = Field(
+        None,
+        validation_alias=AliasChoices("JAVA_HOME"),
+        description="the Java Spark runs on (17 or 21); unset or another version: one under /usr/lib/jvm",
+    )
+    # Privacy
+    pseudonym_key: str | None = Field(
+        None,
+        description="the secret key of member pseudonyms in logs and reports (set it from a secret store); "
+        "unset: a random key kept in the home",
+        json_schema_extra={"secret": True},
+    )
+    # Serving
+    dataset: str = Field("demo", description="the dataset the service serves (set by community-ml serve)")
+    api_key: str | None = Field(
+        None,
+        description="when set, every API call but the health and docs routes needs it in x-api-key",
+        json_schema_extra={"secret": True},
+    )
+    workers: int | None = Field(
+        None, ge=0, description="service worker processes (set by serve --workers); unset or 0: one per core"
+    )
+    redis_url: str | None = Field(
+        None,
+        description="a Redis the service's workers share fresh events through; unset: each worker folds the journal",
+        json_schema_extra={"secret": True},
+    )
+    model_source: str | None = Field(
+        None,
+        description="where the service loads champions from: registry or bento; unset: bento when running from a "
+        "Bento that packs them, else the MLflow registry",
+    )
+    challenger: str | None = Field(
+        None, description="KIND:VERSION served to a share of members beside the champion (set by serve --challenger)"
+    )
+    challenger_share: float = Field(0.1, description="the share of members the challenger answers")
+    # Sample caps: what grows with the community is bounded by these (each a fixed, seeded sample)
+    training_members: int = Field(
+        25_000, ge=1_000, description="members a member model learns from and is judged on at most"
+    )
+    gate_members: int = Field(50_000, ge=100, description="members the gate's bootstrap draws from at most")
+    fit_members: int = Field(
+        50_000, ge=100, description="members BG/NBD and Gamma-Gamma population fits learn from at most"
+    )
+    recommender_members: int = Field(
+        100_000, ge=1_000, description="members recommenders are tuned and judged on at most"
+    )
+    judged_members: int = Field(25_000, ge=100, description="test members a recommender is judged on at most")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _stripped(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of a field."""
+        alias = cls.model_fields[field].validation_alias
+        return alias.choices[0] if isinstance(alias, AliasChoices) else f"{PREFIX}{field.upper()}"  # type: ignore[return-value]
+
+    @classmethod
+    def is_secret(cls, field: str) -> bool:
+        extra = cls.model_fields[field].json_schema_extra
+        return isinstance(extra, dict) and bool(extra.get("secret"))
+
+    def shown(self, field: str) -> str:
+        """A field's value as it may be printed: secrets masked (a URL keeps all but its password)."""
+        value = getattr(self, field)
+        if value is None:
+            return ""
+        if self.is_secret(field):
+            return _URL_PASSWORD.sub(rf"\1:{MASK}@", str(value)) if "://" in str(value) else MASK
+        return str(value)
+
+
+VARIABLES = tuple(Settings.variable(f) for f in Settings.model_fields)
+_cache: dict[tuple[str | None, ...], Settings] = {}
+
+
+def settings() -> Settings:
+    """The settings as the environment holds them now (parsed again only when a variable changed)."""
+    key = tuple(os.environ.get(v) for v in VARIABLES)
+    found = _cache.get(key)
+    if found is None:
+        try:
+            found = Settings()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{Settings.variable(str(e['loc'][0]))}={os.environ.get(Settings.variable(str(e['loc'][0])))!r}: "
+                f"{e['msg']}"
+                for e in exc.errors()
+            )
+            raise DataError(f"invalid setting in the environment: {problems}") from exc
+        _cache.clear()
+        _cache[key] = found
+    return found
+
+
+def sources() -> dict[str, str]:
+    """Where each field's value came from: "environment" where its variable is set (not empty), else "default"."""
+    return {
+        f: "environment" if os.environ.get(Settings.variable(f), "").strip() else "default"
+        for f in Settings.model_fields
+    }
