@@ -33,8 +33,9 @@ from features.dataset.synthetic import SyntheticConfig
 from monitoring.campaign_report import CampaignReportSettings, campaign_report
 from serving.models.kinds import UPLIFT
 from training.metrics import uplift_metrics
-from training.trainers import TrainSettings
-from training.uplift import CHURN_TARGETING, UpliftTrainer, churn_scores, fit_uplift
+from training.trainer import TrainSettings
+from training.uplift.fit import fit_uplift
+from training.uplift.trainer import CHURN_TARGETING, UpliftTrainer, churn_scores
 
 ROOT = Path(".community-ml-bench/uplift")
 CAMPAIGN_AT = date(2025, 7, 1)

@@ -21,9 +21,9 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from features.dataset.store import Dataset
 from serving.models.kinds import ModelKind, Target
-from training.members.evaluation import target_metrics
 from training.members.fit import fit_gbm
 from training.members.frames import LabelledFrame, labelled_snapshot
+from training.metrics import target_metrics
 
 FOLDS = 5
 

@@ -40,11 +40,12 @@ from features.dataset.store import Dataset
 from serving.models import registry
 from serving.models.batch import score_members
 from serving.models.kinds import CHURN, VALUE, GateMetric, ModelKind
-from training.gate import WEIGHTED, HeldOutPredictions, paired_interval
+from training.gate import HeldOutPredictions, paired_interval
 from training.job import TrainResult, TrainSettings, train
-from training.job import logged_predictions as job_predictions
-from training.members.evaluation import BacktestSettings, backtest, decile_chart, target_metrics
+from training.members.evaluation import BacktestSettings, backtest, decile_chart
 from training.members.frames import labelled_snapshot
+from training.metrics import WEIGHTED, target_metrics
+from training.tracking import logged_predictions as job_predictions
 
 COLUMNS = {
     CHURN: ("roc_auc", "pr_auc", "brier", "calibration_error"),

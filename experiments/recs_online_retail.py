@@ -27,8 +27,9 @@ from features.dataset.synthetic import SyntheticConfig
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS, ModelKind, Task
 from training.items.evaluation import Recommend, Split, compare, factor_method, random_split, time_split
+from training.items.trainer import RANDOM_TEST_SHARE
 from training.job import TrainResult, TrainSettings, train
-from training.trainers import RANDOM_TEST_SHARE, TUNING_BUDGET_SECONDS
+from training.tuning import TUNING_BUDGET_SECONDS
 
 # Every item family `train` judges (with its defaults), and item-knn's other weighting.
 FAMILIES: dict[str, tuple[str, dict]] = {

@@ -183,7 +183,7 @@ def promote_command(
 ) -> None:
     """Make a registered version the dataset's champion, only if it beats the baselines and the champion on its
     own held-out data."""
-    from training.job import promote
+    from training.promoting import promote
 
     with user_errors():
         home = StateHome.from_env()

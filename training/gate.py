@@ -24,6 +24,7 @@ import numpy as np
 
 from features.common.settings import settings as project_settings
 from serving.models.kinds import GateMetric, ModelKind
+from training.metrics import WEIGHTED, unnormalised_weighted_gini
 
 REPLICATES = 1000
 CONFIDENCE = 0.95
@@ -325,50 +326,7 @@ def _chunk_figures(
 ) -> dict[str, np.ndarray]:
     """Each method's figure under each row of weights (the Gini's perfect ranking worked out once for all)."""
     if metric == "normalized_gini":
-        perfect = _weighted_gini(actual, actual, weights)
-        return {m: _weighted_gini(actual, p, weights) / perfect for m, p in predictions.items()}
+        perfect = unnormalised_weighted_gini(actual, actual, weights)
+        return {m: unnormalised_weighted_gini(actual, p, weights) / perfect for m, p in predictions.items()}
     score = WEIGHTED[metric]
     return {m: score(actual, p, weights) for m, p in predictions.items()}
-
-
-def weighted_rmse(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """RMSE under each column of count weights (members x replicates)."""
-    return np.sqrt(((actual - predicted) ** 2 @ weights) / weights.sum(axis=0))
-
-
-def _weighted_gini(actual: np.ndarray, order_by: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """`training.metrics.normalized_gini`'s unnormalised Gini with each member repeated as often as weighed: a member
-    of weight w holds w places in a row, over which the cumulative spend climbs by its spend each place."""
-    order = np.lexsort((np.arange(len(order_by)), -order_by))
-    a, w = actual[order, None], weights[order]
-    spent = w * a
-    before = np.cumsum(spent, axis=0) - spent
-    places = w.sum(axis=0)
-    total = spent.sum(axis=0)
-    area = (w * before).sum(axis=0) + (a * w * (w + 1)).sum(axis=0) / 2
-    return area / (total * places) - (places + 1) / (2 * places)
-
-
-def weighted_gini(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Normalized Gini under each column of count weights."""
-    return _weighted_gini(actual, predicted, weights) / _weighted_gini(actual, actual, weights)
-
-
-def weighted_auc(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC-AUC under each column of count weights; tied scores count half, as in sklearn."""
-    order = np.argsort(predicted, kind="stable")
-    s, y, w = predicted[order], actual[order, None] > 0, weights[order]
-    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]
-    positives = np.add.reduceat(w * y, starts, axis=0)
-    negatives = np.add.reduceat(w * ~y, starts, axis=0)
-    below = np.cumsum(negatives, axis=0) - negatives
-    pairs = positives.sum(axis=0) * negatives.sum(axis=0)
-    return (positives * (below + negatives / 2)).sum(axis=0) / pairs
-
-
-# The gate metrics a bootstrap can weigh: (actual, predicted, count weights per replicate) -> one figure each.
-WEIGHTED: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "rmse": weighted_rmse,
-    "normalized_gini": weighted_gini,
-    "roc_auc": weighted_auc,
-}

@@ -1,9 +1,16 @@
-"""Evaluation metrics for churn (ranking and calibration) and value (error and ranking)."""
+"""Every metric a candidate is judged by, defined once: churn's ranking and calibration, value's error and
+ranking, a kind's target metrics, recommenders' top-k metrics, uplift's Qini and lift, and the gate's
+bootstrap versions of its metrics (each figure under many rows of count weights at once)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from serving.models.kinds import ModelKind, Target
 
 
 def churn_metrics(churned: np.ndarray, score: np.ndarray, probability: bool) -> dict[str, float]:
@@ -91,3 +98,81 @@ def uplift_metrics(score: np.ndarray, treated: np.ndarray, outcome: np.ndarray) 
         "uplift_at_10": uplift_at(score, treated, outcome, 0.1),
         "uplift_at_30": uplift_at(score, treated, outcome, 0.3),
     }
+
+
+def target_metrics(kind: ModelKind, test: pd.DataFrame, predicted: np.ndarray) -> dict[str, float]:
+    """The metrics of what the kind predicts: ranking and calibration of a yes/no label's probabilities; error
+    and ranking of an amount."""
+    label = test[str(kind.label)]
+    if kind.target is Target.binary:
+        return churn_metrics(label.astype(int).to_numpy(), predicted, probability=True)
+    return value_metrics(label.clip(lower=0).to_numpy(dtype=float), predicted)
+
+
+def top_k_metrics(
+    recs: list[np.ndarray], truth: list[set[int]], seen: list[set[int]], k: int, catalogue: int
+) -> dict[str, float]:
+    """precision, recall, nDCG, MAP and new-to-member precision at k, and catalogue coverage."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    precision, recall, ndcg, ap, new = [], [], [], [], []
+    for items, relevant, had in zip(recs, truth, seen, strict=True):
+        hits = np.array([i in relevant for i in items[:k]], dtype=float)
+        precision.append(hits.sum() / k)
+        recall.append(hits.sum() / len(relevant))
+        ideal = discounts[: min(len(relevant), k)].sum()
+        ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal))
+        cumulative = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        ap.append(float((cumulative * hits).sum() / min(len(relevant), k)))
+        new.append(sum(1 for i in items[:k] if i in relevant and i not in had) / k)
+    covered = len(set(np.concatenate(recs).tolist())) if recs else 0
+    return {
+        "precision": float(np.mean(precision)),
+        "recall": float(np.mean(recall)),
+        "ndcg": float(np.mean(ndcg)),
+        "map": float(np.mean(ap)),
+        "new_precision": float(np.mean(new)),
+        "coverage": covered / catalogue,
+    }
+
+
+def weighted_rmse(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """RMSE under each column of count weights (members x replicates)."""
+    return np.sqrt(((actual - predicted) ** 2 @ weights) / weights.sum(axis=0))
+
+
+def unnormalised_weighted_gini(actual: np.ndarray, order_by: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`training.metrics.normalized_gini`'s unnormalised Gini with each member repeated as often as weighed: a member
+    of weight w holds w places in a row, over which the cumulative spend climbs by its spend each place."""
+    order = np.lexsort((np.arange(len(order_by)), -order_by))
+    a, w = actual[order, None], weights[order]
+    spent = w * a
+    before = np.cumsum(spent, axis=0) - spent
+    places = w.sum(axis=0)
+    total = spent.sum(axis=0)
+    area = (w * before).sum(axis=0) + (a * w * (w + 1)).sum(axis=0) / 2
+    return area / (total * places) - (places + 1) / (2 * places)
+
+
+def weighted_gini(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Normalized Gini under each column of count weights."""
+    return unnormalised_weighted_gini(actual, predicted, weights) / unnormalised_weighted_gini(actual, actual, weights)
+
+
+def weighted_auc(actual: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC under each column of count weights; tied scores count half, as in sklearn."""
+    order = np.argsort(predicted, kind="stable")
+    s, y, w = predicted[order], actual[order, None] > 0, weights[order]
+    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]
+    positives = np.add.reduceat(w * y, starts, axis=0)
+    negatives = np.add.reduceat(w * ~y, starts, axis=0)
+    below = np.cumsum(negatives, axis=0) - negatives
+    pairs = positives.sum(axis=0) * negatives.sum(axis=0)
+    return (positives * (below + negatives / 2)).sum(axis=0) / pairs
+
+
+# The gate metrics a bootstrap can weigh: (actual, predicted, count weights per replicate) -> one figure each.
+WEIGHTED: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "rmse": weighted_rmse,
+    "normalized_gini": weighted_gini,
+    "roc_auc": weighted_auc,
+}

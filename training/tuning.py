@@ -1,21 +1,56 @@
-"""Optuna tuning of a member family's parameters on validation cutoffs only (never the held-out test cutoffs)."""
+"""How much tuning a run may do: the plan `--trials` and `--budget-seconds` ask for, each task's default budget,
+and the cap that stops a study before a trial that would overrun it. Each task tunes its own families (members/,
+items/); Optuna never sees a held-out test cutoff or split."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import optuna
-import pandas as pd
 
-from features.common.errors import DataError
 from features.common.progress import say
-from features.dataset.store import Dataset
-from serving.models.kinds import ModelKind
-from training.members.evaluation import BacktestSettings, backtest
-from training.members.fit import member_family
+from serving.models.kinds import Task
+
+if TYPE_CHECKING:
+    from training.trainer import TrainSettings
+
+# Tuning when neither --trials nor --budget-seconds says otherwise: a recommender trial is one fit and ranking of a
+# validation split (seconds), so a minute tunes every item family; a LightGBM trial refits on every validation
+# cutoff (a minute or more on real data), so member kinds are tuned only when asked.
+TUNING_BUDGET_SECONDS: dict[Task, float] = {Task.items: 60.0, Task.member: 0.0}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How much Optuna may search: trials per family and/or seconds in all (None: no limit of that kind)."""
+
+    trials: int | None
+    seconds: float | None
+
+    def __str__(self) -> str:
+        return self.describe(" per family", " in all")
+
+    def describe(self, per_trials: str, per_seconds: str) -> str:
+        limits = [f"{self.trials} trials{per_trials}"] if self.trials else []
+        limits += [f"{self.seconds:.0f} s{per_seconds}"] if self.seconds else []
+        return " and ".join(limits)
+
+    def share(self, families: int) -> Tuning:
+        """Each of `families` families' part of the budget: the same trials, an equal share of the seconds."""
+        return Tuning(self.trials, None if self.seconds is None else self.seconds / max(families, 1))
+
+
+def tuning_plan(settings: TrainSettings, task: Task) -> Tuning | None:
+    """What `--trials` and `--budget-seconds` ask for (None: no tuning); with neither, the task's default budget."""
+    if settings.trials == 0 or settings.budget_seconds == 0:
+        return None
+    if settings.trials is None and settings.budget_seconds is None:
+        default = TUNING_BUDGET_SECONDS[task]
+        return Tuning(None, default) if default else None
+    return Tuning(settings.trials, settings.budget_seconds)
 
 
 class BudgetCap:
@@ -41,56 +76,3 @@ class BudgetCap:
             )
         if now - self.started + self.longest > self.seconds:
             study.stop()
-
-
-def tune(
-    dataset: Dataset,
-    kind: ModelKind,
-    family: str,
-    cutoffs: list[date],
-    *,
-    trials: int | None,
-    seconds: float | None = None,
-    horizon_days: int,
-    training_cutoffs: int,
-    seed: int,
-    training_members: int | None = None,
-    study_name: str,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Best parameters over `trials` backtests on the validation `cutoffs` (and/or as many as `seconds` allow: no
-    trial starts that the longest so far says would overrun them), and every trial as a table.
-
-    The study is stored in `<home>/optuna.db` under `study_name`, so it can be inspected or resumed.
-    """
-    suggest = member_family(family).search
-    if suggest is None:
-        raise DataError(f"the {family} family of {kind.name} has no parameters to tune: train it with --trials 0")
-    # What the kind is tuned for: the first metric of its gate (churn ranks members, value predicts amounts).
-    objective_metric = kind.gate[0]
-    metric, direction = objective_metric.name, "maximize" if objective_metric.higher_is_better else "minimize"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{dataset.home.root / 'optuna.db'}"
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        load_if_exists=True,
-    )
-
-    def objective(trial: optuna.Trial) -> float:
-        settings = BacktestSettings(
-            cutoffs=cutoffs,
-            horizon_days=horizon_days,
-            training_cutoffs=training_cutoffs,
-            training_members=training_members,
-            seed=seed,
-            params={family: suggest(trial)},
-        )
-        report = backtest(dataset, kind, settings, families=[family])
-        score = float(report.mean_by_method().loc[family, metric])
-        say(f"  {family} trial {trial.number + 1}: {metric} {score:.4f}")
-        return score
-
-    study.optimize(objective, n_trials=trials, timeout=seconds, callbacks=[BudgetCap(family, seconds)])
-    return dict(study.best_params), study.trials_dataframe()

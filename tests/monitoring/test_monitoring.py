@@ -267,7 +267,8 @@ def test_training_promoting_serving_and_monitoring_one_dataset_never_touch_anoth
     from serving.models.champions import load_champions
     from serving.models.registry import champion, connect, versions
     from serving.predictions import load_state
-    from training.job import promote, train
+    from training.job import train
+    from training.promoting import promote
 
     client = connect(home)
     # when: shifted's churn model is trained again and put through promotion

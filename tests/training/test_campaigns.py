@@ -24,7 +24,8 @@ from serving.models.champions import Champions, load_champions
 from serving.models.kinds import UPLIFT
 from tests.conftest import synthetic
 from training.job import TrainSettings, train
-from training.uplift import campaign_data, fit_uplift
+from training.uplift.data import campaign_data
+from training.uplift.fit import fit_uplift
 
 CAMPAIGN_AT = date(2025, 7, 1)
 HORIZON = 30

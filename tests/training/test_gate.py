@@ -8,8 +8,8 @@ import pytest
 from scipy.stats import norm
 
 from serving.models.kinds import CHURN, VALUE, GateMetric
-from training.gate import HeldOutPredictions, gate, paired_interval, weighted_auc, weighted_gini, weighted_rmse
-from training.metrics import normalized_gini, value_metrics
+from training.gate import HeldOutPredictions, gate, paired_interval
+from training.metrics import normalized_gini, value_metrics, weighted_auc, weighted_gini, weighted_rmse
 
 RMSE, AUC = GateMetric("rmse", False), GateMetric("roc_auc", True)
 

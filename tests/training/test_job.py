@@ -18,9 +18,14 @@ from serving.models.batch import score
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.models.registry import champion, connect, set_champion
 from tests.conftest import synthetic, with_champions
+from training.choosing import choose
+from training.gate import Verdict, gate
 from training.items.fit import item_families
-from training.job import TrainSettings, Verdict, choose, gate, promote, train
-from training.trainers import ItemTrainer, MemberTrainer, Tuning, tuning_plan
+from training.items.trainer import ItemTrainer
+from training.job import TrainSettings, train
+from training.members.trainer import MemberTrainer
+from training.promoting import promote
+from training.tuning import Tuning, tuning_plan
 
 
 def test_the_gate_needs_every_rival_beaten_on_every_gate_metric() -> None:
@@ -64,8 +69,8 @@ def test_a_family_that_wins_repeat_lists_but_not_new_item_lists_is_not_chosen() 
 
 def test_each_training_run_gets_a_trainer_of_its_own() -> None:
     from serving.models.kinds import UPLIFT
-    from training.job import trainer
-    from training.uplift import UpliftTrainer
+    from training.tasks import trainer
+    from training.uplift.trainer import UpliftTrainer
 
     # what a trainer prepares in a run (uplift: the campaign's members) must not outlive it: the next run, after
     # new exposures were recorded, would judge stale members
@@ -143,7 +148,7 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
     booster = next(community.home.mlflow_artifacts.glob(f"models/{source}/**/booster.txt"))
     with monkeypatch.context() as patched:
         # The gate is told the candidate wins: only its damaged files may refuse it.
-        patched.setattr("training.job.gate", lambda *args: Verdict(passed=True, reasons=[]))
+        patched.setattr("training.choosing.gate", lambda *args: Verdict(passed=True, reasons=[]))
         booster.write_text("tree\nnot a LightGBM model")
         damaged = promote(community.home, "community", CHURN, "2")
         booster.unlink()

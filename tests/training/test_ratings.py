@@ -16,8 +16,9 @@ from features.common.home import StateHome
 from features.dataset.store import Dataset
 from serving.models.kinds import CONTENT_RECS
 from serving.models.registry import connect
+from training.items.trainer import RANDOM_TEST_SHARE, ItemTrainer
 from training.job import train
-from training.trainers import RANDOM_TEST_SHARE, ItemTrainer, TrainSettings
+from training.trainer import TrainSettings
 
 MEMBERS, ITEMS, TASTES, RATED = 400, 120, 3, 12
 
@@ -184,7 +185,7 @@ def test_every_family_serves_and_offers_similar_items_and_fold_in_or_says_it_can
 
 def test_tuning_starts_from_the_family_defaults_and_never_ends_worse(ratings: Dataset) -> None:
     from serving.models.families.recommenders import ITEM_FAMILIES
-    from training.items.fit import tune_family
+    from training.items.tuning import tune_family
 
     trainer, settings = ItemTrainer(), TrainSettings(split="random-per-item")
     validation = trainer._split(ratings, CONTENT_RECS, pd.Timestamp("2025-01-01").date(), settings, tuning=True)

@@ -17,7 +17,8 @@ from features.pipelines.interactions import Interactions
 from features.pipelines.snapshots import Snapshot
 from serving.models.kinds import CONTENT_RECS, PRODUCT_RECS
 from tests.conftest import requires_online_retail, synthetic
-from training.items.evaluation import Recommend, Split, compare, factor_method, random_split, time_split, top_k_metrics
+from training.items.evaluation import Recommend, Split, compare, factor_method, random_split, time_split
+from training.metrics import top_k_metrics
 
 
 # The families as a split's recommenders, with their defaults: the methods these tests (and
@@ -133,7 +134,7 @@ def test_a_tuning_trial_past_its_share_is_stopped_and_the_family_keeps_its_defau
     community: Dataset, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from serving.models.families.recommenders import OutOfTime, bpr_factors, fit_deadline, item_family
-    from training.items.fit import tune_family
+    from training.items.tuning import tune_family
 
     split = time_split(community, PRODUCT_RECS, date(2025, 9, 1), 90)
     params = {**item_family("bpr").defaults, "iterations": 5}

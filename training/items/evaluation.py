@@ -25,6 +25,7 @@ from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snaps
 from serving.models.families.recommenders import item_family, member_vectors
 from serving.models.kinds import ModelKind
 from serving.models.ranking import rank_items, single_threaded_blas
+from training.metrics import top_k_metrics
 
 # What counts as a later interaction: a purchase for products; a read, like or share for content (any action
 # where the data has none of those).
@@ -43,32 +44,6 @@ class Split:
         """Per test member, the item columns of their train row (built once: every comparison reads it)."""
         own = self.train[self.users]
         return [set(row.tolist()) for row in np.split(own.indices, own.indptr[1:-1])]
-
-
-def top_k_metrics(
-    recs: list[np.ndarray], truth: list[set[int]], seen: list[set[int]], k: int, catalogue: int
-) -> dict[str, float]:
-    """precision, recall, nDCG, MAP and new-to-member precision at k, and catalogue coverage."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, recall, ndcg, ap, new = [], [], [], [], []
-    for items, relevant, had in zip(recs, truth, seen, strict=True):
-        hits = np.array([i in relevant for i in items[:k]], dtype=float)
-        precision.append(hits.sum() / k)
-        recall.append(hits.sum() / len(relevant))
-        ideal = discounts[: min(len(relevant), k)].sum()
-        ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal))
-        cumulative = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        ap.append(float((cumulative * hits).sum() / min(len(relevant), k)))
-        new.append(sum(1 for i in items[:k] if i in relevant and i not in had) / k)
-    covered = len(set(np.concatenate(recs).tolist())) if recs else 0
-    return {
-        "precision": float(np.mean(precision)),
-        "recall": float(np.mean(recall)),
-        "ndcg": float(np.mean(ndcg)),
-        "map": float(np.mean(ap)),
-        "new_precision": float(np.mean(new)),
-        "coverage": covered / catalogue,
-    }
 
 
 def time_split(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int, members: int | None = None) -> Split:

@@ -14,13 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from features.common.progress import step
 from features.common.settings import settings as project_settings
 from features.dataset.store import Dataset
-from serving.models.families.baselines import baselines_of
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
 from training.gate import HeldOutPredictions
-from training.members.fit import fitted
+from training.members.fit import families_of, fitted
 from training.members.frames import LabelledFrame, labelled_snapshot, stacked, training_cutoffs
-from training.metrics import churn_metrics, value_metrics
+from training.metrics import target_metrics
 
 
 class BacktestSettings(BaseModel):
@@ -62,20 +61,6 @@ class BacktestReport(BaseModel):
     def mean_by_method(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows).drop(columns=["cutoff"])
         return frame.groupby("method", sort=False).mean(numeric_only=True)
-
-
-def target_metrics(kind: ModelKind, test: pd.DataFrame, predicted: np.ndarray) -> dict[str, float]:
-    """The metrics of what the kind predicts: ranking and calibration of a yes/no label's probabilities; error
-    and ranking of an amount."""
-    label = test[str(kind.label)]
-    if kind.target is Target.binary:
-        return churn_metrics(label.astype(int).to_numpy(), predicted, probability=True)
-    return value_metrics(label.clip(lower=0).to_numpy(dtype=float), predicted)
-
-
-def families_of(kind: ModelKind) -> list[str]:
-    """Every family judged for a member kind: the learned families it declares, then the baselines of its target."""
-    return [*kind.families, *baselines_of(kind.target)]
 
 
 def backtest(

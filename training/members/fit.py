@@ -20,7 +20,7 @@ from features.common.errors import DataError
 from features.pipelines.schema import FEATURES
 from serving.models.base import MemberModel
 from serving.models.calibration import logit
-from serving.models.families.baselines import BASELINES, BaselineModel, BaselineSpec
+from serving.models.families.baselines import BASELINES, BaselineModel, BaselineSpec, baselines_of
 from serving.models.families.combined import BlendModel, CombinedSpec, TwoPartModel
 from serving.models.families.gbm import GBMModel, GBMSpec, categories_of, encode, offset_of
 from serving.models.inputs import INPUTS, fit_btyd, with_inputs_by_cutoff
@@ -355,3 +355,8 @@ def member_family(name: str) -> MemberFamily:
 
 
 __all__ = ["INPUTS", "MEMBER_FAMILIES", "MemberFamily", "fit_baseline", "fit_gbm", "lgb_params", "member_family"]
+
+
+def families_of(kind: ModelKind) -> list[str]:
+    """Every family judged for a member kind: the learned families it declares, then the baselines of its target."""
+    return [*kind.families, *baselines_of(kind.target)]

@@ -8,7 +8,7 @@
 - "random": no targeting; every member gets the campaign's average effect, so any order of them is as good as
   another. The baseline the learners must beat, and what serves when none does.
 
-Training fits them (training/uplift.py); this module scores with them.
+Training fits them (training/uplift/fit.py); this module scores with them.
 """
 
 from __future__ import annotations

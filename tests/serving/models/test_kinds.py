@@ -21,10 +21,12 @@ from serving.models.base import MemberModel
 from serving.models.families.baselines import baselines_of
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
-from training.job import TrainSettings, choose, logged_predictions, train
+from training.choosing import choose
+from training.job import TrainSettings, train
 from training.members.fit import MEMBER_FAMILIES, MemberFamily
 from training.members.frames import LabelledFrame
-from training.trainers import MemberTrainer
+from training.members.trainer import MemberTrainer
+from training.tracking import logged_predictions
 
 
 class ConstantModel(MemberModel):
