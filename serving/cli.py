@@ -13,7 +13,7 @@ import typer
 from features.common.cli_kit import DatasetOption, JsonOption, console, user_errors
 from features.common.errors import DataError
 from features.common.home import StateHome
-from features.common.settings import Settings, settings
+from features.common.settings import Settings, project_settings
 from features.dataset.store import Dataset
 from features.pipelines import engines
 from features.pipelines.engines import Engine, EngineOption
@@ -84,7 +84,7 @@ def serve_command(
     )
 
     with user_errors():
-        if not is_loopback(host) and not settings().api_key:
+        if not is_loopback(host) and not project_settings().api_key:
             raise DataError(
                 f"--host {host} is reachable from other machines: set {Settings.variable('api_key')} so that every "
                 "call needs an x-api-key header, or serve on 127.0.0.1"

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 
 from features.common.errors import DataError
 from features.common.home import StateHome
-from features.common.settings import settings
+from features.common.settings import project_settings
 from serving.coalesce import Coalescer
 from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
@@ -85,7 +85,7 @@ class ApiKeyMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        expected = settings().api_key
+        expected = project_settings().api_key
         if expected and scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = dict(scope["headers"]).get(b"x-api-key", b"")
             if not hmac.compare_digest(given, expected.encode()):  # bytes: any header value compares, in constant time
@@ -105,13 +105,13 @@ class ApiKeyMiddleware:
     tracing={"excluded_urls": list(HOT_ROUTES)},
     # Workers share events through the journal (in-process stores) or Redis ($COMMUNITY_ML_REDIS_URL).
     # (`community-ml serve --workers N` sets it; 0 or unset: one per core, a worker answers on one core at a time)
-    workers=settings().workers or os.cpu_count() or 1,
+    workers=project_settings().workers or os.cpu_count() or 1,
 )
 class CommunityML:
     def __init__(self) -> None:
         logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(NoRequestValues())
         self.home = StateHome.from_env()
-        self.dataset = settings().dataset
+        self.dataset = project_settings().dataset
         self.state: ServingState = load_state(self.home, self.dataset)
         _settle()
         self.log = PredictionLog(self.home, self.dataset)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.common.settings import settings as project_settings
+from features.common.settings import project_settings
 from serving.models.kinds import GateMetric, ModelKind
 from training.metrics import WEIGHTED, unnormalised_weighted_gini
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.common.settings import settings as project_settings
+from features.common.settings import project_settings
 from features.dataset.store import Dataset
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import ModelKind

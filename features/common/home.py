@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.common.settings import settings
+from features.common.settings import project_settings
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class StateHome:
     @classmethod
     def from_env(cls) -> StateHome:
         """`$COMMUNITY_ML_HOME`, else `.community-ml/` in the working directory."""
-        return cls(settings().home.expanduser().resolve())
+        return cls(project_settings().home.expanduser().resolve())
 
     @property
     def datasets(self) -> Path:
@@ -49,4 +49,4 @@ class StateHome:
 
     def mlflow_tracking_uri(self) -> str:
         """`MLFLOW_TRACKING_URI` from the environment wins (a shared server); else a local sqlite registry."""
-        return settings().mlflow_tracking_uri or f"sqlite:///{self.mlflow_db}"
+        return project_settings().mlflow_tracking_uri or f"sqlite:///{self.mlflow_db}"

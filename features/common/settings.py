@@ -1,6 +1,6 @@
 """Every setting the project reads from the environment, declared once: its variable, default and meaning.
 
-This is the one module that reads the environment (a test fails on any other that does). `settings()` gives the
+This is the one module that reads the environment (a test fails on any other that does). `project_settings()` gives the
 effective values; `community-ml settings` prints them with where each came from, secrets masked, and
 `community-ml settings --markdown` prints the README's table. A value is read when it is asked for, not at
 import, so a test or a long-running process sees the environment as it is now.
@@ -131,7 +131,7 @@ VARIABLES = tuple(Settings.variable(f) for f in Settings.model_fields)
 _cache: dict[tuple[str | None, ...], Settings] = {}
 
 
-def settings() -> Settings:
+def project_settings() -> Settings:
     """The settings as the environment holds them now (parsed again only when a variable changed)."""
     key = tuple(os.environ.get(v) for v in VARIABLES)
     found = _cache.get(key)

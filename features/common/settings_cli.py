@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from features.common.cli_kit import JsonOption, console, user_errors
-from features.common.settings import Settings, settings, sources
+from features.common.settings import Settings, project_settings, sources
 
 settings_app = typer.Typer()
 
@@ -33,7 +33,7 @@ def settings_command(
         typer.echo(markdown_table())
         return
     with user_errors():
-        current, origin = settings(), sources()
+        current, origin = project_settings(), sources()
     rows = [
         {
             "variable": Settings.variable(field),

@@ -12,7 +12,7 @@ import hmac
 import os
 
 from features.common.home import StateHome
-from features.common.settings import settings
+from features.common.settings import project_settings
 
 
 def pseudonym(key: bytes, member_id: str) -> str:
@@ -21,7 +21,7 @@ def pseudonym(key: bytes, member_id: str) -> str:
 
 def pseudonym_key(home: StateHome) -> bytes:
     """The key of member-id hashes: `$COMMUNITY_ML_PSEUDONYM_KEY`, else a random key kept in the state home."""
-    configured = settings().pseudonym_key
+    configured = project_settings().pseudonym_key
     if configured:
         return configured.encode()
     path = home.root / "secrets" / "pseudonym.key"

@@ -27,7 +27,7 @@ from typing import Any
 import typer
 
 from features.common.errors import DataError
-from features.common.settings import Settings, settings
+from features.common.settings import Settings, project_settings
 
 DUCKDB_MEMORY_ENV = Settings.variable("duckdb_memory")  # default: DUCKDB_MEMORY_SHARE of the machine's memory
 DUCKDB_THREADS_ENV = Settings.variable("duckdb_threads")
@@ -81,7 +81,7 @@ def use(engine: Engine | str | None) -> Engine:
 
 def selected() -> Engine:
     """The engine `use` selected, else `$COMMUNITY_ML_ENGINE`, else DuckDB."""
-    return _selected or _parse(settings().engine)
+    return _selected or _parse(project_settings().engine)
 
 
 def _parse(value: str) -> Engine:
@@ -94,7 +94,7 @@ def _parse(value: str) -> Engine:
 def spark_settings() -> dict[str, str]:
     """The session's settings: the defaults, then `$COMMUNITY_ML_SPARK_CONF`, then the fixed ones."""
     settings = dict(SPARK_DEFAULTS)
-    raw = settings().spark_conf
+    raw = project_settings().spark_conf
     for item in filter(None, (part.strip() for part in re.split(r"[,\n]", raw))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -118,7 +118,7 @@ def spark_session() -> Any:
     # reads the variable, not a setting); on a cluster, PYSPARK_PYTHON names the executors' environment.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     started = time.perf_counter()
-    builder = SparkSession.builder.master(settings().spark_master)
+    builder = SparkSession.builder.master(project_settings().spark_master)
     builder = builder.appName("community-ml")
     for key, value in spark_settings().items():
         builder = builder.config(key, value)
@@ -147,7 +147,7 @@ def _find_java() -> None:
 def java_for_spark() -> str | None:
     """The JAVA_HOME Spark should use: empty when the Java it would start already fits, else one under
     /usr/lib/jvm that does; None when there is none."""
-    configured = settings().java_home
+    configured = project_settings().java_home
     if _java_version(configured) in JAVA_VERSIONS or (not configured and _java_version(None) in JAVA_VERSIONS):
         return ""
     for candidate in sorted(Path("/usr/lib/jvm").glob("*")):
@@ -169,7 +169,7 @@ def _java_version(java_home: str | None) -> int | None:
 
 
 def spark_tables_uri() -> str | None:
-    return (settings().spark_tables or "").rstrip("/") or None
+    return (project_settings().spark_tables or "").rstrip("/") or None
 
 
 def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
@@ -201,11 +201,11 @@ def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:
 def duckdb_settings() -> dict[str, str]:
     """DuckDB's memory limit and threads: from the environment, else from the machine (a share of its memory, its
     cores); DuckDB spills what does not fit to a temporary directory instead of failing."""
-    memory = settings().duckdb_memory
+    memory = project_settings().duckdb_memory
     if not memory:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         memory = f"{max(int(total * DUCKDB_MEMORY_SHARE / 2**20), 256)}MB"
-    threads = str(settings().duckdb_threads or os.cpu_count() or 1)
+    threads = str(project_settings().duckdb_threads or os.cpu_count() or 1)
     if not re.fullmatch(r"\d+", threads) or int(threads) < 1:
         raise DataError(f"{DUCKDB_THREADS_ENV}={threads!r}: give a number of threads, 1 or more")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory.strip(), flags=re.IGNORECASE):

@@ -25,7 +25,7 @@ from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
 from features.common.sampling import drawn
-from features.common.settings import settings
+from features.common.settings import project_settings
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class BTYD:
         if key in _FITTED:
             _FITTED.move_to_end(key)
             return _FITTED[key]
-        sample = summary.sample(settings().fit_members)
+        sample = summary.sample(project_settings().fit_members)
         repeat = (sample.x > 0) & (sample.monetary > 0)
         bgnbd = BGNBD.fit(sample) if len(sample.x) >= 2 else BGNBD(1.0, 30.0, 1.0, 1.0)
         gamma_gamma = GammaGamma.fit(sample) if repeat.sum() >= 2 else GammaGamma(1.0, 2.0, 1.0)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.common.errors import DataError
 from features.common.home import StateHome
-from features.common.settings import Settings, settings
+from features.common.settings import Settings, project_settings
 from serving.models import registry
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import CHURN, KINDS, ModelKind, Task, kind
@@ -116,7 +116,7 @@ class ChallengerSetting:
 
     @classmethod
     def from_env(cls) -> ChallengerSetting | None:
-        configured = settings()
+        configured = project_settings()
         if not configured.challenger:
             return None
         return cls.parse(configured.challenger, configured.challenger_share)
@@ -146,7 +146,7 @@ def load_challenger(home: StateHome, dataset: str, setting: ChallengerSetting) -
 def models_from_bento() -> bool:
     """`$COMMUNITY_ML_MODEL_SOURCE` when set (a container built from the Bento sets it); otherwise whether this
     code runs from a Bento that packs our models (`bentoml serve TAG` applies no Bento envs)."""
-    configured = (settings().model_source or "").lower()
+    configured = (project_settings().model_source or "").lower()
     if configured:
         return configured == "bento"
     manifest = Path(__file__).resolve().parents[3] / "bento.yaml"  # <bento>/src/serving/models/champions.py

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from features.common.errors import DataError
-from features.common.settings import Settings, settings
+from features.common.settings import Settings, project_settings
 
 REDIS_URL_ENV = Settings.variable("redis_url")
 RECORD_TTL_SECONDS = 14 * 24 * 3600  # records of a snapshot no longer served expire by themselves
@@ -142,5 +142,5 @@ class RedisStore(FreshStore):
 
 def open_store(namespace: str) -> FreshStore:
     """Redis where `$COMMUNITY_ML_REDIS_URL` names one, else the in-process store."""
-    url = settings().redis_url
+    url = project_settings().redis_url
     return RedisStore(namespace, url) if url else MemoryStore(namespace)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from features.common.errors import DataError
-from features.common.settings import MASK, VARIABLES, Settings, settings, sources
+from features.common.settings import MASK, VARIABLES, Settings, project_settings, sources
 from features.common.settings_cli import markdown_table
 from tests.conftest import PROJECT_ROOT
 
@@ -88,13 +88,13 @@ def test_the_readme_table_is_the_settings_command_output() -> None:
 def test_settings_come_from_the_environment_else_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COMMUNITY_ML_WORKERS", raising=False)
     monkeypatch.setenv("COMMUNITY_ML_GATE_MEMBERS", " 1234 ")
-    assert settings().gate_members == 1234 and settings().workers is None
+    assert project_settings().gate_members == 1234 and project_settings().workers is None
     assert sources()["gate_members"] == "environment" and sources()["workers"] == "default"
     monkeypatch.setenv("COMMUNITY_ML_GATE_MEMBERS", "")  # empty is unset
-    assert settings().gate_members == Settings.model_fields["gate_members"].default
+    assert project_settings().gate_members == Settings.model_fields["gate_members"].default
     monkeypatch.setenv("COMMUNITY_ML_WORKERS", "many")
     with pytest.raises(DataError, match="COMMUNITY_ML_WORKERS='many'"):
-        settings()
+        project_settings()
 
 
 def test_the_settings_command_says_where_each_value_came_from_and_masks_secrets(

@@ -11,7 +11,7 @@ import pytest
 
 from features.common.errors import DataError
 from features.common.home import StateHome
-from features.common.settings import settings
+from features.common.settings import project_settings
 from features.pipelines.engines import DUCKDB_MEMORY_ENV, DUCKDB_THREADS_ENV, configure_duckdb, duckdb_settings
 from serving.models.btyd import RFMSummary
 from tests.conftest import synthetic
@@ -52,11 +52,11 @@ def test_member_kinds_learn_and_are_judged_on_one_fixed_sample_past_the_cap(home
     # then: the sample's members known at each cutoff, in training and in the test alike
     assert 500 < capped["test_members"] <= 1000 < whole["test_members"]
     assert capped["train_rows"] <= 2 * 1000 < whole["train_rows"]
-    assert settings().training_members >= 23_570  # CDNOW's and Online Retail's members are all learned from
+    assert project_settings().training_members >= 23_570  # CDNOW's and Online Retail's members are all learned from
 
 
 def test_a_population_fit_reads_a_sample_of_buyers_only_past_the_cap() -> None:
-    cap = settings().fit_members
+    cap = project_settings().fit_members
     rng = np.random.default_rng(0)
     n = cap + 500
     summary = RFMSummary(rng.poisson(2, n).astype(float), rng.random(n) * 100, rng.random(n) * 100 + 100, rng.random(n))

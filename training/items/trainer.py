@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from features.common.progress import say, step
-from features.common.settings import settings as project_settings
+from features.common.settings import project_settings
 from features.dataset.store import Dataset
 from features.pipelines.interactions import Interactions
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from features.common.progress import step
-from features.common.settings import settings as project_settings
+from features.common.settings import project_settings
 from features.dataset.store import Dataset
 from serving.models.inputs import with_inputs, with_inputs_by_cutoff
 from serving.models.kinds import ModelKind, Target
