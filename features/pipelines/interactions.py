@@ -1,8 +1,11 @@
-"""Member x item interaction matrices as of T (products from orders, contents from engagements), with id maps."""
+"""Member x item interaction matrices as of T, with id maps, one per declared item source (`ITEM_SOURCES`: products
+from orders, contents from engagements). Snapshots build a matrix for every source, the online store folds new
+events into every source's rows, and an item kind (serving/models/kinds.py) names the source it recommends from:
+a new source of items is one entry here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -89,3 +92,29 @@ def to_matrix(pairs: pa.Table) -> Interactions:
     matrix = sp.csr_matrix((weights, (rows, cols)), shape=(len(members), len(items)))
     matrix.sort_indices()
     return Interactions(matrix, np.asarray(members.to_pylist()), np.asarray(items.to_pylist()))
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """One source of items members take: where its interactions come from and how they are weighed."""
+
+    matrix: str  # the snapshot's member x item matrix, and the dataset table of the items' attributes
+    id_column: str  # the item id in the events (and in the attributes table)
+    events: str  # the table of members taking items: orders or engagements
+    category_column: str  # the attribute a request's category filter matches
+    pairs: Callable[[Sources, datetime], ir.Table]  # (member_id, item_id, weight) of every member and item before T
+    # What counts as taking an item in a held-out window: these engagement actions (where the data has any),
+    # or, for orders, every line that is not a return.
+    test_actions: tuple[str, ...] = ()
+
+    def available(self, src: Sources) -> bool:
+        """Whether the dataset's tables hold this source's events."""
+        table = getattr(src, self.events)
+        return table is not None and self.id_column in table.columns
+
+
+PRODUCT_ITEMS = ItemSource("products", "product_id", "orders", "category", product_interactions_expr)
+CONTENT_ITEMS = ItemSource(
+    "contents", "content_id", "engagements", "content_type", content_interactions_expr, ("read", "like", "share")
+)
+ITEM_SOURCES: dict[str, ItemSource] = {source.matrix: source for source in (PRODUCT_ITEMS, CONTENT_ITEMS)}

@@ -39,9 +39,8 @@ from features.dataset.validation import empty_frame
 from features.pipelines import engines, interactions, point_in_time, schema
 from features.pipelines.engines import Engine
 from features.pipelines.interactions import (
+    ITEM_SOURCES,
     Interactions,
-    content_interactions_expr,
-    product_interactions_expr,
     to_matrix,
 )
 from features.pipelines.point_in_time import Sources, known_members, labels_expr, snapshot_expr
@@ -376,8 +375,11 @@ def build_snapshot(dataset: Dataset, settings: SnapshotSettings, force: bool = F
     matrices = snapshot.sample is None or settings.interactions
     meta = snapshot.meta()
     up_to_date = not force and meta.get("fingerprint") == current and snapshot.features_path.exists()
-    # A sample built without its matrices is built again for a reader that needs them.
+    # A sample built without its matrices is built again for a reader that needs them, and a snapshot built before
+    # an item source was declared, for its matrix (snapshots of before the list was kept had the first two).
     up_to_date = up_to_date and (snapshot.sample is None or bool(meta.get("matrices")) or not matrices)
+    built_sources = meta.get("item_sources", ["products", "contents"])
+    up_to_date = up_to_date and (not matrices or built_sources == list(ITEM_SOURCES))
     if up_to_date and (labels_path.exists() or not can_label):
         say(f"snapshot {snapshot.path} is up to date; reusing it")
         return _result(snapshot, settings, can_label, started, reused=True)
@@ -431,14 +433,11 @@ def _build_features(
     # A sample's matrices are the full matrices' rows of its members (each cell is one member's own aggregate):
     # what recommenders are tuned and judged on at scale (the recommender_members setting).
     with step("building interaction matrices" if matrices else "no interaction matrices (none asked of a sample)"):
-        for kind, expr_fn, needs in (
-            ("products", product_interactions_expr, "product_id" in src.orders.columns),
-            ("contents", content_interactions_expr, src.engagements is not None),
-        ):
-            if needs and matrices:
-                pairs = run(con, expr_fn(src, as_of))
+        for source in ITEM_SOURCES.values():
+            if source.available(src) and matrices:
+                pairs = run(con, source.pairs(src, as_of))
                 if pairs.num_rows:
-                    to_matrix(pairs).save(snapshot.interactions_path(kind))
+                    to_matrix(pairs).save(snapshot.interactions_path(source.matrix))
     interactions_seconds = time.perf_counter() - mark
 
     write_json_atomic(
@@ -453,6 +452,7 @@ def _build_features(
             "last_event": str(span[1]),
             "columns": declared.columns,
             "matrices": matrices,
+            "item_sources": list(ITEM_SOURCES),
         },
         snapshot.meta_path,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from features.common.errors import DataError
+from features.pipelines.interactions import ITEM_SOURCES, ItemSource
 
 
 class Target(StrEnum):
@@ -43,20 +44,6 @@ class GateMetric:
 
 
 @dataclass(frozen=True)
-class ItemSource:
-    """Where an item kind's items and interactions come from."""
-
-    matrix: str  # the snapshot's member x item matrix, and the dataset table of the items' attributes
-    id_column: str  # the item id in the events
-    events: str  # the table of members taking items
-    category_column: str  # what a request's category filter matches
-
-
-PRODUCTS = ItemSource(matrix="products", id_column="product_id", events="orders", category_column="category")
-CONTENTS = ItemSource(matrix="contents", id_column="content_id", events="engagements", category_column="content_type")
-
-
-@dataclass(frozen=True)
 class ModelKind:
     name: str  # the CLI's choice; the dataset's registered model is DATASET.name
     summary: str
@@ -65,7 +52,7 @@ class ModelKind:
     gate: tuple[GateMetric, ...]  # a candidate must beat every rival on each; tuning optimises the first
     label: str | None = None  # member kinds: the snapshot label it learns
     output: str | None = None  # member kinds: the field of a member's answer it fills
-    items: ItemSource | None = None  # item kinds
+    items: ItemSource | None = None  # item kinds: the source of items they recommend (features/pipelines)
     exclude_seen: bool = False  # item kinds: whether lists leave out what the member already has, by default
 
     @property
@@ -132,7 +119,7 @@ PRODUCT_RECS = ModelKind(
     Target.items,
     families=("als",),
     gate=_RANKING_WITH_NEW_ITEMS,
-    items=PRODUCTS,
+    items=ITEM_SOURCES["products"],
     exclude_seen=False,  # repeat buying is normal in retail
 )
 CONTENT_RECS = ModelKind(
@@ -141,7 +128,7 @@ CONTENT_RECS = ModelKind(
     Target.items,
     families=("als",),
     gate=_RANKING,
-    items=CONTENTS,
+    items=ITEM_SOURCES["contents"],
     exclude_seen=True,  # content already read is not worth pushing again
 )
 

@@ -31,6 +31,7 @@ from features.dataset.events import (
     events_since,
 )
 from features.dataset.store import Dataset
+from features.pipelines.interactions import ITEM_SOURCES, ItemSource
 from features.pipelines.snapshots import Snapshot
 from serving.online.records import Entry, FreshStore, MemoryStore, Record, merged, open_store, unseen
 from serving.online.table import EventFolder, OnlineTable, Row
@@ -54,7 +55,7 @@ class OnlineStore:
         """The store of the dataset's snapshot as of `as_of`, with every event since it folded in."""
         table = OnlineTable.open(snapshot.path)
         cutoff = datetime.combine(as_of, datetime.min.time())
-        folder = EventFolder(table.schema, cutoff, _catalogue(dataset, "products"), _catalogue(dataset, "contents"))
+        folder = EventFolder(table.schema, cutoff, {name: _catalogue(dataset, s) for name, s in ITEM_SOURCES.items()})
         # Records belong to one snapshot: a rebuilt one (which holds the ingested events) starts from none.
         namespace = f"{dataset.name}:{as_of}:{snapshot.meta().get('built_at', '')}"
         store = cls(table, folder, open_store(namespace), Journal(dataset.home, dataset.name))
@@ -155,12 +156,9 @@ class OnlineStore:
         return {m: r["items"][matrix] for m, r in self.fresh.get(member_ids).items() if r["items"].get(matrix)}
 
 
-def _catalogue(dataset: Dataset, table: str) -> pd.DataFrame:
-    """Item id and the attribute features read (category, content type): what new events are joined with."""
-    id_column, attribute = ("product_id", "category") if table == "products" else ("content_id", "content_type")
-    frame = (
-        dataset.read(table, [id_column, attribute])
-        if dataset.has(table)
-        else pd.DataFrame(columns=[id_column, attribute])
-    )
+def _catalogue(dataset: Dataset, source: ItemSource) -> pd.DataFrame:
+    """A source's item ids and the attribute features read (category, content type): what new events are joined
+    with."""
+    table, columns = source.matrix, [source.id_column, source.category_column]
+    frame = dataset.read(table, columns) if dataset.has(table) else pd.DataFrame(columns=columns)
     return frame.astype("string")

@@ -16,8 +16,8 @@ import json
 import math
 import shutil
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from features.dataset.contract import ENGAGEMENTS, ORDERS
 from features.dataset.store import made_once
-from features.pipelines.interactions import content_interactions_expr, product_interactions_expr
+from features.pipelines.interactions import ITEM_SOURCES, ItemSource
 from features.pipelines.point_in_time import Sources, aggregated, derived_again, engagement_events, order_lines
 from features.pipelines.schema import Feature, FeatureSchema, Needs, Online, View, feature
 
@@ -186,7 +186,7 @@ class Folded:
     """What a batch of new events changes: members' updated rows and their new item interactions by matrix."""
 
     rows: dict[str, Row]
-    items: dict[str, dict[str, dict[str, float]]]  # "products"/"contents" -> member -> item -> weight
+    items: dict[str, dict[str, dict[str, float]]]  # item source (its matrix) -> member -> item -> weight
 
 
 class EventFolder:
@@ -196,16 +196,18 @@ class EventFolder:
     the next build, which counts them on their real days, agrees once the as-of date has moved past them.
     """
 
-    def __init__(self, schema: FeatureSchema, as_of: datetime, categories: pd.DataFrame, content_types: pd.DataFrame):
+    def __init__(self, schema: FeatureSchema, as_of: datetime, catalogues: Mapping[str, pd.DataFrame]):
+        """`catalogues`: each item source's item ids and the attribute features read (category, content type), by
+        source: what new events are joined with."""
         self.schema, self.as_of = schema, as_of
         self._eve = as_of - timedelta(microseconds=1)
         self._lock = threading.Lock()
         self._con = duckdb.connect()
         # Its queries run over a few new events: optimising their ~80 aggregates took longer than running them.
         self._con.execute("PRAGMA disable_optimizer")
-        self._con.register("catalogue_products", pa.Table.from_pandas(categories, preserve_index=False))
-        self._con.register("catalogue_contents", pa.Table.from_pandas(content_types, preserve_index=False))
-        self._sql = _folding_sql(tuple(schema.columns), as_of)
+        for name, frame in catalogues.items():
+            self._con.register(f"catalogue_{name}", pa.Table.from_pandas(frame, preserve_index=False))
+        self._sql = _folding_sql(tuple(schema.columns), as_of, tuple(ITEM_SOURCES.values()))
         self.added = {
             view: [f for f in schema.of(view) if not f.derived and f.online_rule is not Online.build]
             for view in (View.orders, View.engagements)
@@ -223,7 +225,7 @@ class EventFolder:
                         if delta["member_id"] in rows:
                             _merge(rows[delta["member_id"]], delta, self.added[view])
             items: dict[str, dict[str, dict[str, float]]] = {}
-            for matrix in ("products", "contents"):
+            for matrix in ITEM_SOURCES:
                 if matrix in self._sql:
                     for pair in self._records(self._sql[matrix]):
                         member = items.setdefault(matrix, {}).setdefault(pair["member_id"], {})
@@ -253,23 +255,28 @@ class EventFolder:
 
 
 @lru_cache(maxsize=8)
-def _folding_sql(columns: tuple[str, ...], as_of: datetime) -> dict[str, str]:
+def _folding_sql(columns: tuple[str, ...], as_of: datetime, sources: tuple[ItemSource, ...]) -> dict[str, str]:
     """The queries that fold new events in, compiled once per feature schema and as-of date (a reload, another
-    state of the same snapshot, reuses them: compiling takes half a second)."""
+    state of the same snapshot, reuses them: compiling takes half a second); `sources`: the item sources."""
     schema = FeatureSchema(tuple(feature(c) for c in columns))
     orders = ibis.table(_ibis_schema(ORDERS), name="new_orders")
     engagements = ibis.table(_ibis_schema(ENGAGEMENTS), name="new_engagements")
-    products = ibis.table({"product_id": "string", "category": "string"}, name="catalogue_products")
-    contents = ibis.table({"content_id": "string", "content_type": "string"}, name="catalogue_contents")
-    src = Sources(orders=orders, engagements=engagements, products=products, contents=contents)
-    sql = {
-        "orders": _sql(aggregated(order_lines(src, as_of, schema.requires(Needs.categories)), schema, View.orders)),
-        "products": _sql(product_interactions_expr(src, as_of)),
+    catalogues = {
+        s.matrix: ibis.table({s.id_column: "string", s.category_column: "string"}, name=f"catalogue_{s.matrix}")
+        for s in sources
     }
+    # The feature expressions join the catalogues Sources names (products' categories, contents' types).
+    named = {name: table for name, table in catalogues.items() if name in {f.name for f in fields(Sources)}}
+    src = Sources(orders=orders, engagements=engagements, **named)
+    sql = {"orders": _sql(aggregated(order_lines(src, as_of, schema.requires(Needs.categories)), schema, View.orders))}
+    folded = {"orders"}  # the events tables whose new rows are folded in
     if schema.has(View.engagements):
         e = engagement_events(src, as_of, with_types=schema.requires(Needs.content_types))
         sql["engagements"] = _sql(aggregated(e, schema, View.engagements))
-        sql["contents"] = _sql(content_interactions_expr(src, as_of))
+        folded.add("engagements")
+    for source in sources:
+        if source.events in folded:
+            sql[source.matrix] = _sql(source.pairs(src, as_of))
     # Derived features read their own view's aggregates; the member view's read every view's, so they come after.
     rows = ibis.table({"member_id": "string", **{f.name: f.dtype for f in schema.features}}, name="fresh_rows")
     again = [f for f in schema.features if f.online_rule is Online.derive]

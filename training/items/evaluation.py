@@ -27,10 +27,6 @@ from serving.models.kinds import ModelKind
 from serving.models.ranking import rank_items, single_threaded_blas
 from training.metrics import top_k_metrics
 
-# What counts as a later interaction: a purchase for products; a read, like or share for content (any action
-# where the data has none of those).
-TEST_ACTIONS = ("read", "like", "share")
-
 
 @dataclass
 class Split:
@@ -60,12 +56,14 @@ def time_split(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int
     start, end = pd.Timestamp(as_of), pd.Timestamp(as_of + timedelta(days=horizon_days))
     # Only the horizon's events are read (the table's statistics skip the rest): never the whole event table.
     window = [("ts", ">=", start), ("ts", "<", end)]
+    # What counts as a later interaction: a purchase (orders), or the source's test actions (engagements: for
+    # content a read, like or share; any action where the data has none of those).
     if items.events == "orders":
         events = dataset.read("orders", ["member_id", "ts", items.id_column, "is_return"], filters=window)
         events = events[~events["is_return"].fillna(False).astype(bool)]
     else:
-        events = dataset.read("engagements", ["member_id", "ts", "action", items.id_column], filters=window)
-        strong = events["action"].isin(TEST_ACTIONS)
+        events = dataset.read(items.events, ["member_id", "ts", "action", items.id_column], filters=window)
+        strong = events["action"].isin(items.test_actions)
         # A plain interactions file (every row a "view") has no reads or likes: then any action counts.
         events = events[strong] if strong.any() else events
     events = events.rename(columns={items.id_column: "item_id"}).dropna(subset=["member_id", "item_id"])

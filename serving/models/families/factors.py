@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import BaseModel, ConfigDict
 
 from features.common.errors import DataError
@@ -38,7 +37,7 @@ from serving.models.families.recommenders import (
     FOLD_IN,
     ITEM_FAMILIES,
     SIMILAR_ITEMS,
-    confidences,
+    MemberSolver,
     item_family,
     member_vectors,
 )
@@ -95,15 +94,10 @@ class FactorRecommender(ItemModel):
         return set(self.item_ids[self.interactions[self._rows[member_id]].indices].tolist())
 
     @cached_property
-    def _model(self) -> AlternatingLeastSquares:
-        """implicit's model around the stored factors, built once: requests only read it."""
-        p = self.spec.params
-        with single_threaded_blas():
-            model = AlternatingLeastSquares(
-                factors=self.item_factors.shape[1], regularization=float(p["regularization"]), alpha=float(p["alpha"])
-            )
-        model.user_factors, model.item_factors = self.user_factors, self.item_factors
-        return model
+    def _solver(self) -> MemberSolver | None:
+        """What solves a member's factors again at fold-in, built once (its family's hook): requests only read it."""
+        make = self.record.solver
+        return None if make is None else make(self.interactions, self.user_factors, self.item_factors, self.spec.params)
 
     @cached_property
     def _inactive(self) -> np.ndarray:
@@ -111,11 +105,6 @@ class FactorRecommender(ItemModel):
         if "active" not in attrs:
             return np.zeros(len(self.item_ids), dtype=bool)
         return ~attrs["active"].fillna(True).astype(bool).to_numpy()
-
-    @cached_property
-    def _confidences(self) -> sp.csr_matrix:
-        """The BM25 confidences the factors were fitted on (fold-in solves a member's factors from them)."""
-        return confidences(self.interactions, self.spec.params)
 
     @cached_property
     def _categories(self) -> np.ndarray:
@@ -277,10 +266,8 @@ class FactorRecommender(ItemModel):
             if item in self._cols:
                 added[self._cols[item]] += weight
         own_row = sp.csr_matrix((self._row(self.interactions, row) + added).reshape(1, -1))
-        if self.family == "als":  # the member's factors solved again from their confidences plus the new ones
-            weighted = sp.csr_matrix((self._row(self._confidences, row) + added).reshape(1, -1))
-            with single_threaded_blas():
-                vector = self._model.recalculate_user(0, weighted).reshape(1, -1)
+        if self._solver is not None:  # the member's factors solved again with the new interactions (ALS)
+            vector = self._solver(row, added)
         else:  # a member's vector is their row (neighbours) or 1 (popularity): the new row is all it takes
             vector = member_vectors(self.family, own_row, np.ones((1, 1), dtype=np.float32))
         return vector, own_row

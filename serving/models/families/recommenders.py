@@ -88,6 +88,35 @@ def als_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tupl
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 
+# Fold-in's hook on a family whose member factors are solved from the member's row (ALS): given the served
+# model's interactions, member and item factors and parameters, what turns a member's row (None: a new member) and
+# their new interactions (a dense array over the items) into their vector.
+MemberSolver = Callable[[int | None, np.ndarray], np.ndarray]
+SolverFactory = Callable[[sp.csr_matrix, np.ndarray, np.ndarray, dict[str, Any]], MemberSolver]
+
+
+def als_solver(
+    interactions: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray, params: dict[str, Any]
+) -> MemberSolver:
+    """ALS's fold-in: the member's factors solved again (implicit's recalculate) from the BM25 confidences the
+    factors were fitted on plus their new interactions. The model and the confidences are built once, here."""
+    weighted = confidences(interactions, params)
+    with single_threaded_blas():
+        model = AlternatingLeastSquares(
+            factors=item_factors.shape[1], regularization=float(params["regularization"]), alpha=float(params["alpha"])
+        )
+    model.user_factors, model.item_factors = user_factors, item_factors
+
+    def solve(row: int | None, added: np.ndarray) -> np.ndarray:
+        own = np.zeros(weighted.shape[1], dtype=np.float32) if row is None else weighted[row].toarray().ravel()
+        with single_threaded_blas():
+            return model.recalculate_user(0, sp.csr_matrix((own.astype(np.float32) + added).reshape(1, -1))).reshape(
+                1, -1
+            )
+
+    return solve
+
+
 def popularity_factors(train: sp.csr_matrix, params: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Popularity as a rank-one factor model: every member's vector is 1, each item's factor the share of the
     most popular item's members who have it (so scores lie in [0, 1] and one boost fits every dataset)."""
@@ -205,6 +234,8 @@ class ItemFamily:
     item_rows: bool = False  # ... and only whether they have each item (EASE)
     offers: frozenset[str] = field(default_factory=frozenset)  # SIMILAR_ITEMS, FOLD_IN
     item_limit: int | None = None  # the most items it can be fitted on
+    # Fold-in: how a member's vector is solved again with new interactions (None: it is their own row, or 1).
+    solver: SolverFactory | None = None
 
     @property
     def tuned(self) -> bool:
@@ -228,6 +259,7 @@ ALS = ItemFamily(
     # The rank first: 16 factors suit the synthetic community's few personas, 64 Online Retail's wide catalogue.
     starts=tuple({"factors": f} for f in (64, 16, 32, 128)),
     offers=frozenset({SIMILAR_ITEMS, FOLD_IN}),
+    solver=als_solver,
 )
 BPR = ItemFamily(
     "bpr",

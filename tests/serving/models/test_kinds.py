@@ -1,13 +1,16 @@
 """The table of model kinds: a new kind is one entry in the table plus its family's code, and it trains,
-registers, promotes and serves with nothing else changed."""
+registers, promotes and serves with nothing else changed; a new source of items is one entry too."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
+import ibis
+import ibis.expr.types as ir
 import mlflow
 import numpy as np
 import optuna
@@ -17,11 +20,18 @@ from starlette.testclient import TestClient
 
 from features.common.home import StateHome
 from features.dataset.store import Dataset
+from features.dataset.synthetic import GROUP_ACTIONS
+from features.pipelines.interactions import ITEM_SOURCES, ItemSource
+from features.pipelines.point_in_time import Sources
+from features.pipelines.snapshots import Snapshot
 from serving.models.base import MemberModel
 from serving.models.families.baselines import baselines_of
+from serving.models.families.recommenders import FOLD_IN, item_family
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
+from serving.service import _SERVED
 from training.choosing import choose
+from training.items.fit import item_families
 from training.job import TrainSettings, train
 from training.members.fit import MEMBER_FAMILIES, MemberFamily
 from training.members.frames import LabelledFrame
@@ -133,3 +143,61 @@ def test_a_kind_added_to_the_table_trains_registers_promotes_and_serves(
     assert cold["cold_start"] and cold["expected_orders"] is None
     assert body["models"]["orders"] == {"name": "shop.orders", "version": "1", "family": result.family}
     assert set(body["models"]) == {"churn", "value", "orders"}
+
+
+def group_interactions_expr(src: Sources, as_of: datetime) -> ir.Table:
+    """How often each member took part in each community group (messages, check-ins, events) before T."""
+    assert src.engagements is not None
+    e = src.engagements
+    e = e.filter(e.ts < ibis.timestamp(as_of), e.group_id.notnull(), e.action.isin(GROUP_ACTIONS))
+    return e.group_by(["member_id", e.group_id.name("item_id")]).aggregate(weight=e.count().cast("float32"))
+
+
+# A third source of items, community groups, and a kind that recommends them: one entry each.
+GROUP_ITEMS = ItemSource("groups", "group_id", "engagements", "group_type", group_interactions_expr, GROUP_ACTIONS)
+GROUP_RECS = ModelKind(
+    "group-recs",
+    "community groups each member should take part in next (none they already do)",
+    Target.items,
+    families=("als",),
+    gate=(GateMetric("precision", True), GateMetric("ndcg", True)),
+    items=GROUP_ITEMS,
+    exclude_seen=True,
+)
+
+
+@pytest.mark.slow
+def test_an_item_source_added_as_one_entry_is_built_trained_and_served_with_fresh_events(
+    home: StateHome, shop: Dataset, http: TestClient
+) -> None:
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            # given: the source declared (features/pipelines/interactions.py) and a kind of the table naming it
+            patch.setitem(ITEM_SOURCES, GROUP_ITEMS.matrix, GROUP_ITEMS)
+            patch.setitem(KINDS, GROUP_RECS.name, GROUP_RECS)
+            # when: the one training job trains it
+            result = train(shop, GROUP_RECS, TrainSettings(trials=0))
+            # then: the snapshot holds the source's matrix, every recommender family is judged on it, and the
+            # gate's choice is registered and promoted
+            snapshot = Snapshot(shop, result.as_of)
+            groups = snapshot.interactions("groups")
+            assert groups.item_ids.size > 0 and all(str(g).startswith("G") for g in groups.item_ids)
+            assert {*result.rivals, result.family} >= set(item_families(GROUP_RECS)) - {"ease"}
+            assert result.promoted, result.reasons
+            # and the service, once reloaded, serves it; a member's fresh group activity counts in the next list
+            assert http.post("/reload", json={}).status_code == 200
+            member = str(groups.member_ids[0])
+            asked = {"kind": "group-recs", "member_ids": [member], "k": 5}
+            first = http.post("/recommend", json=asked).json()
+            listed = [i["item_id"] for i in first["members"][0]["items"]]
+            assert listed and all(i.startswith("G") for i in listed)
+            assert first["models"]["group-recs"]["family"] == result.family
+            took = listed[0]
+            event = {"member_id": member, "ts": "2026-03-31T12:00:00", "action": "message", "group_id": took}
+            assert http.post("/events", json={"engagements": [event]}).status_code == 200
+            assert _SERVED[0].state.online.items([member], "groups") == {member: {took: 1.0}}
+            again = http.post("/recommend", json=asked).json()
+            if FOLD_IN in item_family(result.family).offers:  # (BPR's member factors only training learns)
+                assert took not in [i["item_id"] for i in again["members"][0]["items"]]  # taken part in: not again
+    finally:
+        http.post("/reload", json={})  # the service of the other tests knows the table's own sources and kinds
