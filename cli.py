@@ -8,9 +8,10 @@ from features.common.settings_cli import settings_app
 from features.dataset.cli import data_app
 from features.dataset.privacy_cli import privacy_app
 from features.pipelines.cli import features_app
-from monitoring.campaign_cli import campaign_app
+from monitoring.campaign_cli import report_command
 from monitoring.cli import monitor_app
 from monitoring.health.cli import health_app
+from serving.campaign_cli import campaign_app
 from serving.cli import bento_app, serve_app
 from training.cli import training_app
 
@@ -26,6 +27,8 @@ app.add_typer(training_app)
 app.add_typer(serve_app)
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(health_app)
+# `campaign plan` acts (serving), `campaign report` measures (monitoring): one group of commands.
+campaign_app.command("report")(report_command)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(bento_app, name="bento")

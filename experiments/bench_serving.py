@@ -314,7 +314,7 @@ import numpy as np
 from features.common.home import StateHome
 from serving.models.base import ListRules
 from serving.models.kinds import PRODUCT_RECS
-from serving.predictions import load_state, member_scores, recommendations
+from serving.state import load_state, member_scores, recommendations
 state = load_state(StateHome.from_env(), os.environ["COMMUNITY_ML_DATASET"])
 ids = [m.decode() for m in np.asarray(state.online.table.ids)]
 picked = [ids[i] for i in np.random.default_rng(0).integers(len(ids), size=500)]

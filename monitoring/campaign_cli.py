@@ -1,9 +1,7 @@
-"""`community-ml campaign plan|report`: run a campaign with a control holdout, then measure what it achieved."""
+"""`community-ml campaign report`: what a campaign achieved, arm by arm against its control holdout (the group of
+commands and `campaign plan` are serving's: serving/campaign_cli.py)."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -12,12 +10,7 @@ from features.common.cli_kit import DatasetOption, JsonOption, console, user_err
 from features.common.errors import DataError
 from features.common.home import StateHome
 from features.dataset.store import Dataset
-from features.pipelines.engines import Engine, EngineOption
-
-campaign_app = typer.Typer(
-    no_args_is_help=True, help="Plan a campaign with a random control holdout; report its measured lift."
-)
-CampaignOption = typer.Option(..., "--campaign", "-c", help="the campaign's name (its campaign_id in exposures)")
+from serving.campaign_cli import CampaignOption
 
 
 def _parse_shares(value: str | None) -> dict[str, float] | None:
@@ -35,54 +28,6 @@ def _parse_shares(value: str | None) -> dict[str, float] | None:
     return shares
 
 
-@campaign_app.command("plan")
-def plan_command(
-    dataset: str = DatasetOption,
-    campaign: str = CampaignOption,
-    audience: str = typer.Option(
-        ...,
-        "--audience",
-        help="churn-risk, tier:NAME (high_value, potential, ordinary, churn_risk), uplift (members the uplift "
-        "champion expects a push to move) or file:FILE (a member_id column)",
-    ),
-    holdout: float = typer.Option(0.2, "--holdout", min=0.01, max=0.99, help="share held out as control"),
-    arms: str = typer.Option("treatment", "--arms", help="the pushed arms, comma-separated (e.g. A,B)"),
-    out: Path = typer.Option(..., "--out", help="the push list: FILE.parquet or FILE.csv (no control members)"),
-    at: datetime | None = typer.Option(
-        None, "--at", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="when members are exposed [default: now]"
-    ),
-    consent_recorded_elsewhere: bool = typer.Option(
-        False, "--consent-recorded-elsewhere", help="members with no consent recorded here agreed elsewhere"
-    ),
-    engine: Engine = EngineOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Split the consenting audience at random (stably) into arms and a control holdout, record the exposures
-    and write the push list."""
-    from features.dataset.campaigns import CampaignPlan
-    from features.pipelines import engines
-    from serving.campaigns import plan_campaign
-
-    with user_errors():
-        engines.use(engine)
-        plan = CampaignPlan(
-            campaign=campaign, arms=[a.strip() for a in arms.split(",")], holdout=holdout, audience=audience
-        )
-        summary = plan_campaign(
-            Dataset(StateHome.from_env(), dataset), plan, out, at, consent_recorded_elsewhere=consent_recorded_elsewhere
-        )
-    if as_json:
-        typer.echo(summary.model_dump_json(indent=2))
-        return
-    split = ", ".join(f"{arm} {n:,}" for arm, n in summary.arms.items())
-    console().print(
-        f"campaign {campaign}: {summary.members:,} members of {audience} ({summary.without_consent:,} without "
-        f"marketing consent left out): {split}"
-    )
-    console().print(f"{summary.pushed:,} members to push written to {summary.out}; exposures recorded in {dataset}")
-
-
-@campaign_app.command("report")
 def report_command(
     dataset: str = DatasetOption,
     campaign: str = CampaignOption,
@@ -101,7 +46,7 @@ def report_command(
     """Per arm against control: conversion, visit, spend and retention with 95% intervals (and CUPED), and the
     sample-ratio check; HTML and JSON under reports/, listed on the index."""
     from monitoring.campaign_report import CampaignReportSettings, campaign_report, write_campaign_report
-    from monitoring.experiments import shown, shown_interval
+    from monitoring.campaign_stats import shown, shown_interval
 
     with user_errors():
         settings = CampaignReportSettings(

@@ -21,7 +21,7 @@ from features.common.errors import DataError
 from features.dataset.campaigns import campaign_start, control_arm, exposures, file_stem, saved_plan
 from features.dataset.store import Dataset, write_json_atomic
 from features.pipelines.outcomes import OUTCOMES, measured_members, member_outcomes
-from monitoring.experiments import (
+from monitoring.campaign_stats import (
     Adjusted,
     Difference,
     SampleRatio,

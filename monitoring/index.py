@@ -11,7 +11,7 @@ from typing import Any
 
 from features.common.home import StateHome
 from features.dataset.store import write_json_atomic
-from monitoring.experiments import shown_interval
+from monitoring.campaign_stats import shown_interval
 
 
 def update_index(home: StateHome, entry: dict[str, Any]) -> Path:

@@ -27,7 +27,7 @@ from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
 from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
-from serving.predictions import (
+from serving.state import (
     CHALLENGER,
     ServingState,
     load_state,

@@ -266,7 +266,7 @@ def test_training_promoting_serving_and_monitoring_one_dataset_never_touch_anoth
     from monitoring.reference import champion_reference
     from serving.models.champions import load_champions
     from serving.models.registry import champion, connect, versions
-    from serving.predictions import load_state
+    from serving.state import load_state
     from training.job import train
     from training.promoting import promote
 

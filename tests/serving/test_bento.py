@@ -14,7 +14,7 @@ import pytest
 
 from features.common.home import StateHome
 from serving.models.kinds import KINDS, Task
-from serving.predictions import load_state, member_scores
+from serving.state import load_state, member_scores
 from tests.conftest import PROJECT_ROOT
 from tests.serving.conftest import free_port, wait_until_ready
 

@@ -47,7 +47,7 @@ def own_home(home: StateHome, tmp_path: Path) -> Iterator[StateHome]:
 def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are_named(own_home: StateHome) -> None:
     from serving.models.base import ListRules
     from serving.models.kinds import CONTENT_RECS
-    from serving.predictions import load_state, member_scores, post_events, recommendations
+    from serving.state import load_state, member_scores, post_events, recommendations
 
     state = load_state(own_home, "shop")
     # given: a churn-risk member, and the content recommended to them
@@ -98,7 +98,7 @@ def test_an_order_and_reads_count_in_the_members_next_answers_and_bad_events_are
 
 
 def test_a_worker_sees_the_events_another_worker_accepted(own_home: StateHome) -> None:
-    from serving.predictions import load_state, member_scores, post_events
+    from serving.state import load_state, member_scores, post_events
 
     first, second = load_state(own_home, "shop"), load_state(own_home, "shop")
     member = "M000321"
@@ -111,7 +111,7 @@ def test_a_worker_sees_the_events_another_worker_accepted(own_home: StateHome) -
 def test_the_worker_that_accepted_events_counts_them_while_it_is_still_folding_them(
     own_home: StateHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from serving.predictions import load_state, member_scores, post_events
+    from serving.state import load_state, member_scores, post_events
 
     state = load_state(own_home, "shop")
     member = "M000321"
@@ -190,7 +190,7 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     import psutil
     import redis
 
-    from serving.predictions import load_state, member_scores
+    from serving.state import load_state, member_scores
 
     # given: a real server, and a replica with a state home of its own (another host, say): they share only Redis
     monkeypatch.setenv("COMMUNITY_ML_REDIS_URL", redis_url)

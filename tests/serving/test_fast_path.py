@@ -10,7 +10,7 @@ from features.common.home import StateHome
 from features.dataset.store import Dataset
 from serving.models.batch import score_members
 from serving.models.kinds import CHURN, Task
-from serving.predictions import load_state, member_scores
+from serving.state import load_state, member_scores
 
 
 def test_every_members_single_row_answer_equals_batch_scoring(home: StateHome) -> None:
@@ -41,7 +41,7 @@ def test_every_members_single_row_answer_equals_batch_scoring(home: StateHome) -
 def test_lists_are_kept_until_the_members_interactions_change(home: StateHome) -> None:
     from serving.models.base import ListRules
     from serving.models.kinds import PRODUCT_RECS
-    from serving.predictions import ListCache, recommendations
+    from serving.state import ListCache, recommendations
 
     state, uncached = load_state(home, "shop"), load_state(home, "shop")
     state.lists, uncached.lists = ListCache(size=3), ListCache(size=0)

@@ -229,7 +229,7 @@ def test_where_lightgbm_loses_the_best_baseline_is_champion_and_every_answer_nam
 ) -> None:
     from serving.models.families.baselines import baselines_of
     from serving.models.kinds import Target
-    from serving.predictions import load_state, member_scores
+    from serving.state import load_state, member_scores
 
     # given: 150 members, too few for LightGBM's leaves of 100 members to split: it scores everyone alike
     tiny = synthetic(shared_home, "tiny", members=150)
@@ -264,7 +264,7 @@ def test_the_job_chooses_by_its_own_figures_and_a_baseline_champion_is_named_in_
     from serving.models.base import ListRules
     from serving.models.batch import RecommendRequest, recommend
     from serving.models.families.factors import NotOffered
-    from serving.predictions import load_state, recommendations, similar_items
+    from serving.state import load_state, recommendations, similar_items
 
     # given: 150 members, on whom buy again, EASE and BPR are within 0.006 of each other in precision@10 (buy again
     # 0.1918, EASE 0.1898, BPR 0.1857 here; EASE won on another machine): a knife edge no test may stand on

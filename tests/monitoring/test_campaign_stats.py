@@ -8,7 +8,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from monitoring.experiments import cuped, difference, sample_ratio
+from monitoring.campaign_stats import cuped, difference, sample_ratio
 from monitoring.performance import MEMBERS, by_variant, joined_performance, list_precision, taken_items
 from training.metrics import qini_coefficient, uplift_at
 
