@@ -28,11 +28,14 @@ import orjson
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
+from serving.problems import CONTENT_TYPE, FieldRefused, internal, invalid, problem
+
 # What runs after the answer of the current call is sent; None outside this layer (then it runs at once).
 _AFTER: ContextVar[list[Callable[[], None]] | None] = ContextVar("after_answer", default=None)
 # The logger BentoML reports failed requests on: the service's filter keeps request values out of it.
 _LOG = logging.getLogger("bentoml._internal.server.http_app")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_PROBLEM_HEADERS = [(b"content-type", CONTENT_TYPE.encode())]
 
 
 def after_answer(work: Callable[[], None]) -> None:
@@ -83,7 +86,7 @@ class HotPath:
         finally:
             _AFTER.reset(token)
         data = orjson.dumps(answer, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY)
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+        headers = [*(_JSON_HEADERS if status < 400 else _PROBLEM_HEADERS), (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
         for work in pending:
@@ -91,27 +94,24 @@ class HotPath:
 
 
 async def _answer(route: Route, service: Any, body: bytes, scope: dict[str, Any]) -> tuple[int, Any]:
-    """(status, answer) as BentoML's own wrapper gives them (api_endpoint_wrapper), errors included."""
+    """(status, answer) with the statuses BentoML's own wrapper gives (api_endpoint_wrapper), errors as problem
+    details (serving/problems.py)."""
     try:
         given = route.input_model.model_validate_json(body or b"{}")
         return 200, await route.function(service, **{k: getattr(given, k) for k in type(given).model_fields})
     except ValidationError as exc:
         _failed(scope)
-        return 400, {
-            "error": f"{exc.error_count()} validation error for {exc.title}",
-            "detail": exc.errors(include_context=False, include_input=False),
-        }
+        return 400, invalid(exc)
     except BentoMLException as exc:
         _failed(scope)
         status = exc.error_code.value
-        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-            return status, {"error": "Authorization error"}
-        if status >= 500:
-            return status, {"error": "An unexpected error has occurred, please check the server log."}
-        return status, [{"error": str(exc)}]
+        if status >= 500:  # what happened stays in the server log
+            return status, internal() if status == 500 else problem(status, HTTPStatus(status).phrase.lower())
+        named = [(exc.field, exc.reason)] if isinstance(exc, FieldRefused) else []
+        return status, problem(status, str(exc), named)
     except Exception:
         _failed(scope)
-        return 500, {"error": "An unexpected error has occurred, please check the server log."}
+        return 500, internal()
 
 
 def _failed(scope: dict[str, Any]) -> None:

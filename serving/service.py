@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import bentoml
 from pydantic import ConfigDict, Field, ValidationError
-from starlette.responses import JSONResponse
 
 from features.common.errors import DataError
 from features.common.home import StateHome
@@ -27,6 +26,7 @@ from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
 from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
+from serving.problems import FieldRefused, ProblemDetails, problem, send_problem
 from serving.state import (
     CHALLENGER,
     ServingState,
@@ -89,9 +89,7 @@ class ApiKeyMiddleware:
         if expected and scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = dict(scope["headers"]).get(b"x-api-key", b"")
             if not hmac.compare_digest(given, expected.encode()):  # bytes: any header value compares, in constant time
-                await JSONResponse({"error": "missing or wrong x-api-key header"}, status_code=401)(
-                    scope, receive, send
-                )
+                await send_problem(send, problem(401, "missing or wrong x-api-key header"))
                 return
         await self.app(scope, receive, send)
 
@@ -207,9 +205,12 @@ class CommunityML:
             result = post_events(self.state, {"orders": orders, "engagements": engagements})
         except DataError as exc:
             raise bentoml.exceptions.InvalidArgument(self._told(exc)) from exc
-        if result["rejected"]:
-            ctx.response.status_code = 422
-        return result
+        if not (rejected := result["rejected"]):
+            return result
+        ctx.response.status_code = 422
+        named = [(f"{r['table']}[{r['index']}].{r['field']}", str(r["reason"])) for r in rejected]
+        detail = f"{len(rejected)} events refused, {result['accepted']} kept: each refused one is named in errors"
+        return problem(422, detail, named, **result)
 
     @api
     async def score(self, member_ids: MemberIds) -> dict[str, Any]:
@@ -293,7 +294,7 @@ class CommunityML:
         """Top-k items per member from the champion of any item kind (product-recs, content-recs, ...)."""
         item_kinds = {k.name: k for k in kinds_of(Task.items)}
         if kind not in item_kinds:
-            raise bentoml.exceptions.InvalidArgument(f"kind: {kind!r} is not one of {', '.join(item_kinds)}")
+            raise FieldRefused("kind", f"{kind!r} is not one of {', '.join(item_kinds)}")
         return await self._recommend_async(item_kinds[kind], member_ids, k, exclude, category, include_seen)
 
     @api
@@ -337,15 +338,18 @@ class CommunityML:
         }
 
     @api(route="/reload")
-    def reload(self) -> dict[str, Any]:
-        """Loads the current champions and snapshot, then swaps them in at once; on failure keeps serving."""
+    def reload(self, ctx: bentoml.Context) -> dict[str, Any]:
+        """Loads the current champions and snapshot, then swaps them in at once; on failure keeps serving (503, and
+        /metadata says why)."""
         with self._reloading:
             try:
                 fresh = load_state(self.home, self.dataset)
             except Exception as exc:
                 told = self._told(exc)
                 self.last_reload_error = f"{type(exc).__name__}: {told}"
-                raise bentoml.exceptions.ServiceUnavailable(f"reload failed, still serving: {told}") from exc
+                logging.getLogger(__name__).exception("reload failed, still serving")
+                ctx.response.status_code = 503
+                return problem(503, f"reload failed, still serving: {told}")
             self.state, self.last_reload_error = fresh, None
             _settle()
         return self._metadata()
@@ -374,6 +378,7 @@ def _served() -> CommunityML | None:
     return _SERVED[0] if _SERVED else None
 
 
-# Outermost first: the API key is checked before the hot path answers.
+# Outermost first: every error answer in one shape, then the API key is checked before the hot path answers.
+CommunityML.add_asgi_middleware(ProblemDetails, partial=("/events",))
 CommunityML.add_asgi_middleware(ApiKeyMiddleware)
 CommunityML.add_asgi_middleware(HotPath, routes=routes(CommunityML), instance=_served)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     workers: int | None = Field(
         None, ge=0, description="service worker processes (set by serve --workers); unset or 0: one per core"
     )
+    max_body_bytes: int = Field(
+        32 * 2**20, ge=1024, description="the largest request body the API reads (larger: 413); 32 MiB by default"
+    )
     redis_url: str | None = Field(
         None,
         description="a Redis the service's workers share fresh events through; unset: each worker folds the journal",

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from unittest.mock import ANY
 
 import pandas as pd
 import pytest
@@ -137,17 +136,15 @@ def test_a_misspelt_top_level_field_is_refused_on_every_post_endpoint_and_nothin
     for path, body in VALID_BODIES.items():
         answer = http.post(path, json={**body, "memberids": ["M000001"]})
         assert answer.status_code == 400, path
-        assert answer.json()["detail"] == [
-            {"type": "extra_forbidden", "loc": ["memberids"], "msg": "Extra inputs are not permitted", "url": ANY}
-        ], path
+        assert answer.json()["errors"] == [{"field": "memberids", "message": "Extra inputs are not permitted"}], path
     # the issue's own examples: a table misspelt, a body with no events, a body of other fields
     order = VALID_BODIES["/events"]["orders"][0]
-    assert http.post("/events", json={"order": [order]}).json()["detail"][0]["loc"] == ["order"]
+    assert http.post("/events", json={"order": [order]}).json()["errors"][0]["field"] == "order"
     empty = http.post("/events", json={})
     assert empty.status_code == 400 and "the body has no events" in empty.text
     assert http.post("/events", json={"orders": []}).status_code == 400
-    refused = http.post("/events", json={"member_id": [1, 2, {}], "k": -5}).json()["detail"]
-    assert sorted(e["loc"][0] for e in refused) == ["k", "member_id"]
+    refused = http.post("/events", json={"member_id": [1, 2, {}], "k": -5}).json()["errors"]
+    assert sorted(e["field"] for e in refused) == ["k", "member_id"]
     assert (journal.read_bytes() if journal.exists() else b"") == before  # nothing was kept
 
 

@@ -60,7 +60,7 @@ def test_each_online_rule_matches_how_its_feature_aggregates() -> None:
 
 
 def folder() -> EventFolder:
-    return EventFolder(SCHEMA, AS_OF, CATEGORIES, TYPES)
+    return EventFolder(SCHEMA, AS_OF, {"products": CATEGORIES, "contents": TYPES})
 
 
 def events(table: str, *rows: dict) -> pd.DataFrame:
