@@ -44,7 +44,7 @@ from features.dataset.synthetic import PERSONA_NAMES, SHIFTED_PERSONA_SHARES, Sy
 from monitoring.alerts import Profile, assess, calibrate, calibration_pairs, feature_weights, profile
 from monitoring.drift import compare, tier_share_changes
 from monitoring.reference import champion_reference
-from monitoring.settings import MonitorSettings
+from monitoring.thresholds import MonitorSettings
 from serving.models.kinds import CHURN, VALUE, Task
 from training.job import TrainSettings, train
 

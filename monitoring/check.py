@@ -4,7 +4,7 @@ rule (the default) the alerts are monitoring/alerts.py's; matured performance al
 from __future__ import annotations
 
 from monitoring.monitor import MonitorResult
-from monitoring.settings import MonitorSettings
+from monitoring.thresholds import MonitorSettings
 
 
 def breaches(result: MonitorResult, settings: MonitorSettings) -> list[str]:

@@ -16,7 +16,7 @@ from features.pipelines.engines import Engine, EngineOption
 
 if TYPE_CHECKING:  # the CLI starts fast: Evidently and the models load only when a command runs
     from monitoring.monitor import MonitorResult
-    from monitoring.settings import MonitorSettings
+    from monitoring.thresholds import MonitorSettings
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Watch data drift, prediction drift and real performance.")
 
@@ -27,7 +27,7 @@ ConfigOption = typer.Option(None, "--config", "-c", help="thresholds (default: c
 def _monitor(dataset: str, as_of: str, config: Path | None) -> tuple[StateHome, MonitorSettings, MonitorResult]:
     from features.pipelines.snapshots import resolve_as_of
     from monitoring.monitor import run_monitor
-    from monitoring.settings import load_settings
+    from monitoring.thresholds import load_settings
 
     settings = load_settings(config)
     home = StateHome.from_env()

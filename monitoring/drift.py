@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from monitoring.settings import DataDriftSettings
+from monitoring.thresholds import DataDriftSettings
 from serving.models.base import ItemModel
 from serving.models.tiers import TIERS
 

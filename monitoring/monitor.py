@@ -23,7 +23,7 @@ from monitoring.drift import (
 )
 from monitoring.performance import PerformancePoint, matured_performance, member_predictions, recommended_lists
 from monitoring.reference import Reference, champion_reference
-from monitoring.settings import MonitorSettings
+from monitoring.thresholds import MonitorSettings
 from serving.models.base import ItemModel
 from serving.models.kinds import Task
 from serving.models.tiers import score_snapshot

@@ -26,7 +26,7 @@ from monitoring.check import breaches
 from monitoring.monitor import MonitorResult, run_monitor
 from monitoring.performance import matured_performance, member_performance, precision_at_k, recommended_lists
 from monitoring.reports import write_reports
-from monitoring.settings import AlertSettings, MonitorSettings, load_settings
+from monitoring.thresholds import AlertSettings, MonitorSettings, load_settings
 from serving.models.batch import score_members
 from serving.models.kinds import CHURN, PRODUCT_RECS, VALUE
 from serving.prediction_log import PredictionLog, read_log
