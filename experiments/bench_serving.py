@@ -312,10 +312,11 @@ IN_PROCESS = """
 import json, os, sys, timeit
 import numpy as np
 from features.common.home import StateHome
+from features.common.settings import project_settings
 from serving.models.base import ListRules
 from serving.models.kinds import PRODUCT_RECS
 from serving.state import load_state, member_scores, recommendations
-state = load_state(StateHome.from_env(), os.environ["COMMUNITY_ML_DATASET"])
+state = load_state(StateHome.from_env(), project_settings().dataset)
 ids = [m.decode() for m in np.asarray(state.online.table.ids)]
 picked = [ids[i] for i in np.random.default_rng(0).integers(len(ids), size=500)]
 def best(f):

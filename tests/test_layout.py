@@ -4,6 +4,7 @@ runtime never pulls in BentoML, and every model kind is defined once, in the tab
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def _import_graph() -> dict[str, set[str]]:
     """Project module -> the project modules it imports, at any depth (a function's import is an import too);
     TYPE_CHECKING-only imports are left out: they never run."""

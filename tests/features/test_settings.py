@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from features.common.errors import DataError
-from features.common.settings import MASK, VARIABLES, Settings, project_settings, sources
+from features.common.settings import MASK, PREFIX, VARIABLES, Settings, project_settings, sources
 from features.common.settings_cli import markdown_table
 from tests.conftest import PROJECT_ROOT
 
@@ -65,6 +65,29 @@ def test_no_module_but_the_settings_reads_the_environment() -> None:
     }
     assert readers == set()
     assert _reads(ast.parse(SETTINGS_MODULE.read_text()))  # the check finds a read where there is one
+
+
+def test_no_benchmark_reads_a_setting_but_through_the_settings() -> None:
+    """Benchmarks may read the machine's own variables (OMP_NUM_THREADS, to report them) and set a child's, but a
+    setting of the project only through the settings."""
+    found = []
+    for path in sorted((PROJECT_ROOT / "experiments").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            key = None
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in {
+                "get",
+                "getenv",
+            }:
+                key = node.args[0] if node.args else None
+            elif isinstance(node, ast.Subscript) and _is_environ(node.value) and isinstance(node.ctx, ast.Load):
+                key = node.slice
+            if isinstance(key, ast.Constant) and (key.value in VARIABLES or str(key.value).startswith(PREFIX)):
+                found.append(f"{path.relative_to(PROJECT_ROOT)}:{node.lineno}")
+        # and code a benchmark runs in a child (a string): a read of a project variable there too
+        in_strings = re.findall(r"environ\[['\"](COMMUNITY_ML_\w+)['\"]\](?!\s*=)", path.read_text())
+        found += [f"{path.relative_to(PROJECT_ROOT)}: {name}" for name in in_strings]
+    assert found == []
 
 
 def test_every_variable_named_in_the_code_is_a_declared_setting() -> None:
