@@ -116,9 +116,10 @@ def is_problem(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(k.lower() == b"content-type" and v.split(b";")[0].strip() == _HEADER for k, v in headers)
 
 
-def from_response(status: int, body: bytes) -> dict[str, Any]:
+def from_response(status: int, body: bytes, method: str = "", path: str = "") -> dict[str, Any]:
     """Any other error answer as problem details: BentoML's shapes (its validation errors, `[{"error": ...}]`,
-    `{"error": ...}`), an answer already in this shape, or plain text (Starlette's 404 and 405)."""
+    `{"error": ...}`), an answer already in this shape, or plain text (Starlette's 404 and 405, said of the
+    request's route)."""
     try:
         given: Any = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -134,6 +135,10 @@ def from_response(status: int, body: bytes) -> dict[str, Any]:
         return problem(status, "; ".join(f"{f}: {m}" if f else m for f, m in found), [(f, m) for f, m in found if f])
     if isinstance(given, dict) and "error" in given:
         return problem(status, str(given["error"]))
+    if status == 404 and given is None:
+        return problem(status, f"no route {path}: the API's routes are listed in /docs.json")
+    if status == 405 and given is None:
+        return problem(status, f"{method} is not allowed on {path}: its endpoints take POST with a JSON body")
     text = body.decode(errors="replace").strip()
     return problem(status, text or _phrase(status))
 
@@ -204,7 +209,7 @@ class ProblemDetails:
                 data = orjson.dumps(documented(orjson.loads(body), self.partial))
                 headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
             else:
-                data, headers = encoded(from_response(start["status"], body))
+                data, headers = encoded(from_response(start["status"], body, scope["method"], scope["path"]))
             kept = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-type", b"content-length")]
             await send({**start, "headers": [*kept, *headers]})
             await send({"type": "http.response.body", "body": data})
