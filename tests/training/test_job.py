@@ -3,6 +3,9 @@ and item kinds alike, and batch scoring with the champions."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -307,3 +310,21 @@ def test_the_job_chooses_by_its_own_figures_and_a_baseline_champion_is_named_in_
         DataError, match="--family lightgbm: product-recs is served by als, bpr, item-knn, ease, popular"
     ):
         train(tiny, PRODUCT_RECS, TrainSettings(family="lightgbm"))
+
+
+def _called(function: object) -> set[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))  # type: ignore[arg-type]
+    return {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
+def test_train_and_promote_decide_by_the_same_choosing_code_and_train_reads_in_one_screen() -> None:
+    # train and promote both reach their verdict through training.choosing.judge, and neither re-implements it
+    for decides in (train, promote):
+        called = _called(decides)
+        assert "judge" in called and not called & {"gate", "must_beat", "judge_champion", "within_margins"}
+    # train: its steps in order, each called once, in one screen
+    assert len(inspect.getsource(train).splitlines()) <= 60
+    steps = ["trainer", "resolve_as_of", "_tuned", "candidate", "judge", "log_run", "conclude"]
+    source = inspect.getsource(train)
+    assert all(source.count(f"{step}(") == 1 for step in steps)
+    assert sorted(steps, key=lambda step: source.index(f"{step}(")) == steps
