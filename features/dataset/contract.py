@@ -16,6 +16,9 @@ class Kind(StrEnum):
     TIMESTAMP = "timestamp"  # ISO date, ISO datetime or unix epoch seconds; stored as naive UTC
     NUMBER = "number"  # float64
     BOOL = "bool"
+    # Several values: a list in Parquet or JSON, `|`-separated in text files; each lower-cased and trimmed, empty
+    # ones and repeats dropped. Stored as a list of strings.
+    TAGS = "tags"
 
 
 ACTIONS = (
@@ -101,6 +104,9 @@ PRODUCTS = TableSpec(
         Column("category", Kind.CATEGORY),
         Column("price", Kind.NUMBER, non_negative=True),
         Column("active", Kind.BOOL, doc="still sold; inactive products are never recommended"),
+        Column("brand", Kind.CATEGORY),
+        Column("tags", Kind.TAGS, doc="several values: a list in Parquet, |-separated in CSV"),
+        Column("published_at", Kind.TIMESTAMP, doc="when the product was launched"),
     ),
     key=("product_id",),
     is_event=False,
@@ -113,6 +119,9 @@ CONTENTS = TableSpec(
         Column("content_type", Kind.CATEGORY, allowed=CONTENT_TYPES),
         Column("topic", Kind.CATEGORY),
         Column("published_at", Kind.TIMESTAMP),
+        Column("title", Kind.TEXT),
+        Column("author_id", Kind.ID),
+        Column("tags", Kind.TAGS, doc="several values: a list in Parquet, |-separated in CSV"),
     ),
     key=("content_id",),
     is_event=False,

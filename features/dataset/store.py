@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.common.errors import DataError
 from features.common.home import StateHome
-from features.dataset.contract import TABLE_NAMES, TABLES, TableSpec
-from features.dataset.validation import QUARANTINE_COLUMNS, empty_frame
+from features.dataset.contract import TABLE_NAMES, TABLES, Kind, TableSpec
+from features.dataset.validation import QUARANTINE_COLUMNS, arrow_schema, conformed, empty_frame
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -39,15 +40,16 @@ class MergeResult:
 PARQUET_TIMES: dict[str, Any] = {"coerce_timestamps": "us", "allow_truncated_timestamps": False}
 
 
-def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> None:
-    """Writes beside the target and renames, so a crash half-way leaves the previous file readable."""
+def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> None:
+    """Writes beside the target and renames, so a crash half-way leaves the previous file readable. `schema`: the
+    types a frame is stored as, where pyarrow should not infer them (a list column with no row holding a list)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if isinstance(frame, pa.Table):
             pq.write_table(frame, tmp, **PARQUET_TIMES)
         else:
-            frame.to_parquet(tmp, index=False, **PARQUET_TIMES)
+            frame.to_parquet(tmp, index=False, schema=schema, **PARQUET_TIMES)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -171,23 +173,24 @@ class Dataset:
         return pq.ParquetFile(self.table_path(table)).metadata.num_rows if self.has(table) else 0
 
     def write(self, table: str, frame: pd.DataFrame) -> None:
-        write_parquet_atomic(in_stored_order(table, frame), self.table_path(table))
+        write_parquet_atomic(in_stored_order(table, frame), self.table_path(table), arrow_schema(TABLES[table]))
 
     def appender(self, table: str) -> ParquetAppender:
         """A writer of the table a part at a time (parts in `in_stored_order`), replacing it when closed."""
-        schema = pa.Schema.from_pandas(empty_frame(TABLES[table]), preserve_index=False)
-        return ParquetAppender(self.table_path(table), schema)
+        return ParquetAppender(self.table_path(table), arrow_schema(TABLES[table]))
 
     def merge(self, table: str, incoming: pd.DataFrame) -> MergeResult:
         """Adds rows; a row whose key is already stored replaces it, so re-importing changes nothing."""
         spec = TABLES[table]
         existing = self.read(table)
-        incoming = incoming[list(spec.column_names)].reset_index(drop=True)
+        existing = conformed(spec, existing) if not existing.empty else existing
+        incoming = conformed(spec, incoming).reset_index(drop=True)
         if existing.empty:
             merged, added, updated = incoming, len(incoming), 0
         else:
             known_key = _key_index(spec, incoming).isin(_key_index(spec, existing))
-            same_row = _row_index(incoming).isin(_row_index(existing))
+            tags = [c.name for c in spec.columns if c.kind is Kind.TAGS]
+            same_row = _row_index(incoming, tags).isin(_row_index(existing, tags))
             added = int((~known_key).sum())
             updated = int((known_key & ~same_row).sum())
             merged = pd.concat([existing, incoming], ignore_index=True)
@@ -232,7 +235,7 @@ def in_stored_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     """The table's columns in contract order; events in time order, which lets an engine skip row groups when it
     filters by date."""
     spec = TABLES[table]
-    frame = frame[list(spec.column_names)]
+    frame = conformed(spec, frame)
     if spec.is_event:
         frame = frame.sort_values(["ts", "member_id"], kind="stable", na_position="first")
     return frame.reset_index(drop=True)
@@ -242,6 +245,12 @@ def _key_index(spec: TableSpec, frame: pd.DataFrame) -> pd.Series:
     return _row_index(frame[list(spec.key)])
 
 
-def _row_index(frame: pd.DataFrame) -> pd.Series:
-    # A 64-bit hash per row: fast to compare over millions of rows, and missing values hash equal.
-    return pd.util.hash_pandas_object(frame, index=False)
+def _row_index(frame: pd.DataFrame, tags: list[str] | None = None) -> pd.Series:
+    # A 64-bit hash per row: fast to compare over millions of rows, and missing values hash equal. Lists of `tags`
+    # (lists in memory, arrays as read back) hash as their joined text.
+    lists = {c: frame[c].map(_joined) for c in tags or []}
+    return pd.util.hash_pandas_object(frame.assign(**lists) if lists else frame, index=False)
+
+
+def _joined(value: object) -> object:
+    return "|".join(map(str, value)) if isinstance(value, (list, tuple, np.ndarray)) else value

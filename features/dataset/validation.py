@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.dataset.contract import Column, Kind, TableSpec
 
@@ -123,8 +124,29 @@ def _coerce_bool(values: pd.Series) -> pd.Series:
     return out
 
 
+def _coerce_tags(values: pd.Series) -> pd.Series:
+    """Each value's tags as a list (None where there are none): a list or array as it is, text split on `|`."""
+
+    def tags(value: object) -> list[str] | None:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            parts = [str(v) for v in value if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        elif value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            return None
+        else:
+            parts = str(value).split("|")
+        kept = list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+        return kept or None
+
+    return pd.Series([tags(v) for v in values], index=values.index, dtype=object)
+
+
 def _coerce(col: Column, values: pd.Series, problems: _Problems, time_format: str | None = None) -> pd.Series:
     """Typed values; records missing, unparseable and disallowed values as problems."""
+    if col.kind is Kind.TAGS:  # several values: none can be unparseable, an empty list is no tags
+        out = _coerce_tags(values)
+        if not col.nullable:
+            problems.add(out.isna(), col.name, "missing")
+        return out
     given = values.notna()
     if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
         given &= (values.astype("string[pyarrow]").str.strip() != "").fillna(False)
@@ -162,10 +184,13 @@ def _coerce(col: Column, values: pd.Series, problems: _Problems, time_format: st
 
 def stored_dtype(col: Column) -> str:
     """The pandas dtype a column is stored as, once checked."""
-    return {Kind.TIMESTAMP: "datetime64[ns]", Kind.NUMBER: "float64", Kind.BOOL: "boolean"}.get(col.kind, "string")
+    kinds = {Kind.TIMESTAMP: "datetime64[ns]", Kind.NUMBER: "float64", Kind.BOOL: "boolean", Kind.TAGS: "object"}
+    return kinds.get(col.kind, "string")
 
 
 def _empty_column(col: Column, index: pd.Index) -> pd.Series:
+    if col.kind is Kind.TAGS:
+        return pd.Series([None] * len(index), index=index, dtype=object)
     dtype = stored_dtype(col)
     missing = {"datetime64[ns]": pd.NaT, "float64": np.nan}.get(dtype, pd.NA)
     return pd.Series(missing, index=index, dtype=dtype)
@@ -175,6 +200,22 @@ def empty_frame(spec: TableSpec) -> pd.DataFrame:
     """A table with no rows and the contract's column types."""
     index = pd.RangeIndex(0)
     return pd.DataFrame({col.name: _empty_column(col, index) for col in spec.columns})
+
+
+def conformed(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every contract column, in contract order: a column it lacks (a table stored before the
+    column was added to the contract) is empty."""
+    missing = {c.name: _empty_column(c, frame.index) for c in spec.columns if c.name not in frame.columns}
+    return (frame.assign(**missing) if missing else frame)[list(spec.column_names)]
+
+
+def arrow_schema(spec: TableSpec) -> pa.Schema:
+    """How a table is stored: its columns' types, tags as lists of strings (even where every row has none)."""
+    schema = pa.Schema.from_pandas(empty_frame(spec), preserve_index=False)
+    for col in spec.columns:
+        if col.kind is Kind.TAGS:
+            schema = schema.set(schema.get_field_index(col.name), pa.field(col.name, pa.list_(pa.string())))
+    return schema
 
 
 def _check_orders(table: pd.DataFrame, problems: _Problems) -> None:

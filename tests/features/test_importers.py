@@ -249,3 +249,65 @@ def test_an_import_interrupted_half_way_leaves_the_previous_dataset_readable(
     monkeypatch.undo()
     pd.testing.assert_frame_equal(dataset.read("orders"), before)  # the previous table, whole
     assert not list(dataset.path.rglob("*.tmp"))  # and no half-written file left beside it
+
+
+PRODUCTS_CSV = (
+    "sku,title,brand,labels,launched\n"
+    "P1,Linen shirt,Acme,Summer| linen |summer,2024-05-01\n"
+    "P2,Wool coat,Nordic,,2024-10-01\n"
+    "P3,Mug,Acme,kitchen,next week\n"
+)
+
+
+def test_the_catalogue_takes_brand_tags_and_launch_dates_and_a_reimport_updates_by_id(
+    home: StateHome, tmp_path: Path
+) -> None:
+    # given: products with a brand, |-separated tags and a launch date; one launch date is not a date
+    mapping = [
+        "--map",
+        "product_id=sku",
+        "--map",
+        "name=title",
+        "--map",
+        "tags=labels",
+        "--map",
+        "published_at=launched",
+    ]
+    path = write_text(tmp_path / "products.csv", PRODUCTS_CSV)
+    summary = import_json("--dataset", "shop", "--table", "products", *mapping, "--input", str(path))
+    # then: the good rows are kept typed (tags a list: lower-cased, trimmed, each once), the bad one is named
+    (table,) = summary["tables"]
+    assert (table["rows_added"], table["rows_quarantined"]) == (2, 1)
+    dataset = Dataset(home, "shop")
+    products = dataset.read("products").set_index("product_id")
+    assert list(products.loc["P1", "tags"]) == ["summer", "linen"] and products.loc["P2", "tags"] is None
+    assert products.loc["P1", "brand"] == "acme" and products.loc["P1", "published_at"] == pd.Timestamp("2024-05-01")
+    quarantined = dataset.read_quarantine("products")
+    assert list(quarantined[["row", "field", "reason"]].itertuples(index=False, name=None)) == [
+        (3, "published_at", "unparseable timestamp")
+    ]
+    # when: the same file again changes nothing; a new version of a product replaces it (an upsert by id)
+    again = import_json("--dataset", "shop", "--table", "products", *mapping, "--input", str(path))
+    assert (again["tables"][0]["rows_added"], again["tables"][0]["rows_updated"]) == (0, 0)
+    newer = write_text(tmp_path / "p1.csv", "sku,labels\nP1,autumn|linen\n")
+    columns = ["--map", "product_id=sku", "--map", "tags=labels"]
+    updated = import_json("--dataset", "shop", "--table", "products", *columns, "--input", str(newer))
+    assert (updated["tables"][0]["rows_added"], updated["tables"][0]["rows_updated"]) == (0, 1)
+    assert list(dataset.read("products").set_index("product_id").loc["P1", "tags"]) == ["autumn", "linen"]
+
+
+def test_contents_take_a_title_an_author_and_tags_from_parquet_lists(home: StateHome, tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "content_id": ["C1", "C2"],
+            "content_type": ["knowledge", "scene"],
+            "title": ["How to brew", "Autumn walk"],
+            "author_id": ["A7", "A9"],
+            "tags": [["Coffee", "brewing"], []],
+        }
+    )
+    frame.to_parquet(tmp_path / "contents.parquet")
+    import_json("--dataset", "shop", "--table", "contents", "--input", str(tmp_path / "contents.parquet"))
+    contents = Dataset(home, "shop").read("contents").set_index("content_id")
+    assert list(contents.loc["C1", "tags"]) == ["coffee", "brewing"] and contents.loc["C2", "tags"] is None
+    assert (contents.loc["C1", "title"], contents.loc["C1", "author_id"]) == ("How to brew", "A7")
