@@ -311,12 +311,15 @@ def answer_everyone(base: str, members: list[str]) -> None:
 IN_PROCESS = """
 import json, os, sys, timeit
 import numpy as np
-from features.common.home import StateHome
-from features.common.settings import project_settings
+try:  # this checkout's layout, or an older one's (the "before" worktree)
+    from features.common.home import StateHome
+    from serving.state import load_state, member_scores, recommendations
+except ImportError:
+    from features.home import StateHome
+    from serving.predictions import load_state, member_scores, recommendations
 from serving.models.base import ListRules
 from serving.models.kinds import PRODUCT_RECS
-from serving.state import load_state, member_scores, recommendations
-state = load_state(StateHome.from_env(), project_settings().dataset)
+state = load_state(StateHome.from_env(), sys.argv[1])
 ids = [m.decode() for m in np.asarray(state.online.table.ids)]
 picked = [ids[i] for i in np.random.default_rng(0).integers(len(ids), size=500)]
 def best(f):
@@ -336,7 +339,7 @@ print("RESULT " + json.dumps({
 
 def in_process(code: Path, env: dict[str, str]) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", IN_PROCESS], cwd=code, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", IN_PROCESS, DATASET], cwd=code, env=env, capture_output=True, text=True, check=True
     ).stdout
     found = re.search(r"^RESULT (.*)$", out, re.M)
     assert found is not None, out
