@@ -52,6 +52,7 @@ class TrainResult(BaseModel):
 
 
 def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainResult:
+    """Trains, judges, registers and (when the gate lets it) promotes the dataset's model of `kind`."""
     started = time.perf_counter()
     job = trainer(kind)
     as_of = resolve_as_of(dataset.require(), settings.as_of)
