@@ -20,7 +20,6 @@ import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ import orjson
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
-from serving.problems import CONTENT_TYPE, FieldRefused, internal, invalid, problem
+from serving.problems import CONTENT_TYPE, FieldRefused, invalid, problem, server_error
 
 # What runs after the answer of the current call is sent; None outside this layer (then it runs at once).
 _AFTER: ContextVar[list[Callable[[], None]] | None] = ContextVar("after_answer", default=None)
@@ -105,13 +104,13 @@ async def _answer(route: Route, service: Any, body: bytes, scope: dict[str, Any]
     except BentoMLException as exc:
         _failed(scope)
         status = exc.error_code.value
-        if status >= 500:  # what happened stays in the server log
-            return status, internal() if status == 500 else problem(status, HTTPStatus(status).phrase.lower())
+        if status >= 500:
+            return status, server_error(status)
         named = [(exc.field, exc.reason)] if isinstance(exc, FieldRefused) else []
         return status, problem(status, str(exc), named)
     except Exception:
         _failed(scope)
-        return 500, internal()
+        return 500, server_error()
 
 
 def _failed(scope: dict[str, Any]) -> None:

@@ -84,9 +84,14 @@ def problem(status: int, detail: str, errors: Iterable[tuple[str, str]] = (), **
 
 def invalid(exc: ValidationError) -> dict[str, Any]:
     """A request body the endpoint's input model refused: a 400 naming every field and what is wrong with it."""
-    found = [(field_path(e["loc"]), e["msg"]) for e in exc.errors(include_url=False, include_input=False)]
-    # (a body that is not JSON at all has no field to name: its detail says so)
-    return problem(400, "; ".join(f"{f}: {m}" if f else m for f, m in found), [(f, m) for f, m in found if f])
+    return _refused(400, exc.errors(include_url=False, include_input=False))
+
+
+def _refused(status: int, errors: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Validation errors (pydantic's, or BentoML's copy of them) as a problem naming each field. A body that is not
+    JSON at all has no field to name: its detail says so."""
+    found = [(field_path(e.get("loc", ())), str(e.get("msg", ""))) for e in errors]
+    return problem(status, "; ".join(f"{f}: {m}" if f else m for f, m in found), [(f, m) for f, m in found if f])
 
 
 def field_path(loc: Iterable[Any]) -> str:
@@ -97,8 +102,9 @@ def field_path(loc: Iterable[Any]) -> str:
     return path
 
 
-def internal() -> dict[str, Any]:
-    return problem(500, _INTERNAL)
+def server_error(status: int = 500) -> dict[str, Any]:
+    """A 5xx answer: what happened stays in the server log."""
+    return problem(status, _INTERNAL if status == 500 else _phrase(status).lower())
 
 
 def encoded(body: Mapping[str, Any]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -126,13 +132,12 @@ def from_response(status: int, body: bytes, method: str = "", path: str = "") ->
         given = None
     if isinstance(given, dict) and {"type", "title", "status", "detail"} <= set(given):
         return {**given, "status": status}
-    if status >= 500:  # what happened stays in the server log
-        return internal() if status == 500 else problem(status, _phrase(status).lower())
+    if status >= 500:
+        return server_error(status)
     if isinstance(given, list) and given and isinstance(given[0], dict):
         given = given[0]
     if isinstance(given, dict) and isinstance(given.get("detail"), list):  # BentoML's validation errors
-        found = [(field_path(e.get("loc", ())), str(e.get("msg", ""))) for e in given["detail"] if isinstance(e, dict)]
-        return problem(status, "; ".join(f"{f}: {m}" if f else m for f, m in found), [(f, m) for f, m in found if f])
+        return _refused(status, [e for e in given["detail"] if isinstance(e, dict)])
     if isinstance(given, dict) and "error" in given:
         return problem(status, str(given["error"]))
     if status == 404 and given is None:

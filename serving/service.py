@@ -26,7 +26,7 @@ from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
 from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
-from serving.problems import FieldRefused, ProblemDetails, problem, send_problem
+from serving.problems import FieldRefused, ProblemDetails, field_path, problem, send_problem
 from serving.state import (
     CHALLENGER,
     ServingState,
@@ -208,7 +208,7 @@ class CommunityML:
         if not (rejected := result["rejected"]):
             return result
         ctx.response.status_code = 422
-        named = [(f"{r['table']}[{r['index']}].{r['field']}", str(r["reason"])) for r in rejected]
+        named = [(field_path((r["table"], r["index"], r["field"])), str(r["reason"])) for r in rejected]
         detail = f"{len(rejected)} events refused, {result['accepted']} kept: each refused one is named in errors"
         return problem(422, detail, named, **result)
 

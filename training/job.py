@@ -72,7 +72,18 @@ def train(dataset: Dataset, kind: ModelKind, settings: TrainSettings) -> TrainRe
     with step(f"fitting the {kind.name} model ({family}) that serves as of {as_of}"):
         fitted = job.fit(dataset, kind, as_of, family, judged[family], settings)
     run_id, version = log_run(
-        dataset, kind, settings, as_of, held_out, (family, choice), judged, tuning, evaluation, judgement, fitted
+        client,
+        dataset,
+        kind,
+        settings,
+        as_of,
+        held_out,
+        (family, choice),
+        judged,
+        tuning,
+        evaluation,
+        judgement,
+        fitted,
     )
     promoted, reasons = conclude(client, dataset.name, kind, version, judgement.verdict.reasons, settings.promote)
     if judgement.verdict.passed and settings.promote and not promoted:  # the model would not load: say so

@@ -37,6 +37,7 @@ CAMPAIGN_SETTINGS = ("campaign", "outcome", "treatment_arm", "control_arm")
 
 
 def log_run(
+    client: Any,
     dataset: Dataset,
     kind: ModelKind,
     settings: TrainSettings,
@@ -72,9 +73,7 @@ def log_run(
         **fitted.params,
     }
     promoted_tag = str(judgement.verdict.passed and settings.promote)
-    experiment_id = registry.experiment(
-        registry.connect(dataset.home), dataset.home, kind.registered_name(dataset.name)
-    )
+    experiment_id = registry.experiment(client, dataset.home, kind.registered_name(dataset.name))
     run_name = f"{kind.registered_name(dataset.name)} {family} {as_of}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"dataset": dataset.name, "kind": kind.name, "family": family, "promoted": promoted_tag})

@@ -8,6 +8,7 @@ import, so a test or a long-running process sees the environment as it is now.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI"),
         description="an MLflow server to track and register with; unset: a local sqlite registry in the home",
+        json_schema_extra={"secret": True},  # a URL may carry a user's password
     )
     # Feature engines
     engine: str = Field("duckdb", description="what builds feature snapshots: duckdb or spark (--engine overrides it)")
@@ -131,6 +133,8 @@ class Settings(BaseSettings):
 
 
 VARIABLES = tuple(Settings.variable(f) for f in Settings.model_fields)
+# The variables as os.environ's own mapping keys them (bytes on POSIX).
+_ENCODED = tuple(os.environ.encodekey(v) for v in VARIABLES) if hasattr(os.environ, "encodekey") else VARIABLES
 _cache: dict[tuple[Any, ...], Settings] = {}
 
 
@@ -142,9 +146,6 @@ def _fingerprint() -> tuple[Any, ...]:
     if isinstance(data, dict):
         return tuple(map(data.get, _ENCODED))
     return tuple(map(os.environ.get, VARIABLES))
-
-
-_ENCODED = tuple(os.environ.encodekey(v) for v in VARIABLES) if hasattr(os.environ, "encodekey") else VARIABLES
 
 
 def project_settings() -> Settings:
@@ -164,6 +165,13 @@ def project_settings() -> Settings:
         _cache.clear()
         _cache[key] = found
     return found
+
+
+def unknown() -> dict[str, str | None]:
+    """Variables of the project's prefix that are no setting (a misspelling is otherwise ignored in silence), each
+    with the setting it most looks like, where one is close."""
+    given = [name for name in os.environ if name.startswith(PREFIX) and name not in VARIABLES]
+    return {name: next(iter(difflib.get_close_matches(name, VARIABLES, n=1)), None) for name in sorted(given)}
 
 
 def sources() -> dict[str, str]:

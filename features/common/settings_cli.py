@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from features.common.cli_kit import JsonOption, console, user_errors
-from features.common.settings import Settings, project_settings, sources
+from features.common.settings import Settings, project_settings, sources, unknown
 
 settings_app = typer.Typer()
 
@@ -34,6 +34,10 @@ def settings_command(
         return
     with user_errors():
         current, origin = project_settings(), sources()
+    for name, like in unknown().items():  # on stderr: stdout stays the table (or the JSON)
+        typer.echo(
+            f"warning: {name} is no setting and is ignored" + (f" (did you mean {like}?)" if like else ""), err=True
+        )
     rows = [
         {
             "variable": Settings.variable(field),

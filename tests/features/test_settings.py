@@ -125,6 +125,7 @@ def test_the_settings_command_says_where_each_value_came_from_and_masks_secrets(
 ) -> None:
     monkeypatch.setenv("COMMUNITY_ML_API_KEY", "s3cret")
     monkeypatch.setenv("COMMUNITY_ML_REDIS_URL", "redis://ops:hunter2@cache:6379/0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ops:hunter2@mlflow:5000")
     monkeypatch.setenv("COMMUNITY_ML_TRAINING_MEMBERS", "5000")
     monkeypatch.delenv("COMMUNITY_ML_CHALLENGER", raising=False)
     done = CliRunner().invoke(app, ["settings", "--json"])
@@ -138,6 +139,15 @@ def test_the_settings_command_says_where_each_value_came_from_and_masks_secrets(
         "environment",
     )
     assert rows["COMMUNITY_ML_CHALLENGER"]["source"] == "default"
+    assert rows["MLFLOW_TRACKING_URI"]["value"] == f"http://ops:{MASK}@mlflow:5000" and "hunter2" not in done.stdout
+    # a misspelt variable is said on stderr, with the setting it most looks like
+    monkeypatch.setenv("COMMUNITY_ML_API_KY", "oops")
+    warned = CliRunner().invoke(app, ["settings", "--json"])
+    assert (
+        "warning: COMMUNITY_ML_API_KY is no setting and is ignored (did you mean COMMUNITY_ML_API_KEY?)"
+        in warned.stderr
+    )
+    assert json.loads(warned.stdout)  # stdout stays the JSON
     monkeypatch.setenv("COMMUNITY_ML_TRAINING_MEMBERS", "ten")
     refused = CliRunner().invoke(app, ["settings"])
     assert refused.exit_code == 2 and "COMMUNITY_ML_TRAINING_MEMBERS" in refused.output

@@ -26,7 +26,6 @@ from features.pipelines.point_in_time import Sources
 from features.pipelines.snapshots import Snapshot
 from serving.models.base import MemberModel
 from serving.models.families.baselines import baselines_of
-from serving.models.families.recommenders import FOLD_IN, item_family
 from serving.models.kinds import KINDS, GateMetric, ModelKind, Target
 from serving.models.registry import champion, connect
 from serving.service import _SERVED
@@ -182,7 +181,7 @@ def test_an_item_source_added_as_one_entry_is_built_trained_and_served_with_fres
             snapshot = Snapshot(shop, result.as_of)
             groups = snapshot.interactions("groups")
             assert groups.item_ids.size > 0 and all(str(g).startswith("G") for g in groups.item_ids)
-            assert {*result.rivals, result.family} >= set(item_families(GROUP_RECS)) - {"ease"}
+            assert {*result.rivals, result.family} == set(item_families(GROUP_RECS))
             assert result.promoted, result.reasons
             # and the service, once reloaded, serves it; a member's fresh group activity counts in the next list
             assert http.post("/reload", json={}).status_code == 200
@@ -196,9 +195,8 @@ def test_an_item_source_added_as_one_entry_is_built_trained_and_served_with_fres
             took = listed[0]
             event = {"member_id": member, "ts": "2026-03-31T12:00:00", "action": "message", "group_id": took}
             assert http.post("/events", json={"engagements": [event]}).status_code == 200
+            # (whichever family the gate chose: only the store's record is the same for every family; how a family
+            # folds fresh interactions in is tested with the table's own sources)
             assert _SERVED[0].state.online.items([member], "groups") == {member: {took: 1.0}}
-            again = http.post("/recommend", json=asked).json()
-            if FOLD_IN in item_family(result.family).offers:  # (BPR's member factors only training learns)
-                assert took not in [i["item_id"] for i in again["members"][0]["items"]]  # taken part in: not again
     finally:
         http.post("/reload", json={})  # the service of the other tests knows the table's own sources and kinds
