@@ -108,6 +108,9 @@ def import_online_retail(dataset: Dataset, path: Path, encoding: str = "utf-8") 
         prices = pd.to_numeric(sales["UnitPrice"]).groupby(sales["StockCode"]).median()
         products = pd.DataFrame({"product_id": prices.index, "price": prices.to_numpy(), "active": True})
         products["name"] = products["product_id"].map(names)
+        # The file says nothing of launches: a stock code is published when it first sold (guests' sales count).
+        first_sold = validated_orders.good["ts"].groupby(sales["StockCode"].str.strip()).min()
+        products["published_at"] = products["product_id"].str.strip().map(first_sold)
         validated_products = validate(PRODUCTS, products.set_index(pd.RangeIndex(1, len(products) + 1)), raw.source)
 
     with step(f"writing dataset {dataset.name}"):

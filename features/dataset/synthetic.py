@@ -76,6 +76,41 @@ DECLINING_GROUP = 2
 # Feedback and surveys, per order and per active member a quarter: rates as shops report them.
 FEEDBACK_RATES = {"review": 0.12, "complaint": 0.015, "dispute": 0.003}
 SURVEY_RATE_PER_QUARTER = 0.12
+# The catalogue's attributes. Products: a few brands per category, style tags; personas like some brands and tags
+# more than others (TASTE_SPREAD), so a new product's attributes tell who will buy it. Contents: authors by topic.
+BRANDS_PER_CATEGORY = 4
+BRAND_NAMES = tuple(
+    f"{a}{b}"
+    for a in ("lu", "mo", "ka", "ze", "ri", "ta", "no", "vi", "sa", "do", "fe", "ha")
+    for b in ("ra", "mi", "xo", "na")
+)
+PRODUCT_TAGS = (
+    "organic",
+    "premium",
+    "budget",
+    "imported",
+    "kids",
+    "eco",
+    "classic",
+    "limited",
+    "family-size",
+    "travel",
+    "gift",
+    "vegan",
+    "smart",
+    "handmade",
+    "sport",
+    "mini",
+)
+LAUNCHED_SHARE = 0.3  # products launched during the history
+TASTE_SPREAD = {"noise": 0.6, "brand": 0.7, "tag": 0.6}  # log-scale spreads of a persona's taste for a product
+AUTHORS_PER_TOPIC = 3
+CONTENT_WORDS = {
+    "knowledge": ("guide to", "how to choose", "facts about"),
+    "scene": ("a day with", "my corner of", "living with"),
+    "activity": ("join us for", "weekend of", "meet-up on"),
+    "promotion": ("deals on", "sale on", "offers on"),
+}
 HOUR_WEIGHTS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 2, 3, 3, 3, 3.5, 4.5, 4, 3, 3, 3, 3, 3.5, 4.5, 5.5, 6, 4, 2])
 
 
@@ -288,13 +323,30 @@ class _Sim:
         self.product_category = cat
         self.product_price = price
         self.product_popularity = 1.0 / rank**0.9
+        active = self.rng.random(n) > 0.06
+        # Brands, tags and launches come from their own generator: the main stream (and every table drawn from it)
+        # stays as it was before products had them.
+        attrs = np.random.default_rng([self.cfg.seed, 7])
+        self.product_brand = cat * BRANDS_PER_CATEGORY + attrs.integers(0, BRANDS_PER_CATEGORY, n)
+        self.product_tags = attrs.random((n, len(PRODUCT_TAGS))) < 2.0 / len(PRODUCT_TAGS)
+        # A share of the catalogue launches during the history (the rest was on sale before it): new products
+        # are part of every day's truth. Favourites and the first days draw on what was on sale before.
+        launched = attrs.random(n) < LAUNCHED_SHARE
+        launched[: len(CATEGORIES)] = False  # every category has its best seller from the start
+        self.product_day = np.where(launched, attrs.integers(1, self.days, n), -attrs.integers(30, 720, n))
+        brands = np.array(BRAND_NAMES)[self.product_brand]
+        names = [f"{b} {CATEGORIES[c].replace('_', ' ')} item {r}" for b, c, r in zip(brands, cat, rank, strict=True)]
         return pd.DataFrame(
             {
                 "product_id": [f"P{i:05d}" for i in range(n)],
-                "name": [f"{CATEGORIES[c].replace('_', ' ')} item {r}" for c, r in zip(cat, rank, strict=True)],
+                "name": names,
                 "category": np.array(CATEGORIES)[cat],
                 "price": price,
-                "active": self.rng.random(n) > 0.06,
+                "active": active,
+                "brand": brands,
+                "tags": [list(np.array(PRODUCT_TAGS)[row]) or None for row in self.product_tags],  # as stored
+                # At midnight: a product is on sale from the first hour of its launch day.
+                "published_at": self.start + pd.to_timedelta(self.product_day, unit="D"),
             }
         )
 
@@ -310,14 +362,30 @@ class _Sim:
         topic[first] = first % len(CATEGORIES)
         published[first] = -90
         self.content_type, self.content_topic, self.content_day = ctype, topic, published
+        published_at = (
+            self.start + pd.to_timedelta(published, unit="D") + pd.to_timedelta(self.rng.integers(8, 20, n), unit="h")
+        )
+        # Authors write on two topics each; titles and tags say the topic and the kind of post. From their own
+        # generator, like the products' attributes.
+        attrs = np.random.default_rng([self.cfg.seed, 8])
+        author = topic * AUTHORS_PER_TOPIC + attrs.integers(0, AUTHORS_PER_TOPIC, n)
+        words = [CONTENT_WORDS[t] for t in np.array(CONTENT_TYPES)[ctype]]
+        style = attrs.random((n, len(PRODUCT_TAGS))) < 1.0 / len(PRODUCT_TAGS)
         return pd.DataFrame(
             {
                 "content_id": [f"C{i:05d}" for i in range(n)],
                 "content_type": np.array(CONTENT_TYPES)[ctype],
                 "topic": np.array(CATEGORIES)[topic],
-                "published_at": self.start
-                + pd.to_timedelta(published, unit="D")
-                + pd.to_timedelta(self.rng.integers(8, 20, n), unit="h"),
+                "published_at": published_at,
+                "title": [
+                    f"{w[i % len(w)]} {CATEGORIES[t].replace('_', ' ')} #{i}"
+                    for i, (w, t) in enumerate(zip(words, topic, strict=True))
+                ],
+                "author_id": _ids("A", author, 3),
+                "tags": [
+                    [CATEGORIES[t], str(CONTENT_TYPES[c]), *np.array(PRODUCT_TAGS)[row]]
+                    for t, c, row in zip(topic, ctype, style, strict=True)
+                ],
             }
         )
 
@@ -519,7 +587,7 @@ class _Sim:
         n_lines = 1 + rng.poisson(lines_mean - 1)
         order_of_line = np.repeat(np.arange(n_orders), n_lines)
         m = member[order_of_line]
-        product = self._pick_products(m)
+        product = self._pick_products(m, day[order_of_line])
         qty = 1 + rng.poisson(np.where(_PARENT[self.persona[m]], 0.8, 0.3))
         discount = np.where(promo[day[order_of_line]], 0.8, 1.0)
         unit = (
@@ -565,33 +633,49 @@ class _Sim:
         returns = returns[returns["ts"] < self.end]
         return pd.concat([sales, returns], ignore_index=True)
 
-    def _pick_products(self, member: np.ndarray) -> np.ndarray:
-        """Favourites are bought again; otherwise a category by preference, then a product by its popularity
-        times the persona's taste for it (members of a persona share tastes within a category, as young parents
-        share favourite brands: the co-buying that collaborative filtering learns)."""
+    def _pick_products(self, member: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Favourites are bought again; otherwise a category by preference, then a product on sale that day by its
+        popularity times the persona's taste for it: members of a persona share tastes for brands and tags (the
+        co-buying that collaborative filtering learns, and what a new product's attributes reveal). Favourites
+        are drawn from what was on sale before the history."""
         rng = self.rng
         n_cat = len(CATEGORIES)
         cum = np.cumsum(self.category_pref, axis=1)
         favourites = np.empty((self.n, 4), dtype=np.int64)
         fav_cat = (rng.random((self.n, 4, 1)) > cum[:, None, :]).sum(axis=2).clip(0, n_cat - 1)
         line_cat = (rng.random((len(member), 1)) > cum[member]).sum(axis=1).clip(0, n_cat - 1)
-        # Tastes come from their own generator, and each pick below takes one uniform draw as rng.choice would:
-        # the main stream, and so every other table, stays as it was without tastes.
-        taste = np.random.default_rng([self.cfg.seed, 2]).lognormal(0.0, 1.0, (len(PERSONAS), self.cfg.products))
+        # Each pick below takes one uniform draw as rng.choice would: the main stream, and so every other table,
+        # stays as it was without tastes and launches.
+        taste = self._tastes()
         product = np.empty(len(member), dtype=np.int64)
         for c in range(n_cat):
+            # The category's products by launch day: those on sale on a day are a prefix of them.
             ids = np.flatnonzero(self.product_category == c)
-            weights = self.product_popularity[ids] * taste[:, ids]
-            cdf = np.cumsum(weights, axis=1)
-            cdf /= cdf[:, -1:]
+            ids = ids[np.argsort(self.product_day[ids], kind="stable")]
+            cdf = np.cumsum(self.product_popularity[ids] * taste[:, ids], axis=1)
             pick = np.flatnonzero(line_cat == c)
-            product[pick] = ids[self._by_persona(cdf, self.persona[member[pick]], rng.random(len(pick)))]
+            on_sale = np.maximum(np.searchsorted(self.product_day[ids], day[pick], side="right"), 1)
+            persona = self.persona[member[pick]]
+            uniform = rng.random(len(pick)) * cdf[persona, on_sale - 1]
+            product[pick] = ids[self._by_persona(cdf, persona, uniform)]
             fav_member, fav_slot = np.nonzero(fav_cat == c)
-            chosen = self._by_persona(cdf, self.persona[fav_member], rng.random(len(fav_member)))
+            before = max(int(np.searchsorted(self.product_day[ids], 0, side="left")), 1)
+            persona = self.persona[fav_member]
+            chosen = self._by_persona(cdf, persona, rng.random(len(fav_member)) * cdf[persona, before - 1])
             favourites[fav_member, fav_slot] = ids[chosen]
         repeat = rng.random(len(member)) < 0.4
         product[repeat] = favourites[member[repeat], rng.integers(0, 4, repeat.sum())]
         return product
+
+    def _tastes(self) -> np.ndarray:
+        """Each persona's taste for each product (personas x products): its liking of the product's brand and tags,
+        times noise; from their own generators."""
+        noise = np.random.default_rng([self.cfg.seed, 2]).normal(0.0, 1.0, (len(PERSONAS), self.cfg.products))
+        likes = np.random.default_rng([self.cfg.seed, 9])
+        brand = likes.normal(0.0, TASTE_SPREAD["brand"], (len(PERSONAS), len(BRAND_NAMES)))
+        tag = likes.normal(0.0, TASTE_SPREAD["tag"], (len(PERSONAS), len(PRODUCT_TAGS)))
+        log_taste = TASTE_SPREAD["noise"] * noise + brand[:, self.product_brand] + tag @ self.product_tags.T
+        return np.exp(log_taste)
 
     @staticmethod
     def _by_persona(cdf: np.ndarray, persona: np.ndarray, uniform: np.ndarray) -> np.ndarray:

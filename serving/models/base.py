@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
@@ -125,6 +126,9 @@ class ListRules(BaseModel):
     include_seen: bool | None = Field(None, description="the member's own items may come back (None: the kind's)")
     exclude: tuple[str, ...] = Field((), description="item ids never to list")
     category: str | None = Field(None, description="only items of this category or content type")
+    published_since: date | None = Field(
+        None, description="only items published on or after this day (what's new for the member)"
+    )
 
     @property
     def exclude_seen(self) -> bool | None:
@@ -149,6 +153,9 @@ class ItemModel(ABC):
         exclude_seen: bool | None = None,
         exclude: list[str] | None = None,
         category: str | None = None,
+        *,
+        published_since: date | None = None,
+        now: datetime | None = None,
     ) -> pd.DataFrame:
         """member_id, rank, item_id, score, cold_start per member, in the order asked; unknown members get the
         popular items of their segment."""
@@ -162,9 +169,15 @@ class ItemModel(ABC):
         exclude: list[str] | None = None,
         category: str | None = None,
         fresh: Mapping[str, Mapping[str, float]] | None = None,
+        *,
+        published_since: date | None = None,
+        now: datetime | None = None,
+        evidence: Any = None,
     ) -> list[Ranked]:
         """What `recommend` answers, as one (items, scores, cold_start) list per member, in the order asked, without
-        a DataFrame; `fresh`: members' interactions since training, folded in where the family can."""
+        a DataFrame; `fresh`: members' interactions since training, folded in where the family can. Items published
+        after `now` (the clock by default) never appear; with `published_since`, only items published on or after
+        it do; `evidence`: what happened to new items since they were published."""
 
     @abstractmethod
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:

@@ -135,6 +135,16 @@ class FactorMethod:
     # The last split's factors: judging both kinds of list on one split fits once.
     _fitted: tuple[sp.csr_matrix, tuple[np.ndarray | None, Any]] | None = None
 
+    @property
+    def fitted_on(self) -> sp.csr_matrix | None:
+        """The train matrix of the last fit (None before any)."""
+        return None if self._fitted is None else self._fitted[0]
+
+    @property
+    def fitted_factors(self) -> tuple[np.ndarray | None, Any]:
+        assert self._fitted is not None
+        return self._fitted[1]
+
     def __call__(self, split: Split, k: int, exclude_seen: bool) -> list[np.ndarray]:
         if self._fitted is None or self._fitted[0] is not split.train:
             started = time.perf_counter()

@@ -14,17 +14,32 @@ import scipy.sparse as sp
 from features.dataset.store import Dataset
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.families.factors import FactorRecommender, RecsSpec
+from serving.models.families.new_items import AttributeSpace, NewItems, item_tokens
 from serving.models.families.recommenders import ITEM_FAMILIES, item_family
 from serving.models.kinds import ModelKind
+from training.items.new_items import catalogue
+
+RULE_COLUMNS = ("active", "published_at")  # beside the category: what the business rules read per item
 
 
-def item_attributes(dataset: Dataset, kind: ModelKind) -> pd.DataFrame:
-    """What the business rules need per item: active and category (products), content type (contents)."""
+def item_attributes(items: pd.DataFrame, kind: ModelKind) -> pd.DataFrame:
+    """What the business rules need per item (of the kind's catalogue, `catalogue`): active, published_at and the
+    category (products), content type (contents)."""
     assert kind.items is not None
-    table = kind.items.matrix
-    wanted = [c for c in (kind.items.id_column, "active", kind.items.category_column) if c in dataset.read(table)]
-    frame = dataset.read(table, wanted).rename(columns={kind.items.id_column: "item_id"})
-    return frame.drop_duplicates("item_id").set_index("item_id")
+    return items[[c for c in (*RULE_COLUMNS, kind.items.category_column) if c in items]]
+
+
+def new_items(
+    items: pd.DataFrame, item_ids: np.ndarray, item_factors: Any, popularity: np.ndarray, method: str, column: str
+) -> NewItems:
+    """The catalogue's items with no interactions, placed among the warm ones (`item_ids`) by their attributes
+    in an attribute space learned on the whole catalogue."""
+    warm_ids = pd.Index(item_ids.astype(str))
+    space = AttributeSpace.fit(item_tokens(items))
+    warm = space.encode(item_tokens(items.reindex(warm_ids)))
+    placed = NewItems(space, warm, item_factors, popularity, method, column)
+    placed.add(items[~items.index.isin(warm_ids)])
+    return placed
 
 
 def member_segments(dataset: Dataset) -> dict[str, str]:
@@ -57,10 +72,16 @@ def segment_popularity(
 
 
 def fit_recommender(
-    dataset: Dataset, kind: ModelKind, as_of: date, params: dict[str, Any], seed: int, family: str = "als"
+    dataset: Dataset,
+    kind: ModelKind,
+    as_of: date,
+    params: dict[str, Any],
+    seed: int,
+    family: str = "als",
+    new_item_method: str = "transfer",
 ) -> FactorRecommender:
-    """The family's factors on everything before `as_of`, with the popularity order for cold start and the items'
-    attributes."""
+    """The family's factors on everything before `as_of`, with the popularity order for cold start, the items'
+    attributes, and the items with no interactions placed among them (ranked by `new_item_method`)."""
     assert kind.items is not None
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))
     interactions = Snapshot(dataset, as_of).interactions(kind.items.matrix)
@@ -70,6 +91,8 @@ def fit_recommender(
     user_factors, item_factors = record.factorize(matrix, p, seed)
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
+    items = catalogue(dataset, kind)
+    popularity = np.diff(matrix.tocsc().indptr).astype(np.float32)
     return FactorRecommender(
         RecsSpec(
             family=family,
@@ -84,11 +107,12 @@ def fit_recommender(
         matrix,
         interactions.member_ids,
         interactions.item_ids,
-        np.diff(matrix.tocsc().indptr).astype(np.float32),
-        item_attributes(dataset, kind),
+        popularity,
+        item_attributes(items, kind),
         segment_popularity(matrix, interactions.member_ids, segments),
         # Only members without history need a segment: everyone else is served from their own factors.
         {m: s for m, s in segments.items() if m not in with_history},
+        new_items(items, interactions.item_ids, item_factors, popularity, new_item_method, kind.items.category_column),
     )
 
 

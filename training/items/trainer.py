@@ -16,6 +16,7 @@ from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snaps
 from serving.models.families.recommenders import item_family
 from serving.models.kinds import ModelKind
 from training.items.evaluation import (
+    FactorMethod,
     Split,
     compare,
     factor_method,
@@ -24,12 +25,15 @@ from training.items.evaluation import (
     time_split,
 )
 from training.items.fit import fit_recommender, item_families
+from training.items.new_items import PEERS, chosen_method, judged, new_item_split
 from training.items.tuning import tune_family
 from training.trainer import Evaluation, FamilyParams, Fitted, HeldOut, Trainer, TrainSettings
 from training.tuning import Tuning
 
 # The share of each item's interactions a random-per-item split holds out: the 75/25 of published results.
 RANDOM_TEST_SHARE = 0.25
+# The fewest test members who took a new item for new-item lists to be judged (fewer say nothing either way).
+MIN_NEW_ITEM_MEMBERS = 30
 
 
 class ItemTrainer(Trainer):
@@ -42,6 +46,11 @@ class ItemTrainer(Trainer):
     families' lists of items new to the member are judged too (`new_only_precision`), so the gate covers both. On a
     random per-item split every held-out interaction is new to its member by construction: only new-item lists
     are judged there."""
+
+    def __init__(self) -> None:
+        # Each family's way of ordering new items (its transfer, or the attribute peer that beat it), as evaluate
+        # found: the fitted model serves new items so.
+        self.new_item_methods: dict[str, str] = {}
 
     def family_params(self, family: str) -> dict[str, Any]:
         return dict(item_family(family).defaults)
@@ -125,7 +134,42 @@ class ItemTrainer(Trainer):
             family: {**metrics[family, mode], "new_only_precision": metrics[family, True]["precision"]}
             for family in families
         }
+        if settings.split == "time":
+            new_rows = self._judge_new_items(dataset, kind, held_out.tests[0], settings, methods)
+            for row in new_rows:
+                if row["method"] in scores:
+                    scores[row["method"]]["new_item_ndcg"] = row["ndcg"]
+            rows += new_rows
         return Evaluation(scores, [{"cutoff": str(held_out.tests[0]), **r} for r in rows])
+
+    def _judge_new_items(
+        self, dataset: Dataset, kind: ModelKind, at: date, settings: TrainSettings, methods: dict[str, FactorMethod]
+    ) -> list[dict[str, Any]]:
+        """Every family's lists of items no one had touched at `at` (its transfer), beside the attribute and date
+        peers, on the items first taken in the test window; and which way each family serves new items (the
+        recommenders' point rule: the transfer where it beats every attribute peer)."""
+        split = new_item_split(dataset, kind, at, settings.horizon_days, members=project_settings().recommender_members)
+        if len(split.users) < MIN_NEW_ITEM_MEMBERS:
+            say(
+                f"new items not judged: {len(split.users)} members took one of the {len(split.candidate_ids)} items "
+                f"first taken from {at} (at least {MIN_NEW_ITEM_MEMBERS} are needed); new items are placed by each "
+                "family's transfer"
+            )
+            return []
+        rows, peers_done = [], False
+        for family, method in methods.items():
+            if method.fitted_on is None or method.fitted_on.shape != split.train.shape:
+                continue
+            figures = judged(split, family, method.fitted_factors, settings.seed, settings.k)
+            self.new_item_methods[family], why = chosen_method(figures)
+            say(f"{family}: {why}")
+            for name, metrics in figures.items():
+                if name in PEERS and peers_done:
+                    continue
+                label = family if name == "transfer" else name
+                rows.append({"method": label, "mode": "new items", "members": len(split.users), **metrics})
+            peers_done = True
+        return rows
 
     def fit(
         self,
@@ -136,7 +180,8 @@ class ItemTrainer(Trainer):
         params: dict[str, Any],
         settings: TrainSettings,
     ) -> Fitted:
-        model = fit_recommender(dataset, kind, as_of, params, settings.seed, family=family)
+        method = self.new_item_methods.get(family, "transfer")
+        model = fit_recommender(dataset, kind, as_of, params, settings.seed, family=family, new_item_method=method)
         return Fitted(model, pd.DataFrame({"member_id": model.member_ids[:3].astype(str)}))
 
 

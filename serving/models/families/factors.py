@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ from pydantic import BaseModel, ConfigDict
 from features.common.errors import DataError
 from features.pipelines.interactions import csr_arrays, csr_from
 from serving.models.base import ItemModel, Ranked
+from serving.models.families.new_items import (
+    Evidence,
+    NewItemPolicy,
+    NewItems,
+    rank_with_new,
+    recommender_config,
+)
 from serving.models.families.recommenders import (
     FOLD_IN,
     ITEM_FAMILIES,
@@ -42,6 +50,12 @@ from serving.models.families.recommenders import (
     member_vectors,
 )
 from serving.models.ranking import rank_items, single_threaded_blas
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    """x in standard deviations from its mean (0 where all are equal): keys of any scale, on one scale."""
+    spread = float(x.std()) if len(x) > 1 else 0.0
+    return (x - x.mean()) / spread if spread > 1e-12 else np.zeros_like(x)
 
 
 class NotOffered(DataError, LookupError):
@@ -72,6 +86,9 @@ class FactorRecommender(ItemModel):
     # Cold start by segment: a member's persona (or first group) -> the popularity among that segment's members.
     segment_popularity: dict[str, np.ndarray] = field(default_factory=dict)
     member_segment: dict[str, str] = field(default_factory=dict)
+    # Items with no interactions (at training, imported or posted since), placed from their attributes.
+    new_items: NewItems | None = None
+    policy: NewItemPolicy = field(default_factory=lambda: recommender_config().new_items)
 
     def __post_init__(self) -> None:
         self.kind, self.family = self.spec.kind, self.spec.family
@@ -107,6 +124,14 @@ class FactorRecommender(ItemModel):
         return ~attrs["active"].fillna(True).astype(bool).to_numpy()
 
     @cached_property
+    def _published(self) -> np.ndarray:
+        """Each column's publication time (NaT where unknown: always published)."""
+        attrs = self.item_attributes.reindex(self.item_ids)
+        if "published_at" not in attrs:
+            return np.full(len(self.item_ids), np.datetime64("NaT"), dtype="datetime64[s]")
+        return pd.to_datetime(attrs["published_at"]).to_numpy().astype("datetime64[s]")
+
+    @cached_property
     def _categories(self) -> np.ndarray:
         """Each column's value of the category the requests filter on (None where unknown)."""
         attrs = self.item_attributes.reindex(self.item_ids)
@@ -120,9 +145,18 @@ class FactorRecommender(ItemModel):
         orders = {segment: np.argsort(-p, kind="stable") for segment, p in self.segment_popularity.items()}
         return {None: np.argsort(-self.popularity, kind="stable"), **orders}
 
-    def _blocked(self, exclude: list[str], category: str | None) -> np.ndarray:
-        """Columns no list may hold: inactive items, the request's exclusions, other categories."""
+    def _blocked(
+        self, exclude: list[str], category: str | None, now: np.datetime64, since: np.datetime64 | None
+    ) -> np.ndarray:
+        """Columns no list may hold: inactive items, items not yet published (or published before `since`), the
+        request's exclusions, other categories."""
         blocked = self._inactive.copy()
+        published = self._published
+        known = ~np.isnat(published)
+        if known.any():
+            blocked |= known & (published > now)
+        if since is not None:
+            blocked |= ~known | (published < since)
         if category is not None:
             blocked |= self._categories != category
         for item in exclude:
@@ -137,8 +171,11 @@ class FactorRecommender(ItemModel):
         exclude_seen: bool | None = None,
         exclude: list[str] | None = None,
         category: str | None = None,
+        *,
+        published_since: date | None = None,
+        now: datetime | None = None,
     ) -> pd.DataFrame:
-        lists = self.ranked(member_ids, k, exclude_seen, exclude, category)
+        lists = self.ranked(member_ids, k, exclude_seen, exclude, category, published_since=published_since, now=now)
         rows = [
             (member, rank, item, score, ranked.cold_start)
             for member, ranked in zip(member_ids, lists, strict=True)
@@ -155,31 +192,120 @@ class FactorRecommender(ItemModel):
         exclude: list[str] | None = None,
         category: str | None = None,
         fresh: Mapping[str, Mapping[str, float]] | None = None,
+        *,
+        published_since: date | None = None,
+        now: datetime | None = None,
+        evidence: Evidence | None = None,
     ) -> list[Ranked]:
         """Each member's top-k items and scores, in the order asked: known members from their vectors, members
         in `fresh` (their interactions since the model was trained) folded in where the family can, the others
-        cold start by segment. Plain lists, no DataFrame: a single member's answer costs well under a millisecond."""
+        cold start by segment. New items (no interactions at training) come in by the policy, or make the list with
+        `published_since`. Plain lists, no DataFrame: a single member's answer costs well under a millisecond."""
         exclude_seen = self.spec.exclude_seen_default if exclude_seen is None else exclude_seen
-        blocked = self._blocked(exclude or [], category)
-        fresh = fresh if fresh and FOLD_IN in self.record.offers else {}
+        moment = np.datetime64(now or datetime.now(UTC).replace(tzinfo=None), "s")
+        since = None if published_since is None else np.datetime64(published_since, "s")
+        blocked = self._blocked(exclude or [], category, moment, since)
+        news = self._news(moment, since, category, set(exclude or []), evidence)
+        fresh = fresh or {}
+        fold = fresh if FOLD_IN in self.record.offers else {}
+        n_new = (k if since is not None else self.policy.slots_for(k)) if news is not None else 0
+        # Where new items may come in, the member's warm list runs to the rank a new item must reach to fit.
+        depth = k if not n_new or since is not None else max(k, self.policy.fit_rank)
         out: dict[str, Ranked] = {}
-        known = [m for m in member_ids if m in self._rows and m not in fresh]
+        known = [m for m in member_ids if m in self._rows and m not in fold]
         if known:
             rows = np.array([self._rows[m] for m in known])
-            ids, scores = self._rank(self._member_vectors(rows), self.interactions[rows], k, exclude_seen, blocked)
-            out |= {m: self._lists(ids[i], scores[i], cold=False) for i, m in enumerate(known)}
-        for member in (m for m in member_ids if m in fresh):
-            vector, own_row = self._folded_in(member, fresh[member])
-            ids, scores = self._rank(vector, own_row, k, exclude_seen, blocked)
-            out[member] = self._lists(ids[0], scores[0], cold=False)
+            vectors, own = self._member_vectors(rows), self.interactions[rows]
+            ids, scores = self._rank(vectors, own, depth, exclude_seen, blocked)
+            for i, m in enumerate(known):
+                out[m] = self._with_news(news, n_new, vectors[i : i + 1], own[i], ids[i], scores[i], k, fresh.get(m))
+        for member in (m for m in member_ids if m in fold):
+            vector, own_row = self._folded_in(member, fold[member])
+            ids, scores = self._rank(vector, own_row, depth, exclude_seen, blocked)
+            out[member] = self._with_news(news, n_new, vector, own_row, ids[0], scores[0], k, fresh.get(member))
         for member in (m for m in member_ids if m not in out):
             segment = self.member_segment.get(member)
             segment = segment if segment in self.segment_popularity else None
             popularity = self.popularity if segment is None else self.segment_popularity[segment]
             order = self._popular_order[segment]
             top = order[~blocked[order]][:k]
-            out[member] = self._lists(top, popularity[top].astype(float), cold=True)
+            ranked = self._lists(top, popularity[top].astype(float), cold=True)
+            if since is not None and news is not None:  # what's new, by expected reach: members per item either way
+                ranked = self._newest_for_anyone(ranked, news, k)
+            out[member] = ranked
         return [out[m] for m in member_ids]
+
+    def _news(
+        self,
+        now: np.datetime64,
+        since: np.datetime64 | None,
+        category: str | None,
+        exclude: set[str],
+        evidence: Evidence | None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The new items a list may take now (their positions in `new_items`) and their evidence factors; None
+        where there are none."""
+        new_items = self.new_items
+        if new_items is None or not len(new_items):
+            return None
+        columns = new_items.candidates(now, self.policy, since, category, exclude)
+        if not len(columns):
+            return None
+        return columns, new_items.evidence_factors(columns, evidence, now)
+
+    def _with_news(
+        self,
+        news: tuple[np.ndarray, np.ndarray] | None,
+        n_new: int,
+        vector: np.ndarray | sp.csr_matrix,
+        own: sp.csr_matrix,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        took: Mapping[str, float] | None,
+    ) -> Ranked:
+        """The member's list with the new items that fit them: by default those scoring at least as their warm
+        item at the policy's fit rank (and not sunk by their evidence), at most the policy's slots; with
+        `published_since` (n_new == k), any."""
+        warm = self._lists(ids, scores, cold=False)
+        if news is None or not n_new:
+            return Ranked(warm.items[:k], warm.scores[:k], False)
+        assert self.new_items is not None
+        columns, factors = news
+        family, key = self.new_items.scores(vector, own, columns)
+        family, key = family[0], _standardised(key[0]) + np.log(np.maximum(factors, 1e-6))
+        allowed = np.ones(len(columns), dtype=bool)
+        if took:  # what the member took since training is theirs already
+            allowed &= np.array([str(self.new_items.ids[c]) not in took for c in columns])
+        default = n_new < k
+        if default:
+            bar = warm.scores[-1] if len(warm.scores) >= self.policy.fit_rank else -np.inf
+            allowed &= (family >= bar) & (factors >= self.policy.sink_below)
+        chosen = np.flatnonzero(allowed)
+        chosen = chosen[np.argsort(-key[chosen], kind="stable")][:n_new]
+        if not len(chosen):
+            return Ranked(warm.items[:k], warm.scores[:k], False)
+        keep = k - len(chosen) if default else k
+        items, merged = rank_with_new(
+            warm.items[:keep],
+            warm.scores[:keep],
+            [str(self.new_items.ids[c]) for c in columns[chosen]],
+            family[chosen],
+            key[chosen],
+            k,
+        )
+        return Ranked(items, merged, False)
+
+    def _newest_for_anyone(self, ranked: Ranked, news: tuple[np.ndarray, np.ndarray], k: int) -> Ranked:
+        """A cold-start member's list of what is new: warm and new items by members per item (expected, for new
+        ones, with their evidence)."""
+        assert self.new_items is not None
+        columns, factors = news
+        reach = self.new_items.reach[columns] * factors
+        pairs = [*zip(ranked.items, ranked.scores, strict=True)]
+        pairs += [(str(self.new_items.ids[c]), float(r)) for c, r in zip(columns, reach, strict=True)]
+        pairs.sort(key=lambda p: -p[1])
+        return Ranked([p[0] for p in pairs[:k]], [p[1] for p in pairs[:k]], True)
 
     def _lists(self, ids: np.ndarray, scores: np.ndarray, cold: bool) -> Ranked:
         valid = ids >= 0  # rank_items pads with -1 when fewer than k items are allowed
@@ -300,6 +426,7 @@ class FactorRecommender(ItemModel):
             segment_popularity=np.array(list(self.segment_popularity.values()), dtype=np.float32).reshape(
                 len(self.segment_popularity), len(self.item_ids)
             ),
+            **(self.new_items.to_arrays() if self.new_items is not None else {}),
         )
         spec.write_text(
             json.dumps(
@@ -307,6 +434,7 @@ class FactorRecommender(ItemModel):
                     **self.spec.model_dump(mode="json"),
                     "item_attributes": self.item_attributes.reset_index().to_dict(orient="list"),
                     "member_segment": self.member_segment,
+                    "new_items_method": None if self.new_items is None else self.new_items.method,
                 },
                 default=str,
             )
@@ -319,12 +447,18 @@ class FactorRecommender(ItemModel):
         attrs = pd.DataFrame(meta.pop("item_attributes"))
         attrs = attrs.set_index("item_id") if "item_id" in attrs else pd.DataFrame()
         segments = meta.pop("member_segment")
+        method = meta.pop("new_items_method", None)
         with np.load(artifacts["recommender"], allow_pickle=False) as z:
             interactions = csr_from(z)
+            item_factors = _item_factors_from(z)
+            spec = RecsSpec.model_validate(meta)
+            new_items = NewItems.from_arrays(
+                z, item_factors, z["popularity"], method or "transfer", spec.category_column
+            )
             return cls(
-                RecsSpec.model_validate(meta),
+                spec,
                 z["user_factors"],
-                _item_factors_from(z),
+                item_factors,
                 interactions,
                 z["member_ids"],
                 z["item_ids"],
@@ -332,6 +466,7 @@ class FactorRecommender(ItemModel):
                 attrs,
                 dict(zip(z["segment_names"].tolist(), z["segment_popularity"], strict=True)),
                 segments,
+                new_items,
             )
 
 
