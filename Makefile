@@ -70,6 +70,15 @@ demo: setup
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-winback.parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content-recs \
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-content.parquet"
+	@echo "A post published after training (imported now, no retrain), in M000001's list of what is new:"
+	@printf 'content_id,content_type,topic,title,author_id,tags,published_at\nC-DEMO-NEW,knowledge,beauty,How to choose a serum,A010,beauty|knowledge|organic,%s\n' \
+		"$$(date -u +%Y-%m-%dT%H:%M:%S)" >"$(COMMUNITY_ML_HOME)/demo-new-post.csv"
+	@printf 'member_id\nM000001\n' >"$(COMMUNITY_ML_HOME)/demo-members.csv"
+	$(BIN)/community-ml data import --dataset $(DEMO_DATASET) --table contents --input "$(COMMUNITY_ML_HOME)/demo-new-post.csv"
+	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content-recs --k 3 \
+		--members "$(COMMUNITY_ML_HOME)/demo-members.csv" --published-since "$$(date -u +%Y-%m-%d)" \
+		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-new-content.csv"
+	@cat "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-new-content.csv"
 	$(BIN)/community-ml monitor report --dataset $(DEMO_DATASET)
 	@for day in 2026-01-01 2026-02-01 2026-03-01; do \
 		$(BIN)/community-ml health --dataset $(DEMO_DATASET) --as-of $$day >/dev/null || true; done
@@ -84,6 +93,8 @@ demo: setup
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/events -H 'content-type: application/json' -d '{\"orders\": [{\"member_id\": \"M000001\", \"ts\": \"$$(date -u +%Y-%m-%dT%H:%M:%S)\", \"amount\": 42.5}]}'"
 	@echo "  (then /churn for M000001 again: fresh, recency_days 0)"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/items -H 'content-type: application/json' -d '{\"contents\": [{\"content_id\": \"C-MY-POST\", \"content_type\": \"scene\", \"topic\": \"snacks\", \"tags\": [\"snacks\"], \"published_at\": \"'$$(date -u +%Y-%m-%dT%H:%M:%S)'\"}]}'"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5, \"published_since\": \"'$$(date -u +%Y-%m-%d)'\"}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/metadata -H 'content-type: application/json' -d '{}'"
 	@echo "  curl -s localhost:$(DEMO_PORT)/docs.json   # the OpenAPI description"
 	$(BIN)/community-ml serve --dataset $(DEMO_DATASET) --port $(DEMO_PORT)
@@ -142,6 +153,7 @@ bench: setup-spark wrk
 	$(BIN)/python experiments/bench_spark.py --sizes 1,10
 	$(BIN)/python experiments/bench_uplift.py
 	$(BIN)/python experiments/bench_alerts.py --seeds $(BENCH_ALERT_SEEDS)
+	$(BIN)/python experiments/bench_new_items.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -235,6 +236,12 @@ def recommend_command(
     ),
     exclude: list[str] = typer.Option([], "--exclude", help="an item id never to recommend (repeatable)"),
     category: str | None = typer.Option(None, help="only items of this category / content type"),
+    published_since: datetime | None = typer.Option(
+        None,
+        "--published-since",
+        formats=["%Y-%m-%d"],
+        help="only items published on or after this day (YYYY-MM-DD): what's new for each member",
+    ),
     engine: Engine = EngineOption,
     consent_recorded_elsewhere: bool = typer.Option(
         False,
@@ -268,6 +275,7 @@ def recommend_command(
             include_seen=None if exclude_seen is None else not exclude_seen,
             exclude=tuple(exclude),
             category=category,
+            published_since=None if published_since is None else published_since.date(),
             consent_recorded_elsewhere=consent_recorded_elsewhere,
         )
         table, champion, left_out = recommend(target, model_kind, out, request, wanted)

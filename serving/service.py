@@ -13,6 +13,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from datetime import date
 from typing import Annotated, Any
 
 import bentoml
@@ -33,6 +35,7 @@ from serving.state import (
     load_state,
     member_scores,
     post_events,
+    post_items,
     recommendations,
     similar_items,
 )
@@ -192,24 +195,55 @@ class CommunityML:
         ctx: bentoml.Context,
         orders: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
         engagements: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
+        impressions: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
     ) -> dict[str, Any]:
-        """Orders and engagements as they happen, in the canonical form of `data import`. Good events are kept in
-        the journal (durable before this answers) and count in their members' next answers; each bad one is named
-        with its table, position, field and reason, with status 422. `community-ml data ingest` adds them to the
-        dataset's tables."""
-        if not orders and not engagements:
+        """Orders, engagements and impressions (items shown to a member: member_id, ts, item_id, source) as they
+        happen, in the canonical form of `data import`. Good events are kept in the journal (durable before this
+        answers) and count in their members' next answers (impressions: in new items' click-through); each bad one
+        is named with its table, position, field and reason, with status 422. `community-ml data ingest` adds
+        them to the dataset's tables."""
+        batch = {"orders": orders, "engagements": engagements, "impressions": impressions}
+        if not any(batch.values()):
             raise bentoml.exceptions.InvalidArgument(
-                "the body has no events: post a list of `orders` and/or of `engagements`"
+                "the body has no events: post a list of `orders`, `engagements` and/or `impressions`"
             )
+        return self._journaled(ctx, post_events, batch, "events")
+
+    @api
+    def items(
+        self,
+        ctx: bentoml.Context,
+        products: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
+        contents: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        """Products and contents as they are published or change, in the canonical form of `data import --table
+        products|contents` (an item posted again replaces it: its status, date or attributes). Good items are kept
+        in the journal (durable before this answers) and are recommended from the next answer on (never before
+        their published_at; never when active is false), by every worker; each bad one is named with its table,
+        position, field and reason, with status 422. `community-ml data ingest` adds them to the catalogue."""
+        if not products and not contents:
+            raise bentoml.exceptions.InvalidArgument(
+                "the body has no items: post a list of `products` and/or `contents`"
+            )
+        return self._journaled(ctx, post_items, {"products": products, "contents": contents}, "items")
+
+    def _journaled(
+        self,
+        ctx: bentoml.Context,
+        post: Callable[[ServingState, dict[str, list[dict[str, Any]]]], dict[str, Any]],
+        batch: dict[str, list[dict[str, Any]]],
+        what: str,
+    ) -> dict[str, Any]:
+        """A posted batch checked and kept: the answer, or 422 naming each refused row (the good ones kept)."""
         try:
-            result = post_events(self.state, {"orders": orders, "engagements": engagements})
+            result = post(self.state, {table: rows for table, rows in batch.items() if rows})
         except DataError as exc:
             raise bentoml.exceptions.InvalidArgument(self._told(exc)) from exc
         if not (rejected := result["rejected"]):
             return result
         ctx.response.status_code = 422
         named = [(field_path((r["table"], r["index"], r["field"])), str(r["reason"])) for r in rejected]
-        detail = f"{len(rejected)} events refused, {result['accepted']} kept: each refused one is named in errors"
+        detail = f"{len(rejected)} {what} refused, {result['accepted']} kept: each refused one is named in errors"
         return problem(422, detail, named, **result)
 
     @api
@@ -247,13 +281,21 @@ class CommunityML:
         exclude: list[str],
         category: str | None,
         include_seen: bool | None,
+        published_since: date | None = None,
     ) -> dict[str, Any]:
         """Like the scores, the requests that arrive together with the same kind and rules answered at once."""
         started = time.perf_counter()
-        rules = ListRules(k=k, include_seen=include_seen, exclude=tuple(exclude), category=category)
+        rules = ListRules(
+            k=k, include_seen=include_seen, exclude=tuple(exclude), category=category, published_since=published_since
+        )
         state, records = await self._recommend_calls((kind, rules), member_ids)
         versions = {kind.name: state.champions[kind].version}
-        after_answer(lambda: self._log(state, kind.name, records, versions, started, {"k": k, "category": category}))
+        params = {
+            "k": k,
+            "category": category,
+            "published_since": None if published_since is None else str(published_since),
+        }
+        after_answer(lambda: self._log(state, kind.name, records, versions, started, params))
         answer = {"as_of": str(state.as_of), "models": state.models(kind), "members": records}
         return _with_challenger(answer, state, Task.items, kind)
 
@@ -265,9 +307,14 @@ class CommunityML:
         exclude: Annotated[list[str], Field(max_length=1000)] = [],  # noqa: B006 - pydantic copies defaults
         category: str | None = None,
         include_seen: bool | None = None,
+        published_since: date | None = None,
     ) -> dict[str, Any]:
-        """Top-k products per member; already-bought products allowed unless include_seen is false."""
-        return await self._recommend_async(PRODUCT_RECS, member_ids, k, exclude, category, include_seen)
+        """Top-k products per member; already-bought products allowed unless include_seen is false. Products
+        launched since training come in where they fit the member (configs/recommenders.yaml); with
+        published_since (a day), only products published on or after it: what's new for the member."""
+        return await self._recommend_async(
+            PRODUCT_RECS, member_ids, k, exclude, category, include_seen, published_since
+        )
 
     @api
     async def recommend_content(
@@ -277,9 +324,14 @@ class CommunityML:
         exclude: Annotated[list[str], Field(max_length=1000)] = [],  # noqa: B006
         content_type: str | None = None,
         include_seen: bool | None = None,
+        published_since: date | None = None,
     ) -> dict[str, Any]:
-        """Top-k content items per member; already-seen content excluded unless include_seen is true."""
-        return await self._recommend_async(CONTENT_RECS, member_ids, k, exclude, content_type, include_seen)
+        """Top-k content items per member; already-seen content excluded unless include_seen is true. Posts
+        published since training come in where they fit the member; with published_since (a day), only posts
+        published on or after it."""
+        return await self._recommend_async(
+            CONTENT_RECS, member_ids, k, exclude, content_type, include_seen, published_since
+        )
 
     @api
     async def recommend(
@@ -290,12 +342,16 @@ class CommunityML:
         exclude: Annotated[list[str], Field(max_length=1000)] = [],  # noqa: B006
         category: str | None = None,
         include_seen: bool | None = None,
+        published_since: date | None = None,
     ) -> dict[str, Any]:
-        """Top-k items per member from the champion of any item kind (product-recs, content-recs, ...)."""
+        """Top-k items per member from the champion of any item kind (product-recs, content-recs, ...); with
+        published_since, only items published on or after that day."""
         item_kinds = {k.name: k for k in kinds_of(Task.items)}
         if kind not in item_kinds:
             raise FieldRefused("kind", f"{kind!r} is not one of {', '.join(item_kinds)}")
-        return await self._recommend_async(item_kinds[kind], member_ids, k, exclude, category, include_seen)
+        return await self._recommend_async(
+            item_kinds[kind], member_ids, k, exclude, category, include_seen, published_since
+        )
 
     @api
     def similar_products(

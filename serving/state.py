@@ -31,6 +31,7 @@ from serving.models.champions import (
     load_challenger,
     load_champions,
     untrained,
+    with_catalogue,
 )
 from serving.models.kinds import ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
@@ -99,6 +100,30 @@ class ServingState:
     challenger: Challenger | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     lists: ListCache = field(default_factory=ListCache)
+    items_version: int = 0  # the posted items (online.activity.version) the served recommenders have placed
+    _placing: threading.Lock = field(default_factory=threading.Lock)
+
+    def place_posted_items(self) -> None:
+        """Places the items posted since the recommenders last did (by any worker or replica) among their new
+        items: a posted item is in the next answer."""
+        activity = self.online.activity
+        if activity.version == self.items_version:
+            return
+        with self._placing:
+            version = activity.version
+            if version == self.items_version:
+                return
+            for model, source in self._item_models():
+                if source in activity.items:  # a catalogue items are posted to (not, say, groups)
+                    model.update_items(activity.posted(source))
+            self.items_version = version
+
+    def _item_models(self) -> list[tuple[ItemModel, str]]:
+        """Every served recommender (the challenger's too) with the catalogue table it recommends from."""
+        served = [(c.kind, c.model) for c in self.champions.of(Task.items)]
+        if self.challenger is not None and self.challenger.champion.kind.task is Task.items:
+            served.append((self.challenger.champion.kind, self.challenger.champion.model))
+        return [(_item_model(model), kind.items.matrix) for kind, model in served if kind.items is not None]
 
     @property
     def member_outputs(self) -> list[str]:
@@ -129,6 +154,8 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         for models in served:
             known = {str(m) for c in models.of(Task.items) for m in _item_model(c.model).member_ids}
             models.without({m for m in known if pseudonym(key, m) in gone})
+    for models in [champions] if challenger is None else [champions, champions.replacing(challenger)]:
+        with_catalogue(dataset, models)
     as_of = resolve_as_of(dataset, "latest")
     build_snapshot(dataset, SnapshotSettings(as_of=as_of))  # reused when up to date
     snapshot = Snapshot(dataset, as_of)
@@ -145,6 +172,20 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         if served is not None:
             served.warm(table)
     return state
+
+
+def post_items(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Checks the items, makes the good ones durable in the journal and places them in the recommenders: they
+    count in the next answer of every worker (within a second where Redis shares them across replicas)."""
+    checked, entries, _ = state.online.post(batch)
+    state.place_posted_items()
+    return {
+        "dataset": state.dataset,
+        "accepted": len(entries),
+        "rejected": checked.rejected,
+        "items": {t: sum(1 for e in entries if e["table"] == t) for t in batch},
+        "kept": "journal: durable, in answers now, added to the catalogue tables by `community-ml data ingest`",
+    }
 
 
 def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -222,21 +263,40 @@ def recommendations(
         )
     model = _item_model(state.champions[kind].model)
     assert kind.items is not None
-    fresh = state.online.items(member_ids, kind.items.matrix)
+    fresh = state.online.items(member_ids, kind.items.matrix)  # follows other workers' events and posted items
+    state.place_posted_items()
+    evidence = state.online.activity.evidence.get(kind.items.matrix)  # a source items are posted to
+    now = datetime.now(UTC).replace(tzinfo=None)
     variants = _variants(state, Task.items, member_ids, kind)
     lists: dict[str, Ranked] = {}
-    asked = (kind.name, rules.k, rules.exclude_seen, rules.exclude, rules.category)
+    asked = (kind.name, rules.k, rules.exclude_seen, rules.exclude, rules.category, rules.published_since)
     for variant in (CHAMPION, CHALLENGER):
         group = [m for m in dict.fromkeys(member_ids) if variants.get(m, CHAMPION) == variant]
-        kept = {m: found for m in group if m not in fresh and (found := state.lists.get((variant, *asked, m)))}
+        if not group:
+            continue
+        served = model if variant == CHAMPION else _item_model(state.challenger.champion.model)  # type: ignore[union-attr]
+        # Lists that new items may enter change with the clock and the evidence: worked out every time.
+        steady = not served.takes_new_items(rules, now)
+        kept = {
+            m: found for m in group if steady and m not in fresh and (found := state.lists.get((variant, *asked, m)))
+        }
         lists |= kept
         todo = [m for m in group if m not in kept]
         if todo:
-            served = model if variant == CHAMPION else _item_model(state.challenger.champion.model)  # type: ignore[union-attr]
-            ranked = served.ranked(todo, rules.k, rules.exclude_seen, list(rules.exclude), rules.category, fresh)
+            ranked = served.ranked(
+                todo,
+                rules.k,
+                rules.exclude_seen,
+                list(rules.exclude),
+                rules.category,
+                fresh,
+                published_since=rules.published_since,
+                now=now,
+                evidence=evidence,
+            )
             for member, found in zip(todo, ranked, strict=True):
                 lists[member] = found
-                if member not in fresh:
+                if steady and member not in fresh:
                     state.lists.put((variant, *asked, member), found)
     return [
         {

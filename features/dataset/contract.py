@@ -34,6 +34,7 @@ ACTIONS = (
     "event_attend",
 )
 CONTENT_TYPES = ("knowledge", "scene", "activity", "promotion")
+ITEM_TABLES = ("products", "contents")  # the catalogue's tables: items a member takes
 GROUP_TYPES = ("promotion", "service", "interest", "membership")
 FEEDBACK_KINDS = ("review", "complaint", "dispute")
 
@@ -193,8 +194,20 @@ SURVEYS = _event_table(
     Column("score", Kind.NUMBER, required=True, nullable=False, non_negative=True, maximum=10, doc="0 to 10"),
 )
 
+# What a member was shown (posted by the caller that showed it): with the takes that follow, an item's
+# click-through, which moves new items in lists (serving/models/families/new_items.py: Evidence).
+IMPRESSIONS = _event_table(
+    "impressions",
+    "an item shown to a member in a list",
+    Column("member_id", Kind.ID, required=True, nullable=False),
+    Column("ts", Kind.TIMESTAMP, required=True, nullable=False),
+    Column("item_id", Kind.ID, required=True, nullable=False, doc="a product_id or content_id"),
+    Column("source", Kind.CATEGORY, required=True, nullable=False, allowed=ITEM_TABLES, doc="products or contents"),
+)
+
 TABLES: dict[str, TableSpec] = {
-    t.name: t for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS, EXPOSURES, FEEDBACK, SURVEYS)
+    t.name: t
+    for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS, EXPOSURES, FEEDBACK, SURVEYS, IMPRESSIONS)
 }
 # What member features are built from: a campaign's exposures are outcomes' context, never a feature (so recording
 # a campaign does not invalidate the feature snapshots).

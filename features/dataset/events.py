@@ -1,4 +1,5 @@
-"""Events as they happen: orders and engagements posted to the service (`POST /events`).
+"""Events as they happen: orders, engagements and impressions posted to the service (`POST /events`), and items as
+they are published (`POST /items`: products and contents).
 
 Each event is checked against the data contract like an imported row (a bad one is named with its field and
 reason, the good ones are kept), then made durable in the dataset's append-only journal before the service
@@ -28,11 +29,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from features.common.home import StateHome
-from features.dataset.contract import TABLES
+from features.dataset.contract import ITEM_TABLES, TABLES
 from features.dataset.store import Dataset, exclusively
 from features.dataset.validation import jsonable, stored_dtype, validate
 
-EVENT_TABLES = ("orders", "engagements")
+EVENT_TABLES = ("orders", "engagements", "impressions")
+# Everything the journal keeps: events, and catalogue items (upserted by id when ingested, like an import).
+JOURNALED = (*EVENT_TABLES, *ITEM_TABLES)
 
 
 @dataclass
@@ -213,8 +216,8 @@ def entries_frame(entries: list[dict[str, Any]], table: str) -> pd.DataFrame:
 class IngestSummary(BaseModel):
     dataset: str
     segments: int
-    events: dict[str, int]  # table -> events read from the journal
-    added: dict[str, int]  # table -> rows new to the table
+    events: dict[str, int]  # table -> events (or items) read from the journal
+    added: dict[str, int]  # table -> rows new to the table (items: new ids; an update of one is not counted)
     seconds: float
 
 
@@ -223,12 +226,12 @@ def ingest(dataset: Dataset) -> IngestSummary:
     started = time.perf_counter()
     journal = Journal(dataset.home, dataset.name)
     journal.seal()
-    events = dict.fromkeys(EVENT_TABLES, 0)
-    added = dict.fromkeys(EVENT_TABLES, 0)
+    events = dict.fromkeys(JOURNALED, 0)
+    added = dict.fromkeys(JOURNALED, 0)
     segments = journal.segments()
     for segment in segments:
         entries = read_entries(segment)
-        for table in EVENT_TABLES:
+        for table in JOURNALED:
             frame = entries_frame(entries, table)
             if len(frame):
                 result = dataset.merge(table, frame)
@@ -236,11 +239,12 @@ def ingest(dataset: Dataset) -> IngestSummary:
                 added[table] += result.added
         dataset.record({"source": f"events journal {segment.name}", "events": len(entries)})
         segment.unlink()  # only now: killed before this line, the next ingest merges it again, changing nothing
+    read = [t for t in JOURNALED if events[t] or t in ("orders", "engagements")]  # the tables the journal held
     return IngestSummary(
         dataset=dataset.name,
         segments=len(segments),
-        events=events,
-        added=added,
+        events={t: events[t] for t in read},
+        added={t: added[t] for t in read},
         seconds=round(time.perf_counter() - started, 2),
     )
 

@@ -315,6 +315,8 @@ def jsonable(value: object) -> object:
         return str(value)
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):  # tags
+        return [jsonable(v) for v in value]
     return value if isinstance(value, (str, int, float, bool)) else str(value)
 
 

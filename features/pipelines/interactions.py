@@ -13,10 +13,12 @@ from pathlib import Path
 import ibis
 import ibis.expr.types as ir
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from features.dataset.store import Dataset
 from features.pipelines.point_in_time import Sources
 
 # A share says more than a view: weights of content actions in the member x content matrix.
@@ -118,3 +120,13 @@ CONTENT_ITEMS = ItemSource(
     "contents", "content_id", "engagements", "content_type", content_interactions_expr, ("read", "like", "share")
 )
 ITEM_SOURCES: dict[str, ItemSource] = {source.matrix: source for source in (PRODUCT_ITEMS, CONTENT_ITEMS)}
+
+
+def catalogue(dataset: Dataset, source: ItemSource) -> pd.DataFrame:
+    """A source's items and every attribute the table holds, by item_id (the last row of an id where the table
+    holds it twice); empty where the dataset has no such table."""
+    if not dataset.has(source.matrix):
+        return pd.DataFrame(index=pd.Index([], name="item_id", dtype=str))
+    frame = dataset.read(source.matrix).rename(columns={source.id_column: "item_id"})
+    frame["item_id"] = frame["item_id"].astype(str)
+    return frame.drop_duplicates("item_id", keep="last").set_index("item_id")

@@ -179,6 +179,16 @@ class ItemModel(ABC):
         after `now` (the clock by default) never appear; with `published_since`, only items published on or after
         it do; `evidence`: what happened to new items since they were published."""
 
+    def takes_new_items(self, rules: ListRules, now: datetime) -> bool:
+        """Whether lists under these rules may take in new items now (then they change with the clock and what
+        happens to the items, and are not kept)."""
+        return False
+
+    def update_items(self, items: pd.DataFrame) -> int:
+        """Items as the catalogue now holds them (index item_id): see the family's own. Returns how many were
+        new items."""
+        return 0
+
     @abstractmethod
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """item_id, rank, score of the items most like `item_id`; KeyError for an unknown item."""

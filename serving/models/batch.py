@@ -22,7 +22,7 @@ from features.pipelines import engines
 from features.pipelines.engines import Engine
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from serving.models.base import ItemModel, ListRules
-from serving.models.champions import Champion, Champions, load_champions, untrained
+from serving.models.champions import Champion, Champions, load_champions, untrained, with_catalogue
 from serving.models.kinds import UPLIFT, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares, tiers_unavailable
 from serving.prediction_log import PredictionLog
@@ -182,16 +182,27 @@ def recommend(
     dataset: Dataset, kind: ModelKind, out: Path, request: RecommendRequest, members: list[str] | None = None
 ) -> tuple[pd.DataFrame, Champion, int]:
     """The champion's lists for `members` (default: every member of the latest snapshot) who gave marketing
-    consent (a push list); written to `out` (each row naming the model: "als v3") and logged. Returns the
+    consent (a push list), items imported since training among them (never before their published_at; with
+    `published_since`, only items published on or after it); written to `out` (each row naming the model:
+    "als v3") and logged. Returns the
     table, the champion and how many members were left out for want of consent."""
     check_out_path(out)
-    champion = load_champions(dataset.home, dataset.name, [kind])[kind]
+    champions = load_champions(dataset.home, dataset.name, [kind])
+    with_catalogue(dataset, champions)  # items imported since training, placed from their attributes
+    champion = champions[kind]
     model = champion.model
     assert isinstance(model, ItemModel)
     latest = resolve_as_of(dataset, "latest")
     wanted = members if members is not None else snapshot_features(dataset, latest)["member_id"].tolist()
     wanted, left_out = with_marketing_consent(dataset, wanted, request.consent_recorded_elsewhere)
-    table = model.recommend(wanted, request.k, request.exclude_seen, list(request.exclude), request.category)
+    table = model.recommend(
+        wanted,
+        request.k,
+        request.exclude_seen,
+        list(request.exclude),
+        request.category,
+        published_since=request.published_since,
+    )
     write_table(table.assign(model=f"{champion.family} v{champion.version}"), out)
     log_batch(dataset, f"batch/{kind.name}", recommendation_records(table), {kind.name: champion.version}, latest)
     return table, champion, left_out

@@ -15,6 +15,8 @@ import pandas as pd
 from features.common.errors import DataError
 from features.common.home import StateHome
 from features.common.settings import Settings, project_settings
+from features.dataset.store import Dataset
+from features.pipelines.interactions import ITEM_SOURCES, catalogue
 from serving.models import registry
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import CHURN, KINDS, ModelKind, Task, kind
@@ -217,3 +219,13 @@ def load_model_dir(root: Path) -> MemberModel | ItemModel:
     if found is None:
         raise DataError(f"the packed model at {root} has no MLmodel file")
     return mlflow.pyfunc.load_model(str(found.parent)).unwrap_python_model().model
+
+
+def with_catalogue(dataset: Dataset, champions: Champions) -> None:
+    """The recommenders with the catalogue as the dataset holds it now: items imported since training placed
+    among their new items, and every item's status and date as they are now."""
+    for champion in champions.of(Task.items):
+        if champion.kind.items is not None:
+            model = champion.model
+            assert isinstance(model, ItemModel)
+            model.update_items(catalogue(dataset, ITEM_SOURCES[champion.kind.items.matrix]))

@@ -67,6 +67,20 @@ class FreshStore(ABC):
     def size(self) -> int:
         """How many members have a fresh record."""
 
+    def share(self, entries: list[Entry]) -> None:
+        """Makes accepted entries visible to every worker and replica (`shared_since`). In the process, workers
+        read each other's from the journal instead: nothing to do."""
+        return None
+
+    def shared_since(self, position: int) -> tuple[list[Entry], int]:
+        """The entries shared since `position` (0: all of this snapshot's), and the position after them."""
+        return [], position
+
+    @property
+    def shares(self) -> bool:
+        """Whether entries reach other workers through this store (else through the journal)."""
+        return False
+
     @property
     def description(self) -> str:
         return type(self).__name__
@@ -134,6 +148,25 @@ class RedisStore(FreshStore):
 
     def size(self) -> int:
         return sum(1 for _ in self._redis.scan_iter(match=self._key("*"), count=1000))
+
+    @property
+    def _shared(self) -> str:
+        return f"community-ml:{self.namespace}:shared"
+
+    def share(self, entries: list[Entry]) -> None:
+        if entries:
+            with self._redis.pipeline() as pipe:
+                pipe.rpush(self._shared, *(json.dumps(e) for e in entries))
+                pipe.expire(self._shared, RECORD_TTL_SECONDS)
+                pipe.execute()
+
+    def shared_since(self, position: int) -> tuple[list[Entry], int]:
+        values = self._redis.lrange(self._shared, position, -1)
+        return [json.loads(v) for v in values], position + len(values)
+
+    @property
+    def shares(self) -> bool:
+        return True
 
     @property
     def description(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,8 +34,11 @@ from features.dataset.events import (
 from features.dataset.store import Dataset
 from features.pipelines.interactions import ITEM_SOURCES, ItemSource
 from features.pipelines.snapshots import Snapshot
+from serving.online.activity import ItemActivity
 from serving.online.records import Entry, FreshStore, MemoryStore, Record, merged, open_store, unseen
 from serving.online.table import EventFolder, OnlineTable, Row
+
+SHARED_READ_SECONDS = 0.5
 
 
 @dataclass
@@ -44,6 +48,10 @@ class OnlineStore:
     fresh: FreshStore  # the records of members with events since the snapshot
     journal: Journal
     journal_position: tuple[int, int] = (0, 0)  # how far this worker has read the journal (inode, offset)
+    # Items posted and what happened to items since the snapshot, as this worker has seen them.
+    activity: ItemActivity = field(default_factory=ItemActivity)
+    shared_position: int = 0  # how far this worker has read the entries shared through Redis
+    shared_read_at: float = 0.0  # when (time.monotonic) it last looked
     _following: threading.Lock = field(default_factory=threading.Lock)
     # Folds posted events in after their answer (`post`); one thread: folds take turns anyway.
     _background: ThreadPoolExecutor = field(
@@ -63,7 +71,12 @@ class OnlineStore:
         return store
 
     def describe(self) -> dict[str, Any]:
-        return {"members": len(self.table), "fresh_members": self.fresh.size(), "online_store": self.fresh.description}
+        return {
+            "members": len(self.table),
+            "fresh_members": self.fresh.size(),
+            "online_store": self.fresh.description,
+            **self.activity.describe(),
+        }
 
     def post(self, batch: dict[str, list[dict[str, Any]]]) -> tuple[Checked, list[Entry], list[str]]:
         """Checks the events and makes the good ones durable in the journal: (the checks, the entries kept, the
@@ -73,6 +86,9 @@ class OnlineStore:
         after this one counts them. Records in Redis, shared by every worker, are updated before this returns."""
         checked = check_events(batch)
         entries = self.journal.append(checked.good)
+        self.activity.add(entries)  # this worker's next answer counts them; the others' through the journal or Redis
+        if self.fresh.shares:
+            self.fresh.share(entries)
         if not isinstance(self.fresh, MemoryStore):
             return checked, entries, self.fold(entries)
         self._background.submit(self.follow)
@@ -87,12 +103,15 @@ class OnlineStore:
         if entries:
             with step(f"folding {len(entries):,} events since the snapshot into members' rows"):
                 self.fold(entries)
+        self.activity.add(entries)
+        self.read_shared(force=True)
 
     def follow(self) -> None:
         """Folds in the events other workers of this host accepted since this one last looked (their in-process
         stores are separate; the journal they all append to is not). One stat when nothing is new; Redis is shared
         by every worker already."""
         if not isinstance(self.fresh, MemoryStore):
+            self.read_shared()
             return
         try:
             stat = os.stat(self.journal.current)
@@ -105,9 +124,20 @@ class OnlineStore:
             entries, position = self.journal.read_since(self.journal_position)
             if entries:
                 self.fold(entries)
+                self.activity.add(entries)
             # Moved only once folded: a read that finds the journal no longer than this (the check above, without
             # the lock) must find its events in the records, not a fold still under way in the background.
             self.journal_position = position
+
+    def read_shared(self, force: bool = False) -> None:
+        """Counts the items and evidence other workers and replicas shared through Redis since this one last
+        looked, at most every SHARED_READ_SECONDS: a posted item is in every replica's answers within a second."""
+        if not self.fresh.shares or (not force and time.monotonic() - self.shared_read_at < SHARED_READ_SECONDS):
+            return
+        with self._following:
+            entries, self.shared_position = self.fresh.shared_since(self.shared_position)
+            self.shared_read_at = time.monotonic()
+        self.activity.add(entries)
 
     def fold(self, entries: list[Entry]) -> list[str]:
         """Folds journal entries into the fresh records of their members (guest orders have none); returns them."""

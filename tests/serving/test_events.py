@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -190,7 +191,9 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     import psutil
     import redis
 
-    from serving.state import load_state, member_scores
+    from serving.models.base import ListRules
+    from serving.models.kinds import CONTENT_RECS
+    from serving.state import load_state, member_scores, recommendations
 
     # given: a real server, and a replica with a state home of its own (another host, say): they share only Redis
     monkeypatch.setenv("COMMUNITY_ML_REDIS_URL", redis_url)
@@ -234,6 +237,21 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
         # then: the replica answers with them, though its own journal never saw them
         served = httpx.post(f"{base}/churn", json={"member_ids": [member]}, timeout=10).json()["members"][0]
         metadata = httpx.post(f"{base}/metadata", json={}, timeout=10).json()
+
+        # when: a post is published to the server (beside a row with a field no content has)
+        post = {"content_id": "C-POSTED", "content_type": "scene", "topic": "snacks", "tags": ["snacks"]}
+        items = {"contents": [{**post, "published_at": NOW}, {"content_id": "C-ODD", "colour": "red"}]}
+        posted = httpx.post(f"{base}/items", json=items, timeout=30)
+        assert posted.status_code == 422 and posted.json()["accepted"] == 1
+        assert [e["field"] for e in posted.json()["errors"]] == ["contents[1].colour"]
+        # then: each of the server's workers lists it at once, and the replica within a second
+        new = {"member_ids": [member], "k": 3, "published_since": NOW[:10]}
+        for _ in range(6):  # the requests spread over the workers
+            answer = httpx.post(f"{base}/recommend_content", json=new, timeout=10).json()
+            assert [i["item_id"] for i in answer["members"][0]["items"]] == ["C-POSTED"]
+        time.sleep(0.6)
+        rules = ListRules(k=3, published_since=date.fromisoformat(NOW[:10]))
+        assert recommendations(replica, CONTENT_RECS, [member], rules)[0]["items"][0]["item_id"] == "C-POSTED"
     finally:
         # and: the server is killed (every process of it, at once) before anything ingested the events
         kill_all(server)
@@ -259,10 +277,11 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     kept = (own_home.events / "shop" / "journal.jsonl").read_text()
     ingested = CliRunner().invoke(app, ["data", "ingest", "--dataset", "shop", "--json"])
     assert ingested.exit_code == 0, ingested.output
-    assert json.loads(ingested.output)["added"] == {"orders": 2, "engagements": 1}
+    assert json.loads(ingested.output)["added"] == {"orders": 2, "engagements": 1, "contents": 1}
     (own_home.events / "shop" / "sealed-1.jsonl").write_text(kept)  # as if the killed ingest had left it
     again = CliRunner().invoke(app, ["data", "ingest", "--dataset", "shop", "--json"])
-    assert again.exit_code == 0 and json.loads(again.output)["added"] == {"orders": 0, "engagements": 0}
+    assert again.exit_code == 0
+    assert json.loads(again.output)["added"] == {"orders": 0, "engagements": 0, "contents": 0}
     stored = Dataset(own_home, "shop").read("orders")
     assert sorted(stored.loc[stored["order_id"].isin(["EV-K1", "EV-K2"]), "order_id"]) == ["EV-K1", "EV-K2"]
     likes = Dataset(own_home, "shop").read("engagements")

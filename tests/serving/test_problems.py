@@ -30,11 +30,15 @@ def assert_problem(answer: httpx.Response, status: int) -> dict[str, Any]:
 # For every endpoint, a body of the wrong types: each named field is refused by name.
 WRONG_TYPES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "/events": ({"orders": "yesterday", "engagements": [1]}, {"orders", "engagements[0]"}),
+    "/items": ({"products": "today", "contents": [1]}, {"products", "contents[0]"}),
     "/score": ({"member_ids": "M000001"}, {"member_ids"}),
     "/churn": ({"member_ids": [1]}, {"member_ids[0]"}),
     "/value": ({"member_ids": []}, {"member_ids"}),
     "/recommend_products": ({"member_ids": ["M000001"], "k": 0}, {"k"}),
-    "/recommend_content": ({"member_ids": ["M000001"], "include_seen": "maybe"}, {"include_seen"}),
+    "/recommend_content": (
+        {"member_ids": ["M000001"], "include_seen": "maybe", "published_since": "soon"},
+        {"include_seen", "published_since"},
+    ),
     "/recommend": ({"kind": "films", "member_ids": ["M000001"]}, {"kind"}),
     "/similar_products": ({"product_id": ""}, {"product_id"}),
     "/metadata": ({"verbose": True}, {"verbose"}),

@@ -112,6 +112,7 @@ def test_rejected_requests_leave_no_member_id_in_the_server_log(
 # A valid body for every POST endpoint: a misspelt field beside it must still be refused.
 VALID_BODIES = {
     "/events": {"orders": [{"member_id": "M000001", "ts": "2026-04-02T10:00:00", "amount": 5}]},
+    "/items": {"products": [{"product_id": "P-NEVER-KEPT", "category": "snacks"}]},
     "/score": {"member_ids": ["M000001"]},
     "/churn": {"member_ids": ["M000001"]},
     "/value": {"member_ids": ["M000001"]},
@@ -143,6 +144,9 @@ def test_a_misspelt_top_level_field_is_refused_on_every_post_endpoint_and_nothin
     empty = http.post("/events", json={})
     assert empty.status_code == 400 and "the body has no events" in empty.text
     assert http.post("/events", json={"orders": []}).status_code == 400
+    assert (
+        http.post("/items", json={}).status_code == 400 and "the body has no items" in http.post("/items", json={}).text
+    )
     refused = http.post("/events", json={"member_id": [1, 2, {}], "k": -5}).json()["errors"]
     assert sorted(e["field"] for e in refused) == ["k", "member_id"]
     assert (journal.read_bytes() if journal.exists() else b"") == before  # nothing was kept

@@ -12,12 +12,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.dataset.store import Dataset
+from features.pipelines.interactions import ITEM_SOURCES, catalogue
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.families.factors import FactorRecommender, RecsSpec
 from serving.models.families.new_items import AttributeSpace, NewItems, item_tokens
 from serving.models.families.recommenders import ITEM_FAMILIES, item_family
 from serving.models.kinds import ModelKind
-from training.items.new_items import catalogue
 
 RULE_COLUMNS = ("active", "published_at")  # beside the category: what the business rules read per item
 
@@ -91,7 +91,7 @@ def fit_recommender(
     user_factors, item_factors = record.factorize(matrix, p, seed)
     segments = member_segments(dataset)
     with_history = set(interactions.member_ids.tolist())
-    items = catalogue(dataset, kind)
+    items = catalogue(dataset, ITEM_SOURCES[kind.items.matrix])
     popularity = np.diff(matrix.tocsc().indptr).astype(np.float32)
     return FactorRecommender(
         RecsSpec(

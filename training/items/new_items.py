@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.dataset.store import Dataset
+from features.pipelines.interactions import ITEM_SOURCES, catalogue
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from serving.models.families.new_items import (
     NEIGHBOURS,
@@ -40,16 +41,6 @@ from training.metrics import top_k_metrics
 
 MIN_TAKERS = 3  # a candidate was taken by at least this many members in the window (the issue's Online Retail rule)
 PEERS = ("random", "newest", "reach", "affinity")
-
-
-def catalogue(dataset: Dataset, kind: ModelKind) -> pd.DataFrame:
-    """The kind's items and their attributes, by id (every attribute column the table has)."""
-    assert kind.items is not None
-    table, id_column = kind.items.matrix, kind.items.id_column
-    if not dataset.has(table):
-        return pd.DataFrame(columns=["item_id"]).set_index("item_id")
-    frame = dataset.read(table).rename(columns={id_column: "item_id"})
-    return frame.drop_duplicates("item_id", keep="last").set_index("item_id")
 
 
 @dataclass
@@ -89,7 +80,7 @@ def new_item_split(
     fresh = fresh[fresh["member_id"].isin(rows.index) & fresh["item_id"].isin(cols.index)]
     pairs = pd.DataFrame({"u": rows[fresh["member_id"]].to_numpy(), "i": cols[fresh["item_id"]].to_numpy()})
     truth = pairs.drop_duplicates().groupby("u")["i"].agg(set)
-    attributes = catalogue(dataset, kind)
+    attributes = catalogue(dataset, ITEM_SOURCES[items.matrix])
     first_taken = events.groupby("item_id")["ts"].min()
     wanted = pd.Index(np.concatenate([matrix.item_ids.astype(str), candidate_ids]))
     attributes = attributes.reindex(wanted)

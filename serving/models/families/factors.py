@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from features.common.errors import DataError
 from features.pipelines.interactions import csr_arrays, csr_from
-from serving.models.base import ItemModel, Ranked
+from serving.models.base import ItemModel, ListRules, Ranked
 from serving.models.families.new_items import (
     Evidence,
     NewItemPolicy,
@@ -210,7 +210,7 @@ class FactorRecommender(ItemModel):
         fold = fresh if FOLD_IN in self.record.offers else {}
         n_new = (k if since is not None else self.policy.slots_for(k)) if news is not None else 0
         # Where new items may come in, the member's warm list runs to the rank a new item must reach to fit.
-        depth = k if not n_new or since is not None else max(k, self.policy.fit_rank)
+        depth = k if not n_new or since is not None else self.policy.fit_depth(k, len(self.item_ids))
         out: dict[str, Ranked] = {}
         known = [m for m in member_ids if m in self._rows and m not in fold]
         if known:
@@ -264,8 +264,8 @@ class FactorRecommender(ItemModel):
         k: int,
         took: Mapping[str, float] | None,
     ) -> Ranked:
-        """The member's list with the new items that fit them: by default those scoring at least as their warm
-        item at the policy's fit rank (and not sunk by their evidence), at most the policy's slots; with
+        """The member's list with the new items that fit them: by default those scoring among the policy's share of
+        the member's best warm items (and not sunk by their evidence), at most the policy's slots; with
         `published_since` (n_new == k), any."""
         warm = self._lists(ids, scores, cold=False)
         if news is None or not n_new:
@@ -279,7 +279,8 @@ class FactorRecommender(ItemModel):
             allowed &= np.array([str(self.new_items.ids[c]) not in took for c in columns])
         default = n_new < k
         if default:
-            bar = warm.scores[-1] if len(warm.scores) >= self.policy.fit_rank else -np.inf
+            depth = self.policy.fit_depth(k, len(self.item_ids))
+            bar = warm.scores[-1] if len(warm.scores) >= depth else -np.inf
             allowed &= (family >= bar) & (factors >= self.policy.sink_below)
         chosen = np.flatnonzero(allowed)
         chosen = chosen[np.argsort(-key[chosen], kind="stable")][:n_new]
@@ -328,6 +329,32 @@ class FactorRecommender(ItemModel):
                 repeat_weight=float(self.spec.params.get("repeat_weight", 0.0)),
                 blocked=blocked,
             )
+
+    def takes_new_items(self, rules: ListRules, now: datetime) -> bool:
+        moment = np.datetime64(now, "s")
+        since = None if rules.published_since is None else np.datetime64(rules.published_since, "s")
+        news = self.new_items
+        if news is None or not len(news) or (since is None and self.policy.slots == 0):
+            return False
+        return bool(len(news.candidates(moment, self.policy, since, rules.category, set(rules.exclude))))
+
+    def update_items(self, items: pd.DataFrame) -> int:
+        """Items as the catalogue now holds them (index item_id; a posted or imported row): a warm item's status,
+        date and category are replaced; any other is placed among the new items from its attributes. Returns how
+        many were new items."""
+        if not len(items):
+            return 0
+        items = items[~items.index.duplicated(keep="last")]
+        warm = items.index.isin(self._cols.keys())
+        if warm.any():
+            columns = [c for c in ("active", "published_at", self.spec.category_column) if c in items]
+            merged = pd.concat([self.item_attributes, items.loc[warm, columns]])
+            self.item_attributes = merged[~merged.index.duplicated(keep="last")]
+            for cached in ("_inactive", "_published", "_categories"):  # read again from the new attributes
+                self.__dict__.pop(cached, None)
+        if self.new_items is None or warm.all():
+            return 0
+        return self.new_items.add(items[~warm])
 
     def forget(self, member_ids: set[str]) -> None:
         """Their factors, interactions and segment are no longer used, and they get the overall cold-start list.

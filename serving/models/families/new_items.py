@@ -78,7 +78,7 @@ def item_tokens(frame: pd.DataFrame) -> list[list[str]]:
     if "price" in frame:
         for row, price in enumerate(pd.to_numeric(frame["price"], errors="coerce").tolist()):
             if not _missing(price) and price >= 0:
-                # Half-octave bands: 10 and 14 apart, 10 and 11 together, whatever the currency.
+                # Half-octave bands: 10 and 14 apart, 9 and 10 together, whatever the currency.
                 tokens[row].append(f"price:{math.floor(2 * math.log2(price + 1))}")
     return tokens
 
@@ -224,15 +224,19 @@ class NewItemPolicy(BaseModel):
 
     slots: int = Field(2, ge=0, le=100, description="at most this many new items in a list of 10 (scaled with k)")
     max_age_days: float = Field(30.0, gt=0, description="an item is new for this many days after its published_at")
-    fit_rank: int = Field(
-        50,
-        ge=1,
-        le=1000,
-        description="a new item fits a member when it scores at least as their warm item at this rank",
+    fit_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="a new item fits a member when it scores among this share of their best warm items",
     )
     sink_below: float = Field(
         0.5, gt=0, le=1, description="a new item whose evidence says less than this share of its expected reach leaves"
     )
+
+    def fit_depth(self, k: int, items: int) -> int:
+        """How far down a member's warm list a new item must score to fit (at least the list's own length)."""
+        return max(k, math.ceil(self.fit_share * items))
 
     def slots_for(self, k: int) -> int:
         if self.slots == 0:
