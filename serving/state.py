@@ -84,8 +84,12 @@ class ListCache:
             return found
 
     def put(self, key: tuple[Any, ...], ranked: Ranked) -> None:
+        # Kept as tuples of strings and floats, which the garbage collector stops tracking after its first look:
+        # 20,000 kept lists of lists would be 40,000 more containers for every full collection to walk while
+        # requests wait (the latency's tail).
+        kept = Ranked(tuple(ranked.items), tuple(ranked.scores), ranked.cold_start)  # type: ignore[arg-type]
         with self._lock:
-            self._lists[key] = ranked
+            self._lists[key] = kept
             if len(self._lists) > self.size:
                 self._lists.popitem(last=False)
 

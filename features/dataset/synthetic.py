@@ -671,11 +671,15 @@ class _Sim:
         """Each persona's taste for each product (personas x products): its liking of the product's brand and tags,
         times noise; from their own generators."""
         noise = np.random.default_rng([self.cfg.seed, 2]).normal(0.0, 1.0, (len(PERSONAS), self.cfg.products))
+        return self.revealed_tastes() * np.exp(TASTE_SPREAD["noise"] * noise)
+
+    def revealed_tastes(self) -> np.ndarray:
+        """The part of each persona's taste for each product that its attributes reveal: its liking of the
+        product's brand and tags (personas x products)."""
         likes = np.random.default_rng([self.cfg.seed, 9])
         brand = likes.normal(0.0, TASTE_SPREAD["brand"], (len(PERSONAS), len(BRAND_NAMES)))
         tag = likes.normal(0.0, TASTE_SPREAD["tag"], (len(PERSONAS), len(PRODUCT_TAGS)))
-        log_taste = TASTE_SPREAD["noise"] * noise + brand[:, self.product_brand] + tag @ self.product_tags.T
-        return np.exp(log_taste)
+        return np.exp(brand[:, self.product_brand] + tag @ self.product_tags.T)
 
     @staticmethod
     def _by_persona(cdf: np.ndarray, persona: np.ndarray, uniform: np.ndarray) -> np.ndarray:

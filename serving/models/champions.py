@@ -37,8 +37,10 @@ class Champion:
     run_id: str | None = None
 
     def describe(self) -> dict[str, str]:
-        """What every answer says about the model that gave it."""
-        return {"name": self.name, "version": self.version, "family": self.family}
+        """What every answer says about the model that gave it (a recommender: how it orders new items too)."""
+        described = {"name": self.name, "version": self.version, "family": self.family}
+        new_items = getattr(self.model, "new_items", None)
+        return described if new_items is None else {**described, "new_items": new_items.method}
 
 
 @dataclass(frozen=True)

@@ -288,9 +288,9 @@ def test_the_job_chooses_by_its_own_figures_and_a_baseline_champion_is_named_in_
     assert (result.family, result.promoted, result.version) == (best, True, "2")
     # and the service's and the batch export's lists come from it, and say so
     state = load_state(shared_home, "tiny")
-    described = {"name": "tiny.product-recs", "version": "2", "family": best}
-    assert state.models(PRODUCT_RECS) == {"product-recs": described}
     model = state.champions[PRODUCT_RECS].model
+    described = {"name": "tiny.product-recs", "version": "2", "family": best, "new_items": model.new_items.method}
+    assert state.models(PRODUCT_RECS) == {"product-recs": described}
     member = str(model.member_ids[0])
     served = recommendations(state, PRODUCT_RECS, [member], ListRules(k=5))[0]
     # the member's own (active) products come first, most bought first

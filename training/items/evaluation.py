@@ -55,9 +55,21 @@ def time_split(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int
     matrix: Interactions = Snapshot(dataset, as_of, built.sample).interactions(items.matrix)
     start, end = pd.Timestamp(as_of), pd.Timestamp(as_of + timedelta(days=horizon_days))
     # Only the horizon's events are read (the table's statistics skip the rest): never the whole event table.
-    window = [("ts", ">=", start), ("ts", "<", end)]
-    # What counts as a later interaction: a purchase (orders), or the source's test actions (engagements: for
-    # content a read, like or share; any action where the data has none of those).
+    events = taken(dataset, kind, [("ts", ">=", start), ("ts", "<", end)])
+    rows = pd.Series(np.arange(len(matrix.member_ids)), index=matrix.member_ids)
+    cols = pd.Series(np.arange(len(matrix.item_ids)), index=matrix.item_ids)
+    events = events[events["member_id"].isin(rows.index) & events["item_id"].isin(cols.index)]
+    pairs = pd.DataFrame({"u": rows[events["member_id"]].to_numpy(), "i": cols[events["item_id"]].to_numpy()})
+    truth = pairs.drop_duplicates().groupby("u")["i"].agg(set)
+    return Split(matrix.matrix.tocsr(), truth.index.to_numpy(), list(truth), matrix.item_ids)
+
+
+def taken(dataset: Dataset, kind: ModelKind, window: list[tuple[str, str, Any]]) -> pd.DataFrame:
+    """Members taking the kind's items within `window` (read filters on ts): member_id, ts, item_id. What counts
+    is a purchase (orders, returns left out), or the source's test actions (engagements: for content a read, like
+    or share; any action where the data has none of those)."""
+    items = kind.items
+    assert items is not None
     if items.events == "orders":
         events = dataset.read("orders", ["member_id", "ts", items.id_column, "is_return"], filters=window)
         events = events[~events["is_return"].fillna(False).astype(bool)]
@@ -67,12 +79,7 @@ def time_split(dataset: Dataset, kind: ModelKind, as_of: date, horizon_days: int
         # A plain interactions file (every row a "view") has no reads or likes: then any action counts.
         events = events[strong] if strong.any() else events
     events = events.rename(columns={items.id_column: "item_id"}).dropna(subset=["member_id", "item_id"])
-    rows = pd.Series(np.arange(len(matrix.member_ids)), index=matrix.member_ids)
-    cols = pd.Series(np.arange(len(matrix.item_ids)), index=matrix.item_ids)
-    events = events[events["member_id"].isin(rows.index) & events["item_id"].isin(cols.index)]
-    pairs = pd.DataFrame({"u": rows[events["member_id"]].to_numpy(), "i": cols[events["item_id"]].to_numpy()})
-    truth = pairs.drop_duplicates().groupby("u")["i"].agg(set)
-    return Split(matrix.matrix.tocsr(), truth.index.to_numpy(), list(truth), matrix.item_ids)
+    return events.astype({"member_id": str, "item_id": str})
 
 
 def random_split(interactions: Interactions, test_share: float = 0.2, seed: int = 0) -> Split:

@@ -37,6 +37,7 @@ from serving.models.families.new_items import (
 from serving.models.families.recommenders import member_vectors
 from serving.models.kinds import ModelKind
 from serving.models.ranking import single_threaded_blas
+from training.items.evaluation import taken
 from training.metrics import top_k_metrics
 
 MIN_TAKERS = 3  # a candidate was taken by at least this many members in the window (the issue's Online Retail rule)
@@ -48,6 +49,7 @@ class NewItemSplit:
     """Training before T, and the candidates first taken in [T, T+H)."""
 
     train: sp.csr_matrix  # members x warm items, before T
+    train_member_ids: np.ndarray  # the members behind the training matrix's rows
     warm_ids: np.ndarray
     users: np.ndarray  # rows of the test members
     truth: list[set[int]]  # per test member, the candidates (indices into `candidate_ids`) they took
@@ -69,9 +71,9 @@ def new_item_split(
     built = build_snapshot(dataset, SnapshotSettings(as_of=as_of, horizon_days=horizon_days, sample_members=members))
     matrix = Snapshot(dataset, as_of, built.sample).interactions(items.matrix)
     start, end = pd.Timestamp(as_of), pd.Timestamp(as_of + timedelta(days=horizon_days))
-    events = _taken(dataset, kind, [("ts", ">=", start), ("ts", "<", end)])
+    events = taken(dataset, kind, [("ts", ">=", start), ("ts", "<", end)])
     known = set(matrix.item_ids.tolist())
-    before = _taken(dataset, kind, [("ts", "<", start)])["item_id"].unique()  # taken before T by anyone
+    before = taken(dataset, kind, [("ts", "<", start)])["item_id"].unique()  # taken before T by anyone
     fresh = events[~events["item_id"].isin(known) & ~events["item_id"].isin(before)]
     takers = fresh.groupby("item_id")["member_id"].nunique()
     candidate_ids = np.sort(takers[takers >= min_takers].index.to_numpy().astype(str))
@@ -89,6 +91,7 @@ def new_item_split(
     attributes["published_at"] = published.fillna(first_taken.reindex(wanted))
     return NewItemSplit(
         matrix.matrix.tocsr(),
+        matrix.member_ids.astype(str),
         matrix.item_ids.astype(str),
         truth.index.to_numpy(),
         list(truth),
@@ -96,21 +99,6 @@ def new_item_split(
         attributes,
         as_of,
     )
-
-
-def _taken(dataset: Dataset, kind: ModelKind, window: list[tuple[str, str, Any]]) -> pd.DataFrame:
-    """Members taking the kind's items in a window: purchases, or the source's test actions."""
-    items = kind.items
-    assert items is not None
-    if items.events == "orders":
-        events = dataset.read("orders", ["member_id", "ts", items.id_column, "is_return"], filters=window)
-        events = events[~events["is_return"].fillna(False).astype(bool)]
-    else:
-        events = dataset.read(items.events, ["member_id", "ts", "action", items.id_column], filters=window)
-        strong = events["action"].isin(items.test_actions)
-        events = events[strong] if strong.any() else events
-    events = events.rename(columns={items.id_column: "item_id"}).dropna(subset=["member_id", "item_id"])
-    return events.astype({"member_id": str, "item_id": str})
 
 
 @dataclass

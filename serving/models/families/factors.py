@@ -88,13 +88,20 @@ class FactorRecommender(ItemModel):
     member_segment: dict[str, str] = field(default_factory=dict)
     # Items with no interactions (at training, imported or posted since), placed from their attributes.
     new_items: NewItems | None = None
-    policy: NewItemPolicy = field(default_factory=lambda: recommender_config().new_items)
+    policy: NewItemPolicy | None = None  # None: the kind's, from configs/recommenders.yaml
 
     def __post_init__(self) -> None:
         self.kind, self.family = self.spec.kind, self.spec.family
+        if self.policy is None:
+            self.policy = recommender_config().policy(self.kind)
         self.record = item_family(self.family)  # what the family offers and how its members' vectors are made
         self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
         self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
+
+    @property
+    def _policy(self) -> NewItemPolicy:
+        assert self.policy is not None  # set from the kind's config at construction
+        return self.policy
 
     def knows_member(self, member_id: str) -> bool:
         return member_id in self._rows
@@ -208,9 +215,9 @@ class FactorRecommender(ItemModel):
         news = self._news(moment, since, category, set(exclude or []), evidence)
         fresh = fresh or {}
         fold = fresh if FOLD_IN in self.record.offers else {}
-        n_new = (k if since is not None else self.policy.slots_for(k)) if news is not None else 0
+        n_new = (k if since is not None else self._policy.slots_for(k)) if news is not None else 0
         # Where new items may come in, the member's warm list runs to the rank a new item must reach to fit.
-        depth = k if not n_new or since is not None else self.policy.fit_depth(k, len(self.item_ids))
+        depth = k if not n_new or since is not None else self._policy.fit_depth(k, len(self.item_ids))
         out: dict[str, Ranked] = {}
         known = [m for m in member_ids if m in self._rows and m not in fold]
         if known:
@@ -248,7 +255,7 @@ class FactorRecommender(ItemModel):
         new_items = self.new_items
         if new_items is None or not len(new_items):
             return None
-        columns = new_items.candidates(now, self.policy, since, category, exclude)
+        columns = new_items.candidates(now, self._policy, since, category, exclude)
         if not len(columns):
             return None
         return columns, new_items.evidence_factors(columns, evidence, now)
@@ -279,9 +286,9 @@ class FactorRecommender(ItemModel):
             allowed &= np.array([str(self.new_items.ids[c]) not in took for c in columns])
         default = n_new < k
         if default:
-            depth = self.policy.fit_depth(k, len(self.item_ids))
+            depth = self._policy.fit_depth(k, len(self.item_ids))
             bar = warm.scores[-1] if len(warm.scores) >= depth else -np.inf
-            allowed &= (family >= bar) & (factors >= self.policy.sink_below)
+            allowed &= (family >= bar) & (factors >= self._policy.sink_below)
         chosen = np.flatnonzero(allowed)
         chosen = chosen[np.argsort(-key[chosen], kind="stable")][:n_new]
         if not len(chosen):
@@ -334,9 +341,9 @@ class FactorRecommender(ItemModel):
         moment = np.datetime64(now, "s")
         since = None if rules.published_since is None else np.datetime64(rules.published_since, "s")
         news = self.new_items
-        if news is None or not len(news) or (since is None and self.policy.slots == 0):
+        if news is None or not len(news) or (since is None and self._policy.slots == 0):
             return False
-        return bool(len(news.candidates(moment, self.policy, since, rules.category, set(rules.exclude))))
+        return bool(len(news.candidates(moment, self._policy, since, rules.category, set(rules.exclude))))
 
     def update_items(self, items: pd.DataFrame) -> int:
         """Items as the catalogue now holds them (index item_id; a posted or imported row): a warm item's status,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.common.config import load_config
 from features.pipelines.interactions import csr_arrays, csr_from
@@ -248,6 +248,22 @@ class RecommenderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     new_items: NewItemPolicy = NewItemPolicy()
+    # A kind's own values over `new_items` (kind name -> the fields it changes).
+    kinds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kinds_are_policies(self) -> RecommenderConfig:
+        for name, changes in self.kinds.items():
+            try:
+                NewItemPolicy.model_validate({**self.new_items.model_dump(), **changes})
+            except ValidationError as exc:
+                problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"kinds.{name}: {problem}") from exc
+        return self
+
+    def policy(self, kind: str) -> NewItemPolicy:
+        """The kind's policy: `new_items`, with the kind's own values over it."""
+        return NewItemPolicy.model_validate({**self.new_items.model_dump(), **self.kinds.get(kind, {})})
 
 
 def recommender_config(path: Path | None = None) -> RecommenderConfig:

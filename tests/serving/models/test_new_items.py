@@ -3,9 +3,13 @@ what happens to them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
+from features.common.errors import DataError
 from serving.models.families.new_items import (
     AttributeSpace,
     Evidence,
@@ -13,6 +17,7 @@ from serving.models.families.new_items import (
     NewItems,
     item_tokens,
     rank_with_new,
+    recommender_config,
 )
 
 CATALOGUE = pd.DataFrame(
@@ -118,3 +123,18 @@ def test_new_items_take_the_places_their_scores_earn_in_the_order_of_their_keys(
     )
     # the new items earn places 2 and 3 (0.7 and 0.6 fall between 0.9 and 0.5); NB's key puts it first there
     assert items == ["W1", "NB", "NA", "W2"] and scores[1] == 0.6
+
+
+def test_each_kind_takes_the_default_policy_with_its_own_values_and_a_bad_file_is_named(tmp_path: Path) -> None:
+    config = recommender_config()  # the repository's configs/recommenders.yaml
+    assert config.policy("content-recs") == NewItemPolicy()
+    assert config.policy("product-recs") == NewItemPolicy(fit_share=0.05)
+    assert NewItemPolicy(slots=2).slots_for(10) == 2 and NewItemPolicy(slots=2).slots_for(3) == 1
+    assert NewItemPolicy(slots=0).slots_for(10) == 0 and NewItemPolicy(fit_share=0.1).fit_depth(10, 3_000) == 300
+    bad = tmp_path / "recommenders.yaml"
+    bad.write_text("new_items:\n  slots: -1\n")
+    with pytest.raises(DataError, match=r"recommenders.yaml: invalid settings: new_items.slots"):
+        recommender_config(bad)
+    bad.write_text("kinds:\n  product-recs:\n    fit_shar: 0.1\n")
+    with pytest.raises(DataError, match=r"kinds.product-recs: fit_shar: Extra inputs are not permitted"):
+        recommender_config(bad)
