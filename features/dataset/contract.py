@@ -149,6 +149,12 @@ ORDERS = _event_table(
     Column("quantity", Kind.NUMBER, doc="negative for returns"),
     Column("channel", Kind.CATEGORY),
     Column("is_return", Kind.BOOL, doc="the line gives goods back; only returns may be negative"),
+    Column(
+        "discount",
+        Kind.NUMBER,
+        non_negative=True,
+        doc="money taken off the line's list price (promotions, coupons, loyalty cards); empty where unknown",
+    ),
 )
 ENGAGEMENTS = _event_table(
     "engagements",

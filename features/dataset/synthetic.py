@@ -3,7 +3,8 @@
 The simulation plants effects that the models should later find:
 - engagement fades over the ~90 days before a member churns, and orders only over the last ~45;
 - each persona prefers some product categories and content types, and within a category its own products;
-- spending is seasonal (618 in June, Double 11 in November, December), with promotion days;
+- spending is seasonal (618 in June, Double 11 in November, December), with promotion days (a fifth off: each
+  line says how much in `discount`);
 - promotion-driven members buy mostly on promotion days and churn about twice as fast;
 - with `campaign_at`, a randomized coupon campaign with an uneven effect (REDEEM_BY_PERSONA, CAMPAIGN_EFFECTS):
   deal-seeking personas and promotion-driven members respond (a coupon brings up to 75% of them to buy, lapsed or
@@ -596,12 +597,15 @@ class _Sim:
         if self.shift_day is not None:
             unit = unit * np.where(day[order_of_line] >= self.shift_day, self.cfg.shift_price_factor, 1.0)
         amount = np.round(qty * unit, 2)
+        # The money the promotion took off the line's list price (what the member would have paid undiscounted).
+        taken_off = np.round(qty * unit * (1.0 / discount - 1.0), 2)
         channel = _choose_rows(rng, _CHANNEL_BY_PERSONA[self.persona[member]])[order_of_line]
         sales = pd.DataFrame(
             {
                 "member_id": self.member_ids[m],
                 "ts": ts[order_of_line],
                 "amount": amount,
+                "discount": taken_off,
                 "order_id": np.char.add("O", np.char.zfill((self.first_order + order_of_line).astype(str), 8)),
                 "product_id": np.char.add("P", np.char.zfill(product.astype(str), 5)),
                 "quantity": qty.astype(float),
@@ -615,6 +619,7 @@ class _Sim:
             member_id=("member_id", "first"),
             ts=("ts", "first"),
             amount=("amount", "sum"),
+            discount=("discount", "sum"),
             quantity=("quantity", "sum"),
             channel=("channel", "first"),
             is_return=("is_return", "first"),

@@ -167,6 +167,27 @@ def test_promotion_driven_members_buy_on_promotions_and_churn_more(community: Sy
     assert promo_day[driven].mean() > 2 * promo_day[~driven].mean()
 
 
+def test_a_line_bought_on_a_promotion_day_says_the_fifth_taken_off_and_no_other_line_has_a_discount(
+    community: SyntheticData,
+) -> None:
+    sales = community.tables["orders"].query("~is_return")
+    day, month = sales["ts"].dt.day, sales["ts"].dt.month
+    promo = (
+        ((month == 6) & (day <= 18))
+        | ((month == 11) & (day <= 11))
+        | ((month == 12) & day.between(10, 12))
+        | (day == 8)
+    )
+    assert (sales.loc[~promo, "discount"] == 0).all() and (sales.loc[promo, "discount"] > 0).all()
+    # a fifth off the list price: the discount is a quarter of what was paid (to the cent, per line)
+    paid = sales.loc[promo, "amount"]
+    assert ((sales.loc[promo, "discount"] - paid / 4).abs() <= 0.01 * (1 + sales.loc[promo, "quantity"])).all()
+    # promotion-driven members' spend is discounted more often
+    truth = community.truth.set_index("member_id")
+    discounted = (sales["discount"] > 0).groupby(sales["member_id"].map(truth["promo_driven"])).mean()
+    assert discounted[True] > 2 * discounted[False]
+
+
 def test_generate_writes_a_dataset_once_and_replaces_it_only_when_forced(home, tmp_path) -> None:
     from typer.testing import CliRunner
 
