@@ -182,6 +182,34 @@ def score_command(
     console().print(f"written to {summary.out}")
 
 
+@serve_app.command("profile")
+def profile_command(
+    dataset: str = DatasetOption,
+    out: Path = OutOption,
+    as_of: str = AsOfOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """One row per member: the models' outputs, favourites, preferred channel, active hours, price sensitivity,
+    segments (configs/segments.yaml) and tags (configs/tags.yaml). `POST /profile` answers the same per member."""
+    from features.pipelines.snapshots import resolve_as_of
+    from serving.models.batch import profile
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        summary = profile(target, resolve_as_of(target, as_of), out)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    models = ", ".join(f"{k} v{m['version']} ({m['family']})" for k, m in summary.models.items()) or "no models"
+    console().print(f"profiled {summary.members:,} members of {dataset} as of {summary.as_of} ({models})")
+    for title, counts in (("segments", summary.segments), ("learned types", summary.learned), ("tags", summary.tags)):
+        if counts:
+            console().print(f"{title}: " + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
+    for field, why in summary.unknown.items():
+        console().print(f"cannot tell {field}: {why}")
+    console().print(f"written to {summary.out}")
+
+
 def member_kinds(names: str | None) -> list[ModelKind] | None:
     """`--kinds churn,uplift` as member kinds (None: every one there is); a clear error naming the choices."""
     if names is None:

@@ -33,6 +33,7 @@ from serving.state import (
     CHALLENGER,
     ServingState,
     load_state,
+    member_profiles,
     member_scores,
     post_events,
     post_items,
@@ -46,7 +47,7 @@ BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
 
 # The endpoints the hot path answers (serving/hot_path.py; a test checks the list against the service's own).
-HOT_ROUTES = ("/score", "/churn", "/value", "/recommend_products", "/recommend_content", "/recommend")
+HOT_ROUTES = ("/score", "/churn", "/value", "/profile", "/recommend_products", "/recommend_content", "/recommend")
 # The service object this worker serves, once BentoML has made it: the hot path (serving/hot_path.py) calls its
 # endpoints. One per worker process (a test's in-process app included).
 _SERVED: list[CommunityML] = []
@@ -261,6 +262,23 @@ class CommunityML:
     async def value(self, member_ids: MemberIds) -> dict[str, Any]:
         """Expected spend over the horizon per member, with tier."""
         return await self._scores_async(VALUE.name, member_ids, VALUE)
+
+    @api
+    async def profile(self, member_ids: MemberIds) -> dict[str, Any]:
+        """Who each member is: the models' outputs (churn probability with reasons, value, uplift, tier),
+        favourite categories, topics and content types, preferred channel, active hours and weekdays, price
+        sensitivity, segments (configs/segments.yaml), tags (configs/tags.yaml), consent; from the snapshot plus
+        the member's events since. Unknown members get a cold-start profile; `unknown` says what the dataset
+        cannot tell and why."""
+        state = self.state
+        try:
+            profiles = member_profiles(state, member_ids)
+        except LookupError as exc:
+            raise bentoml.exceptions.NotFound(self._told(exc)) from exc
+        except DataError as exc:  # a bad rule in the profile's files: the service's configuration, not the call
+            raise bentoml.exceptions.ServiceUnavailable(self._told(exc)) from exc
+        members = [c.kind for c in state.champions.of(Task.member)]
+        return {"as_of": str(state.as_of), "models": state.models(*members), "members": profiles}
 
     def _recommended(
         self, asked: tuple[ModelKind, ListRules], member_ids: list[str]

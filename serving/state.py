@@ -16,6 +16,9 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
+from features.common.errors import DataError
 from features.common.home import StateHome
 from features.dataset.campaigns import split_position
 from features.dataset.privacy import forgotten
@@ -36,6 +39,8 @@ from serving.models.champions import (
 from serving.models.kinds import ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
 from serving.online.store import OnlineStore
+from serving.online.table import empty_row
+from serving.profiles import Profiler, profile_rules
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -102,6 +107,8 @@ class ServingState:
     online: OnlineStore  # the snapshot's rows and members' fresh records since it
     scorer: MemberScorer | None  # None: the dataset has no member champion (recommenders only)
     challenger: Challenger | None = None
+    profiler: Profiler | None = None  # None: see profile_error
+    profile_error: str | None = None  # why there are no profiles (a bad rule in the profile's YAML files)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     lists: ListCache = field(default_factory=ListCache)
     items_version: int = 0  # the posted items (online.activity.version) the served recommenders have placed
@@ -175,7 +182,33 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     for served in (state.scorer, state.challenger and state.challenger.scorer):
         if served is not None:
             served.warm(table)
+    outputs = [*state.member_outputs, *(["tier"] if state.scorer is not None and state.scorer.cuts else [])]
+    try:  # a bad rule leaves the service without profiles, not without predictions
+        state.profiler = Profiler.open(dataset, snapshot, profile_rules(), table.columns, outputs)
+    except DataError as exc:
+        state.profile_error = str(exc)
     return state
+
+
+def member_profiles(state: ServingState, member_ids: list[str]) -> list[dict[str, Any]]:
+    """Each member's profile (serving/profiles.py) from their current row: the snapshot's plus their events since.
+    An unknown member gets a cold-start profile: what is known, and the segments by what is known."""
+    if state.profiler is None:
+        raise DataError(f"no profiles for dataset {state.dataset!r}: {state.profile_error}")
+    rows = state.online.rows(member_ids)
+    schema = state.online.table.schema
+    current = [rows[m][0] if m in rows else empty_row(schema) for m in member_ids]
+    if state.scorer is not None:
+        scores, _ = member_scores(state, member_ids)
+    else:
+        scores = [{} for _ in member_ids]
+    columns = {
+        f.name: np.array([r.get(f.name) for r in current], dtype=object if f.dtype == "string" else float)
+        for f in schema.features
+    }
+    cold = [m not in rows for m in member_ids]
+    fresh = [bool(rows[m][2]) if m in rows else False for m in member_ids]
+    return state.profiler.answers(member_ids, columns, scores, cold, fresh)
 
 
 def post_items(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -37,12 +37,15 @@ def _imported(tree: ast.AST) -> set[str]:
 
 
 # Inside a package, each part may import only itself and the parts listed (a module of the package's own folder
-# is the part named by the package). features: the common floor <- a dataset's tables <- the feature pipelines.
+# is the part named by the package). features: the common floor <- a dataset's tables <- the feature pipelines
+# <- the member profile.
 INNER_ORDER = {
     "features": {
         "features.common": {"features.common"},
         "features.dataset": {"features.common", "features.dataset"},
         "features.pipelines": {"features.common", "features.dataset", "features.pipelines"},
+        # the member profile reads the tables and the snapshots' feature declarations
+        "features.profiles": {"features.common", "features.dataset", "features.pipelines", "features.profiles"},
     },
     # training: the floor every task stands on (the trainer interface, tuning budgets, the gate, every metric) <-
     # each task's subpackage (uplift reads member fits) <- the job's story (tasks, choosing, tracking, promoting,

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         None, description="KIND:VERSION served to a share of members beside the champion (set by serve --challenger)"
     )
     challenger_share: float = Field(0.1, description="the share of members the challenger answers")
+    # The member profile
+    segments_config: Path | None = Field(
+        None, description="the profile's segments and how it reads history; unset: configs/segments.yaml"
+    )
+    tags_config: Path | None = Field(None, description="the operators' tags; unset: configs/tags.yaml")
     # Sample caps: what grows with the community is bounded by these (each a fixed, seeded sample)
     training_members: int = Field(
         25_000, ge=1_000, description="members a member model learns from and is judged on at most"

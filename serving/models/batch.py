@@ -26,6 +26,7 @@ from serving.models.champions import Champion, Champions, load_champions, untrai
 from serving.models.kinds import UPLIFT, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares, tiers_unavailable
 from serving.prediction_log import PredictionLog
+from serving.profiles import Profiler, flattened, profile_rules
 
 
 class ScoreSummary(BaseModel):
@@ -118,10 +119,11 @@ def score(
     frame, champions = score_members(dataset.require(), as_of, tiers, kinds=kinds)
     for champion in champions.of(Task.member):  # the file names the models it came from, wherever it goes
         frame[f"{champion.kind.name}_model"] = f"{champion.family} v{champion.version}"
+    frame = frame.merge(segment_columns(dataset, as_of, frame, champions), on="member_id", how="left")
     write_table(frame, out)
     members = champions.described(*[c.kind for c in champions.of(Task.member)])
     provenance = [f"{c.kind.name}_model" for c in champions.of(Task.member)]
-    records = frame.drop(columns=["top_reasons", *provenance]).to_dict("records")
+    records = frame.drop(columns=["top_reasons", "segments", "tags", *provenance]).to_dict("records")
     log_batch(dataset, "batch/score", records, champions.versions(Task.member), as_of)
     return ScoreSummary(
         dataset=dataset.name,
@@ -133,6 +135,78 @@ def score(
         unavailable={} if (why := tiers_unavailable(champions)) is None else {"tier": why},
         out=str(out),
     )
+
+
+class ProfileSummary(BaseModel):
+    dataset: str
+    as_of: date
+    members: int
+    models: dict[str, dict[str, str]]  # kind -> name, version, family
+    segments: dict[str, int]  # members per segment
+    learned: dict[str, int]  # members per learned type (none: the members carry a persona)
+    tags: dict[str, int]  # members per tag
+    unknown: dict[str, str]  # fields and rules this dataset cannot tell, and why
+    out: str
+
+
+def profiled(
+    dataset: Dataset, as_of: date, scores: pd.DataFrame | None = None, champions: Champions | None = None
+) -> tuple[list[dict[str, Any]], Champions]:
+    """Every member's profile as of `as_of` (features/profiles, serving/profiles.py): scored by the member
+    champions there are, unless `scores` (batch scoring's frame) is given."""
+    champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member), optional=True)
+    if scores is None and champions.of(Task.member):
+        scores, _ = score_members(dataset, as_of, champions=champions)
+    features = snapshot_features(dataset, as_of)
+    outputs = [c.kind.output for c in champions.of(Task.member)]
+    if tiers_unavailable(champions) is None:
+        outputs.append("tier")
+    columns = [c for c in features.columns if c != "member_id"]
+    profiler = Profiler.open(dataset, Snapshot(dataset, as_of), profile_rules(), columns, outputs)
+    with step(f"answering {len(features):,} members' profiles"):
+        return profiler.batch(features, scores), champions
+
+
+def segment_columns(dataset: Dataset, as_of: date, scores: pd.DataFrame, champions: Champions) -> pd.DataFrame:
+    """member_id, segments and tags (|-separated): the columns batch scoring adds to every member's row."""
+    profiles, _ = profiled(dataset, as_of, scores, champions)
+    return pd.DataFrame(
+        {
+            "member_id": [p["member_id"] for p in profiles],
+            "segments": ["|".join(p["segments"]) for p in profiles],
+            "tags": ["|".join(p["tags"]) for p in profiles],
+        }
+    )
+
+
+def profile(dataset: Dataset, as_of: date, out: Path) -> ProfileSummary:
+    """Every member's profile, a row each, written to `out`; the summary counts members per segment and tag."""
+    check_out_path(out)
+    profiles, champions = profiled(dataset.require(), as_of)
+    frame = flattened(profiles)
+    for champion in champions.of(Task.member):
+        frame[f"{champion.kind.name}_model"] = f"{champion.family} v{champion.version}"
+    write_table(frame, out)
+    learned = pd.Series([p["learned_segment"] for p in profiles], dtype=object).dropna()
+    return ProfileSummary(
+        dataset=dataset.name,
+        as_of=as_of,
+        members=len(frame),
+        models=champions.described(*[c.kind for c in champions.of(Task.member)]),
+        segments=_counts([p["segments"] for p in profiles]),
+        learned={str(k): int(v) for k, v in learned.value_counts().items()},
+        tags=_counts([p["tags"] for p in profiles]),
+        unknown=profiles[0]["unknown"] if profiles else {},
+        out=str(out),
+    )
+
+
+def _counts(lists: list[list[str]]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for names in lists:
+        for name in names:
+            counted[name] = counted.get(name, 0) + 1
+    return dict(sorted(counted.items(), key=lambda kv: -kv[1]))
 
 
 def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None, by: str = VALUE.name) -> dict[str, int]:

@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -29,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.common.columns import LAYOUT_FILE, Columns, write_columns
 from features.dataset.contract import ENGAGEMENTS, ORDERS
 from features.dataset.store import made_once
 from features.pipelines.interactions import ITEM_SOURCES, ItemSource
@@ -57,22 +56,22 @@ class OnlineTable:
         """The layout in `snapshot_folder/online`, written from the snapshot's features first when missing."""
         folder = snapshot_folder / "online"
         made_once(  # one worker writes it; the others wait and read it
-            folder / "layout.json",
+            folder / LAYOUT_FILE,
             lambda: _write_layout(
                 folder, features if features is not None else pd.read_parquet(snapshot_folder / "features.parquet")
             ),
             lock=snapshot_folder / ".online.lock",
         )
-        layout = json.loads((folder / "layout.json").read_text())
+        laid = Columns.open(folder)
         return cls(
             folder,
-            FeatureSchema(tuple(feature(c) for c in layout["columns"])),
-            np.load(folder / "ids.npy", mmap_mode="r"),
-            np.load(folder / "numbers.npy", mmap_mode="r"),
-            np.load(folder / "codes.npy", mmap_mode="r"),
-            layout["number_columns"],
-            layout["text_columns"],
-            layout["vocab"],
+            FeatureSchema(tuple(feature(c) for c in laid.layout["columns"])),
+            laid.ids,
+            laid.numbers,
+            laid.codes,
+            laid.number_columns,
+            laid.text_columns,
+            laid.vocab,
         )
 
     def __len__(self) -> int:
@@ -144,41 +143,9 @@ def empty_row(schema: FeatureSchema) -> Row:
 
 
 def _write_layout(folder: Path, features: pd.DataFrame) -> None:
-    """Written to a temporary folder and renamed: a reader sees the whole layout or none."""
-    features = features.sort_values("member_id", key=lambda s: s.str.encode("utf-8"), kind="stable")
     columns = [c for c in features.columns if c != "member_id"]
-    schema = FeatureSchema(tuple(feature(c) for c in columns))
-    text = [f.name for f in schema.features if f.dtype == "string"]
-    numbers = [c for c in columns if c not in text]
-    tmp = folder.with_name(f".online-{threading.get_ident()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    ids = np.array([m.encode("utf-8") for m in features["member_id"].astype(str)], dtype=bytes)
-    np.save(tmp / "ids.npy", ids if len(ids) else np.array([], dtype="S1"))
-    matrix = (
-        np.column_stack(
-            [
-                pd.to_numeric(features[c].astype("Float64"), errors="coerce").to_numpy(float, na_value=np.nan)
-                for c in numbers
-            ]
-        )
-        if numbers
-        else np.empty((len(features), 0))
-    )
-    np.save(tmp / "numbers.npy", np.ascontiguousarray(matrix, dtype=np.float64))
-    vocab: dict[str, list[str]] = {}
-    codes = np.full((len(features), len(text)), -1, dtype=np.int32)
-    for j, name in enumerate(text):
-        categorical = pd.Categorical(features[name].astype("string").astype(object))
-        vocab[name] = [str(c) for c in categorical.categories]
-        codes[:, j] = categorical.codes
-    np.save(tmp / "codes.npy", codes)
-    layout = {"version": LAYOUT_VERSION, "columns": columns, "number_columns": numbers, "text_columns": text}
-    (tmp / "layout.json").write_text(json.dumps({**layout, "vocab": vocab}))
-    if folder.exists():  # another process laid it out meanwhile: theirs is the same
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    tmp.rename(folder)
+    text = [c for c in columns if feature(c).dtype == "string"]
+    write_columns(folder, features, text, {"version": LAYOUT_VERSION})
 
 
 @dataclass(frozen=True)

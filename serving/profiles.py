@@ -1,0 +1,231 @@
+"""The member profile: who a member is, in one answer a CRM can show (`POST /profile`, `community-ml profile`).
+
+A profile joins the models' outputs (churn probability with its reasons, value, uplift, tier: as /score answers
+them), what history says (favourites, preferred channel, active hours, price sensitivity: the snapshot's profile
+book, features/profiles/book.py), the segments and tags the YAML files declare (worked out on the member's current
+row, so events since the snapshot count), the learned behavioural type where members carry no persona, and
+consent. The service and the batch command build it with the same function (`answers`), so a member with no event
+since the snapshot gets the same profile from both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.common.columns import floats
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import Snapshot
+from features.profiles.book import ProfileBook
+from features.profiles.config import ProfileRules, load_profile_rules
+from features.profiles.fields import PROFILE_FIELDS
+from features.profiles.history import FAVOURITES, TOP
+from features.profiles.rules import Env
+from serving.models.kinds import Task, kinds_of
+
+# The models' outputs a rule may read, with their types.
+OUTPUT_FIELDS: dict[str, str] = {k.output: "number" for k in kinds_of(Task.member)} | {"tier": "text"}
+NO_CONTACT_LOG = "no contact log yet: contacts are recorded by the outreach work (issue 43)"
+# What an answer's list and object fields are called in a batch file (JSON text, the same in CSV and Parquet).
+LISTED = (
+    "favourite_categories",
+    "favourite_topics",
+    "favourite_content_types",
+    "preferred_channel",
+    "active_hours",
+    "active_weekdays",
+    "top_reasons",
+    "consent",
+)
+
+
+def profile_rules(segments: Path | None = None, tags: Path | None = None) -> ProfileRules:
+    return load_profile_rules(OUTPUT_FIELDS, segments, tags)
+
+
+@dataclass(frozen=True)
+class Profiler:
+    """A snapshot's profile book and the declared rules, with the fields the dataset can tell."""
+
+    rules: ProfileRules
+    book: ProfileBook
+    feature_columns: list[str]  # the snapshot's
+    outputs: list[str]  # the models' outputs answers carry (and `tier` where there are tiers)
+
+    @classmethod
+    def open(
+        cls, dataset: Dataset, snapshot: Snapshot, rules: ProfileRules, feature_columns: list[str], outputs: list[str]
+    ) -> Profiler:
+        """`outputs`: the member champions' outputs (and `tier` where there are tiers)."""
+        book = ProfileBook.open(
+            dataset, snapshot.path, snapshot.as_of, snapshot.features, rules.settings, rules.clusters
+        )
+        return cls(rules, book, feature_columns, outputs)
+
+    def batch(self, features: pd.DataFrame, scores: pd.DataFrame | None) -> list[dict[str, Any]]:
+        """Every member of a snapshot's `features` profiled, with `scores` (batch scoring's frame: outputs, tier,
+        top_reasons) where there are member champions."""
+        ids = features["member_id"].astype(str).tolist()
+        columns = {c: _column(features[c]) for c in self.feature_columns if c in features}
+        if scores is None:
+            records: list[dict[str, Any]] = [{} for _ in ids]
+        else:
+            by_member = scores.assign(member_id=scores["member_id"].astype(str)).set_index("member_id")
+            by_member = by_member.reindex(ids)
+            wanted = [
+                c for c in dict.fromkeys([*self.outputs, "recency_days", "tier", "top_reasons"]) if c in by_member
+            ]
+            records = by_member[wanted].astype(object).where(by_member[wanted].notna(), None).to_dict("records")
+            recency = columns.get("recency_days")
+            for i, record in enumerate(records):  # in the order /score answers them
+                reasons = record.pop("top_reasons", None)
+                tier = record.pop("tier", None)
+                if recency is not None:
+                    record["recency_days"] = None if recency[i] != recency[i] else float(recency[i])
+                record |= {"tier": tier, "top_reasons": reasons.split(", ") if reasons else []}
+        flags = [False] * len(ids)
+        return self.answers(ids, columns, records, flags, flags)
+
+    @property
+    def available(self) -> set[str]:
+        unknown = self.book.unknowable
+        fields = {f.name for f in PROFILE_FIELDS if f.group not in unknown}
+        if self.book.learned is None:
+            fields.discard("learned_segment")
+        return {*self.feature_columns, *fields, *self.outputs}
+
+    def answers(
+        self,
+        member_ids: list[str],
+        features: dict[str, np.ndarray],
+        scores: list[dict[str, Any]],
+        cold: list[bool],
+        fresh: list[bool],
+    ) -> list[dict[str, Any]]:
+        """Each member's profile: `features`, their current feature columns; `scores`, what /score answers for
+        them (outputs, tier, top_reasons); `cold`, whether the snapshot does not know them."""
+        n = len(member_ids)
+        positions, found = self.book.rows(member_ids)
+        history = _aligned(found, positions)
+        outputs = {
+            o: np.array([np.nan if s.get(o) is None else s[o] for s in scores], dtype=float)
+            for o in self.outputs
+            if o != "tier"
+        }
+        if "tier" in self.outputs:
+            outputs["tier"] = np.array([s.get("tier") for s in scores], dtype=object)
+        columns: dict[str, np.ndarray] = {**features, **outputs}
+        for f in PROFILE_FIELDS:
+            if f.column in history:
+                columns[f.name] = history[f.column]
+        learned = self.book.learned
+        if learned is not None:
+            columns["learned_segment"] = learned.assign(columns)
+        env = Env(n, columns, self.book.quantiles)
+        segments, tags, left_out = self.rules.evaluate(env, self.available)
+        unknown = {**self.book.unknowable, **left_out, "last_contacts": NO_CONTACT_LOG}
+        if learned is None:
+            unknown["learned_segment"] = "the members carry an operator persona: the segments are the declared ones"
+        consent = features.get("consent_marketing")
+        out = []
+        for i, member in enumerate(member_ids):
+            score = {k: v for k, v in scores[i].items() if k not in ("member_id", "cold_start", "fresh")}
+            out.append(
+                {
+                    "member_id": member,
+                    "cold_start": cold[i],
+                    "fresh": fresh[i],
+                    **score,
+                    **_favourites(history, i),
+                    "preferred_channel": _channel(history, i),
+                    "active_hours": _listed(history, "active_hour", i, int),
+                    "active_weekdays": _listed(history, "active_weekday", i, str),
+                    **{
+                        k: _number(history.get(k), i)
+                        for k in ("price_sensitivity", "discounted_share", "discounted_order_share")
+                    },
+                    "priced_orders": _whole(history.get("priced_orders"), i),
+                    "segments": [name for name, held in segments.items() if held[i]],
+                    "learned_segment": None if learned is None else str(columns["learned_segment"][i]),
+                    "tags": [name for name, held in tags.items() if held[i]],
+                    "consent": {"marketing": None if consent is None else _flag(consent[i])},
+                    "last_contacts": None,
+                    "unknown": unknown if not cold[i] else {**unknown, "history": "the snapshot does not know them"},
+                }
+            )
+        return out
+
+
+def _column(series: pd.Series) -> np.ndarray:
+    """A feature column as rules read it: numbers as floats (NaN empty), text as objects (None empty)."""
+    if pd.api.types.is_string_dtype(series) or series.dtype == object:
+        return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+    return floats(series)
+
+
+def flattened(profiles: list[dict[str, Any]]) -> pd.DataFrame:
+    """Profiles as a table, a row per member: lists and objects as JSON text (the same in CSV and Parquet),
+    segments and tags |-separated, what is the same for every member (unknown) left to the summary."""
+    frame = pd.DataFrame(profiles).drop(columns=["unknown", "last_contacts"])
+    for column in LISTED:
+        if column in frame:
+            frame[column] = [json.dumps(v) for v in frame[column]]
+    for column in ("segments", "tags"):
+        frame[column] = ["|".join(v) for v in frame[column]]
+    return frame
+
+
+def _aligned(found: dict[str, np.ndarray], positions: list[int | None]) -> dict[str, np.ndarray]:
+    """History columns with a row per asked member (empty for members the book lacks)."""
+    hit = np.array([p is not None for p in positions], dtype=bool)
+    out = {}
+    for name, values in found.items():
+        full = np.full(len(positions), None if values.dtype == object else np.nan, dtype=values.dtype)
+        full[hit] = values
+        out[name] = full
+    return out
+
+
+def _number(values: np.ndarray | None, i: int) -> float | None:
+    if values is None or values[i] != values[i]:
+        return None
+    return round(float(values[i]), 4)
+
+
+def _whole(values: np.ndarray | None, i: int) -> int | None:
+    return None if values is None or values[i] != values[i] else int(values[i])
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None or value != value else bool(value)
+
+
+def _favourites(history: dict[str, np.ndarray], i: int) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for ranking in FAVOURITES:
+        listed = []
+        for r in range(1, TOP + 1):
+            value = history.get(f"{ranking.field}_{r}")
+            if value is not None and value[i] is not None:
+                listed.append(
+                    {ranking.label: str(value[i]), "share": _number(history[f"{ranking.field}_{r}_share"], i)}
+                )
+        out[ranking.field] = listed
+    return out
+
+
+def _channel(history: dict[str, np.ndarray], i: int) -> dict[str, Any] | None:
+    channel = history.get("preferred_channel")
+    if channel is None or channel[i] is None:
+        return None
+    return {"channel": str(channel[i]), "share": _number(history["preferred_channel_share"], i)}
+
+
+def _listed(history: dict[str, np.ndarray], name: str, i: int, kind: type) -> list[Any]:
+    values = [history.get(f"{name}_{r}") for r in range(1, TOP + 1)]
+    return [kind(v[i]) for v in values if v is not None and v[i] is not None and v[i] == v[i]]
