@@ -28,7 +28,8 @@ def plan_command(
         ...,
         "--audience",
         help="churn-risk, tier:NAME (high_value, potential, ordinary, churn_risk), uplift (members the uplift "
-        "champion expects a push to move) or file:FILE (a member_id column)",
+        "champion expects a push to move), segment:NAME or tag:NAME (configs/segments.yaml, configs/tags.yaml) or "
+        "file:FILE (a member_id column)",
     ),
     holdout: float = typer.Option(0.2, "--holdout", min=0.01, max=0.99, help="share held out as control"),
     arms: str = typer.Option("treatment", "--arms", help="the pushed arms, comma-separated (e.g. A,B)"),

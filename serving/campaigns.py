@@ -21,7 +21,14 @@ from features.dataset.privacy import with_marketing_consent
 from features.dataset.readers import read_raw
 from features.dataset.store import Dataset
 from features.pipelines.snapshots import resolve_as_of
-from serving.models.batch import check_out_path, score_members, snapshot_features, write_table
+from serving.models.batch import (
+    AUDIENCE_KINDS,
+    audience_of,
+    check_out_path,
+    score_members,
+    snapshot_features,
+    write_table,
+)
 from serving.models.champions import load_champions
 from serving.models.kinds import UPLIFT
 from serving.models.tiers import TIERS
@@ -49,8 +56,13 @@ def audience_members(dataset: Dataset, audience: str) -> tuple[list[str], pd.Dat
             raise DataError(f"{argument}: needs a member_id column; it has {', '.join(map(str, raw.frame.columns))}")
         ids = raw.frame["member_id"].dropna().astype(str).str.strip()
         return list(dict.fromkeys(ids[ids != ""])), None
+    if kind in AUDIENCE_KINDS:
+        return audience_of(dataset, resolve_as_of(dataset, "latest"), audience), None
     if kind not in ("churn-risk", "tier", UPLIFT.name):
-        raise DataError(f"--audience {audience!r}: use churn-risk, tier:NAME ({', '.join(TIERS)}), uplift or file:FILE")
+        raise DataError(
+            f"--audience {audience!r}: use churn-risk, tier:NAME ({', '.join(TIERS)}), uplift, segment:NAME, "
+            "tag:NAME or file:FILE"
+        )
     if kind == "tier" and argument not in TIERS:
         raise DataError(f"--audience {audience!r}: the tiers are {', '.join(TIERS)}")
     if kind == UPLIFT.name:

@@ -233,18 +233,23 @@ def winback_command(
         help="rank by expected value, or by the lift the uplift champion expects from the push (members it "
         "expects no lift from are left out)",
     ),
+    audience: str | None = typer.Option(
+        None, "--audience", help="only members of segment:NAME or tag:NAME (configs/segments.yaml, configs/tags.yaml)"
+    ),
     engine: Engine = EngineOption,
     as_of: str = AsOfOption,
 ) -> None:
     """The win-back push list: churn-risk members with marketing consent, the most valuable (or most persuadable)
     first."""
     from features.pipelines.snapshots import resolve_as_of
-    from serving.models.batch import winback
+    from serving.models.batch import audience_of, winback
 
     with user_errors():
         engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
-        summary = winback(target, resolve_as_of(target, as_of), out, top, by.value)
+        day = resolve_as_of(target, as_of)
+        among = None if audience is None else set(audience_of(target, day, audience))
+        summary = winback(target, day, out, top, by.value, among)
     console().print(
         f"{summary['members']:,} churn-risk members on the win-back list ({summary['without_consent']:,} without "
         f"marketing consent left out), written to {out}"
@@ -258,7 +263,11 @@ def recommend_command(
     out: Path = OutOption,
     k: int = typer.Option(10, "--k", min=1, max=100, help="items per member (or per item, with --similar)"),
     similar: bool = typer.Option(False, "--similar", help="for every item, the k most similar items instead"),
-    members: Path | None = typer.Option(None, "--members", help="a file with a member_id column (default: all)"),
+    members: str | None = typer.Option(
+        None,
+        "--members",
+        help="a file with a member_id column, or segment:NAME or tag:NAME (the profile's); default: all",
+    ),
     exclude_seen: bool | None = typer.Option(
         None, "--exclude-seen/--include-seen", help="default: the kind's (products include, content excludes)"
     ),
@@ -281,7 +290,8 @@ def recommend_command(
     """member_id, rank, item_id, score (and cold_start) for every member with marketing consent (a push list),
     from the dataset's champion recommender."""
     from features.dataset.readers import read_raw
-    from serving.models.batch import RecommendRequest, recommend, similar_items
+    from features.pipelines.snapshots import resolve_as_of
+    from serving.models.batch import AUDIENCE_KINDS, RecommendRequest, audience_of, recommend, similar_items
 
     with user_errors():
         engines.use(engine)
@@ -293,8 +303,10 @@ def recommend_command(
             console().print(f"{len(table):,} similar items from {source} written to {out}")
             return
         wanted = None
-        if members is not None:
-            raw = read_raw(members)
+        if members is not None and members.partition(":")[0] in AUDIENCE_KINDS:
+            wanted = audience_of(target, resolve_as_of(target, "latest"), members)
+        elif members is not None:
+            raw = read_raw(Path(members))
             if "member_id" not in raw.frame:
                 raise DataError(f"{members}: needs a member_id column; it has {', '.join(raw.frame.columns)}")
             wanted = raw.frame["member_id"].dropna().astype(str).str.strip().tolist()

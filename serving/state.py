@@ -9,6 +9,7 @@ gets exactly what batch scoring (`community-ml score`) writes for them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from serving.online.table import empty_row
 from serving.profiles import Profiler, profile_rules
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -187,6 +189,7 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         state.profiler = Profiler.open(dataset, snapshot, profile_rules(), table.columns, outputs)
     except DataError as exc:
         state.profile_error = str(exc)
+        _LOG.warning("no member profiles until this is fixed: %s", exc)
     return state
 
 

@@ -80,15 +80,23 @@ def export_member(dataset: Dataset, member_id: str, out: Path) -> dict[str, int]
     # Keyed by snapshot and file (as_of=T/features.parquet, as_of=T/labels_h90.parquet, and a member sample's
     # sample=N/as_of=T/...): each holds the member.
     root = dataset.home.features / dataset.name
-    parts["features"] = {
-        "/".join(path.relative_to(root).parts[1:]): _records(_member_rows(path, member_id))
-        for path in _snapshot_files(dataset, "*.parquet")
+    # The profile's history (favourites, price sensitivity: features/profiles/book.py) kept beside each snapshot
+    # is a profile of the member: its own part.
+    snapshot_files = {
+        "/".join(path.relative_to(root).parts[1:]): path for path in _snapshot_files(dataset, "*.parquet")
     }
+    for part, wanted in (("features", False), ("profiles", True)):
+        parts[part] = {
+            name: _records(_member_rows(path, member_id))
+            for name, path in snapshot_files.items()
+            if path.name.startswith("profile-") is wanted
+        }
     parts["predictions"] = _log_lines(dataset.home, dataset.name, pseudonym(key, member_id))
     counts = {
         "tables": sum(len(v) for v in parts["tables"].values()),
         "quarantine": sum(len(v) for v in parts["quarantine"].values()),
         "features": sum(len(v) for v in parts["features"].values()),
+        "profiles": sum(len(v) for v in parts["profiles"].values()),
         "predictions": len(parts["predictions"]),
     }
     if counts["tables"] == 0 and counts["quarantine"] == 0:

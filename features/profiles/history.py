@@ -69,31 +69,29 @@ def columns_of(dataset: Dataset, table: str) -> set[str]:
 
 
 def unknowable(dataset: Dataset) -> dict[str, str]:
-    """The profile fields this dataset cannot tell, and why (the answer says so rather than leaving a gap)."""
-    orders, products = columns_of(dataset, "orders"), columns_of(dataset, "products")
-    engagements, contents = columns_of(dataset, "engagements"), columns_of(dataset, "contents")
+    """The profile fields this dataset cannot tell, and why (the answer says so rather than leaving a gap). A
+    column counts where it holds a value: canonical tables keep every column of the contract."""
+
+    def told(table: str, column: str) -> bool:
+        return column in columns_of(dataset, table) and bool(dataset.read(table, [column])[column].notna().any())
+
     why: dict[str, str] = {}
-    if "discount" not in orders or not _has_values(dataset, "orders", "discount"):
+    if not told("orders", "discount"):
         why["price_sensitivity"] = "the orders carry no discount: what a member bought on promotion cannot be seen"
-    if "product_id" not in orders or "category" not in products:
+    if not (told("orders", "product_id") and told("products", "category")):
         why["favourite_categories"] = "the orders name no products with categories"
-    if "channel" not in orders:
+    if not told("orders", "channel"):
         why["preferred_channel"] = "the orders carry no channel"
-    if not engagements or "content_id" not in engagements:
+    if not told("engagements", "content_id"):
         why["favourite_topics"] = why["favourite_content_types"] = "the dataset has no engagements with content"
     else:
-        if "topic" not in contents:
+        if not told("contents", "topic"):
             why["favourite_topics"] = "the contents carry no topic"
-        if "content_type" not in contents:
+        if not told("contents", "content_type"):
             why["favourite_content_types"] = "the contents carry no content type"
-    if not orders and not engagements:
+    if not dataset.has("orders") and not dataset.has("engagements"):
         why["active_hours"] = why["active_weekdays"] = "the dataset has no orders or engagements"
     return why
-
-
-def _has_values(dataset: Dataset, table: str, column: str) -> bool:
-    frame = dataset.read(table, [column])
-    return bool(frame[column].notna().any())
 
 
 def member_history(
@@ -143,8 +141,10 @@ def member_history(
         )
         out = out.merge(top, on="member_id", how="left")
     if "active_hours" not in missing:
+        # An order counts once however many lines it has; every engagement counts.
+        visits = "SELECT DISTINCT member_id, coalesce(order_id, CAST(ts AS VARCHAR)) AS visit, ts FROM o"
         times = " UNION ALL ".join(
-            f"SELECT member_id, ts FROM {view}" for view, cols in (("o", order_cols), ("e", eng_cols)) if cols
+            f"SELECT member_id, ts FROM {view}" for view, cols in ((f"({visits})", order_cols), ("e", eng_cols)) if cols
         )
         for expr, name in (("hour(ts)", "active_hour"), ("isodow(ts) - 1", "active_weekday")):
             counted = f"SELECT member_id, {expr} AS choice, count(*) AS w FROM ({times}) GROUP BY ALL"

@@ -27,7 +27,11 @@ health_app = typer.Typer()
 def health_command(
     dataset: str = DatasetOption,
     as_of: str = typer.Option("latest", "--as-of", help="the end of the windows (YYYY-MM-DD) or 'latest'"),
-    by: SegmentBy | None = typer.Option(None, "--by", help="also per group, persona, city, age band or tier"),
+    by: SegmentBy | None = typer.Option(
+        None,
+        "--by",
+        help="also per group, persona, city, age band, tier, segment or tag (a member in several counts in each)",
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="indicators (default: configs/health.yaml)"),
     as_json: bool = JsonOption,
     record: bool = typer.Option(
@@ -45,7 +49,13 @@ def health_command(
         home = StateHome.from_env()
         target = Dataset(home, dataset).require()
         day = resolve_as_of(target, as_of)
-        segments = _tiers(target, day) if by is SegmentBy.tier else None
+        segments = None
+        if by is SegmentBy.tier:
+            segments = _tiers(target, day)
+        elif by in (SegmentBy.segment, SegmentBy.tag):
+            from serving.models.batch import memberships
+
+            segments = memberships(target, day, by.value)
         report = compute_health(target, day, settings, by, segments)
         if record:
             from monitoring.console import record_health

@@ -27,6 +27,8 @@ class SegmentBy(StrEnum):
     city = "city"
     age_band = "age_band"
     tier = "tier"
+    segment = "segment"  # the profile's segments (configs/segments.yaml): a member may be in several
+    tag = "tag"  # the operators' tags (configs/tags.yaml)
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,8 @@ def member_segments(dataset: Dataset, as_of: date, by: SegmentBy, tables: set[st
         if "engagements" not in tables:
             raise DataError(f"{dataset.name}: no data to split by group: import `engagements` (with group_id)")
         return group_memberships(dataset, as_of)
-    if by is SegmentBy.tier:
-        raise DataError("tiers come from the churn and value champions: use `community-ml health --by tier`")
+    if by in (SegmentBy.tier, SegmentBy.segment, SegmentBy.tag):
+        raise DataError(f"{by.value}s come from the models and the profile: use `community-ml health --by {by.value}`")
     if "members" not in tables:
         raise DataError(f"{dataset.name}: no data to split by {by.value}: import `members` (with {by.value})")
     members = dataset.read("members", ["member_id", by.value])

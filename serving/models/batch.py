@@ -179,6 +179,37 @@ def segment_columns(dataset: Dataset, as_of: date, scores: pd.DataFrame, champio
     )
 
 
+AUDIENCE_KINDS = ("segment", "tag")
+
+
+def memberships(dataset: Dataset, as_of: date, kind: str) -> pd.DataFrame:
+    """(member_id, segment): a row per member and each segment (kind "segment") or tag ("tag") they are in, and
+    one "(none)" row for a member in none: how health splits by segment or tag."""
+    profiles, _ = profiled(dataset, as_of)
+    field = f"{kind}s"
+    rows = [(p["member_id"], name) for p in profiles for name in (p[field] or ["(none)"])]
+    return pd.DataFrame(rows, columns=["member_id", "segment"])
+
+
+def audience_of(dataset: Dataset, as_of: date, named: str) -> list[str]:
+    """The members of `named` (segment:NAME or tag:NAME) as of `as_of`, in the snapshot's order; a clear error
+    for a name no file declares, or a rule this dataset cannot tell."""
+    kind, _, name = named.partition(":")
+    rules = profile_rules()
+    declared = {"segment": rules.segments, "tag": rules.tags}.get(kind)
+    if declared is None or not name:
+        raise DataError(f"{named!r}: an audience of the profile is segment:NAME or tag:NAME")
+    if name not in {r.name for r in declared}:
+        raise DataError(
+            f"{named!r}: no {kind} {name!r} in {rules.files[kind + 's']} (declared: "
+            f"{', '.join(r.name for r in declared) or 'none'})"
+        )
+    profiles, _ = profiled(dataset, as_of)
+    if profiles and (why := profiles[0]["unknown"].get(f"{kind}:{name}")):
+        raise DataError(f"{named!r}: this dataset cannot tell it: {why}")
+    return [p["member_id"] for p in profiles if name in p[f"{kind}s"]]
+
+
 def profile(dataset: Dataset, as_of: date, out: Path) -> ProfileSummary:
     """Every member's profile, a row each, written to `out`; the summary counts members per segment and tag."""
     check_out_path(out)
@@ -209,15 +240,24 @@ def _counts(lists: list[list[str]]) -> dict[str, int]:
     return dict(sorted(counted.items(), key=lambda kv: -kv[1]))
 
 
-def winback(dataset: Dataset, as_of: date, out: Path, top: int | None = None, by: str = VALUE.name) -> dict[str, int]:
+def winback(
+    dataset: Dataset,
+    as_of: date,
+    out: Path,
+    top: int | None = None,
+    by: str = VALUE.name,
+    among: set[str] | None = None,
+) -> dict[str, int]:
     """Churn-risk members who gave marketing consent, a push list: the most expected value first, or (`by`
     "uplift") the largest lift the uplift champion expects from the push first, leaving out the members it
-    expects the push not to move or to put off."""
+    expects the push not to move or to put off. `among`: only these members (an audience: a segment, a tag)."""
     check_out_path(out)
     frame, champions = score_members(dataset.require(), as_of)
     if "tier" not in frame:  # who is at risk comes from the tiers
         raise DataError(f"a win-back list needs the churn-risk tier: {tiers_unavailable(champions)}")
     at_risk = frame[frame["tier"] == "churn_risk"]
+    if among is not None:
+        at_risk = at_risk[at_risk["member_id"].astype(str).isin(among)]
     if by == UPLIFT.name:
         champions[UPLIFT]  # none: the error says how to train one
         at_risk = at_risk[at_risk[UPLIFT.output] > 0]

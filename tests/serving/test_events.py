@@ -219,6 +219,7 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
             "/churn": {"member_ids": ["M000001"]},
             "/value": {"member_ids": ["M000001"]},
             "/score": {"member_ids": ["M000001"]},
+            "/profile": {"member_ids": ["M000001"]},
             "/recommend_products": {"member_ids": ["M000001"], "k": 3},
             "/recommend_content": {"member_ids": ["M000001"], "k": 3},
         }

@@ -116,6 +116,7 @@ VALID_BODIES = {
     "/score": {"member_ids": ["M000001"]},
     "/churn": {"member_ids": ["M000001"]},
     "/value": {"member_ids": ["M000001"]},
+    "/profile": {"member_ids": ["M000001"]},
     "/recommend_products": {"member_ids": ["M000001"], "k": 3},
     "/recommend_content": {"member_ids": ["M000001"], "k": 3},
     "/recommend": {"kind": "product-recs", "member_ids": ["M000001"]},
