@@ -66,6 +66,7 @@ demo: setup
 	$(BIN)/community-ml campaign report --dataset $(DEMO_DATASET) --campaign coupon --horizon-days 30
 	$(BIN)/community-ml train uplift --dataset $(DEMO_DATASET) --campaign coupon --horizon-days 30
 	$(BIN)/community-ml score --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET).parquet"
+	$(BIN)/community-ml profile --dataset $(DEMO_DATASET) --out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-profiles.parquet"
 	$(BIN)/community-ml winback --dataset $(DEMO_DATASET) --by uplift \
 		--out "$(COMMUNITY_ML_HOME)/scores/$(DEMO_DATASET)-winback.parquet"
 	$(BIN)/community-ml recommend --dataset $(DEMO_DATASET) --kind content-recs \
@@ -93,6 +94,7 @@ demo: setup
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/events -H 'content-type: application/json' -d '{\"orders\": [{\"member_id\": \"M000001\", \"ts\": \"$$(date -u +%Y-%m-%dT%H:%M:%S)\", \"amount\": 42.5}]}'"
 	@echo "  (then /churn for M000001 again: fresh, recency_days 0)"
+	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/profile -H 'content-type: application/json' -d '{\"member_ids\": [\"M000002\"]}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/items -H 'content-type: application/json' -d '{\"contents\": [{\"content_id\": \"C-MY-POST\", \"content_type\": \"scene\", \"topic\": \"snacks\", \"tags\": [\"snacks\"], \"published_at\": \"'$$(date -u +%Y-%m-%dT%H:%M:%S)'\"}]}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/recommend_content -H 'content-type: application/json' -d '{\"member_ids\": [\"M000001\"], \"k\": 5, \"published_since\": \"'$$(date -u +%Y-%m-%d)'\"}'"
 	@echo "  curl -s -X POST localhost:$(DEMO_PORT)/metadata -H 'content-type: application/json' -d '{}'"
@@ -154,6 +156,7 @@ bench: setup-spark wrk
 	$(BIN)/python experiments/bench_uplift.py
 	$(BIN)/python experiments/bench_alerts.py --seeds $(BENCH_ALERT_SEEDS)
 	$(BIN)/python experiments/bench_new_items.py --retail-csv $(RETAIL_CSV)
+	$(BIN)/python experiments/bench_profile.py --retail-csv $(RETAIL_CSV) --big-home .community-ml-bench/m500k
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py

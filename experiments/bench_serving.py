@@ -208,9 +208,9 @@ async def load(url: str, payloads: list[dict], concurrency: int) -> dict[str, fl
     }
 
 
-def wrk(base: str, path: str, seconds: int, script: Path, members_file: Path) -> dict[str, float]:
+def wrk(base: str, path: str, seconds: int, script: Path, members_file: Path, connections: int = 8) -> dict[str, float]:
     env = {**os.environ, "MEMBERS_FILE": str(members_file), "WRK_PATH": path}
-    command = ["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(script), base]
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     found = re.search(r"^RESULT (.*)$", out, re.M)
     if found is None:

@@ -18,27 +18,17 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-# What a type is learned from, where the dataset has it; counts and money on a log scale.
-INPUTS = (
+# What a type is learned from, where the dataset has it: counts and money on a log scale, then shares.
+LOGGED = (
     "frequency",
     "sales_value",
     "recency_days",
     "avg_basket",
     "orders_per_month",
     "distinct_products",
-    "returns_share",
     "eng_total",
-    "price_sensitivity",
 )
-LOGGED = {
-    "frequency",
-    "sales_value",
-    "recency_days",
-    "avg_basket",
-    "orders_per_month",
-    "distinct_products",
-    "eng_total",
-}
+INPUTS = (*LOGGED, "returns_share", "price_sensitivity")
 CHOICES = (3, 4, 5, 6)
 SAMPLE = 20_000  # members the centres are fitted on (and 5,000 of them the silhouette): seconds at any size
 NO_PURCHASE = "no purchase yet"

@@ -40,16 +40,12 @@ LAYOUT_VERSION = 1
 
 @dataclass(frozen=True)
 class OnlineTable:
-    """A snapshot's rows as memory-mapped arrays: member ids (sorted, for binary search), numbers and text codes."""
+    """A snapshot's rows as memory-mapped arrays (features/common/columns.py): member ids (sorted, for binary
+    search), numbers and text codes."""
 
     folder: Path  # where the layout lives: what is derived from it (the service's fitted context) goes beside it
     schema: FeatureSchema
-    ids: np.ndarray  # bytes, sorted
-    numbers: np.ndarray  # members x number columns (float64; NaN is empty, booleans are 0/1)
-    codes: np.ndarray  # members x text columns (int32 into `vocab`; -1 is empty)
-    number_columns: list[str]
-    text_columns: list[str]
-    vocab: dict[str, list[str]]
+    laid: Columns
 
     @classmethod
     def open(cls, snapshot_folder: Path, features: pd.DataFrame | None = None) -> OnlineTable:
@@ -63,28 +59,21 @@ class OnlineTable:
             lock=snapshot_folder / ".online.lock",
         )
         laid = Columns.open(folder)
-        return cls(
-            folder,
-            FeatureSchema(tuple(feature(c) for c in laid.layout["columns"])),
-            laid.ids,
-            laid.numbers,
-            laid.codes,
-            laid.number_columns,
-            laid.text_columns,
-            laid.vocab,
-        )
+        return cls(folder, FeatureSchema(tuple(feature(c) for c in laid.layout["columns"])), laid)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.laid)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.laid.ids
 
     @property
     def columns(self) -> list[str]:
         return self.schema.columns
 
     def position(self, member_id: str) -> int | None:
-        key = member_id.encode()
-        at = int(np.searchsorted(self.ids, key))
-        return at if at < len(self.ids) and self.ids[at] == key else None
+        return self.laid.position(member_id)
 
     def row(self, member_id: str) -> Row | None:
         at = self.position(member_id)
@@ -92,7 +81,7 @@ class OnlineTable:
 
     def row_at(self, at: int) -> Row:
         """The row at a position `position` found: `typed`'s row, read by a plan worked out once per table."""
-        numbers, codes = self.numbers[at].tolist(), self.codes[at].tolist()
+        numbers, codes = self.laid.numbers[at].tolist(), self.laid.codes[at].tolist()
         row: Row = {}
         for name, is_text, j, convert in self._plan:
             if is_text:
@@ -107,13 +96,13 @@ class OnlineTable:
     def _plan(self) -> list[tuple[str, bool, int, Any]]:
         """Per column in the schema's order: its name, whether it is text, its place in `codes` or `numbers`, and
         how a stored value becomes the declared type (the vocabulary, for text)."""
-        number_at = {c: j for j, c in enumerate(self.number_columns)}
-        text_at = {c: j for j, c in enumerate(self.text_columns)}
+        number_at = {c: j for j, c in enumerate(self.laid.number_columns)}
+        text_at = {c: j for j, c in enumerate(self.laid.text_columns)}
         types = {"int64": int, "boolean": bool, "float64": float}
         plan: list[tuple[str, bool, int, Any]] = []
         for f in self.schema.features:
             if f.name in text_at:
-                plan.append((f.name, True, text_at[f.name], [str(v) for v in self.vocab[f.name]]))
+                plan.append((f.name, True, text_at[f.name], [str(v) for v in self.laid.vocab[f.name]]))
             else:
                 plan.append((f.name, False, number_at[f.name], types.get(f.dtype, str)))
         return plan
