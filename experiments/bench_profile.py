@@ -56,7 +56,7 @@ WINDOW = 90
 PAST_SHARES = 1e9  # a half-life so long that every event weighs the same: the member's plain past shares
 HALF_LIVES = (30.0, 90.0, 180.0, 365.0)
 PRIORS = (0.0, 2.0, 5.0, 10.0, 20.0)
-PRIOR_EVENTS = (0.0, 5.0, 10.0, 30.0, 100.0)
+PRIOR_EVENTS = (None, 0.0, 10.0, 100.0)  # None: fitted to the data (the default)
 
 
 def _t(day: date) -> datetime:
@@ -150,7 +150,8 @@ def _activity_rows(
         history = history.set_index("member_id")
         history["active_weekday_1"] = [None if d != d else WEEKDAYS[int(d)] for d in history["active_weekday_1"]]
         hit, n = _first_hit(history, f"{field}_1", truth)
-        rows.append((name, label, title, f"the member's own, community prior {prior:g} events", hit, float("nan"), n))
+        method = "fitted prior (profile)" if prior is None else f"community prior {prior:g} events"
+        rows.append((name, label, title, f"the member's own, {method}", hit, float("nan"), n))
         if prior == 0:
             everyone = history[f"{field}_1"].copy()
             everyone[:] = history[f"{field}_1"].mode().iloc[0]

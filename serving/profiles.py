@@ -10,12 +10,13 @@ since the snapshot gets the same profile from both.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from features.common.columns import floats
@@ -91,7 +92,7 @@ class Profiler:
         flags = [False] * len(ids)
         return self.answers(ids, columns, records, flags, flags)
 
-    @property
+    @cached_property
     def available(self) -> set[str]:
         unknown = self.book.unknowable
         fields = {f.name for f in PROFILE_FIELDS if f.group not in unknown}
@@ -131,7 +132,27 @@ class Profiler:
         unknown = {**self.book.unknowable, **left_out, "last_contacts": NO_CONTACT_LOG}
         if learned is None:
             unknown["learned_segment"] = "the members carry an operator persona: the segments are the declared ones"
-        consent = features.get("consent_marketing")
+        consent = _texts(features.get("consent_marketing"), n, bool)
+        # Column by column into Python values first: a loop over members then only gathers them (500,000
+        # profiles in seconds, not a minute).
+        favourites = {r.field: _ranked(history, r.field, r.label, n) for r in FAVOURITES}
+        channel = [
+            None if c is None else {"channel": c, "share": share}
+            for c, share in zip(
+                _texts(history.get("preferred_channel"), n),
+                _numbers(history.get("preferred_channel_share"), n),
+                strict=True,
+            )
+        ]
+        hours = _listed(history, "active_hour", n, int)
+        weekdays = _listed(history, "active_weekday", n, str)
+        numbers = {
+            k: _numbers(history.get(k), n) for k in ("price_sensitivity", "discounted_share", "discounted_order_share")
+        }
+        priced = _texts(history.get("priced_orders"), n, int)
+        held_segments, held_tags = _names(segments, n), _names(tags, n)
+        types = _texts(columns.get("learned_segment"), n, str)
+        cold_unknown = {**unknown, "history": "the snapshot does not know them"}
         out = []
         for i, member in enumerate(member_ids):
             score = {k: v for k, v in scores[i].items() if k not in ("member_id", "cold_start", "fresh")}
@@ -141,21 +162,18 @@ class Profiler:
                     "cold_start": cold[i],
                     "fresh": fresh[i],
                     **score,
-                    **_favourites(history, i),
-                    "preferred_channel": _channel(history, i),
-                    "active_hours": _listed(history, "active_hour", i, int),
-                    "active_weekdays": _listed(history, "active_weekday", i, str),
-                    **{
-                        k: _number(history.get(k), i)
-                        for k in ("price_sensitivity", "discounted_share", "discounted_order_share")
-                    },
-                    "priced_orders": _whole(history.get("priced_orders"), i),
-                    "segments": [name for name, held in segments.items() if held[i]],
-                    "learned_segment": None if learned is None else str(columns["learned_segment"][i]),
-                    "tags": [name for name, held in tags.items() if held[i]],
-                    "consent": {"marketing": None if consent is None else _flag(consent[i])},
+                    **{field: listed[i] for field, listed in favourites.items()},
+                    "preferred_channel": channel[i],
+                    "active_hours": hours[i],
+                    "active_weekdays": weekdays[i],
+                    **{k: values[i] for k, values in numbers.items()},
+                    "priced_orders": priced[i],
+                    "segments": held_segments[i],
+                    "learned_segment": types[i],
+                    "tags": held_tags[i],
+                    "consent": {"marketing": consent[i]},
                     "last_contacts": None,
-                    "unknown": unknown if not cold[i] else {**unknown, "history": "the snapshot does not know them"},
+                    "unknown": cold_unknown if cold[i] else unknown,
                 }
             )
         return out
@@ -174,7 +192,7 @@ def flattened(profiles: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(profiles).drop(columns=["unknown", "last_contacts"])
     for column in LISTED:
         if column in frame:
-            frame[column] = [json.dumps(v) for v in frame[column]]
+            frame[column] = [orjson.dumps(v).decode() for v in frame[column]]
     for column in ("segments", "tags"):
         frame[column] = ["|".join(v) for v in frame[column]]
     return frame
@@ -191,41 +209,39 @@ def _aligned(found: dict[str, np.ndarray], positions: list[int | None]) -> dict[
     return out
 
 
-def _number(values: np.ndarray | None, i: int) -> float | None:
-    if values is None or values[i] != values[i]:
-        return None
-    return round(float(values[i]), 4)
+def _numbers(values: np.ndarray | None, n: int) -> list[float | None]:
+    """A number column as Python values, to 4 decimals (None: empty)."""
+    if values is None:
+        return [None] * n
+    return [None if v != v else v for v in np.round(np.asarray(values, dtype=float), 4).tolist()]
 
 
-def _whole(values: np.ndarray | None, i: int) -> int | None:
-    return None if values is None or values[i] != values[i] else int(values[i])
+def _texts(values: np.ndarray | None, n: int, kind: type = str) -> list[Any]:
+    """A column as Python values of `kind` (None: empty)."""
+    if values is None:
+        return [None] * n
+    return [None if v is None or v != v else kind(v) for v in np.asarray(values).tolist()]
 
 
-def _flag(value: Any) -> bool | None:
-    return None if value is None or value != value else bool(value)
+def _ranked(history: dict[str, np.ndarray], field: str, label: str, n: int) -> list[list[dict[str, Any]]]:
+    """Each member's top 3 of a favourite, with shares: [{"category": "snacks", "share": 0.42}, ...]."""
+    names = [_texts(history.get(f"{field}_{r}"), n) for r in range(1, TOP + 1)]
+    shares = [_numbers(history.get(f"{field}_{r}_share"), n) for r in range(1, TOP + 1)]
+    return [
+        [{label: c, "share": share} for c, share in zip(cs, ss, strict=True) if c is not None]
+        for cs, ss in zip(zip(*names, strict=True), zip(*shares, strict=True), strict=True)
+    ]
 
 
-def _favourites(history: dict[str, np.ndarray], i: int) -> dict[str, list[dict[str, Any]]]:
-    out = {}
-    for ranking in FAVOURITES:
-        listed = []
-        for r in range(1, TOP + 1):
-            value = history.get(f"{ranking.field}_{r}")
-            if value is not None and value[i] is not None:
-                listed.append(
-                    {ranking.label: str(value[i]), "share": _number(history[f"{ranking.field}_{r}_share"], i)}
-                )
-        out[ranking.field] = listed
+def _listed(history: dict[str, np.ndarray], name: str, n: int, kind: type) -> list[list[Any]]:
+    columns = [_texts(history.get(f"{name}_{r}"), n, kind) for r in range(1, TOP + 1)]
+    return [[v for v in values if v is not None] for values in zip(*columns, strict=True)]
+
+
+def _names(held: dict[str, np.ndarray], n: int) -> list[list[str]]:
+    """Each member's names of the rules that hold for them, in the rules' order."""
+    out: list[list[str]] = [[] for _ in range(n)]
+    for name, truth in held.items():
+        for i in np.flatnonzero(truth).tolist():
+            out[i].append(name)
     return out
-
-
-def _channel(history: dict[str, np.ndarray], i: int) -> dict[str, Any] | None:
-    channel = history.get("preferred_channel")
-    if channel is None or channel[i] is None:
-        return None
-    return {"channel": str(channel[i]), "share": _number(history["preferred_channel_share"], i)}
-
-
-def _listed(history: dict[str, np.ndarray], name: str, i: int, kind: type) -> list[Any]:
-    values = [history.get(f"{name}_{r}") for r in range(1, TOP + 1)]
-    return [kind(v[i]) for v in values if v is not None and v[i] is not None and v[i] == v[i]]

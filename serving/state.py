@@ -40,7 +40,7 @@ from serving.models.champions import (
 from serving.models.kinds import ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
 from serving.online.store import OnlineStore
-from serving.online.table import empty_row
+from serving.online.table import Row, empty_row
 from serving.profiles import Profiler, profile_rules
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -202,7 +202,7 @@ def member_profiles(state: ServingState, member_ids: list[str]) -> list[dict[str
     schema = state.online.table.schema
     current = [rows[m][0] if m in rows else empty_row(schema) for m in member_ids]
     if state.scorer is not None:
-        scores, _ = member_scores(state, member_ids)
+        scores, _ = member_scores(state, member_ids, rows)
     else:
         scores = [{} for _ in member_ids]
     columns = {
@@ -242,14 +242,17 @@ def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> 
     }
 
 
-def member_scores(state: ServingState, member_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every member champion's output, tier and top reasons per member, scored now from their current rows;
-    unknown members are cold start. Also the values of the features behind each answer, for the prediction log."""
+def member_scores(
+    state: ServingState, member_ids: list[str], rows: dict[str, tuple[Row, float, bool]] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every member champion's output, tier and top reasons per member, scored now from their current rows
+    (`rows`: the online store's, when the caller has read them); unknown members are cold start. Also the values
+    of the features behind each answer, for the prediction log."""
     if state.scorer is None:
         raise LookupError(
             f"no member model for dataset {state.dataset!r}: {untrained(state.dataset, kinds_of(Task.member))}"
         )
-    rows = state.online.rows(member_ids)
+    rows = state.online.rows(member_ids) if rows is None else rows
     known = [m for m in dict.fromkeys(member_ids) if m in rows]
     variants = _variants(state, Task.member, list(dict.fromkeys(member_ids)))
     scored: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}

@@ -107,4 +107,8 @@ class Columns:
 
 def floats(series: pd.Series) -> np.ndarray:
     """A column as float64 (NaN for empty; booleans 0/1; text that is no number: NaN)."""
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "fiub":  # plain numbers: no conversion
+        return series.to_numpy(dtype=float)
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):  # nullable: Int64, boolean
+        return series.astype("Float64").to_numpy(float, na_value=np.nan)
     return pd.to_numeric(series.astype(object), errors="coerce").astype("Float64").to_numpy(float, na_value=np.nan)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.dataset.store import Dataset
 
 TOP = 3  # favourites kept per member: the top 3, with their shares
+MAX_CONCENTRATION = 1_000.0  # events the community's rhythm counts as at most: members with no rhythm of their own
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -32,13 +33,16 @@ class ProfileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     half_life_days: float = Field(
-        180.0, gt=0, description="an event's weight in the favourites halves with every this many days of age"
+        365.0, gt=0, description="an event's weight in the favourites halves with every this many days of age"
     )
     prior_orders: float = Field(
         5.0, ge=0, description="price sensitivity: the population's share counts as this many orders of evidence"
     )
-    prior_events: float = Field(
-        10.0, ge=0, description="active hours and weekdays: the community's rhythm counts as this many events"
+    prior_events: float | None = Field(
+        None,
+        ge=0,
+        description="active hours and weekdays: the community's rhythm counts as this many events (default: "
+        "fitted to the data, the Dirichlet-multinomial concentration of members' counts)",
     )
 
 
@@ -77,7 +81,11 @@ def unknowable(dataset: Dataset) -> dict[str, str]:
     column counts where it holds a value: canonical tables keep every column of the contract."""
 
     def told(table: str, column: str) -> bool:
-        return column in columns_of(dataset, table) and bool(dataset.read(table, [column])[column].notna().any())
+        if column not in columns_of(dataset, table):
+            return False
+        with duckdb.connect() as con:
+            query = f"SELECT 1 FROM read_parquet('{dataset.table_path(table)}') WHERE {column} IS NOT NULL LIMIT 1"
+            return con.execute(query).fetchone() is not None
 
     why: dict[str, str] = {}
     if not told("orders", "discount"):
@@ -102,84 +110,112 @@ def member_history(
     dataset: Dataset, as_of: datetime, member_ids: pd.Series, settings: ProfileSettings | None = None
 ) -> pd.DataFrame:
     """One row per member of `member_ids` (in its order): HISTORY_TEXT and HISTORY_NUMBERS from events before
-    `as_of`; empty (None / NaN) where the member has none or the dataset cannot tell (`unknowable`)."""
+    `as_of`; empty (None / NaN) where the member has none or the dataset cannot tell (`unknowable`). Every part
+    is a table in DuckDB, joined to the members once (500,000 members in about 20 s on 2 cores)."""
     settings = settings or ProfileSettings()
     missing = unknowable(dataset)
     con = duckdb.connect()
     con.execute("SET threads TO 2")
-    members = pd.DataFrame({"member_id": member_ids.astype(str).to_numpy()})
-    con.register("members", members)
+    ids = member_ids.astype(str).to_numpy()
+    con.register("asked", pd.DataFrame({"member_id": ids, "position": np.arange(len(ids))}))
+    con.execute("CREATE TEMP TABLE members AS SELECT member_id, position FROM asked")
     cutoff = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
-    age = f"date_diff('second', ts, {cutoff}) / 86400.0"
-    weight = f"pow(0.5, {age} / {float(settings.half_life_days)})"
-    out = members.copy()
-    order_cols = columns_of(dataset, "orders")
+    weight = f"pow(0.5, date_diff('second', ts, {cutoff}) / 86400.0 / {float(settings.half_life_days)})"
+    order_cols, eng_cols = columns_of(dataset, "orders"), columns_of(dataset, "engagements")
     if order_cols:
         sale = "NOT coalesce(is_return, false)" if "is_return" in order_cols else "true"
+        kept = [
+            c for c in ("member_id", "ts", "amount", "order_id", "product_id", "channel", "discount") if c in order_cols
+        ]
         con.execute(
-            f"""CREATE TEMP VIEW o AS SELECT * FROM read_parquet('{dataset.table_path("orders")}')
+            f"""CREATE TEMP TABLE o AS SELECT {", ".join(kept)}, coalesce(order_id, CAST(ts AS VARCHAR)) AS visit
+            FROM read_parquet('{dataset.table_path("orders")}')
             WHERE ts < {cutoff} AND member_id IS NOT NULL AND {sale} AND amount > 0"""
         )
-    eng_cols = columns_of(dataset, "engagements")
     if eng_cols:
+        kept = [c for c in ("member_id", "ts", "content_id") if c in eng_cols]
         con.execute(
-            f"""CREATE TEMP VIEW e AS SELECT * FROM read_parquet('{dataset.table_path("engagements")}')
-            WHERE ts < {cutoff}"""
+            f"""CREATE TEMP TABLE e AS SELECT {", ".join(kept)}
+            FROM read_parquet('{dataset.table_path("engagements")}') WHERE ts < {cutoff}"""
         )
+    parts: dict[str, list[str]] = {}  # a part's table -> the history columns it holds
     if "favourite_categories" not in missing:
         con.execute(_latest("products", "product_id", "category", dataset))
         spend = f"""SELECT o.member_id, p.category AS choice, sum(o.amount * {weight}) AS w
             FROM o JOIN products_latest p USING (product_id) WHERE p.category IS NOT NULL GROUP BY ALL"""
-        out = _with_top(con, out, spend, "favourite_categories")
+        parts["categories"] = _top_table(con, "categories", spend, "favourite_categories", TOP)
     for field, column in (("favourite_topics", "topic"), ("favourite_content_types", "content_type")):
         if field not in missing:
             con.execute(_latest("contents", "content_id", column, dataset))
             takes = f"""SELECT e.member_id, c.{column} AS choice, sum({weight}) AS w
                 FROM e JOIN contents_latest_{column} c USING (content_id) WHERE c.{column} IS NOT NULL GROUP BY ALL"""
-            out = _with_top(con, out, takes, field)
+            parts[column] = _top_table(con, column, takes, field, TOP)
     if "preferred_channel" not in missing:
-        per_channel = """SELECT member_id, channel AS choice, count(DISTINCT coalesce(order_id, CAST(ts AS VARCHAR)))
-            AS w FROM o WHERE channel IS NOT NULL GROUP BY ALL"""
-        top = _top(con, per_channel, 1).rename(
-            columns={"choice_1": "preferred_channel", "share_1": "preferred_channel_share"}
-        )
-        out = out.merge(top, on="member_id", how="left")
+        per_channel = """SELECT member_id, channel AS choice, count(DISTINCT visit) AS w
+            FROM o WHERE channel IS NOT NULL GROUP BY ALL"""
+        parts["channel"] = _top_table(con, "channel", per_channel, "preferred_channel", 1)
     if "active_hours" not in missing:
         # An order counts once however many lines it has; every engagement counts.
-        visits = "SELECT DISTINCT member_id, coalesce(order_id, CAST(ts AS VARCHAR)) AS visit, ts FROM o"
+        visits = "SELECT DISTINCT member_id, visit, ts FROM o"
         times = " UNION ALL ".join(
             f"SELECT member_id, ts FROM {view}" for view, cols in ((f"({visits})", order_cols), ("e", eng_cols)) if cols
         )
         for expr, name in (("hour(ts)", "active_hour"), ("isodow(ts) - 1", "active_weekday")):
-            top = _top(con, _with_rhythm(f"SELECT member_id, {expr} AS choice FROM ({times})", settings), TOP)
-            top = top.rename(columns={f"choice_{i}": f"{name}_{i}" for i in range(1, TOP + 1)})
-            top = top.drop(columns=[f"share_{i}" for i in range(1, TOP + 1)])
-            out = out.merge(top, on="member_id", how="left")
+            rhythm = _with_rhythm(con, f"SELECT member_id, {expr} AS choice FROM ({times})", settings)
+            parts[name] = _top_table(con, name, rhythm, name, TOP, shares=False)
     if "price_sensitivity" not in missing:
-        out = out.merge(_discounts(con, settings), on="member_id", how="left")
-    for column in HISTORY_TEXT:
-        if column not in out:
-            out[column] = None
-    for column in HISTORY_NUMBERS:
-        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float) if column in out else np.nan
-    if "price_sensitivity" not in missing:  # members without priced orders carry the population's value
-        prior = _prior(out)
-        out["price_sensitivity"] = out["price_sensitivity"].fillna(prior)
-        out["priced_orders"] = out["priced_orders"].fillna(0.0)
+        parts["discounts"] = _discounts(con, settings)
+    provided = {column: table for table, columns in parts.items() for column in columns}
+    select = ", ".join(
+        [
+            *(f"{provided[c]}.{c}" if c in provided else f"CAST(NULL AS VARCHAR) AS {c}" for c in HISTORY_TEXT),
+            *(
+                f"TRY_CAST({provided[c]}.{c} AS DOUBLE) AS {c}" if c in provided else f"CAST(NULL AS DOUBLE) AS {c}"
+                for c in HISTORY_NUMBERS
+            ),
+        ]
+    )
+    joins = " ".join(f"LEFT JOIN {table} ON {table}.member_id = m.member_id" for table in parts)
+    out = con.execute(f"SELECT m.member_id, {select} FROM members m {joins} ORDER BY m.position").df()
     con.close()
-    return out[["member_id", *HISTORY_TEXT, *HISTORY_NUMBERS]]
+    for column in HISTORY_TEXT:
+        out[column] = out[column].astype(object).where(out[column].notna(), None)
+    return out
 
 
-def _with_rhythm(events: str, settings: ProfileSettings) -> str:
+def _with_rhythm(con: duckdb.DuckDBPyConnection, events: str, settings: ProfileSettings) -> str:
     """(member_id, choice, w) of every member with events and every hour (weekday): the member's own count plus
-    the community's share of that choice worth `prior_events` events. A member's own most active hour says
-    little after a handful of events (the benchmark: on the synthetic community, whose members keep no rhythm of
-    their own, it predicts their next quarter worse than the community's); many events outweigh the prior."""
-    return f"""WITH counted AS (SELECT member_id, choice, count(*) AS n FROM ({events}) GROUP BY ALL),
-        everyone AS (SELECT choice, sum(n) / (SELECT sum(n) FROM counted) AS share FROM counted GROUP BY choice),
-        grid AS (SELECT m.member_id, e.choice, e.share FROM (SELECT DISTINCT member_id FROM counted) m, everyone e)
-        SELECT g.member_id, g.choice, coalesce(c.n, 0) + {float(settings.prior_events)} * g.share AS w
+    the community's share of that choice worth k events. A member's own most active hour says little after a
+    handful of events, and on a community whose members keep no rhythm of their own nothing at all (the
+    benchmark's synthetic community: the community's most active weekday predicts a member's next quarter better
+    than their own). k is `prior_events`, or by default fitted to the data: the Dirichlet-multinomial's
+    concentration, from how far members' counts spread beyond what chance gives (`_concentration`)."""
+    counted = f"SELECT member_id, choice, count(*) AS n FROM ({events}) GROUP BY ALL"
+    everyone = "SELECT choice, sum(n) / (SELECT sum(n) FROM counted) AS share FROM counted GROUP BY choice"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE counted AS {counted}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE everyone AS {everyone}")
+    k = settings.prior_events if settings.prior_events is not None else _concentration(con)
+    return f"""WITH grid AS (SELECT m.member_id, e.choice, e.share
+            FROM (SELECT DISTINCT member_id FROM counted) m, everyone e)
+        SELECT g.member_id, g.choice, coalesce(c.n, 0) + {float(k)} * g.share AS w
         FROM grid g LEFT JOIN counted c ON c.member_id = g.member_id AND c.choice = g.choice"""
+
+
+def _concentration(con: duckdb.DuckDBPyConnection) -> float:
+    """The Dirichlet-multinomial concentration a0 of members' counts around the community's shares, by moments:
+    a member's Pearson chi-square over K choices has expectation (K - 1)(1 + (n - 1) rho) with rho = 1 / (1 + a0),
+    so rho is the mean of (X2 / (K - 1) - 1) / (n - 1) over members with two events or more. rho near 0 (members
+    spread as chance does: no rhythm of their own) gives a large a0, the community's rhythm; rho near 1, a small
+    one, the member's own."""
+    rho = con.execute(
+        """WITH per AS (SELECT c.member_id, sum(c.n) AS n, sum(c.n * c.n / e.share) AS s
+            FROM counted c JOIN everyone e USING (choice) GROUP BY c.member_id),
+        k AS (SELECT count(*) AS k FROM everyone)
+        SELECT avg(((s / n - n) / (k.k - 1) - 1) / (n - 1)) FROM per, k WHERE n >= 2 AND k.k > 1"""
+    ).fetchone()[0]
+    if rho is None:  # nobody with two events: nothing to tell a member's rhythm by
+        return MAX_CONCENTRATION
+    return float(min(1.0 / max(rho, 1e-6) - 1.0, MAX_CONCENTRATION)) if rho < 1 else 0.0
 
 
 def _latest(table: str, id_column: str, column: str, dataset: Dataset) -> str:
@@ -190,65 +226,57 @@ def _latest(table: str, id_column: str, column: str, dataset: Dataset) -> str:
         QUALIFY row_number() OVER (PARTITION BY {id_column} ORDER BY file_row_number DESC) = 1"""
 
 
-def _top(con: duckdb.DuckDBPyConnection, weighted: str, n: int) -> pd.DataFrame:
-    """member_id, choice_1..n and share_1..n (of the member's total weight) from (member_id, choice, w) rows; ties
-    go to the first choice by name, so the answer is the same on every run."""
-    ranked = con.execute(
-        f"""SELECT member_id, CAST(choice AS VARCHAR) AS choice, w / sum(w) OVER (PARTITION BY member_id) AS share,
-        row_number() OVER (PARTITION BY member_id ORDER BY w DESC, CAST(choice AS VARCHAR)) AS r
-        FROM ({weighted}) QUALIFY r <= {n}"""
-    ).df()
-    wide = ranked.pivot(index="member_id", columns="r", values=["choice", "share"])
-    wide.columns = [f"{what}_{r}" for what, r in wide.columns]
-    for i in range(1, n + 1):
-        for what in ("choice", "share"):
-            if f"{what}_{i}" not in wide:
-                wide[f"{what}_{i}"] = None
-    return wide.reset_index()
-
-
-def _with_top(con: duckdb.DuckDBPyConnection, out: pd.DataFrame, weighted: str, field: str) -> pd.DataFrame:
-    top = _top(con, weighted, TOP)
-    top = top.rename(
-        columns={
-            **{f"choice_{i}": f"{field}_{i}" for i in range(1, TOP + 1)},
-            **{f"share_{i}": f"{field}_{i}_share" for i in range(1, TOP + 1)},
-        }
+def _top_table(
+    con: duckdb.DuckDBPyConnection, name: str, weighted: str, field: str, n: int, shares: bool = True
+) -> list[str]:
+    """Makes table `name`: member_id, the member's top n choices (`field`_1..n, or `field` alone where n is 1) and
+    their shares of the member's weight (`..._share`), from (member_id, choice, w) rows; ties go to the first
+    choice by name, so the answer is the same on every run. Returns the columns it holds."""
+    named = [field] if n == 1 else [f"{field}_{r}" for r in range(1, n + 1)]
+    columns = []
+    for r, column in enumerate(named, start=1):
+        columns.append(f"max(choice) FILTER (WHERE r = {r}) AS {column}")
+        if shares:
+            columns.append(f"max(share) FILTER (WHERE r = {r}) AS {column}_share")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {name} AS
+        WITH ranked AS (
+            SELECT member_id, CAST(choice AS VARCHAR) AS choice, w / sum(w) OVER (PARTITION BY member_id) AS share,
+            row_number() OVER (PARTITION BY member_id ORDER BY w DESC, CAST(choice AS VARCHAR)) AS r
+            FROM ({weighted}) QUALIFY r <= {n})
+        SELECT member_id, {", ".join(columns)} FROM ranked GROUP BY member_id"""
     )
-    return out.merge(top, on="member_id", how="left")
+    return [*named, *([f"{c}_share" for c in named] if shares else [])]
 
 
-def _discounts(con: duckdb.DuckDBPyConnection, settings: ProfileSettings) -> pd.DataFrame:
-    """Per member: the share of their spend at list price that was taken off by a discount (money), the share of
-    their orders with a discounted line (how their buying follows promotions), and the price sensitivity: the
-    mean of both, each shrunk toward the population's pooled share by `prior_orders` orders of evidence."""
-    per_member = con.execute(
-        """SELECT member_id, sum(CASE WHEN coalesce(discount, 0) > 0 THEN amount + discount ELSE 0 END) AS discounted,
+def _discounts(con: duckdb.DuckDBPyConnection, settings: ProfileSettings) -> list[str]:
+    """Makes table `discounts`: per member with orders, the share of their spend at list price that was taken off
+    by a discount (money), the share of their orders with a discounted line (how their buying follows promotions),
+    and the price sensitivity: the mean of both, each shrunk toward the population's pooled share by
+    `prior_orders` orders of evidence. A member without orders is given the population's (the join's default)."""
+    con.execute(
+        """CREATE TEMP TABLE per_member AS SELECT member_id,
+        sum(CASE WHEN coalesce(discount, 0) > 0 THEN amount + discount ELSE 0 END) AS discounted,
         sum(amount + coalesce(discount, 0)) AS listed,
-        count(DISTINCT CASE WHEN coalesce(discount, 0) > 0 THEN coalesce(order_id, CAST(ts AS VARCHAR)) END)
-            AS discounted_orders,
-        count(DISTINCT coalesce(order_id, CAST(ts AS VARCHAR))) AS orders
+        count(DISTINCT CASE WHEN coalesce(discount, 0) > 0 THEN visit END) AS discounted_orders,
+        count(DISTINCT visit) AS orders
         FROM o GROUP BY member_id"""
-    ).df()
-    pooled_money = per_member["discounted"].sum() / max(per_member["listed"].sum(), 1e-12)
-    pooled_orders = per_member["discounted_orders"].sum() / max(per_member["orders"].sum(), 1)
-    n, k = per_member["orders"].astype(float), settings.prior_orders
-    money = per_member["discounted"] / per_member["listed"].where(per_member["listed"] > 0)
-    orders = per_member["discounted_orders"] / n
-    shrunk_money = (n * money.fillna(pooled_money) + k * pooled_money) / (n + k)
-    shrunk_orders = (n * orders + k * pooled_orders) / (n + k)
-    return pd.DataFrame(
-        {
-            "member_id": per_member["member_id"],
-            "discounted_share": money,
-            "discounted_order_share": orders,
-            "price_sensitivity": ((shrunk_money + shrunk_orders) / 2).clip(0, 1),
-            "priced_orders": n,
-            "_prior": (pooled_money + pooled_orders) / 2,
-        }
     )
-
-
-def _prior(out: pd.DataFrame) -> float:
-    prior = out.pop("_prior").dropna()
-    return float(prior.iloc[0]) if len(prior) else float("nan")
+    money, orders = con.execute(
+        """SELECT coalesce(sum(discounted) / nullif(sum(listed), 0), 0),
+        coalesce(sum(discounted_orders) / nullif(sum(orders), 0), 0) FROM per_member"""
+    ).fetchone()
+    k = float(settings.prior_orders)
+    con.execute(
+        f"""CREATE TEMP TABLE discounts AS SELECT m.member_id,
+        p.discounted / nullif(p.listed, 0) AS discounted_share,
+        p.discounted_orders / nullif(p.orders, 0) AS discounted_order_share,
+        coalesce(least(greatest((
+            (coalesce(p.orders, 0) * coalesce(p.discounted / nullif(p.listed, 0), {money}) + {k} * {money})
+                / nullif(coalesce(p.orders, 0) + {k}, 0)
+            + (coalesce(p.discounted_orders, 0) + {k} * {orders}) / nullif(coalesce(p.orders, 0) + {k}, 0)
+        ) / 2, 0), 1), {(money + orders) / 2}) AS price_sensitivity,
+        coalesce(p.orders, 0) AS priced_orders
+        FROM members m LEFT JOIN per_member p USING (member_id)"""
+    )
+    return ["discounted_share", "discounted_order_share", "price_sensitivity", "priced_orders"]
