@@ -111,7 +111,13 @@ def test_the_uplift_model_finds_who_responds_and_push_lists_follow_it(
     }
     assert summary["unavailable"]["tier"].startswith("tiers need the churn and value champions")
     written = pd.read_parquet(out).set_index("member_id")
-    assert len(written) == len(features) and set(written.columns) == {"uplift", "top_reasons", "uplift_model"}
+    assert len(written) == len(features) and set(written.columns) == {
+        "uplift",
+        "top_reasons",
+        "uplift_model",
+        "segments",
+        "tags",
+    }
     np.testing.assert_allclose(written["uplift"], predicted[written.index], rtol=1e-9)
     asked = CliRunner().invoke(app, ["score", "-d", "camp", "--kinds", "churn,uplift", "--out", str(out)])
     assert asked.exit_code == 2 and "train one with `community-ml train churn --dataset camp`" in asked.stderr

@@ -192,6 +192,8 @@ def test_train_logs_registers_promotes_and_scores(community: Dataset, tmp_path: 
         "top_reasons",
         "churn_model",
         "value_model",
+        "segments",  # the profile's (configs/segments.yaml, configs/tags.yaml): audiences to choose by
+        "tags",
     ]
     assert summary.models["churn"] == {"name": "community.churn", "version": "1", "family": "lightgbm"}
     assert set(scores["churn_model"]) == {"lightgbm v1"}
