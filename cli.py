@@ -13,6 +13,7 @@ from monitoring.cli import monitor_app
 from monitoring.health.cli import health_app
 from serving.campaign_cli import campaign_app
 from serving.cli import bento_app, serve_app
+from serving.outreach.cli import outreach_app
 from training.cli import training_app
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(health_app)
 # `campaign plan` acts (serving), `campaign report` measures (monitoring): one group of commands.
 campaign_app.command("report")(report_command)
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(outreach_app, name="outreach")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(bento_app, name="bento")
 app.add_typer(settings_app)

@@ -20,18 +20,18 @@ import orjson
 import pandas as pd
 
 from features.common.columns import floats
+from features.dataset.contract import CONSENT_CHANNELS
 from features.dataset.store import Dataset
 from features.pipelines.snapshots import Snapshot
 from features.profiles.book import ProfileBook
 from features.profiles.config import ProfileRules, load_profile_rules
 from features.profiles.fields import PROFILE_FIELDS
-from features.profiles.history import FAVOURITES, TOP
+from features.profiles.history import CONTACT_PARTS, FAVOURITES, TOP
 from features.profiles.rules import Env
 from serving.models.kinds import Task, kinds_of
 
 # The models' outputs a rule may read, with their types.
 OUTPUT_FIELDS: dict[str, str] = {k.output: "number" for k in kinds_of(Task.member)} | {"tier": "text"}
-NO_CONTACT_LOG = "no contact log yet: contacts are recorded by the outreach work (issue 43)"
 # What an answer's list and object fields are called in a batch file (JSON text, the same in CSV and Parquet).
 LISTED = (
     "favourite_categories",
@@ -42,6 +42,7 @@ LISTED = (
     "active_weekdays",
     "top_reasons",
     "consent",
+    "last_contacts",
 )
 
 
@@ -129,10 +130,13 @@ class Profiler:
             columns["learned_segment"] = learned.assign(columns)
         env = Env(n, columns, self.book.quantiles)
         segments, tags, left_out = self.rules.evaluate(env, self.available)
-        unknown = {**self.book.unknowable, **left_out, "last_contacts": NO_CONTACT_LOG}
+        unknown = {**self.book.unknowable, **left_out}
         if learned is None:
             unknown["learned_segment"] = "the members carry an operator persona: the segments are the declared ones"
-        consent = _texts(features.get("consent_marketing"), n, bool)
+        consent = {"marketing": _texts(features.get("consent_marketing"), n, bool)}
+        consent |= {c: _texts(history.get(f"consent_{c}"), n, bool) for c in CONSENT_CHANNELS}
+        contacts = _contacts(history, n) if "last_contacts" not in unknown else [None] * n
+        recent = _texts(history.get("contacts_30d"), n, int)
         # Column by column into Python values first: a loop over members then only gathers them (500,000
         # profiles in seconds, not a minute).
         favourites = {r.field: _ranked(history, r.field, r.label, n) for r in FAVOURITES}
@@ -171,8 +175,9 @@ class Profiler:
                     "segments": held_segments[i],
                     "learned_segment": types[i],
                     "tags": held_tags[i],
-                    "consent": {"marketing": consent[i]},
-                    "last_contacts": None,
+                    "consent": {channel: values[i] for channel, values in consent.items()},
+                    "last_contacts": contacts[i],
+                    "contacts_30d": recent[i] if contacts[i] is not None else None,
                     "unknown": cold_unknown if cold[i] else unknown,
                 }
             )
@@ -189,7 +194,7 @@ def _column(series: pd.Series) -> np.ndarray:
 def flattened(profiles: list[dict[str, Any]]) -> pd.DataFrame:
     """Profiles as a table, a row per member: lists and objects as JSON text (the same in CSV and Parquet),
     segments and tags |-separated, what is the same for every member (unknown) left to the summary."""
-    frame = pd.DataFrame(profiles).drop(columns=["unknown", "last_contacts"])
+    frame = pd.DataFrame(profiles).drop(columns=["unknown"])
     for column in LISTED:
         if column in frame:
             frame[column] = [orjson.dumps(v).decode() for v in frame[column]]
@@ -236,6 +241,23 @@ def _ranked(history: dict[str, np.ndarray], field: str, label: str, n: int) -> l
 def _listed(history: dict[str, np.ndarray], name: str, n: int, kind: type) -> list[list[Any]]:
     columns = [_texts(history.get(f"{name}_{r}"), n, kind) for r in range(1, TOP + 1)]
     return [[v for v in values if v is not None] for values in zip(*columns, strict=True)]
+
+
+def _contacts(history: dict[str, np.ndarray], n: int) -> list[list[dict[str, Any]]]:
+    """Each member's last contacts, latest first: [{"ts": ..., "channel": "sms", "action": "offer"}, ...]."""
+    parts = {
+        (i, part): _texts(history.get(f"last_contact_{i}_{part}"), n)
+        for i in range(1, TOP + 1)
+        for part in CONTACT_PARTS
+    }
+    return [
+        [
+            {part: parts[(i, part)][m] for part in CONTACT_PARTS}
+            for i in range(1, TOP + 1)
+            if parts[(i, "ts")][m] is not None
+        ]
+        for m in range(n)
+    ]
 
 
 def _names(held: dict[str, np.ndarray], n: int) -> list[list[str]]:

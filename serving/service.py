@@ -197,16 +197,18 @@ class CommunityML:
         orders: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
         engagements: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
         impressions: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
+        contacts: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS)] = [],  # noqa: B006
     ) -> dict[str, Any]:
-        """Orders, engagements and impressions (items shown to a member: member_id, ts, item_id, source) as they
-        happen, in the canonical form of `data import`. Good events are kept in the journal (durable before this
+        """Orders, engagements, impressions (items shown to a member: member_id, ts, item_id, source) and contacts
+        (marketing sent to a member: member_id, ts, channel, action, list_id, item_id) as they happen, in the
+        canonical form of `data import`. Good events are kept in the journal (durable before this
         answers) and count in their members' next answers (impressions: in new items' click-through); each bad one
         is named with its table, position, field and reason, with status 422. `community-ml data ingest` adds
         them to the dataset's tables."""
-        batch = {"orders": orders, "engagements": engagements, "impressions": impressions}
+        batch = {"orders": orders, "engagements": engagements, "impressions": impressions, "contacts": contacts}
         if not any(batch.values()):
             raise bentoml.exceptions.InvalidArgument(
-                "the body has no events: post a list of `orders`, `engagements` and/or `impressions`"
+                "the body has no events: post a list of `orders`, `engagements`, `impressions` and/or `contacts`"
             )
         return self._journaled(ctx, post_events, batch, "events")
 

@@ -37,6 +37,7 @@ CONTENT_TYPES = ("knowledge", "scene", "activity", "promotion")
 ITEM_TABLES = ("products", "contents")  # the catalogue's tables: items a member takes
 GROUP_TYPES = ("promotion", "service", "interest", "membership")
 FEEDBACK_KINDS = ("review", "complaint", "dispute")
+CONSENT_CHANNELS = ("push", "sms", "email", "group_message")  # the channels members consent to one by one
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,13 @@ MEMBERS = TableSpec(
         Column("acquisition_channel", Kind.CATEGORY),
         Column("persona", Kind.CATEGORY, doc="an operator-assigned persona, where known"),
         Column("consent_marketing", Kind.BOOL, doc="the member agreed to marketing pushes"),
+        # Consent per channel (issue 43's outreach): where a channel's is empty, consent_marketing speaks for it.
+        *(
+            Column(
+                f"consent_{channel}", Kind.BOOL, doc=f"the member agreed to marketing by {channel.replace('_', ' ')}"
+            )
+            for channel in CONSENT_CHANNELS
+        ),
     ),
     key=("member_id",),
     is_event=False,
@@ -211,9 +219,34 @@ IMPRESSIONS = _event_table(
     Column("source", Kind.CATEGORY, required=True, nullable=False, allowed=ITEM_TABLES, doc="products or contents"),
 )
 
+# Every marketing contact a member was sent (`outreach record`, or `POST /events` with `contacts`): what caps,
+# cool-offs and a member's profile read.
+CONTACTS = _event_table(
+    "contacts",
+    "a marketing contact sent to a member",
+    Column("member_id", Kind.ID, required=True, nullable=False),
+    Column("ts", Kind.TIMESTAMP, required=True, nullable=False, doc="when it was sent"),
+    Column("channel", Kind.CATEGORY, required=True, nullable=False, doc="push, sms, email, group_message, ..."),
+    Column("action", Kind.CATEGORY, required=True, nullable=False, doc="offer, product-push, content-push, ..."),
+    Column("list_id", Kind.ID, doc="the list, plan or campaign it was sent from"),
+    Column("item_id", Kind.ID, doc="the product or content pushed, where there is one"),
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (MEMBERS, PRODUCTS, CONTENTS, GROUPS, ORDERS, ENGAGEMENTS, EXPOSURES, FEEDBACK, SURVEYS, IMPRESSIONS)
+    for t in (
+        MEMBERS,
+        PRODUCTS,
+        CONTENTS,
+        GROUPS,
+        ORDERS,
+        ENGAGEMENTS,
+        EXPOSURES,
+        FEEDBACK,
+        SURVEYS,
+        IMPRESSIONS,
+        CONTACTS,
+    )
 }
 # What member features are built from: a campaign's exposures are outcomes' context, never a feature (so recording
 # a campaign does not invalidate the feature snapshots).

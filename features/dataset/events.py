@@ -33,7 +33,7 @@ from features.dataset.contract import ITEM_TABLES, TABLES
 from features.dataset.store import Dataset, exclusively
 from features.dataset.validation import jsonable, stored_dtype, validate
 
-EVENT_TABLES = ("orders", "engagements", "impressions")
+EVENT_TABLES = ("orders", "engagements", "impressions", "contacts")
 # Everything the journal keeps: events, and catalogue items (upserted by id when ingested, like an import).
 JOURNALED = (*EVENT_TABLES, *ITEM_TABLES)
 

@@ -25,7 +25,7 @@ from features.dataset.events import ingest
 from features.dataset.pseudonyms import pseudonym, pseudonym_key
 from features.dataset.store import Dataset, write_json_atomic, write_parquet_atomic
 
-MEMBER_TABLES = ("members", "orders", "engagements", "exposures", "feedback", "surveys", "impressions")
+MEMBER_TABLES = ("members", "orders", "engagements", "exposures", "feedback", "surveys", "impressions", "contacts")
 FORGOTTEN_FILE = "forgotten.json"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from features.dataset.contract import CONSENT_CHANNELS
 from features.pipelines.schema import FEATURES
 
 Kind = Literal["number", "text"]
@@ -96,6 +97,15 @@ PROFILE_FIELDS: tuple[ProfileField, ...] = (
         "learned_segment",
         "learned_segment",
         "the behavioural type learned from the data (no persona)",
+    ),
+)
+PROFILE_FIELDS += (
+    ProfileField("contacts_30d", "number", "contacts_30d", "last_contacts", "marketing contacts in the last 30 days"),
+    *(
+        ProfileField(
+            f"consent_{channel}", "number", f"consent_{channel}", "consent", f"agreed to marketing by {channel} (1/0)"
+        )
+        for channel in CONSENT_CHANNELS
     ),
 )
 PROFILE_FIELD_NAMES = tuple(f.name for f in PROFILE_FIELDS)

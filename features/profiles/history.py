@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.dataset.contract import CONSENT_CHANNELS
 from features.dataset.store import Dataset
 
 TOP = 3  # favourites kept per member: the top 3, with their shares
@@ -59,7 +60,12 @@ FAVOURITES = (
     Rankings("favourite_topics", "topic"),
     Rankings("favourite_content_types", "content_type"),
 )
-HISTORY_TEXT = [f"{r.field}_{i}" for r in FAVOURITES for i in range(1, TOP + 1)] + ["preferred_channel"]
+CONTACT_PARTS = ("ts", "channel", "action")  # what an answer says of each of the last contacts
+HISTORY_TEXT = [
+    *(f"{r.field}_{i}" for r in FAVOURITES for i in range(1, TOP + 1)),
+    "preferred_channel",
+    *(f"last_contact_{i}_{part}" for i in range(1, TOP + 1) for part in CONTACT_PARTS),
+]
 HISTORY_NUMBERS = [
     *[f"{r.field}_{i}_share" for r in FAVOURITES for i in range(1, TOP + 1)],
     "preferred_channel_share",
@@ -69,6 +75,8 @@ HISTORY_NUMBERS = [
     "discounted_order_share",
     "price_sensitivity",
     "priced_orders",
+    "contacts_30d",
+    *(f"consent_{channel}" for channel in CONSENT_CHANNELS),
 ]
 
 
@@ -103,6 +111,10 @@ def unknowable(dataset: Dataset) -> dict[str, str]:
             why["favourite_content_types"] = "the contents carry no content type"
     if not dataset.has("orders") and not dataset.has("engagements"):
         why["active_hours"] = why["active_weekdays"] = "the dataset has no orders or engagements"
+    if not dataset.has("contacts") or not dataset.row_count("contacts"):
+        why["last_contacts"] = (
+            "no contact log: record what is sent with `community-ml outreach record` or post `contacts` to /events"
+        )
     return why
 
 
@@ -165,6 +177,14 @@ def member_history(
             parts[name] = _top_table(con, name, rhythm, name, TOP, shares=False)
     if "price_sensitivity" not in missing:
         parts["discounts"] = _discounts(con, settings)
+    if "last_contacts" not in missing:
+        parts["contacts"] = _contacts(con, dataset, cutoff)
+    consents = [f"consent_{c}" for c in CONSENT_CHANNELS if f"consent_{c}" in columns_of(dataset, "members")]
+    if consents:
+        cast = ", ".join(f"CAST({c} AS DOUBLE) AS {c}" for c in consents)
+        members = dataset.table_path("members")
+        con.execute(f"CREATE TEMP TABLE consent AS SELECT member_id, {cast} FROM read_parquet('{members}')")
+        parts["consent"] = consents
     provided = {column: table for table, columns in parts.items() for column in columns}
     select = ", ".join(
         [
@@ -180,6 +200,8 @@ def member_history(
     con.close()
     for column in HISTORY_TEXT:
         out[column] = out[column].astype(object).where(out[column].notna(), None)
+    if "contacts" in parts:  # a member the log holds nothing for was sent nothing
+        out["contacts_30d"] = out["contacts_30d"].fillna(0.0)
     return out
 
 
@@ -247,6 +269,28 @@ def _top_table(
         SELECT member_id, {", ".join(columns)} FROM ranked GROUP BY member_id"""
     )
     return [*named, *([f"{c}_share" for c in named] if shares else [])]
+
+
+def _contacts(con: duckdb.DuckDBPyConnection, dataset: Dataset, cutoff: str) -> list[str]:
+    """Makes table `contacts`: each member's last three contacts before the cutoff (when, by which channel, what)
+    and how many they were sent in the 30 days before it."""
+    shown = {"ts": "strftime(ts, '%Y-%m-%dT%H:%M:%S')", "channel": "channel", "action": "action"}
+    last = [
+        f"max({shown[part]}) FILTER (WHERE r = {i}) AS last_contact_{i}_{part}"
+        for i in range(1, TOP + 1)
+        for part in CONTACT_PARTS
+    ]
+    con.execute(
+        f"""CREATE TEMP TABLE contacts AS
+        WITH sent AS (SELECT member_id, ts, channel, action FROM read_parquet('{dataset.table_path("contacts")}')
+            WHERE ts < {cutoff}),
+        ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY member_id ORDER BY ts DESC, channel, action) AS r FROM sent)
+        SELECT member_id, {", ".join(last)},
+            count(*) FILTER (WHERE ts >= {cutoff} - INTERVAL 30 DAY) AS contacts_30d
+        FROM ranked GROUP BY member_id"""
+    )
+    return [*(f"last_contact_{i}_{part}" for i in range(1, TOP + 1) for part in CONTACT_PARTS), "contacts_30d"]
 
 
 def _discounts(con: duckdb.DuckDBPyConnection, settings: ProfileSettings) -> list[str]:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from features.common.errors import DataError
+from features.dataset.contacts import record_plan_file
 from features.dataset.importers import import_file
 from features.dataset.privacy import export_member, forget_member
 from features.dataset.store import Dataset
@@ -193,3 +194,31 @@ def test_a_profile_is_in_the_export_and_gone_after_forget(club: Dataset, tmp_pat
     settings = profile_rules().settings
     book = ProfileBook.open(club, Snapshot(club, AS_OF).path, AS_OF, Snapshot(club, AS_OF).features, settings, None)
     assert book.history.position("M1") is None and book.history.position("M2") is not None
+
+
+def test_a_sent_plan_is_recorded_once_and_shows_in_the_profile(club: Dataset, tmp_path: Path) -> None:
+    plan = write_text(
+        tmp_path / "plan.csv",
+        "member_id,action,channel,item_id,holdout\nM1,offer,sms,,false\nM2,product-push,push,P1,false\n"
+        "M3,offer,sms,,true\nM1,nothing,,,false\n",
+    )
+    sent = record_plan_file(club, plan, datetime(2026, 2, 25, 9), "spring")
+    assert (sent.contacts, sent.held_out, sent.nothing, sent.added) == (2, 1, 1, 2)
+    assert record_plan_file(club, plan, datetime(2026, 2, 25, 9), "spring").added == 0  # the same send, once
+    log = club.read("contacts")
+    assert sorted(zip(log["member_id"], log["action"], log["list_id"], strict=True)) == [
+        ("M1", "offer", "spring"),
+        ("M2", "product_push", "spring"),  # categories are kept lower-case, with _ for -
+    ]
+    bad = write_text(tmp_path / "bad.csv", "member_id,action,channel\nM1,offer,\n")
+    with pytest.raises(DataError, match=r"bad\.csv: row 1, field channel: missing.*nothing was recorded"):
+        record_plan_file(club, bad, datetime(2026, 2, 26), None)
+    history = _history(club, ProfileSettings()).loc["M1"]
+    assert (history["last_contact_1_channel"], history["last_contact_1_action"]) == ("sms", "offer")
+    assert history["last_contact_1_ts"] == "2026-02-25T09:00:00" and history["contacts_30d"] == 1
+    assert _history(club, ProfileSettings()).loc["M3", "contacts_30d"] == 0  # held out: never contacted
+    profiles, _ = profiled(club, AS_OF)
+    m2 = next(p for p in profiles if p["member_id"] == "M2")
+    assert m2["last_contacts"] == [{"ts": "2026-02-25T09:00:00", "channel": "push", "action": "product_push"}]
+    assert m2["consent"]["marketing"] is False and "last_contacts" not in m2["unknown"]
+    assert forget_member(club, "M1").removed["contacts"] == 1

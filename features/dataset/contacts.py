@@ -1,0 +1,86 @@
+"""The contact log: every marketing contact a member was sent, in the dataset's `contacts` table. A plan or list
+file is recorded once its caller confirms it was sent (`community-ml outreach record`); a service posts contacts as
+they happen (`POST /events` with `contacts`, journaled like every event). Caps, cool-offs and a member's profile read
+it; `privacy forget` removes a member's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from features.common.errors import DataError
+from features.dataset.contract import CONTACTS
+from features.dataset.readers import read_raw
+from features.dataset.store import Dataset
+from features.dataset.validation import validate
+
+NOTHING = "nothing"  # a plan's row that contacts no one (the member is planned no action)
+
+
+class RecordSummary(BaseModel):
+    dataset: str
+    plan: str
+    list_id: str
+    contacts: int  # rows recorded (sent)
+    held_out: int  # rows of the holdout: never contacted, never recorded
+    nothing: int  # rows planning no action
+    added: int  # new rows in the contact log (a plan recorded twice at the same time adds none)
+
+
+def record_plan_file(dataset: Dataset, plan: Path, at: datetime, list_id: str | None = None) -> RecordSummary:
+    """Every row of the plan file (member_id, action, channel; item_id and holdout where it has them) that was
+    sent, as a contact at `at` from list `list_id` (default: the file's name). A row the contract refuses stops the
+    whole record, naming the file, row and field: a contact log that silently lost a row would let a member be
+    contacted past their cap."""
+    raw = read_raw(plan).frame
+    missing = [c for c in ("member_id", "action", "channel") if c not in raw]
+    if missing:
+        raise DataError(f"{plan}: a plan needs {', '.join(missing)} (it has {', '.join(map(str, raw.columns))})")
+    held = _flags(raw["holdout"], plan) if "holdout" in raw else pd.Series(False, index=raw.index)
+    nothing = raw["action"].astype("string").str.strip().str.lower().fillna(NOTHING).eq(NOTHING)
+    sent = raw[~held & ~nothing]
+    frame = pd.DataFrame(
+        {
+            "member_id": sent["member_id"],
+            "ts": at,
+            "channel": sent["channel"],
+            "action": sent["action"],
+            "list_id": list_id or plan.stem,
+            "item_id": sent.get("item_id"),
+        },
+        index=sent.index,
+    )
+    checked = validate(CONTACTS, frame.astype(object).where(frame.notna(), None), source=str(plan))
+    if len(checked.quarantine):
+        first = checked.quarantine.iloc[0]
+        raise DataError(
+            f"{plan}: row {int(first['row'])}, field {first['field']}: {first['reason']} "
+            f"({len(checked.quarantine)} rows refused); nothing was recorded"
+        )
+    merged = dataset.merge("contacts", checked.good) if len(checked.good) else None
+    summary = RecordSummary(
+        dataset=dataset.name,
+        plan=str(plan),
+        list_id=list_id or plan.stem,
+        contacts=len(checked.good),
+        held_out=int(held.sum()),
+        nothing=int((nothing & ~held).sum()),
+        added=0 if merged is None else merged.added,
+    )
+    dataset.record({"kind": "outreach record", "plan": summary.plan, "contacts_added": summary.added})
+    return summary
+
+
+def _flags(values: pd.Series, plan: Path) -> pd.Series:
+    """A holdout column as booleans (true/false, 1/0, yes/no); anything else is named."""
+    text = values.astype("string").str.strip().str.lower()
+    truth = text.map({"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False})
+    bad = truth.isna() & text.notna()
+    if bad.any():
+        row = int(bad.idxmax())
+        raise DataError(f"{plan}: row {row}, field holdout: {values[row]!r} is not true or false")
+    return truth.fillna(False).astype(bool)
