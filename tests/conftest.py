@@ -135,13 +135,19 @@ def with_champions(dataset: Dataset, kinds: list | None = None, settings: object
     return dataset
 
 
+# The serving package's fixtures that train its champions (tests/serving/conftest.py): the tests that use them share
+# one worker; serving's other tests are grouped by module like the rest.
+SERVING_FIXTURES = {"shop", "home", "http"}
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     """`make test` runs the tests on two workers (pytest-xdist, --dist loadgroup). Tests that share an expensive
     fixture stay on one worker, so it is built once: a package's (serving's trained champions, monitoring's
     communities), or else the test module's. (Marked as each test is collected: pytest-xdist reads the groups
     when the collection is modified.)"""
     relative = item.path.relative_to(PROJECT_ROOT / "tests")
-    if relative.parts[0] in ("serving", "monitoring"):
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if relative.parts[0] == "monitoring" or (relative.parts[0] == "serving" and fixtures & SERVING_FIXTURES):
         group = relative.parts[0]
     elif "online_retail" in getattr(item, "fixturenames", ()) or relative.name == "test_spark.py":
         # The real file is imported once, by the one worker that reads it; the Spark tests read it too, and start
