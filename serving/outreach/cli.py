@@ -41,3 +41,30 @@ def record_command(
         f"{summary.contacts:,} contacts of {summary.list_id} recorded in {dataset} ({summary.added:,} new; "
         f"{summary.held_out:,} held out and {summary.nothing:,} planning nothing, not contacted)"
     )
+
+
+@outreach_app.command("actions")
+def actions_command(
+    dataset: str = DatasetOption,
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="the contact policy (default: configs/outreach.yaml)"
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """What the dataset's outreach can do: each action, whether the model it needs has a champion, its cost and
+    channels; where an action is not available, why and how to make it so."""
+    import json
+
+    from serving.outreach.actions import outreach_actions
+    from serving.outreach.policy import load_policy
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        statuses = outreach_actions(target, load_policy(config))
+    if as_json:
+        typer.echo(json.dumps([s.model_dump() for s in statuses], indent=2))
+        return
+    for s in statuses:
+        where = f"by {', '.join(s.channels)}, cost {s.cost:g}" if s.channels else ""
+        state = f"yes ({s.model})" if s.available and s.model else ("yes" if s.available else f"no: {s.why}")
+        console().print(f"{s.action:<13} {state}{'; ' + where if where else ''}")

@@ -72,19 +72,38 @@ class CoolOffs(BaseModel):
     )
 
 
+ACTION_NAMES = ("offer", "product-push", "content-push")  # what outreach can do besides nothing
+
+
+class ActionSetting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cost: float = Field(0.0, ge=0, description="what the action itself costs (an offer's incentive), per contact")
+    channels: list[str] = Field(min_length=1, description="the channels it goes by, preferred first")
+
+
 class OutreachPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channels: dict[str, Channel]
+    actions: dict[str, ActionSetting] = {}
     caps: list[Cap] = []
     quiet_hours: QuietHours = QuietHours()
     cool_offs: CoolOffs = CoolOffs()
     holdout: float = Field(0.05, ge=0, lt=1, description="share of members kept uncontacted, for measurement")
 
     @model_validator(mode="after")
-    def _some_channel(self) -> OutreachPolicy:
+    def _channels_declared(self) -> OutreachPolicy:
         if not self.channels:
             raise ValueError("declare at least one channel")
+        for name, action in self.actions.items():
+            if name not in ACTION_NAMES:
+                raise ValueError(f"actions.{name}: no such action; the actions are {', '.join(ACTION_NAMES)}")
+            for channel in action.channels:
+                if channel not in self.channels:
+                    raise ValueError(
+                        f"actions.{name}.channels: {channel!r} is no declared channel ({', '.join(self.channels)})"
+                    )
         return self
 
 

@@ -15,6 +15,7 @@ from features.common.errors import DataError
 from features.common.home import StateHome
 from features.dataset.importers import import_file
 from features.dataset.store import Dataset
+from serving.outreach.actions import outreach_actions
 from serving.outreach.policy import CAP, CONSENT, COOL_OFF, QUIET_HOURS, Cap, OutreachPolicy, load_policy, reachable
 from tests.conftest import write_text
 
@@ -111,6 +112,11 @@ def test_the_first_rule_that_forbids_a_contact_is_named(club: Dataset) -> None:
         ("channels:\n  sms:\n    consent: consent_sms\nquiet_hours:\n  from: 25\n", "quiet_hours.from"),
         ("channels:\n  sms:\n    consent: consent_sms\n    colour: red\n", "channels.sms.colour"),
         ("channels: {}\n", "settings"),
+        (
+            "channels:\n  sms:\n    consent: consent_sms\nactions:\n  offer:\n    channels: [fax]\n",
+            "actions.offer.channels",
+        ),
+        ("channels:\n  sms:\n    consent: consent_sms\nactions:\n  bribe:\n    channels: [sms]\n", "actions.bribe"),
     ],
 )
 def test_a_bad_policy_names_its_file_and_field(tmp_path: Path, text: str, field: str) -> None:
@@ -124,3 +130,13 @@ def test_the_declared_policy_loads() -> None:
     policy = load_policy()
     assert set(policy.channels) == {"push", "sms", "email", "group_message"}
     assert [(c.days, c.at_most) for c in policy.caps] == [(1, 1), (7, 3)] and Cap(days=1, at_most=0).at_most == 0
+
+
+def test_the_actions_a_dataset_can_take_say_why_not_where_not(home: StateHome) -> None:
+    """The serving community: champions of every kind but uplift (it ran no campaign)."""
+    statuses = {s.action: s for s in outreach_actions(Dataset(home, "shop"), load_policy())}
+    assert list(statuses) == ["offer", "product-push", "content-push", "nothing"]
+    assert not statuses["offer"].available and "community-ml train uplift --dataset shop" in str(statuses["offer"].why)
+    assert statuses["product-push"].available and str(statuses["product-push"].model).startswith("shop.product-recs v")
+    assert statuses["content-push"].available and statuses["nothing"].available
+    assert statuses["offer"].cost == 5.0 and statuses["offer"].channels == ["sms", "push"]
