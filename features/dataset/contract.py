@@ -82,6 +82,17 @@ def _event_table(name: str, doc: str, *columns: Column) -> TableSpec:
     return TableSpec(name, doc, columns, key=tuple(c.name for c in columns), is_event=True)
 
 
+def _member_event(name: str, doc: str, *columns: Column, when: str = "") -> TableSpec:
+    """An event table of a member's: who and when, then its own columns."""
+    return _event_table(
+        name,
+        doc,
+        Column("member_id", Kind.ID, required=True, nullable=False),
+        Column("ts", Kind.TIMESTAMP, required=True, nullable=False, doc=when),
+        *columns,
+    )
+
+
 MEMBERS = TableSpec(
     "members",
     "a member",
@@ -190,46 +201,40 @@ EXPOSURES = TableSpec(
 
 # Optional tables that shops usually export and the business plan's health dimension reads (monitoring/health.py):
 # without them the indicators that need them say "no data", never a made-up figure.
-FEEDBACK = _event_table(
+FEEDBACK = _member_event(
     "feedback",
     "a member's review, complaint or dispute, and how the shop handled it",
-    Column("member_id", Kind.ID, required=True, nullable=False),
-    Column("ts", Kind.TIMESTAMP, required=True, nullable=False, doc="when the member wrote it"),
     Column("kind", Kind.CATEGORY, required=True, nullable=False, allowed=FEEDBACK_KINDS),
     Column("rating", Kind.NUMBER, non_negative=True, maximum=5, doc="1-5 stars of a review; empty for the others"),
     Column("responded_at", Kind.TIMESTAMP, doc="the shop's first answer; empty when not answered"),
     Column("resolved_at", Kind.TIMESTAMP, doc="when a complaint or dispute was closed as resolved"),
+    when="when the member wrote it",
 )
-SURVEYS = _event_table(
+SURVEYS = _member_event(
     "surveys",
     "a member's answer to 'how likely are you to recommend us' (0-10), the basis of NPS",
-    Column("member_id", Kind.ID, required=True, nullable=False),
-    Column("ts", Kind.TIMESTAMP, required=True, nullable=False),
     Column("score", Kind.NUMBER, required=True, nullable=False, non_negative=True, maximum=10, doc="0 to 10"),
 )
 
 # What a member was shown (posted by the caller that showed it): with the takes that follow, an item's
 # click-through, which moves new items in lists (serving/models/families/new_items.py: Evidence).
-IMPRESSIONS = _event_table(
+IMPRESSIONS = _member_event(
     "impressions",
     "an item shown to a member in a list",
-    Column("member_id", Kind.ID, required=True, nullable=False),
-    Column("ts", Kind.TIMESTAMP, required=True, nullable=False),
     Column("item_id", Kind.ID, required=True, nullable=False, doc="a product_id or content_id"),
     Column("source", Kind.CATEGORY, required=True, nullable=False, allowed=ITEM_TABLES, doc="products or contents"),
 )
 
 # Every marketing contact a member was sent (`outreach record`, or `POST /events` with `contacts`): what caps,
 # cool-offs and a member's profile read.
-CONTACTS = _event_table(
+CONTACTS = _member_event(
     "contacts",
     "a marketing contact sent to a member",
-    Column("member_id", Kind.ID, required=True, nullable=False),
-    Column("ts", Kind.TIMESTAMP, required=True, nullable=False, doc="when it was sent"),
     Column("channel", Kind.CATEGORY, required=True, nullable=False, doc="push, sms, email, group_message, ..."),
     Column("action", Kind.CATEGORY, required=True, nullable=False, doc="offer, product-push, content-push, ..."),
     Column("list_id", Kind.ID, doc="the list, plan or campaign it was sent from"),
     Column("item_id", Kind.ID, doc="the product or content pushed, where there is one"),
+    when="when it was sent",
 )
 
 TABLES: dict[str, TableSpec] = {
