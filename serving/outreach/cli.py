@@ -68,3 +68,41 @@ def actions_command(
         where = f"by {', '.join(s.channels)}, cost {s.cost:g}" if s.channels else ""
         state = f"yes ({s.model})" if s.available and s.model else ("yes" if s.available else f"no: {s.why}")
         console().print(f"{s.action:<13} {state}{'; ' + where if where else ''}")
+
+
+@outreach_app.command("plan")
+def plan_command(
+    dataset: str = DatasetOption,
+    out: Path = typer.Option(..., "--out", help="FILE.parquet or FILE.csv: a row per member contacted or held out"),
+    day: datetime | None = typer.Option(None, "--date", formats=["%Y-%m-%d"], help="the day planned [default: today]"),
+    hour: int = typer.Option(10, "--hour", min=0, max=23, help="the hour the contacts go out (quiet hours apply)"),
+    budget: int | None = typer.Option(None, "--budget", min=0, help="contacts at most, the highest gains first"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="the contact policy (default: configs/outreach.yaml)"
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """The day's plan: at most one contact per member, within consent, caps, quiet hours and cool-offs (given the
+    contact log), by expected gain, within the budget, a random stable holdout kept uncontacted. Record what you
+    send with `outreach record`: it counts toward tomorrow's caps."""
+    from serving.outreach.plan import plan_day
+    from serving.outreach.policy import load_policy
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        date = day or datetime.now(UTC).replace(tzinfo=None)
+        at = date.replace(hour=hour, minute=0, second=0, microsecond=0)
+        summary = plan_day(target, load_policy(config), at, out, budget)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    actions = ", ".join(f"{a} {n:,}" for a, n in summary.by_action.items()) or "none"
+    console().print(
+        f"{summary.planned:,} contacts planned for {summary.at:%Y-%m-%d %H:%M} ({actions}), expected gain "
+        f"{summary.expected_gain:,.2f}; {summary.held_out:,} held out"
+    )
+    if summary.left_out:
+        console().print("left out: " + ", ".join(f"{why} {n:,}" for why, n in summary.left_out.items()))
+    for action, why in summary.unavailable.items():
+        console().print(f"no {action}: {why}")
+    console().print(f"written to {summary.out}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,15 @@ from typer.testing import CliRunner
 
 from cli import app
 from features.common.home import StateHome
+from features.dataset.contacts import record_plan_file
 from features.dataset.store import Dataset
 from monitoring.campaign_report import CampaignReportSettings, campaign_report
 from serving.models import batch
 from serving.models.batch import snapshot_features
 from serving.models.champions import Champions, load_champions
 from serving.models.kinds import UPLIFT
+from serving.outreach.plan import plan_day
+from serving.outreach.policy import load_policy
 from tests.conftest import synthetic
 from training.job import TrainSettings, train
 from training.uplift.data import campaign_data
@@ -241,3 +244,38 @@ def test_a_campaign_with_no_history_before_it_is_modelled_from_the_members_attri
     assert data.columns == ["persona", "consent_marketing"]
     lift = pd.Series(model.predict(data.frame), index=data.frame["persona"]).groupby(level=0).mean()
     assert lift["deal"] > 0.25 > 0.1 > abs(lift["loyal"])
+
+
+def test_the_days_plan_offers_within_consent_caps_and_quiet_hours_with_a_stable_holdout(
+    camp: Dataset, tmp_path: Path
+) -> None:
+    """Runs last in this module, after the uplift model is trained (above): it records contacts in the community."""
+    policy = load_policy()
+    monday = datetime(2025, 9, 1, 10)
+    summary = plan_day(camp, policy, monday, tmp_path / "plan.csv")
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    # offers only, where the uplift model expects a gain; the pushes say why not (no recommender, no responses)
+    assert summary.by_action["offer"] == summary.planned > 0 and set(plan["action"]) == {"offer"}
+    assert (plan["expected_gain"] > 0).all() and plan["member_id"].is_unique
+    assert {"product-push", "content-push"} <= set(summary.unavailable)
+    assert summary.planned + summary.held_out + sum(summary.left_out.values()) == summary.members
+    # consent: nobody planned who refused marketing
+    consent = camp.read("members").set_index("member_id")["consent_marketing"].astype("boolean")
+    assert consent.reindex(plan["member_id"]).fillna(False).all() and summary.left_out["consent"] > 0
+    # the holdout: about the policy's share, and the same members on another day
+    assert 0.01 < plan["holdout"].mean() < 0.12
+    tuesday = plan_day(camp, policy, monday.replace(day=2), tmp_path / "tuesday.csv")
+    both = plan.merge(pd.read_csv(tmp_path / "tuesday.csv"), on="member_id")
+    assert tuesday.planned > 0 and (both["holdout_x"] == both["holdout_y"]).all()
+    # quiet hours and the budget
+    assert plan_day(camp, policy, monday.replace(hour=22), tmp_path / "late.csv").planned == 0
+    capped = plan_day(camp, policy, monday, tmp_path / "capped.csv", budget=10)
+    assert capped.planned == 10 and capped.left_out["budget"] == summary.planned - 10
+    best = plan[~plan["holdout"]].head(10)["member_id"].tolist()
+    assert pd.read_csv(tmp_path / "capped.csv").query("~holdout")["member_id"].tolist() == best
+    # a plan recorded as sent counts: later that day nobody it contacted is contacted again
+    record_plan_file(camp, tmp_path / "plan.csv", monday, "monday")
+    later = plan_day(camp, policy, monday.replace(hour=15), tmp_path / "later.csv")
+    again = pd.read_csv(tmp_path / "later.csv").query("~holdout")
+    assert not set(again["member_id"]) & set(plan[~plan["holdout"]]["member_id"])
+    assert later.left_out.get("cap", 0) + later.left_out.get("cool-off", 0) >= summary.planned

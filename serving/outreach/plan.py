@@ -1,0 +1,139 @@
+"""The day's outreach plan (`community-ml outreach plan`): at most one contact per member, within consent, caps,
+quiet hours and cool-offs (policy.py), by expected gain, within a budget, with a random stable holdout.
+
+Expected gain per member and action, and how each is kept honest:
+- `offer`: the uplift champion's lift in the member's chance to buy over its horizon (learned from a randomized
+  campaign: causal, and judged on held-out members by the gate) x what a purchase is worth for the member (their
+  average basket; the population's median for a member with none) - the offer's cost - the channel's cost.
+- `product-push`, `content-push`: a recommender's score says what a member would take, not what a push changes.
+  Calibrating it to a response needs the member's past responses to pushes (pushes recorded in the contact log with
+  their items, and the takes that followed); until a dataset has them the plan leaves pushes out and says why,
+  rather than spend contacts on a gain nobody measured.
+The holdout is drawn once per member (a keyed hash of their pseudonym, as campaign arms are): the same members are
+kept uncontacted day after day, so `campaign report` can compare planned and held-out members.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from features.dataset.campaigns import split_position
+from features.dataset.pseudonyms import pseudonym_key
+from features.dataset.store import Dataset
+from features.pipelines.snapshots import resolve_as_of
+from serving.models.batch import check_out_path, snapshot_features, write_table
+from serving.models.champions import load_champions
+from serving.models.kinds import UPLIFT
+from serving.outreach.actions import outreach_actions
+from serving.outreach.policy import OutreachPolicy, reachable
+
+HOLDOUT_SALT = "outreach-holdout"
+NO_GAIN = "no positive gain"
+BUDGET = "budget"
+NO_RESPONSES = (
+    "no response history to calibrate the recommender's scores on: record pushes with their items "
+    "(outreach record) and the plan will weigh them once they have answers"
+)
+
+
+class PlanSummary(BaseModel):
+    dataset: str
+    at: datetime
+    members: int
+    planned: int  # contacts to send
+    held_out: int  # members the plan would contact, kept uncontacted
+    by_action: dict[str, int]
+    left_out: dict[
+        str, int
+    ]  # why members get no contact: consent, cool-off, cap, quiet hours, no positive gain, budget
+    unavailable: dict[str, str]  # actions the plan could not use, and why
+    expected_gain: float  # the planned contacts' expected gain, in the orders' currency
+    out: str
+
+
+def plan_day(
+    dataset: Dataset, policy: OutreachPolicy, at: datetime, out: Path, budget: int | None = None
+) -> PlanSummary:
+    """The plan for contacts sent at `at`, written to `out`: a row per member the plan contacts or holds out
+    (member_id, action, channel, item_id, expected_gain, holdout)."""
+    check_out_path(out)
+    features = snapshot_features(dataset, resolve_as_of(dataset, "latest"))
+    members = features["member_id"].astype(str).tolist()
+    unavailable = {s.action: str(s.why) for s in outreach_actions(dataset, policy) if not s.available}
+    gains: dict[str, np.ndarray] = {}
+    if "offer" in policy.actions and "offer" not in unavailable:
+        gains["offer"] = _offer_gain(dataset, features) - policy.actions["offer"].cost
+    for push in ("product-push", "content-push"):
+        if push in policy.actions and push not in unavailable:
+            unavailable[push] = NO_RESPONSES
+    allowed = reachable(dataset, policy, at, members)
+    chosen, reasons = _choose(members, gains, allowed, policy)
+    frame = pd.DataFrame(chosen, columns=["member_id", "action", "channel", "item_id", "expected_gain"])
+    frame = frame.sort_values("expected_gain", ascending=False, kind="stable").reset_index(drop=True)
+    frame["holdout"] = split_position(pseudonym_key(dataset.home), frame["member_id"].tolist(), HOLDOUT_SALT) < (
+        policy.holdout
+    )
+    contacted = frame.index[~frame["holdout"]]
+    if budget is not None and len(contacted) > budget:  # the best gains first; the rest wait for another day
+        over = contacted[budget:]
+        reasons[BUDGET] = len(over)
+        frame = frame.drop(index=over)
+    write_table(frame, out)
+    sent = frame[~frame["holdout"]]
+    return PlanSummary(
+        dataset=dataset.name,
+        at=at,
+        members=len(members),
+        planned=len(sent),
+        held_out=int(frame["holdout"].sum()),
+        by_action={str(k): int(v) for k, v in sent["action"].value_counts().items()},
+        left_out={k: v for k, v in reasons.items() if v},
+        unavailable=unavailable,
+        expected_gain=round(float(sent["expected_gain"].sum()), 2),
+        out=str(out),
+    )
+
+
+def _offer_gain(dataset: Dataset, features: pd.DataFrame) -> np.ndarray:
+    """The uplift champion's lift in each member's chance to buy x their average basket."""
+    champion = load_champions(dataset.home, dataset.name, [UPLIFT])[UPLIFT]
+    lift = np.asarray(champion.model.predict(features), dtype=float)  # type: ignore[union-attr]
+    basket = pd.to_numeric(features.get("avg_basket"), errors="coerce") if "avg_basket" in features else None
+    if basket is None:
+        worth = np.zeros(len(features))
+    else:
+        typical = float(basket[basket > 0].median()) if (basket > 0).any() else 0.0
+        worth = basket.where(basket > 0, typical).fillna(typical).to_numpy(dtype=float)
+    return lift * worth
+
+
+def _choose(
+    members: list[str], gains: dict[str, np.ndarray], allowed: pd.DataFrame, policy: OutreachPolicy
+) -> tuple[list[tuple], dict[str, int]]:
+    """Each member's one contact: the action of highest positive gain net of its channel's cost, by the first of
+    its channels the member may be contacted by; else the reason they get none."""
+    open_channels = allowed[allowed["allowed"]].groupby("member_id")["channel"].agg(set)
+    first_reason = allowed.drop_duplicates("member_id").set_index("member_id")["reason"]
+    reasons: dict[str, int] = {}
+    chosen = []
+    for i, member in enumerate(members):
+        channels = open_channels.get(member, set())
+        best = None
+        for action, gain in gains.items():
+            channel = next((c for c in policy.actions[action].channels if c in channels), None)
+            if channel is None:
+                continue
+            net = float(gain[i]) - policy.channels[channel].cost
+            if net > 0 and (best is None or net > best[4]):
+                best = (member, action, channel, None, round(net, 4))
+        if best is not None:
+            chosen.append(best)
+        else:
+            why = NO_GAIN if channels else str(first_reason.get(member) or NO_GAIN)
+            reasons[why] = reasons.get(why, 0) + 1
+    return chosen, reasons
