@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from features.dataset.campaigns import split_position
+from features.dataset.events import ingest
 from features.dataset.pseudonyms import pseudonym_key
 from features.dataset.store import Dataset
 from features.pipelines.snapshots import resolve_as_of
@@ -62,6 +63,7 @@ def plan_day(
     """The plan for contacts sent at `at`, written to `out`: a row per member the plan contacts or holds out
     (member_id, action, channel, item_id, expected_gain, holdout)."""
     check_out_path(out)
+    ingest(dataset)  # contacts the service took (POST /events) join the log first: they count toward the caps
     features = snapshot_features(dataset, resolve_as_of(dataset, "latest"))
     members = features["member_id"].astype(str).tolist()
     unavailable = {s.action: str(s.why) for s in outreach_actions(dataset, policy) if not s.available}
