@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import bentoml
@@ -33,6 +33,7 @@ from serving.state import (
     CHALLENGER,
     ServingState,
     load_state,
+    member_next_action,
     member_profiles,
     member_scores,
     post_events,
@@ -47,7 +48,16 @@ BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
 OPEN_PATHS = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs"}
 
 # The endpoints the hot path answers (serving/hot_path.py; a test checks the list against the service's own).
-HOT_ROUTES = ("/score", "/churn", "/value", "/profile", "/recommend_products", "/recommend_content", "/recommend")
+HOT_ROUTES = (
+    "/score",
+    "/churn",
+    "/value",
+    "/profile",
+    "/next_action",
+    "/recommend_products",
+    "/recommend_content",
+    "/recommend",
+)
 # The service object this worker serves, once BentoML has made it: the hot path (serving/hot_path.py) calls its
 # endpoints. One per worker process (a test's in-process app included).
 _SERVED: list[CommunityML] = []
@@ -281,6 +291,18 @@ class CommunityML:
             raise bentoml.exceptions.ServiceUnavailable(self._told(exc)) from exc
         members = [c.kind for c in state.champions.of(Task.member)]
         return {"as_of": str(state.as_of), "models": state.models(*members), "members": profiles}
+
+    @api
+    async def next_action(
+        self, member_id: Annotated[str, Field(min_length=1, max_length=128)], at: datetime | None = None
+    ) -> dict[str, Any]:
+        """The member's next action (offer, product-push, content-push or nothing) at `at` (default: now), by the
+        contact policy (configs/outreach.yaml) against the live contact log: what `community-ml outreach plan`
+        would choose for them, a contact posted to /events counting at once; `nothing` says why."""
+        try:
+            return member_next_action(self.state, member_id, at or datetime.now(UTC).replace(tzinfo=None))
+        except DataError as exc:  # a bad contact policy: the service's configuration, not the call
+            raise bentoml.exceptions.ServiceUnavailable(self._told(exc)) from exc
 
     def _recommended(
         self, asked: tuple[ModelKind, ListRules], member_ids: list[str]

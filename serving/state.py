@@ -37,10 +37,13 @@ from serving.models.champions import (
     untrained,
     with_catalogue,
 )
-from serving.models.kinds import ModelKind, Task, kinds_of
+from serving.models.kinds import UPLIFT, ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
 from serving.online.store import OnlineStore
 from serving.online.table import Row, empty_row
+from serving.outreach.desk import OutreachDesk, push_reasons
+from serving.outreach.plan import typical_basket
+from serving.outreach.policy import load_policy
 from serving.profiles import Profiler, profile_rules
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -111,6 +114,8 @@ class ServingState:
     challenger: Challenger | None = None
     profiler: Profiler | None = None  # None: see profile_error
     profile_error: str | None = None  # why there are no profiles (a bad rule in the profile's YAML files)
+    outreach: OutreachDesk | None = None  # None: see outreach_error
+    outreach_error: str | None = None  # why there is no next action (a bad contact policy)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     lists: ListCache = field(default_factory=ListCache)
     items_version: int = 0  # the posted items (online.activity.version) the served recommenders have placed
@@ -190,6 +195,14 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
     except DataError as exc:
         state.profile_error = str(exc)
         _LOG.warning("no member profiles until this is fixed: %s", exc)
+    try:  # a bad contact policy leaves the service without next actions, not without predictions
+        features = snapshot.features()
+        desk = OutreachDesk(dataset, load_policy(), pseudonym_key(home), typical_basket(features))
+        online.listeners.append(desk.add)
+        state.outreach = desk
+    except DataError as exc:
+        state.outreach_error = str(exc)
+        _LOG.warning("no next actions until this is fixed: %s", exc)
     return state
 
 
@@ -212,6 +225,24 @@ def member_profiles(state: ServingState, member_ids: list[str]) -> list[dict[str
     cold = [m not in rows for m in member_ids]
     fresh = [bool(rows[m][2]) if m in rows else False for m in member_ids]
     return state.profiler.answers(member_ids, columns, scores, cold, fresh)
+
+
+def member_next_action(state: ServingState, member_id: str, at: datetime) -> dict[str, Any]:
+    """The member's next action at `at` (serving/outreach/desk.py): what the day's plan would choose for them
+    against the live contact log, or nothing and why."""
+    if state.outreach is None:
+        raise DataError(f"no next actions for dataset {state.dataset!r}: {state.outreach_error}")
+    rows = state.online.rows([member_id])
+    row = rows[member_id][0] if member_id in rows else {}
+    uplift = None
+    unavailable = push_reasons(state.outreach.policy)
+    if UPLIFT in [c.kind for c in state.champions.of(Task.member)] and member_id in rows:
+        (answer,), _ = member_scores(state, [member_id], rows)
+        uplift = answer.get(UPLIFT.output)
+    elif UPLIFT not in [c.kind for c in state.champions.of(Task.member)]:
+        unavailable["offer"] = "no uplift champion: no randomized campaign taught what an offer changes"
+    basket = row.get("avg_basket")
+    return state.outreach.next_action(member_id, at, uplift, basket, unavailable)
 
 
 def post_items(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

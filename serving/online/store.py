@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -52,6 +53,7 @@ class OnlineStore:
     activity: ItemActivity = field(default_factory=ItemActivity)
     shared_position: int = 0  # how far this worker has read the entries shared through Redis
     shared_read_at: float = 0.0  # when (time.monotonic) it last looked
+    listeners: list[Callable[[list[Entry]], None]] = field(default_factory=list)  # told of every new entry
     _following: threading.Lock = field(default_factory=threading.Lock)
     # Folds posted events in after their answer (`post`); one thread: folds take turns anyway.
     _background: ThreadPoolExecutor = field(
@@ -86,7 +88,7 @@ class OnlineStore:
         after this one counts them. Records in Redis, shared by every worker, are updated before this returns."""
         checked = check_events(batch)
         entries = self.journal.append(checked.good)
-        self.activity.add(entries)  # this worker's next answer counts them; the others' through the journal or Redis
+        self.heard(entries)  # this worker's next answer counts them; the others' through the journal or Redis
         if self.fresh.shares:
             self.fresh.share(entries)
         if not isinstance(self.fresh, MemoryStore):
@@ -103,7 +105,7 @@ class OnlineStore:
         if entries:
             with step(f"folding {len(entries):,} events since the snapshot into members' rows"):
                 self.fold(entries)
-        self.activity.add(entries)
+        self.heard(entries)
         self.read_shared(force=True)
 
     def follow(self) -> None:
@@ -124,7 +126,7 @@ class OnlineStore:
             entries, position = self.journal.read_since(self.journal_position)
             if entries:
                 self.fold(entries)
-                self.activity.add(entries)
+                self.heard(entries)
             # Moved only once folded: a read that finds the journal no longer than this (the check above, without
             # the lock) must find its events in the records, not a fold still under way in the background.
             self.journal_position = position
@@ -137,7 +139,14 @@ class OnlineStore:
         with self._following:
             entries, self.shared_position = self.fresh.shared_since(self.shared_position)
             self.shared_read_at = time.monotonic()
+        self.heard(entries)
+
+    def heard(self, entries: list[Entry]) -> None:
+        """New entries, whichever way they came (posted here, the journal, Redis): the items' activity counts them,
+        and so does every listener (the outreach desk's live contact log)."""
         self.activity.add(entries)
+        for listener in self.listeners:
+            listener(entries)
 
     def fold(self, entries: list[Entry]) -> list[str]:
         """Folds journal entries into the fresh records of their members (guest orders have none); returns them."""

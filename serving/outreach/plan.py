@@ -74,7 +74,7 @@ def plan_day(
         if push in policy.actions and push not in unavailable:
             unavailable[push] = NO_RESPONSES
     allowed = reachable(dataset, policy, at, members)
-    chosen, reasons = _choose(members, gains, allowed, policy)
+    chosen, reasons = choose(members, gains, allowed, policy)
     frame = pd.DataFrame(chosen, columns=["member_id", "action", "channel", "item_id", "expected_gain"])
     frame = frame.sort_values("expected_gain", ascending=False, kind="stable").reset_index(drop=True)
     frame["holdout"] = split_position(pseudonym_key(dataset.home), frame["member_id"].tolist(), HOLDOUT_SALT) < (
@@ -102,19 +102,29 @@ def plan_day(
 
 
 def _offer_gain(dataset: Dataset, features: pd.DataFrame) -> np.ndarray:
-    """The uplift champion's lift in each member's chance to buy x their average basket."""
+    """The uplift champion's lift in each member's chance to buy x what a purchase is worth for them."""
     champion = load_champions(dataset.home, dataset.name, [UPLIFT])[UPLIFT]
     lift = np.asarray(champion.model.predict(features), dtype=float)  # type: ignore[union-attr]
-    basket = pd.to_numeric(features.get("avg_basket"), errors="coerce") if "avg_basket" in features else None
+    return lift * offer_worth(features.get("avg_basket"), typical_basket(features))
+
+
+def typical_basket(features: pd.DataFrame) -> float:
+    """The population's median basket: what a purchase is worth for a member with none of their own."""
+    if "avg_basket" not in features:
+        return 0.0
+    basket = pd.to_numeric(features["avg_basket"], errors="coerce")
+    return float(basket[basket > 0].median()) if (basket > 0).any() else 0.0
+
+
+def offer_worth(basket: pd.Series | None, typical: float) -> np.ndarray:
+    """Each member's average basket, `typical` where they have none."""
     if basket is None:
-        worth = np.zeros(len(features))
-    else:
-        typical = float(basket[basket > 0].median()) if (basket > 0).any() else 0.0
-        worth = basket.where(basket > 0, typical).fillna(typical).to_numpy(dtype=float)
-    return lift * worth
+        return np.array([typical])
+    values = pd.to_numeric(basket, errors="coerce")
+    return values.where(values > 0, typical).fillna(typical).to_numpy(dtype=float)
 
 
-def _choose(
+def choose(
     members: list[str], gains: dict[str, np.ndarray], allowed: pd.DataFrame, policy: OutreachPolicy
 ) -> tuple[list[tuple], dict[str, int]]:
     """Each member's one contact: the action of highest positive gain net of its channel's cost, by the first of

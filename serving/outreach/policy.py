@@ -10,6 +10,7 @@ counts as left out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -112,76 +113,114 @@ def load_policy(path: Path | None = None) -> OutreachPolicy:
     return load_config(OutreachPolicy, path or DEFAULT_CONFIG, {})
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What the rules read about members: their consents (True, False or NA per consent column), when each last
+    complained (or disputed) and last ordered, and the contact log (member_id, ts, channel, action)."""
+
+    consents: pd.DataFrame  # by member_id, a column per CONSENTS
+    complaints: pd.Series  # member_id -> the last complaint's or dispute's time
+    last_orders: pd.Series  # member_id -> the last order's time
+    log: pd.DataFrame
+
+    @classmethod
+    def of(cls, dataset: Dataset, at: datetime, contacts: pd.DataFrame | None = None) -> Standing:
+        """From the dataset's tables, before `at` (`contacts`: another log to count instead of the dataset's)."""
+        now = pd.Timestamp(at)
+        feedback = dataset.read("feedback", ["member_id", "ts", "kind"])
+        complained = feedback[feedback["kind"].isin(["complaint", "dispute"]) & (feedback["ts"] < now)]
+        orders = dataset.read("orders", ["member_id", "ts"])
+        orders = orders[(orders["ts"] < now) & orders["member_id"].notna()]
+        return cls(
+            _consents(dataset),
+            complained.assign(member_id=complained["member_id"].astype(str)).groupby("member_id")["ts"].max(),
+            orders.assign(member_id=orders["member_id"].astype(str)).groupby("member_id")["ts"].max(),
+            contacts if contacts is not None else dataset.read("contacts", ["member_id", "ts", "channel", "action"]),
+        )
+
+
 def reachable(
     dataset: Dataset, policy: OutreachPolicy, at: datetime, member_ids: list[str], contacts: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """For every member and channel: `allowed`, and `reason` (the first rule that forbids it, else None), for a
-    contact sent at `at`. `contacts`: the contact log to count (default: the dataset's), so a plan can count the
-    contacts it has planned already."""
+    contact sent at `at`, from the dataset's tables. `contacts`: the contact log to count (default: the
+    dataset's), so a plan can count the contacts it has planned already."""
+    return verdicts(policy, at, member_ids, Standing.of(dataset, at, contacts))
+
+
+def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standing: Standing) -> pd.DataFrame:
+    """The policy's rules on what `standing` says of the members: reachable's answer (the service asks it for one
+    member, from what it holds in memory). In numpy: for one member pandas' per-call cost would be most of it."""
     members = pd.Index(pd.unique(np.asarray(member_ids, dtype=object)), name="member_id")
-    log = contacts if contacts is not None else _log(dataset)
-    log = log.assign(member_id=log["member_id"].astype(str), ts=pd.to_datetime(log["ts"]))
-    log = log[log["ts"] < pd.Timestamp(at)]
-    consent = _consents(dataset, members)
-    blocked = _cooled_off(dataset, policy, at, members, log)
-    capped = pd.Series(False, index=members)
+    now = np.datetime64(pd.Timestamp(at).to_datetime64(), "ns")
+    log = standing.log
+    where = members.get_indexer(log["member_id"].astype(str)) if len(log) else np.array([], dtype=np.int64)
+    sent_at = pd.to_datetime(log["ts"]).to_numpy(dtype="datetime64[ns]") if len(log) else np.array([], "M8[ns]")
+    mine = (where >= 0) & (sent_at < now)
+    where, sent_at = where[mine], sent_at[mine]
+    actions = log["action"].to_numpy(dtype=object)[mine] if len(log) else np.array([], dtype=object)
+    capped = np.zeros(len(members), dtype=bool)
     for cap in policy.caps:
-        since = pd.Timestamp(datetime.combine(at.date() - timedelta(days=cap.days - 1), datetime.min.time()))
-        sent = log[log["ts"] >= since].groupby("member_id").size().reindex(members, fill_value=0)
-        capped |= sent >= cap.at_most
+        since = np.datetime64(datetime.combine(at.date() - timedelta(days=cap.days - 1), datetime.min.time()), "ns")
+        capped |= np.bincount(where[sent_at >= since], minlength=len(members)) >= cap.at_most
+    blocked = _cooled_off(policy, now, members, standing, where, sent_at, actions)
+    consent = standing.consents.reindex(members)
+    marketing = consent["consent_marketing"].to_numpy(dtype=object, na_value=None)
     quiet = policy.quiet_hours.holds(at.hour)
-    rows = []
-    for name, channel in policy.channels.items():
-        agreed = consent[channel.consent].fillna(consent["consent_marketing"]).fillna(False).astype(bool)
-        reason = pd.Series(None, index=members, dtype=object)
-        reason[~agreed.to_numpy()] = CONSENT
-        reason[reason.isna() & blocked] = COOL_OFF
-        reason[reason.isna() & capped] = CAP
+    reasons = []
+    for channel in policy.channels.values():
+        own = consent[channel.consent].to_numpy(dtype=object, na_value=None)
+        agreed = np.array([bool(o) if o is not None else bool(m) for o, m in zip(own, marketing, strict=True)], bool)
+        reason = np.full(len(members), None, dtype=object)
+        reason[~agreed] = CONSENT
+        reason[(reason == None) & blocked] = COOL_OFF  # noqa: E711 (elementwise)
+        reason[(reason == None) & capped] = CAP  # noqa: E711
         if quiet:
-            reason[reason.isna()] = QUIET_HOURS
-        rows.append(pd.DataFrame({"member_id": members, "channel": name, "reason": reason.to_numpy()}))
-    out = pd.concat(rows, ignore_index=True)
-    out["allowed"] = out["reason"].isna()
-    return out[["member_id", "channel", "allowed", "reason"]]
+            reason[reason == None] = QUIET_HOURS  # noqa: E711
+        reasons.append(reason)
+    reason = np.concatenate(reasons) if reasons else np.array([], dtype=object)
+    return pd.DataFrame(
+        {
+            "member_id": np.tile(members.to_numpy(dtype=object), len(policy.channels)),
+            "channel": np.repeat(np.array(list(policy.channels), dtype=object), len(members)),
+            "allowed": reason == None,  # noqa: E711
+            "reason": reason,
+        }
+    )
 
 
-def _log(dataset: Dataset) -> pd.DataFrame:
-    return dataset.read("contacts", ["member_id", "ts", "channel", "action"])
-
-
-def _consents(dataset: Dataset, members: pd.Index) -> pd.DataFrame:
+def _consents(dataset: Dataset) -> pd.DataFrame:
     """Every consent column per member: True, False or NA (not recorded)."""
     stored = dataset.read("members") if dataset.has("members") else pd.DataFrame({"member_id": []})
     stored = stored.assign(member_id=stored["member_id"].astype(str)).drop_duplicates("member_id", keep="last")
     stored = stored.set_index("member_id")
     return pd.DataFrame(
-        {
-            c: (stored[c] if c in stored else pd.Series(dtype="boolean")).astype("boolean").reindex(members)
-            for c in CONSENTS
-        }
+        {c: (stored[c] if c in stored else pd.Series(None, index=stored.index)).astype("boolean") for c in CONSENTS},
+        index=stored.index,
     )
 
 
 def _cooled_off(
-    dataset: Dataset, policy: OutreachPolicy, at: datetime, members: pd.Index, log: pd.DataFrame
-) -> pd.Series:
+    policy: OutreachPolicy,
+    now: np.datetime64,
+    members: pd.Index,
+    standing: Standing,
+    where: np.ndarray,
+    sent_at: np.ndarray,
+    actions: np.ndarray,
+) -> np.ndarray:
     """Members in a cool-off: a complaint or dispute within `complaint_days`, or an offer within
-    `unanswered_offer_days` with no order since it."""
-    blocked = pd.Series(False, index=members)
-    now = pd.Timestamp(at)
-    if dataset.has("feedback") and policy.cool_offs.complaint_days:
-        feedback = dataset.read("feedback", ["member_id", "ts", "kind"])
-        since = now - pd.Timedelta(days=policy.cool_offs.complaint_days)
-        recent = feedback[
-            feedback["kind"].isin(["complaint", "dispute"]) & (feedback["ts"] >= since) & (feedback["ts"] < now)
-        ]
-        blocked |= members.isin(set(recent["member_id"].astype(str)))
+    `unanswered_offer_days` with no order since it. (`where`, `sent_at`, `actions`: the members' contacts.)"""
+    blocked = np.zeros(len(members), dtype=bool)
+    if policy.cool_offs.complaint_days:
+        last = standing.complaints.reindex(members).to_numpy(dtype="datetime64[ns]")
+        blocked |= last >= now - np.timedelta64(policy.cool_offs.complaint_days, "D")
     if policy.cool_offs.unanswered_offer_days:
-        since = now - pd.Timedelta(days=policy.cool_offs.unanswered_offer_days)
-        offers = log[(log["action"] == "offer") & (log["ts"] >= since)].groupby("member_id")["ts"].max()
-        if len(offers):
-            orders = dataset.read("orders", ["member_id", "ts"]) if dataset.has("orders") else pd.DataFrame()
-            last_order = orders[orders["ts"] < now].groupby("member_id")["ts"].max() if len(orders) else pd.Series()
-            answered = last_order.reindex(offers.index) > offers
-            blocked |= members.isin(set(offers.index[~answered.fillna(False).astype(bool)].astype(str)))
+        recent = (actions == "offer") & (sent_at >= now - np.timedelta64(policy.cool_offs.unanswered_offer_days, "D"))
+        offered = np.full(len(members), np.datetime64("NaT"), dtype="datetime64[ns]")
+        if recent.any():
+            latest = pd.Series(sent_at[recent]).groupby(where[recent]).max()
+            offered[latest.index.to_numpy()] = latest.to_numpy(dtype="datetime64[ns]")
+        ordered = standing.last_orders.reindex(members).to_numpy(dtype="datetime64[ns]")
+        blocked |= ~np.isnat(offered) & ~(ordered > offered)
     return blocked

@@ -35,6 +35,7 @@ WRONG_TYPES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "/churn": ({"member_ids": [1]}, {"member_ids[0]"}),
     "/value": ({"member_ids": []}, {"member_ids"}),
     "/profile": ({"member_ids": [""]}, {"member_ids[0]"}),
+    "/next_action": ({"member_id": 7, "at": "noon"}, {"member_id", "at"}),
     "/recommend_products": ({"member_ids": ["M000001"], "k": 0}, {"k"}),
     "/recommend_content": (
         {"member_ids": ["M000001"], "include_seen": "maybe", "published_since": "soon"},

@@ -117,6 +117,7 @@ VALID_BODIES = {
     "/churn": {"member_ids": ["M000001"]},
     "/value": {"member_ids": ["M000001"]},
     "/profile": {"member_ids": ["M000001"]},
+    "/next_action": {"member_id": "M000001"},
     "/recommend_products": {"member_ids": ["M000001"], "k": 3},
     "/recommend_content": {"member_ids": ["M000001"], "k": 3},
     "/recommend": {"kind": "product-recs", "member_ids": ["M000001"]},

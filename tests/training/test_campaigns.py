@@ -25,6 +25,7 @@ from serving.models.champions import Champions, load_champions
 from serving.models.kinds import UPLIFT
 from serving.outreach.plan import plan_day
 from serving.outreach.policy import load_policy
+from serving.state import load_state, member_next_action, post_events
 from tests.conftest import synthetic
 from training.job import TrainSettings, train
 from training.uplift.data import campaign_data
@@ -273,6 +274,21 @@ def test_the_days_plan_offers_within_consent_caps_and_quiet_hours_with_a_stable_
     assert capped.planned == 10 and capped.left_out["budget"] == summary.planned - 10
     best = plan[~plan["holdout"]].head(10)["member_id"].tolist()
     assert pd.read_csv(tmp_path / "capped.csv").query("~holdout")["member_id"].tolist() == best
+    # the service's next action for a member is what the plan chose for them, and a contact it is told of counts
+    state = load_state(camp.home, "camp")
+    planned = plan.set_index("member_id")
+    for member in planned.index[:40]:
+        answer = member_next_action(state, member, monday)
+        row = planned.loc[member]
+        assert answer["holdout"] == bool(row["holdout"])
+        if not row["holdout"]:
+            assert (answer["action"], answer["channel"]) == (row["action"], row["channel"])
+            assert answer["expected_gain"] == pytest.approx(row["expected_gain"], abs=1e-3)
+    member = next(m for m in planned.index if not planned.loc[m, "holdout"])
+    contact = {"member_id": member, "ts": "2025-09-01T09:00:00", "channel": "sms", "action": "offer"}
+    post_events(state, {"contacts": [contact]})
+    told = member_next_action(state, member, monday)
+    assert told["action"] == "nothing" and told["why"] in ("cap", "cool-off")
     # a plan recorded as sent counts: later that day nobody it contacted is contacted again
     record_plan_file(camp, tmp_path / "plan.csv", monday, "monday")
     later = plan_day(camp, policy, monday.replace(hour=15), tmp_path / "later.csv")

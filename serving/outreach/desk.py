@@ -1,0 +1,111 @@
+"""The next action for one member, in real time (`POST /next_action`): the day's plan (plan.py) asked for one
+member, against the live contact log.
+
+The serving state holds a desk: the contact policy, what the rules read about members as of the service's start
+(consents, complaints, last orders, the contact log: policy.Standing) and what was posted since (contacts and
+orders that reach the online store, from this worker, the journal or Redis). A contact posted to `/events` counts
+in the member's next answer, so a second ask the same day finds the member capped.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.dataset.campaigns import split_position
+from features.dataset.events import Journal
+from features.dataset.store import Dataset
+from serving.outreach.plan import HOLDOUT_SALT, NO_RESPONSES, choose, offer_worth
+from serving.outreach.policy import OutreachPolicy, Standing, verdicts
+
+FAR_FUTURE = datetime(9999, 1, 1)
+LOG_COLUMNS = ["member_id", "ts", "channel", "action"]
+
+
+class OutreachDesk:
+    def __init__(self, dataset: Dataset, policy: OutreachPolicy, key: bytes, typical_basket: float) -> None:
+        self.policy, self.key, self.typical_basket = policy, key, typical_basket
+        standing = Standing.of(dataset, FAR_FUTURE)
+        self.consents, self.complaints = standing.consents, standing.complaints
+        self.last_orders = standing.last_orders.to_dict()
+        log = standing.log.assign(member_id=standing.log["member_id"].astype(str)).sort_values("member_id")
+        # The log as sorted arrays: one member's contacts are a slice found by binary search.
+        self._members = log["member_id"].to_numpy(dtype=str)
+        self._columns = {c: log[c].to_numpy() for c in LOG_COLUMNS}
+        self.live: dict[str, list[tuple[Any, ...]]] = {}  # member -> contacts posted since the start
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self.add(Journal(dataset.home, dataset.name).pending()[0])  # taken, not yet in the tables
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        """Contacts and orders posted since the start (each entry once, however often it is heard)."""
+        with self._lock:
+            for entry in entries:
+                if entry["table"] not in ("contacts", "orders") or entry["key"] in self._seen:
+                    continue
+                self._seen.add(entry["key"])
+                row = entry["row"]
+                member = row.get("member_id")
+                if member is None:
+                    continue
+                ts = pd.Timestamp(row["ts"])
+                if entry["table"] == "contacts":
+                    self.live.setdefault(str(member), []).append((str(member), ts, row["channel"], row["action"]))
+                elif str(member) not in self.last_orders or ts > self.last_orders[str(member)]:
+                    self.last_orders[str(member)] = ts
+
+    def standing(self, member: str) -> Standing:
+        """What the rules read about one member now."""
+        first, last = np.searchsorted(self._members, member, "left"), np.searchsorted(self._members, member, "right")
+        base = pd.DataFrame({c: values[first:last] for c, values in self._columns.items()})
+        with self._lock:
+            live = pd.DataFrame(self.live.get(member, []), columns=LOG_COLUMNS)
+            last_order = self.last_orders.get(member)
+        if not len(live):
+            log = base[LOG_COLUMNS]
+        elif not len(base):
+            log = live
+        else:
+            log = pd.concat([base[LOG_COLUMNS], live], ignore_index=True)
+        return Standing(
+            self.consents.reindex([member]),
+            self.complaints.reindex([member]).dropna(),
+            pd.Series({member: last_order} if last_order is not None else {}, dtype="datetime64[ns]"),
+            log,
+        )
+
+    def next_action(
+        self, member: str, at: datetime, uplift: float | None, basket: float | None, unavailable: dict[str, str]
+    ) -> dict[str, Any]:
+        """The member's action now: what the day's plan would choose for them, or nothing and why. `uplift`: the
+        uplift champion's lift for the member (None: no such champion); `basket`: their average basket."""
+        allowed = verdicts(self.policy, at, [member], self.standing(member))
+        gains: dict[str, np.ndarray] = {}
+        if uplift is not None and "offer" in self.policy.actions:
+            worth = offer_worth(pd.Series([basket], dtype=float), self.typical_basket)
+            gains["offer"] = np.asarray([uplift], dtype=float) * worth - self.policy.actions["offer"].cost
+        chosen, reasons = choose([member], gains, allowed, self.policy)
+        holdout = bool(split_position(self.key, [member], HOLDOUT_SALT)[0] < self.policy.holdout)
+        answer: dict[str, Any] = {"member_id": member, "at": at.isoformat(timespec="seconds"), "holdout": holdout}
+        if chosen and not holdout:
+            _, action, channel, item, gain = chosen[0]
+            return {**answer, "action": action, "channel": channel, "item_id": item, "expected_gain": gain}
+        why = "held out: kept uncontacted to measure what outreach does" if chosen else next(iter(reasons))
+        return {
+            **answer,
+            "action": "nothing",
+            "channel": None,
+            "item_id": None,
+            "expected_gain": 0.0,
+            "why": why,
+            "unavailable": unavailable,
+            "channels": {r.channel: r.reason for r in allowed.itertuples() if not r.allowed},
+        }
+
+
+def push_reasons(policy: OutreachPolicy) -> dict[str, str]:
+    return {push: NO_RESPONSES for push in ("product-push", "content-push") if push in policy.actions}
