@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from features.common.errors import DataError
 from features.common.home import StateHome
@@ -196,8 +197,13 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         state.profile_error = str(exc)
         _LOG.warning("no member profiles until this is fixed: %s", exc)
     try:  # a bad contact policy leaves the service without next actions, not without predictions
-        features = snapshot.features()
-        desk = OutreachDesk(dataset, load_policy(), pseudonym_key(home), typical_basket(features))
+        # One column of the snapshot, not its rows: start-up time does not grow with the community.
+        held = "avg_basket" in table.columns
+        baskets = pd.read_parquet(snapshot.features_path, columns=["avg_basket"])["avg_basket"] if held else None
+        since = datetime.combine(as_of, datetime.min.time())
+        desk = OutreachDesk(
+            dataset, load_policy(), pseudonym_key(home), 0.0 if baskets is None else typical_basket(baskets), since
+        )
         online.listeners.append(desk.add)
         state.outreach = desk
     except DataError as exc:

@@ -158,6 +158,10 @@ class Dataset:
     def has(self, table: str) -> bool:
         return self.table_path(table).exists()
 
+    def columns(self, table: str) -> set[str]:
+        """The columns the stored table has (none where the dataset has no such table)."""
+        return set(pq.read_schema(self.table_path(table)).names) if self.has(table) else set()
+
     def read(self, table: str, columns: list[str] | None = None, filters: list[Any] | None = None) -> pd.DataFrame:
         """The canonical table, typed; an empty typed frame when the dataset has no such table."""
         spec = TABLES[table]

@@ -45,9 +45,6 @@ class ProfileRules:
     tags: list[Rule]
     files: dict[str, str]  # segments, tags -> the file each came from
 
-    def reads(self) -> set[str]:
-        return {f for r in [*self.segments, *self.tags] for f in r.reads}
-
     def evaluate(
         self, env: Env, available: set[str]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:

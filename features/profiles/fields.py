@@ -108,7 +108,6 @@ PROFILE_FIELDS += (
         for channel in CONSENT_CHANNELS
     ),
 )
-PROFILE_FIELD_NAMES = tuple(f.name for f in PROFILE_FIELDS)
 
 
 def rule_fields(outputs: dict[str, str]) -> dict[str, str]:

@@ -17,7 +17,6 @@ from datetime import datetime
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset.contract import CONSENT_CHANNELS
@@ -80,16 +79,12 @@ HISTORY_NUMBERS = [
 ]
 
 
-def columns_of(dataset: Dataset, table: str) -> set[str]:
-    return set(pq.read_schema(dataset.table_path(table)).names) if dataset.has(table) else set()
-
-
 def unknowable(dataset: Dataset) -> dict[str, str]:
     """The profile fields this dataset cannot tell, and why (the answer says so rather than leaving a gap). A
     column counts where it holds a value: canonical tables keep every column of the contract."""
 
     def told(table: str, column: str) -> bool:
-        if column not in columns_of(dataset, table):
+        if column not in dataset.columns(table):
             return False
         with duckdb.connect() as con:
             query = f"SELECT 1 FROM read_parquet('{dataset.table_path(table)}') WHERE {column} IS NOT NULL LIMIT 1"
@@ -133,7 +128,7 @@ def member_history(
     con.execute("CREATE TEMP TABLE members AS SELECT member_id, position FROM asked")
     cutoff = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
     weight = f"pow(0.5, date_diff('second', ts, {cutoff}) / 86400.0 / {float(settings.half_life_days)})"
-    order_cols, eng_cols = columns_of(dataset, "orders"), columns_of(dataset, "engagements")
+    order_cols, eng_cols = dataset.columns("orders"), dataset.columns("engagements")
     if order_cols:
         sale = "NOT coalesce(is_return, false)" if "is_return" in order_cols else "true"
         kept = [
@@ -179,7 +174,7 @@ def member_history(
         parts["discounts"] = _discounts(con, settings)
     if "last_contacts" not in missing:
         parts["contacts"] = _contacts(con, dataset, cutoff)
-    consents = [f"consent_{c}" for c in CONSENT_CHANNELS if f"consent_{c}" in columns_of(dataset, "members")]
+    consents = [f"consent_{c}" for c in CONSENT_CHANNELS if f"consent_{c}" in dataset.columns("members")]
     if consents:
         cast = ", ".join(f"CAST({c} AS DOUBLE) AS {c}" for c in consents)
         members = dataset.table_path("members")

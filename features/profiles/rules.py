@@ -69,16 +69,12 @@ class Rule:
     meaning: str
     text: str
     reads: frozenset[str]  # the fields it reads (pct's included)
-    ranked: frozenset[str]  # the fields it reads through pct()
     segments: frozenset[str]  # the segments it reads through segment()
     run: Compiled
 
     def evaluate(self, env: Env) -> Array:
         """True for the members the rule holds for (a bool array of env.size)."""
         return _truth(self.run(env), env.size)
-
-    def describe(self) -> dict[str, str]:
-        return {"name": self.name, "meaning": self.meaning, "rule": self.text}
 
 
 def _truth(value: Any, size: int) -> Array:
@@ -135,7 +131,6 @@ def parse_rule(
         meaning,
         text.strip(),
         frozenset(compiler.reads),
-        frozenset(compiler.ranked),
         frozenset(compiler.segments),
         run,
     )
@@ -148,7 +143,6 @@ class _Compiler:
     def __init__(self, fields: Mapping[str, str], segments: frozenset[str], where: str) -> None:
         self.fields, self.known_segments, self.where = fields, segments, where
         self.reads: set[str] = set()
-        self.ranked: set[str] = set()
         self.segments: set[str] = set()
 
     def fail(self, message: str) -> DataError:
@@ -230,7 +224,6 @@ class _Compiler:
             return (lambda env: _known(read(env))), "bool"
         if self.fields[arg.id] != "number":
             raise self.fail(f"{ast.unparse(node)!r}: pct() ranks numbers; {arg.id} is text")
-        self.ranked.add(arg.id)
         column = arg.id
 
         def percentile(env: Env) -> Array:

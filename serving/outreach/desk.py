@@ -20,16 +20,17 @@ from features.dataset.campaigns import split_position
 from features.dataset.events import Journal
 from features.dataset.store import Dataset
 from serving.outreach.plan import HOLDOUT_SALT, NO_RESPONSES, choose, offer_worth
-from serving.outreach.policy import OutreachPolicy, Standing, verdicts
-
-FAR_FUTURE = datetime(9999, 1, 1)
-LOG_COLUMNS = ["member_id", "ts", "channel", "action"]
+from serving.outreach.policy import LOG_COLUMNS, OutreachPolicy, Standing, verdicts
 
 
 class OutreachDesk:
-    def __init__(self, dataset: Dataset, policy: OutreachPolicy, key: bytes, typical_basket: float) -> None:
+    def __init__(
+        self, dataset: Dataset, policy: OutreachPolicy, key: bytes, typical_basket: float, since: datetime
+    ) -> None:
+        """`since`: the earliest time it will be asked about (the served snapshot's as-of date): what the rules
+        read from then on is read from the tables once, the rest is heard as it is posted."""
         self.policy, self.key, self.typical_basket = policy, key, typical_basket
-        standing = Standing.of(dataset, FAR_FUTURE)
+        standing = Standing.of(dataset, policy, since, None)
         self.consents, self.complaints = standing.consents, standing.complaints
         self.last_orders = standing.last_orders.to_dict()
         log = standing.log.assign(member_id=standing.log["member_id"].astype(str)).sort_values("member_id")
@@ -63,14 +64,14 @@ class OutreachDesk:
         first, last = np.searchsorted(self._members, member, "left"), np.searchsorted(self._members, member, "right")
         base = pd.DataFrame({c: values[first:last] for c, values in self._columns.items()})
         with self._lock:
-            live = pd.DataFrame(self.live.get(member, []), columns=LOG_COLUMNS)
+            live = pd.DataFrame(self.live.get(member, []), columns=list(LOG_COLUMNS))
             last_order = self.last_orders.get(member)
         if not len(live):
-            log = base[LOG_COLUMNS]
+            log = base[list(LOG_COLUMNS)]
         elif not len(base):
             log = live
         else:
-            log = pd.concat([base[LOG_COLUMNS], live], ignore_index=True)
+            log = pd.concat([base[list(LOG_COLUMNS)], live], ignore_index=True)
         return Standing(
             self.consents.reindex([member]),
             self.complaints.reindex([member]).dropna(),

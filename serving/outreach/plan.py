@@ -105,15 +105,14 @@ def _offer_gain(dataset: Dataset, features: pd.DataFrame) -> np.ndarray:
     """The uplift champion's lift in each member's chance to buy x what a purchase is worth for them."""
     champion = load_champions(dataset.home, dataset.name, [UPLIFT])[UPLIFT]
     lift = np.asarray(champion.model.predict(features), dtype=float)  # type: ignore[union-attr]
-    return lift * offer_worth(features.get("avg_basket"), typical_basket(features))
+    baskets = features.get("avg_basket")
+    return lift * offer_worth(baskets, 0.0 if baskets is None else typical_basket(baskets))
 
 
-def typical_basket(features: pd.DataFrame) -> float:
+def typical_basket(baskets: pd.Series) -> float:
     """The population's median basket: what a purchase is worth for a member with none of their own."""
-    if "avg_basket" not in features:
-        return 0.0
-    basket = pd.to_numeric(features["avg_basket"], errors="coerce")
-    return float(basket[basket > 0].median()) if (basket > 0).any() else 0.0
+    values = pd.to_numeric(baskets, errors="coerce")
+    return float(values[values > 0].median()) if (values > 0).any() else 0.0
 
 
 def offer_worth(basket: pd.Series | None, typical: float) -> np.ndarray:

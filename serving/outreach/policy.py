@@ -24,6 +24,7 @@ from features.dataset.store import Dataset
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "outreach.yaml"
 CONSENTS = ("consent_marketing", *(f"consent_{c}" for c in CONSENT_CHANNELS))
+LOG_COLUMNS = ("member_id", "ts", "channel", "action")  # what the rules read of the contact log
 # Why a member is not contacted by a channel, in the order they are checked (the first that applies is named).
 CONSENT, COOL_OFF, CAP, QUIET_HOURS = "consent", "cool-off", "cap", "quiet hours"
 
@@ -93,6 +94,12 @@ class OutreachPolicy(BaseModel):
     cool_offs: CoolOffs = CoolOffs()
     holdout: float = Field(0.05, ge=0, lt=1, description="share of members kept uncontacted, for measurement")
 
+    def window_days(self) -> int:
+        """How far back any rule looks: the longest cap or cool-off."""
+        return max(
+            [1, self.cool_offs.complaint_days, self.cool_offs.unanswered_offer_days, *(c.days for c in self.caps)]
+        )
+
     @model_validator(mode="after")
     def _channels_declared(self) -> OutreachPolicy:
         if not self.channels:
@@ -124,18 +131,30 @@ class Standing:
     log: pd.DataFrame
 
     @classmethod
-    def of(cls, dataset: Dataset, at: datetime, contacts: pd.DataFrame | None = None) -> Standing:
-        """From the dataset's tables, before `at` (`contacts`: another log to count instead of the dataset's)."""
-        now = pd.Timestamp(at)
-        feedback = dataset.read("feedback", ["member_id", "ts", "kind"])
-        complained = feedback[feedback["kind"].isin(["complaint", "dispute"]) & (feedback["ts"] < now)]
-        orders = dataset.read("orders", ["member_id", "ts"])
-        orders = orders[(orders["ts"] < now) & orders["member_id"].notna()]
+    def of(
+        cls,
+        dataset: Dataset,
+        policy: OutreachPolicy,
+        since: datetime,
+        until: datetime,
+        contacts: pd.DataFrame | None = None,
+    ) -> Standing:
+        """From the dataset's tables: what the rules read for contacts sent from `since` to `until`, and no more
+        (complaints, offers and orders within the policy's longest window before `since`; the members' consent
+        columns alone): a service reads it at start, whatever the size of its history. `contacts`: another log
+        to count instead of the dataset's; `until` None: everything stored."""
+        window = [("ts", ">=", pd.Timestamp(since) - pd.Timedelta(days=policy.window_days()))]
+        if until is not None:
+            window.append(("ts", "<", pd.Timestamp(until)))
+        feedback = dataset.read("feedback", ["member_id", "ts", "kind"], filters=window)
+        complained = feedback[feedback["kind"].isin(["complaint", "dispute"])]
+        orders = dataset.read("orders", ["member_id", "ts"], filters=window).dropna(subset=["member_id"])
+        log = contacts if contacts is not None else dataset.read("contacts", list(LOG_COLUMNS), filters=window)
         return cls(
             _consents(dataset),
             complained.assign(member_id=complained["member_id"].astype(str)).groupby("member_id")["ts"].max(),
             orders.assign(member_id=orders["member_id"].astype(str)).groupby("member_id")["ts"].max(),
-            contacts if contacts is not None else dataset.read("contacts", ["member_id", "ts", "channel", "action"]),
+            log,
         )
 
 
@@ -145,7 +164,7 @@ def reachable(
     """For every member and channel: `allowed`, and `reason` (the first rule that forbids it, else None), for a
     contact sent at `at`, from the dataset's tables. `contacts`: the contact log to count (default: the
     dataset's), so a plan can count the contacts it has planned already."""
-    return verdicts(policy, at, member_ids, Standing.of(dataset, at, contacts))
+    return verdicts(policy, at, member_ids, Standing.of(dataset, policy, at, at, contacts))
 
 
 def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standing: Standing) -> pd.DataFrame:
@@ -190,8 +209,12 @@ def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standi
 
 
 def _consents(dataset: Dataset) -> pd.DataFrame:
-    """Every consent column per member: True, False or NA (not recorded)."""
-    stored = dataset.read("members") if dataset.has("members") else pd.DataFrame({"member_id": []})
+    """Every consent column per member: True, False or NA (not recorded); the members table's consent columns
+    alone are read."""
+    held = [c for c in CONSENTS if c in dataset.columns("members")]
+    stored = (
+        dataset.read("members", ["member_id", *held]) if dataset.has("members") else pd.DataFrame({"member_id": []})
+    )
     stored = stored.assign(member_id=stored["member_id"].astype(str)).drop_duplicates("member_id", keep="last")
     stored = stored.set_index("member_id")
     return pd.DataFrame(
