@@ -123,8 +123,8 @@ class Profiler:
             outputs["tier"] = np.array([s.get("tier") for s in scores], dtype=object)
         columns: dict[str, np.ndarray] = {**features, **outputs}
         for f in PROFILE_FIELDS:
-            if f.column in history:
-                columns[f.name] = history[f.column]
+            if f.column in history or f.column in features:
+                columns[f.name] = history[f.column] if f.column in history else features[f.column]
         learned = self.book.learned
         if learned is not None:
             columns["learned_segment"] = learned.assign(columns)
@@ -143,8 +143,8 @@ class Profiler:
         channel = [
             None if c is None else {"channel": c, "share": share}
             for c, share in zip(
-                _texts(history.get("preferred_channel"), n),
-                _numbers(history.get("preferred_channel_share"), n),
+                _texts(features.get("channel_main"), n),
+                _numbers(features.get("channel_main_share"), n),
                 strict=True,
             )
         ]

@@ -27,7 +27,7 @@ from features.dataset.store import Dataset, made_once, write_parquet_atomic
 from features.profiles.history import HISTORY_TEXT, WEEKDAYS, ProfileSettings, member_history, unknowable
 from features.profiles.learned import LearnedTypes, learn
 
-BOOK_LAYOUT = 2  # 2: the last contacts and consent per channel
+BOOK_LAYOUT = 3  # 2: the last contacts and consent per channel; 3: the channel read from the features
 GRID = 1001  # points of each percentile grid: pct() is exact to a thousandth
 
 

@@ -17,7 +17,7 @@ Kind = Literal["number", "text"]
 class ProfileField:
     name: str
     kind: Kind
-    column: str  # the history column (or the profile's own) it reads
+    column: str  # the history column (features/profiles/history.py) or the snapshot's feature it reads
     group: str  # the answer's field it belongs to (what history.unknowable names when the data cannot tell it)
     meaning: str
 
@@ -50,12 +50,12 @@ PROFILE_FIELDS: tuple[ProfileField, ...] = (
     ProfileField(
         "preferred_channel",
         "text",
-        "preferred_channel",
+        "channel_main",  # the snapshot's feature: the channel of most of the member's orders
         "preferred_channel",
         "the order channel of most of their orders",
     ),
     ProfileField(
-        "preferred_channel_share", "number", "preferred_channel_share", "preferred_channel", "its share of their orders"
+        "preferred_channel_share", "number", "channel_main_share", "preferred_channel", "its share of their orders"
     ),
     ProfileField(
         "active_hour", "number", "active_hour_1", "active_hours", "the hour of day (0-23) of most of their activity"

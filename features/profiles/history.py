@@ -1,5 +1,5 @@
 """What a member's history says about them as of T, for the member profile: favourite categories, topics and
-content types, the preferred channel, the hours and weekdays they are active, and how much of their buying is
+content types, the hours and weekdays they are active, and how much of their buying is
 discounted. One DuckDB pass over the dataset's tables (events before T only), one row per member.
 
 Favourites may weigh each event by its age (half-life `ProfileSettings.half_life_days`: chosen on validation
@@ -62,12 +62,10 @@ FAVOURITES = (
 CONTACT_PARTS = ("ts", "channel", "action")  # what an answer says of each of the last contacts
 HISTORY_TEXT = [
     *(f"{r.field}_{i}" for r in FAVOURITES for i in range(1, TOP + 1)),
-    "preferred_channel",
     *(f"last_contact_{i}_{part}" for i in range(1, TOP + 1) for part in CONTACT_PARTS),
 ]
 HISTORY_NUMBERS = [
     *[f"{r.field}_{i}_share" for r in FAVOURITES for i in range(1, TOP + 1)],
-    "preferred_channel_share",
     *[f"active_hour_{i}" for i in range(1, TOP + 1)],
     *[f"active_weekday_{i}" for i in range(1, TOP + 1)],
     "discounted_share",
@@ -157,10 +155,6 @@ def member_history(
             takes = f"""SELECT e.member_id, c.{column} AS choice, sum({weight}) AS w
                 FROM e JOIN contents_latest_{column} c USING (content_id) WHERE c.{column} IS NOT NULL GROUP BY ALL"""
             parts[column] = _top_table(con, column, takes, field, TOP)
-    if "preferred_channel" not in missing:
-        per_channel = """SELECT member_id, channel AS choice, count(DISTINCT visit) AS w
-            FROM o WHERE channel IS NOT NULL GROUP BY ALL"""
-        parts["channel"] = _top_table(con, "channel", per_channel, "preferred_channel", 1)
     if "active_hours" not in missing:
         # An order counts once however many lines it has; every engagement counts.
         visits = "SELECT DISTINCT member_id, visit, ts FROM o"

@@ -71,18 +71,20 @@ def test_favourites_and_discounted_shares_are_what_the_tables_say(club: Dataset)
     assert m1["favourite_categories_2_share"] == pytest.approx(40 / 100)
     assert (m1["favourite_topics_1"], m1["favourite_topics_1_share"]) == ("snacks", pytest.approx(2 / 3))
     assert m1["favourite_content_types_1"] == "knowledge"
-    assert (m1["preferred_channel"], m1["preferred_channel_share"]) == ("app", pytest.approx(2 / 3))
     assert m1["active_hour_1"] == 21 and m1["active_hour_2"] == 20  # three engagements at 21, two orders at 20
     # Discounts: 5 taken off a 25 line of 105 at list price; one order of three discounted.
     assert m1["discounted_share"] == pytest.approx(25 / 105)
     assert m1["discounted_order_share"] == pytest.approx(1 / 3)
     assert m1["price_sensitivity"] == pytest.approx((25 / 105 + 1 / 3) / 2)  # no shrinkage: prior_orders 0
     assert history.loc["M2", "discounted_share"] == pytest.approx(1.0)
-    assert history.loc["M2", "preferred_channel"] == "store"
     assert (
         pd.isna(history.loc["M3", "favourite_categories_1"]) and history.loc["M3", "favourite_topics_1"] == "beverages"
     )
     assert history.loc["M4"].drop(["price_sensitivity", "priced_orders"]).isna().all()
+    # The preferred channel is the snapshot's own feature (channel_main): app for two of M1's three orders.
+    profiles = {p["member_id"]: p for p in profiled(club, AS_OF)[0]}
+    assert profiles["M1"]["preferred_channel"] == {"channel": "app", "share": round(2 / 3, 4)}
+    assert profiles["M2"]["preferred_channel"]["channel"] == "store"
 
 
 def test_price_sensitivity_is_shrunk_toward_the_population_by_its_evidence(club: Dataset) -> None:
