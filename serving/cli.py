@@ -242,14 +242,12 @@ def winback_command(
     """The win-back push list: churn-risk members with marketing consent, the most valuable (or most persuadable)
     first."""
     from features.pipelines.snapshots import resolve_as_of
-    from serving.models.batch import audience_of, winback
+    from serving.models.batch import winback
 
     with user_errors():
         engines.use(engine)
         target = Dataset(StateHome.from_env(), dataset).require()
-        day = resolve_as_of(target, as_of)
-        among = None if audience is None else set(audience_of(target, day, audience))
-        summary = winback(target, day, out, top, by.value, among)
+        summary = winback(target, resolve_as_of(target, as_of), out, top, by.value, audience)
     console().print(
         f"{summary['members']:,} churn-risk members on the win-back list ({summary['without_consent']:,} without "
         f"marketing consent left out), written to {out}"

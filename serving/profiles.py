@@ -72,26 +72,64 @@ class Profiler:
     def batch(self, features: pd.DataFrame, scores: pd.DataFrame | None) -> list[dict[str, Any]]:
         """Every member of a snapshot's `features` profiled, with `scores` (batch scoring's frame: outputs, tier,
         top_reasons) where there are member champions."""
+        ids, columns, records = self._batch_inputs(features, scores)
+        flags = [False] * len(ids)
+        return self.answers(ids, columns, records, flags, flags)
+
+    def memberships(
+        self, features: pd.DataFrame, scores: pd.DataFrame | None
+    ) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+        """(member ids, segments, tags, rules left out with why): the rules alone, for every member of `features`
+        (an audience, a health breakdown, the columns of a score file need no favourites)."""
+        ids, columns, records = self._batch_inputs(features, scores)
+        _, _, segments, tags, left_out = self._judged(ids, columns, records)
+        return ids, segments, tags, left_out
+
+    def _batch_inputs(
+        self, features: pd.DataFrame, scores: pd.DataFrame | None
+    ) -> tuple[list[str], dict[str, np.ndarray], list[dict[str, Any]]]:
+        """A snapshot's features and batch scores as answers read them: ids, feature columns, /score records."""
         ids = features["member_id"].astype(str).tolist()
         columns = {c: _column(features[c]) for c in self.feature_columns if c in features}
         if scores is None:
-            records: list[dict[str, Any]] = [{} for _ in ids]
-        else:
-            by_member = scores.assign(member_id=scores["member_id"].astype(str)).set_index("member_id")
-            by_member = by_member.reindex(ids)
-            wanted = [
-                c for c in dict.fromkeys([*self.outputs, "recency_days", "tier", "top_reasons"]) if c in by_member
-            ]
-            records = by_member[wanted].astype(object).where(by_member[wanted].notna(), None).to_dict("records")
-            recency = columns.get("recency_days")
-            for i, record in enumerate(records):  # in the order /score answers them
-                reasons = record.pop("top_reasons", None)
-                tier = record.pop("tier", None)
-                if recency is not None:
-                    record["recency_days"] = None if recency[i] != recency[i] else float(recency[i])
-                record |= {"tier": tier, "top_reasons": reasons.split(", ") if reasons else []}
-        flags = [False] * len(ids)
-        return self.answers(ids, columns, records, flags, flags)
+            return ids, columns, [{} for _ in ids]
+        by_member = scores.assign(member_id=scores["member_id"].astype(str)).set_index("member_id").reindex(ids)
+        wanted = [c for c in dict.fromkeys([*self.outputs, "recency_days", "tier", "top_reasons"]) if c in by_member]
+        records = by_member[wanted].astype(object).where(by_member[wanted].notna(), None).to_dict("records")
+        recency = columns.get("recency_days")
+        for i, record in enumerate(records):  # in the order /score answers them
+            reasons = record.pop("top_reasons", None)
+            tier = record.pop("tier", None)
+            if recency is not None:
+                record["recency_days"] = None if recency[i] != recency[i] else float(recency[i])
+            record |= {"tier": tier, "top_reasons": reasons.split(", ") if reasons else []}
+        return ids, columns, records
+
+    def _judged(
+        self, member_ids: list[str], features: dict[str, np.ndarray], scores: list[dict[str, Any]]
+    ) -> tuple[
+        dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]
+    ]:
+        """(history columns, every field's column, segments, tags, rules left out): what the rules read and say."""
+        positions, found = self.book.rows(member_ids)
+        history = _aligned(found, positions)
+        outputs = {
+            o: np.array([np.nan if s.get(o) is None else s[o] for s in scores], dtype=float)
+            for o in self.outputs
+            if o != "tier"
+        }
+        if "tier" in self.outputs:
+            outputs["tier"] = np.array([s.get("tier") for s in scores], dtype=object)
+        columns: dict[str, np.ndarray] = {**features, **outputs}
+        for f in PROFILE_FIELDS:
+            if f.column in history or f.column in features:
+                columns[f.name] = history[f.column] if f.column in history else features[f.column]
+        if self.book.learned is not None:
+            columns["learned_segment"] = self.book.learned.assign(columns)
+        segments, tags, left_out = self.rules.evaluate(
+            Env(len(member_ids), columns, self.book.quantiles), self.available
+        )
+        return history, columns, segments, tags, left_out
 
     @cached_property
     def available(self) -> set[str]:
@@ -112,24 +150,8 @@ class Profiler:
         """Each member's profile: `features`, their current feature columns; `scores`, what /score answers for
         them (outputs, tier, top_reasons); `cold`, whether the snapshot does not know them."""
         n = len(member_ids)
-        positions, found = self.book.rows(member_ids)
-        history = _aligned(found, positions)
-        outputs = {
-            o: np.array([np.nan if s.get(o) is None else s[o] for s in scores], dtype=float)
-            for o in self.outputs
-            if o != "tier"
-        }
-        if "tier" in self.outputs:
-            outputs["tier"] = np.array([s.get("tier") for s in scores], dtype=object)
-        columns: dict[str, np.ndarray] = {**features, **outputs}
-        for f in PROFILE_FIELDS:
-            if f.column in history or f.column in features:
-                columns[f.name] = history[f.column] if f.column in history else features[f.column]
+        history, columns, segments, tags, left_out = self._judged(member_ids, features, scores)
         learned = self.book.learned
-        if learned is not None:
-            columns["learned_segment"] = learned.assign(columns)
-        env = Env(n, columns, self.book.quantiles)
-        segments, tags, left_out = self.rules.evaluate(env, self.available)
         unknown = {**self.book.unknowable, **left_out}
         if learned is None:
             unknown["learned_segment"] = "the members carry an operator persona: the segments are the declared ones"
@@ -154,7 +176,7 @@ class Profiler:
             k: _numbers(history.get(k), n) for k in ("price_sensitivity", "discounted_share", "discounted_order_share")
         }
         priced = _texts(history.get("priced_orders"), n, int)
-        held_segments, held_tags = _names(segments, n), _names(tags, n)
+        held_segments, held_tags = held_names(segments, n), held_names(tags, n)
         types = _texts(columns.get("learned_segment"), n, str)
         cold_unknown = {**unknown, "history": "the snapshot does not know them"}
         out = []
@@ -260,7 +282,7 @@ def _contacts(history: dict[str, np.ndarray], n: int) -> list[list[dict[str, Any
     ]
 
 
-def _names(held: dict[str, np.ndarray], n: int) -> list[list[str]]:
+def held_names(held: dict[str, np.ndarray], n: int) -> list[list[str]]:
     """Each member's names of the rules that hold for them, in the rules' order."""
     out: list[list[str]] = [[] for _ in range(n)]
     for name, truth in held.items():

@@ -26,7 +26,7 @@ from serving.models.champions import Champion, Champions, load_champions, untrai
 from serving.models.kinds import UPLIFT, VALUE, ModelKind, Task, kinds_of
 from serving.models.tiers import TierSettings, member_tiers, score_snapshot, tier_shares, tiers_unavailable
 from serving.prediction_log import PredictionLog
-from serving.profiles import Profiler, flattened, profile_rules
+from serving.profiles import Profiler, flattened, held_names, profile_rules
 
 
 class ScoreSummary(BaseModel):
@@ -149,34 +149,55 @@ class ProfileSummary(BaseModel):
     out: str
 
 
-def profiled(
-    dataset: Dataset, as_of: date, scores: pd.DataFrame | None = None, champions: Champions | None = None
-) -> tuple[list[dict[str, Any]], Champions]:
-    """Every member's profile as of `as_of` (features/profiles, serving/profiles.py): scored by the member
-    champions there are, unless `scores` (batch scoring's frame) is given."""
-    champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member), optional=True)
-    if scores is None and champions.of(Task.member):
-        scores, _ = score_members(dataset, as_of, champions=champions)
+def _profiler(dataset: Dataset, as_of: date, champions: Champions) -> tuple[Profiler, pd.DataFrame]:
+    """The profiler of the snapshot as of `as_of` for these champions' outputs, and the snapshot's features."""
     features = snapshot_features(dataset, as_of)
     outputs = [c.kind.output for c in champions.of(Task.member)]
     if tiers_unavailable(champions) is None:
         outputs.append("tier")
     columns = [c for c in features.columns if c != "member_id"]
-    profiler = Profiler.open(dataset, Snapshot(dataset, as_of), profile_rules(), columns, outputs)
+    return Profiler.open(dataset, Snapshot(dataset, as_of), profile_rules(), columns, outputs), features
+
+
+def _scored(
+    dataset: Dataset, as_of: date, scores: pd.DataFrame | None, champions: Champions | None
+) -> tuple[pd.DataFrame | None, Champions]:
+    """Batch scores (those given, else the member champions' there are) and the champions."""
+    champions = champions or load_champions(dataset.home, dataset.name, kinds_of(Task.member), optional=True)
+    if scores is None and champions.of(Task.member):
+        scores, _ = score_members(dataset, as_of, champions=champions)
+    return scores, champions
+
+
+def profiled(
+    dataset: Dataset, as_of: date, scores: pd.DataFrame | None = None, champions: Champions | None = None
+) -> tuple[list[dict[str, Any]], Champions]:
+    """Every member's profile as of `as_of` (features/profiles, serving/profiles.py): scored by the member
+    champions there are, unless `scores` (batch scoring's frame) is given."""
+    scores, champions = _scored(dataset, as_of, scores, champions)
+    profiler, features = _profiler(dataset, as_of, champions)
     with step(f"answering {len(features):,} members' profiles"):
         return profiler.batch(features, scores), champions
 
 
+def segment_table(
+    dataset: Dataset, as_of: date, scores: pd.DataFrame | None = None, champions: Champions | None = None
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """member_id, segments and tags (lists) of every member, and the rules left out with why: the rules alone,
+    without the rest of a profile."""
+    scores, champions = _scored(dataset, as_of, scores, champions)
+    profiler, features = _profiler(dataset, as_of, champions)
+    ids, segments, tags, left_out = profiler.memberships(features, scores)
+    frame = pd.DataFrame(
+        {"member_id": ids, "segments": held_names(segments, len(ids)), "tags": held_names(tags, len(ids))}
+    )
+    return frame, left_out
+
+
 def segment_columns(dataset: Dataset, as_of: date, scores: pd.DataFrame, champions: Champions) -> pd.DataFrame:
     """member_id, segments and tags (|-separated): the columns batch scoring adds to every member's row."""
-    profiles, _ = profiled(dataset, as_of, scores, champions)
-    return pd.DataFrame(
-        {
-            "member_id": [p["member_id"] for p in profiles],
-            "segments": ["|".join(p["segments"]) for p in profiles],
-            "tags": ["|".join(p["tags"]) for p in profiles],
-        }
-    )
+    frame, _ = segment_table(dataset, as_of, scores, champions)
+    return frame.assign(segments=frame["segments"].map("|".join), tags=frame["tags"].map("|".join))
 
 
 AUDIENCE_KINDS = ("segment", "tag")
@@ -185,15 +206,24 @@ AUDIENCE_KINDS = ("segment", "tag")
 def memberships(dataset: Dataset, as_of: date, kind: str) -> pd.DataFrame:
     """(member_id, segment): a row per member and each segment (kind "segment") or tag ("tag") they are in, and
     one "(none)" row for a member in none: how health splits by segment or tag."""
-    profiles, _ = profiled(dataset, as_of)
-    field = f"{kind}s"
-    rows = [(p["member_id"], name) for p in profiles for name in (p[field] or ["(none)"])]
+    frame, _ = segment_table(dataset, as_of)
+    rows = [
+        (m, name)
+        for m, names in zip(frame["member_id"], frame[f"{kind}s"], strict=True)
+        for name in names or ["(none)"]
+    ]
     return pd.DataFrame(rows, columns=["member_id", "segment"])
 
 
-def audience_of(dataset: Dataset, as_of: date, named: str) -> list[str]:
+def audience_of(
+    dataset: Dataset,
+    as_of: date,
+    named: str,
+    scores: pd.DataFrame | None = None,
+    champions: Champions | None = None,
+) -> list[str]:
     """The members of `named` (segment:NAME or tag:NAME) as of `as_of`, in the snapshot's order; a clear error
-    for a name no file declares, or a rule this dataset cannot tell."""
+    for a name no file declares, or a rule this dataset cannot tell. `scores`: batch scores already made."""
     kind, _, name = named.partition(":")
     rules = profile_rules()
     declared = {"segment": rules.segments, "tag": rules.tags}.get(kind)
@@ -204,10 +234,10 @@ def audience_of(dataset: Dataset, as_of: date, named: str) -> list[str]:
             f"{named!r}: no {kind} {name!r} in {rules.files[kind + 's']} (declared: "
             f"{', '.join(r.name for r in declared) or 'none'})"
         )
-    profiles, _ = profiled(dataset, as_of)
-    if profiles and (why := profiles[0]["unknown"].get(f"{kind}:{name}")):
+    frame, left_out = segment_table(dataset, as_of, scores, champions)
+    if why := left_out.get(f"{kind}:{name}"):
         raise DataError(f"{named!r}: this dataset cannot tell it: {why}")
-    return [p["member_id"] for p in profiles if name in p[f"{kind}s"]]
+    return [m for m, names in zip(frame["member_id"], frame[f"{kind}s"], strict=True) if name in names]
 
 
 def profile(dataset: Dataset, as_of: date, out: Path) -> ProfileSummary:
@@ -246,17 +276,18 @@ def winback(
     out: Path,
     top: int | None = None,
     by: str = VALUE.name,
-    among: set[str] | None = None,
+    audience: str | None = None,
 ) -> dict[str, int]:
     """Churn-risk members who gave marketing consent, a push list: the most expected value first, or (`by`
     "uplift") the largest lift the uplift champion expects from the push first, leaving out the members it
-    expects the push not to move or to put off. `among`: only these members (an audience: a segment, a tag)."""
+    expects the push not to move or to put off. `audience`: only its members (segment:NAME or tag:NAME)."""
     check_out_path(out)
     frame, champions = score_members(dataset.require(), as_of)
     if "tier" not in frame:  # who is at risk comes from the tiers
         raise DataError(f"a win-back list needs the churn-risk tier: {tiers_unavailable(champions)}")
     at_risk = frame[frame["tier"] == "churn_risk"]
-    if among is not None:
+    if audience is not None:
+        among = set(audience_of(dataset, as_of, audience, frame, champions))
         at_risk = at_risk[at_risk["member_id"].astype(str).isin(among)]
     if by == UPLIFT.name:
         champions[UPLIFT]  # none: the error says how to train one
