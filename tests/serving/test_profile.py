@@ -17,7 +17,7 @@ from features.dataset.store import Dataset
 from features.pipelines.snapshots import Snapshot
 from features.profiles.config import CONFIGS
 from serving.campaigns import audience_members
-from serving.models.batch import profile, score
+from serving.models.batch import profile, score, winback
 from serving.profiles import flattened
 from tests.conftest import write_text
 
@@ -74,6 +74,9 @@ def test_a_tag_added_in_yaml_appears_in_profile_score_and_audiences(
         scored = pd.read_parquet(tmp_path / "scores.parquet").set_index("member_id")
         assert set(scored.index[scored["tags"].str.contains("bought_often")]) == often
         assert set(audience_members(shop, "tag:bought_often")[0]) == often  # campaign plan's audience
+        listed = winback(shop, AS_OF, tmp_path / "winback.csv", audience="tag:bought_often")["members"]
+        everyone = winback(shop, AS_OF, tmp_path / "everyone.csv")["members"]
+        assert set(pd.read_csv(tmp_path / "winback.csv")["member_id"]) <= often and listed < everyone
         options = ["--kind", "product-recs", "--members", "tag:bought_often", "--consent-recorded-elsewhere"]
         recommended = CliRunner().invoke(
             app, ["recommend", "--dataset", "shop", *options, "--out", str(tmp_path / "recs.csv")]
