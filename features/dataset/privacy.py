@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from features.common.columns import LAYOUT_FILE, Columns
 from features.common.errors import DataError
 from features.common.home import StateHome
 from features.dataset.events import ingest
@@ -80,17 +82,16 @@ def export_member(dataset: Dataset, member_id: str, out: Path) -> dict[str, int]
     # Keyed by snapshot and file (as_of=T/features.parquet, as_of=T/labels_h90.parquet, and a member sample's
     # sample=N/as_of=T/...): each holds the member.
     root = dataset.home.features / dataset.name
-    # The profile's history (favourites, price sensitivity: features/profiles/book.py) kept beside each snapshot
-    # is a profile of the member: its own part.
-    snapshot_files = {
-        "/".join(path.relative_to(root).parts[1:]): path for path in _snapshot_files(dataset, "*.parquet")
+    parts["features"] = {
+        "/".join(path.relative_to(root).parts[1:]): _records(_member_rows(path, member_id))
+        for path in _snapshot_files(dataset, "*.parquet")
     }
-    for part, wanted in (("features", False), ("profiles", True)):
-        parts[part] = {
-            name: _records(_member_rows(path, member_id))
-            for name, path in snapshot_files.items()
-            if path.name.startswith("profile-") is wanted
-        }
+    # The profile's history kept beside each snapshot (favourites, price sensitivity, last contacts:
+    # features/profiles/book.py) is a profile of the member: its own part, read from its lookup layout.
+    parts["profiles"] = {
+        "/".join(folder.relative_to(root).parts[1:]): _profile_rows(folder, member_id)
+        for folder in (path.parent for path in _snapshot_files(dataset, f"profile-*/{LAYOUT_FILE}"))
+    }
     parts["predictions"] = _log_lines(dataset.home, dataset.name, pseudonym(key, member_id))
     counts = {
         "tables": sum(len(v) for v in parts["tables"].values()),
@@ -177,6 +178,19 @@ def _quarantined(dataset: Dataset, table: str, member_id: str) -> pd.DataFrame:
 
 def _snapshot_files(dataset: Dataset, pattern: str) -> list[Path]:
     return sorted((dataset.home.features / dataset.name).glob(f"v*/**/as_of=*/{pattern}"))
+
+
+def _profile_rows(folder: Path, member_id: str) -> list[dict[str, Any]]:
+    history = Columns.open(folder)
+    at = history.position(member_id)
+    if at is None:
+        return []
+    values = history.arrays(np.array([at]))
+    return [{"member_id": member_id, **{name: _plain(column[0]) for name, column in values.items()}}]
+
+
+def _plain(value: Any) -> Any:
+    return None if value is None or value != value else value.item() if hasattr(value, "item") else value
 
 
 def _member_rows(path: Path, member_id: str) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """The profile book of a snapshot: what the profile reads beside the snapshot's feature rows, built once per
 snapshot and settings, beside the snapshot (so it goes with it: a `privacy forget` removes every snapshot).
 
-- `profile-<key>.parquet`: every member's history fields (features/profiles/history.py), one row each;
-- `profile-<key>/`: the same laid out for lookups by id (features/common/columns.py), the population's percentile
+- `profile-<key>/`: every member's history fields (features/profiles/history.py) laid out for lookups by id
+  (features/common/columns.py: what the service, batch profiles and `privacy export` read), the population's percentile
   grids of every number a rule may rank (pct), and the learned behavioural types (features/profiles/learned.py)
   where the members carry no persona.
 Segments, tags and the models' outputs are worked out when asked (they read a member's current row), never kept.
@@ -23,11 +23,11 @@ import pandas as pd
 
 from features.common.columns import LAYOUT_FILE, Columns, floats, write_columns
 from features.common.progress import step
-from features.dataset.store import Dataset, made_once, write_parquet_atomic
+from features.dataset.store import Dataset, made_once
 from features.profiles.history import HISTORY_TEXT, WEEKDAYS, ProfileSettings, member_history, unknowable
 from features.profiles.learned import LearnedTypes, learn
 
-BOOK_LAYOUT = 3  # 2: the last contacts and consent per channel; 3: the channel read from the features
+BOOK_LAYOUT = 4  # 2: last contacts, consent per channel; 3: the channel from the features; 4: no parquet copy
 GRID = 1001  # points of each percentile grid: pct() is exact to a thousandth
 
 
@@ -55,7 +55,7 @@ class ProfileBook:
         folder = snapshot_path / f"profile-{key}"
 
         def build() -> None:
-            _build(dataset, snapshot_path, folder, as_of, features(), settings, clusters)
+            _build(dataset, folder, as_of, features(), settings, clusters)
 
         made_once(folder / LAYOUT_FILE, build, lock=snapshot_path / f".profile-{key}.lock")
         history = Columns.open(folder)
@@ -77,13 +77,8 @@ def _key(settings: ProfileSettings, clusters: int | None) -> str:
     return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def history_file(snapshot_path: Path, folder: Path) -> Path:
-    return snapshot_path / f"{folder.name}.parquet"
-
-
 def _build(
     dataset: Dataset,
-    snapshot_path: Path,
     folder: Path,
     as_of: date,
     features: pd.DataFrame,
@@ -96,7 +91,6 @@ def _build(
         for i in range(1, 4):  # weekdays by name: what a rule compares (active_weekday in ['Sat', 'Sun'])
             day = history.pop(f"active_weekday_{i}")
             history[f"active_weekday_{i}"] = [None if d != d else WEEKDAYS[int(d)] for d in day]
-        write_parquet_atomic(history, history_file(snapshot_path, folder))
         joined = features.reset_index(drop=True).drop(columns=["member_id"]).join(history.drop(columns=["member_id"]))
         columns = {c: floats(joined[c]) for c in joined.columns if _is_number(joined[c])}
         quantiles = {c: _grid(v) for c, v in columns.items()}
