@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset.contract import CONSENT_CHANNELS
 from features.dataset.store import Dataset
+from features.pipelines.interactions import CONTENT_ITEMS, PRODUCT_ITEMS, ItemSource, catalogue
 
 TOP = 3  # favourites kept per member: the top 3, with their shares
 MAX_CONCENTRATION = 1_000.0  # events the community's rhythm counts as at most: members with no rhythm of their own
@@ -145,15 +146,17 @@ def member_history(
         )
     parts: dict[str, list[str]] = {}  # a part's table -> the history columns it holds
     if "favourite_categories" not in missing:
-        con.execute(_latest("products", "product_id", "category", dataset))
+        _register_catalogue(con, dataset, PRODUCT_ITEMS, "category")
         spend = f"""SELECT o.member_id, p.category AS choice, sum(o.amount * {weight}) AS w
-            FROM o JOIN products_latest p USING (product_id) WHERE p.category IS NOT NULL GROUP BY ALL"""
+            FROM o JOIN products_catalogue p ON p.item_id = o.product_id WHERE p.category IS NOT NULL GROUP BY ALL"""
         parts["categories"] = _top_table(con, "categories", spend, "favourite_categories", TOP)
-    for field, column in (("favourite_topics", "topic"), ("favourite_content_types", "content_type")):
+    by_content = [("favourite_topics", "topic"), ("favourite_content_types", "content_type")]
+    if any(f not in missing for f, _ in by_content):
+        _register_catalogue(con, dataset, CONTENT_ITEMS, "topic", "content_type")
+    for field, column in by_content:
         if field not in missing:
-            con.execute(_latest("contents", "content_id", column, dataset))
-            takes = f"""SELECT e.member_id, c.{column} AS choice, sum({weight}) AS w
-                FROM e JOIN contents_latest_{column} c USING (content_id) WHERE c.{column} IS NOT NULL GROUP BY ALL"""
+            takes = f"""SELECT e.member_id, c.{column} AS choice, sum({weight}) AS w FROM e
+                JOIN contents_catalogue c ON c.item_id = e.content_id WHERE c.{column} IS NOT NULL GROUP BY ALL"""
             parts[column] = _top_table(con, column, takes, field, TOP)
     if "active_hours" not in missing:
         # An order counts once however many lines it has; every engagement counts.
@@ -229,12 +232,15 @@ def _concentration(con: duckdb.DuckDBPyConnection) -> float:
     return float(min(1.0 / max(rho, 1e-6) - 1.0, MAX_CONCENTRATION)) if rho < 1 else 0.0
 
 
-def _latest(table: str, id_column: str, column: str, dataset: Dataset) -> str:
-    """The attribute's value by item: the last row of an id, as the catalogue reads it."""
-    name = f"{table}_latest" if table == "products" else f"{table}_latest_{column}"
-    return f"""CREATE OR REPLACE TEMP VIEW {name} AS SELECT {id_column}, {column}
-        FROM read_parquet('{dataset.table_path(table)}', file_row_number = true)
-        QUALIFY row_number() OVER (PARTITION BY {id_column} ORDER BY file_row_number DESC) = 1"""
+def _register_catalogue(con: duckdb.DuckDBPyConnection, dataset: Dataset, source: ItemSource, *columns: str) -> None:
+    """The source's items and those of their attributes the dataset has, as `<matrix>_catalogue` (item_id, ...):
+    the catalogue as recommenders read it (the last row of an item's id)."""
+    items = catalogue(dataset, source)
+    kept = items[[c for c in columns if c in items]].reset_index()
+    for column in columns:
+        if column not in kept:
+            kept[column] = None
+    con.register(f"{source.matrix}_catalogue", kept)
 
 
 def _top_table(
