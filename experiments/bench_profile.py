@@ -249,36 +249,10 @@ def stability_table(dataset: Dataset, months: list[date]) -> str:
 
 
 def speed_table(serving_home: Path, seconds: int) -> str:
-    """/profile beside /churn on one server, and the in-process cost of one profile."""
-    from experiments.bench_serving import DATASET, WRK_SCRIPT, free_port, ready_home, start, stop, wrk
+    """/profile beside /churn on one server."""
+    from experiments.bench_serving import endpoint_table
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home, members = ready_home(serving_home, DATASET, tmp)
-        members_file, script = Path(tmp) / "members.txt", Path(tmp) / "post.lua"
-        members_file.write_text("\n".join(members[:5000]) + "\n")
-        script.write_text(WRK_SCRIPT)
-        env = {**os.environ, "COMMUNITY_ML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-        port = free_port()
-        server = start(
-            [sys.executable, "-m", "cli", "serve", "--dataset", DATASET, "--port", str(port), "--workers", "2"],
-            env,
-            port,
-            PROJECT,
-        )
-        rows = {}
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for path in ("/churn", "/profile"):
-                wrk(base, path, 5, script, members_file, connections=4)
-                rows[path] = wrk(base, path, seconds, script, members_file, connections=4)
-        finally:
-            stop(server)
-    lines = ["| endpoint | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx |", "|---|---:|---:|---:|---:|---:|"]
-    for path, r in rows.items():
-        lines.append(
-            f"| `{path}` | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['errors']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return endpoint_table(serving_home, {"/churn": None, "/profile": None}, seconds)
 
 
 def batch_table(big_home: Path, size: int) -> str:

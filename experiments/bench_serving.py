@@ -52,8 +52,10 @@ WRK_SCRIPT = """
 local ids = {}
 for line in io.lines(os.getenv("MEMBERS_FILE")) do ids[#ids + 1] = line end
 local path = os.getenv("WRK_PATH")
+-- the body, MEMBER standing for a random member's id (default: one member's member_ids)
+local template = os.getenv("WRK_BODY") or '{"member_ids": ["MEMBER"]}'
 request = function()
-  local body = '{"member_ids": ["' .. ids[math.random(#ids)] .. '"]}'
+  local body = string.gsub(template, "MEMBER", ids[math.random(#ids)])
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
 end
 done = function(summary, latency, requests)
@@ -104,6 +106,35 @@ LAYERS = [
     ("event loop (asyncio)", ("asyncio/", "selectors.py")),
 ]
 PROFILE_SECONDS = 8
+
+
+def endpoint_table(
+    serving_home: Path | None, endpoints: dict[str, str | None], seconds: int, connections: int = 4
+) -> str:
+    """Each endpoint (path -> body with MEMBER, None: member_ids) under `wrk -t2 -c<connections>` after a 5 s
+    warm-up, on one server of the demo community with two workers: requests/s, p50, p99, p99.9, non-2xx."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home, members = ready_home(serving_home, DATASET, tmp)
+        members_file, script = Path(tmp) / "members.txt", Path(tmp) / "post.lua"
+        members_file.write_text("\n".join(members[:5000]) + "\n")
+        script.write_text(WRK_SCRIPT)
+        env = {**os.environ, "COMMUNITY_ML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+        port = free_port()
+        server = start([*CLI, "serve", "--dataset", DATASET, "--port", str(port), "--workers", "2"], env, port, PROJECT)
+        rows = {}
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for path, body in endpoints.items():
+                wrk(base, path, 5, script, members_file, connections, body)
+                rows[path] = wrk(base, path, seconds, script, members_file, connections, body)
+        finally:
+            stop(server)
+    lines = ["| endpoint | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx |", "|---|---:|---:|---:|---:|---:|"]
+    for path, r in rows.items():
+        lines.append(
+            f"| `{path}` | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['non2xx']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def free_port() -> int:
@@ -208,8 +239,17 @@ async def load(url: str, payloads: list[dict], concurrency: int) -> dict[str, fl
     }
 
 
-def wrk(base: str, path: str, seconds: int, script: Path, members_file: Path, connections: int = 8) -> dict[str, float]:
-    env = {**os.environ, "MEMBERS_FILE": str(members_file), "WRK_PATH": path}
+def wrk(
+    base: str,
+    path: str,
+    seconds: int,
+    script: Path,
+    members_file: Path,
+    connections: int = 8,
+    body: str | None = None,
+) -> dict[str, float]:
+    """`body`: the request's JSON with MEMBER for a random member's id (default: {"member_ids": ["MEMBER"]})."""
+    env = {**os.environ, "MEMBERS_FILE": str(members_file), "WRK_PATH": path, **({"WRK_BODY": body} if body else {})}
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     found = re.search(r"^RESULT (.*)$", out, re.M)
