@@ -203,19 +203,19 @@ def _with_rhythm(con: duckdb.DuckDBPyConnection, events: str, settings: ProfileS
     handful of events, and on a community whose members keep no rhythm of their own nothing at all (the
     benchmark's synthetic community: the community's most active weekday predicts a member's next quarter better
     than their own). k is `prior_events`, or by default fitted to the data: the Dirichlet-multinomial's
-    concentration, from how far members' counts spread beyond what chance gives (`_concentration`)."""
+    concentration, from how far members' counts spread beyond what chance gives (`rhythm_concentration`)."""
     counted = f"SELECT member_id, choice, count(*) AS n FROM ({events}) GROUP BY ALL"
     everyone = "SELECT choice, sum(n) / (SELECT sum(n) FROM counted) AS share FROM counted GROUP BY choice"
     con.execute(f"CREATE OR REPLACE TEMP TABLE counted AS {counted}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE everyone AS {everyone}")
-    k = settings.prior_events if settings.prior_events is not None else _concentration(con)
+    k = settings.prior_events if settings.prior_events is not None else rhythm_concentration(con)
     return f"""WITH grid AS (SELECT m.member_id, e.choice, e.share
             FROM (SELECT DISTINCT member_id FROM counted) m, everyone e)
         SELECT g.member_id, g.choice, coalesce(c.n, 0) + {float(k)} * g.share AS w
         FROM grid g LEFT JOIN counted c ON c.member_id = g.member_id AND c.choice = g.choice"""
 
 
-def _concentration(con: duckdb.DuckDBPyConnection) -> float:
+def rhythm_concentration(con: duckdb.DuckDBPyConnection) -> float:
     """The Dirichlet-multinomial concentration a0 of members' counts around the community's shares, by moments:
     a member's Pearson chi-square over K choices has expectation (K - 1)(1 + (n - 1) rho) with rho = 1 / (1 + a0),
     so rho is the mean of (X2 / (K - 1) - 1) / (n - 1) over members with two events or more. rho near 0 (members

@@ -7,6 +7,7 @@ import json
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from features.dataset.privacy import export_member, forget_member
 from features.dataset.store import Dataset
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot
 from features.profiles.book import ProfileBook
-from features.profiles.history import ProfileSettings, member_history, unknowable
+from features.profiles.history import ProfileSettings, member_history, rhythm_concentration, unknowable
 from features.profiles.rules import Env, load_rules, parse_rule
 from serving.models.batch import audience_of, profiled
 from serving.profiles import OUTPUT_FIELDS, profile_rules
@@ -224,3 +225,22 @@ def test_a_sent_plan_is_recorded_once_and_shows_in_the_profile(club: Dataset, tm
     assert m2["last_contacts"] == [{"ts": "2026-02-25T09:00:00", "channel": "push", "action": "product_push"}]
     assert m2["consent"]["marketing"] is False and "last_contacts" not in m2["unknown"]
     assert forget_member(club, "M1").removed["contacts"] == 1
+
+
+@pytest.mark.parametrize("concentration", [3.5, 20.0])
+def test_the_rhythm_prior_recovers_the_concentration_members_were_drawn_with(concentration: float) -> None:
+    # Members' weekdays drawn from a Dirichlet-multinomial of known concentration: the moments estimate finds it,
+    # and members with no rhythm of their own (every weekday as likely for each) give the largest prior.
+    rng = np.random.default_rng(7)
+    rows = []
+    for member in range(3000):
+        shares = rng.dirichlet(np.full(7, concentration / 7))
+        rows += [(member, int(d)) for d in rng.choice(7, int(rng.integers(2, 30)), p=shares)]
+    with duckdb.connect() as con:
+        con.register("drawn", pd.DataFrame(rows, columns=["member_id", "choice"]))
+        con.execute("CREATE TEMP TABLE counted AS SELECT member_id, choice, count(*) AS n FROM drawn GROUP BY ALL")
+        con.execute(
+            "CREATE TEMP TABLE everyone AS SELECT choice, sum(n) / (SELECT sum(n) FROM counted) AS share "
+            "FROM counted GROUP BY choice"
+        )
+        assert rhythm_concentration(con) == pytest.approx(concentration, rel=0.25)
