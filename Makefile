@@ -161,6 +161,7 @@ bench: setup-spark wrk
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py
 	$(BIN)/python experiments/bench_outreach.py
+	$(BIN)/python experiments/bench_plan.py
 	$(BIN)/python experiments/bench_online.py --sizes $(BENCH_ONLINE_SIZES)
 	$(BIN)/python experiments/soak_serving.py --minutes 5
 

@@ -13,7 +13,7 @@ from monitoring.cli import monitor_app
 from monitoring.health.cli import health_app
 from serving.campaign_cli import campaign_app
 from serving.cli import bento_app, serve_app
-from serving.outreach.cli import outreach_app
+from serving.outreach.cli import outreach_app, simulate_command
 from training.cli import training_app
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# `data simulate` plays an outreach plan (serving/outreach) through a generated world: with the other data commands.
+data_app.command("simulate")(simulate_command)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(training_app)

@@ -1,4 +1,4 @@
-"""Benchmark: outreach's speed (issue 43; its gain against the obvious policies needs `data simulate`, not built yet).
+"""Benchmark: outreach's speed (issue 43; its gain against the obvious policies: experiments/bench_plan.py).
 
 - `POST /next_action` for one random member, beside `/churn`, `wrk -t2 -c4` after a 5 s warm-up, on one server of
   the demo community (two workers; experiments/bench_serving.py builds its home when missing);

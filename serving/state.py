@@ -38,13 +38,15 @@ from serving.models.champions import (
     untrained,
     with_catalogue,
 )
-from serving.models.kinds import UPLIFT, ModelKind, Task, kinds_of
+from serving.models.kinds import PRODUCT_RECS, UPLIFT, ModelKind, Task, kinds_of
 from serving.models.tiers import tiers_unavailable
 from serving.online.store import OnlineStore
 from serving.online.table import Row, empty_row
-from serving.outreach.desk import OutreachDesk, push_reasons
+from serving.outreach.actions import WHY_NOT
+from serving.outreach.desk import OutreachDesk
 from serving.outreach.plan import typical_basket
 from serving.outreach.policy import load_policy
+from serving.outreach.pushes import ProductPushes
 from serving.profiles import Profiler, profile_rules
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -201,8 +203,19 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         held = "avg_basket" in table.columns
         baskets = pd.read_parquet(snapshot.features_path, columns=["avg_basket"])["avg_basket"] if held else None
         since = datetime.combine(as_of, datetime.min.time())
+        products = state.champions[PRODUCT_RECS].model if PRODUCT_RECS in state.champions else None
+        pushes = (
+            ProductPushes.open(dataset, products, as_of, since)
+            if products is not None
+            else WHY_NOT["product-push"].format(command=PRODUCT_RECS.train_command(dataset.name))
+        )
         desk = OutreachDesk(
-            dataset, load_policy(), pseudonym_key(home), 0.0 if baskets is None else typical_basket(baskets), since
+            dataset,
+            load_policy(),
+            pseudonym_key(home),
+            0.0 if baskets is None else typical_basket(baskets),
+            since,
+            pushes,
         )
         online.listeners.append(desk.add)
         state.outreach = desk
@@ -241,7 +254,7 @@ def member_next_action(state: ServingState, member_id: str, at: datetime) -> dic
     rows = state.online.rows([member_id])
     row = rows[member_id][0] if member_id in rows else {}
     uplift = None
-    unavailable = push_reasons(state.outreach.policy)
+    unavailable = state.outreach.push_reasons()
     if UPLIFT in [c.kind for c in state.champions.of(Task.member)] and member_id in rows:
         (answer,), _ = member_scores(state, [member_id], rows)
         uplift = answer.get(UPLIFT.output)

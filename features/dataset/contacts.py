@@ -36,12 +36,8 @@ def record_plan_file(dataset: Dataset, plan: Path, at: datetime, list_id: str | 
     sent, as a contact at `at` from list `list_id` (default: the file's name). A row the contract refuses stops the
     whole record, naming the file, row and field: a contact log that silently lost a row would let a member be
     contacted past their cap."""
-    raw = read_raw(plan).frame
-    missing = [c for c in ("member_id", "action", "channel") if c not in raw]
-    if missing:
-        raise DataError(f"{plan}: a plan needs {', '.join(missing)} (it has {', '.join(map(str, raw.columns))})")
-    held = _flags(raw["holdout"], plan) if "holdout" in raw else pd.Series(False, index=raw.index)
-    nothing = raw["action"].astype("string").str.strip().str.lower().fillna(NOTHING).eq(NOTHING)
+    raw = read_plan(plan, ("member_id", "action", "channel"))
+    held, nothing = raw["holdout"], raw["action"].eq(NOTHING)
     sent = raw[~held & ~nothing]
     frame = pd.DataFrame(
         {
@@ -73,6 +69,25 @@ def record_plan_file(dataset: Dataset, plan: Path, at: datetime, list_id: str | 
     )
     dataset.record({"kind": "outreach record", "plan": summary.plan, "contacts_added": summary.added})
     return summary
+
+
+def as_logged(action: str) -> str:
+    """An action as the contact log stores it: the contract keeps categories in lower case with underscores
+    (product-push -> product_push)."""
+    return action.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def read_plan(plan: Path, needs: tuple[str, ...] = ("member_id", "action")) -> pd.DataFrame:
+    """A plan or list file's rows as sent: its columns, `action` in lower case (`nothing` where empty) and
+    `holdout` as booleans (False where the file has none); a DataError naming the file where a needed column is
+    missing, or the row of a holdout that is neither true nor false."""
+    raw = read_raw(plan).frame
+    missing = [c for c in needs if c not in raw]
+    if missing:
+        raise DataError(f"{plan}: a plan needs {', '.join(missing)} (it has {', '.join(map(str, raw.columns))})")
+    action = raw["action"].astype("string").str.strip().str.lower().fillna(NOTHING)
+    held = _flags(raw["holdout"], plan) if "holdout" in raw else pd.Series(False, index=raw.index)
+    return raw.assign(action=action.replace("", NOTHING), holdout=held)
 
 
 def _flags(values: pd.Series, plan: Path) -> pd.Series:

@@ -72,6 +72,26 @@ REDEEM_BY_PERSONA = {
     "student": 0.45,
 }
 CAMPAIGN_EFFECTS = {"promo_redeem": 0.25, "averse_share": 0.5, "averse_orders": 0.4, "opened": 0.3}
+# Outreach in this world (issue 43), the same for the history's weekly pushes and for `data simulate`: a pushed
+# product is taken within PUSH_RESPONSE_DAYS with chance push_take_max x sqrt(its pull: how much the member likes it
+# against the product they like most), a pushed content read with content_take_max x sqrt(its pull); a lapsed member
+# answers at `lapsed` of that. Every further marketing contact in a week multiplies answers (and an offer's
+# redemption) by `fatigue`, and a week's k-th contact brings an unsubscribe with chance unsubscribe x k^2 and a
+# complaint with complaint x k^2 (complaint_without_consent where the member never agreed to the channel); a member
+# who complains buys at complaint_orders of their rate for the next 30 days. A read content moves no spending.
+OUTREACH_EFFECTS = {
+    "push_take_max": 0.15,
+    "content_take_max": 0.25,
+    "lapsed": 0.3,
+    "fatigue": 0.6,
+    "unsubscribe": 0.004,
+    "complaint": 0.0015,
+    "complaint_without_consent": 0.3,
+    "complaint_orders": 0.6,
+}
+PUSH_RESPONSE_DAYS = 7
+# Of the members who agreed to marketing, the share who agreed to each channel (the others never agreed to any).
+CHANNEL_CONSENT = {"push": 0.8, "sms": 0.5, "email": 0.7, "group_message": 0.9}
 # The group that declines from `declining_group_at` (an interest group: G0002 in every community).
 DECLINING_GROUP = 2
 # Feedback and surveys, per order and per active member a quarter: rates as shops report them.
@@ -258,6 +278,14 @@ class SyntheticConfig(BaseModel):
     )
     campaign_days: int = Field(30, ge=7, le=180, description="days the coupon's effect lasts")
     campaign_holdout: float = Field(0.5, gt=0, lt=1, description="share of the campaign's audience held out")
+    weekly_push_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of push-consenting members sent a product push every Monday (the shop's picks in "
+        "their favourite categories), recorded in `contacts`, with the orders of those who take it (OUTREACH_EFFECTS): "
+        "the response history `outreach plan` calibrates pushes on; 0: no pushes",
+    )
     declining_group_at: date | None = Field(
         None,
         description="from this day the group DECLINING_GROUP declines: its members' engagement falls to a sixth "
@@ -471,6 +499,12 @@ class _Sim:
             }
         )
         self._draw_campaign(frame["consent_marketing"].to_numpy())
+        # Consent per channel, among those who agreed to marketing: from its own generator, like the campaign's.
+        channels = np.random.default_rng([self.cfg.seed, 10, self.first])
+        agreed = frame["consent_marketing"].to_numpy()
+        for channel, share in CHANNEL_CONSENT.items():
+            frame[f"consent_{channel}"] = agreed & (channels.random(n) < share)
+        self.consent_push = frame["consent_push"].to_numpy()
         return frame
 
     def _draw_campaign(self, consent: np.ndarray) -> None:
@@ -501,11 +535,12 @@ class _Sim:
 
     # ---- intensities -----------------------------------------------------------------------------------
 
-    def _calendar(self) -> tuple[np.ndarray, np.ndarray]:
-        """(season multiplier, promotion day flag) per day."""
-        months = self.day_dates.month.to_numpy()
-        dom = self.day_dates.day.to_numpy()
-        season = np.array(MONTH_SEASON)[months - 1] * np.where(self.day_dates.dayofweek.to_numpy() >= 5, 1.15, 0.95)
+    def _calendar(self, dates: pd.DatetimeIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(season multiplier, promotion day flag) per day of `dates` (the history's days by default)."""
+        dates = self.day_dates if dates is None else dates
+        months = dates.month.to_numpy()
+        dom = dates.day.to_numpy()
+        season = np.array(MONTH_SEASON)[months - 1] * np.where(dates.dayofweek.to_numpy() >= 5, 1.15, 0.95)
         promo = (
             ((months == 6) & (dom <= 18))
             | ((months == 11) & (dom <= 11))
@@ -514,25 +549,32 @@ class _Sim:
         )
         return season, promo
 
-    def _fade(self, start_fading: int, floor: float, after: float) -> np.ndarray:
+    def _fade(self, start_fading: int, floor: float, after: float, days: np.ndarray | None = None) -> np.ndarray:
         """Multiplier per member and day: 1, then falling to `floor` over the last days before churn."""
-        day = np.arange(self.days)[None, :]
+        day = (np.arange(self.days) if days is None else days)[None, :]
         left = self.churn_day[:, None] - day
         fade = np.clip(left / start_fading, floor, 1.0)
         return np.where(left > 0, fade, after).astype(np.float32)
 
-    def _active(self) -> np.ndarray:
-        return (np.arange(self.days)[None, :] >= self.joined_day[:, None]).astype(np.float32)
+    def _active(self, days: np.ndarray | None = None) -> np.ndarray:
+        day = np.arange(self.days) if days is None else days
+        return (day[None, :] >= self.joined_day[:, None]).astype(np.float32)
 
-    def order_counts(self) -> np.ndarray:
-        season, promo = self._calendar()
+    def order_rates(self, days: np.ndarray) -> np.ndarray:
+        """Each member's expected orders on each of `days` (counted from the start: the history's, or days after
+        it, where `data simulate` plays a plan), before any campaign or outreach."""
+        season, promo = self._calendar(self.start + pd.to_timedelta(days, unit="D"))
         rate = np.array([p.orders_per_month for p in PERSONAS])[self.persona] * self.activity / 30.0
         boost = np.where(self.promo_driven[:, None], np.where(promo, 3.5, 0.55), np.where(promo, 1.25, 1.0))
         if self.shift_day is not None:
             # Members won over by the promotions keep their usual buying and splurge on promotion days.
-            turned = (self.promo_after_shift & ~self.promo_driven)[:, None] & (np.arange(self.days) >= self.shift_day)
+            turned = (self.promo_after_shift & ~self.promo_driven)[:, None] & (days >= self.shift_day)
             boost = np.where(turned, np.where(promo, 3.5, 1.0), boost)
-        lam = rate[:, None].astype(np.float32) * season[None, :] * boost * self._active() * self._fade(45, 0.35, 0.0)
+        active, fade = self._active(days), self._fade(45, 0.35, 0.0, days)
+        return rate[:, None].astype(np.float32) * season[None, :] * boost * active * fade
+
+    def order_counts(self) -> np.ndarray:
+        lam = self.order_rates(np.arange(self.days))
         if self.cfg.campaign_at is not None:
             lam = self._campaign_orders(lam)
         return self.rng.poisson(lam).astype(np.int32)
@@ -865,6 +907,113 @@ class _Sim:
             )
         return pd.concat(frames, ignore_index=True).sort_values("ts", kind="stable").reset_index(drop=True)
 
+    # ---- outreach ------------------------------------------------------------------------------------------
+
+    def product_pull(self, member: np.ndarray, product: np.ndarray) -> np.ndarray:
+        """How much each member likes a product against the product they like most (0 to 1]: their chance of
+        picking it for an order line over their chance of picking their favourite, as `_pick_products` picks."""
+        liking = self.product_popularity[None, :] * self._tastes()  # personas x products
+        cat = self.product_category
+        total = np.stack([liking[:, cat == c].sum(axis=1) for c in range(len(CATEGORIES))], axis=1)
+        share = liking / total[:, cat]
+        best = np.stack([share[:, cat == c].max(axis=1) for c in range(len(CATEGORIES))], axis=1)
+        persona = self.persona[member]
+        favourite = (self.category_pref[member] * best[persona]).max(axis=1)
+        return self.category_pref[member, cat[product]] * share[persona, product] / favourite
+
+    def content_pull(self, member: np.ndarray, content: np.ndarray) -> np.ndarray:
+        """How much each member likes a content's type and topic against the pair they like most (0 to 1]."""
+        type_p = np.array([p.content_types for p in PERSONAS], dtype=float)[self.persona[member]]
+        pref = self.category_pref[member]
+        liking = (
+            type_p[np.arange(len(member)), self.content_type[content]]
+            * pref[np.arange(len(member)), self.content_topic[content]]
+        )
+        return liking / (type_p.max(axis=1) * pref.max(axis=1))
+
+    def answer_chance(self, pull: np.ndarray, member: np.ndarray, day: np.ndarray, most: float) -> np.ndarray:
+        """The chance a pushed item is taken: `most` x sqrt(pull), less for a member who has lapsed by `day`."""
+        lapsed = np.where(day < self.churn_day[member], 1.0, OUTREACH_EFFECTS["lapsed"])
+        return most * np.sqrt(pull) * lapsed
+
+    def take_value(self, member: np.ndarray, product: np.ndarray) -> np.ndarray:
+        """What a taken push is worth: one of the product at its list price, as the member pays it."""
+        level = np.array([p.price_level for p in PERSONAS])[self.persona[member]] ** 0.2
+        return self.product_price[product] * level
+
+    def basket_value(self) -> np.ndarray:
+        """Each member's expected order value at list prices: lines x quantity x the price of what they pick."""
+        liking = self.product_popularity[None, :] * self._tastes()
+        cat = self.product_category
+        mean_price = np.stack(
+            [
+                (liking[:, cat == c] * self.product_price[cat == c]).sum(axis=1) / liking[:, cat == c].sum(axis=1)
+                for c in range(len(CATEGORIES))
+            ],
+            axis=1,
+        )  # personas x categories
+        per_line = (self.category_pref * mean_price[self.persona]).sum(axis=1)
+        lines = np.array([p.lines_per_order for p in PERSONAS])[self.persona]
+        level = np.array([p.price_level for p in PERSONAS])[self.persona] ** 0.2
+        return lines * (1 + np.where(_PARENT[self.persona], 0.8, 0.3)) * per_line * level
+
+    def offer_redemption(self) -> tuple[np.ndarray, np.ndarray]:
+        """The coupon's effect on each member, as the planted campaign's: (the chance it brings them to buy, the
+        factor of their own orders: push-averse members buy less)."""
+        redeem = np.array([REDEEM_BY_PERSONA[p.name] for p in PERSONAS])[self.persona]
+        redeem = np.minimum(redeem + np.where(self.promo_driven, CAMPAIGN_EFFECTS["promo_redeem"], 0.0), 0.9)
+        return redeem, np.where(self.averse, CAMPAIGN_EFFECTS["averse_orders"], 1.0)
+
+    def pushes(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The shop's weekly product pushes (every Monday to a random `weekly_push_share` of the members who agreed
+        to pushes: a product of one of their favourite categories, by popularity) as contacts, and the orders of the
+        members who took them (OUTREACH_EFFECTS): from their own generator, so the other tables stay as they were."""
+        rng = np.random.default_rng([self.cfg.seed, 11, self.first])
+        mondays = np.flatnonzero(self.day_dates.dayofweek.to_numpy() == 0)
+        eligible = self.consent_push[:, None] & (self.joined_day[:, None] <= mondays[None, :])
+        member, week = np.nonzero(eligible & (rng.random(eligible.shape) < self.cfg.weekly_push_share))
+        day = mondays[week]
+        category = _choose_rows(rng, self.category_pref[member])
+        product = np.empty(len(member), dtype=np.int64)
+        for c in range(len(CATEGORIES)):
+            ids = np.flatnonzero(self.product_category == c)
+            ids = ids[np.argsort(self.product_day[ids], kind="stable")]
+            cdf = np.cumsum(self.product_popularity[ids])
+            pick = np.flatnonzero(category == c)
+            on_sale = np.maximum(np.searchsorted(self.product_day[ids], day[pick], side="right"), 1)
+            chosen = np.searchsorted(cdf, rng.random(len(pick)) * cdf[on_sale - 1], side="right")
+            product[pick] = ids[np.minimum(chosen, len(ids) - 1)]
+        sent = day.astype(np.int64) * 86_400 + rng.integers(10, 20, len(day)) * 3_600 + rng.integers(0, 3_600, len(day))
+        chance = self.answer_chance(self.product_pull(member, product), member, day, OUTREACH_EFFECTS["push_take_max"])
+        took = rng.random(len(member)) < chance
+        delay = np.minimum(rng.exponential(1.5 * 86_400, len(member)), PUSH_RESPONSE_DAYS * 86_400 - 1).astype(np.int64)
+        contacts = pd.DataFrame(
+            {
+                "member_id": self.member_ids[member],
+                "ts": self.start + pd.to_timedelta(sent, unit="s"),
+                "channel": "push",
+                "action": "product-push",
+                "list_id": "weekly-picks",
+                "item_id": np.char.add("P", np.char.zfill(product.astype(str), 5)),
+            }
+        )
+        m, w, p = member[took], week[took], product[took]
+        orders = pd.DataFrame(
+            {
+                "member_id": self.member_ids[m],
+                "ts": self.start + pd.to_timedelta(sent[took] + delay[took], unit="s"),
+                "amount": np.round(self.take_value(m, p), 2),
+                "discount": 0.0,
+                # An order per take, numbered apart from the others: the member's number and the week's.
+                "order_id": [f"OP{self.first + i:07d}{j:03d}" for i, j in zip(m, w, strict=True)],
+                "product_id": np.char.add("P", np.char.zfill(p.astype(str), 5)),
+                "quantity": 1.0,
+                "channel": "app",
+                "is_return": False,
+            }
+        )
+        return contacts, orders[orders["ts"] < self.end]
+
     def truth(self) -> pd.DataFrame:
         churn_at = self.start + pd.to_timedelta(self.churn_day, unit="D")
         return pd.DataFrame(
@@ -931,6 +1080,9 @@ def generate_chunks(config: SyntheticConfig) -> Iterator[SyntheticData]:
         part = sim.chunk(index, first, min(CHUNK_MEMBERS, config.members - first), first_order)
         tables = {**catalogue, "members": part.members()} if index == 0 else {"members": part.members()}
         tables["orders"] = part.orders()
+        if config.weekly_push_share:
+            tables["contacts"], taken = part.pushes()
+            tables["orders"] = pd.concat([tables["orders"], taken], ignore_index=True)
         tables["engagements"] = part.engagements()
         if config.campaign_at is not None:
             tables["exposures"] = part.exposures()

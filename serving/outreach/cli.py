@@ -106,3 +106,41 @@ def plan_command(
     for action, why in summary.unavailable.items():
         console().print(f"no {action}: {why}")
     console().print(f"written to {summary.out}")
+
+
+def simulate_command(
+    dataset: str = DatasetOption,
+    plan: Path = typer.Option(
+        ..., "--plan", help="a plan from any policy: member_id, action, holdout (channel, item_id where present)"
+    ),
+    out: Path = typer.Option(..., "--out", help="FILE.parquet or FILE.csv: each planned member's gain"),
+    day: datetime = typer.Option(..., "--date", formats=["%Y-%m-%d"], help="the day the plan is sent"),
+    hour: int = typer.Option(10, "--hour", min=0, max=23, help="the hour its contacts go out (quiet hours apply)"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="the contact policy its costs and rules come from (default: configs/outreach.yaml)"
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Plays a plan through a generated community's hidden answers (generated datasets only): for every planned
+    member the gain, the revenue of the next 30 days with the contact minus without it, less its costs; and the
+    contacts the policy forbids (no consent, past a cap, quiet hours, cool-off). Plans from any policy compare on
+    the same world."""
+    from serving.outreach.policy import load_policy
+    from serving.outreach.simulate import simulate_plan
+
+    with user_errors():
+        target = Dataset(StateHome.from_env(), dataset).require()
+        at = day.replace(hour=hour, minute=0, second=0, microsecond=0)
+        summary = simulate_plan(target, plan, load_policy(config), at, out)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    actions = ", ".join(f"{a} {g:,.2f}" for a, g in summary.gain_by_action.items()) or "none"
+    console().print(
+        f"{summary.contacts:,} contacts on {summary.at:%Y-%m-%d %H:%M}: gain {summary.gain:,.2f} over "
+        f"{summary.horizon_days} days ({actions}; expected {summary.expected_gain:,.2f}); {summary.answered:,} "
+        f"answered, {summary.unsubscribed:,} unsubscribed, {summary.complained:,} complained"
+    )
+    breaches = ", ".join(f"{why} {n:,}" for why, n in summary.breaches.items()) or "none"
+    console().print(f"contacts the policy forbids: {breaches}")
+    console().print(f"written to {summary.out}")

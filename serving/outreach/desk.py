@@ -19,17 +19,27 @@ import pandas as pd
 from features.dataset.campaigns import split_position
 from features.dataset.events import Journal
 from features.dataset.store import Dataset
-from serving.outreach.plan import HOLDOUT_SALT, NO_RESPONSES, choose, offer_worth
+from serving.outreach.plan import HOLDOUT_SALT, READ_UNPRICED, choose, offer_worth
 from serving.outreach.policy import LOG_COLUMNS, OutreachPolicy, Standing, verdicts
+from serving.outreach.pushes import ProductPushes
 
 
 class OutreachDesk:
     def __init__(
-        self, dataset: Dataset, policy: OutreachPolicy, key: bytes, typical_basket: float, since: datetime
+        self,
+        dataset: Dataset,
+        policy: OutreachPolicy,
+        key: bytes,
+        typical_basket: float,
+        since: datetime,
+        pushes: ProductPushes | str | None = None,
     ) -> None:
         """`since`: the earliest time it will be asked about (the served snapshot's as-of date): what the rules
-        read from then on is read from the tables once, the rest is heard as it is posted."""
+        read from then on is read from the tables once, the rest is heard as it is posted. `pushes`: the product
+        recommender calibrated on past pushes, or why the plan has none (None: no product recommender)."""
         self.policy, self.key, self.typical_basket = policy, key, typical_basket
+        self.pushes = pushes if isinstance(pushes, ProductPushes) else None
+        self.no_pushes = pushes if isinstance(pushes, str) else None
         standing = Standing.of(dataset, policy, since, None)
         self.consents, self.complaints = standing.consents, standing.complaints
         self.last_orders = standing.last_orders.to_dict()
@@ -89,7 +99,11 @@ class OutreachDesk:
         if uplift is not None and "offer" in self.policy.actions:
             worth = offer_worth(pd.Series([basket], dtype=float), self.typical_basket)
             gains["offer"] = np.asarray([uplift], dtype=float) * worth - self.policy.actions["offer"].cost
-        chosen, reasons = choose([member], gains, allowed, self.policy)
+        items: dict[str, np.ndarray] = {}
+        if self.pushes is not None and "product-push" in self.policy.actions:
+            gain, items["product-push"] = self.pushes.best([member], at)
+            gains["product-push"] = gain - self.policy.actions["product-push"].cost
+        chosen, reasons = choose([member], gains, allowed, self.policy, items)
         holdout = bool(split_position(self.key, [member], HOLDOUT_SALT)[0] < self.policy.holdout)
         answer: dict[str, Any] = {"member_id": member, "at": at.isoformat(timespec="seconds"), "holdout": holdout}
         if chosen and not holdout:
@@ -107,6 +121,9 @@ class OutreachDesk:
             "channels": {r.channel: r.reason for r in allowed.itertuples() if not r.allowed},
         }
 
-
-def push_reasons(policy: OutreachPolicy) -> dict[str, str]:
-    return {push: NO_RESPONSES for push in ("product-push", "content-push") if push in policy.actions}
+    def push_reasons(self) -> dict[str, str]:
+        """Why the pushes the policy declares are not weighed (as the day's plan says)."""
+        reasons = {"content-push": READ_UNPRICED}
+        if self.no_pushes is not None:
+            reasons["product-push"] = self.no_pushes
+        return {push: why for push, why in reasons.items() if push in self.policy.actions}

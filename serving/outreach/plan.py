@@ -5,10 +5,14 @@ Expected gain per member and action, and how each is kept honest:
 - `offer`: the uplift champion's lift in the member's chance to buy over its horizon (learned from a randomized
   campaign: causal, and judged on held-out members by the gate) x what a purchase is worth for the member (their
   average basket; the population's median for a member with none) - the offer's cost - the channel's cost.
-- `product-push`, `content-push`: a recommender's score says what a member would take, not what a push changes.
-  Calibrating it to a response needs the member's past responses to pushes (pushes recorded in the contact log with
-  their items, and the takes that followed); until a dataset has them the plan leaves pushes out and says why,
-  rather than spend contacts on a gain nobody measured.
+- `product-push`: a recommender's score says what a member would take, not what a push changes. pushes.py
+  calibrates the recommender's ranks on the dataset's past pushes (the contact log's, with their items) and the
+  orders that followed: the take rate of pushed items against the same members' unpushed items of the same rank,
+  scaled by how each member answered their own pushes. Gain = that lift x the item's price - the channel's cost,
+  for the best of the member's top 10. Until a dataset has MIN_PUSHES past pushes the plan leaves pushes out and
+  says why, rather than spend contacts on a gain nobody measured.
+- `content-push`: a read is what a content push brings, and nothing measures what a read is worth in spending (no
+  randomized content push with its spending after): the plan leaves it out and says so.
 The holdout is drawn once per member (a keyed hash of their pseudonym, as campaign arms are): the same members are
 kept uncontacted day after day, so `campaign report` can compare planned and held-out members.
 """
@@ -29,16 +33,17 @@ from features.dataset.store import Dataset
 from features.pipelines.snapshots import resolve_as_of
 from serving.models.batch import check_out_path, snapshot_features, write_table
 from serving.models.champions import load_champions
-from serving.models.kinds import UPLIFT
+from serving.models.kinds import PRODUCT_RECS, UPLIFT
 from serving.outreach.actions import outreach_actions
-from serving.outreach.policy import OutreachPolicy, reachable
+from serving.outreach.policy import CONSENT, OutreachPolicy, reachable
+from serving.outreach.pushes import ProductPushes
 
 HOLDOUT_SALT = "outreach-holdout"
 NO_GAIN = "no positive gain"
 BUDGET = "budget"
-NO_RESPONSES = (
-    "no response history to calibrate the recommender's scores on: record pushes with their items "
-    "(outreach record) and the plan will weigh them once they have answers"
+READ_UNPRICED = (
+    "what a read content is worth in spending is not measured (no randomized content push with the spending that "
+    "followed): the plan does not spend contacts on it"
 )
 
 
@@ -54,6 +59,7 @@ class PlanSummary(BaseModel):
     ]  # why members get no contact: consent, cool-off, cap, quiet hours, no positive gain, budget
     unavailable: dict[str, str]  # actions the plan could not use, and why
     expected_gain: float  # the planned contacts' expected gain, in the orders' currency
+    push_calibration: str | None  # what the product pushes' gains were calibrated on
     out: str
 
 
@@ -64,17 +70,28 @@ def plan_day(
     (member_id, action, channel, item_id, expected_gain, holdout)."""
     check_out_path(out)
     ingest(dataset)  # contacts the service took (POST /events) join the log first: they count toward the caps
-    features = snapshot_features(dataset, resolve_as_of(dataset, "latest"))
+    as_of = resolve_as_of(dataset, "latest")
+    features = snapshot_features(dataset, as_of)
     members = features["member_id"].astype(str).tolist()
     unavailable = {s.action: str(s.why) for s in outreach_actions(dataset, policy) if not s.available}
     gains: dict[str, np.ndarray] = {}
+    items: dict[str, np.ndarray] = {}
     if "offer" in policy.actions and "offer" not in unavailable:
         gains["offer"] = _offer_gain(dataset, features) - policy.actions["offer"].cost
-    for push in ("product-push", "content-push"):
-        if push in policy.actions and push not in unavailable:
-            unavailable[push] = NO_RESPONSES
+    calibration = None
+    if "product-push" in policy.actions and "product-push" not in unavailable:
+        model = load_champions(dataset.home, dataset.name, [PRODUCT_RECS])[PRODUCT_RECS].model
+        pushes = ProductPushes.open(dataset, model, as_of, at)
+        if isinstance(pushes, str):
+            unavailable["product-push"] = pushes
+        else:
+            gain, items["product-push"] = pushes.best(members, at)
+            gains["product-push"] = gain - policy.actions["product-push"].cost
+            calibration = pushes.response.summary()
+    if "content-push" in policy.actions and "content-push" not in unavailable:
+        unavailable["content-push"] = READ_UNPRICED
     allowed = reachable(dataset, policy, at, members)
-    chosen, reasons = choose(members, gains, allowed, policy)
+    chosen, reasons = choose(members, gains, allowed, policy, items)
     frame = pd.DataFrame(chosen, columns=["member_id", "action", "channel", "item_id", "expected_gain"])
     frame = frame.sort_values("expected_gain", ascending=False, kind="stable").reset_index(drop=True)
     frame["holdout"] = split_position(pseudonym_key(dataset.home), frame["member_id"].tolist(), HOLDOUT_SALT) < (
@@ -97,6 +114,7 @@ def plan_day(
         left_out={k: v for k, v in reasons.items() if v},
         unavailable=unavailable,
         expected_gain=round(float(sent["expected_gain"].sum()), 2),
+        push_calibration=calibration,
         out=str(out),
     )
 
@@ -124,12 +142,22 @@ def offer_worth(basket: pd.Series | None, typical: float) -> np.ndarray:
 
 
 def choose(
-    members: list[str], gains: dict[str, np.ndarray], allowed: pd.DataFrame, policy: OutreachPolicy
+    members: list[str],
+    gains: dict[str, np.ndarray],
+    allowed: pd.DataFrame,
+    policy: OutreachPolicy,
+    items: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[tuple], dict[str, int]]:
     """Each member's one contact: the action of highest positive gain net of its channel's cost, by the first of
-    its channels the member may be contacted by; else the reason they get none."""
+    its channels the member may be contacted by (with its item, from `items`, where the action has one); else the
+    reason they get none."""
+    items = items or {}
     open_channels = allowed[allowed["allowed"]].groupby("member_id")["channel"].agg(set)
-    first_reason = allowed.drop_duplicates("member_id").set_index("member_id")["reason"]
+    # A member shut out of every channel is counted under the first rule that shuts them out of a channel they
+    # agreed to (a cap, a cool-off), and under consent only where they agreed to none.
+    blocked = allowed[~allowed["allowed"]]
+    agreed = blocked[blocked["reason"] != CONSENT].drop_duplicates("member_id").set_index("member_id")["reason"]
+    first_reason = agreed.combine_first(blocked.drop_duplicates("member_id").set_index("member_id")["reason"])
     reasons: dict[str, int] = {}
     chosen = []
     for i, member in enumerate(members):
@@ -141,7 +169,8 @@ def choose(
                 continue
             net = float(gain[i]) - policy.channels[channel].cost
             if net > 0 and (best is None or net > best[4]):
-                best = (member, action, channel, None, round(net, 4))
+                item = items[action][i] if action in items else None
+                best = (member, action, channel, item, round(net, 4))
         if best is not None:
             chosen.append(best)
         else:
