@@ -46,7 +46,7 @@ from serving.outreach.actions import WHY_NOT
 from serving.outreach.desk import OutreachDesk
 from serving.outreach.plan import typical_basket
 from serving.outreach.policy import load_policy
-from serving.outreach.pushes import ProductPushes
+from serving.outreach.pushes import PUSH_LIST, ProductPushes
 from serving.profiles import Profiler, profile_rules
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -205,7 +205,7 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
         since = datetime.combine(as_of, datetime.min.time())
         products = state.champions[PRODUCT_RECS].model if PRODUCT_RECS in state.champions else None
         pushes = (
-            ProductPushes.open(dataset, products, as_of, since)
+            ProductPushes.open(dataset, products, as_of)
             if products is not None
             else WHY_NOT["product-push"].format(command=PRODUCT_RECS.train_command(dataset.name))
         )
@@ -261,7 +261,12 @@ def member_next_action(state: ServingState, member_id: str, at: datetime) -> dic
     elif UPLIFT not in [c.kind for c in state.champions.of(Task.member)]:
         unavailable["offer"] = "no uplift champion: no randomized campaign taught what an offer changes"
     basket = row.get("avg_basket")
-    return state.outreach.next_action(member_id, at, uplift, basket, unavailable)
+    products = None
+    if state.outreach.pushes is not None and "product-push" in state.outreach.policy.actions:
+        # The member's list as /recommend_products serves it: cached, with their events since the snapshot.
+        (listed,) = recommendations(state, PRODUCT_RECS, [member_id], ListRules(k=PUSH_LIST))
+        products = [item["item_id"] for item in listed["items"]]
+    return state.outreach.next_action(member_id, at, uplift, basket, products, unavailable)
 
 
 def post_items(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -159,8 +159,7 @@ def generate_command(
         config = load_config(SyntheticConfig, config_path, overrides)
         target = Dataset(StateHome.from_env(), dataset)
         if target.exists() and not force:
-            generated = [e.get("config") for e in target.manifest()["imports"] if e.get("kind") == "generate"]
-            if generated and generated[-1] == config.model_dump(mode="json"):
+            if target.generated_with() == config.model_dump(mode="json"):
                 typer.echo(f"dataset {dataset} is already generated with these settings; use --force to redo it")
                 return
             raise DataError(

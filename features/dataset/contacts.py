@@ -19,6 +19,7 @@ from features.dataset.store import Dataset
 from features.dataset.validation import validate
 
 NOTHING = "nothing"  # a plan's row that contacts no one (the member is planned no action)
+OUTREACH_ACTIONS = ("offer", "product-push", "content-push")  # what outreach can do besides nothing
 
 
 class RecordSummary(BaseModel):

@@ -222,6 +222,11 @@ class Dataset:
             return {"name": self.name, "created_at": None, "imports": []}
         return json.loads(self.manifest_path.read_text())
 
+    def generated_with(self) -> dict[str, Any] | None:
+        """The settings of the `data generate` that made the dataset (None: its data were imported)."""
+        generated = [e.get("config") for e in self.manifest().get("imports", []) if e.get("kind") == "generate"]
+        return generated[-1] if generated else None
+
     def record(self, entry: dict[str, Any]) -> None:
         """Appends an entry (an import, a generation) to the dataset's manifest."""
         manifest = self.manifest()

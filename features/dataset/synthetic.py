@@ -24,6 +24,7 @@ whatever the community's size and a community of one chunk is what it always was
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -909,13 +910,18 @@ class _Sim:
 
     # ---- outreach ------------------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _liking(self) -> np.ndarray:
+        """Each persona's weight of each product when it picks one within a category: popularity x taste (the
+        catalogue's, the same for every chunk)."""
+        return self.product_popularity[None, :] * self._tastes()
+
     def product_pull(self, member: np.ndarray, product: np.ndarray) -> np.ndarray:
         """How much each member likes a product against the product they like most (0 to 1]: their chance of
         picking it for an order line over their chance of picking their favourite, as `_pick_products` picks."""
-        liking = self.product_popularity[None, :] * self._tastes()  # personas x products
         cat = self.product_category
-        total = np.stack([liking[:, cat == c].sum(axis=1) for c in range(len(CATEGORIES))], axis=1)
-        share = liking / total[:, cat]
+        total = np.stack([self._liking[:, cat == c].sum(axis=1) for c in range(len(CATEGORIES))], axis=1)
+        share = self._liking / total[:, cat]
         best = np.stack([share[:, cat == c].max(axis=1) for c in range(len(CATEGORIES))], axis=1)
         persona = self.persona[member]
         favourite = (self.category_pref[member] * best[persona]).max(axis=1)
@@ -943,8 +949,7 @@ class _Sim:
 
     def basket_value(self) -> np.ndarray:
         """Each member's expected order value at list prices: lines x quantity x the price of what they pick."""
-        liking = self.product_popularity[None, :] * self._tastes()
-        cat = self.product_category
+        liking, cat = self._liking, self.product_category
         mean_price = np.stack(
             [
                 (liking[:, cat == c] * self.product_price[cat == c]).sum(axis=1) / liking[:, cat == c].sum(axis=1)

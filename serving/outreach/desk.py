@@ -90,18 +90,25 @@ class OutreachDesk:
         )
 
     def next_action(
-        self, member: str, at: datetime, uplift: float | None, basket: float | None, unavailable: dict[str, str]
+        self,
+        member: str,
+        at: datetime,
+        uplift: float | None,
+        basket: float | None,
+        products: list[str] | None,
+        unavailable: dict[str, str],
     ) -> dict[str, Any]:
         """The member's action now: what the day's plan would choose for them, or nothing and why. `uplift`: the
-        uplift champion's lift for the member (None: no such champion); `basket`: their average basket."""
+        uplift champion's lift for the member (None: no such champion); `basket`: their average basket;
+        `products`: their product list as the service serves it (None where pushes are not weighed)."""
         allowed = verdicts(self.policy, at, [member], self.standing(member))
         gains: dict[str, np.ndarray] = {}
         if uplift is not None and "offer" in self.policy.actions:
             worth = offer_worth(pd.Series([basket], dtype=float), self.typical_basket)
             gains["offer"] = np.asarray([uplift], dtype=float) * worth - self.policy.actions["offer"].cost
         items: dict[str, np.ndarray] = {}
-        if self.pushes is not None and "product-push" in self.policy.actions:
-            gain, items["product-push"] = self.pushes.best([member], at)
+        if self.pushes is not None and products is not None and "product-push" in self.policy.actions:
+            gain, items["product-push"] = self.pushes.best_of([member], [products])
             gains["product-push"] = gain - self.policy.actions["product-push"].cost
         chosen, reasons = choose([member], gains, allowed, self.policy, items)
         holdout = bool(split_position(self.key, [member], HOLDOUT_SALT)[0] < self.policy.holdout)

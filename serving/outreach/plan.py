@@ -81,7 +81,7 @@ def plan_day(
     calibration = None
     if "product-push" in policy.actions and "product-push" not in unavailable:
         model = load_champions(dataset.home, dataset.name, [PRODUCT_RECS])[PRODUCT_RECS].model
-        pushes = ProductPushes.open(dataset, model, as_of, at)
+        pushes = ProductPushes.open(dataset, model, as_of)
         if isinstance(pushes, str):
             unavailable["product-push"] = pushes
         else:

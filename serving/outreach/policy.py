@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from features.common.config import load_config
+from features.dataset.contacts import OUTREACH_ACTIONS
 from features.dataset.contract import CONSENT_CHANNELS
 from features.dataset.store import Dataset
 
@@ -74,9 +75,6 @@ class CoolOffs(BaseModel):
     )
 
 
-ACTION_NAMES = ("offer", "product-push", "content-push")  # what outreach can do besides nothing
-
-
 class ActionSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,8 +103,8 @@ class OutreachPolicy(BaseModel):
         if not self.channels:
             raise ValueError("declare at least one channel")
         for name, action in self.actions.items():
-            if name not in ACTION_NAMES:
-                raise ValueError(f"actions.{name}: no such action; the actions are {', '.join(ACTION_NAMES)}")
+            if name not in OUTREACH_ACTIONS:
+                raise ValueError(f"actions.{name}: no such action; the actions are {', '.join(OUTREACH_ACTIONS)}")
             for channel in action.channels:
                 if channel not in self.channels:
                     raise ValueError(

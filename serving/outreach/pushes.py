@@ -19,7 +19,7 @@ pushes and says why, rather than spend contacts on a gain it cannot measure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,7 @@ class PushResponse:
     pushed: np.ndarray
     unpushed: np.ndarray
     pushes: int
-    member_factor: pd.Series  # member_id -> (takes + prior) / (promised + prior)
+    member_factor: dict[str, float]  # member_id -> (takes + prior) / (promised + prior)
 
     def lift(self, rank: np.ndarray) -> np.ndarray:
         """The push's effect on the chance of a take, for an item at `rank` (never below 0)."""
@@ -91,49 +91,50 @@ def past_pushes(dataset: Dataset, as_of: date, action: str = "product-push") -> 
     ].reset_index(drop=True)
 
 
-def lists_when_sent(dataset: Dataset, model: Any, pushes: pd.DataFrame, as_of: date, at: datetime) -> pd.DataFrame:
+def lists_when_sent(model: Any, pushes: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
     """Each push's list (push, rank, item_id) to LIST_DEPTH, ranked from the member's interactions as they stood
-    when it was sent: their orders since (to `as_of`, what the recommender trained on) are folded in as negative
-    counts, the weights of the product matrix (orders containing the product)."""
+    when it was sent: their `orders` since (to the snapshot, what the recommender trained on) are folded in as
+    negative counts, the weights of the product matrix (orders containing the product); new items as they stood."""
+    frames = []
+    for day, group in pushes.groupby(pushes["ts"].dt.floor("D")):
+        group = group.drop_duplicates("member_id")  # one push per member and day is ranked
+        later = group[["member_id", "ts"]].merge(orders.rename(columns={"ts": "ordered"}), on="member_id")
+        later = later[later["ordered"] > later["ts"]]
+        counts = later.groupby(["member_id", "item_id"])["order_id"].nunique()
+        fresh: dict[str, dict[str, float]] = {}
+        for (member, product), n in counts.items():
+            fresh.setdefault(str(member), {})[str(product)] = -float(n)
+        ranked = model.ranked(group["member_id"].tolist(), k=LIST_DEPTH, fresh=fresh, now=day.to_pydatetime())
+        frames += [
+            pd.DataFrame({"push": push, "rank": np.arange(1, len(listed.items) + 1), "item_id": listed.items})
+            for push, listed in zip(group["push"], ranked, strict=True)
+        ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"push": [], "rank": [], "item_id": []})
+
+
+def calibrate(dataset: Dataset, model: Any, pushes: pd.DataFrame, as_of: date) -> PushResponse | None:
+    """The push response from `pushes` (member_id, ts, item_id) and the lists the recommender gives as they were
+    sent; None where there are fewer than MIN_PUSHES pushes."""
+    if len(pushes) < MIN_PUSHES:
+        return None
+    # The members' orders from the first push to the snapshot (returns are no takes): what was taken after each
+    # push, and what is folded back out of the rows the lists are ranked from.
     orders = dataset.read(
         "orders",
         ["member_id", "ts", "order_id", "product_id", "is_return"],
         filters=[("ts", ">=", pushes["ts"].min()), ("ts", "<", pd.Timestamp(as_of))],
     )
     orders = orders[~orders["is_return"].fillna(False).astype(bool)].dropna(subset=["member_id", "product_id"])
-    orders = orders.assign(member_id=orders["member_id"].astype(str), product_id=orders["product_id"].astype(str))
-    frames = []
-    for _, group in pushes.groupby(pushes["ts"].dt.floor("D")):
-        group = group.drop_duplicates("member_id")  # one push per member and day is ranked
-        later = group[["push", "member_id", "ts"]].merge(orders.rename(columns={"ts": "ordered"}), on="member_id")
-        later = later[later["ordered"] > later["ts"]]
-        counts = later.groupby(["member_id", "product_id"])["order_id"].nunique()
-        fresh: dict[str, dict[str, float]] = {}
-        for (member, product), n in counts.items():
-            fresh.setdefault(str(member), {})[str(product)] = -float(n)
-        members = group["member_id"].tolist()
-        ranked = model.ranked(members, k=LIST_DEPTH, fresh=fresh, now=at)
-        for push, listed in zip(group["push"], ranked, strict=True):
-            frames.append(
-                pd.DataFrame({"push": push, "rank": np.arange(1, len(listed.items) + 1), "item_id": listed.items})
-            )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"push": [], "rank": [], "item_id": []})
-
-
-def calibrate(dataset: Dataset, model: Any, pushes: pd.DataFrame, as_of: date, at: datetime) -> PushResponse | None:
-    """The push response from `pushes` (member_id, ts, item_id) and the lists the recommender gives as they were
-    sent; None where there are fewer than MIN_PUSHES pushes."""
-    if len(pushes) < MIN_PUSHES:
-        return None
-    start = pushes["ts"].min()
-    orders = dataset.read(
-        "orders",
-        ["member_id", "ts", "product_id"],
-        filters=[("ts", ">=", start), ("ts", "<", pd.Timestamp(as_of) + timedelta(days=1))],
-    ).dropna(subset=["member_id", "product_id"])
-    orders = orders.assign(member_id=orders["member_id"].astype(str), item_id=orders["product_id"].astype(str))
+    orders = pd.DataFrame(
+        {
+            "member_id": orders["member_id"].astype(str),
+            "ts": orders["ts"],
+            "order_id": orders["order_id"],
+            "item_id": orders["product_id"].astype(str),
+        }
+    )
     pushes = pushes.assign(push=np.arange(len(pushes)))
-    lists = lists_when_sent(dataset, model, pushes, as_of, at)
+    lists = lists_when_sent(model, pushes, orders)
     # Every listed item of every push, the pushed one flagged; the pushed item where it is not listed.
     rows = pushes.merge(lists.rename(columns={"item_id": "listed"}), on="push")
     rows["pushed"] = rows["listed"] == rows["item_id"]
@@ -141,7 +142,10 @@ def calibrate(dataset: Dataset, model: Any, pushes: pd.DataFrame, as_of: date, a
         rank=LIST_DEPTH + 1, pushed=True, listed=lambda f: f["item_id"]
     )
     rows = pd.concat([rows, unlisted], ignore_index=True)[["push", "member_id", "ts", "listed", "rank", "pushed"]]
-    took = rows.merge(orders.rename(columns={"item_id": "listed", "ts": "ordered"}), on=["member_id", "listed"])
+    took = rows.merge(
+        orders[["member_id", "ts", "item_id"]].rename(columns={"item_id": "listed", "ts": "ordered"}),
+        on=["member_id", "listed"],
+    )
     took = took[(took["ordered"] > took["ts"]) & (took["ordered"] <= took["ts"] + pd.Timedelta(days=RESPONSE_DAYS))]
     rows["taken"] = pd.MultiIndex.from_frame(rows[["push", "listed"]]).isin(
         pd.MultiIndex.from_frame(took[["push", "listed"]])
@@ -158,7 +162,7 @@ def calibrate(dataset: Dataset, model: Any, pushes: pd.DataFrame, as_of: date, a
     totals = per_member.groupby("member_id")[["taken", "promised"]].sum()
     factor = (totals["taken"] + PRIOR_PUSHES_MEMBER) / (totals["promised"] + PRIOR_PUSHES_MEMBER)
     unpushed = rates.get(False, np.zeros(len(RANK_BINS)))
-    return PushResponse(pushed=rates[True], unpushed=unpushed, pushes=len(pushes), member_factor=factor)
+    return PushResponse(pushed=rates[True], unpushed=unpushed, pushes=len(pushes), member_factor=factor.to_dict())
 
 
 @dataclass(frozen=True)
@@ -168,30 +172,36 @@ class ProductPushes:
 
     model: Any  # the product recommender's champion model (an ItemModel)
     response: PushResponse
-    prices: pd.Series  # product_id -> price
+    prices: dict[str, float]  # product_id -> price
 
     @classmethod
-    def open(cls, dataset: Dataset, model: Any, as_of: date, at: datetime) -> ProductPushes | str:
-        """The calibrated pushes, or why there are none: a recommender that cannot fold in, or fewer than
-        MIN_PUSHES past pushes."""
+    def open(cls, dataset: Dataset, model: Any, as_of: date) -> ProductPushes | str:
+        """The calibrated pushes, or why there are none: a recommender that cannot rank a list as it stood, or
+        fewer than MIN_PUSHES past pushes."""
         family = item_family(model.family)
         if FOLD_IN not in family.offers or family.solver is not None:
             return CANNOT_FOLD_OUT.format(family=model.family)
-        pushes = past_pushes(dataset, as_of)
-        response = calibrate(dataset, model, pushes, as_of, at)
+        response = calibrate(dataset, model, past_pushes(dataset, as_of), as_of)
         if response is None:
             return TOO_FEW_PUSHES
         prices = dataset.read("products", ["product_id", "price"]).drop_duplicates("product_id", keep="last")
-        return cls(model, response, prices.set_index("product_id")["price"].astype(float))
+        return cls(model, response, prices.set_index(prices["product_id"].astype(str))["price"].astype(float).to_dict())
 
     def best(self, members: list[str], at: datetime) -> tuple[np.ndarray, np.ndarray]:
-        """Each member's best push among their top PUSH_LIST: its expected gain before costs (lift x the member's
-        factor x the item's price) and its item."""
-        lists = self.model.recommend(members, k=PUSH_LIST, now=at)
-        price = lists["item_id"].map(self.prices).fillna(0.0).to_numpy(dtype=float)
-        factor = lists["member_id"].map(self.response.member_factor).fillna(1.0).to_numpy(dtype=float)
-        lists = lists.assign(gain=self.response.lift(lists["rank"].to_numpy()) * factor * price)
-        best = lists.sort_values("gain", ascending=False, kind="stable").drop_duplicates("member_id")
-        best = best.set_index("member_id")
-        gain = best["gain"].reindex(members).fillna(0.0).to_numpy(dtype=float)
-        return gain, best["item_id"].reindex(members).to_numpy(dtype=object)
+        """Each member's best push among their top PUSH_LIST as the recommender ranks them at `at` (`best_of`)."""
+        return self.best_of(members, [r.items for r in self.model.ranked(members, k=PUSH_LIST, now=at)])
+
+    def best_of(self, members: list[str], lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's best push among their list (its top PUSH_LIST, in the recommender's order): its expected
+        gain before costs (lift x the member's factor x the item's price) and its item (None where the list is
+        empty). Plain lists, no DataFrame: `/next_action` asks it for one member with the service's list."""
+        lift = self.response.lift(np.arange(1, PUSH_LIST + 1))
+        gain, items = np.zeros(len(members)), np.full(len(members), None, dtype=object)
+        for i, (member, listed) in enumerate(zip(members, lists, strict=True)):
+            listed = listed[:PUSH_LIST]
+            if not listed:
+                continue
+            worth = lift[: len(listed)] * np.array([self.prices.get(item, 0.0) for item in listed])
+            best = int(np.argmax(worth))
+            gain[i], items[i] = worth[best] * self.response.member_factor.get(member, 1.0), listed[best]
+        return gain, items

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from features.common.errors import DataError
 from features.dataset.contacts import NOTHING, read_plan
-from features.dataset.responses import ACTIONS, HORIZON_DAYS, Contacts, World, generated_config
+from features.dataset.responses import HORIZON_DAYS, Contacts, World, generated_config
 from features.dataset.store import Dataset
 from serving.models.batch import check_out_path, write_table
 from serving.outreach.policy import CONSENT, OutreachPolicy, reachable
@@ -51,10 +51,9 @@ def simulate_plan(
     per planned member with its gain to `out`."""
     check_out_path(out)
     world = world or World(generated_config(dataset))
-    rows = read_plan(plan).reset_index(drop=True)
+    rows = read_plan(plan)  # indexed by the file's row numbers, which errors name
     rows["member_id"] = rows["member_id"].astype("string")
-    actions = set(rows["action"]) - {NOTHING}
-    unknown = sorted(actions - set(ACTIONS) | {a for a in actions if a not in policy.actions})
+    unknown = sorted(set(rows["action"]) - {NOTHING} - set(policy.actions))
     if unknown:
         raise DataError(f"{plan}: action {unknown[0]!r} is not one the policy declares ({', '.join(policy.actions)})")
     channel = _channels(rows, policy, plan)
@@ -111,8 +110,8 @@ def _channels(rows: pd.DataFrame, policy: OutreachPolicy, plan: Path) -> np.ndar
     channel = given.fillna(first.astype("string")).where(given.ne(""), first.astype("string"))
     bad = channel.notna() & ~channel.isin(list(policy.channels))
     if bad.any():
-        row = int(bad.idxmax())
-        raise DataError(f"{plan}: row {row + 1}, field channel: {channel[row]!r} is no channel the policy declares")
+        row = bad.idxmax()
+        raise DataError(f"{plan}: row {row}, field channel: {channel[row]!r} is no channel the policy declares")
     return channel.to_numpy(dtype=object)
 
 

@@ -226,7 +226,16 @@ class FactorRecommender(ItemModel):
             ids, scores = self._rank(vectors, own, depth, exclude_seen, blocked)
             for i, m in enumerate(known):
                 out[m] = self._with_news(news, n_new, vectors[i : i + 1], own[i], ids[i], scores[i], k, fresh.get(m))
-        for member in (m for m in member_ids if m in fold):
+        folded = [m for m in member_ids if m in fold]
+        if folded and self._solver is None:  # a member's vector is their row: every folded member ranked at once
+            own_rows = self._folded_rows(folded, fold)
+            vectors = member_vectors(self.family, own_rows, np.ones((len(folded), 1), dtype=np.float32))
+            ids, scores = self._rank(vectors, own_rows, depth, exclude_seen, blocked)
+            for i, member in enumerate(folded):
+                out[member] = self._with_news(
+                    news, n_new, vectors[i : i + 1], own_rows[i], ids[i], scores[i], k, fresh.get(member)
+                )
+        for member in folded if self._solver is not None else []:  # ALS solves each member's factors again
             vector, own_row = self._folded_in(member, fold[member])
             ids, scores = self._rank(vector, own_row, depth, exclude_seen, blocked)
             out[member] = self._with_news(news, n_new, vector, own_row, ids[0], scores[0], k, fresh.get(member))
@@ -420,17 +429,26 @@ class FactorRecommender(ItemModel):
 
     def _folded_in(self, member_id: str, item_weights: Mapping[str, float]) -> tuple[np.ndarray, sp.csr_matrix]:
         """The member's vector and own row with their new interactions added to what training saw."""
-        row = self._rows.get(member_id)
-        added = np.zeros(len(self.item_ids), dtype=np.float32)
-        for item, weight in item_weights.items():
-            if item in self._cols:
-                added[self._cols[item]] += weight
+        row, added = self._rows.get(member_id), self._added(item_weights)
         own_row = sp.csr_matrix((self._row(self.interactions, row) + added).reshape(1, -1))
         if self._solver is not None:  # the member's factors solved again with the new interactions (ALS)
             vector = self._solver(row, added)
         else:  # a member's vector is their row (neighbours) or 1 (popularity): the new row is all it takes
             vector = member_vectors(self.family, own_row, np.ones((1, 1), dtype=np.float32))
         return vector, own_row
+
+    def _folded_rows(self, member_ids: list[str], fold: Mapping[str, Mapping[str, float]]) -> sp.csr_matrix:
+        """The members' own rows with their new interactions (`fold`, by member) added to what training saw."""
+        rows = [self._row(self.interactions, self._rows.get(m)) + self._added(fold[m]) for m in member_ids]
+        return sp.csr_matrix(np.vstack(rows))
+
+    def _added(self, item_weights: Mapping[str, float]) -> np.ndarray:
+        """New interactions as a dense row over the model's items (items it does not know are left out)."""
+        added = np.zeros(len(self.item_ids), dtype=np.float32)
+        for item, weight in item_weights.items():
+            if item in self._cols:
+                added[self._cols[item]] += weight
+        return added
 
     def _row(self, matrix: sp.csr_matrix, row: int | None) -> np.ndarray:
         """A member's dense row of `matrix` (zeros for a member it does not know), to add new interactions to."""
