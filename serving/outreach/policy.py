@@ -182,12 +182,12 @@ def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standi
         capped |= np.bincount(where[sent_at >= since], minlength=len(members)) >= cap.at_most
     blocked = _cooled_off(policy, now, members, standing, where, sent_at, actions)
     consent = standing.consents.reindex(members)
-    marketing = consent["consent_marketing"].to_numpy(dtype=object, na_value=None)
+    marketing = consent["consent_marketing"].fillna(False)
     quiet = policy.quiet_hours.holds(at.hour)
     reasons = []
     for channel in policy.channels.values():
-        own = consent[channel.consent].to_numpy(dtype=object, na_value=None)
-        agreed = np.array([bool(o) if o is not None else bool(m) for o, m in zip(own, marketing, strict=True)], bool)
+        # A channel's own consent where recorded; else consent_marketing speaks for it.
+        agreed = consent[channel.consent].fillna(marketing).to_numpy(dtype=bool)
         reason = np.full(len(members), None, dtype=object)
         reason[~agreed] = CONSENT
         reason[(reason == None) & blocked] = COOL_OFF  # noqa: E711 (elementwise)
