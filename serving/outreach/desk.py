@@ -20,7 +20,7 @@ from features.dataset.campaigns import split_position
 from features.dataset.events import Journal
 from features.dataset.store import Dataset
 from serving.outreach.plan import HOLDOUT_SALT, READ_UNPRICED, choose, offer_worth
-from serving.outreach.policy import LOG_COLUMNS, OutreachPolicy, Standing, verdicts
+from serving.outreach.policy import ContactLog, OutreachPolicy, Standing, verdicts
 from serving.outreach.pushes import ProductPushes
 
 
@@ -43,11 +43,11 @@ class OutreachDesk:
         standing = Standing.of(dataset, policy, since, None)
         self.consents, self.complaints = standing.consents, standing.complaints
         self.last_orders = standing.last_orders.to_dict()
-        log = standing.log.assign(member_id=standing.log["member_id"].astype(str)).sort_values("member_id")
-        # The log as sorted arrays: one member's contacts are a slice found by binary search.
-        self._members = log["member_id"].to_numpy(dtype=str)
-        self._columns = {c: log[c].to_numpy() for c in LOG_COLUMNS}
-        self.live: dict[str, list[tuple[Any, ...]]] = {}  # member -> contacts posted since the start
+        # The log sorted by member: one member's contacts are a slice found by binary search.
+        order = np.argsort(standing.log.member_id.astype(str), kind="stable")
+        self.log = ContactLog(standing.log.member_id[order], standing.log.ts[order], standing.log.action[order])
+        self._members = self.log.member_id.astype(str)
+        self.live: dict[str, list[tuple[Any, ...]]] = {}  # member -> (ts, action) of contacts posted since the start
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self.add(Journal(dataset.home, dataset.name).pending()[0])  # taken, not yet in the tables
@@ -65,23 +65,21 @@ class OutreachDesk:
                     continue
                 ts = pd.Timestamp(row["ts"])
                 if entry["table"] == "contacts":
-                    self.live.setdefault(str(member), []).append((str(member), ts, row["channel"], row["action"]))
+                    self.live.setdefault(str(member), []).append((ts.to_datetime64(), str(row["action"])))
                 elif str(member) not in self.last_orders or ts > self.last_orders[str(member)]:
                     self.last_orders[str(member)] = ts
 
     def standing(self, member: str) -> Standing:
         """What the rules read about one member now."""
         first, last = np.searchsorted(self._members, member, "left"), np.searchsorted(self._members, member, "right")
-        base = pd.DataFrame({c: values[first:last] for c, values in self._columns.items()})
         with self._lock:
-            live = pd.DataFrame(self.live.get(member, []), columns=list(LOG_COLUMNS))
+            live = list(self.live.get(member, []))
             last_order = self.last_orders.get(member)
-        if not len(live):
-            log = base[list(LOG_COLUMNS)]
-        elif not len(base):
-            log = live
-        else:
-            log = pd.concat([base[list(LOG_COLUMNS)], live], ignore_index=True)
+        log = ContactLog(
+            np.concatenate([self.log.member_id[first:last], np.full(len(live), member, dtype=object)]),
+            np.concatenate([self.log.ts[first:last], np.array([t for t, _ in live], dtype="datetime64[ns]")]),
+            np.concatenate([self.log.action[first:last], np.array([a for _, a in live], dtype=object)]),
+        )
         return Standing(
             self.consents.reindex([member]),
             self.complaints.reindex([member]).dropna(),
@@ -101,7 +99,7 @@ class OutreachDesk:
         """The member's action now: what the day's plan would choose for them, or nothing and why. `uplift`: the
         uplift champion's lift for the member (None: no such champion); `basket`: their average basket;
         `products`: their product list as the service serves it (None where pushes are not weighed)."""
-        allowed = verdicts(self.policy, at, [member], self.standing(member))
+        judged = verdicts(self.policy, at, [member], self.standing(member))
         gains: dict[str, np.ndarray] = {}
         if uplift is not None and "offer" in self.policy.actions:
             worth = offer_worth(pd.Series([basket], dtype=float), self.typical_basket)
@@ -110,7 +108,7 @@ class OutreachDesk:
         if self.pushes is not None and products is not None and "product-push" in self.policy.actions:
             gain, items["product-push"] = self.pushes.best_of([member], [products])
             gains["product-push"] = gain - self.policy.actions["product-push"].cost
-        chosen, reasons = choose([member], gains, allowed, self.policy, items)
+        chosen, reasons = choose([member], gains, judged, self.policy, items)
         holdout = bool(split_position(self.key, [member], HOLDOUT_SALT)[0] < self.policy.holdout)
         answer: dict[str, Any] = {"member_id": member, "at": at.isoformat(timespec="seconds"), "holdout": holdout}
         if chosen and not holdout:
@@ -125,7 +123,7 @@ class OutreachDesk:
             "expected_gain": 0.0,
             "why": why,
             "unavailable": unavailable,
-            "channels": {r.channel: r.reason for r in allowed.itertuples() if not r.allowed},
+            "channels": {c: r for c, r in zip(judged.channels, judged.reasons[:, 0], strict=True) if r is not None},
         }
 
     def push_reasons(self) -> dict[str, str]:

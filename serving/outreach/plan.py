@@ -35,7 +35,7 @@ from serving.models.batch import check_out_path, snapshot_features, write_table
 from serving.models.champions import load_champions
 from serving.models.kinds import PRODUCT_RECS, UPLIFT
 from serving.outreach.actions import outreach_actions
-from serving.outreach.policy import CONSENT, OutreachPolicy, reachable
+from serving.outreach.policy import CONSENT, OutreachPolicy, Verdicts, judged
 from serving.outreach.pushes import ProductPushes
 
 HOLDOUT_SALT = "outreach-holdout"
@@ -90,8 +90,7 @@ def plan_day(
             calibration = pushes.response.summary()
     if "content-push" in policy.actions and "content-push" not in unavailable:
         unavailable["content-push"] = READ_UNPRICED
-    allowed = reachable(dataset, policy, at, members)
-    chosen, reasons = choose(members, gains, allowed, policy, items)
+    chosen, reasons = choose(members, gains, judged(dataset, policy, at, members), policy, items)
     frame = pd.DataFrame(chosen, columns=["member_id", "action", "channel", "item_id", "expected_gain"])
     frame = frame.sort_values("expected_gain", ascending=False, kind="stable").reset_index(drop=True)
     frame["holdout"] = split_position(pseudonym_key(dataset.home), frame["member_id"].tolist(), HOLDOUT_SALT) < (
@@ -144,36 +143,46 @@ def offer_worth(basket: pd.Series | None, typical: float) -> np.ndarray:
 def choose(
     members: list[str],
     gains: dict[str, np.ndarray],
-    allowed: pd.DataFrame,
+    verdicts: Verdicts,
     policy: OutreachPolicy,
     items: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[tuple], dict[str, int]]:
-    """Each member's one contact: the action of highest positive gain net of its channel's cost, by the first of
-    its channels the member may be contacted by (with its item, from `items`, where the action has one); else the
-    reason they get none."""
+    """Each member's one contact (member_id, action, channel, item_id, expected_gain): the action of highest
+    positive gain net of its channel's cost (the first action on a tie), by the first of its channels the member may
+    be contacted by (with its item, from `items`, where the action has one); else the reason they get none. In
+    numpy, action by action: the plan asks it for every member, `/next_action` for one."""
     items = items or {}
-    open_channels = allowed[allowed["allowed"]].groupby("member_id")["channel"].agg(set)
+    reasons = verdicts.reasons[:, verdicts.members.get_indexer(pd.Index(members))]
+    is_open = reasons == None  # noqa: E711 (elementwise)
+    row = {c: i for i, c in enumerate(verdicts.channels)}
+    actions = list(gains)
+    nets = np.full((len(actions), len(members)), -np.inf)
+    channels = np.full((len(actions), len(members)), None, dtype=object)
+    for a, action in enumerate(actions):
+        for channel in reversed(policy.actions[action].channels):  # the first open channel is written last
+            here = is_open[row[channel]]
+            channels[a, here] = channel
+            nets[a, here] = gains[action][here] - policy.channels[channel].cost
+    best = nets.argmax(axis=0) if actions else np.zeros(len(members), dtype=np.int64)
+    net = nets[best, np.arange(len(members))] if actions else np.full(len(members), -np.inf)
+    chosen = [
+        (
+            members[i],
+            actions[best[i]],
+            channels[best[i], i],
+            items[actions[best[i]]][i] if actions[best[i]] in items else None,
+            round(float(net[i]), 4),
+        )
+        for i in np.flatnonzero(net > 0)
+    ]
     # A member shut out of every channel is counted under the first rule that shuts them out of a channel they
-    # agreed to (a cap, a cool-off), and under consent only where they agreed to none.
-    blocked = allowed[~allowed["allowed"]]
-    agreed = blocked[blocked["reason"] != CONSENT].drop_duplicates("member_id").set_index("member_id")["reason"]
-    first_reason = agreed.combine_first(blocked.drop_duplicates("member_id").set_index("member_id")["reason"])
-    reasons: dict[str, int] = {}
-    chosen = []
-    for i, member in enumerate(members):
-        channels = open_channels.get(member, set())
-        best = None
-        for action, gain in gains.items():
-            channel = next((c for c in policy.actions[action].channels if c in channels), None)
-            if channel is None:
-                continue
-            net = float(gain[i]) - policy.channels[channel].cost
-            if net > 0 and (best is None or net > best[4]):
-                item = items[action][i] if action in items else None
-                best = (member, action, channel, item, round(net, 4))
-        if best is not None:
-            chosen.append(best)
-        else:
-            why = NO_GAIN if channels else str(first_reason.get(member) or NO_GAIN)
-            reasons[why] = reasons.get(why, 0) + 1
-    return chosen, reasons
+    # agreed to (a cap, a cool-off), under consent only where they agreed to none; one with a channel open, under
+    # no positive gain.
+    why = np.full(len(members), NO_GAIN, dtype=object)
+    for reason in reversed(reasons):
+        why = np.where(pd.notna(reason) & (reason != CONSENT), reason, why)
+    agreed_to_none = (reasons == CONSENT).all(axis=0)
+    why[agreed_to_none] = CONSENT
+    why[is_open.any(axis=0)] = NO_GAIN
+    left = pd.Series(why[net <= 0]).value_counts()
+    return chosen, {str(k): int(v) for k, v in left.items()}

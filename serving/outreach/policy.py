@@ -25,7 +25,7 @@ from features.dataset.store import Dataset
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "outreach.yaml"
 CONSENTS = ("consent_marketing", *(f"consent_{c}" for c in CONSENT_CHANNELS))
-LOG_COLUMNS = ("member_id", "ts", "channel", "action")  # what the rules read of the contact log
+LOG_COLUMNS = ("member_id", "ts", "action")  # what the rules read of the contact log
 # Why a member is not contacted by a channel, in the order they are checked (the first that applies is named).
 CONSENT, COOL_OFF, CAP, QUIET_HOURS = "consent", "cool-off", "cap", "quiet hours"
 
@@ -119,6 +119,27 @@ def load_policy(path: Path | None = None) -> OutreachPolicy:
 
 
 @dataclass(frozen=True)
+class ContactLog:
+    """The contacts the rules count, as arrays (a service slices one member's out per request)."""
+
+    member_id: np.ndarray  # str
+    ts: np.ndarray  # datetime64[ns]
+    action: np.ndarray  # str, as the contact log stores it
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> ContactLog:
+        """From a contact log table (member_id, ts, action, ...)."""
+        return cls(
+            frame["member_id"].astype(str).to_numpy(dtype=object),
+            pd.to_datetime(frame["ts"]).to_numpy(dtype="datetime64[ns]"),
+            frame["action"].astype(object).to_numpy(dtype=object),
+        )
+
+    def __len__(self) -> int:
+        return len(self.member_id)
+
+
+@dataclass(frozen=True)
 class Standing:
     """What the rules read about members: their consents (True, False or NA per consent column), when each last
     complained (or disputed) and last ordered, and the contact log (member_id, ts, channel, action)."""
@@ -126,7 +147,7 @@ class Standing:
     consents: pd.DataFrame  # by member_id, a column per CONSENTS
     complaints: pd.Series  # member_id -> the last complaint's or dispute's time
     last_orders: pd.Series  # member_id -> the last order's time
-    log: pd.DataFrame
+    log: ContactLog
 
     @classmethod
     def of(
@@ -152,30 +173,56 @@ class Standing:
             _consents(dataset),
             complained.assign(member_id=complained["member_id"].astype(str)).groupby("member_id")["ts"].max(),
             orders.assign(member_id=orders["member_id"].astype(str)).groupby("member_id")["ts"].max(),
-            log,
+            ContactLog.of(log),
         )
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The policy's rules on members: per channel (rows, in the policy's order) and member (columns, in the order
+    first asked), None where a contact may go out, else the first rule that forbids it."""
+
+    members: pd.Index
+    channels: list[str]
+    reasons: np.ndarray  # object, channels x members
+
+    def frame(self) -> pd.DataFrame:
+        """A row per member and channel: member_id, channel, allowed, reason."""
+        return pd.DataFrame(
+            {
+                "member_id": np.tile(self.members.to_numpy(dtype=object), len(self.channels)),
+                "channel": np.repeat(np.array(self.channels, dtype=object), len(self.members)),
+                "allowed": (self.reasons == None).ravel(),  # noqa: E711 (elementwise)
+                "reason": self.reasons.ravel(),
+            }
+        )
+
+
+def judged(
+    dataset: Dataset, policy: OutreachPolicy, at: datetime, member_ids: list[str], contacts: pd.DataFrame | None = None
+) -> Verdicts:
+    """The policy's verdicts for a contact sent at `at`, from the dataset's tables. `contacts`: the contact log to
+    count (default: the dataset's), so a plan can count the contacts it has planned already."""
+    return verdicts(policy, at, member_ids, Standing.of(dataset, policy, at, at, contacts))
 
 
 def reachable(
     dataset: Dataset, policy: OutreachPolicy, at: datetime, member_ids: list[str], contacts: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """For every member and channel: `allowed`, and `reason` (the first rule that forbids it, else None), for a
-    contact sent at `at`, from the dataset's tables. `contacts`: the contact log to count (default: the
-    dataset's), so a plan can count the contacts it has planned already."""
-    return verdicts(policy, at, member_ids, Standing.of(dataset, policy, at, at, contacts))
+    """For every member and channel: `allowed`, and `reason` (the first rule that forbids it, else None): `judged`
+    as a table."""
+    return judged(dataset, policy, at, member_ids, contacts).frame()
 
 
-def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standing: Standing) -> pd.DataFrame:
-    """The policy's rules on what `standing` says of the members: reachable's answer (the service asks it for one
-    member, from what it holds in memory). In numpy: for one member pandas' per-call cost would be most of it."""
+def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standing: Standing) -> Verdicts:
+    """The policy's rules on what `standing` says of the members (the service asks it for one member, from what it
+    holds in memory). In numpy: for one member pandas' per-call cost would be most of it."""
     members = pd.Index(pd.unique(np.asarray(member_ids, dtype=object)), name="member_id")
     now = np.datetime64(pd.Timestamp(at).to_datetime64(), "ns")
     log = standing.log
-    where = members.get_indexer(log["member_id"].astype(str)) if len(log) else np.array([], dtype=np.int64)
-    sent_at = pd.to_datetime(log["ts"]).to_numpy(dtype="datetime64[ns]") if len(log) else np.array([], "M8[ns]")
-    mine = (where >= 0) & (sent_at < now)
-    where, sent_at = where[mine], sent_at[mine]
-    actions = log["action"].to_numpy(dtype=object)[mine] if len(log) else np.array([], dtype=object)
+    where = members.get_indexer(log.member_id) if len(log) else np.array([], dtype=np.int64)
+    mine = (where >= 0) & (log.ts < now)
+    where, sent_at, actions = where[mine], log.ts[mine], log.action[mine]
     capped = np.zeros(len(members), dtype=bool)
     for cap in policy.caps:
         since = np.datetime64(datetime.combine(at.date() - timedelta(days=cap.days - 1), datetime.min.time()), "ns")
@@ -184,26 +231,17 @@ def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standi
     consent = standing.consents.reindex(members)
     marketing = consent["consent_marketing"].fillna(False)
     quiet = policy.quiet_hours.holds(at.hour)
-    reasons = []
-    for channel in policy.channels.values():
+    reasons = np.full((len(policy.channels), len(members)), None, dtype=object)
+    for row, channel in enumerate(policy.channels.values()):
         # A channel's own consent where recorded; else consent_marketing speaks for it.
         agreed = consent[channel.consent].fillna(marketing).to_numpy(dtype=bool)
-        reason = np.full(len(members), None, dtype=object)
+        reason = reasons[row]
         reason[~agreed] = CONSENT
         reason[(reason == None) & blocked] = COOL_OFF  # noqa: E711 (elementwise)
         reason[(reason == None) & capped] = CAP  # noqa: E711
         if quiet:
             reason[reason == None] = QUIET_HOURS  # noqa: E711
-        reasons.append(reason)
-    reason = np.concatenate(reasons) if reasons else np.array([], dtype=object)
-    return pd.DataFrame(
-        {
-            "member_id": np.tile(members.to_numpy(dtype=object), len(policy.channels)),
-            "channel": np.repeat(np.array(list(policy.channels), dtype=object), len(members)),
-            "allowed": reason == None,  # noqa: E711
-            "reason": reason,
-        }
-    )
+    return Verdicts(members, list(policy.channels), reasons)
 
 
 def _consents(dataset: Dataset) -> pd.DataFrame:

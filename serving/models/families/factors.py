@@ -97,6 +97,8 @@ class FactorRecommender(ItemModel):
         self.record = item_family(self.family)  # what the family offers and how its members' vectors are made
         self._rows = {str(m): i for i, m in enumerate(self.member_ids)}
         self._cols = {str(m): i for i, m in enumerate(self.item_ids)}
+        # Item-item similarities (sparse) transposed once, row-major: what every list multiplies a member's row by.
+        self._item_factors_t = self.item_factors.T.tocsr() if sp.issparse(self.item_factors) else None
 
     @property
     def _policy(self) -> NewItemPolicy:
@@ -344,6 +346,7 @@ class FactorRecommender(ItemModel):
                 exclude_seen=exclude_seen,
                 repeat_weight=float(self.spec.params.get("repeat_weight", 0.0)),
                 blocked=blocked,
+                item_factors_t=self._item_factors_t,
             )
 
     def takes_new_items(self, rules: ListRules, now: datetime) -> bool:
