@@ -228,13 +228,14 @@ def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standi
         since = np.datetime64(datetime.combine(at.date() - timedelta(days=cap.days - 1), datetime.min.time()), "ns")
         capped |= np.bincount(where[sent_at >= since], minlength=len(members)) >= cap.at_most
     blocked = _cooled_off(policy, now, members, standing, where, sent_at, actions)
-    consent = standing.consents.reindex(members)
-    marketing = consent["consent_marketing"].fillna(False)
+    consent = standing.consents.reindex(members, columns=list(CONSENTS)).to_numpy(dtype=object, na_value=None)
+    marketing = consent[:, CONSENTS.index("consent_marketing")] == True  # noqa: E712 (elementwise; None: no)
     quiet = policy.quiet_hours.holds(at.hour)
     reasons = np.full((len(policy.channels), len(members)), None, dtype=object)
     for row, channel in enumerate(policy.channels.values()):
         # A channel's own consent where recorded; else consent_marketing speaks for it.
-        agreed = consent[channel.consent].fillna(marketing).to_numpy(dtype=bool)
+        own = consent[:, CONSENTS.index(channel.consent)]
+        agreed = np.where(own == None, marketing, own == True)  # noqa: E711, E712
         reason = reasons[row]
         reason[~agreed] = CONSENT
         reason[(reason == None) & blocked] = COOL_OFF  # noqa: E711 (elementwise)
