@@ -112,6 +112,23 @@ def obvious_policies(home: Path, env: dict[str, str], at: datetime, budget: int,
     }
 
 
+def calibration_said(dataset: object, at: datetime) -> str:
+    """How long calibrating product pushes takes (what the plan and every service worker do at start)."""
+    import time
+
+    from features.pipelines.snapshots import resolve_as_of
+    from serving.models.champions import load_champions
+    from serving.models.kinds import PRODUCT_RECS
+    from serving.outreach.pushes import ProductPushes
+
+    model = load_champions(dataset.home, dataset.name, [PRODUCT_RECS])[PRODUCT_RECS].model  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    pushes = ProductPushes.open(dataset, model, resolve_as_of(dataset, "latest"))  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    what = pushes if isinstance(pushes, str) else pushes.response.summary()
+    return f" Product-push calibration ({model.family}): {seconds:.1f} s; {what}."
+
+
 def seed_rows(seed: int, members: int, root: Path) -> tuple[list[dict[str, object]], str]:
     from features.common.home import StateHome
     from features.dataset.responses import World, generated_config
@@ -136,6 +153,7 @@ def seed_rows(seed: int, members: int, root: Path) -> tuple[list[dict[str, objec
         plans[name] = home / f"obvious-{len(plans)}.csv"
         frame.to_csv(plans[name], index=False)
     world, policy = World(generated_config(dataset)), load_policy()
+    said += calibration_said(dataset, at)
     rows = []
     for name, path in plans.items():
         summary = simulate_plan(dataset, path, policy, at, home / "simulated.csv", world=world)
@@ -214,7 +232,13 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
     said = []
+    shared = os.environ.get("MLFLOW_TRACKING_URI")  # a registry the caller set, else each world's own
     for seed in args.seeds:
+        # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into this process's environment, and the environment
+        # wins over a home's own registry: without this, the second world would read the first world's champions.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if shared is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = shared
         seed_table, plan_said = seed_rows(seed, args.members, args.root)
         rows += seed_table
         said.append(f"seed {seed}: " + " ".join(line.strip() for line in plan_said.splitlines() if line.strip()))
@@ -226,7 +250,7 @@ def main() -> None:
         ratios(rows),
         "## What the plan expected of each action, and what the world gave\n",
         promises(rows),
-        "## What each unbudgeted plan said\n",
+        "## What each unbudgeted plan said, and how long its product pushes took to calibrate\n",
         "\n".join(f"- {s}" for s in said) + "\n",
     ]
     write_results("plan", "Outreach: the day's plan against the obvious policies", __doc__, "\n".join(parts))
