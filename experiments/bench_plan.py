@@ -232,13 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
     said = []
-    shared = os.environ.get("MLFLOW_TRACKING_URI")  # a registry the caller set, else each world's own
     for seed in args.seeds:
-        # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into this process's environment, and the environment
-        # wins over a home's own registry: without this, the second world would read the first world's champions.
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-        if shared is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = shared
         seed_table, plan_said = seed_rows(seed, args.members, args.root)
         rows += seed_table
         said.append(f"seed {seed}: " + " ".join(line.strip() for line in plan_said.splitlines() if line.strip()))

@@ -17,6 +17,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from features.common.home import StateHome
+from features.common.settings import project_settings
 from serving.models.base import ItemModel, MemberModel
 from serving.models.kinds import ModelKind
 
@@ -31,10 +32,18 @@ def connect(home: StateHome) -> MlflowClient:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = home.mlflow_tracking_uri()
+    named = project_settings().mlflow_tracking_uri is not None  # a server the caller named (read before MLflow writes)
     if uri.startswith("sqlite:///"):
         home.root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if not named:
+        # MLflow writes the URIs it is given into the process's environment, where they would name the registry
+        # of every state home after this one: a process that touches two homes (a benchmark's worlds, a pool's
+        # seeds) would read the first home's champions in the second, and so would every command it starts. Only
+        # a server the caller named stays (the registry always follows the tracking URI here).
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(name, None)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -80,7 +89,7 @@ def experiment(client: MlflowClient, home: StateHome, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    # (Not "is MLFLOW_TRACKING_URI set": mlflow.set_tracking_uri sets that variable itself.)
+    # (Not "is MLFLOW_TRACKING_URI set": a caller may have set it to this very registry.)
     local = client.tracking_uri == f"sqlite:///{home.mlflow_db}"
     location = home.mlflow_artifacts.as_uri() if local else None
     return client.create_experiment(name, artifact_location=location)
