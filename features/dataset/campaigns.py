@@ -94,11 +94,20 @@ def record_plan(dataset: Dataset, plan: CampaignPlan, member_ids: list[str], at:
             f"campaign {plan.campaign!r} was planned with other arms or holdout ({_describe(previous)}); re-run it "
             "with the same settings or choose another --campaign name"
         )
+    arms = assign_arms(pseudonym_key(dataset.home), member_ids, plan)
+    return record_exposures(dataset, plan, pd.DataFrame({"member_id": member_ids, "arm": arms}), at, previous)
+
+
+def record_exposures(
+    dataset: Dataset, plan: CampaignPlan, arms: pd.DataFrame, at: datetime, previous: CampaignPlan | None
+) -> pd.DataFrame:
+    """Records members' arms (member_id, arm) in `exposures` at `at`, and the plan beside them; members already in
+    the campaign keep their arm and time. `previous`: the campaign's saved plan (None: a new campaign, which must
+    have no exposures yet). Returns every member's exposure row."""
     existing = exposures(dataset, plan.campaign, required=False)
     if previous is None and len(existing):
         raise DataError(f"campaign {plan.campaign!r} already has exposures (imported); choose another name")
-    arms = assign_arms(pseudonym_key(dataset.home), member_ids, plan)
-    fresh = pd.DataFrame({"member_id": member_ids, "campaign_id": plan.campaign, "arm": arms, "ts": at})
+    fresh = arms.assign(campaign_id=plan.campaign, ts=at)[["member_id", "campaign_id", "arm", "ts"]]
     fresh = fresh[~fresh["member_id"].isin(set(existing["member_id"]))]
     if len(fresh):
         dataset.merge("exposures", fresh)

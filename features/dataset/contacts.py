@@ -9,16 +9,19 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from features.common.errors import DataError
+from features.dataset.campaigns import CONTROL, CampaignPlan, record_exposures, saved_plan
 from features.dataset.contract import CONTACTS
 from features.dataset.readers import read_raw
 from features.dataset.store import Dataset
 from features.dataset.validation import validate
 
 NOTHING = "nothing"  # a plan's row that contacts no one (the member is planned no action)
+PLANNED_ARM = "planned"  # a recorded plan's contacted members, as a campaign's arm (its held-out ones: control)
 OUTREACH_ACTIONS = ("offer", "product-push", "content-push")  # what outreach can do besides nothing
 
 
@@ -30,16 +33,22 @@ class RecordSummary(BaseModel):
     held_out: int  # rows of the holdout: never contacted, never recorded
     nothing: int  # rows planning no action
     added: int  # new rows in the contact log (a plan recorded twice at the same time adds none)
+    campaign: str | None  # the campaign `campaign report` measures the plan as (None: it held nobody out)
 
 
-def record_plan_file(dataset: Dataset, plan: Path, at: datetime, list_id: str | None = None) -> RecordSummary:
+def record_plan_file(
+    dataset: Dataset, plan: Path, at: datetime, list_id: str | None = None, holdout: float | None = None
+) -> RecordSummary:
     """Every row of the plan file (member_id, action, channel; item_id and holdout where it has them) that was
     sent, as a contact at `at` from list `list_id` (default: the file's name). A row the contract refuses stops the
     whole record, naming the file, row and field: a contact log that silently lost a row would let a member be
-    contacted past their cap."""
+    contacted past their cap. Where the plan holds members out and `holdout` (the policy's share) is given, the
+    plan is also recorded as a campaign named after the list: its sent members in arm `planned`, its held-out ones
+    in control, so `campaign report` measures it like any campaign."""
     raw = read_plan(plan, ("member_id", "action", "channel"))
     held, nothing = raw["holdout"], raw["action"].eq(NOTHING)
     sent = raw[~held & ~nothing]
+    campaign = _as_campaign(list_id or plan.stem, holdout) if holdout is not None and held.any() else None
     frame = pd.DataFrame(
         {
             "member_id": sent["member_id"],
@@ -59,6 +68,12 @@ def record_plan_file(dataset: Dataset, plan: Path, at: datetime, list_id: str | 
             f"({len(checked.quarantine)} rows refused); nothing was recorded"
         )
     merged = dataset.merge("contacts", checked.good) if len(checked.good) else None
+    if campaign is not None:
+        measured = raw[~nothing]
+        arms = pd.DataFrame(
+            {"member_id": measured["member_id"], "arm": np.where(measured["holdout"], CONTROL, PLANNED_ARM)}
+        )
+        record_exposures(dataset, campaign, arms, at, saved_plan(dataset, campaign.campaign))
     summary = RecordSummary(
         dataset=dataset.name,
         plan=str(plan),
@@ -67,9 +82,22 @@ def record_plan_file(dataset: Dataset, plan: Path, at: datetime, list_id: str | 
         held_out=int(held.sum()),
         nothing=int((nothing & ~held).sum()),
         added=0 if merged is None else merged.added,
+        campaign=None if campaign is None else campaign.campaign,
     )
     dataset.record({"kind": "outreach record", "plan": summary.plan, "contacts_added": summary.added})
     return summary
+
+
+def _as_campaign(name: str, holdout: float) -> CampaignPlan:
+    """The plan as a campaign: arm `planned` against the held-out members; a DataError where the list's name cannot
+    name a campaign."""
+    try:
+        return CampaignPlan(campaign=name, arms=[PLANNED_ARM], holdout=holdout, audience="outreach plan")
+    except ValidationError as exc:
+        raise DataError(
+            f"--list {name!r}: a recorded plan is also a campaign, whose name is letters, digits, '.', '_' or '-' "
+            "(64 at most)"
+        ) from exc
 
 
 def as_logged(action: str) -> str:

@@ -24,16 +24,22 @@ def record_command(
         None, "--at", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="when it was sent [default: now]"
     ),
     list_id: str | None = typer.Option(None, "--list", help="the list's name in the log [default: the file's name]"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="the contact policy whose holdout the plan kept (default: configs/outreach.yaml)"
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Records every sent row of a plan in the contact log (held-out rows and rows planning nothing are not
-    contacts). Recording the same file at the same --at again changes nothing."""
+    contacts). A plan that held members out is also recorded as a campaign named after the list (arm `planned`
+    against control): `campaign report --campaign LIST` measures it. Recording the same file at the same --at
+    again changes nothing."""
     from features.dataset.contacts import record_plan_file
+    from serving.outreach.policy import load_policy
 
     with user_errors():
         target = Dataset(StateHome.from_env(), dataset).require()
         sent_at = at or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-        summary = record_plan_file(target, plan, sent_at, list_id)
+        summary = record_plan_file(target, plan, sent_at, list_id, load_policy(config).holdout)
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
         return
@@ -41,6 +47,11 @@ def record_command(
         f"{summary.contacts:,} contacts of {summary.list_id} recorded in {dataset} ({summary.added:,} new; "
         f"{summary.held_out:,} held out and {summary.nothing:,} planning nothing, not contacted)"
     )
+    if summary.campaign is not None:
+        console().print(
+            f"measure it: community-ml campaign report --dataset {dataset} --campaign {summary.campaign} "
+            "--horizon-days 30"
+        )
 
 
 @outreach_app.command("actions")

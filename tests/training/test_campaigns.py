@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from features.common.errors import DataError
 from features.common.home import StateHome
 from features.dataset.contacts import record_plan_file
 from features.dataset.store import Dataset
@@ -295,3 +296,19 @@ def test_the_days_plan_offers_within_consent_caps_and_quiet_hours_with_a_stable_
     again = pd.read_csv(tmp_path / "later.csv").query("~holdout")
     assert not set(again["member_id"]) & set(plan[~plan["holdout"]]["member_id"])
     assert later.left_out.get("cap", 0) + later.left_out.get("cool-off", 0) >= summary.planned
+    # Recorded, the plan is a campaign too: its sent members against its held-out ones, measured like any campaign
+    # (here recorded as sent in June, inside the history, so the 30 days after it are in the data).
+    june = record_plan_file(camp, tmp_path / "plan.csv", datetime(2025, 6, 2, 10), "june-plan", policy.holdout)
+    assert june.campaign == "june-plan"
+    measured = campaign_report(camp, CampaignReportSettings(campaign="june-plan", horizon_days=HORIZON))
+    assert measured.exposures == measured.matured == len(plan) and measured.complete_windows
+    assert measured.arms["control"].members == int(plan["holdout"].sum()) and set(measured.arms) == {
+        "planned",
+        "control",
+    }
+    planned = measured.comparisons["planned"]
+    assert {"conversion", "visit", "spend", "retention"} <= set(planned)
+    assert planned["spend"].raw.low <= planned["spend"].raw.difference <= planned["spend"].raw.high
+    assert not measured.sample_ratio.mismatch and measured.split_source.startswith("the plan")
+    with pytest.raises(DataError, match="--list 'a plan'"):
+        record_plan_file(camp, tmp_path / "plan.csv", monday, "a plan", policy.holdout)
