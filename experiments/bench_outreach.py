@@ -2,10 +2,14 @@
 
 - `POST /next_action` for one random member, beside `/churn`, `wrk -t2 -c4` after a 5 s warm-up, on one server of
   the demo community (two workers; experiments/bench_serving.py builds its home when missing);
+- with `--before REF`, `/next_action` before and after in one run: a server of REF (a git worktree) and one of
+  this checkout on the same home, up together, `--rounds` 10-second runs each in alternating order (the tail of
+  a closed-loop load on 2 cores moves a lot between two runs of one server; see serving_ab.py). The same home
+  serves both, so REF must read the models this checkout trained (no model format changed between them);
 - `community-ml outreach plan` on the same community, in its own process.
 Writes experiments/results/outreach.md.
 
-    .venv/bin/python experiments/bench_outreach.py [--serving-home DIR] [--seconds 20]
+    .venv/bin/python experiments/bench_outreach.py [--serving-home DIR] [--seconds 20] [--before REF --rounds 3]
 """
 
 from __future__ import annotations
@@ -18,7 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.bench_serving import DATASET, endpoint_table, ready_home
+import numpy as np
+
+from experiments.bench_serving import (
+    CLI,
+    DATASET,
+    WRK_SCRIPT,
+    endpoint_table,
+    free_port,
+    ready_home,
+    run,
+    start,
+    stop,
+    wrk,
+)
 from experiments.results_file import write_results
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -37,15 +54,69 @@ def plan_table(serving_home: Path | None) -> str:
     return header + f"| {len(members):,} | {seconds:.1f} | {'; '.join(said)} |\n"
 
 
+def before_after(serving_home: Path | None, before: str, rounds: int, body: str) -> str:
+    """`/next_action` on a server of `before` and one of this checkout, the same home, alternating runs."""
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+    for name in ("COMMUNITY_ML_API_KEY", "MLFLOW_TRACKING_URI", "COMMUNITY_ML_WORKERS", "COMMUNITY_ML_REDIS_URL"):
+        env.pop(name, None)
+    runs: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        home, members = ready_home(serving_home, DATASET, tmp)
+        code = Path(tmp) / "before"
+        run(["git", "worktree", "add", "--detach", "--force", str(code), before], env)
+        script, members_file = Path(tmp) / "post.lua", Path(tmp) / "members.txt"
+        script.write_text(WRK_SCRIPT)
+        members_file.write_text("\n".join(members[:5000]) + "\n")
+        servers: dict[str, tuple[subprocess.Popen, str]] = {}
+        try:
+            for label, root in ((f"before ({before})", code), ("after", PROJECT)):
+                port = free_port()
+                command = [*CLI, "serve", "--dataset", DATASET, "--port", str(port), "--workers", "2"]
+                served = {**env, "PYTHONPATH": str(root), "COMMUNITY_ML_HOME": str(home)}
+                servers[label] = (start(command, served, port, root), f"http://127.0.0.1:{port}")
+            for _, base in servers.values():
+                wrk(base, "/next_action", 5, script, members_file, 4, body)
+            order = list(servers.items())
+            for round_ in range(rounds):  # A B, B A, A B ...: neither always goes first
+                for label, (_, base) in order if round_ % 2 == 0 else order[::-1]:
+                    result = wrk(base, "/next_action", 10, script, members_file, 4, body)
+                    runs.setdefault(label, []).append(result)
+                    print(label, {k: round(result[k], 2) for k in ("rps", "p50", "p99", "p999")}, flush=True)
+        finally:
+            for server, _ in servers.values():
+                stop(server)
+            subprocess.run(["git", "worktree", "remove", "--force", str(code)], cwd=PROJECT, check=False)
+    lines = [
+        "| server | runs: requests/s, p99 ms | median requests/s | median p50 ms | median p99 ms | median p99.9 ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for label, results in runs.items():
+        each = "; ".join(f"{r['rps']:,.0f}, {r['p99']:.1f}" for r in results)
+        medians = [float(np.median([r[k] for r in results])) for k in ("rps", "p50", "p99", "p999")]
+        lines.append(
+            f"| {label} | {each} | {medians[0]:,.0f} | {medians[1]:.2f} | {medians[2]:.2f} | {medians[3]:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serving-home", type=Path, default=PROJECT / ".community-ml-bench" / "serving")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--before", help="a commit whose /next_action to measure beside this checkout's")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     body = '{"member_id": "MEMBER"}'
     parts = [
         "## `/next_action` under load (wrk -t2 -c4, 2 workers)\n",
         endpoint_table(args.serving_home, {"/churn": None, "/next_action": body}, args.seconds),
+    ]
+    if args.before:
+        parts += [
+            f"## `/next_action` before ({args.before}) and after, alternating (wrk -t2 -c4, 2 workers each)\n",
+            before_after(args.serving_home, args.before, args.rounds, body),
+        ]
+    parts += [
         "## The day's plan\n",
         plan_table(args.serving_home),
     ]

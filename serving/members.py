@@ -164,10 +164,7 @@ class MemberScorer:
         prepared: dict[int, list[Row]] = {}
         explaining = self.champions.explaining()
         assert explaining is not None  # a scorer is made for member champions only
-        members = next((len(c.known) for c in self.contexts.values() if c is not None and c.known is not None), 0)
-        known_at: list[int | None] = [  # unchanged rows of the population read its inputs
-            int(p) if changed is not None and not changed[i] and p < members else None for i, p in enumerate(positions)
-        ]
+        known_at = self._known_at(positions, changed)
         reasons_rows, reasons = rows, [[] for _ in rows]
         for champion in self.champions.of(Task.member):
             context = self.contexts[champion.kind.name]
@@ -188,6 +185,21 @@ class MemberScorer:
             answers.append({**values, "recency_days": recency, "tier": tier, "top_reasons": reasons[i]})
             inputs.append({name: _logged(reasons_rows[i].get(name)) for name in reasons[i]})
         return answers, inputs
+
+    def output(self, kind: str, rows: list[Row], positions: list[float], changed: list[bool]) -> np.ndarray:
+        """One champion's output per row, without reasons or tiers (`/next_action` asks the uplift alone)."""
+        champion = next(c for c in self.champions.of(Task.member) if c.kind.name == kind)
+        context = self.contexts[kind]
+        model_rows = rows if context is None else context.with_rows(rows, self._known_at(positions, changed))
+        return _model(champion.model).predict_rows(model_rows, context)
+
+    def _known_at(self, positions: list[float], changed: list[bool] | None) -> list[int | None]:
+        """Each row's place in the snapshot's population where events left it unchanged (its inputs are read
+        from there), else None."""
+        members = next((len(c.known) for c in self.contexts.values() if c is not None and c.known is not None), 0)
+        return [
+            int(p) if changed is not None and not changed[i] and p < members else None for i, p in enumerate(positions)
+        ]
 
 
 def _save_array(path: Path, values: np.ndarray) -> None:

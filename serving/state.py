@@ -256,8 +256,13 @@ def member_next_action(state: ServingState, member_id: str, at: datetime) -> dic
     uplift = None
     unavailable = state.outreach.push_reasons()
     if UPLIFT in [c.kind for c in state.champions.of(Task.member)] and member_id in rows:
-        (answer,), _ = member_scores(state, [member_id], rows)
-        uplift = answer.get(UPLIFT.output)
+        # The uplift alone, by the scorer that answers the member (a challenger's where it takes them).
+        served, place, changed = rows[member_id]
+        challenger = state.challenger.scorer if state.challenger is not None else None
+        taken = _variants(state, Task.member, [member_id]).get(member_id) == CHALLENGER
+        scorer = challenger if taken and challenger is not None else state.scorer
+        assert scorer is not None  # an uplift champion is a member champion
+        uplift = float(scorer.output(UPLIFT.name, [served], [place], [changed])[0])
     elif UPLIFT not in [c.kind for c in state.champions.of(Task.member)]:
         unavailable["offer"] = "no uplift champion: no randomized campaign taught what an offer changes"
     basket = row.get("avg_basket")

@@ -20,8 +20,10 @@ from features.dataset.campaigns import split_position
 from features.dataset.events import Journal
 from features.dataset.store import Dataset
 from serving.outreach.plan import HOLDOUT_SALT, READ_UNPRICED, choose, offer_worth
-from serving.outreach.policy import ContactLog, OutreachPolicy, Standing, verdicts
+from serving.outreach.policy import CONSENTS, ContactLog, Facts, OutreachPolicy, Standing, Verdicts, rules
 from serving.outreach.pushes import ProductPushes
+
+NAT = np.datetime64("NaT", "ns")
 
 
 class OutreachDesk:
@@ -41,8 +43,16 @@ class OutreachDesk:
         self.pushes = pushes if isinstance(pushes, ProductPushes) else None
         self.no_pushes = pushes if isinstance(pushes, str) else None
         standing = Standing.of(dataset, policy, since, None)
-        self.consents, self.complaints = standing.consents, standing.complaints
-        self.last_orders = standing.last_orders.to_dict()
+        # Per member, what one answer reads: dictionaries and arrays, no pandas on the request's path.
+        consents = standing.consents.reindex(columns=list(CONSENTS)).to_numpy(dtype=object, na_value=None)
+        self.consents = dict(zip(standing.consents.index, consents, strict=True))
+        self.unrecorded = np.full(len(CONSENTS), None, dtype=object)
+        self.complaints = dict(
+            zip(standing.complaints.index, standing.complaints.to_numpy("datetime64[ns]"), strict=True)
+        )
+        self.last_orders = dict(
+            zip(standing.last_orders.index, standing.last_orders.to_numpy("datetime64[ns]"), strict=True)
+        )
         # The log sorted by member: one member's contacts are a slice found by binary search.
         order = np.argsort(standing.log.member_id.astype(str), kind="stable")
         self.log = ContactLog(standing.log.member_id[order], standing.log.ts[order], standing.log.action[order])
@@ -63,28 +73,25 @@ class OutreachDesk:
                 member = row.get("member_id")
                 if member is None:
                     continue
-                ts = pd.Timestamp(row["ts"])
+                ts = pd.Timestamp(row["ts"]).to_datetime64()
                 if entry["table"] == "contacts":
-                    self.live.setdefault(str(member), []).append((ts.to_datetime64(), str(row["action"])))
+                    self.live.setdefault(str(member), []).append((ts, str(row["action"])))
                 elif str(member) not in self.last_orders or ts > self.last_orders[str(member)]:
                     self.last_orders[str(member)] = ts
 
-    def standing(self, member: str) -> Standing:
+    def facts(self, member: str) -> Facts:
         """What the rules read about one member now."""
         first, last = np.searchsorted(self._members, member, "left"), np.searchsorted(self._members, member, "right")
         with self._lock:
             live = list(self.live.get(member, []))
-            last_order = self.last_orders.get(member)
-        log = ContactLog(
-            np.concatenate([self.log.member_id[first:last], np.full(len(live), member, dtype=object)]),
+            last_order = self.last_orders.get(member, NAT)
+        return Facts(
+            self.consents.get(member, self.unrecorded)[np.newaxis, :],
+            np.array([self.complaints.get(member, NAT)], dtype="datetime64[ns]"),
+            np.array([last_order], dtype="datetime64[ns]"),
+            np.zeros(last - first + len(live), dtype=np.int64),
             np.concatenate([self.log.ts[first:last], np.array([t for t, _ in live], dtype="datetime64[ns]")]),
             np.concatenate([self.log.action[first:last], np.array([a for _, a in live], dtype=object)]),
-        )
-        return Standing(
-            self.consents.reindex([member]),
-            self.complaints.reindex([member]).dropna(),
-            pd.Series({member: last_order} if last_order is not None else {}, dtype="datetime64[ns]"),
-            log,
         )
 
     def next_action(
@@ -99,10 +106,10 @@ class OutreachDesk:
         """The member's action now: what the day's plan would choose for them, or nothing and why. `uplift`: the
         uplift champion's lift for the member (None: no such champion); `basket`: their average basket;
         `products`: their product list as the service serves it (None where pushes are not weighed)."""
-        judged = verdicts(self.policy, at, [member], self.standing(member))
+        judged = Verdicts(pd.Index([member]), list(self.policy.channels), rules(self.policy, at, self.facts(member)))
         gains: dict[str, np.ndarray] = {}
         if uplift is not None and "offer" in self.policy.actions:
-            worth = offer_worth(pd.Series([basket], dtype=float), self.typical_basket)
+            worth = offer_worth(np.array([np.nan if basket is None else basket], dtype=float), self.typical_basket)
             gains["offer"] = np.asarray([uplift], dtype=float) * worth - self.policy.actions["offer"].cost
         items: dict[str, np.ndarray] = {}
         if self.pushes is not None and products is not None and "product-push" in self.policy.actions:

@@ -19,6 +19,7 @@ kept uncontacted day after day, so `campaign report` can compare planned and hel
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -132,12 +133,12 @@ def typical_basket(baskets: pd.Series) -> float:
     return float(values[values > 0].median()) if (values > 0).any() else 0.0
 
 
-def offer_worth(basket: pd.Series | None, typical: float) -> np.ndarray:
-    """Each member's average basket, `typical` where they have none."""
+def offer_worth(basket: pd.Series | np.ndarray | None, typical: float) -> np.ndarray:
+    """Each member's average basket, `typical` where they have none (numpy: `/next_action` asks it for one)."""
     if basket is None:
         return np.array([typical])
-    values = pd.to_numeric(basket, errors="coerce")
-    return values.where(values > 0, typical).fillna(typical).to_numpy(dtype=float)
+    values = basket if isinstance(basket, np.ndarray) else pd.to_numeric(basket, errors="coerce").to_numpy(float)
+    return np.where(values > 0, values, typical)
 
 
 def choose(
@@ -152,7 +153,8 @@ def choose(
     be contacted by (with its item, from `items`, where the action has one); else the reason they get none. In
     numpy, action by action: the plan asks it for every member, `/next_action` for one."""
     items = items or {}
-    reasons = verdicts.reasons[:, verdicts.members.get_indexer(pd.Index(members))]
+    same = len(members) == 1 and len(verdicts.members) == 1 and verdicts.members[0] == members[0]
+    reasons = verdicts.reasons if same else verdicts.reasons[:, verdicts.members.get_indexer(pd.Index(members))]
     is_open = reasons == None  # noqa: E711 (elementwise)
     row = {c: i for i, c in enumerate(verdicts.channels)}
     actions = list(gains)
@@ -180,9 +182,9 @@ def choose(
     # no positive gain.
     why = np.full(len(members), NO_GAIN, dtype=object)
     for reason in reversed(reasons):
-        why = np.where(pd.notna(reason) & (reason != CONSENT), reason, why)
+        why = np.where((reason != None) & (reason != CONSENT), reason, why)  # noqa: E711 (elementwise)
     agreed_to_none = (reasons == CONSENT).all(axis=0)
     why[agreed_to_none] = CONSENT
     why[is_open.any(axis=0)] = NO_GAIN
-    left = pd.Series(why[net <= 0]).value_counts()
-    return chosen, {str(k): int(v) for k, v in left.items()}
+    left = Counter(why[net <= 0].tolist())
+    return chosen, {str(k): int(v) for k, v in left.most_common()}

@@ -214,24 +214,55 @@ def reachable(
     return judged(dataset, policy, at, member_ids, contacts).frame()
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the rules read, aligned to the members asked about: a row of consents each (True, False or None per
+    CONSENTS), the last complaint's and last order's time (NaT: none), and their contacts (`where`: the member's
+    position, with the contact's time and action)."""
+
+    consents: np.ndarray  # object, members x CONSENTS
+    complained: np.ndarray  # datetime64[ns]
+    ordered: np.ndarray  # datetime64[ns]
+    where: np.ndarray  # int, a position per contact
+    sent_at: np.ndarray  # datetime64[ns]
+    actions: np.ndarray  # str
+
+
 def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standing: Standing) -> Verdicts:
-    """The policy's rules on what `standing` says of the members (the service asks it for one member, from what it
-    holds in memory). In numpy: for one member pandas' per-call cost would be most of it."""
+    """The policy's rules on what `standing` says of the members (the day's plan asks it for every member; the
+    service asks `rules` for one, from what it holds in memory)."""
     members = pd.Index(pd.unique(np.asarray(member_ids, dtype=object)), name="member_id")
-    now = np.datetime64(pd.Timestamp(at).to_datetime64(), "ns")
     log = standing.log
     where = members.get_indexer(log.member_id) if len(log) else np.array([], dtype=np.int64)
-    mine = (where >= 0) & (log.ts < now)
-    where, sent_at, actions = where[mine], log.ts[mine], log.action[mine]
-    capped = np.zeros(len(members), dtype=bool)
+    mine = where >= 0
+    facts = Facts(
+        standing.consents.reindex(members, columns=list(CONSENTS)).to_numpy(dtype=object, na_value=None),
+        standing.complaints.reindex(members).to_numpy(dtype="datetime64[ns]"),
+        standing.last_orders.reindex(members).to_numpy(dtype="datetime64[ns]"),
+        where[mine],
+        log.ts[mine],
+        log.action[mine],
+    )
+    return Verdicts(members, list(policy.channels), rules(policy, at, facts))
+
+
+def rules(policy: OutreachPolicy, at: datetime, facts: Facts) -> np.ndarray:
+    """Per channel (rows, in the policy's order) and member (columns, as in `facts`): None where a contact may go
+    out at `at`, else the first rule that forbids it. Plain numpy: for one member pandas' per-call cost would be
+    most of it."""
+    count = len(facts.consents)
+    now = np.datetime64(pd.Timestamp(at).to_datetime64(), "ns")
+    before = facts.sent_at < now
+    where, sent_at, actions = facts.where[before], facts.sent_at[before], facts.actions[before]
+    capped = np.zeros(count, dtype=bool)
     for cap in policy.caps:
         since = np.datetime64(datetime.combine(at.date() - timedelta(days=cap.days - 1), datetime.min.time()), "ns")
-        capped |= np.bincount(where[sent_at >= since], minlength=len(members)) >= cap.at_most
-    blocked = _cooled_off(policy, now, members, standing, where, sent_at, actions)
-    consent = standing.consents.reindex(members, columns=list(CONSENTS)).to_numpy(dtype=object, na_value=None)
+        capped |= np.bincount(where[sent_at >= since], minlength=count) >= cap.at_most
+    blocked = _cooled_off(policy, now, facts, where, sent_at, actions)
+    consent = facts.consents
     marketing = consent[:, CONSENTS.index("consent_marketing")] == True  # noqa: E712 (elementwise; None: no)
     quiet = policy.quiet_hours.holds(at.hour)
-    reasons = np.full((len(policy.channels), len(members)), None, dtype=object)
+    reasons = np.full((len(policy.channels), count), None, dtype=object)
     for row, channel in enumerate(policy.channels.values()):
         # A channel's own consent where recorded; else consent_marketing speaks for it.
         own = consent[:, CONSENTS.index(channel.consent)]
@@ -242,7 +273,7 @@ def verdicts(policy: OutreachPolicy, at: datetime, member_ids: list[str], standi
         reason[(reason == None) & capped] = CAP  # noqa: E711
         if quiet:
             reason[reason == None] = QUIET_HOURS  # noqa: E711
-    return Verdicts(members, list(policy.channels), reasons)
+    return reasons
 
 
 def _consents(dataset: Dataset) -> pd.DataFrame:
@@ -263,24 +294,20 @@ def _consents(dataset: Dataset) -> pd.DataFrame:
 def _cooled_off(
     policy: OutreachPolicy,
     now: np.datetime64,
-    members: pd.Index,
-    standing: Standing,
+    facts: Facts,
     where: np.ndarray,
     sent_at: np.ndarray,
     actions: np.ndarray,
 ) -> np.ndarray:
     """Members in a cool-off: a complaint or dispute within `complaint_days`, or an offer within
-    `unanswered_offer_days` with no order since it. (`where`, `sent_at`, `actions`: the members' contacts.)"""
-    blocked = np.zeros(len(members), dtype=bool)
+    `unanswered_offer_days` with no order since it. (`where`, `sent_at`, `actions`: their contacts before now.)"""
+    blocked = np.zeros(len(facts.consents), dtype=bool)
     if policy.cool_offs.complaint_days:
-        last = standing.complaints.reindex(members).to_numpy(dtype="datetime64[ns]")
-        blocked |= last >= now - np.timedelta64(policy.cool_offs.complaint_days, "D")
+        blocked |= facts.complained >= now - np.timedelta64(policy.cool_offs.complaint_days, "D")
     if policy.cool_offs.unanswered_offer_days:
         recent = (actions == "offer") & (sent_at >= now - np.timedelta64(policy.cool_offs.unanswered_offer_days, "D"))
-        offered = np.full(len(members), np.datetime64("NaT"), dtype="datetime64[ns]")
-        if recent.any():
-            latest = pd.Series(sent_at[recent]).groupby(where[recent]).max()
-            offered[latest.index.to_numpy()] = latest.to_numpy(dtype="datetime64[ns]")
-        ordered = standing.last_orders.reindex(members).to_numpy(dtype="datetime64[ns]")
-        blocked |= ~np.isnat(offered) & ~(ordered > offered)
+        offered = np.full(len(blocked), np.iinfo(np.int64).min, dtype=np.int64)  # NaT's integer
+        np.maximum.at(offered, where[recent], sent_at[recent].astype(np.int64))  # each member's latest offer
+        offered_at = offered.view("datetime64[ns]")
+        blocked |= ~np.isnat(offered_at) & ~(facts.ordered > offered_at)
     return blocked
