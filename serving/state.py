@@ -44,7 +44,7 @@ from serving.online.store import OnlineStore
 from serving.online.table import Row, empty_row
 from serving.outreach.actions import WHY_NOT
 from serving.outreach.desk import OutreachDesk
-from serving.outreach.plan import typical_basket
+from serving.outreach.plan import OfferWorth
 from serving.outreach.policy import load_policy
 from serving.outreach.pushes import PUSH_LIST, ProductPushes
 from serving.profiles import Profiler, profile_rules
@@ -209,14 +209,9 @@ def load_state(home: StateHome, dataset_name: str) -> ServingState:
             if products is not None
             else WHY_NOT["product-push"].format(command=PRODUCT_RECS.train_command(dataset.name))
         )
-        desk = OutreachDesk(
-            dataset,
-            load_policy(),
-            pseudonym_key(home),
-            0.0 if baskets is None else typical_basket(baskets),
-            since,
-            pushes,
-        )
+        uplift = next((c.model for c in champions.of(Task.member) if c.kind is UPLIFT), None)
+        offers = None if uplift is None else OfferWorth.of(uplift, baskets)
+        desk = OutreachDesk(dataset, load_policy(), pseudonym_key(home), offers, since, pushes)
         online.listeners.append(desk.add)
         state.outreach = desk
     except DataError as exc:

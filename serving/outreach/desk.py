@@ -19,7 +19,7 @@ import pandas as pd
 from features.dataset.campaigns import split_position
 from features.dataset.events import Journal
 from features.dataset.store import Dataset
-from serving.outreach.plan import HOLDOUT_SALT, READ_UNPRICED, choose, offer_worth
+from serving.outreach.plan import HOLDOUT_SALT, READ_UNPRICED, OfferWorth, choose
 from serving.outreach.policy import CONSENTS, ContactLog, Facts, OutreachPolicy, Standing, Verdicts, rules
 from serving.outreach.pushes import ProductPushes
 
@@ -32,14 +32,17 @@ class OutreachDesk:
         dataset: Dataset,
         policy: OutreachPolicy,
         key: bytes,
-        typical_basket: float,
+        offers: OfferWorth | str | None,
         since: datetime,
         pushes: ProductPushes | str | None = None,
     ) -> None:
-        """`since`: the earliest time it will be asked about (the served snapshot's as-of date): what the rules
+        """`offers`: what an uplift champion's lift is worth, or why it has none (None: no uplift champion).
+        `since`: the earliest time it will be asked about (the served snapshot's as-of date): what the rules
         read from then on is read from the tables once, the rest is heard as it is posted. `pushes`: the product
         recommender calibrated on past pushes, or why the plan has none (None: no product recommender)."""
-        self.policy, self.key, self.typical_basket = policy, key, typical_basket
+        self.policy, self.key = policy, key
+        self.offers = offers if isinstance(offers, OfferWorth) else None
+        self.unpriced = offers if isinstance(offers, str) else None
         self.pushes = pushes if isinstance(pushes, ProductPushes) else None
         self.no_pushes = pushes if isinstance(pushes, str) else None
         standing = Standing.of(dataset, policy, since, None)
@@ -108,9 +111,9 @@ class OutreachDesk:
         `products`: their product list as the service serves it (None where pushes are not weighed)."""
         judged = Verdicts(pd.Index([member]), list(self.policy.channels), rules(self.policy, at, self.facts(member)))
         gains: dict[str, np.ndarray] = {}
-        if uplift is not None and "offer" in self.policy.actions:
-            worth = offer_worth(np.array([np.nan if basket is None else basket], dtype=float), self.typical_basket)
-            gains["offer"] = np.asarray([uplift], dtype=float) * worth - self.policy.actions["offer"].cost
+        if uplift is not None and self.offers is not None and "offer" in self.policy.actions:
+            held = np.array([np.nan if basket is None else basket], dtype=float)
+            gains["offer"] = self.offers.gain(np.array([uplift], dtype=float), held) - self.policy.actions["offer"].cost
         items: dict[str, np.ndarray] = {}
         if self.pushes is not None and products is not None and "product-push" in self.policy.actions:
             gain, items["product-push"] = self.pushes.best_of([member], [products])
@@ -136,6 +139,8 @@ class OutreachDesk:
     def push_reasons(self) -> dict[str, str]:
         """Why the pushes the policy declares are not weighed (as the day's plan says)."""
         reasons = {"content-push": READ_UNPRICED}
+        if self.unpriced is not None:
+            reasons["offer"] = self.unpriced
         if self.no_pushes is not None:
             reasons["product-push"] = self.no_pushes
         return {push: why for push, why in reasons.items() if push in self.policy.actions}

@@ -2,9 +2,12 @@
 quiet hours and cool-offs (policy.py), by expected gain, within a budget, with a random stable holdout.
 
 Expected gain per member and action, and how each is kept honest:
-- `offer`: the uplift champion's lift in the member's chance to buy over its horizon (learned from a randomized
-  campaign: causal, and judged on held-out members by the gate) x what a purchase is worth for the member (their
-  average basket; the population's median for a member with none) - the offer's cost - the channel's cost.
+- `offer`: the uplift champion's lift (learned from a randomized campaign: causal, and judged on held-out members
+  by the gate) priced by OfferWorth: a lift in spend is currency already; a lift in the chance to buy x the
+  member's average basket (the population's median for a member with none) x what one more buyer spent, in
+  baskets, in the campaign's window (measured on its randomized arms at training: the effect on spend over the
+  effect on conversion); a lift in visits or retention has no price, and the plan leaves offers out saying so.
+  Less the offer's cost and the channel's cost.
 - `product-push`: a recommender's score says what a member would take, not what a push changes. pushes.py
   calibrates the recommender's ranks on the dataset's past pushes (the contact log's, with their items) and the
   orders that followed: the take rate of pushed items against the same members' unpushed items of the same rank,
@@ -20,6 +23,7 @@ kept uncontacted day after day, so `campaign report` can compare planned and hel
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -78,7 +82,11 @@ def plan_day(
     gains: dict[str, np.ndarray] = {}
     items: dict[str, np.ndarray] = {}
     if "offer" in policy.actions and "offer" not in unavailable:
-        gains["offer"] = _offer_gain(dataset, features) - policy.actions["offer"].cost
+        offer = _offer_gain(dataset, features)
+        if isinstance(offer, str):
+            unavailable["offer"] = offer
+        else:
+            gains["offer"] = offer - policy.actions["offer"].cost
     calibration = None
     if "product-push" in policy.actions and "product-push" not in unavailable:
         model = load_champions(dataset.home, dataset.name, [PRODUCT_RECS])[PRODUCT_RECS].model
@@ -119,12 +127,44 @@ def plan_day(
     )
 
 
-def _offer_gain(dataset: Dataset, features: pd.DataFrame) -> np.ndarray:
-    """The uplift champion's lift in each member's chance to buy x what a purchase is worth for them."""
-    champion = load_champions(dataset.home, dataset.name, [UPLIFT])[UPLIFT]
-    lift = np.asarray(champion.model.predict(features), dtype=float)  # type: ignore[union-attr]
-    baskets = features.get("avg_basket")
-    return lift * offer_worth(baskets, 0.0 if baskets is None else typical_basket(baskets))
+def _offer_gain(dataset: Dataset, features: pd.DataFrame) -> np.ndarray | str:
+    """What the uplift champion's lift is worth for each member (OfferWorth), or why it has no price."""
+    model = load_champions(dataset.home, dataset.name, [UPLIFT])[UPLIFT].model
+    worth = OfferWorth.of(model, features.get("avg_basket"))
+    if isinstance(worth, str):
+        return worth
+    lift = np.asarray(model.predict(features), dtype=float)  # type: ignore[union-attr]
+    return worth.gain(lift, features.get("avg_basket"))
+
+
+@dataclass(frozen=True)
+class OfferWorth:
+    """What an uplift champion's lift is worth in spending (the plan's for every member, `/next_action`'s for
+    one)."""
+
+    outcome: str  # "spend": the lift is currency; "conversion": it is a change in the chance to buy
+    typical_basket: float  # a purchase's worth for a member with no basket of their own
+    baskets_per_conversion: float  # what one more buyer spent in the campaign's window, in baskets
+
+    @classmethod
+    def of(cls, model: object, baskets: pd.Series | None) -> OfferWorth | str:
+        """From the champion's spec and the members' average baskets; a string says why a lift has no price."""
+        spec = getattr(model, "spec", None)
+        outcome = getattr(spec, "outcome", "conversion")
+        if outcome not in ("spend", "conversion"):
+            return (
+                f"the uplift champion predicts the lift in {outcome}, which has no price in spending: train "
+                "`uplift --outcome conversion` or `--outcome spend` for offers to be weighed"
+            )
+        typical = 0.0 if baskets is None else typical_basket(baskets)
+        measured = getattr(spec, "baskets_per_conversion", None)
+        return cls(outcome, typical, 1.0 if measured is None else float(measured))
+
+    def gain(self, lift: np.ndarray, baskets: pd.Series | np.ndarray | None) -> np.ndarray:
+        """Each member's expected extra spend from the offer."""
+        if self.outcome == "spend":
+            return lift
+        return lift * offer_worth(baskets, self.typical_basket) * self.baskets_per_conversion
 
 
 def typical_basket(baskets: pd.Series) -> float:

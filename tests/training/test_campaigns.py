@@ -8,6 +8,7 @@ import json
 import shutil
 from datetime import date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -24,13 +25,13 @@ from serving.models import batch
 from serving.models.batch import snapshot_features
 from serving.models.champions import Champions, load_champions
 from serving.models.kinds import UPLIFT
-from serving.outreach.plan import plan_day
+from serving.outreach.plan import OfferWorth, plan_day
 from serving.outreach.policy import load_policy
 from serving.state import load_state, member_next_action, post_events
 from tests.conftest import synthetic
 from training.job import TrainSettings, train
 from training.uplift.data import campaign_data
-from training.uplift.fit import fit_uplift
+from training.uplift.fit import baskets_per_conversion, fit_uplift
 
 CAMPAIGN_AT = date(2025, 7, 1)
 HORIZON = 30
@@ -312,3 +313,26 @@ def test_the_days_plan_offers_within_consent_caps_and_quiet_hours_with_a_stable_
     assert not measured.sample_ratio.mismatch and measured.split_source.startswith("the plan")
     with pytest.raises(DataError, match="--list 'a plan'"):
         record_plan_file(camp, tmp_path / "plan.csv", monday, "a plan", policy.holdout)
+
+
+def test_a_conversion_lift_is_priced_by_what_one_more_buyer_spent_in_the_campaign() -> None:
+    # Treated: 3 of 4 bought, spending 300 in all; control: 1 of 4, spending 60. Effect on conversion 0.5, on spend
+    # (300 - 60) / 4 = 60 per member: one more buyer spent 120, which is 2 of the members' median basket of 60.
+    treated = np.array([True] * 4 + [False] * 4)
+    converted = np.array([1, 1, 1, 0, 1, 0, 0, 0], dtype=float)
+    spend = np.array([100, 100, 100, 0, 60, 0, 0, 0], dtype=float)
+    frame = pd.DataFrame({"avg_basket": [50, 60, 70, np.nan, 60, 0, 55, 65]})
+    assert baskets_per_conversion(frame, np.tile(treated, 20), np.tile(converted, 20), np.tile(spend, 20)) == (
+        pytest.approx(2.0)
+    )
+    # An effect on conversion within two standard errors of zero prices nothing (the ratio would be noise).
+    assert baskets_per_conversion(frame, treated, converted, spend) is None
+
+    spec = SimpleNamespace(outcome="conversion", baskets_per_conversion=2.0)
+    worth = OfferWorth.of(SimpleNamespace(spec=spec), pd.Series([40.0, None, 0.0, 80.0]))
+    assert isinstance(worth, OfferWorth) and worth.typical_basket == 60.0  # the median of the baskets held
+    assert worth.gain(np.array([0.1, 0.1]), np.array([40.0, np.nan])) == pytest.approx([8.0, 12.0])
+    spend_lift = OfferWorth.of(SimpleNamespace(spec=SimpleNamespace(outcome="spend")), None)
+    assert isinstance(spend_lift, OfferWorth) and spend_lift.gain(np.array([7.5]), None) == pytest.approx([7.5])
+    visits = OfferWorth.of(SimpleNamespace(spec=SimpleNamespace(outcome="visit")), None)
+    assert isinstance(visits, str) and "visit" in visits and "--outcome spend" in visits

@@ -30,6 +30,7 @@ class CampaignData:
     columns: list[str]
     treated: np.ndarray
     outcome: np.ndarray
+    spend: np.ndarray  # net spend in the window, whatever the outcome: what an effect is worth
     held_out: np.ndarray  # the members every family is judged on
     start: date
     treatment_arm: str
@@ -69,6 +70,7 @@ def campaign_data(dataset: Dataset, settings: TrainSettings) -> CampaignData:
         columns=columns,
         treated=(outcomes["arm"] == treatment).to_numpy(),
         outcome=outcomes[settings.outcome].to_numpy(float),
+        spend=outcomes["spend"].to_numpy(float),
         held_out=position < HELD_OUT_SHARE,
         start=start,
         treatment_arm=treatment,

@@ -47,6 +47,9 @@ class UpliftSpec(BaseModel):
     binary: bool  # the outcome is yes/no: outcome models predict probabilities
     treated_share: float  # the X-learner's blend weight (the propensity of a randomized campaign)
     average_effect: float  # the campaign's average effect on the training members: what "random" predicts
+    # A conversion lift's worth: what one more buyer spent in the window, in buyers' average baskets (the arms'
+    # effect on spend / their effect on conversion: a randomized, Wald ratio); None where not measured.
+    baskets_per_conversion: float | None = None
 
 
 class UpliftModel(MemberModel):

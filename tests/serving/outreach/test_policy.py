@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,18 @@ from features.common.home import StateHome
 from features.dataset.importers import import_file
 from features.dataset.store import Dataset
 from serving.outreach.actions import outreach_actions
-from serving.outreach.policy import CAP, CONSENT, COOL_OFF, QUIET_HOURS, Cap, OutreachPolicy, load_policy, reachable
+from serving.outreach.plan import choose
+from serving.outreach.policy import (
+    CAP,
+    CONSENT,
+    COOL_OFF,
+    QUIET_HOURS,
+    Cap,
+    OutreachPolicy,
+    judged,
+    load_policy,
+    reachable,
+)
 from tests.conftest import write_text
 
 MEMBERS = """member_id,consent_marketing,consent_sms,consent_push
@@ -60,13 +72,15 @@ def _log(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
     ),
     caps=st.lists(st.tuples(st.integers(1, 7), st.integers(0, 4)), max_size=3),
     hour=st.integers(0, 23),
+    gains=st.lists(st.floats(-50, 50), min_size=10, max_size=10),
 )
 def test_whoever_is_allowed_is_within_consent_caps_quiet_hours_and_cool_offs(
-    club: Dataset, rows: list[tuple[str, int, str]], caps: list[tuple[int, int]], hour: int
+    club: Dataset, rows: list[tuple[str, int, str]], caps: list[tuple[int, int]], hour: int, gains: list[float]
 ) -> None:
     policy = OutreachPolicy.model_validate(
         {
             "channels": {"sms": {"consent": "consent_sms"}, "push": {"consent": "consent_push"}},
+            "actions": {"offer": {"channels": ["sms", "push"]}, "product-push": {"channels": ["push"]}},
             "caps": [{"days": d, "at_most": n} for d, n in caps],
             "cool_offs": {"complaint_days": 30, "unanswered_offer_days": 0},
         }
@@ -88,6 +102,14 @@ def test_whoever_is_allowed_is_within_consent_caps_quiet_hours_and_cool_offs(
             start = pd.Timestamp((at - timedelta(days=days - 1)).date())
             sent = earlier[(earlier["member_id"] == row.member_id) & (earlier["ts"] >= start)]
             assert len(sent) < at_most
+    # The plan's choice among actions of any gains only ever uses an allowed channel, at most once per member.
+    worth = {"offer": np.array(gains[:5]), "product-push": np.array(gains[5:])}
+    chosen, _ = choose(IDS, worth, judged(club, policy, at, IDS, log), policy)
+    allowed = set(
+        zip(answer.loc[answer["allowed"], "member_id"], answer.loc[answer["allowed"], "channel"], strict=True)
+    )
+    assert all((member, channel) in allowed and gain >= 0 for member, _, channel, _, gain in chosen)  # 4 decimals
+    assert len({member for member, *_ in chosen}) == len(chosen)
 
 
 def test_the_first_rule_that_forbids_a_contact_is_named(club: Dataset) -> None:
