@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from features.common.errors import DataError
 from features.common.home import StateHome
 from features.common.settings import project_settings
+from features.dataset.event_log import Unavailable
 from serving.coalesce import Coalescer
 from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
@@ -250,6 +251,8 @@ class CommunityML:
         """A posted batch checked and kept: the answer, or 422 naming each refused row (the good ones kept)."""
         try:
             result = post(self.state, {table: rows for table, rows in batch.items() if rows})
+        except Unavailable as exc:  # nothing was acknowledged: the caller posts again later
+            raise bentoml.exceptions.ServiceUnavailable(self._told(exc)) from exc
         except DataError as exc:
             raise bentoml.exceptions.InvalidArgument(self._told(exc)) from exc
         if not (rejected := result["rejected"]):

@@ -293,7 +293,8 @@ def post_events(state: ServingState, batch: dict[str, list[dict[str, Any]]]) -> 
         "accepted": len(entries),
         "rejected": checked.rejected,
         "members_updated": len(members),
-        "kept": "journal: durable, counted in answers now, added to the tables by `community-ml data ingest`",
+        "kept": f"{state.online.log_name}: durable, counted in answers now, added to the tables by "
+        "`community-ml data ingest`",
     }
 
 

@@ -81,8 +81,15 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="a Redis the service's workers share fresh events through; unset: each worker folds the journal",
+        description="a Redis the service's workers and replicas share: the event log is a stream per dataset in it, "
+        "and fresh records and items are shared through it; unset: a journal file in the home",
         json_schema_extra={"secret": True},
+    )
+    redis_fsync: str = Field(
+        "always",
+        pattern="^(always|everysec)$",
+        description="the Redis durability events need: always (appendfsync always: nothing acknowledged is lost) or "
+        "everysec (accepts a Redis that may lose the last second of acknowledged events)",
     )
     model_source: str | None = Field(
         None,

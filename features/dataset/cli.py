@@ -174,7 +174,7 @@ def generate_command(
 def ingest_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> None:
     """Adds the events the service accepted (`POST /events`, kept in the journal) to the dataset's tables, exactly
     once; `features build` does it first by itself."""
-    from features.dataset.events import ingest
+    from features.dataset.event_log import ingest
 
     with user_errors():
         summary = ingest(Dataset(StateHome.from_env(), dataset).require())

@@ -6,7 +6,9 @@ reason, the good ones are kept), then made durable in the dataset's append-only 
 answers: `<home>/events/<dataset>/journal.jsonl`, written in one `write` and flushed to disk (fsync) under a file
 lock, so several workers can append at once and a killed service loses nothing it accepted.
 
-`community-ml data ingest` (and every `features build`) folds the journal into the dataset's tables exactly once:
+With `$COMMUNITY_ML_REDIS_URL` set, the log is a Redis stream instead (event_log.py: replicas on machines that share
+no disk). `community-ml data ingest` (event_log.py; every `features build` runs it) folds the journal into the
+dataset's tables exactly once:
 the journal is first sealed (renamed to a segment, under the lock, so the service goes on in a new journal), each
 segment is merged into the tables and only then deleted. A process killed between the two merges the segment again
 at the next ingest, which changes nothing: an event table's key is the whole row (features/dataset/contract.py), the
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel
 
 from features.common.home import StateHome
 from features.dataset.contract import ITEM_TABLES, TABLES
@@ -97,6 +99,15 @@ def event_key(table: str, row: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps([table, row], sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def entries_of(good: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """Checked events as the event log keeps them: table, key, row."""
+    return [
+        {"table": table, "key": event_key(table, row), "row": row}
+        for table, frame in good.items()
+        for row in event_rows(frame)
+    ]
+
+
 class Journal:
     """The dataset's append-only journal of accepted events (one JSON line each: table, key, row)."""
 
@@ -109,11 +120,7 @@ class Journal:
 
     def append(self, good: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
         """Writes the events and flushes them to disk before returning them as journal entries."""
-        entries = [
-            {"table": table, "key": event_key(table, row), "row": row}
-            for table, frame in good.items()
-            for row in event_rows(frame)
-        ]
+        entries = entries_of(good)
         if not entries:
             return entries
         data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
@@ -126,6 +133,12 @@ class Journal:
             finally:
                 os.close(fd)
         return entries
+
+    def batches(self) -> Iterator[tuple[str, list[dict[str, Any]], Callable[[], None]]]:
+        """The journal sealed, then each segment's entries, deleted by its callback once the tables hold them."""
+        self.seal()
+        for segment in self.segments():
+            yield f"events journal {segment.name}", read_entries(segment), segment.unlink
 
     def segments(self) -> list[Path]:
         """Sealed segments, oldest first."""
@@ -211,42 +224,6 @@ def entries_frame(entries: list[dict[str, Any]], table: str) -> pd.DataFrame:
     rows = [e["row"] for e in entries if e["table"] == table]
     frame = pd.DataFrame.from_records(rows, columns=list(spec.column_names))
     return frame.astype({c.name: stored_dtype(c) for c in spec.columns})
-
-
-class IngestSummary(BaseModel):
-    dataset: str
-    segments: int
-    events: dict[str, int]  # table -> events (or items) read from the journal
-    added: dict[str, int]  # table -> rows new to the table (items: new ids; an update of one is not counted)
-    seconds: float
-
-
-def ingest(dataset: Dataset) -> IngestSummary:
-    """Folds the journal's events into the dataset's tables, exactly once."""
-    started = time.perf_counter()
-    journal = Journal(dataset.home, dataset.name)
-    journal.seal()
-    events = dict.fromkeys(JOURNALED, 0)
-    added = dict.fromkeys(JOURNALED, 0)
-    segments = journal.segments()
-    for segment in segments:
-        entries = read_entries(segment)
-        for table in JOURNALED:
-            frame = entries_frame(entries, table)
-            if len(frame):
-                result = dataset.merge(table, frame)
-                events[table] += len(frame)
-                added[table] += result.added
-        dataset.record({"source": f"events journal {segment.name}", "events": len(entries)})
-        segment.unlink()  # only now: killed before this line, the next ingest merges it again, changing nothing
-    read = [t for t in JOURNALED if events[t] or t in ("orders", "engagements")]  # the tables the journal held
-    return IngestSummary(
-        dataset=dataset.name,
-        segments=len(segments),
-        events={t: events[t] for t in read},
-        added={t: added[t] for t in read},
-        seconds=round(time.perf_counter() - started, 2),
-    )
 
 
 def events_since(dataset: Dataset, as_of: datetime) -> dict[str, pd.DataFrame]:

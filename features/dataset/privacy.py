@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from features.common.columns import LAYOUT_FILE, Columns
 from features.common.errors import DataError
 from features.common.home import StateHome
-from features.dataset.events import ingest
+from features.dataset.event_log import ingest
 from features.dataset.pseudonyms import pseudonym, pseudonym_key
 from features.dataset.store import Dataset, write_json_atomic, write_parquet_atomic
 

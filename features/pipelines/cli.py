@@ -30,7 +30,7 @@ def build_command(
 ) -> None:
     """Features as of T from events before T; labels from the H days after T where the data reaches them. Events
     the service accepted since the last build are ingested into the tables first."""
-    from features.dataset.events import ingest
+    from features.dataset.event_log import ingest
     from features.pipelines.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
 
     with user_errors():

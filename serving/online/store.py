@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from features.common.progress import step
+from features.dataset.event_log import RedisEventStream, event_log
 from features.dataset.events import (
     EVENT_TABLES,
     Checked,
@@ -47,7 +48,8 @@ class OnlineStore:
     table: OnlineTable  # the snapshot's rows
     folder: EventFolder  # folds new events into rows
     fresh: FreshStore  # the records of members with events since the snapshot
-    journal: Journal
+    journal: Journal  # this host's event journal: the log where no Redis is configured
+    stream: RedisEventStream | None  # the dataset's event stream in Redis, where one is
     journal_position: tuple[int, int] = (0, 0)  # how far this worker has read the journal (inode, offset)
     # Items posted and what happened to items since the snapshot, as this worker has seen them.
     activity: ItemActivity = field(default_factory=ItemActivity)
@@ -68,15 +70,23 @@ class OnlineStore:
         folder = EventFolder(table.schema, cutoff, {name: _catalogue(dataset, s) for name, s in ITEM_SOURCES.items()})
         # Records belong to one snapshot: a rebuilt one (which holds the ingested events) starts from none.
         namespace = f"{dataset.name}:{as_of}:{snapshot.meta().get('built_at', '')}"
-        store = cls(table, folder, open_store(namespace), Journal(dataset.home, dataset.name))
+        log = event_log(dataset.home, dataset.name)
+        stream = log if isinstance(log, RedisEventStream) else None
+        store = cls(table, folder, open_store(namespace), Journal(dataset.home, dataset.name), stream)
         store.replay(dataset, cutoff)
         return store
+
+    @property
+    def log_name(self) -> str:
+        """Where accepted events are kept until ingested."""
+        return "journal" if self.stream is None else "redis stream"
 
     def describe(self) -> dict[str, Any]:
         return {
             "members": len(self.table),
             "fresh_members": self.fresh.size(),
             "online_store": self.fresh.description,
+            "event_log": self.log_name,
             **self.activity.describe(),
         }
 
@@ -87,7 +97,7 @@ class OnlineStore:
         caller need not wait for, and a read of this worker's first folds whatever is pending, so every answer
         after this one counts them. Records in Redis, shared by every worker, are updated before this returns."""
         checked = check_events(batch)
-        entries = self.journal.append(checked.good)
+        entries = (self.stream or self.journal).append(checked.good)
         self.heard(entries)  # this worker's next answer counts them; the others' through the journal or Redis
         if self.fresh.shares:
             self.fresh.share(entries)
@@ -99,7 +109,9 @@ class OnlineStore:
     def replay(self, dataset: Dataset, cutoff: datetime) -> None:
         """Folds in what the snapshot lacks: the journal's events, and those ingested since the snapshot was built.
         An event already folded in (another worker replayed it first) counts once."""
-        entries, self.journal_position = self.journal.pending()
+        entries, self.journal_position = self.journal.pending()  # a journal left from before Redis, too
+        if self.stream is not None:
+            entries += self.stream.pending()[0]
         for table, frame in events_since(dataset, cutoff).items():
             entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
         if entries:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.dataset.campaigns import split_position
-from features.dataset.events import Journal
+from features.dataset.event_log import pending_entries
 from features.dataset.store import Dataset
 from serving.outreach.plan import HOLDOUT_SALT, READ_UNPRICED, OfferWorth, choose
 from serving.outreach.policy import CONSENTS, ContactLog, Facts, OutreachPolicy, Standing, Verdicts, rules
@@ -63,7 +63,7 @@ class OutreachDesk:
         self.live: dict[str, list[tuple[Any, ...]]] = {}  # member -> (ts, action) of contacts posted since the start
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        self.add(Journal(dataset.home, dataset.name).pending()[0])  # taken, not yet in the tables
+        self.add(pending_entries(dataset.home, dataset.name))  # taken, not yet in the tables
 
     def add(self, entries: list[dict[str, Any]]) -> None:
         """Contacts and orders posted since the start (each entry once, however often it is heard)."""

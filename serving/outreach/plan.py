@@ -32,7 +32,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from features.dataset.campaigns import split_position
-from features.dataset.events import ingest
+from features.dataset.event_log import ingest
 from features.dataset.pseudonyms import pseudonym_key
 from features.dataset.store import Dataset
 from features.pipelines.snapshots import resolve_as_of

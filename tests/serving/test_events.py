@@ -154,46 +154,70 @@ def stop(server: subprocess.Popen[bytes]) -> None:
     server.wait(timeout=30)
 
 
+class RedisServer:
+    """A redis-server of its own on a free port (Debian's package, which `make test` installs), keeping an
+    append-only file fsynced at every write, as the event stream needs."""
+
+    def __init__(self, binary: str, folder: str) -> None:
+        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        import redis
+
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.folder]
+        process = subprocess.Popen(
+            [*command, "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return process
+            except redis.exceptions.BusyLoadingError:
+                time.sleep(0.05)
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL, then a new server on the same files: what it acknowledged must be back."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = self.start()
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A redis-server of its own on a free port (Debian's package, which `make test` installs)."""
+def redis_server() -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (make test installs Debian's redis-server)")
-    port = free_port()
     with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
-            stdout=subprocess.DEVNULL,
-        )
+        server = RedisServer(binary, folder)
         try:
-            import redis
-
-            client = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    import time
-
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield server
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.process.terminate()
+            server.process.wait(timeout=10)
 
 
 @pytest.mark.slow
 def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
-    own_home: StateHome, http: TestClient, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    own_home: StateHome,
+    http: TestClient,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    redis_url = redis_server.url
     import psutil
     import redis
 
+    from features.dataset.event_log import Unavailable
     from serving.models.base import ListRules
     from serving.models.kinds import CONTENT_RECS
-    from serving.state import load_state, member_scores, recommendations
+    from serving.state import load_state, member_scores, post_events, recommendations
 
     # given: a real server, and a replica with a state home of its own (another host, say): they share only Redis
     monkeypatch.setenv("COMMUNITY_ML_REDIS_URL", redis_url)
@@ -262,30 +286,40 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     assert metadata["online_store"].startswith("redis") and metadata["fresh_members"] == 1
     assert not (replica.online.journal.current.exists())
 
-    # when: Redis loses everything too, and the service starts again from its state home
-    redis.Redis.from_url(redis_url).flushall()
-    assert not member_scores(replica, [member])[0][0]["fresh"]
+    # when: Redis is killed and started again on its append-only file, and the service starts again
+    redis_server.kill_and_restart()
     restarted = load_state(own_home, "shop")
-    # then: its journal gave back every event it had accepted, once, to itself and the replica
+    # then: the stream gave back every event the server had accepted, once, to itself and the replica
     assert member_scores(restarted, [member])[0][0] == seen == member_scores(replica, [member])[0][0]
-    assert restarted.online.fresh.size() == 1
+    stream = redis.Redis.from_url(redis_url)
+    assert stream.xlen("community-ml:events:shop") == 4  # 2 orders, a like, a post
 
-    # and ingesting adds each event to the tables once, even when a segment is merged twice (an ingest killed
-    # after merging it, before deleting it), and leaves nothing to ingest
+    # and ingesting from another host (the replica's home: it shares only Redis) adds each event to the tables
+    # once, even when an ingest was killed after writing the tables and before acknowledging; none is left
     from typer.testing import CliRunner
 
     from cli import app
+    from features.dataset.event_log import GROUP
 
-    kept = (own_home.events / "shop" / "journal.jsonl").read_text()
+    replica_home = tmp_path / "other"
+    monkeypatch.setenv("COMMUNITY_ML_HOME", str(replica_home))
+    stream.xgroup_create("community-ml:events:shop", GROUP, id="0")
+    stream.xreadgroup(GROUP, "killed-ingest", {"community-ml:events:shop": ">"})  # read, never acknowledged
     ingested = CliRunner().invoke(app, ["data", "ingest", "--dataset", "shop", "--json"])
     assert ingested.exit_code == 0, ingested.output
     assert json.loads(ingested.output)["added"] == {"orders": 2, "engagements": 1, "contents": 1}
-    (own_home.events / "shop" / "sealed-1.jsonl").write_text(kept)  # as if the killed ingest had left it
     again = CliRunner().invoke(app, ["data", "ingest", "--dataset", "shop", "--json"])
     assert again.exit_code == 0
-    assert json.loads(again.output)["added"] == {"orders": 0, "engagements": 0, "contents": 0}
-    stored = Dataset(own_home, "shop").read("orders")
+    assert json.loads(again.output)["added"] == {"orders": 0, "engagements": 0}
+    assert stream.xlen("community-ml:events:shop") == 0
+    stored = Dataset(StateHome(replica_home), "shop").read("orders")
     assert sorted(stored.loc[stored["order_id"].isin(["EV-K1", "EV-K2"]), "order_id"]) == ["EV-K1", "EV-K2"]
-    likes = Dataset(own_home, "shop").read("engagements")
+    likes = Dataset(StateHome(replica_home), "shop").read("engagements")
     assert len(likes[(likes["member_id"] == member) & (likes["ts"] == pd.Timestamp(NOW))]) == 1
-    assert not list((own_home.events / "shop").glob("*.jsonl"))
+    assert not list((own_home.events / "shop").glob("*.jsonl"))  # the server's disk held none of it
+
+    # and: with Redis down, /events says so (503) and nothing is acknowledged
+    redis_server.process.kill()
+    redis_server.process.wait(timeout=10)
+    with pytest.raises(Unavailable, match="Redis does not answer"):
+        post_events(restarted, {"orders": [{**orders[0], "order_id": "EV-K3"}]})

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features.common.home import StateHome
-from features.dataset.events import ingest
+from features.dataset.event_log import ingest
 from features.dataset.importers import import_file
 from features.dataset.store import Dataset
 from serving.models import registry
