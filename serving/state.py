@@ -320,11 +320,15 @@ def member_scores(
             )
             scored |= {m: (a, i) for m, a, i in zip(group, answers, inputs, strict=True)}
     records, logged = [], []
+    down = state.online.fresh.down
+    stale = {} if down is None else {"stale": down}  # fresh is false for everyone, and this says why
     for member in member_ids:
         variant = {"variant": variants[member]} if variants else {}  # with a challenger, every answer names it
         if member in scored:
             answer, values = scored[member]
-            records.append({"member_id": member, "cold_start": False, "fresh": rows[member][2], **answer, **variant})
+            records.append(
+                {"member_id": member, "cold_start": False, "fresh": rows[member][2], **answer, **variant, **stale}
+            )
             logged.append(values)
         else:
             records.append(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,7 @@ class FreshStore(ABC):
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+        self.down: str | None = None  # why fresh records cannot be read now (answers are the snapshot's)
 
     @abstractmethod
     def get(self, member_ids: list[str]) -> dict[str, Record]:
@@ -115,18 +117,36 @@ class RedisStore(FreshStore):
 
         super().__init__(namespace)
         self.url = url
-        self._redis = redis.Redis.from_url(url)
-        self._watch_error = redis.WatchError
+        # A Redis that stops answering must not hold requests: half a second, then the snapshot answers.
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._watch_error, self._errors = redis.WatchError, redis.RedisError
+        self._retry_at = 0.0
         try:
             self._redis.ping()
         except redis.RedisError as exc:
             raise DataError(f"${REDIS_URL_ENV}={url}: Redis does not answer ({exc})") from exc
 
+    def _guarded(self, call: Callable[[], Any], default: Any) -> Any:
+        """`call`, or `default` while Redis does not answer (`down` says so; it is asked again after a second,
+        not at every request)."""
+        if self.down is not None and time.monotonic() < self._retry_at:
+            return default
+        try:
+            result = call()
+        except self._errors as exc:
+            self.down = (
+                f"Redis does not answer ({type(exc).__name__}): answers are the snapshot's, without events since"
+            )
+            self._retry_at = time.monotonic() + 1.0
+            return default
+        self.down = None
+        return result
+
     def _key(self, member_id: str) -> str:
         return f"community-ml:{self.namespace}:member:{member_id}"
 
     def get(self, member_ids: list[str]) -> dict[str, Record]:
-        values = self._redis.mget([self._key(m) for m in member_ids])
+        values = self._guarded(lambda: self._redis.mget([self._key(m) for m in member_ids]), [None] * len(member_ids))
         return {m: json.loads(v) for m, v in zip(member_ids, values, strict=True) if v is not None}
 
     def update(self, member_ids: list[str], change: Change) -> None:
@@ -161,7 +181,7 @@ class RedisStore(FreshStore):
                 pipe.execute()
 
     def shared_since(self, position: int) -> tuple[list[Entry], int]:
-        values = self._redis.lrange(self._shared, position, -1)
+        values = self._guarded(lambda: self._redis.lrange(self._shared, position, -1), [])
         return [json.loads(v) for v in values], position + len(values)
 
     @property

@@ -323,3 +323,9 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     redis_server.process.wait(timeout=10)
     with pytest.raises(Unavailable, match="Redis does not answer"):
         post_events(restarted, {"orders": [{**orders[0], "order_id": "EV-K3"}]})
+    # and predictions keep coming, from the snapshot, saying why they are not fresh
+    answer = member_scores(restarted, [member])[0][0]
+    assert not answer["fresh"] and "Redis does not answer" in answer["stale"]
+    monkeypatch.delenv("COMMUNITY_ML_REDIS_URL")
+    snapshot_only = member_scores(load_state(own_home, "shop"), [member])[0][0]  # its tables never had the events
+    assert answer["churn_probability"] == snapshot_only["churn_probability"] and not snapshot_only["fresh"]
