@@ -1,16 +1,21 @@
 """The Spark engine builds the same snapshot files as DuckDB: every feature, label and interaction matrix, on the
 synthetic community and on Online Retail (money to the cent, counts exactly, other floats to 1e-9 relative).
 
-One local Spark session serves the whole module (the JVM start costs ~10 s); it needs the `spark` extra and
-Java 17 or 21, which `make test` installs.
+One Spark session on a standalone cluster (a master and two workers started from the PySpark install, as a brand
+runs it: executors in JVMs of their own) serves the whole module (JVM starts cost ~10 s); it needs the `spark`
+extra and Java 17 or 21, which `make test` installs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -30,6 +35,7 @@ from features.pipelines.engines import Engine
 from features.pipelines.interactions import Interactions
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, upgrade_timestamps
 from tests.conftest import state_home_env, synthetic, with_champions
+from tests.serving.conftest import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,26 +53,84 @@ pytestmark = [
 MONEY = re.compile(r"^(monetary|sales_value|returned_value|future_value|spend(_prev)?_\d+d)$")
 # Small data: one shuffle partition and no adaptive re-planning save seconds per query (style.md).
 # A JVM that compiles with C1 alone warms up faster: 40 s against 60 s for a first snapshot of 2,000 members.
+FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 TEST_SPARK_CONF = (
     "spark.sql.shuffle.partitions=1,spark.sql.adaptive.enabled=false,spark.driver.memory=1g,"
-    "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    f"spark.executor.memory=768m,spark.driver.extraJavaOptions={FAST_JVM},spark.executor.extraJavaOptions={FAST_JVM}"
 )
 
 
+class StandaloneCluster:
+    """A Spark standalone cluster from the PySpark install: a master and two workers of one core each (what a
+    brand's cluster is, on one machine), `spark://127.0.0.1:PORT`. The executors are other JVMs than the driver:
+    the tables, the code and the Python they run must reach them as on real machines."""
+
+    def __init__(self, root: Path, workers: int = 2) -> None:
+        import httpx
+
+        spark_home = Path(importlib.util.find_spec("pyspark").origin).parent  # type: ignore[union-attr, arg-type]
+        java = engines.java_for_spark()
+        env = {**os.environ, "SPARK_HOME": str(spark_home), "PYSPARK_PYTHON": sys.executable}
+        env |= {"JAVA_HOME": java} if java else {}
+        env["SPARK_LOG_DIR"] = str(root / "logs")
+        port, ui = free_port(), free_port()
+        self.url = f"spark://127.0.0.1:{port}"
+        spark_class = [str(spark_home / "bin" / "spark-class")]
+        master = [*spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+        logs = (root / "cluster.log").open("ab")
+        self.processes = [subprocess.Popen([*master, "--webui-port", str(ui)], env=env, stdout=logs, stderr=logs)]
+        worker = [*spark_class, "org.apache.spark.deploy.worker.Worker", self.url, "--cores", "1", "--memory", "1g"]
+        for i in range(workers):
+            folder = root / f"worker-{i}"
+            folder.mkdir(parents=True)
+            command = [*worker, "--host", "127.0.0.1", "--webui-port", "0", "--work-dir", str(folder)]
+            self.processes.append(subprocess.Popen(command, env=env, stdout=logs, stderr=logs))
+        for _ in range(240):  # the master's JSON lists the workers once they registered
+            try:
+                state = httpx.get(f"http://127.0.0.1:{ui}/json/", timeout=1).json()
+                if sum(w["state"] == "ALIVE" for w in state.get("workers", [])) == workers:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise AssertionError(f"the Spark cluster did not start: {root / 'cluster.log'}")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @pytest.fixture(scope="module")
-def spark() -> Iterator[threading.Thread]:
-    """The module's Spark session, starting in the background (~10 s of JVM start, while a test trains): join the
-    thread before the first Spark build."""
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[threading.Thread]:
+    """The module's Spark session on a standalone cluster (a master and two workers), starting in the background
+    (~10 s of JVM starts, while a test trains): join the thread before the first Spark build."""
     saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, Settings.variable("spark_master"))}
     engines.os.environ[engines.SPARK_CONF_ENV] = TEST_SPARK_CONF
-    engines.os.environ[Settings.variable("spark_master")] = "local[2]"
-    starting = threading.Thread(target=engines.spark_session, name="spark-start")
+    cluster: list[StandaloneCluster] = []
+
+    def start() -> None:
+        cluster.append(StandaloneCluster(tmp_path_factory.mktemp("spark-cluster")))
+        engines.os.environ[Settings.variable("spark_master")] = cluster[0].url
+        engines.spark_session()
+
+    starting = threading.Thread(target=start, name="spark-start")
     starting.start()
     try:
         yield starting
     finally:
         starting.join()
         engines.use(Engine.duckdb)
+        if cluster:  # the session goes before its cluster; a later one would start afresh
+            engines.spark_session().stop()
+            engines.spark_session.cache_clear()
+        for running in cluster:
+            running.stop()
         for key, value in saved.items():
             if value is None:
                 engines.os.environ.pop(key, None)
