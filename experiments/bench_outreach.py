@@ -6,10 +6,13 @@
   this checkout on the same home, up together, `--rounds` 10-second runs each in alternating order (the tail of
   a closed-loop load on 2 cores moves a lot between two runs of one server; see serving_ab.py). The same home
   serves both, so REF must read the models this checkout trained (no model format changed between them);
-- `community-ml outreach plan` on the same community, in its own process.
+- `community-ml outreach plan` on the same community, in its own process, and on a community of 500,000 members
+  (`--big-home`: configs/synthetic.yaml's campaign and pushes, an uplift champion and a product recommender; built
+  once when missing, about 20 minutes on 2 cores).
 Writes experiments/results/outreach.md.
 
     .venv/bin/python experiments/bench_outreach.py [--serving-home DIR] [--seconds 20] [--before REF --rounds 3]
+        [--big-home DIR | --no-big]
 """
 
 from __future__ import annotations
@@ -41,17 +44,49 @@ from experiments.results_file import write_results
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def plan_table(serving_home: Path | None) -> str:
+BIG_DATASET, BIG_MEMBERS = "m500000", 500_000
+
+
+def timed_plan(home: Path, dataset: str, out: str) -> tuple[float, str, float]:
+    """`outreach plan` in its own process: seconds, what it said, peak memory (GB)."""
+    env = {**os.environ, "COMMUNITY_ML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    command = [sys.executable, "-m", "cli", "outreach", "plan", "--dataset", dataset, "--out", out]
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", *command], env=env, cwd=PROJECT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"outreach plan failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    said = " ".join(done.stdout.split())
+    peak = next((int(line.split(":")[-1]) for line in done.stderr.splitlines() if "Maximum resident" in line), 0)
+    return seconds, said, peak / 2**20
+
+
+def ready_big_home(home: Path) -> None:
+    """The 500,000-member community with what the plan weighs (built once, kept)."""
+    if (home / "trained").exists():
+        return
+    env = {**os.environ, "COMMUNITY_ML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    cli = [sys.executable, "-m", "cli"]
+    for step in (
+        ["data", "generate", "--dataset", BIG_DATASET, "--members", str(BIG_MEMBERS), "--seed", "7",
+         "--config", "configs/synthetic.yaml", "--force"],
+        ["train", "uplift", "--dataset", BIG_DATASET, "--campaign", "coupon", "--horizon-days", "30"],
+        ["train", "product-recs", "--dataset", BIG_DATASET, "--budget-seconds", "0"],
+    ):  # fmt: skip
+        run([*cli, *step], env)
+    (home / "trained").touch()
+
+
+def plan_table(serving_home: Path | None, big_home: Path | None) -> str:
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         home, members = ready_home(serving_home, DATASET, tmp)
-        env = {**os.environ, "COMMUNITY_ML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-        command = [sys.executable, "-m", "cli", "outreach", "plan", "--dataset", DATASET, "--out", f"{tmp}/plan.csv"]
-        started = time.perf_counter()
-        done = subprocess.run(command, env=env, cwd=PROJECT, capture_output=True, text=True, check=True)
-        seconds = time.perf_counter() - started
-    said = [line for line in done.stdout.splitlines() if "planned" in line or line.startswith("left out")]
-    header = "| members | seconds | what it said |\n|---:|---:|---|\n"
-    return header + f"| {len(members):,} | {seconds:.1f} | {'; '.join(said)} |\n"
+        rows.append((len(members), *timed_plan(home, DATASET, f"{tmp}/plan.csv")))
+        if big_home is not None:
+            ready_big_home(big_home)
+            rows.append((BIG_MEMBERS, *timed_plan(big_home, BIG_DATASET, f"{tmp}/big-plan.csv")))
+    header = "| members | seconds | peak memory GB | what it said |\n|---:|---:|---:|---|\n"
+    return header + "".join(f"| {n:,} | {s:.1f} | {gb:.1f} | {said} |\n" for n, s, said, gb in rows)
 
 
 def before_after(serving_home: Path | None, before: str, rounds: int, body: str) -> str:
@@ -103,6 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serving-home", type=Path, default=PROJECT / ".community-ml-bench" / "serving")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--big-home", type=Path, default=PROJECT / ".community-ml-bench" / "plan500k")
+    parser.add_argument("--no-big", action="store_true", help="leave the 500,000-member plan out")
     parser.add_argument("--before", help="a commit whose /next_action to measure beside this checkout's")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -118,7 +155,7 @@ def main() -> None:
         ]
     parts += [
         "## The day's plan\n",
-        plan_table(args.serving_home),
+        plan_table(args.serving_home, None if args.no_big else args.big_home),
     ]
     write_results("outreach", "Outreach: the next action and the day's plan, how fast", __doc__, "\n".join(parts))
 
