@@ -104,7 +104,13 @@ demo: setup
 ## test: run every test, slow end-to-end ones included (on two workers; tests sharing a trained community stay together)
 .PHONY: test
 test: setup-spark browser redis
-	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder -m "not soak"
+
+## soak: the several-machine tests: Spark on a standalone cluster, an MLflow server on PostgreSQL (a few minutes)
+.PHONY: soak
+soak: setup-spark redis postgres
+	$(BIN)/pytest -m soak
+	$(BIN)/pytest --spark-cluster tests/features/test_spark.py
 
 # Spark 4 runs on Java 17 or 21: kept when there is one (on PATH or under /usr/lib/jvm), else Debian's OpenJDK 17.
 .PHONY: java
@@ -136,6 +142,16 @@ redis:
 		|| { $(SUDO) apt-get update -q >/dev/null 2>&1 \
 			&& $(SUDO) apt-get install -y -q --no-install-recommends redis-server >/dev/null 2>&1; } \
 		|| echo "warning: could not install redis-server; the Redis test will say so and skip"; }
+
+# PostgreSQL (Debian's package) is the MLflow server's database in `make soak`'s tests; each test starts its own.
+.PHONY: postgres
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+		echo "installing postgresql for the MLflow server test ..."; \
+		$(SUDO) apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -q >/dev/null 2>&1 \
+			&& $(SUDO) apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1; } \
+		|| echo "warning: could not install postgresql; the MLflow server test will say so and skip"; }
 
 # wrk (Debian's package) loads the service in the serving benchmark; installed once, when missing.
 .PHONY: wrk

@@ -27,6 +27,7 @@ from features.dataset.event_log import Unavailable
 from serving.coalesce import Coalescer
 from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
+from serving.models.champions import registered_versions
 from serving.models.kinds import CHURN, CONTENT_RECS, PRODUCT_RECS, VALUE, ModelKind, Task, kinds_of
 from serving.prediction_log import PredictionLog
 from serving.problems import FieldRefused, ProblemDetails, field_path, problem, send_problem
@@ -135,6 +136,26 @@ class CommunityML:
             self._recommended, INLINE_MEMBERS
         )
         _SERVED[:] = [self]
+        period = project_settings().champion_poll_seconds
+        if period > 0:  # a champion promoted on the training host reaches this worker without a restart
+            threading.Thread(target=self._watch_champions, args=(period,), name="champion-watch", daemon=True).start()
+
+    def _watch_champions(self, period: float) -> None:
+        """Reloads when the registry's champions differ from those served (a promotion anywhere); a registry
+        that does not answer is asked again next time, the service answering with what it has."""
+        while True:
+            time.sleep(period)
+            try:
+                if self.champions_changed():
+                    logging.getLogger(__name__).warning("a champion was promoted: reloading")
+                    self._reload()
+            except Exception:
+                logging.getLogger(__name__).exception("could not ask the registry for champions; asking again later")
+
+    def champions_changed(self) -> bool:
+        """Whether the registry names other champions than those served (not the challenger: it is chosen)."""
+        registered = registered_versions(self.home, self.dataset)
+        return registered is not None and registered != self.state.champions.versions()
 
     def _told(self, exc: BaseException) -> str:
         """An error's message as a caller may read it: the server's files are its own business, so the state
@@ -442,6 +463,15 @@ class CommunityML:
     def reload(self, ctx: bentoml.Context) -> dict[str, Any]:
         """Loads the current champions and snapshot, then swaps them in at once; on failure keeps serving (503, and
         /metadata says why)."""
+        failed = self._reload()
+        if failed is not None:
+            ctx.response.status_code = 503
+            return problem(503, f"reload failed, still serving: {failed}")
+        return self._metadata()
+
+    def _reload(self) -> str | None:
+        """Loads the current champions and snapshot and swaps them in at once; on failure keeps the state and
+        says why."""
         with self._reloading:
             try:
                 fresh = load_state(self.home, self.dataset)
@@ -449,11 +479,10 @@ class CommunityML:
                 told = self._told(exc)
                 self.last_reload_error = f"{type(exc).__name__}: {told}"
                 logging.getLogger(__name__).exception("reload failed, still serving")
-                ctx.response.status_code = 503
-                return problem(503, f"reload failed, still serving: {told}")
+                return told
             self.state, self.last_reload_error = fresh, None
             _settle()
-        return self._metadata()
+        return None
 
 
 def _with_challenger(

@@ -14,6 +14,9 @@ import os
 # spin while they wait for work starve the other worker. Training the serving package's champions took 107 s
 # beside the other worker with spinning threads, 21 s without.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Services in tests reload on POST /reload alone: a watcher asking the registry every 30 s would do so at moments no
+# test chose (the test of promotions reaching a service asks it when it means to).
+os.environ.setdefault("COMMUNITY_ML_CHAMPION_POLL_SECONDS", "0")
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,11 +60,12 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
 @contextmanager
 def state_home_env(root: Path, **extra: str) -> Iterator[StateHome]:
     """$COMMUNITY_ML_HOME (and `extra` variables) pointing at `root`, restored afterwards; MLflow goes to the
-    home's sqlite file, whatever the caller's environment says."""
+    home's sqlite file, whatever the caller's environment says, unless `extra` names a server."""
     changes = {"COMMUNITY_ML_HOME": str(root), **extra}
     saved = {k: os.environ.get(k) for k in [*changes, "MLFLOW_TRACKING_URI"]}
     os.environ.update(changes)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if "MLFLOW_TRACKING_URI" not in extra:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         yield StateHome(root)
     finally:
@@ -138,6 +142,14 @@ def with_champions(dataset: Dataset, kinds: list | None = None, settings: object
 # The serving package's fixtures that train its champions (tests/serving/conftest.py): the tests that use them share
 # one worker; serving's other tests are grouped by module like the rest.
 SERVING_FIXTURES = {"shop", "home", "http"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--spark-cluster",
+        action="store_true",
+        help="run the Spark tests on a standalone cluster (a master and two workers) instead of local mode",
+    )
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="where the service loads champions from: registry or bento; unset: bento when running from a "
         "Bento that packs them, else the MLflow registry",
     )
+    champion_poll_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="how often each service worker asks the registry whether a champion was promoted, and reloads "
+        "when one was (every replica and worker on its own); 0: only on POST /reload",
+    )
     challenger: str | None = Field(
         None, description="KIND:VERSION served to a share of members beside the champion (set by serve --challenger)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 
 from features.common.errors import DataError
 from features.common.home import StateHome
@@ -173,6 +174,19 @@ def load_champions(
     if not loaded:
         raise DataError(f"no champion model for dataset {dataset!r}: {untrained(dataset, wanted)}")
     return champions
+
+
+def registered_versions(home: StateHome, dataset: str) -> dict[str, str] | None:
+    """The registry's champion version of every kind the dataset has one of, by kind: what a replica compares
+    with what it serves to learn that a champion was promoted elsewhere. None where the models come from a Bento
+    (they change with a new container, not with the registry)."""
+    if models_from_bento():
+        return None
+    # A client of its own, not registry.connect: MLflow's process-wide URIs stay as the process set them.
+    uri = home.mlflow_tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = {k.name: registry.champion(client, dataset, k) for k in KINDS.values()}
+    return {name: str(v.version) for name, v in versions.items() if v is not None}
 
 
 def untrained(dataset: str, kinds: list[ModelKind]) -> str:

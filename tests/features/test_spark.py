@@ -1,9 +1,9 @@
 """The Spark engine builds the same snapshot files as DuckDB: every feature, label and interaction matrix, on the
 synthetic community and on Online Retail (money to the cent, counts exactly, other floats to 1e-9 relative).
 
-One Spark session on a standalone cluster (a master and two workers started from the PySpark install, as a brand
-runs it: executors in JVMs of their own) serves the whole module (JVM starts cost ~10 s); it needs the `spark`
-extra and Java 17 or 21, which `make test` installs.
+One Spark session serves the whole module: local mode in `make test`; in `make soak` (--spark-cluster), on a
+standalone cluster, a master and two workers started from the PySpark install, as a brand runs it (executors in
+JVMs of their own). It needs the `spark` extra and Java 17 or 21, which `make test` installs.
 """
 
 from __future__ import annotations
@@ -106,25 +106,40 @@ class StandaloneCluster:
                 process.kill()
 
 
-@pytest.fixture(scope="module")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[threading.Thread]:
-    """The module's Spark session on a standalone cluster (a master and two workers), starting in the background
-    (~10 s of JVM starts, while a test trains): join the thread before the first Spark build."""
-    saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, Settings.variable("spark_master"))}
-    engines.os.environ[engines.SPARK_CONF_ENV] = TEST_SPARK_CONF
-    cluster: list[StandaloneCluster] = []
+class SparkStart(threading.Thread):
+    """The background start; `join` also starts the session where the background did not (on a cluster: PySpark
+    forks its gateway with a preexec_fn, which crashed now and then when forked from a thread that had just
+    waited on the cluster)."""
 
-    def start() -> None:
-        cluster.append(StandaloneCluster(tmp_path_factory.mktemp("spark-cluster")))
-        engines.os.environ[Settings.variable("spark_master")] = cluster[0].url
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
         engines.spark_session()
 
-    starting = threading.Thread(target=start, name="spark-start")
+
+@pytest.fixture(scope="module")
+def spark(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[threading.Thread]:
+    """The module's Spark session, starting in the background (~10 s of JVM starts, while a test trains): join the
+    thread before the first Spark build. Local mode in `make test`; on a standalone cluster (a master and two
+    workers) with --spark-cluster, as `make soak` runs them (the cluster's JVMs cost ~20 s more)."""
+    saved = {k: engines.os.environ.get(k) for k in (engines.SPARK_CONF_ENV, Settings.variable("spark_master"))}
+    engines.os.environ[engines.SPARK_CONF_ENV] = TEST_SPARK_CONF
+    engines.os.environ[Settings.variable("spark_master")] = "local[2]"
+    cluster: list[StandaloneCluster] = []
+    on_cluster = request.config.getoption("--spark-cluster")
+
+    def start() -> None:
+        if on_cluster:  # the session then starts in the test's thread, at join (see SparkStart)
+            cluster.append(StandaloneCluster(tmp_path_factory.mktemp("spark-cluster")))
+            engines.os.environ[Settings.variable("spark_master")] = cluster[0].url
+        else:
+            engines.spark_session()
+
+    starting = SparkStart(target=start, name="spark-start")
     starting.start()
     try:
         yield starting
     finally:
-        starting.join()
+        threading.Thread.join(starting)  # the cluster up, without starting a session now
         engines.use(Engine.duckdb)
         if cluster:  # the session goes before its cluster; a later one would start afresh
             engines.spark_session().stop()

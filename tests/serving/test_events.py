@@ -329,3 +329,32 @@ def test_a_real_server_shares_events_over_redis_and_loses_none_when_killed(
     monkeypatch.delenv("COMMUNITY_ML_REDIS_URL")
     snapshot_only = member_scores(load_state(own_home, "shop"), [member])[0][0]  # its tables never had the events
     assert answer["churn_probability"] == snapshot_only["churn_probability"] and not snapshot_only["fresh"]
+
+
+@pytest.mark.slow
+def test_a_champion_promoted_elsewhere_reaches_the_running_service_without_a_restart(own_home: StateHome) -> None:
+    from mlflow import MlflowClient
+
+    from serving.models import registry
+    from serving.models.kinds import CHURN
+    from serving.service import _SERVED, CommunityML
+    from serving.state import member_scores
+
+    serving = list(_SERVED)  # the http fixture's service answers the hot path: it is put back afterwards
+    try:
+        service = CommunityML.inner()  # the service object itself (one ASGI app per process is the http fixture's)
+    finally:
+        _SERVED[:] = serving
+    before = member_scores(service.state, ["M000001"])[0][0]
+    assert not service.champions_changed()
+    # when: the training host promotes a new version (here: the same model registered again)
+    uri = own_home.mlflow_tracking_uri()
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    current = registry.champion(mlflow, "shop", CHURN)
+    assert current is not None
+    promoted = mlflow.create_model_version(current.name, current.source, run_id=current.run_id)
+    registry.set_champion(mlflow, "shop", CHURN, str(promoted.version))
+    # then: the service's watch finds it and reloads; answers name the new version, with the same probability
+    assert service.champions_changed() and service._reload() is None and not service.champions_changed()
+    assert service.state.models(CHURN)["churn"]["version"] == str(promoted.version) != str(current.version)
+    assert member_scores(service.state, ["M000001"])[0][0]["churn_probability"] == before["churn_probability"]
