@@ -32,6 +32,7 @@ import pandas as pd
 
 from features.common.home import StateHome
 from features.dataset.contract import ITEM_TABLES, TABLES
+from features.dataset.row_checks import ROW_CHECK_MAX, validate_rows
 from features.dataset.store import Dataset, exclusively
 from features.dataset.validation import jsonable, stored_dtype, validate
 
@@ -58,9 +59,6 @@ def check_events(batch: dict[str, list[dict[str, Any]]]) -> Checked:
     rejected: list[dict[str, Any]] = []
     for table, events in batch.items():
         spec = TABLES[table]
-        frame = pd.DataFrame.from_records(events, index=pd.RangeIndex(len(events))) if events else None
-        if frame is None:
-            continue
         unknown = {i: sorted(set(e) - set(spec.column_names)) for i, e in enumerate(events)}
         for i, names in unknown.items():
             if names:
@@ -68,10 +66,18 @@ def check_events(batch: dict[str, list[dict[str, Any]]]) -> Checked:
                     _rejection(table, i, names[0], "unknown field", f"fields: {', '.join(spec.column_names)}")
                 )
         # Every contract column present, so an event without a required field is named, not dropped.
-        frame = frame.drop(index=[i for i, names in unknown.items() if names]).reindex(columns=list(spec.column_names))
-        if not len(frame):
+        kept = [i for i, names in unknown.items() if not names]
+        rows = [{c: events[i].get(c) for c in spec.column_names} for i in kept]
+        if not rows:
             continue
-        validated = validate(spec, frame.astype(object).where(frame.notna(), None), source=f"POST /events {table}")
+        source = f"POST /events {table}"
+        # A few rows: checked row by row (row_checks.py); many, or a value only pandas reads: column by column.
+        validated = validate_rows(spec, rows, source, kept) if len(rows) <= ROW_CHECK_MAX else None
+        if validated is None:
+            frame = pd.DataFrame(
+                {c: pd.Series([r[c] for r in rows], index=kept, dtype=object) for c in spec.column_names}
+            )
+            validated = validate(spec, frame.where(frame.notna(), None), source=source)
         for row in validated.quarantine.itertuples():
             rejected.append(_rejection(table, int(row.row), row.field, row.reason, row.detail))
         if len(validated.good):

@@ -124,20 +124,20 @@ def _coerce_bool(values: pd.Series) -> pd.Series:
     return out
 
 
+def tags_of(value: object) -> list[str] | None:
+    """A value's tags as a list (None where there are none): a list or array as it is, text split on `|`."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        parts = [str(v) for v in value if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    elif value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    else:
+        parts = str(value).split("|")
+    kept = list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    return kept or None
+
+
 def _coerce_tags(values: pd.Series) -> pd.Series:
-    """Each value's tags as a list (None where there are none): a list or array as it is, text split on `|`."""
-
-    def tags(value: object) -> list[str] | None:
-        if isinstance(value, (list, tuple, np.ndarray)):
-            parts = [str(v) for v in value if v is not None and not (isinstance(v, float) and np.isnan(v))]
-        elif value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-            return None
-        else:
-            parts = str(value).split("|")
-        kept = list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
-        return kept or None
-
-    return pd.Series([tags(v) for v in values], index=values.index, dtype=object)
+    return pd.Series([tags_of(v) for v in values], index=values.index, dtype=object)
 
 
 def _coerce(col: Column, values: pd.Series, problems: _Problems, time_format: str | None = None) -> pd.Series:

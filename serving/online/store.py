@@ -14,13 +14,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 
+from features.common.errors import DataError
 from features.common.progress import step
 from features.dataset.event_log import RedisEventStream, event_log
 from features.dataset.events import (
@@ -54,6 +55,8 @@ class OnlineStore:
     # Items posted and what happened to items since the snapshot, as this worker has seen them.
     activity: ItemActivity = field(default_factory=ItemActivity)
     shared_position: int = 0  # how far this worker has read the entries shared through Redis
+    stream_position: bytes | str = "0"  # how far this worker has followed the event stream (a stream id)
+    _folding: set[Future] = field(default_factory=set)  # this worker's folds of its own posts, under way
     shared_read_at: float = 0.0  # when (time.monotonic) it last looked
     listeners: list[Callable[[list[Entry]], None]] = field(default_factory=list)  # told of every new entry
     _following: threading.Lock = field(default_factory=threading.Lock)
@@ -102,8 +105,14 @@ class OnlineStore:
         if self.fresh.shares:
             self.fresh.share(entries)
         if not isinstance(self.fresh, MemoryStore):
-            return checked, entries, self.fold(entries)
-        self._background.submit(self.follow)
+            # Records in Redis are folded after the answer too (a fold is tens of milliseconds of DuckDB): this
+            # worker's reads wait for it; other workers and replicas fold from the stream what is not folded yet
+            # (follow_stream), so a worker killed right after answering delays their count by a tick, no more.
+            future = self._background.submit(self.fold, entries)
+            self._folding.add(future)
+            future.add_done_callback(self._folding.discard)
+        else:
+            self._background.submit(self.follow)
         return checked, entries, sorted({str(m) for e in entries if (m := e["row"].get("member_id")) is not None})
 
     def replay(self, dataset: Dataset, cutoff: datetime) -> None:
@@ -111,7 +120,8 @@ class OnlineStore:
         An event already folded in (another worker replayed it first) counts once."""
         entries, self.journal_position = self.journal.pending()  # a journal left from before Redis, too
         if self.stream is not None:
-            entries += self.stream.pending()[0]
+            streamed, self.stream_position = self.stream.pending()
+            entries += streamed
         for table, frame in events_since(dataset, cutoff).items():
             entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
         if entries:
@@ -125,6 +135,8 @@ class OnlineStore:
         stores are separate; the journal they all append to is not). One stat when nothing is new; Redis is shared
         by every worker already."""
         if not isinstance(self.fresh, MemoryStore):
+            for folding in list(self._folding):  # this worker's own posts count in its next answer
+                folding.result()
             self.read_shared()
             return
         try:
@@ -151,7 +163,20 @@ class OnlineStore:
         with self._following:
             entries, self.shared_position = self.fresh.shared_since(self.shared_position)
             self.shared_read_at = time.monotonic()
+            self.follow_stream()
         self.heard(entries)
+
+    def follow_stream(self) -> None:
+        """Folds the stream's entries since this worker last looked into the shared records where no worker has
+        (an entry already folded is skipped by its key: one Redis read, no DuckDB, in the usual case)."""
+        if self.stream is None:
+            return
+        try:
+            entries, self.stream_position = self.stream.read_since(self.stream_position)
+        except DataError:  # Redis down: the records say so (fresh.down); the next tick asks again
+            return
+        if entries:
+            self.fold(entries)
 
     def heard(self, entries: list[Entry]) -> None:
         """New entries, whichever way they came (posted here, the journal, Redis): the items' activity counts them,
