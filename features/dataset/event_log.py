@@ -86,7 +86,7 @@ class RedisEventStream:
             )
         self._checked = True
 
-    def append(self, good: dict[str, pd.DataFrame]) -> list[Entry]:
+    def append(self, good: dict[str, pd.DataFrame | list[dict[str, Any]]]) -> list[Entry]:
         """Adds the checked events as entries in one transaction; returns them once Redis has them (and, by its
         settings, on disk)."""
         entries = entries_of(good)

@@ -47,6 +47,7 @@ class Checked:
 
     good: dict[str, pd.DataFrame]
     rejected: list[dict[str, Any]] = field(default_factory=list)  # table, index, field, reason, detail
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the good ones in their JSON form
 
     @property
     def accepted(self) -> int:
@@ -56,6 +57,7 @@ class Checked:
 def check_events(batch: dict[str, list[dict[str, Any]]]) -> Checked:
     """Every event of `batch` (table -> events in canonical form) checked; `index` is its position in its list."""
     good: dict[str, pd.DataFrame] = {}
+    rows_of: dict[str, list[dict[str, Any]]] = {}
     rejected: list[dict[str, Any]] = []
     for table, events in batch.items():
         spec = TABLES[table]
@@ -82,7 +84,8 @@ def check_events(batch: dict[str, list[dict[str, Any]]]) -> Checked:
             rejected.append(_rejection(table, int(row.row), row.field, row.reason, row.detail))
         if len(validated.good):
             good[table] = validated.good
-    return Checked(good, sorted(rejected, key=lambda r: (r["table"], r["index"])))
+            rows_of[table] = validated.rows if validated.rows is not None else event_rows(validated.good)
+    return Checked(good, sorted(rejected, key=lambda r: (r["table"], r["index"])), rows_of)
 
 
 def _rejection(table: str, index: int, field_name: Any, reason: Any, detail: Any) -> dict[str, Any]:
@@ -105,12 +108,13 @@ def event_key(table: str, row: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps([table, row], sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def entries_of(good: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
-    """Checked events as the event log keeps them: table, key, row."""
+def entries_of(good: dict[str, pd.DataFrame | list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Checked events as the event log keeps them: table, key, row (from typed frames, or rows already in their
+    JSON form: `Checked.rows`)."""
     return [
         {"table": table, "key": event_key(table, row), "row": row}
-        for table, frame in good.items()
-        for row in event_rows(frame)
+        for table, typed in good.items()
+        for row in (event_rows(typed) if isinstance(typed, pd.DataFrame) else typed)
     ]
 
 
@@ -124,7 +128,7 @@ class Journal:
     def _locked(self) -> AbstractContextManager[None]:
         return exclusively(self.folder / ".lock")
 
-    def append(self, good: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    def append(self, good: dict[str, pd.DataFrame | list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Writes the events and flushes them to disk before returning them as journal entries."""
         entries = entries_of(good)
         if not entries:

@@ -28,6 +28,7 @@ from features.dataset.validation import (
     _TRUE,
     Validated,
     empty_frame,
+    jsonable,
     quarantine_frame,
     stored_dtype,
     tags_of,
@@ -73,8 +74,9 @@ def validate_rows(
         frame = frame.astype({c.name: stored_dtype(c) for c in spec.columns if c.kind is not Kind.TAGS})
     else:
         frame = empty_frame(spec)
+    rows_json = [{name: jsonable(value) for name, value in typed[i].items()} for i in good]
     if not bad:
-        return Validated(good=frame, quarantine=_no_quarantine())
+        return Validated(good=frame, quarantine=_no_quarantine(), rows=rows_json)
     quarantine = quarantine_frame(
         source,
         pd.Index([numbers[i] for i in bad], dtype="int64"),
@@ -83,7 +85,7 @@ def validate_rows(
         pd.Series([problems[i][2] for i in bad], dtype=object),  # type: ignore[index]
         pd.DataFrame.from_records([rows[i] for i in bad], columns=list(spec.column_names)),
     )
-    return Validated(good=frame, quarantine=quarantine)
+    return Validated(good=frame, quarantine=quarantine, rows=rows_json)
 
 
 @cache

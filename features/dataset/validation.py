@@ -22,6 +22,7 @@ _FALSE = {"false", "f", "no", "n", "0", "0.0"}
 class Validated:
     good: pd.DataFrame  # every contract column, typed; index is the source row number
     quarantine: pd.DataFrame  # QUARANTINE_COLUMNS
+    rows: list[dict] | None = None  # the good rows in their JSON form, where the check made them (row_checks.py)
 
 
 class _Problems:

@@ -100,7 +100,7 @@ class OnlineStore:
         caller need not wait for, and a read of this worker's first folds whatever is pending, so every answer
         after this one counts them. Records in Redis, shared by every worker, are updated before this returns."""
         checked = check_events(batch)
-        entries = (self.stream or self.journal).append(checked.good)
+        entries = (self.stream or self.journal).append(checked.rows)
         self.heard(entries)  # this worker's next answer counts them; the others' through the journal or Redis
         if self.fresh.shares:
             self.fresh.share(entries)

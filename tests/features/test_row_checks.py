@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.dataset.contract import TABLES
+from features.dataset.events import event_rows
 from features.dataset.row_checks import validate_rows
 from features.dataset.validation import validate
 
@@ -54,6 +55,7 @@ def test_the_row_check_gives_the_column_checks_verdicts(data: st.DataObject, tab
     if by_rows is None:  # a value it leaves to pandas: nothing to compare
         return
     pd.testing.assert_frame_equal(by_rows.good, by_columns.good, check_index_type=False)
+    assert by_rows.rows == event_rows(by_columns.good)  # the journal's rows, and so their keys, alike
     columns = ["row", "field", "reason", "detail"]
     pd.testing.assert_frame_equal(
         by_rows.quarantine[columns].reset_index(drop=True), by_columns.quarantine[columns].reset_index(drop=True)
