@@ -165,7 +165,7 @@ wrk:
 
 ## bench: run the benchmarks and write their result tables to experiments/results/
 .PHONY: bench
-bench: setup-spark wrk
+bench: setup-spark wrk redis
 	$(BIN)/python experiments/bench_import.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_features.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_spark.py --sizes 1,10
@@ -176,7 +176,8 @@ bench: setup-spark wrk
 	$(BIN)/python experiments/churn_value.py --retail-csv $(RETAIL_CSV) --cdnow $(CDNOW)
 	$(BIN)/python experiments/recs_online_retail.py --retail-csv $(RETAIL_CSV)
 	$(BIN)/python experiments/bench_serving.py
-	$(BIN)/python experiments/bench_outreach.py
+	$(BIN)/python experiments/bench_outreach.py --before 9d938c7
+	$(BIN)/python experiments/bench_events.py
 	$(BIN)/python experiments/bench_plan.py
 	$(BIN)/python experiments/bench_online.py --sizes $(BENCH_ONLINE_SIZES)
 	$(BIN)/python experiments/soak_serving.py --minutes 5

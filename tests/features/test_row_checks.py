@@ -44,7 +44,7 @@ def rows_of(table: str) -> st.SearchStrategy:
     return st.lists(row, min_size=1, max_size=6).flatmap(lambda rows: st.just(rows + rows[:1]))  # one duplicate
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data(), table=st.sampled_from(["orders", "engagements", "contacts", "impressions", "products"]))
 def test_the_row_check_gives_the_column_checks_verdicts(data: st.DataObject, table: str) -> None:
     spec = TABLES[table]
