@@ -6,8 +6,14 @@ built by `community-ml bento build`, from the models the Bento carries, with no 
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -25,6 +31,7 @@ from serving.models.kinds import CHURN, KINDS, ModelKind, Task, kind
 MODEL_SOURCE_ENV = Settings.variable("model_source")
 CHALLENGER_ENV = Settings.variable("challenger")  # KIND:VERSION, set by `community-ml serve --challenger`
 CHALLENGER_SHARE_ENV = Settings.variable("challenger_share")
+_LOG = logging.getLogger(__name__)
 PACKED_PREFIX = "community-ml-"  # a packed model's BentoML name: community-ml-KIND, labelled with its dataset
 
 
@@ -182,6 +189,9 @@ def registered_versions(home: StateHome, dataset: str) -> dict[str, str] | None:
     (they change with a new container, not with the registry)."""
     if models_from_bento():
         return None
+    server = project_settings().mlflow_tracking_uri
+    if server is not None and server.startswith(("http://", "https://")) and not _answers(server):
+        return None  # asked again next time
     # A client of its own, not registry.connect: MLflow's process-wide URIs stay as the process set them.
     uri = home.mlflow_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -195,6 +205,10 @@ def untrained(dataset: str, kinds: list[ModelKind]) -> str:
 
 
 def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[str, Champion]:
+    server = project_settings().mlflow_tracking_uri
+    remote = server is not None and server.startswith(("http://", "https://"))
+    if remote and not _answers(server):
+        return _cached(home, dataset, kinds, server)
     client = registry.connect(home)
     found = {}
     for k in kinds:
@@ -203,6 +217,64 @@ def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[s
             continue
         model = registry.load_version(version.name, str(version.version))
         found[k.name] = Champion(k, model, version.name, str(version.version), model.family, version.run_id)
+        if remote:  # a replica keeps what it serves, to start on it while the server is down
+            _cache(home, dataset, k, version)
+    return found
+
+
+def _answers(server: str) -> bool:
+    """Whether the MLflow server answers its health check within a few seconds (MLflow's own client would retry
+    for minutes before saying it does not)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{server.rstrip('/')}/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _cache_folder(home: StateHome, dataset: str, kind_name: str) -> Path:
+    return home.root / "cache" / "champions" / dataset / kind_name
+
+
+def _cache(home: StateHome, dataset: str, k: ModelKind, version: Any) -> None:
+    """The champion's files and its name and version under the home's cache (replaced when another version is
+    served; written aside and renamed, so a half-written cache is never read)."""
+    folder = _cache_folder(home, dataset, k.name)
+    said = folder / "champion.json"
+    if said.exists() and json.loads(said.read_text()).get("version") == str(version.version):
+        return
+    staging = folder.with_name(f".{k.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(staging))
+    meta = {"name": version.name, "version": str(version.version), "run_id": version.run_id}
+    (staging / "champion.json").write_text(json.dumps({**meta, "cached_at": datetime.now(UTC).isoformat()}))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def _cached(home: StateHome, dataset: str, kinds: list[ModelKind], server: str) -> dict[str, Champion]:
+    """The champions this replica served last, while the MLflow server does not answer; none cached: a clear
+    error."""
+    found = {}
+    for k in kinds:
+        said = _cache_folder(home, dataset, k.name) / "champion.json"
+        if not said.exists():
+            continue
+        meta = json.loads(said.read_text())
+        model = load_model_dir(said.parent)
+        found[k.name] = Champion(k, model, meta["name"], meta["version"], model.family, meta["run_id"])
+    if not found:
+        raise DataError(
+            f"the MLflow server at {server} does not answer and this home has no champions of {dataset!r} cached: "
+            "start it once the server answers (a replica keeps the champions it served, to start on them)"
+        )
+    _LOG.warning(
+        "the MLflow server at %s does not answer: serving the champions cached at %s (%s)",
+        server,
+        min(json.loads((_cache_folder(home, dataset, k) / "champion.json").read_text())["cached_at"] for k in found),
+        ", ".join(f"{c.name} v{c.version}" for c in found.values()),
+    )
     return found
 
 
