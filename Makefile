@@ -106,11 +106,12 @@ demo: setup
 test: setup-spark browser redis
 	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder -m "not soak"
 
-## soak: the several-machine tests: Spark on a standalone cluster, an MLflow server on PostgreSQL (a few minutes)
+## soak: the several-machine runs: Spark on a standalone cluster, an MLflow server on PostgreSQL, two replicas under load (a few minutes)
 .PHONY: soak
 soak: setup-spark redis postgres
 	$(BIN)/pytest -m soak
 	$(BIN)/pytest --spark-cluster tests/features/test_spark.py
+	$(BIN)/python experiments/soak_replicas.py
 
 # Spark 4 runs on Java 17 or 21: kept when there is one (on PATH or under /usr/lib/jvm), else Debian's OpenJDK 17.
 .PHONY: java

@@ -189,6 +189,10 @@ class Dataset:
         existing = self.read(table)
         existing = conformed(spec, existing) if not existing.empty else existing
         incoming = conformed(spec, incoming).reset_index(drop=True)
+        received = len(incoming)
+        # The event log may hold one event twice (posted to a replica killed before it answered, then again to
+        # another): the later copy counts, once.
+        incoming = incoming.drop_duplicates(list(spec.key), keep="last").reset_index(drop=True)
         if existing.empty:
             merged, added, updated = incoming, len(incoming), 0
         else:
@@ -200,7 +204,7 @@ class Dataset:
             merged = pd.concat([existing, incoming], ignore_index=True)
             merged = merged.drop_duplicates(list(spec.key), keep="last")
         self.write(table, merged)
-        return MergeResult(added, updated, len(incoming) - added - updated, len(merged))
+        return MergeResult(added, updated, received - added - updated, len(merged))
 
     def read_quarantine(self, table: str) -> pd.DataFrame:
         path = self.quarantine_path(table)

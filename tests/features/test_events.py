@@ -60,3 +60,19 @@ def test_every_posted_event_is_either_kept_or_named_with_its_reason(batch: dict)
     named = {(r["table"], r["index"]) for r in checked.rejected}
     assert checked.accepted + len(checked.rejected) == len(batch["orders"]) + len(batch["engagements"])
     assert len(named) == len(checked.rejected) and all(r["reason"] for r in checked.rejected)
+
+
+def test_an_event_the_log_holds_twice_is_stored_and_counted_once(tmp_path: Path) -> None:
+    from features.dataset.event_log import ingest
+    from features.dataset.store import Dataset
+
+    # given: one order posted to a replica killed before it answered, then again to another: two entries
+    dataset = Dataset(StateHome(tmp_path), "shop")
+    journal = Journal(dataset.home, "shop")
+    order = {"member_id": "m", "ts": "2026-04-02", "amount": 5, "order_id": "W-1"}
+    journal.append({"orders": events("orders", order)})
+    journal.append({"orders": events("orders", order, {**order, "order_id": "W-2"})})
+    # when: ingested; then: each order once in the table and in the count
+    summary = ingest(dataset)
+    assert summary.events["orders"] == 3 and summary.added["orders"] == 2
+    assert sorted(dataset.read("orders")["order_id"]) == ["W-1", "W-2"]
