@@ -442,6 +442,8 @@ class CommunityML:
             "dataset": state.dataset,
             "as_of": str(state.as_of),
             "models": state.models(),
+            # Set where the registry did not answer at load: the champions are this replica's cached copies.
+            "champions_cached_at": state.champions.cached_at,
             "challenger": None if state.challenger is None else state.challenger.describe(),
             **state.online.describe(),
             "loaded_at": state.loaded_at,

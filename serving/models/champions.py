@@ -43,6 +43,7 @@ class Champion:
     version: str
     family: str
     run_id: str | None = None
+    cached_at: str | None = None  # loaded from the home's cache, the registry not answering: when it was cached
 
     def describe(self) -> dict[str, str]:
         """What every answer says about the model that gave it (a recommender: how it orders new items too)."""
@@ -55,6 +56,7 @@ class Champion:
 class Champions:
     dataset: str
     by_kind: dict[str, Champion]
+    cached_at: str | None = None  # when the registry did not answer: when the copies served were cached
 
     def __contains__(self, which: str | ModelKind) -> bool:
         return kind(which).name in self.by_kind
@@ -99,7 +101,7 @@ class Champions:
 
     def replacing(self, challenger: Champion) -> Champions:
         """These champions with `challenger` in its kind's place: what the challenger's members are served by."""
-        return Champions(self.dataset, {**self.by_kind, challenger.kind.name: challenger})
+        return Champions(self.dataset, {**self.by_kind, challenger.kind.name: challenger}, self.cached_at)
 
     def without(self, member_ids: set[str]) -> None:
         """Forgets these members in every item model (members who asked to be forgotten since it was trained)."""
@@ -173,7 +175,8 @@ def load_champions(
     with no `kinds` named, where the dataset has no champion at all."""
     wanted = kinds if kinds is not None else list(KINDS.values())
     loaded = _packed(dataset, wanted) if models_from_bento() else _registered(home, dataset, wanted)
-    champions = Champions(dataset, loaded)
+    cached = [c.cached_at for c in loaded.values() if c.cached_at is not None]
+    champions = Champions(dataset, loaded, min(cached) if cached else None)
     if optional:
         return champions
     for k in kinds or []:
@@ -263,7 +266,9 @@ def _cached(home: StateHome, dataset: str, kinds: list[ModelKind], server: str) 
             continue
         meta = json.loads(said.read_text())
         model = load_model_dir(said.parent)
-        found[k.name] = Champion(k, model, meta["name"], meta["version"], model.family, meta["run_id"])
+        found[k.name] = Champion(
+            k, model, meta["name"], meta["version"], model.family, meta["run_id"], meta["cached_at"]
+        )
     if not found:
         raise DataError(
             f"the MLflow server at {server} does not answer and this home has no champions of {dataset!r} cached: "
@@ -272,7 +277,7 @@ def _cached(home: StateHome, dataset: str, kinds: list[ModelKind], server: str) 
     _LOG.warning(
         "the MLflow server at %s does not answer: serving the champions cached at %s (%s)",
         server,
-        min(json.loads((_cache_folder(home, dataset, k) / "champion.json").read_text())["cached_at"] for k in found),
+        min(str(c.cached_at) for c in found.values()),
         ", ".join(f"{c.name} v{c.version}" for c in found.values()),
     )
     return found

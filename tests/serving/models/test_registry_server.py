@@ -50,6 +50,7 @@ def test_champions_trained_on_one_home_serve_from_two_others_through_an_mlflow_s
         with state_home_env(tmp_path / "replica-a", MLFLOW_TRACKING_URI=answered_by):
             restarted = load_state(StateHome(tmp_path / "replica-a"), community.name)
             cached = (restarted.models(CHURN), member_scores(restarted, ["M000001", "M000002"])[0])
+            assert restarted.champions.cached_at is not None  # /metadata says so: champions_cached_at
         fresh = StateHome(tmp_path / "replica-c")  # one that never reached the server
         shutil.copytree(community.path, fresh.datasets / community.name)
         refused = pytest.raises(DataError, match="does not answer and this home has no champions")
