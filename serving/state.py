@@ -26,6 +26,7 @@ from features.dataset.campaigns import split_position
 from features.dataset.privacy import forgotten
 from features.dataset.pseudonyms import pseudonym, pseudonym_key
 from features.dataset.store import Dataset
+from features.pipelines.lake import fetch
 from features.pipelines.snapshots import Snapshot, SnapshotSettings, build_snapshot, resolve_as_of
 from serving.members import MemberScorer
 from serving.models.base import ItemModel, ListRules, Ranked
@@ -164,6 +165,7 @@ class ServingState:
 def load_state(home: StateHome, dataset_name: str) -> ServingState:
     """The dataset's champions (whichever kinds it has), its latest snapshot as the online table, and the events
     since it folded in."""
+    fetch(home, dataset_name)  # with a lake, this home is a cache: the latest publication copied in once
     dataset = Dataset(home, dataset_name).require()
     champions = load_champions(home, dataset_name)
     setting = ChallengerSetting.from_env()

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "local[*]", description="the Spark master URL: local[*], spark://HOST:7077, yarn, k8s://..."
     )
     spark_conf: str = Field("", description="extra Spark settings, key=value separated by commas or new lines")
+    lake: str | None = Field(
+        None,
+        description="a folder or URI (s3://, gs://, abfs://) where `features publish` puts each dataset's tables and "
+        "latest snapshot, replicas copy what they serve from, and Spark reads tables from; unset: the home alone",
+    )
     spark_tables: str | None = Field(
         None, description="a URI Spark reads each dataset's tables from (<uri>/<dataset>/<table>.parquet)"
     )

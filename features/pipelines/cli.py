@@ -99,3 +99,25 @@ def catalog_command(as_json: bool = JsonOption) -> None:
     for row in rows:
         table.add_row(*row.values())
     console().print(table)
+
+
+@features_app.command("publish")
+def publish_command(
+    dataset: str = DatasetOption,
+    as_of: str = typer.Option("latest", "--as-of", help="the snapshot to publish: YYYY-MM-DD or latest"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Puts the dataset's tables and its snapshot in the lake ($COMMUNITY_ML_LAKE), building the snapshot where
+    missing: what replicas on other machines copy and serve (they look at their start and reload)."""
+    from features.pipelines.lake import publish
+    from features.pipelines.snapshots import SnapshotSettings, build_snapshot, resolve_as_of
+
+    with user_errors():
+        data = Dataset(StateHome.from_env(), dataset).require()
+        day = resolve_as_of(data, as_of)
+        build_snapshot(data, SnapshotSettings(as_of=day))  # reused when up to date
+        said = publish(data, day)
+    if as_json:
+        typer.echo(json.dumps(said, indent=2))
+        return
+    typer.echo(f"published {dataset} (snapshot as of {said['as_of']}, {len(said['table_times_ns'])} files) to the lake")

@@ -169,7 +169,13 @@ def _java_version(java_home: str | None) -> int | None:
 
 
 def spark_tables_uri() -> str | None:
-    return (project_settings().spark_tables or "").rstrip("/") or None
+    """`$COMMUNITY_ML_SPARK_TABLES`, else the lake (features/dataset/lake.py: tables at <lake>/<dataset>/), else
+    None (the state home's own files)."""
+    settings = project_settings()
+    uri = settings.spark_tables or settings.lake
+    if uri and "://" not in uri:
+        uri = Path(uri).resolve().as_uri()
+    return (uri or "").rstrip("/") or None
 
 
 def hadoop_stat(session: Any, uri: str) -> tuple[int, int] | None:

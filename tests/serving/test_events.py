@@ -358,3 +358,35 @@ def test_a_champion_promoted_elsewhere_reaches_the_running_service_without_a_res
     assert service.champions_changed() and service._reload() is None and not service.champions_changed()
     assert service.state.models(CHURN)["churn"]["version"] == str(promoted.version) != str(current.version)
     assert member_scores(service.state, ["M000001"])[0][0]["churn_probability"] == before["churn_probability"]
+
+
+@pytest.mark.slow
+def test_a_replica_serves_what_the_training_host_published_to_the_lake(
+    own_home: StateHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+    from features.pipelines.snapshots import Snapshot, resolve_as_of
+    from serving.state import load_state, member_scores
+
+    # given: the training host publishes the dataset's tables and snapshot to the lake (a folder here)
+    monkeypatch.setenv("COMMUNITY_ML_LAKE", str(tmp_path / "lake"))
+    published = CliRunner().invoke(app, ["features", "publish", "--dataset", "shop", "--json"])
+    assert published.exit_code == 0, published.output
+    trained = member_scores(load_state(own_home, "shop"), ["M000001", "M000455"])[0]
+    # when: a replica with no dataset and no snapshot of its own (only the registry) starts, twice, losing its cache
+    replica = StateHome(tmp_path / "replica")
+    replica.root.mkdir()
+    shutil.copy(own_home.mlflow_db, replica.mlflow_db)
+    for _ in range(2):
+        with state_home_env(replica.root, COMMUNITY_ML_LAKE=str(tmp_path / "lake")):
+            state = load_state(replica, "shop")
+            answers = member_scores(state, ["M000001", "M000455"])[0]
+        # then: it answers as the training host does, from the published snapshot (copied, not rebuilt)
+        assert answers == trained
+        data = Dataset(replica, "shop")
+        built = Snapshot(data, resolve_as_of(data, "latest")).meta()["built_at"]
+        assert built == Snapshot(Dataset(own_home, "shop"), state.as_of).meta()["built_at"]
+        shutil.rmtree(replica.datasets)
+        shutil.rmtree(replica.features)
