@@ -38,10 +38,20 @@ def is_loopback(host: str) -> bool:
 def preflight(home: StateHome, dataset: str) -> None:
     """Fails fast, with the reason, where the service could not start: no dataset, an unreachable registry,
     no champion of a kind the service needs. Without it BentoML would restart a failing worker over and over."""
+    from features.pipelines.lake import fetch
     from serving.models import registry
-    from serving.models.champions import untrained
+    from serving.models.champions import cached_kinds, server_answers, untrained
 
+    fetch(home, dataset)  # with a lake, the home is a cache: the latest publication copied in
     Dataset(home, dataset).require()
+    server = project_settings().mlflow_tracking_uri
+    if server is not None and server.startswith(("http://", "https://")) and not server_answers(server):
+        if cached_kinds(home, dataset):  # the service starts on them and says so (/metadata: champions_cached_at)
+            return
+        raise DataError(
+            f"the MLflow registry at {server} is unreachable (no answer to its health check) and this home has no "
+            f"champions of {dataset!r} cached to start on"
+        )
     # One quick try: MLflow otherwise retries an unreachable server for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

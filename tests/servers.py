@@ -1,5 +1,6 @@
 """Servers the several-machine tests start for themselves from Debian's packages and the project's environment: a
-PostgreSQL cluster and an MLflow tracking server on it (proxied artefacts), each on free ports in a folder of its own.
+PostgreSQL cluster, an MLflow tracking server on it (proxied artefacts) and Redis, each on free ports in a folder
+of its own.
 `make test` installs the packages; a test without them skips and says which."""
 
 from __future__ import annotations
@@ -93,3 +94,37 @@ class MlflowServer:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class RedisServer:
+    """A redis-server of its own on a free port (Debian's package, which `make test` installs), keeping an
+    append-only file fsynced at every write, as the event stream needs."""
+
+    def __init__(self, binary: str, folder: str) -> None:
+        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        import redis
+
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.folder]
+        process = subprocess.Popen(
+            [*command, "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                client.ping()
+                return process
+            except redis.exceptions.BusyLoadingError:
+                time.sleep(0.05)
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL, then a new server on the same files: what it acknowledged must be back."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = self.start()

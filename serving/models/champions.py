@@ -193,7 +193,7 @@ def registered_versions(home: StateHome, dataset: str) -> dict[str, str] | None:
     if models_from_bento():
         return None
     server = project_settings().mlflow_tracking_uri
-    if server is not None and server.startswith(("http://", "https://")) and not _answers(server):
+    if server is not None and server.startswith(("http://", "https://")) and not server_answers(server):
         return None  # asked again next time
     # A client of its own, not registry.connect: MLflow's process-wide URIs stay as the process set them.
     uri = home.mlflow_tracking_uri()
@@ -210,7 +210,7 @@ def untrained(dataset: str, kinds: list[ModelKind]) -> str:
 def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[str, Champion]:
     server = project_settings().mlflow_tracking_uri
     remote = server is not None and server.startswith(("http://", "https://"))
-    if remote and not _answers(server):
+    if remote and not server_answers(server):
         return _cached(home, dataset, kinds, server)
     client = registry.connect(home)
     found = {}
@@ -225,7 +225,7 @@ def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[s
     return found
 
 
-def _answers(server: str) -> bool:
+def server_answers(server: str) -> bool:
     """Whether the MLflow server answers its health check within a few seconds (MLflow's own client would retry
     for minutes before saying it does not)."""
     import httpx
@@ -234,6 +234,12 @@ def _answers(server: str) -> bool:
         return httpx.get(f"{server.rstrip('/')}/health", timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def cached_kinds(home: StateHome, dataset: str) -> list[str]:
+    """The kinds whose champion this home keeps a copy of (to start on while the MLflow server is down)."""
+    root = home.root / "cache" / "champions" / dataset
+    return sorted(p.parent.name for p in root.glob("*/champion.json")) if root.exists() else []
 
 
 def _cache_folder(home: StateHome, dataset: str, kind_name: str) -> Path:
@@ -271,8 +277,9 @@ def _cached(home: StateHome, dataset: str, kinds: list[ModelKind], server: str) 
         )
     if not found:
         raise DataError(
-            f"the MLflow server at {server} does not answer and this home has no champions of {dataset!r} cached: "
-            "start it once the server answers (a replica keeps the champions it served, to start on them)"
+            f"the MLflow registry at {server} is unreachable (no answer to its health check) and this home has no "
+            f"champions of {dataset!r} cached to start on: start it once the server answers (a replica keeps the "
+            "champions it served, to start on them)"
         )
     _LOG.warning(
         "the MLflow server at %s does not answer: serving the champions cached at %s (%s)",

@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from features.common.home import StateHome
 from features.dataset.store import Dataset
 from tests.conftest import state_home_env
+from tests.servers import RedisServer
 from tests.serving.conftest import free_port, wait_until_ready
 
 NOW = "2026-11-26T09:30:00"  # after the data (which ends 2026-03-31): recency counts it as today
@@ -152,40 +153,6 @@ def kill_all(server: subprocess.Popen[bytes]) -> None:
 def stop(server: subprocess.Popen[bytes]) -> None:
     server.terminate()
     server.wait(timeout=30)
-
-
-class RedisServer:
-    """A redis-server of its own on a free port (Debian's package, which `make test` installs), keeping an
-    append-only file fsynced at every write, as the event stream needs."""
-
-    def __init__(self, binary: str, folder: str) -> None:
-        self.binary, self.folder, self.port = binary, folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = self.start()
-
-    def start(self) -> subprocess.Popen[bytes]:
-        import redis
-
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.folder]
-        process = subprocess.Popen(
-            [*command, "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL
-        )
-        client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return process
-            except redis.exceptions.BusyLoadingError:
-                time.sleep(0.05)
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill_and_restart(self) -> None:
-        """SIGKILL, then a new server on the same files: what it acknowledged must be back."""
-        self.process.kill()
-        self.process.wait(timeout=10)
-        self.process = self.start()
 
 
 @pytest.fixture
