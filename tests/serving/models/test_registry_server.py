@@ -53,7 +53,7 @@ def test_champions_trained_on_one_home_serve_from_two_others_through_an_mlflow_s
             assert restarted.champions.cached_at is not None  # /metadata says so: champions_cached_at
         fresh = StateHome(tmp_path / "replica-c")  # one that never reached the server
         shutil.copytree(community.path, fresh.datasets / community.name)
-        refused = pytest.raises(DataError, match="is unreachable .* no champions of 'pg-shop' cached")
+        refused = pytest.raises(DataError, match=r"is unreachable .* no champions of 'pg-shop' cached")
         with state_home_env(fresh.root, MLFLOW_TRACKING_URI=answered_by), refused:
             load_state(fresh, community.name)
     finally:
