@@ -327,7 +327,7 @@ def test_a_champion_promoted_elsewhere_reaches_the_running_service_without_a_res
     assert member_scores(service.state, ["M000001"])[0][0]["churn_probability"] == before["churn_probability"]
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # in make soak: the serving group is make test's longest path
 def test_a_replica_serves_what_the_training_host_published_to_the_lake(
     own_home: StateHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
