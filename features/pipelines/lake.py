@@ -32,11 +32,11 @@ COPIED = ".lake.json"  # in the replica's dataset folder: the publication it hol
 
 
 def _lake() -> tuple[Any, str] | None:
-    import fsspec  # only where a lake is configured
-
     uri = project_settings().lake
     if not uri:
         return None
+    import fsspec  # only where a lake is configured
+
     fs, root = fsspec.core.url_to_fs(uri)
     return fs, root.rstrip("/")
 
