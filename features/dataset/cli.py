@@ -182,7 +182,7 @@ def ingest_command(dataset: str = DatasetOption, as_json: bool = JsonOption) -> 
         typer.echo(summary.model_dump_json(indent=2))
         return
     added = ", ".join(f"{summary.added[t]:,} of {summary.events[t]:,} {t}" for t in summary.events)
-    segments = f"{summary.segments} journal segment(s)"
+    segments = f"{summary.segments} batch(es) of the event log"  # journal segments, or stream batches
     typer.echo(f"ingested {segments} into {summary.dataset}: {added} new ({summary.seconds} s)")
 
 

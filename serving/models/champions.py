@@ -218,10 +218,11 @@ def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[s
         version = registry.champion(client, dataset, k)
         if version is None:
             continue
-        model = registry.load_version(version.name, str(version.version))
+        if remote:  # a replica keeps what it serves, to start on it while the server is down: one download
+            model = load_model_dir(_cache(home, dataset, k, version))
+        else:
+            model = registry.load_version(version.name, str(version.version))
         found[k.name] = Champion(k, model, version.name, str(version.version), model.family, version.run_id)
-        if remote:  # a replica keeps what it serves, to start on it while the server is down
-            _cache(home, dataset, k, version)
     return found
 
 
@@ -246,13 +247,13 @@ def _cache_folder(home: StateHome, dataset: str, kind_name: str) -> Path:
     return home.root / "cache" / "champions" / dataset / kind_name
 
 
-def _cache(home: StateHome, dataset: str, k: ModelKind, version: Any) -> None:
-    """The champion's files and its name and version under the home's cache (replaced when another version is
-    served; written aside and renamed, so a half-written cache is never read)."""
+def _cache(home: StateHome, dataset: str, k: ModelKind, version: Any) -> Path:
+    """The champion's files and its name and version under the home's cache, downloaded where it holds another
+    version (written aside and renamed, so a half-written cache is never read); returns the folder."""
     folder = _cache_folder(home, dataset, k.name)
     said = folder / "champion.json"
     if said.exists() and json.loads(said.read_text()).get("version") == str(version.version):
-        return
+        return folder
     staging = folder.with_name(f".{k.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(staging))
@@ -260,6 +261,7 @@ def _cache(home: StateHome, dataset: str, k: ModelKind, version: Any) -> None:
     (staging / "champion.json").write_text(json.dumps({**meta, "cached_at": datetime.now(UTC).isoformat()}))
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
+    return folder
 
 
 def _cached(home: StateHome, dataset: str, kinds: list[ModelKind], server: str) -> dict[str, Champion]:

@@ -98,7 +98,8 @@ class OnlineStore:
         members updated). In-process records fold them in from the journal right after, in the background, as
         they fold in other workers' events (`follow`): folding takes tens of milliseconds of DuckDB, which the
         caller need not wait for, and a read of this worker's first folds whatever is pending, so every answer
-        after this one counts them. Records in Redis, shared by every worker, are updated before this returns."""
+        after this one counts them. Records in Redis, shared by every worker, are folded in the background too:
+        this worker's reads wait for it, the others fold from the stream what nobody has (follow_stream)."""
         checked = check_events(batch)
         entries = (self.stream or self.journal).append(checked.rows)
         self.heard(entries)  # this worker's next answer counts them; the others' through the journal or Redis
