@@ -63,7 +63,8 @@ class RedisEventStream:
 
         self.key = f"community-ml:events:{dataset}"
         self._errors = redis.RedisError
-        self._redis = redis.Redis.from_url(url)
+        # A Redis that stops answering must not hold /events: 2 s (an fsync'd write takes milliseconds), then 503.
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._fsync = fsync
         self._checked = False
 

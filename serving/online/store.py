@@ -99,7 +99,8 @@ class OnlineStore:
         they fold in other workers' events (`follow`): folding takes tens of milliseconds of DuckDB, which the
         caller need not wait for, and a read of this worker's first folds whatever is pending, so every answer
         after this one counts them. Records in Redis, shared by every worker, are folded in the background too:
-        this worker's reads wait for it, the others fold from the stream what nobody has (follow_stream)."""
+        this worker's reads wait for it, the others fold from the stream, before their next answer, what nobody
+        has yet (follow_stream)."""
         checked = check_events(batch)
         entries = (self.stream or self.journal).append(checked.rows)
         self.heard(entries)  # this worker's next answer counts them; the others' through the journal or Redis
@@ -138,6 +139,8 @@ class OnlineStore:
         if not isinstance(self.fresh, MemoryStore):
             for folding in list(self._folding):  # this worker's own posts count in its next answer
                 folding.result()
+            with self._following:  # and every other worker's: what they took and have not folded yet
+                self.follow_stream()
             self.read_shared()
             return
         try:
@@ -164,12 +167,13 @@ class OnlineStore:
         with self._following:
             entries, self.shared_position = self.fresh.shared_since(self.shared_position)
             self.shared_read_at = time.monotonic()
-            self.follow_stream()
         self.heard(entries)
 
     def follow_stream(self) -> None:
-        """Folds the stream's entries since this worker last looked into the shared records where no worker has
-        (an entry already folded is skipped by its key: one Redis read, no DuckDB, in the usual case)."""
+        """Folds the stream's entries since this worker last looked into the shared records where no worker has,
+        before each read: an event another worker acknowledged counts in this worker's next answer even while
+        its own fold is under way, or if it died (one Redis round trip when nothing is new; an entry already
+        folded is skipped by its key, no DuckDB)."""
         if self.stream is None:
             return
         try:
