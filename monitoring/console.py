@@ -2,13 +2,18 @@
 
 A project per dataset; every `community-ml health` computation and every monitoring pass is a snapshot in it,
 time-stamped with the data's date (as of), not the wall clock, so the dashboards read as the community's history.
-A health snapshot holds the community's indicators (and their targets) as one-row columns, each read by a
+A health snapshot holds the community's indicators (and the targets in force that day: a milestone target
+steps when the next one falls due, and is absent before the first) as one-row columns, each read by a
 `MeanValue` metric: Evidently's dashboards plot metrics, and the mean of one value is that value.
-`community-ml ops` serves the UI (`evidently ui`) on this workspace.
+Cohort curves are snapshots of their own, one per calendar month (tagged `cohorts`), holding the share of each
+month's joiners active in that month: a line per cohort, starting at the month it joined. A health run replaces
+them (their ids are kept in `$COMMUNITY_ML_HOME/ops-cohorts/DATASET.json`), since a month's figures can change
+as late data comes in. `community-ml ops` serves the UI (`evidently ui`) on this workspace.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, time
 from pathlib import Path
@@ -28,6 +33,8 @@ if TYPE_CHECKING:  # Evidently loads only when the console is written or served
 
 HEALTH_TAG = "health"
 MONITORING_TAG = "monitoring"
+COHORTS_TAG = "cohorts"
+COHORTS_PANEL = "Monthly retention by cohort"
 MEAN_VALUE = "evidently:metric_v2:MeanValue"
 DRIFTED_COLUMNS = "evidently:metric_v2:DriftedColumnsCount"
 
@@ -45,9 +52,11 @@ def open_workspace(home: StateHome) -> Workspace:
 
 
 def project_for(workspace: Workspace, dataset: str, settings: HealthSettings) -> Project:
-    """The dataset's project, made with its dashboard the first time (indicators against targets, drift)."""
+    """The dataset's project, made with its dashboard the first time (indicators against targets, drift); a
+    panel the project lacks (an indicator added to configs/health.yaml since) is added."""
     found = [p for p in workspace.list_projects() if p.name == dataset]
     if found:
+        _add_panels(found[0], settings)
         return found[0]
     project = workspace.create_project(dataset, description=f"community-ml: the health and drift of {dataset}")
     _add_panels(project, settings)
@@ -59,13 +68,29 @@ def _add_panels(project: Project, settings: HealthSettings) -> None:
     from evidently.sdk.panels import counter_panel, line_plot_panel, text_panel
 
     dashboard = project.dashboard
+    have = {panel.title for panel in dashboard.model().panels}
+
+    def add(panel: Any, tab: str) -> None:
+        if panel.title not in have:
+            dashboard.add_panel(panel, tab=tab)
+
     tab = "Health"
-    dashboard.add_panel(
+    add(
         text_panel(
             title=f"Community health of {project.name}",
-            description="The business plan's indicators (configs/health.yaml), each against its target, over time",
+            description="The business plan's indicators (configs/health.yaml), each against the target in force "
+            "(milestones step as they fall due), over time",
         ),
-        tab=tab,
+        tab,
+    )
+    add(
+        line_plot_panel(
+            title=COHORTS_PANEL,
+            description="a line per month's joiners: the share of them active (an order or an engagement) in each "
+            "month after, starting at the month they joined",
+            values=[PanelMetric(legend="{{column}}", metric=MEAN_VALUE, tags=[COHORTS_TAG])],
+        ),
+        tab,
     )
     for indicator in settings.indicators:
         values = [PanelMetric(legend=indicator.name, metric=MEAN_VALUE, metric_labels={"column": indicator.name})]
@@ -73,41 +98,42 @@ def _add_panels(project: Project, settings: HealthSettings) -> None:
             values.append(
                 PanelMetric(legend="target", metric=MEAN_VALUE, metric_labels={"column": _target(indicator.name)})
             )
-        dashboard.add_panel(
+        source = "" if indicator.source is None else f"; target: {indicator.target_described()}, {indicator.source}"
+        add(
             line_plot_panel(
                 title=f"{indicator.dimension.value} / {indicator.area}: {indicator.name}",
-                description=f"{indicator.meaning} ({indicator.unit}{'; a proxy' if indicator.proxy else ''})",
+                description=f"{indicator.meaning} ({indicator.unit}{'; a proxy' if indicator.proxy else ''}{source})",
                 values=values,
                 size="half",
             ),
-            tab=tab,
+            tab,
         )
     drift = "Drift and alerts"
-    dashboard.add_panel(
+    add(
         line_plot_panel(
             title="Share of drifted features",
             description="each monitoring pass: features drifted from the champion's training snapshot",
             values=[PanelMetric(legend="share", metric=DRIFTED_COLUMNS, metric_labels={"value_type": "share"})],
             size="half",
         ),
-        tab=drift,
+        drift,
     )
-    dashboard.add_panel(
+    add(
         counter_panel(
             title="Alerts in the latest monitoring pass",
             values=[PanelMetric(legend="alerts", metric=MEAN_VALUE, metric_labels={"column": "alerts"})],
             size="half",
         ),
-        tab=drift,
+        drift,
     )
     for column in ("churn_probability", "expected_value"):
-        dashboard.add_panel(
+        add(
             line_plot_panel(
                 title=f"Mean {column} of the members scored",
                 values=[PanelMetric(legend=column, metric=MEAN_VALUE, metric_labels={"column": column})],
                 size="half",
             ),
-            tab=drift,
+            drift,
         )
 
 
@@ -145,6 +171,25 @@ def record_health(home: StateHome, report: HealthReport, settings: HealthSetting
     project = project_for(workspace, report.dataset, settings)
     snapshot = _one_row_snapshot(values, _at(report.as_of), HEALTH_TAG, f"health as of {report.as_of}")
     workspace.add_run(project.id, snapshot)
+    if report.cohorts is not None:
+        _record_cohorts(home, workspace, project, report)
+
+
+def _record_cohorts(home: StateHome, workspace: Workspace, project: Project, report: HealthReport) -> None:
+    """A snapshot per calendar month holding each cohort's share active in it, replacing the last run's."""
+    assert report.cohorts is not None
+    index = home.root / "ops-cohorts" / f"{report.dataset}.json"
+    for old in json.loads(index.read_text()) if index.exists() else []:
+        workspace.delete_run(project.id, old)
+    ids = []
+    for month, rows in report.cohorts.frame.groupby("month", sort=True):
+        shares = {f"joined {c}": float(s) for c, s in zip(rows["cohort"], rows["share"], strict=True)}
+        when = datetime.strptime(f"{month}-01", "%Y-%m-%d")
+        ids.append(
+            str(workspace.add_run(project.id, _one_row_snapshot(shares, when, COHORTS_TAG, f"cohorts {month}")).id)
+        )
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps(ids))
 
 
 def record_monitoring(home: StateHome, result: MonitorResult, alerts: list[str]) -> None:

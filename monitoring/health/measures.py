@@ -1,13 +1,18 @@
 """Per-member measures of one window, the terms health formulas are written in (configs/health.yaml).
 
 Each measure is a count or sum per member over the window [start, end), computed with DuckDB straight from the
-dataset's Parquet tables (the event tables never come into pandas whole). A measure names the tables it reads;
-when one is missing or empty the measure is not computed and the indicators that use it say "no data".
+dataset's Parquet tables (the event tables never come into pandas whole). A measure names the tables it reads
+(and `orders.community_channel` where it needs orders on one of the community's own channels); when one is
+missing or empty the measure is not computed and the indicators that use it say "no data".
+
+A breakdown by an event's attribute (`--by channel`, `--by content_type`) computes the measures again on the
+events of each value only (`EventSplit`): every member stays in the denominator, and only the measures that
+read those events are split.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
@@ -23,6 +28,9 @@ class Measure:
     doc: str
 
 
+COMMUNITY_CHANNEL = ("orders", "orders.community_channel")
+
+
 def _m(name: str, needs: tuple[str, ...], doc: str) -> Measure:
     return Measure(name, needs, doc)
 
@@ -32,6 +40,7 @@ MEASURES: dict[str, Measure] = {
     for m in (
         _m("members", (), "1 for a member who had joined by the window's end (members table, else first order)"),
         _m("active", ("orders",), "1 when the member ordered or engaged (engagements count where imported)"),
+        _m("active_days", ("orders",), "days on which the member ordered or engaged"),
         _m("previously_active", ("orders",), "1 when the member was active in the window before"),
         _m("retained", ("orders",), "1 when active in this window and the one before"),
         _m("buyers", ("orders",), "1 when the member ordered"),
@@ -39,6 +48,10 @@ MEASURES: dict[str, Measure] = {
         _m("spend", ("orders",), "spend on order lines (returns not deducted)"),
         _m("repeat_buyers", ("orders",), "1 when the member ordered and had ordered before the window"),
         _m("high_value", ("orders",), "1 when spend in the window is over high_value_monthly_spend"),
+        _m("community_channel_orders", COMMUNITY_CHANNEL, "orders on the community's own channels"),
+        _m("community_channel_spend", COMMUNITY_CHANNEL, "spend on the community's own channels"),
+        _m("other_channel_orders", COMMUNITY_CHANNEL, "orders on every other channel"),
+        _m("other_channel_spend", COMMUNITY_CHANNEL, "spend on every other channel"),
         _m("interactions", ("engagements",), "engagements other than joining or leaving a group"),
         _m("readers", ("engagements",), "1 when the member read content"),
         _m("content_viewers", ("engagements",), "1 when the member viewed or read content"),
@@ -65,23 +78,131 @@ MEASURES: dict[str, Measure] = {
 GROUP_EVENTS = ("join_group", "leave_group")
 
 
-def available_tables(dataset: Dataset) -> set[str]:
-    return {t for t in dataset.tables() if dataset.row_count(t) > 0}
+@dataclass(frozen=True)
+class EventSplit:
+    """A breakdown by an attribute of events, not of members: the measures computed on each value's events."""
+
+    name: str
+    table: str  # the events split
+    needs: tuple[str, ...]  # the tables (and virtual needs) the split reads
+    measures: frozenset[str]  # the measures that read only those events (and every member)
+    view: str  # the split table's view for one value ($value)
+    values_sql: str
+
+
+EVENT_SPLITS: dict[str, EventSplit] = {
+    s.name: s
+    for s in (
+        EventSplit(
+            "channel",
+            "orders",
+            ("orders.channel",),
+            frozenset({"members", "buyers", "orders", "spend", "repeat_buyers", "high_value"}),
+            "SELECT * FROM read_parquet('{orders}') WHERE channel = $value",
+            "SELECT DISTINCT channel FROM read_parquet('{orders}') WHERE channel IS NOT NULL ORDER BY 1",
+        ),
+        EventSplit(
+            "content_type",
+            "engagements",
+            ("engagements", "contents"),
+            frozenset(
+                {"members", "readers", "content_viewers", "content_views", "content_reactions", "readers_who_ordered"}
+            ),
+            "SELECT e.* FROM read_parquet('{engagements}') e JOIN read_parquet('{contents}') c USING (content_id) "
+            "WHERE c.content_type = $value",
+            "SELECT DISTINCT content_type FROM read_parquet('{contents}') WHERE content_type IS NOT NULL ORDER BY 1",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the measures read: the tables (and virtual needs) present, the community's channels, and optionally
+    one value of an event split."""
+
+    tables: frozenset[str]
+    community_channels: tuple[str, ...] = ("community_group",)
+    split: EventSplit | None = None
+    value: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+
+
+def available_tables(dataset: Dataset, community_channels: tuple[str, ...] = ()) -> set[str]:
+    """The tables holding rows, and the virtual needs the data meets: `orders.channel` (orders say their channel),
+    `orders.community_channel` (some order is on one of `community_channels`)."""
+    tables = {t for t in dataset.tables() if dataset.row_count(t) > 0}
+    if "orders" in tables and "channel" in _columns(dataset, "orders"):
+        con = duckdb.connect()
+        seen = [
+            r[0]
+            for r in con.execute(
+                f"SELECT DISTINCT channel FROM read_parquet('{dataset.table_path('orders')}') WHERE channel IS NOT NULL"
+            ).fetchall()
+        ]
+        con.close()
+        if seen:
+            tables.add("orders.channel")
+        if set(seen) & set(community_channels):
+            tables.add("orders.community_channel")
+    return tables
+
+
+def order_channels(dataset: Dataset) -> list[str]:
+    """The channels orders were placed on (for the message that says why a community channel has no data)."""
+    if not dataset.has("orders") or "channel" not in _columns(dataset, "orders"):
+        return []
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT DISTINCT channel FROM read_parquet('{dataset.table_path('orders')}') WHERE channel IS NOT NULL "
+        "ORDER BY 1"
+    ).fetchall()
+    con.close()
+    return [str(r[0]) for r in rows]
+
+
+def split_values(dataset: Dataset, split: EventSplit) -> list[str]:
+    con = duckdb.connect()
+    rows = con.execute(split.values_sql.format(**_paths(dataset))).fetchall()
+    con.close()
+    return [str(r[0]) for r in rows]
+
+
+def _columns(dataset: Dataset, table: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(dataset.table_path(table)).names)
+
+
+def _paths(dataset: Dataset) -> dict[str, str]:
+    return {t: str(dataset.table_path(t)) for t in dataset.tables()}
 
 
 def member_measures(
-    dataset: Dataset, end: date, days: int, high_value_spend: float, tables: set[str] | None = None
+    dataset: Dataset,
+    end: date,
+    days: int,
+    high_value_spend: float,
+    tables: set[str] | None = None,
+    scope: Scope | None = None,
 ) -> pd.DataFrame:
     """One row per member who had joined by `end`: every measure whose tables are present, over [end - days,
-    end). Columns of measures whose tables are missing are absent."""
+    end). Columns of measures whose tables are missing are absent. With a split value in `scope`, the split's
+    table holds only that value's events."""
     tables = available_tables(dataset) if tables is None else tables
+    scope = scope or Scope(frozenset(tables))
     con = duckdb.connect()
-    for table in tables:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{dataset.table_path(table)}')")
+    for table in (t for t in tables if "." not in t):
+        source = f"SELECT * FROM read_parquet('{dataset.table_path(table)}')"
+        if scope.split is not None and table == scope.split.table:
+            source = scope.split.view.format(**_paths(dataset)).replace("$value", _literal(scope.value or ""))
+        con.execute(f"CREATE VIEW {table} AS {source}")
     window = {"start": _ts(end - timedelta(days=days)), "end": _ts(end), "before": _ts(end - timedelta(days=2 * days))}
-    params = {**window, "high": high_value_spend}
+    params = {**window, "high": high_value_spend, "channels": list(scope.community_channels)}
     queries = [_members_sql(tables)]
     queries += [sql for needs, sql in _QUERIES if set(needs) <= tables]
+    if "orders" in tables:
+        queries.append(_ACTIVE_DAYS_BOTH if "engagements" in tables else _ACTIVE_DAYS_ORDERS)
     parts = [_run(con, sql, params) for sql in queries]
     con.close()
     frame = parts[0]
@@ -96,6 +217,23 @@ def member_measures(
     if {"engagements", "orders"} <= tables:
         out["readers_who_ordered"] = out["readers"] * out["buyers"]
     return out.drop(columns=[c for c in ("engaged", "engaged_before", "bought_before_window") if c in out])
+
+
+def all_spend(dataset: Dataset, end: date, days: int) -> float:
+    """Spend on every order line in the window, guests' included: the brand's GMV, of which the community's
+    channels hold a share."""
+    con = duckdb.connect()
+    value = con.execute(
+        f"SELECT coalesce(sum(amount), 0) FROM read_parquet('{dataset.table_path('orders')}') "
+        "WHERE NOT coalesce(is_return, false) AND amount > 0 AND ts >= $start AND ts < $end",
+        {"start": _ts(end - timedelta(days=days)), "end": _ts(end)},
+    ).fetchone()
+    con.close()
+    return float(value[0]) if value else 0.0
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object]) -> pd.DataFrame:
@@ -153,6 +291,37 @@ SELECT member_id,
 FROM engagements WHERE ts >= $before AND ts < $end GROUP BY member_id
 """
 
+# Days a member was active: an order or an engagement (not joining or leaving a group) on the day.
+_ACTIVE_DAYS_ORDERS = """
+SELECT member_id, CAST(count(DISTINCT CAST(ts AS DATE)) AS DOUBLE) AS active_days
+FROM orders WHERE member_id IS NOT NULL AND ts >= $start AND ts < $end GROUP BY member_id
+"""
+_ACTIVE_DAYS_BOTH = f"""
+SELECT member_id, CAST(count(DISTINCT day) AS DOUBLE) AS active_days FROM (
+    SELECT member_id, CAST(ts AS DATE) AS day FROM orders
+    WHERE member_id IS NOT NULL AND ts >= $start AND ts < $end
+    UNION ALL
+    SELECT member_id, CAST(ts AS DATE) AS day FROM engagements
+    WHERE ts >= $start AND ts < $end AND action NOT IN {GROUP_EVENTS}
+) GROUP BY member_id
+"""
+
+_CHANNELS_SQL = """
+WITH lines AS (
+    SELECT member_id, amount, coalesce(order_id, CAST(ts AS VARCHAR)) AS order_key,
+           list_contains($channels, channel) AS own
+    FROM orders
+    WHERE member_id IS NOT NULL AND NOT coalesce(is_return, false) AND amount > 0 AND ts >= $start AND ts < $end
+          AND channel IS NOT NULL
+)
+SELECT member_id,
+       CAST(count(DISTINCT order_key) FILTER (WHERE own) AS DOUBLE) AS community_channel_orders,
+       coalesce(sum(amount) FILTER (WHERE own), 0) AS community_channel_spend,
+       CAST(count(DISTINCT order_key) FILTER (WHERE NOT own) AS DOUBLE) AS other_channel_orders,
+       coalesce(sum(amount) FILTER (WHERE NOT own), 0) AS other_channel_spend
+FROM lines GROUP BY member_id
+"""
+
 _FEEDBACK_SQL = """
 SELECT member_id,
        CAST(count(*) FILTER (WHERE kind = 'review') AS DOUBLE) AS reviews,
@@ -198,6 +367,7 @@ FROM spent
 
 _QUERIES = (
     (("orders",), _ORDERS_SQL),
+    (("orders", "orders.community_channel"), _CHANNELS_SQL),
     (("engagements",), _ENGAGEMENTS_SQL),
     (("feedback",), _FEEDBACK_SQL),
     (("surveys",), _SURVEYS_SQL),
@@ -221,3 +391,12 @@ def group_memberships(dataset: Dataset, end: date) -> pd.DataFrame:
     ).df()
     con.close()
     return frame
+
+
+def group_type_memberships(dataset: Dataset, end: date) -> pd.DataFrame:
+    """(member_id, segment): the types of the groups a member belongs to at `end` (a member in an interest group
+    and a service group counts in both; in two interest groups, once)."""
+    groups = dataset.read("groups", ["group_id", "group_type"]).dropna()
+    joined = group_memberships(dataset, end).merge(groups, left_on="segment", right_on="group_id")
+    frame = joined[["member_id", "group_type"]].drop_duplicates().rename(columns={"group_type": "segment"})
+    return frame.astype(str).reset_index(drop=True)
