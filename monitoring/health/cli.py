@@ -161,7 +161,7 @@ def _print_moves(moves: TierMoves) -> None:
     for tier, row in moves.counts.iterrows():
         table.add_row(str(tier), *(f"{int(n):,}" for n in row))
     out.print(table)
-    out.print(f"high-value members who became churn-risk: {moves.moved('high-value', 'churn-risk'):,}")
+    out.print(f"high-value members who became churn-risk: {moves.moved('high_value', 'churn_risk'):,}")
 
 
 def _print_campaigns(report: HealthReport) -> None:

@@ -100,6 +100,9 @@ def cohort_curves(dataset: Dataset, as_of: date, start: date) -> CohortCurves:
     return CohortCurves(as_of, frame)
 
 
+NOT_TIERED, GONE = "(not tiered)", "(gone)"
+
+
 @dataclass(frozen=True)
 class TierMoves:
     """Members' tiers a month apart: counts from each tier (rows) to each (columns), and the moves ops ask about."""
@@ -123,11 +126,12 @@ class TierMoves:
 
 def tier_moves(before: pd.DataFrame, after: pd.DataFrame, before_day: date, after_day: date) -> TierMoves:
     """From two (member_id, segment) tierings: how many of each tier's members are in each tier a month later
-    (`new` for members not tiered before, `gone` for those not tiered after)."""
+    (`(not tiered)` for members scored after but not before, `(gone)` for the reverse: the tier `new` is the
+    tiers' own, for members too new to judge)."""
     joined = before.rename(columns={"segment": "from"}).merge(
         after.rename(columns={"segment": "to"}), on="member_id", how="outer"
     )
-    joined["from"] = joined["from"].fillna("new")
-    joined["to"] = joined["to"].fillna("gone")
+    joined["from"] = joined["from"].fillna(NOT_TIERED)
+    joined["to"] = joined["to"].fillna(GONE)
     counts = pd.crosstab(joined["from"], joined["to"])
     return TierMoves(before_day, after_day, counts)

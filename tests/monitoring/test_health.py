@@ -297,15 +297,15 @@ def _costs(per_push: float, fixed: float) -> CampaignCosts:
 
 def test_tier_moves_count_each_member_from_their_tier_to_their_next() -> None:
     before = pd.DataFrame(
-        {"member_id": ["a", "b", "c", "d"], "segment": ["high-value", "high-value", "potential", "ordinary"]}
+        {"member_id": ["a", "b", "c", "d"], "segment": ["high_value", "high_value", "potential", "ordinary"]}
     )
     after = pd.DataFrame(
-        {"member_id": ["a", "b", "c", "e"], "segment": ["churn-risk", "high-value", "high-value", "ordinary"]}
+        {"member_id": ["a", "b", "c", "e"], "segment": ["churn_risk", "high_value", "high_value", "ordinary"]}
     )
     moves = tier_moves(before, after, date(2026, 5, 1), date(2026, 6, 1))
-    assert moves.moved("high-value", "churn-risk") == 1 and moves.moved("high-value", "high-value") == 1
-    assert moves.moved("potential", "high-value") == 1
-    assert moves.moved("ordinary", "gone") == 1 and moves.moved("new", "ordinary") == 1
+    assert moves.moved("high_value", "churn_risk") == 1 and moves.moved("high_value", "high_value") == 1
+    assert moves.moved("potential", "high_value") == 1
+    assert moves.moved("ordinary", "(gone)") == 1 and moves.moved("(not tiered)", "ordinary") == 1
     assert int(moves.counts.to_numpy().sum()) == 5
 
 
