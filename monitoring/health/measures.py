@@ -148,6 +148,14 @@ def available_tables(dataset: Dataset, community_channels: tuple[str, ...] = ())
     return tables
 
 
+def first_event(dataset: Dataset, table: str) -> pd.Timestamp | None:
+    """The table's earliest `ts` (DuckDB reads the column's statistics, not the rows)."""
+    con = duckdb.connect()
+    row = con.execute(f"SELECT min(ts) FROM read_parquet('{dataset.table_path(table)}')").fetchone()
+    con.close()
+    return None if row is None or row[0] is None else pd.Timestamp(row[0])
+
+
 def order_channels(dataset: Dataset) -> list[str]:
     """The channels orders were placed on (for the message that says why a community channel has no data)."""
     if not dataset.has("orders") or "channel" not in _columns(dataset, "orders"):
@@ -185,11 +193,13 @@ def member_measures(
     high_value_spend: float,
     tables: set[str] | None = None,
     scope: Scope | None = None,
+    only: set[str] | frozenset[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per member who had joined by `end`: every measure whose tables are present, over [end - days,
-    end). Columns of measures whose tables are missing are absent. With a split value in `scope`, the split's
-    table holds only that value's events."""
+    """One row per member who had joined by `end`: every measure whose tables are present (or those of `only`
+    and whatever their queries give besides), over [end - days, end). Columns of measures whose tables are
+    missing are absent. With a split value in `scope`, the split's table holds only that value's events."""
     tables = available_tables(dataset) if tables is None else tables
+    wanted = None if only is None else _tables_for(only)
     scope = scope or Scope(frozenset(tables))
     con = duckdb.connect()
     for table in (t for t in tables if "." not in t):
@@ -200,23 +210,33 @@ def member_measures(
     window = {"start": _ts(end - timedelta(days=days)), "end": _ts(end), "before": _ts(end - timedelta(days=2 * days))}
     params = {**window, "high": high_value_spend, "channels": list(scope.community_channels)}
     queries = [_members_sql(tables)]
-    queries += [sql for needs, sql in _QUERIES if set(needs) <= tables]
-    if "orders" in tables:
+    queries += [sql for needs, sql in _QUERIES if set(needs) <= tables and (wanted is None or set(needs) <= wanted)]
+    if "orders" in tables and (only is None or "active_days" in only):
         queries.append(_ACTIVE_DAYS_BOTH if "engagements" in tables else _ACTIVE_DAYS_ORDERS)
     parts = [_run(con, sql, params) for sql in queries]
     con.close()
     frame = parts[0]
     out = frame.join(parts[1:], how="left") if len(parts) > 1 else frame
     out = out.fillna(0.0)
-    if "orders" in tables:
+    if "buyers" in out:  # the orders' query ran
         engaged = out.get("engaged", 0.0)
         engaged_before = out.get("engaged_before", 0.0)
         out["active"] = ((out["buyers"] > 0) | (engaged > 0)).astype(float)
         out["previously_active"] = ((out["bought_before_window"] > 0) | (engaged_before > 0)).astype(float)
         out["retained"] = out["active"] * out["previously_active"]
-    if {"engagements", "orders"} <= tables:
+    if {"readers", "buyers"} <= set(out.columns):
         out["readers_who_ordered"] = out["readers"] * out["buyers"]
     return out.drop(columns=[c for c in ("engaged", "engaged_before", "bought_before_window") if c in out])
+
+
+# Measures derived from a member's activity read the engagements too, where they are imported.
+_ACTIVITY = {"active", "previously_active", "retained", "active_days"}
+
+
+def _tables_for(measures: set[str] | frozenset[str]) -> set[str]:
+    """The tables (and virtual needs) the queries for these measures read."""
+    tables = {t for m in measures for t in MEASURES[m].needs}
+    return tables | ({"engagements"} if set(measures) & _ACTIVITY else set())
 
 
 def all_spend(dataset: Dataset, end: date, days: int) -> float:

@@ -26,6 +26,7 @@ from monitoring.health.measures import (
     Scope,
     all_spend,
     available_tables,
+    first_event,
     group_memberships,
     group_type_memberships,
     member_measures,
@@ -133,8 +134,10 @@ def compute_health(
     start, start_source = community_start(dataset, settings)
     windows = sorted({i.window for i in settings.indicators})
     scope = Scope(frozenset(tables), settings.community_channels)
-    now = {w: _window(dataset, as_of, w, settings, tables, scope) for w in windows}
-    before = {w: _window(dataset, as_of - timedelta(days=w), w, settings, tables, scope) for w in windows}
+    # each window computes only the measures its indicators read
+    used = {w: frozenset(m for i in settings.indicators if i.window == w for m in i.measures) for w in windows}
+    now = {w: _window(dataset, as_of, w, settings, tables, scope, used[w]) for w in windows}
+    before = {w: _window(dataset, as_of - timedelta(days=w), w, settings, tables, scope, used[w]) for w in windows}
     split, event_split = None, None
     if by is not None and by.value in EVENT_SPLITS:
         event_split = EVENT_SPLITS[by.value]
@@ -201,17 +204,23 @@ def community_start(dataset: Dataset, settings: HealthSettings) -> tuple[date, s
     order or engagement."""
     if dataset.name in settings.community_start:
         return settings.community_start[dataset.name], "configs/health.yaml community_start"
-    firsts = [pd.Timestamp(dataset.read(t, ["ts"])["ts"].min()) for t in ("orders", "engagements") if dataset.has(t)]
-    firsts = [f for f in firsts if not pd.isna(f)]
+    firsts = [first_event(dataset, t) for t in ("orders", "engagements") if dataset.has(t)]
+    firsts = [f for f in firsts if f is not None]
     if not firsts:
         raise DataError(f"{dataset.name}: no orders or engagements: the community has no start to count from")
     return min(firsts).date(), "its first order or engagement (declare community_start in configs/health.yaml)"
 
 
 def _window(
-    dataset: Dataset, end: date, days: int, settings: HealthSettings, tables: set[str], scope: Scope
+    dataset: Dataset,
+    end: date,
+    days: int,
+    settings: HealthSettings,
+    tables: set[str],
+    scope: Scope,
+    only: frozenset[str] | None = None,
 ) -> pd.DataFrame:
-    frame = member_measures(dataset, end, days, settings.high_value_monthly_spend, tables, scope)
+    frame = member_measures(dataset, end, days, settings.high_value_monthly_spend, tables, scope, only)
     frame.attrs["all_spend"] = all_spend(dataset, end, days) if "orders" in tables else math.nan
     return frame
 
@@ -221,7 +230,8 @@ def _split_row(
 ) -> pd.DataFrame:
     """One event split value's measures summed: a row named after the value."""
     assert scope.split is not None and scope.value is not None
-    frame = member_measures(dataset, end, days, settings.high_value_monthly_spend, tables, scope)
+    only = scope.split.measures
+    frame = member_measures(dataset, end, days, settings.high_value_monthly_spend, tables, scope, only)
     columns = [c for c in frame.columns if c in scope.split.measures]
     return frame[columns].sum().to_frame(scope.value).T
 
@@ -241,7 +251,8 @@ def _baseline(
     first_end = start + timedelta(days=indicator.window)
     if as_of - timedelta(days=indicator.window) < first_end:
         return None
-    return _aggregate(_window(dataset, first_end, indicator.window, settings, tables, scope), split)
+    only = frozenset(indicator.measures)
+    return _aggregate(_window(dataset, first_end, indicator.window, settings, tables, scope, only), split)
 
 
 def _needs_text(needs: list[str]) -> str:
