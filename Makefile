@@ -180,6 +180,7 @@ bench: setup-spark wrk redis
 	$(BIN)/python experiments/bench_outreach.py --before 9d938c7
 	$(BIN)/python experiments/bench_events.py
 	$(BIN)/python experiments/bench_plan.py
+	$(BIN)/python experiments/bench_health.py --before c068850
 	$(BIN)/python experiments/bench_online.py --sizes $(BENCH_ONLINE_SIZES)
 	$(BIN)/python experiments/soak_serving.py --minutes 5
 

@@ -35,6 +35,8 @@ HEALTH_TAG = "health"
 MONITORING_TAG = "monitoring"
 COHORTS_TAG = "cohorts"
 COHORTS_PANEL = "Monthly retention by cohort"
+CAMPAIGNS_TAG = "campaigns"
+HIGH_VALUE_TO_CHURN_RISK = "high_value_to_churn_risk"
 MEAN_VALUE = "evidently:metric_v2:MeanValue"
 DRIFTED_COLUMNS = "evidently:metric_v2:DriftedColumnsCount"
 
@@ -89,6 +91,27 @@ def _add_panels(project: Project, settings: HealthSettings) -> None:
             description="a line per month's joiners: the share of them active (an order or an engagement) in each "
             "month after, starting at the month they joined",
             values=[PanelMetric(legend="{{column}}", metric=MEAN_VALUE, tags=[COHORTS_TAG])],
+        ),
+        tab,
+    )
+    add(
+        line_plot_panel(
+            title="Campaign ROI per campaign",
+            description="each campaign against its own holdout, 30 days after each push, at the costs declared for "
+            "it (configs/health.yaml campaigns), as of each health run",
+            values=[PanelMetric(legend="{{column}}", metric=MEAN_VALUE, tags=[CAMPAIGNS_TAG])],
+            size="half",
+        ),
+        tab,
+    )
+    add(
+        line_plot_panel(
+            title="High-value members who became churn-risk in the month",
+            description="the plan's tier migration, from `community-ml health --by tier` runs",
+            values=[
+                PanelMetric(legend="members", metric=MEAN_VALUE, metric_labels={"column": HIGH_VALUE_TO_CHURN_RISK})
+            ],
+            size="half",
         ),
         tab,
     )
@@ -165,12 +188,18 @@ def record_health(home: StateHome, report: HealthReport, settings: HealthSetting
             values[v.indicator] = v.value
         if v.target is not None:
             values[_target(v.indicator)] = v.target
+    if report.tier_moves is not None:
+        values[HIGH_VALUE_TO_CHURN_RISK] = float(report.tier_moves.moved("high_value", "churn_risk"))
     if not values:
         return
     workspace = open_workspace(home)
     project = project_for(workspace, report.dataset, settings)
-    snapshot = _one_row_snapshot(values, _at(report.as_of), HEALTH_TAG, f"health as of {report.as_of}")
-    workspace.add_run(project.id, snapshot)
+    when = _at(report.as_of)
+    workspace.add_run(project.id, _one_row_snapshot(values, when, HEALTH_TAG, f"health as of {report.as_of}"))
+    # "ROI NAME": a space no indicator name has, so no indicator's panel picks a campaign up
+    if rois := {f"ROI {c.campaign}": c.roi for c in report.campaigns if c.roi is not None}:
+        snapshot = _one_row_snapshot(rois, when, CAMPAIGNS_TAG, f"campaign ROI as of {report.as_of}")
+        workspace.add_run(project.id, snapshot)
     if report.cohorts is not None:
         _record_cohorts(home, workspace, project, report)
 

@@ -23,6 +23,7 @@ from monitoring.health.cohorts import CohortCurves, TierMoves, cohort_curves
 from monitoring.health.indicators import Better, HealthSettings, Indicator
 from monitoring.health.measures import (
     EVENT_SPLITS,
+    EventSplit,
     Scope,
     all_spend,
     available_tables,
@@ -145,36 +146,18 @@ def compute_health(
             raise DataError(f"{dataset.name}: no data to split by {by.value}: import {_needs_text(lacking)}")
     elif by is not None:
         split = segments if segments is not None else member_segments(dataset, as_of, by, tables)
-    rows: dict[tuple[date, int], pd.DataFrame] = {}
-
-    def split_rows(end: date, days: int) -> pd.DataFrame:
-        """Each event split value's measures summed over the window, a row per value (computed once)."""
-        assert event_split is not None
-        if (end, days) not in rows:
-            rows[(end, days)] = pd.concat(
-                [
-                    _split_row(
-                        dataset,
-                        end,
-                        days,
-                        settings,
-                        tables,
-                        Scope(scope.tables, scope.community_channels, event_split, value),
-                    )
-                    for value in split_values(dataset, event_split)
-                ]
-            )
-        return rows[(end, days)]
-
+    events = None if event_split is None else _EventRows(dataset, settings, tables, scope, event_split)
+    # summed per segment once per window: at 500,000 members each join and sum takes about a second
+    totals_now = {w: _aggregate(frame, split) for w, frame in now.items()}
+    totals_before = {w: _aggregate(frame, split) for w, frame in before.items()}
     values: list[IndicatorValue] = []
     for indicator in settings.indicators:
         missing = [t for t in indicator.needs if t not in tables]
-        current = _aggregate(now[indicator.window], split)
-        previous = _aggregate(before[indicator.window], split)
-        if event_split is not None and set(indicator.measures) <= event_split.measures and not missing:
+        current, previous = totals_now[indicator.window], totals_before[indicator.window]
+        if events is not None and set(indicator.measures) <= events.split.measures and not missing:
             then = as_of - timedelta(days=indicator.window)
-            current = pd.concat([current, split_rows(as_of, indicator.window)])
-            previous = pd.concat([previous, split_rows(then, indicator.window)])
+            current = pd.concat([current, events.rows(as_of, indicator.window)])
+            previous = pd.concat([previous, events.rows(then, indicator.window)])
         baseline = None
         if indicator.since_start and not missing:
             baseline = _baseline(dataset, start, as_of, indicator, settings, tables, scope, split)
@@ -206,9 +189,14 @@ def community_start(dataset: Dataset, settings: HealthSettings) -> tuple[date, s
         return settings.community_start[dataset.name], "configs/health.yaml community_start"
     firsts = [first_event(dataset, t) for t in ("orders", "engagements") if dataset.has(t)]
     firsts = [f for f in firsts if f is not None]
-    if not firsts:
-        raise DataError(f"{dataset.name}: no orders or engagements: the community has no start to count from")
-    return min(firsts).date(), "its first order or engagement (declare community_start in configs/health.yaml)"
+    if firsts:
+        return min(firsts).date(), "its first order or engagement (declare community_start in configs/health.yaml)"
+    joined = dataset.read("members", ["joined_at"])["joined_at"].min() if dataset.has("members") else None
+    if joined is None or pd.isna(joined):
+        raise DataError(
+            f"{dataset.name}: no order, engagement or join date: declare community_start in configs/health.yaml"
+        )
+    return pd.Timestamp(joined).date(), "its first member's join (declare community_start in configs/health.yaml)"
 
 
 def _window(
@@ -225,15 +213,29 @@ def _window(
     return frame
 
 
-def _split_row(
-    dataset: Dataset, end: date, days: int, settings: HealthSettings, tables: set[str], scope: Scope
-) -> pd.DataFrame:
-    """One event split value's measures summed: a row named after the value."""
-    assert scope.split is not None and scope.value is not None
-    only = scope.split.measures
-    frame = member_measures(dataset, end, days, settings.high_value_monthly_spend, tables, scope, only)
-    columns = [c for c in frame.columns if c in scope.split.measures]
-    return frame[columns].sum().to_frame(scope.value).T
+@dataclass
+class _EventRows:
+    """Each value of an event split (a channel, a content type), its measures summed over a window: a row per
+    value, named after it, computed once per window."""
+
+    dataset: Dataset
+    settings: HealthSettings
+    tables: set[str]
+    scope: Scope
+    split: EventSplit
+    done: dict[tuple[date, int], pd.DataFrame] = field(default_factory=dict)
+
+    def rows(self, end: date, days: int) -> pd.DataFrame:
+        if (end, days) not in self.done:
+            values = split_values(self.dataset, self.split)
+            self.done[(end, days)] = pd.concat([self._row(end, days, value) for value in values])
+        return self.done[(end, days)]
+
+    def _row(self, end: date, days: int, value: str) -> pd.DataFrame:
+        scope = Scope(self.scope.tables, self.scope.community_channels, self.split, value)
+        spend = self.settings.high_value_monthly_spend
+        frame = member_measures(self.dataset, end, days, spend, self.tables, scope, self.split.measures)
+        return frame[[c for c in frame.columns if c in self.split.measures]].sum().to_frame(value).T
 
 
 def _baseline(
