@@ -17,7 +17,7 @@ from features.common.config import load_config
 from monitoring.health.measures import MEASURES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "health.yaml"
-LOCALS = ("days", "cost_per_push", "margin", "community_members", "community_spend", "all_spend")
+LOCALS = ("days", "margin", "community_members", "community_spend", "all_spend")
 _NAME = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]*")
 
 

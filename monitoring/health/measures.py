@@ -12,7 +12,7 @@ read those events are split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import duckdb
@@ -73,6 +73,7 @@ MEASURES: dict[str, Measure] = {
         _m("pushed_spend", ("exposures", "orders"), "a pushed member's spend in the 30 days after the push"),
         _m("held_out", ("exposures", "orders"), "1 when held out of a campaign (control) 30-120 days back"),
         _m("held_out_spend", ("exposures", "orders"), "a held-out member's spend in the 30 days after assignment"),
+        _m("push_cost", ("exposures", "orders"), "a pushed member's cost: their campaign's declared cost per push"),
     )
 }
 GROUP_EVENTS = ("join_group", "leave_group")
@@ -118,14 +119,15 @@ EVENT_SPLITS: dict[str, EventSplit] = {
 
 @dataclass(frozen=True)
 class Scope:
-    """What the measures read: the tables (and virtual needs) present, the community's channels, and optionally
-    one value of an event split."""
+    """What the measures read: the tables (and virtual needs) present, the community's channels, each campaign's
+    cost per push, and optionally one value of an event split."""
 
     tables: frozenset[str]
     community_channels: tuple[str, ...] = ("community_group",)
     split: EventSplit | None = None
     value: str | None = None
-    paths: dict[str, str] = field(default_factory=dict)
+    push_costs: tuple[tuple[str, float], ...] = ()  # (campaign_id, cost per member pushed) declared
+    default_push_cost: float = 0.05
 
 
 def available_tables(dataset: Dataset, community_channels: tuple[str, ...] = ()) -> set[str]:
@@ -208,7 +210,13 @@ def member_measures(
             source = scope.split.view.format(**_paths(dataset)).replace("$value", _literal(scope.value or ""))
         con.execute(f"CREATE VIEW {table} AS {source}")
     window = {"start": _ts(end - timedelta(days=days)), "end": _ts(end), "before": _ts(end - timedelta(days=2 * days))}
-    params = {**window, "high": high_value_spend, "channels": list(scope.community_channels)}
+    params = {
+        **window,
+        "high": high_value_spend,
+        "channels": list(scope.community_channels),
+        "default_cost": scope.default_push_cost,
+    }
+    con.execute(f"CREATE VIEW push_costs AS {_costs_sql(scope.push_costs)}")
     queries = [_members_sql(tables)]
     queries += [sql for needs, sql in _QUERIES if set(needs) <= tables and (wanted is None or set(needs) <= wanted)]
     if "orders" in tables and (only is None or "active_days" in only):
@@ -250,6 +258,14 @@ def all_spend(dataset: Dataset, end: date, days: int) -> float:
     ).fetchone()
     con.close()
     return float(value[0]) if value else 0.0
+
+
+def _costs_sql(costs: tuple[tuple[str, float], ...]) -> str:
+    """(campaign_id, cost) rows of the declared costs per push, as a query (none: an empty one)."""
+    if not costs:
+        return "SELECT CAST(NULL AS VARCHAR) AS campaign_id, CAST(NULL AS DOUBLE) AS cost WHERE false"
+    rows = ", ".join(f"({_literal(campaign)}, {float(cost)!r})" for campaign, cost in costs)
+    return f"SELECT * FROM (VALUES {rows}) AS c(campaign_id, cost)"
 
 
 def _literal(value: str) -> str:
@@ -367,21 +383,23 @@ FROM surveys WHERE ts >= $start AND ts < $end GROUP BY member_id
 # campaign's full effect window has passed, so the figure does not move as its days come in.
 _CAMPAIGN_SQL = """
 WITH exposed AS (
-    SELECT member_id, arg_max(arm, ts) AS arm, max(ts) AS ts FROM exposures
+    SELECT member_id, arg_max(arm, ts) AS arm, arg_max(campaign_id, ts) AS campaign_id, max(ts) AS ts
+    FROM exposures
     WHERE ts >= $end - INTERVAL 120 DAY AND ts < $end - INTERVAL 30 DAY GROUP BY member_id
 ), spent AS (
-    SELECT e.member_id, e.arm, coalesce(sum(o.amount), 0) AS spend
+    SELECT e.member_id, e.arm, e.campaign_id, coalesce(sum(o.amount), 0) AS spend
     FROM exposed e LEFT JOIN orders o
       ON o.member_id = e.member_id AND o.ts >= e.ts AND o.ts < e.ts + INTERVAL 30 DAY
          AND NOT coalesce(o.is_return, false) AND o.amount > 0
-    GROUP BY e.member_id, e.arm
+    GROUP BY e.member_id, e.arm, e.campaign_id
 )
 SELECT member_id,
        CASE WHEN lower(arm) <> 'control' THEN 1.0 ELSE 0.0 END AS pushed,
        CASE WHEN lower(arm) <> 'control' THEN spend ELSE 0.0 END AS pushed_spend,
        CASE WHEN lower(arm) = 'control' THEN 1.0 ELSE 0.0 END AS held_out,
-       CASE WHEN lower(arm) = 'control' THEN spend ELSE 0.0 END AS held_out_spend
-FROM spent
+       CASE WHEN lower(arm) = 'control' THEN spend ELSE 0.0 END AS held_out_spend,
+       CASE WHEN lower(arm) <> 'control' THEN coalesce(c.cost, $default_cost) ELSE 0.0 END AS push_cost
+FROM spent LEFT JOIN push_costs c USING (campaign_id)
 """
 
 

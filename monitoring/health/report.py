@@ -7,7 +7,7 @@ they fall short; the watched floors crossed; cohort curves and each campaign's R
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
@@ -134,7 +134,8 @@ def compute_health(
         raise DataError(f"{dataset.name}: no members and no orders imported: there is no community to measure")
     start, start_source = community_start(dataset, settings)
     windows = sorted({i.window for i in settings.indicators})
-    scope = Scope(frozenset(tables), settings.community_channels)
+    costs = tuple((campaign, c.cost_per_push) for campaign, c in settings.campaigns.items())
+    scope = Scope(frozenset(tables), settings.community_channels, None, None, costs, settings.cost_per_push)
     # each window computes only the measures its indicators read
     used = {w: frozenset(m for i in settings.indicators if i.window == w for m in i.measures) for w in windows}
     now = {w: _window(dataset, as_of, w, settings, tables, scope, used[w]) for w in windows}
@@ -232,7 +233,7 @@ class _EventRows:
         return self.done[(end, days)]
 
     def _row(self, end: date, days: int, value: str) -> pd.DataFrame:
-        scope = Scope(self.scope.tables, self.scope.community_channels, self.split, value)
+        scope = replace(self.scope, split=self.split, value=value)
         spend = self.settings.high_value_monthly_spend
         frame = member_measures(self.dataset, end, days, spend, self.tables, scope, self.split.measures)
         return frame[[c for c in frame.columns if c in self.split.measures]].sum().to_frame(value).T
@@ -388,7 +389,6 @@ def _evaluate(indicator: Indicator, frame: pd.DataFrame, settings: HealthSetting
     community = frame.loc[COMMUNITY]
     local = {
         "days": float(indicator.window),
-        "cost_per_push": settings.cost_per_push,
         "margin": settings.margin,
         "community_members": float(community["members"]),
         "community_spend": float(community["spend"]) if "spend" in frame else math.nan,

@@ -273,6 +273,7 @@ def test_campaign_roi_is_measured_per_campaign_with_its_own_costs(shared_home: S
     orders["is_return"] = False
     world.write("exposures", exposures)
     world.write("orders", orders)
+    world.write("members", pd.DataFrame({"member_id": exposures["member_id"], "joined_at": pd.Timestamp("2025-06-01")}))
     settings = load_health_settings().model_copy(update={"campaigns": {"spring": _costs(1.0, 5.0)}, "margin": 0.3})
     rois = {r.campaign: r for r in campaign_rois(world, date(2026, 4, 1), settings)}
     spring, summer = rois["spring"], rois["summer"]
@@ -289,6 +290,10 @@ def test_campaign_roi_is_measured_per_campaign_with_its_own_costs(shared_home: S
     early = {r.campaign: r for r in campaign_rois(world, date(2026, 2, 20), settings)}
     assert early["summer"].roi is None and early["summer"].status.startswith("no window has passed")
     assert early["spring"].roi == pytest.approx(spring.roi)
+    # the pooled indicator: every pushed member at their own campaign's cost per push (2 x 1.0 + 3 x 0.05), the
+    # spend of all five pushed against all four held out (fixed costs are the per-campaign table's)
+    pooled = compute_health(world, date(2026, 4, 1), settings).value("campaign_roi").value
+    assert pooled == pytest.approx(((230 / 5 - 40 / 4) * 5 * 0.3 - 2.15) / 2.15)
 
 
 def _costs(per_push: float, fixed: float) -> CampaignCosts:
