@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,21 @@ def _coerce_category(values: pd.Series) -> pd.Series:
 def _coerce_number(values: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
-    return pd.to_numeric(_as_text(values), errors="coerce").astype("float64")
+    text = _as_text(values)
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    # pandas' string parser can land one unit in the last place off (it read 90.75255727209151 as ...152, found by
+    # tests/features/test_row_checks.py); Python's float is exact, so the value stored is the value sent.
+    parsed = numbers.notna()
+    if parsed.any():
+        numbers[parsed] = text[parsed].map(_exact_float).fillna(numbers[parsed])
+    return numbers
+
+
+def _exact_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _coerce_timestamp(values: pd.Series, time_format: str | None = None) -> tuple[pd.Series, pd.Series]:
