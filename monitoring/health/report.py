@@ -133,6 +133,9 @@ def compute_health(
     if not tables & {"orders", "members"}:
         raise DataError(f"{dataset.name}: no members and no orders imported: there is no community to measure")
     start, start_source = community_start(dataset, settings)
+    # before the windows' measures are held: at 500,000 members the campaigns' outcomes take ~1 GB of their own
+    cohorts = cohort_curves(dataset, as_of, start) if "orders" in tables else None
+    campaigns = campaign_rois(dataset, as_of, settings) if {"exposures", "orders"} <= tables else []
     windows = sorted({i.window for i in settings.indicators})
     costs = tuple((campaign, c.cost_per_push) for campaign, c in settings.campaigns.items())
     scope = Scope(frozenset(tables), settings.community_channels, None, None, costs, settings.cost_per_push)
@@ -175,11 +178,7 @@ def compute_health(
         for v in values
         if v.segment == COMMUNITY and v.indicator == i.name and v.value is not None and i.crosses_floor(v.value)
     ]
-    if "orders" in tables:
-        report.cohorts = cohort_curves(dataset, as_of, start)
-    if {"exposures", "orders"} <= tables:
-        report.campaigns = campaign_rois(dataset, as_of, settings)
-    report.tier_moves = tier_moves
+    report.cohorts, report.campaigns, report.tier_moves = cohorts, campaigns, tier_moves
     return report
 
 
