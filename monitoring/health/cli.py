@@ -59,11 +59,12 @@ def health_command(
         if targets:
             typer.echo(targets_markdown(settings))
             return
+        home = StateHome.from_env()
         if dataset is None:
             from features.common.errors import DataError
 
-            raise DataError("--dataset: which dataset's health? (`community-ml data list` names them)")
-        home = StateHome.from_env()
+            known = sorted(p.parent.name for p in home.datasets.glob("*/dataset.json"))
+            raise DataError(f"--dataset: which dataset's health? (known datasets: {', '.join(known) or 'none yet'})")
         target = Dataset(home, dataset).require()
         day = resolve_as_of(target, as_of)
         segments, moves = None, None
