@@ -7,8 +7,8 @@ steps when the next one falls due, and is absent before the first) as one-row co
 `MeanValue` metric: Evidently's dashboards plot metrics, and the mean of one value is that value.
 Cohort curves are snapshots of their own, one per calendar month (tagged `cohorts`), holding the share of each
 month's joiners active in that month: a line per cohort, starting at the month it joined. A health run replaces
-them (their ids are kept in `$COMMUNITY_ML_HOME/ops-cohorts/DATASET.json`), since a month's figures can change
-as late data comes in. `community-ml ops` serves the UI (`evidently ui`) on this workspace.
+the months whose figures changed (late data) and adds new ones; `$COMMUNITY_ML_HOME/ops-cohorts/DATASET.json` keeps
+what each month's snapshot holds. `community-ml ops` serves the UI (`evidently ui`) on this workspace.
 """
 
 from __future__ import annotations
@@ -205,20 +205,27 @@ def record_health(home: StateHome, report: HealthReport, settings: HealthSetting
 
 
 def _record_cohorts(home: StateHome, workspace: Workspace, project: Project, report: HealthReport) -> None:
-    """A snapshot per calendar month holding each cohort's share active in it, replacing the last run's."""
+    """A snapshot per calendar month holding each cohort's share active in it. A month recorded before with the
+    same shares is kept (a past month's figures stay put unless late data moves them); a changed one replaced."""
     assert report.cohorts is not None
     index = home.root / "ops-cohorts" / f"{report.dataset}.json"
-    for old in json.loads(index.read_text()) if index.exists() else []:
-        workspace.delete_run(project.id, old)
-    ids = []
+    recorded: dict[str, dict[str, Any]] = json.loads(index.read_text()) if index.exists() else {}
+    months: dict[str, dict[str, Any]] = {}
     for month, rows in report.cohorts.frame.groupby("month", sort=True):
-        shares = {f"joined {c}": float(s) for c, s in zip(rows["cohort"], rows["share"], strict=True)}
+        shares = {f"joined {c}": round(float(s), 12) for c, s in zip(rows["cohort"], rows["share"], strict=True)}
+        kept = recorded.pop(str(month), None)
+        if kept is not None and kept["shares"] == shares:
+            months[str(month)] = kept
+            continue
+        if kept is not None:
+            workspace.delete_run(project.id, kept["id"])
         when = datetime.strptime(f"{month}-01", "%Y-%m-%d")
-        ids.append(
-            str(workspace.add_run(project.id, _one_row_snapshot(shares, when, COHORTS_TAG, f"cohorts {month}")).id)
-        )
+        ref = workspace.add_run(project.id, _one_row_snapshot(shares, when, COHORTS_TAG, f"cohorts {month}"))
+        months[str(month)] = {"id": str(ref.id), "shares": shares}
+    for stale in recorded.values():  # months no longer in the curves (an earlier --as-of)
+        workspace.delete_run(project.id, stale["id"])
     index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps(ids))
+    index.write_text(json.dumps(months))
 
 
 def record_monitoring(home: StateHome, result: MonitorResult, alerts: list[str]) -> None:
