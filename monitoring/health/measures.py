@@ -134,19 +134,11 @@ def available_tables(dataset: Dataset, community_channels: tuple[str, ...] = ())
     """The tables holding rows, and the virtual needs the data meets: `orders.channel` (orders say their channel),
     `orders.community_channel` (some order is on one of `community_channels`)."""
     tables = {t for t in dataset.tables() if dataset.row_count(t) > 0}
-    if "orders" in tables and "channel" in _columns(dataset, "orders"):
-        con = duckdb.connect()
-        seen = [
-            r[0]
-            for r in con.execute(
-                f"SELECT DISTINCT channel FROM read_parquet('{dataset.table_path('orders')}') WHERE channel IS NOT NULL"
-            ).fetchall()
-        ]
-        con.close()
-        if seen:
-            tables.add("orders.channel")
-        if set(seen) & set(community_channels):
-            tables.add("orders.community_channel")
+    seen = order_channels(dataset) if "orders" in tables else []
+    if seen:
+        tables.add("orders.channel")
+    if set(seen) & set(community_channels):
+        tables.add("orders.community_channel")
     return tables
 
 
