@@ -187,9 +187,9 @@ def _number(value: Any) -> float:
     text = _text(value)
     if text is None:
         return math.nan
-    if not _NUMBER.fullmatch(text) or sum(c.isdigit() for c in text) > 15:
-        raise Unsure  # pandas' own float parser may round a long decimal otherwise
-    return float(text)
+    if not _NUMBER.fullmatch(text):
+        raise Unsure
+    return float(text)  # as validation's _coerce_number reads it: Python's float, exact
 
 
 def _timestamp(value: Any) -> tuple[pd.Timestamp | None, bool]:

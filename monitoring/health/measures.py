@@ -143,7 +143,7 @@ def available_tables(dataset: Dataset, community_channels: tuple[str, ...] = ())
 
 
 def first_event(dataset: Dataset, table: str) -> pd.Timestamp | None:
-    """The table's earliest `ts` (DuckDB reads the column's statistics, not the rows)."""
+    """The table's earliest `ts` (DuckDB reads that one column)."""
     con = duckdb.connect()
     row = con.execute(f"SELECT min(ts) FROM read_parquet('{dataset.table_path(table)}')").fetchone()
     con.close()
@@ -152,7 +152,7 @@ def first_event(dataset: Dataset, table: str) -> pd.Timestamp | None:
 
 def order_channels(dataset: Dataset) -> list[str]:
     """The channels orders were placed on (for the message that says why a community channel has no data)."""
-    if not dataset.has("orders") or "channel" not in _columns(dataset, "orders"):
+    if "channel" not in dataset.columns("orders"):
         return []
     con = duckdb.connect()
     rows = con.execute(
@@ -168,12 +168,6 @@ def split_values(dataset: Dataset, split: EventSplit) -> list[str]:
     rows = con.execute(split.values_sql.format(**_paths(dataset))).fetchall()
     con.close()
     return [str(r[0]) for r in rows]
-
-
-def _columns(dataset: Dataset, table: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return list(pq.read_schema(dataset.table_path(table)).names)
 
 
 def _paths(dataset: Dataset) -> dict[str, str]:

@@ -26,6 +26,8 @@ NUMBERS = st.one_of(
     st.integers(-100, 1000),
     st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
     st.sampled_from(["12", " 4.5 ", "-3", "1e3", ".5", "abc", "", "1,000", "0x10"]),
+    # a float written out in full (up to 17 digits): both paths must read it exactly as sent
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6).map(repr),
 )
 FLAGS = st.one_of(st.booleans(), st.sampled_from(["yes", "No", "1", "0", "maybe", ""]), st.integers(0, 2))
 WORDS = st.sampled_from(["Like", "read", "Share ", "re-share", "dance", "Caf\u00e9", "", None])
