@@ -24,6 +24,7 @@ from features.common.errors import DataError
 from features.common.home import StateHome
 from features.common.settings import project_settings
 from features.dataset.event_log import Unavailable
+from features.pipelines.lake import newer_publication
 from serving.coalesce import Coalescer
 from serving.hot_path import HotPath, after_answer, routes
 from serving.models.base import ListRules
@@ -137,17 +138,21 @@ class CommunityML:
         )
         _SERVED[:] = [self]
         period = project_settings().champion_poll_seconds
-        if period > 0:  # a champion promoted on the training host reaches this worker without a restart
+        if period > 0:  # a champion promoted, or a snapshot published, on the training host reaches this worker
             threading.Thread(target=self._watch_champions, args=(period,), name="champion-watch", daemon=True).start()
 
     def _watch_champions(self, period: float) -> None:
-        """Reloads when the registry's champions differ from those served (a promotion anywhere); a registry
-        that does not answer is asked again next time, the service answering with what it has."""
+        """Reloads when the registry's champions differ from those served (a promotion anywhere) or the lake holds
+        a later publication than this home's copy; a registry or lake that does not answer is asked again next
+        time, the service answering with what it has."""
         while True:
             time.sleep(period)
             try:
                 if self.champions_changed():
                     logging.getLogger(__name__).warning("a champion was promoted: reloading")
+                    self._reload()
+                elif newer_publication(self.home, self.dataset):
+                    logging.getLogger(__name__).warning("a newer snapshot was published to the lake: reloading")
                     self._reload()
             except Exception:
                 logging.getLogger(__name__).exception("could not ask the registry for champions; asking again later")

@@ -4,15 +4,18 @@ abfs://, with that filesystem's package installed).
 
 Layout, per dataset: `<lake>/<dataset>/<table>.parquet` (the layout `$COMMUNITY_ML_SPARK_TABLES` reads, so Spark
 reads the lake where no other URI is named), the dataset's own files beside them (dataset.json, campaigns/), the
-snapshot under `<lake>/<dataset>/snapshots/as_of=<date>/`, and `latest.json`, written last: what a replica reads
-first, so it never copies a half-published set. A replica copies the tables and the snapshot into its own home
-once per publication (its home is a cache it can lose) and serves the snapshot memory-mapped from there; the tables'
-modification times are set to the training host's, so the snapshot's fingerprint (sizes and times) still matches
-and nothing is rebuilt.
+snapshot under `<lake>/<dataset>/snapshots/as_of=<date>/`, and `latest.json`, written last, naming every file
+with its SHA-256. A replica copies the tables and the snapshot into its own home once per publication (its home is
+a cache it can lose), aside first, and checks each file against `latest.json`: a publication under way overwrites
+files in place before its `latest.json`, so a copy taken meanwhile mixes two; the replica sees it and copies again.
+It serves the snapshot memory-mapped from local disk; the tables' modification times are set to the training
+host's, so the snapshot's fingerprint (sizes and times) still matches and nothing is rebuilt. A running replica
+looks for a newer publication as it looks for newly promoted champions (serving/service.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -58,14 +61,13 @@ def publish(dataset: Dataset, as_of: date) -> dict[str, Any]:
         _put(fs, path, f"{target}/{path.relative_to(dataset.path).as_posix()}")
     for path in (p for p in snapshot.path.rglob("*") if p.is_file()):
         _put(fs, path, f"{target}/snapshots/as_of={as_of}/{path.relative_to(snapshot.path).as_posix()}")
-    times = {p.relative_to(dataset.path).as_posix(): p.stat().st_mtime_ns for p in files}
+    snapshot_files = [p for p in snapshot.path.rglob("*") if p.is_file()]
     said = {
         "as_of": str(as_of),
-        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "snapshot_files": sorted(
-            p.relative_to(snapshot.path).as_posix() for p in snapshot.path.rglob("*") if p.is_file()
-        ),
-        "table_times_ns": times,
+        "published_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "table_times_ns": {p.relative_to(dataset.path).as_posix(): p.stat().st_mtime_ns for p in files},
+        "table_sha256": {p.relative_to(dataset.path).as_posix(): _sha256(p) for p in files},
+        "snapshot_sha256": {p.relative_to(snapshot.path).as_posix(): _sha256(p) for p in snapshot_files},
     }
     fs.makedirs(target, exist_ok=True)
     with fs.open(f"{target}/{LATEST}", "w") as handle:
@@ -73,44 +75,94 @@ def publish(dataset: Dataset, as_of: date) -> dict[str, Any]:
     return said
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _put(fs: Any, local: Path, remote: str) -> None:
     fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)  # a folder needs it; an object store ignores it
     fs.put_file(str(local), remote)
 
 
-def fetch(home: StateHome, name: str) -> bool:
+def fetch(home: StateHome, name: str, attempts: int = 3) -> bool:
     """Copies the dataset's latest publication into `home` where it holds another (or none); False where no lake
-    is configured. The snapshot lands where the home keeps snapshots, so it is served from local disk."""
+    is configured. The snapshot lands where the home keeps snapshots, so it is served from local disk. A copy that
+    does not match its `latest.json` (a publication under way) is taken again, `attempts` times at most."""
     lake = _lake()
     if lake is None:
         return False
     fs, root = lake
-    target = f"{root}/{name}"
+    for _ in range(attempts):
+        said = _latest(fs, f"{root}/{name}", name)
+        if published(home, name) == said["published_at"]:
+            return True
+        say(f"copying {name} as published at {said['published_at']} from the lake")
+        if _copy(fs, f"{root}/{name}", Dataset(home, name), said):
+            return True
+        say(f"the lake's {name} changed while it was copied (a publication under way): copying again")
+    raise DataError(f"the lake's {name!r} kept changing while it was copied ({attempts} tries): try again later")
+
+
+def published(home: StateHome, name: str) -> str | None:
+    """When the publication this home holds was published (None: none copied)."""
+    copied = Dataset(home, name).path / COPIED
+    return json.loads(copied.read_text()).get("published_at") if copied.exists() else None
+
+
+def newer_publication(home: StateHome, name: str) -> bool:
+    """Whether the lake holds a later publication than this home's copy (False without a lake, or without one of
+    `name`): what a running replica asks before it reloads."""
+    lake = _lake()
+    if lake is None:
+        return False
+    fs, root = lake
+    if not fs.exists(f"{root}/{name}/{LATEST}"):
+        return False
+    return _latest(fs, f"{root}/{name}", name)["published_at"] != published(home, name)
+
+
+def _latest(fs: Any, target: str, name: str) -> dict[str, Any]:
     if not fs.exists(f"{target}/{LATEST}"):
         raise DataError(
             f"the lake holds no publication of {name!r}: run `community-ml features publish --dataset {name}`"
         )
     with fs.open(f"{target}/{LATEST}") as handle:
-        said = json.loads(handle.read())
-    dataset = Dataset(home, name)
-    copied = dataset.path / COPIED
-    if copied.exists() and json.loads(copied.read_text()).get("published_at") == said["published_at"]:
-        return True
-    say(f"copying {name} as published at {said['published_at']} from the lake")
-    staging = dataset.path.with_name(f".{name}.lake-{os.getpid()}")
+        return dict(json.loads(handle.read()))
+
+
+def _copy(fs: Any, target: str, dataset: Dataset, said: dict[str, Any]) -> bool:
+    """The publication's tables and snapshot copied aside, each file checked against its SHA-256, then moved into
+    place; False (nothing moved) where a file does not match."""
+    staging = dataset.path.with_name(f".{dataset.name}.lake-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    for relative, mtime in said["table_times_ns"].items():
-        local = staging / relative
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(f"{target}/{relative}", str(local))
-        os.utime(local, ns=(mtime, mtime))  # the snapshot's fingerprint reads sizes and times
-    (staging / COPIED).write_text(json.dumps(said))
-    shutil.rmtree(dataset.path, ignore_errors=True)
-    dataset.path.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(dataset.path)
     snapshot = Snapshot(dataset, date.fromisoformat(said["as_of"]))
-    for relative in said["snapshot_files"]:
-        local = snapshot.path / relative
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(f"{target}/snapshots/as_of={said['as_of']}/{relative}", str(local))
-    return True
+    staged_snapshot = staging / ".snapshot"
+    try:
+        for relative, sha in said["table_sha256"].items():
+            if not _get(fs, f"{target}/{relative}", staging / relative, sha):
+                return False
+            mtime = said["table_times_ns"][relative]
+            os.utime(staging / relative, ns=(mtime, mtime))  # the snapshot's fingerprint reads sizes and times
+        for relative, sha in said["snapshot_sha256"].items():
+            if not _get(fs, f"{target}/snapshots/as_of={said['as_of']}/{relative}", staged_snapshot / relative, sha):
+                return False
+        (staging / COPIED).write_text(json.dumps(said))
+        shutil.rmtree(snapshot.path, ignore_errors=True)
+        snapshot.path.parent.mkdir(parents=True, exist_ok=True)
+        staged_snapshot.rename(snapshot.path)
+        shutil.rmtree(dataset.path, ignore_errors=True)
+        dataset.path.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(dataset.path)
+        return True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _get(fs: Any, remote: str, local: Path, sha: str) -> bool:
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fs.get_file(remote, str(local))
+    return _sha256(local) == sha
