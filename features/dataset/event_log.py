@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-import pandas as pd
 from pydantic import BaseModel
 
 from features.common.errors import DataError
@@ -42,7 +41,7 @@ READ_BATCH = 10_000  # entries per ingest batch
 class EventLog(Protocol):
     """Where accepted events wait for `data ingest`: the journal file (one machine) or a stream."""
 
-    def append(self, good: Any) -> list[Entry]: ...
+    def append(self, rows: dict[str, list[dict[str, Any]]]) -> list[Entry]: ...
 
     def pending(self) -> tuple[list[Entry], Any]: ...
 
@@ -87,10 +86,10 @@ class RedisEventStream:
             )
         self._checked = True
 
-    def append(self, good: dict[str, pd.DataFrame | list[dict[str, Any]]]) -> list[Entry]:
-        """Adds the checked events as entries in one transaction; returns them once Redis has them (and, by its
-        settings, on disk)."""
-        entries = entries_of(good)
+    def append(self, rows: dict[str, list[dict[str, Any]]]) -> list[Entry]:
+        """Adds the checked events (`Checked.rows`) as entries in one transaction; returns them once Redis has them
+        (and, by its settings, on disk)."""
+        entries = entries_of(rows)
         if not entries:
             return entries
         self._durable()

@@ -108,14 +108,9 @@ def event_key(table: str, row: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps([table, row], sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def entries_of(good: dict[str, pd.DataFrame | list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Checked events as the event log keeps them: table, key, row (from typed frames, or rows already in their
-    JSON form: `Checked.rows`)."""
-    return [
-        {"table": table, "key": event_key(table, row), "row": row}
-        for table, typed in good.items()
-        for row in (event_rows(typed) if isinstance(typed, pd.DataFrame) else typed)
-    ]
+def entries_of(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Checked events (`Checked.rows`: rows in their JSON form) as the event log keeps them: table, key, row."""
+    return [{"table": table, "key": event_key(table, row), "row": row} for table, each in rows.items() for row in each]
 
 
 class Journal:
@@ -128,9 +123,10 @@ class Journal:
     def _locked(self) -> AbstractContextManager[None]:
         return exclusively(self.folder / ".lock")
 
-    def append(self, good: dict[str, pd.DataFrame | list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Writes the events and flushes them to disk before returning them as journal entries."""
-        entries = entries_of(good)
+    def append(self, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Writes the checked events (`Checked.rows`) and flushes them to disk before returning them as journal
+        entries."""
+        entries = entries_of(rows)
         if not entries:
             return entries
         data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()

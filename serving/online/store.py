@@ -30,7 +30,7 @@ from features.dataset.events import (
     Journal,
     check_events,
     entries_frame,
-    event_key,
+    entries_of,
     event_rows,
     events_since,
 )
@@ -124,8 +124,7 @@ class OnlineStore:
         if self.stream is not None:
             streamed, self.stream_position = self.stream.pending()
             entries += streamed
-        for table, frame in events_since(dataset, cutoff).items():
-            entries += [{"table": table, "key": event_key(table, row), "row": row} for row in event_rows(frame)]
+        entries += entries_of({table: event_rows(frame) for table, frame in events_since(dataset, cutoff).items()})
         if entries:
             with step(f"folding {len(entries):,} events since the snapshot into members' rows"):
                 self.fold(entries)

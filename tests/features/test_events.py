@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,13 +12,14 @@ from features.common.home import StateHome
 from features.dataset.events import Journal, check_events, event_key, read_entries
 
 
-def events(table: str, *rows: dict) -> pd.DataFrame:
-    return check_events({table: list(rows)}).good.get(table, pd.DataFrame())
+def events(*rows: dict) -> dict[str, list[dict]]:
+    """Orders as the service appends them: checked, in their JSON form."""
+    return check_events({"orders": list(rows)}).rows
 
 
 def test_the_journal_keeps_whole_lines_and_follows_a_seal(tmp_path: Path) -> None:
     journal = Journal(StateHome(tmp_path), "shop")
-    first = journal.append({"orders": events("orders", {"member_id": "m", "ts": "2026-04-02", "amount": 5})})
+    first = journal.append(events({"member_id": "m", "ts": "2026-04-02", "amount": 5}))
     entries, position = journal.read_since((0, 0))
     assert entries == first and first[0]["key"] == event_key("orders", first[0]["row"])
     with journal.current.open("a") as handle:  # a line being written when a reader looks
@@ -27,7 +27,7 @@ def test_the_journal_keeps_whole_lines_and_follows_a_seal(tmp_path: Path) -> Non
     assert journal.read_since(position) == ([], position)
     journal.current.write_text(journal.current.read_text().rsplit("\n", 1)[0] + "\n")  # the writer died there
     journal.seal()
-    second = journal.append({"orders": events("orders", {"member_id": "n", "ts": "2026-04-03", "amount": 6})})
+    second = journal.append(events({"member_id": "n", "ts": "2026-04-03", "amount": 6}))
     assert journal.read_since(position)[0] == second
     pending, after = journal.pending()
     assert [e["row"]["member_id"] for e in pending] == ["m", "n"] and journal.read_since(after) == ([], after)
@@ -70,8 +70,8 @@ def test_an_event_the_log_holds_twice_is_stored_and_counted_once(tmp_path: Path)
     dataset = Dataset(StateHome(tmp_path), "shop")
     journal = Journal(dataset.home, "shop")
     order = {"member_id": "m", "ts": "2026-04-02", "amount": 5, "order_id": "W-1"}
-    journal.append({"orders": events("orders", order)})
-    journal.append({"orders": events("orders", order, {**order, "order_id": "W-2"})})
+    journal.append(events(order))
+    journal.append(events(order, {**order, "order_id": "W-2"}))
     # when: ingested; then: each order once in the table and in the count
     summary = ingest(dataset)
     assert summary.events["orders"] == 3 and summary.added["orders"] == 2
