@@ -40,12 +40,12 @@ def preflight(home: StateHome, dataset: str) -> None:
     no champion of a kind the service needs. Without it BentoML would restart a failing worker over and over."""
     from features.pipelines.lake import fetch
     from serving.models import registry
-    from serving.models.champions import cached_kinds, server_answers, untrained
+    from serving.models.champions import cached_kinds, remote_server, server_answers, untrained
 
     fetch(home, dataset)  # with a lake, the home is a cache: the latest publication copied in
     Dataset(home, dataset).require()
-    server = project_settings().mlflow_tracking_uri
-    if server is not None and server.startswith(("http://", "https://")) and not server_answers(server):
+    server = remote_server()
+    if server is not None and not server_answers(server):
         if cached_kinds(home, dataset):  # the service starts on them and says so (/metadata: champions_cached_at)
             return
         raise DataError(

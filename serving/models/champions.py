@@ -192,8 +192,8 @@ def registered_versions(home: StateHome, dataset: str) -> dict[str, str] | None:
     (they change with a new container, not with the registry)."""
     if models_from_bento():
         return None
-    server = project_settings().mlflow_tracking_uri
-    if server is not None and server.startswith(("http://", "https://")) and not server_answers(server):
+    server = remote_server()
+    if server is not None and not server_answers(server):
         return None  # asked again next time
     # A client of its own, not registry.connect: MLflow's process-wide URIs stay as the process set them.
     uri = home.mlflow_tracking_uri()
@@ -208,9 +208,9 @@ def untrained(dataset: str, kinds: list[ModelKind]) -> str:
 
 
 def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[str, Champion]:
-    server = project_settings().mlflow_tracking_uri
-    remote = server is not None and server.startswith(("http://", "https://"))
-    if remote and not server_answers(server):
+    server = remote_server()
+    remote = server is not None
+    if server is not None and not server_answers(server):
         return _cached(home, dataset, kinds, server)
     client = registry.connect(home)
     found = {}
@@ -226,6 +226,12 @@ def _registered(home: StateHome, dataset: str, kinds: list[ModelKind]) -> dict[s
     return found
 
 
+def remote_server() -> str | None:
+    """The MLflow server the home tracks with, where it is one (http or https), not a local file."""
+    server = project_settings().mlflow_tracking_uri
+    return server if server is not None and server.startswith(("http://", "https://")) else None
+
+
 def server_answers(server: str) -> bool:
     """Whether the MLflow server answers its health check within a few seconds (MLflow's own client would retry
     for minutes before saying it does not)."""
@@ -239,12 +245,15 @@ def server_answers(server: str) -> bool:
 
 def cached_kinds(home: StateHome, dataset: str) -> list[str]:
     """The kinds whose champion this home keeps a copy of (to start on while the MLflow server is down)."""
-    root = home.root / "cache" / "champions" / dataset
-    return sorted(p.parent.name for p in root.glob("*/champion.json")) if root.exists() else []
+    return sorted(p.parent.name for p in _cache_root(home, dataset).glob("*/champion.json"))
+
+
+def _cache_root(home: StateHome, dataset: str) -> Path:
+    return home.root / "cache" / "champions" / dataset
 
 
 def _cache_folder(home: StateHome, dataset: str, kind_name: str) -> Path:
-    return home.root / "cache" / "champions" / dataset / kind_name
+    return _cache_root(home, dataset) / kind_name
 
 
 def _cache(home: StateHome, dataset: str, k: ModelKind, version: Any) -> Path:
